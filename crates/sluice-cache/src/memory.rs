@@ -1,0 +1,262 @@
+//! The in-process memory store (the embedded default).
+//!
+//! Built on moka's TinyLFU cache, bounded by **bytes** through a weigher rather than
+//! by entry count, because upstream bodies range from a few hundred bytes to
+//! megabytes. Each entry expires at its own `stale_until` through moka's per-entry
+//! expiry, so stale-if-error windows are kept exactly as long as configured.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::Expiry;
+use moka::future::Cache;
+
+use crate::clock::{Clock, SystemClock};
+use crate::entry::Entry;
+use crate::error::StoreError;
+use crate::store::{PutOutcome, Store, StoreStats};
+
+/// Builder for [`MemoryStore`].
+#[derive(Debug)]
+pub struct MemoryStoreBuilder {
+    max_bytes: u64,
+    max_entry_bytes: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryStoreBuilder {
+    /// Total byte bound (default 256 MiB).
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Largest single entry accepted (default 8 MiB); larger ones are passed
+    /// through uncached.
+    pub fn max_entry_bytes(mut self, bytes: usize) -> Self {
+        self.max_entry_bytes = bytes;
+        self
+    }
+
+    /// The clock that decides expiry (default: system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        let cache = Cache::builder()
+            .max_capacity(self.max_bytes)
+            .weigher(|k: &Arc<str>, v: &Arc<Entry>| {
+                u32::try_from(k.len() + v.weight()).unwrap_or(u32::MAX)
+            })
+            .expire_after(StaleLimit {
+                clock: self.clock.clone(),
+            })
+            .build();
+        MemoryStore {
+            cache,
+            max_bytes: self.max_bytes,
+            max_entry_bytes: self.max_entry_bytes,
+        }
+    }
+}
+
+/// Bounded in-process store. Cheap to clone; clones share the cache.
+///
+/// ```
+/// # tokio_test_shim::block_on(async {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use sluice_cache::{Entry, MemoryStore, Store, Clock, SystemClock};
+/// let store = MemoryStore::builder().max_bytes(1 << 20).build();
+/// let now = SystemClock.now_millis();
+/// let e = Entry::new(200, vec![], Bytes::from_static(b"{}"), now,
+///                    Duration::from_secs(60), Duration::ZERO, Duration::ZERO);
+/// store.put("k", Arc::new(e)).await.unwrap();
+/// assert!(store.get("k").await.unwrap().is_some());
+/// # });
+/// # mod tokio_test_shim { pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #   tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) } }
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: Cache<Arc<str>, Arc<Entry>>,
+    max_bytes: u64,
+    max_entry_bytes: usize,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("max_bytes", &self.max_bytes)
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// A builder with defaults (256 MiB, 8 MiB per entry, system clock).
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            max_bytes: 256 << 20,
+            max_entry_bytes: 8 << 20,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+struct StaleLimit {
+    clock: Arc<dyn Clock>,
+}
+
+impl StaleLimit {
+    fn remaining(&self, e: &Entry) -> Option<Duration> {
+        let left = e.stale_until - self.clock.now_millis();
+        Some(Duration::from_millis(left.max(0) as u64))
+    }
+}
+
+impl Expiry<Arc<str>, Arc<Entry>> for StaleLimit {
+    fn expire_after_create(&self, _k: &Arc<str>, v: &Arc<Entry>, _at: Instant) -> Option<Duration> {
+        self.remaining(v)
+    }
+
+    fn expire_after_update(
+        &self,
+        _k: &Arc<str>,
+        v: &Arc<Entry>,
+        _at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        self.remaining(v)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn max_entry_bytes(&self) -> usize {
+        self.max_entry_bytes
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
+        Ok(self.cache.get(key).await)
+    }
+
+    async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<PutOutcome, StoreError> {
+        if key.len() + entry.weight() > self.max_entry_bytes {
+            return Ok(PutOutcome::TooLarge);
+        }
+        self.cache.insert(Arc::from(key), entry).await;
+        Ok(PutOutcome::Stored)
+    }
+
+    async fn purge(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.cache.remove(key).await.is_some())
+    }
+
+    async fn purge_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let keys: Vec<Arc<str>> = self
+            .cache
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| Arc::clone(&*k))
+            .collect();
+        let mut n = 0;
+        for k in keys {
+            if self.cache.remove(&*k).await.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.cache.run_pending_tasks().await;
+        Ok(StoreStats {
+            entries: self.cache.entry_count(),
+            bytes: self.cache.weighted_size(),
+            max_bytes: Some(self.max_bytes),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use bytes::Bytes;
+
+    fn entry(now: i64, body: usize, ttl: u64) -> Arc<Entry> {
+        Arc::new(Entry::new(
+            200,
+            vec![("content-type".into(), Bytes::from_static(b"application/json"))],
+            Bytes::from(vec![b'x'; body]),
+            now,
+            Duration::from_secs(ttl),
+            Duration::ZERO,
+            Duration::ZERO,
+        ))
+    }
+
+    #[tokio::test]
+    async fn bounded_by_bytes() {
+        let store = MemoryStore::builder()
+            .max_bytes(100_000)
+            .max_entry_bytes(50_000)
+            .build();
+        let now = SystemClock.now_millis();
+        for i in 0..100 {
+            store
+                .put(&format!("k{i}"), entry(now, 10_000, 60))
+                .await
+                .unwrap();
+        }
+        let stats = store.stats().await.unwrap();
+        assert!(stats.bytes <= 100_000, "bytes {} over bound", stats.bytes);
+        assert!(stats.entries <= 10, "entries {}", stats.entries);
+        assert!(stats.entries >= 1);
+    }
+
+    #[tokio::test]
+    async fn oversized_entries_are_refused() {
+        let store = MemoryStore::builder().max_entry_bytes(1_000).build();
+        let now = SystemClock.now_millis();
+        assert_eq!(
+            store.put("big", entry(now, 2_000, 60)).await.unwrap(),
+            PutOutcome::TooLarge
+        );
+        assert!(store.get("big").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn purge_by_key_and_prefix() {
+        let store = MemoryStore::builder().build();
+        let now = SystemClock.now_millis();
+        for k in ["a GET /x", "a GET /y", "b GET /x"] {
+            store.put(k, entry(now, 10, 60)).await.unwrap();
+        }
+        assert!(store.purge("b GET /x").await.unwrap());
+        assert!(!store.purge("b GET /x").await.unwrap());
+        assert_eq!(store.purge_prefix("a ").await.unwrap(), 2);
+        assert_eq!(store.stats().await.unwrap().entries, 0);
+    }
+
+    #[tokio::test]
+    async fn entries_expire_at_their_stale_limit() {
+        let clock = ManualClock::starting_now();
+        let store = MemoryStore::builder().clock(Arc::new(clock.clone())).build();
+        // Stored as if 59.95 s ago with a 60 s life: moka drops it within 50 ms.
+        let e = entry(clock.now_millis() - 59_950, 10, 60);
+        store.put("k", e).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(store.get("k").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,262 @@
+//! An upstream's call budget: a per-second rate and a daily quota.
+//!
+//! Public data portals count calls per key per day and reset at midnight in their
+//! own time zone (KST for data.go.kr), so the daily budget here resets at midnight
+//! in a configured zone, read from the injectable [`Clock`]. The per-second rate is
+//! a GCRA limiter from `governor`. Callers wait for a per-second slot up to a bound;
+//! a spent daily budget is refused at once with the time until the reset.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota as Gcra, RateLimiter};
+use thiserror::Error;
+
+use crate::clock::Clock;
+
+/// The budget refused a call.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QuotaExceeded {
+    /// The daily quota is spent.
+    #[error("daily quota of {limit} calls is spent; it resets in {}s", retry_after.as_secs())]
+    Daily {
+        /// The configured daily limit.
+        limit: u64,
+        /// Time until the quota resets.
+        retry_after: Duration,
+    },
+    /// No per-second slot became free within the allowed wait.
+    #[error("rate limit of {per_second} calls per second reached")]
+    PerSecond {
+        /// The configured rate.
+        per_second: u32,
+        /// Time until a slot is free.
+        retry_after: Duration,
+    },
+}
+
+impl QuotaExceeded {
+    /// How long a client should wait before trying again.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Self::Daily { retry_after, .. } | Self::PerSecond { retry_after, .. } => *retry_after,
+        }
+    }
+}
+
+/// An upstream's call budget, shared by the gateway and batch jobs.
+#[async_trait]
+pub trait Quota: Send + Sync + fmt::Debug + 'static {
+    /// Takes one call from the budget, waiting up to `max_wait` for a per-second
+    /// slot.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaExceeded`] when the daily budget is spent or no slot frees up in time.
+    async fn acquire(&self, max_wait: Duration) -> Result<(), QuotaExceeded>;
+
+    /// Calls left today, if a daily quota is configured.
+    fn remaining_today(&self) -> Option<u64>;
+
+    /// Marks today's budget as spent (the upstream itself said so).
+    fn exhaust_today(&self);
+}
+
+/// A quota kept in this process.
+pub struct LocalQuota {
+    per_second: Option<(u32, DefaultDirectRateLimiter)>,
+    per_day: Option<u64>,
+    tz: Tz,
+    clock: Arc<dyn Clock>,
+    day: Mutex<(NaiveDate, u64)>,
+}
+
+impl fmt::Debug for LocalQuota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalQuota")
+            .field("per_second", &self.per_second.as_ref().map(|p| p.0))
+            .field("per_day", &self.per_day)
+            .field("tz", &self.tz)
+            .finish()
+    }
+}
+
+impl LocalQuota {
+    /// A budget of `per_second` calls a second (burst of the same size) and
+    /// `per_day` calls a day, the day ending at midnight in `tz`.
+    pub fn new(
+        per_second: Option<NonZeroU32>,
+        per_day: Option<u64>,
+        tz: Tz,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let today = local_date(&tz, clock.now_millis());
+        Self {
+            per_second: per_second.map(|n| (n.get(), RateLimiter::direct(Gcra::per_second(n)))),
+            per_day,
+            tz,
+            clock,
+            day: Mutex::new((today, 0)),
+        }
+    }
+
+    /// Whether any limit is configured.
+    pub fn is_limited(&self) -> bool {
+        self.per_second.is_some() || self.per_day.is_some()
+    }
+
+    fn until_reset(&self, now: i64) -> Duration {
+        let today = local_date(&self.tz, now);
+        let next = today.succ_opt().unwrap_or(today);
+        let midnight = next
+            .and_hms_opt(0, 0, 0)
+            .and_then(|m| self.tz.from_local_datetime(&m).earliest())
+            .map(|m| m.timestamp_millis())
+            // A zone whose midnight falls in a DST gap: the day starts an hour later.
+            .unwrap_or(now + 3_600_000);
+        Duration::from_millis((midnight - now).max(1_000) as u64)
+    }
+
+    fn check_daily(&self, take: bool) -> Result<(), QuotaExceeded> {
+        let Some(limit) = self.per_day else {
+            return Ok(());
+        };
+        let now = self.clock.now_millis();
+        let today = local_date(&self.tz, now);
+        let mut day = self.day.lock().unwrap_or_else(|p| p.into_inner());
+        if day.0 != today {
+            *day = (today, 0);
+        }
+        if day.1 >= limit {
+            return Err(QuotaExceeded::Daily {
+                limit,
+                retry_after: self.until_reset(now),
+            });
+        }
+        if take {
+            day.1 += 1;
+        }
+        Ok(())
+    }
+}
+
+fn local_date(tz: &Tz, millis: i64) -> NaiveDate {
+    let utc: DateTime<Utc> = DateTime::from_timestamp_millis(millis).unwrap_or_default();
+    let local = utc.with_timezone(tz);
+    NaiveDate::from_ymd_opt(local.year(), local.month(), local.day()).unwrap_or_default()
+}
+
+#[async_trait]
+impl Quota for LocalQuota {
+    async fn acquire(&self, max_wait: Duration) -> Result<(), QuotaExceeded> {
+        self.check_daily(false)?;
+        if let Some((per_second, limiter)) = &self.per_second {
+            let deadline = tokio::time::Instant::now() + max_wait;
+            loop {
+                match limiter.check() {
+                    Ok(()) => break,
+                    Err(not_until) => {
+                        let wait = not_until.wait_time_from(DefaultClock::default().now());
+                        if tokio::time::Instant::now() + wait > deadline {
+                            return Err(QuotaExceeded::PerSecond {
+                                per_second: *per_second,
+                                retry_after: wait.max(Duration::from_secs(1)),
+                            });
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+        self.check_daily(true)
+    }
+
+    fn remaining_today(&self) -> Option<u64> {
+        let limit = self.per_day?;
+        let today = local_date(&self.tz, self.clock.now_millis());
+        let day = self.day.lock().unwrap_or_else(|p| p.into_inner());
+        if day.0 != today {
+            return Some(limit);
+        }
+        Some(limit.saturating_sub(day.1))
+    }
+
+    fn exhaust_today(&self) {
+        if let Some(limit) = self.per_day {
+            let today = local_date(&self.tz, self.clock.now_millis());
+            let mut day = self.day.lock().unwrap_or_else(|p| p.into_inner());
+            *day = (today, limit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    // 2026-11-25T14:59:00Z = 23:59 in Seoul.
+    const BEFORE_KST_MIDNIGHT: i64 = 1_795_705_140_000;
+
+    #[tokio::test]
+    async fn daily_quota_resets_at_midnight_in_its_zone() {
+        let clock = ManualClock::new(BEFORE_KST_MIDNIGHT);
+        let q = LocalQuota::new(None, Some(3), chrono_tz::Asia::Seoul, Arc::new(clock.clone()));
+        for _ in 0..3 {
+            q.acquire(Duration::ZERO).await.unwrap();
+        }
+        assert_eq!(q.remaining_today(), Some(0));
+        let err = q.acquire(Duration::ZERO).await.unwrap_err();
+        assert_eq!(
+            err,
+            QuotaExceeded::Daily {
+                limit: 3,
+                retry_after: Duration::from_secs(60)
+            }
+        );
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(q.remaining_today(), Some(3));
+        q.acquire(Duration::ZERO).await.unwrap();
+        assert_eq!(q.remaining_today(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn utc_day_differs_from_kst_day() {
+        let clock = ManualClock::new(BEFORE_KST_MIDNIGHT);
+        let q = LocalQuota::new(None, Some(1), chrono_tz::UTC, Arc::new(clock.clone()));
+        q.acquire(Duration::ZERO).await.unwrap();
+        clock.advance(Duration::from_secs(120)); // past KST midnight, not UTC's
+        assert!(q.acquire(Duration::ZERO).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn per_second_refuses_beyond_the_wait_bound() {
+        let q = LocalQuota::new(
+            NonZeroU32::new(5),
+            None,
+            chrono_tz::UTC,
+            Arc::new(crate::SystemClock),
+        );
+        for _ in 0..5 {
+            q.acquire(Duration::ZERO).await.unwrap();
+        }
+        let err = q.acquire(Duration::ZERO).await.unwrap_err();
+        assert!(matches!(err, QuotaExceeded::PerSecond { per_second: 5, .. }));
+        // Waiting is allowed: a slot frees within 200 ms at 5/s.
+        q.acquire(Duration::from_secs(1)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn exhaust_today_spends_the_budget() {
+        let q = LocalQuota::new(None, Some(10), chrono_tz::UTC, Arc::new(crate::SystemClock));
+        q.exhaust_today();
+        assert_eq!(q.remaining_today(), Some(0));
+    }
+}
