@@ -1,0 +1,222 @@
+//! The gateway's one error type and its one conversion into an HTTP response.
+//!
+//! Every failure records which side failed (client, upstream, internal), whether a
+//! retry may help, and context. [`GatewayError::into_response`] is the only place
+//! that decides what a client sees: a JSON body with a stable `error` code and a
+//! message that never contains secrets or internal details. The full error is kept
+//! in the response extensions for the logging layer.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+/// Which side of the proxy is at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's request is wrong.
+    Client,
+    /// The upstream failed or refused.
+    Upstream,
+    /// Sluice itself failed.
+    Internal,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No route matches the path.
+    NoRoute,
+    /// The method is not served on this route.
+    MethodNotAllowed,
+    /// The request target is malformed or tries to leave the route's upstream.
+    BadRequest,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// The upstream could not be reached.
+    UpstreamConnect,
+    /// The upstream answered with a server error status.
+    UpstreamStatus(u16),
+    /// The upstream answered 2xx with a body that fails `ok_when`.
+    UpstreamRejected {
+        /// The upstream's own error code, when one was found in the body.
+        code: Option<String>,
+        /// The upstream's own error message, when found.
+        message: Option<String>,
+    },
+    /// The upstream's answer could not be read (truncated, too large, bad framing).
+    UpstreamBody,
+    /// The upstream's call budget is spent.
+    QuotaExceeded {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// A bug or resource failure inside sluice.
+    Internal,
+}
+
+/// A failed gateway request.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// Whether retrying the same upstream call may succeed.
+    pub retryable: bool,
+    /// The upstream involved, if any.
+    pub upstream: Option<Arc<str>>,
+    /// Human-readable context; never contains a secret.
+    pub context: String,
+}
+
+impl GatewayError {
+    /// A new error of `kind` with `context`.
+    pub fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
+        let retryable = matches!(
+            kind,
+            ErrorKind::UpstreamTimeout | ErrorKind::UpstreamConnect | ErrorKind::UpstreamBody
+        ) || matches!(kind, ErrorKind::UpstreamStatus(s) if s >= 500);
+        Self {
+            kind,
+            retryable,
+            upstream: None,
+            context: context.into(),
+        }
+    }
+
+    /// Sets the upstream name.
+    pub fn upstream(mut self, name: &Arc<str>) -> Self {
+        self.upstream = Some(name.clone());
+        self
+    }
+
+    /// Overrides the retryable flag.
+    pub fn retryable(mut self, yes: bool) -> Self {
+        self.retryable = yes;
+        self
+    }
+
+    /// Which side failed.
+    pub fn side(&self) -> Side {
+        match self.kind {
+            ErrorKind::NoRoute | ErrorKind::MethodNotAllowed | ErrorKind::BadRequest => {
+                Side::Client
+            }
+            ErrorKind::Internal => Side::Internal,
+            _ => Side::Upstream,
+        }
+    }
+
+    /// A stable snake_case code for the JSON body and the `error_type` label.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::UpstreamConnect => "upstream_unreachable",
+            ErrorKind::UpstreamStatus(_) => "upstream_status",
+            ErrorKind::UpstreamRejected { .. } => "upstream_rejected",
+            ErrorKind::UpstreamBody => "upstream_bad_body",
+            ErrorKind::QuotaExceeded { .. } => "quota_exceeded",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status a client receives.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The status reported as `fwd-status` in `Cache-Status`.
+    pub fn fwd_status(&self) -> Option<u16> {
+        match self.kind {
+            ErrorKind::UpstreamStatus(s) => Some(s),
+            ErrorKind::UpstreamRejected { .. } => Some(200),
+            ErrorKind::UpstreamTimeout => Some(504),
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamBody => Some(502),
+            _ => None,
+        }
+    }
+
+    /// The message a client sees.
+    pub fn public_message(&self) -> String {
+        let up = self.upstream.as_deref().unwrap_or("upstream");
+        match &self.kind {
+            ErrorKind::NoRoute => "no route matches this path".into(),
+            ErrorKind::Internal => "internal error; see the sluice log".into(),
+            ErrorKind::UpstreamTimeout => format!("upstream {up} did not answer in time"),
+            ErrorKind::UpstreamConnect => format!("upstream {up} could not be reached"),
+            ErrorKind::UpstreamStatus(s) => format!("upstream {up} answered HTTP {s}"),
+            ErrorKind::UpstreamRejected { code, message } => match (code, message) {
+                (Some(c), Some(m)) => format!("upstream {up} answered with error code {c} ({m})"),
+                (Some(c), None) => format!("upstream {up} answered with error code {c}"),
+                _ => format!("upstream {up} answered with a body that fails ok_when"),
+            },
+            ErrorKind::QuotaExceeded { retry_after } => format!(
+                "the call budget of upstream {up} is spent; retry in {}s ({})",
+                retry_after.as_secs().max(1),
+                self.context
+            ),
+            _ => self.context.clone(),
+        }
+    }
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.public_message())?;
+        if !matches!(self.kind, ErrorKind::QuotaExceeded { .. }) && !self.context.is_empty() {
+            let msg = self.public_message();
+            if msg != self.context {
+                write!(f, " ({})", self.context)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({
+            "error": self.code(),
+            "message": self.public_message(),
+        });
+        if let Some(u) = &self.upstream {
+            body["upstream"] = serde_json::Value::String(u.to_string());
+        }
+        if let ErrorKind::UpstreamRejected { code: Some(c), .. } = &self.kind {
+            body["upstream_code"] = serde_json::Value::String(c.clone());
+        }
+        if let ErrorKind::UpstreamStatus(s) = self.kind {
+            body["upstream_status"] = serde_json::Value::from(s);
+        }
+        let mut resp = Response::new(Body::from(body.to_string()));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let ErrorKind::QuotaExceeded { retry_after } = self.kind {
+            let secs = retry_after.as_secs().max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp.extensions_mut().insert(self);
+        resp
+    }
+}

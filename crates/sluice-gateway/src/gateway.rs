@@ -1,0 +1,729 @@
+//! The request flow, phase by phase.
+//!
+//! ```text
+//! request_filter ─▶ match route ─▶ cache_key ─▶ lookup ─┬─ fresh ─────────────▶ respond (hit)
+//!                                                       ├─ stale, revalidate ─▶ respond (stale) + refresh in background
+//!                                                       └─ stale / miss ──────▶ coalesce ─▶ quota ─▶ upstream ─▶ ok_when
+//!                                                                                  └─▶ store ─▶ respond (miss)
+//!                                                              upstream failed ─▶ stale within stale_if_error, else error
+//! ```
+//!
+//! Each phase is a method on [`Gateway`], in that order (see `docs/gateway-phases.md`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use sluice_cache::{
+    Clock, Coalescer, Entry, Freshness, PutOutcome, Store, StoreStats, SystemClock,
+};
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::key::{self, Param};
+use crate::metrics;
+use crate::outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
+use crate::route::{Route, RouteSpec, Ttl};
+use crate::upstream::{Upstream, UpstreamResponse};
+
+/// Response headers kept in an entry and replayed to clients.
+const KEPT_HEADERS: [HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LANGUAGE,
+    header::CONTENT_DISPOSITION,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::CONTENT_ENCODING,
+];
+
+/// What a leader's upstream call produced, shared with its followers.
+#[derive(Debug, Clone)]
+struct Fetched {
+    entry: Arc<Entry>,
+    stored: Result<(), NoCacheReason>,
+}
+
+type FlightResult = Result<Fetched, GatewayError>;
+
+/// Builder for [`Gateway`].
+pub struct GatewayBuilder {
+    routes: Vec<RouteSpec>,
+    store: Option<Arc<dyn Store>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl GatewayBuilder {
+    /// Adds a route; routes are matched by pattern, most specific first.
+    pub fn route(mut self, route: RouteSpec) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// The store (default: a 256 MiB memory store).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The clock (default: system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the gateway.
+    ///
+    /// # Errors
+    ///
+    /// When two routes conflict, a pattern is invalid or a name repeats.
+    pub fn build(self) -> Result<Gateway, String> {
+        let mut router = matchit::Router::new();
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (i, spec) in self.routes.into_iter().enumerate() {
+            if spec.name.is_empty() || spec.name.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "route name {:?} must be non-empty and contain no whitespace",
+                    spec.name
+                ));
+            }
+            if routes.iter().any(|r: &Route| r.spec.name == spec.name) {
+                return Err(format!("route name {:?} is used twice", spec.name));
+            }
+            router
+                .insert(spec.path.clone(), i)
+                .map_err(|e| format!("route {:?} path {:?}: {e}", spec.name, spec.path))?;
+            routes.push(Route::new(spec));
+        }
+        let store = self.store.unwrap_or_else(|| {
+            Arc::new(
+                sluice_cache::MemoryStore::builder()
+                    .clock(self.clock.clone())
+                    .build(),
+            )
+        });
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                routes,
+                router,
+                store,
+                clock: self.clock,
+                flights: Coalescer::new(),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    routes: Vec<Route>,
+    router: matchit::Router<usize>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    flights: Coalescer<FlightResult>,
+}
+
+/// The caching gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("routes", &self.inner.routes.len())
+            .field("store", &self.inner.store.kind())
+            .finish()
+    }
+}
+
+/// A matched, validated request.
+struct Prepared {
+    route: usize,
+    key: String,
+    suffix: String,
+    query: String,
+    forward: HeaderMap,
+    head: bool,
+}
+
+/// Result of a purge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged(pub u64);
+
+impl Gateway {
+    /// A builder with no routes.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder {
+            routes: Vec::new(),
+            store: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The store entries live in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Names of the configured routes.
+    pub fn route_names(&self) -> Vec<String> {
+        self.inner
+            .routes
+            .iter()
+            .map(|r| r.spec.name.clone())
+            .collect()
+    }
+
+    /// The distinct upstreams of all routes.
+    pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
+        let mut out: Vec<Arc<Upstream>> = Vec::new();
+        for r in &self.inner.routes {
+            if !out.iter().any(|u| Arc::ptr_eq(u, &r.spec.upstream)) {
+                out.push(r.spec.upstream.clone());
+            }
+        }
+        out
+    }
+
+    /// Handles one proxied request.
+    pub async fn handle(&self, req: Request<Body>) -> Response {
+        let prepared = match self.request_filter(&req) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "request refused");
+                return e.into_response();
+            }
+        };
+        let route = &self.inner.routes[prepared.route];
+        let (resp, outcome) = self.serve(&prepared).await;
+        route.metrics.request(outcome);
+        tracing::debug!(route = %route.spec.name, cache_status = outcome.as_str(),
+            status = resp.status().as_u16(), "served");
+        resp
+    }
+
+    /// Phase 1: refuse what is not ours, match a route, build the key.
+    fn request_filter(&self, req: &Request<Body>) -> Result<Prepared, GatewayError> {
+        let uri = req.uri();
+        if uri.scheme().is_some() || uri.authority().is_some() {
+            return Err(GatewayError::new(
+                ErrorKind::BadRequest,
+                "absolute-form request targets are not accepted; send the path only",
+            ));
+        }
+        let path = key::canonical_path(uri.path())?;
+        let matched =
+            self.inner.router.at(&path).map_err(|_| {
+                GatewayError::new(ErrorKind::NoRoute, format!("no route for {path}"))
+            })?;
+        let idx = *matched.value;
+        let route = &self.inner.routes[idx];
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => {
+                return Err(GatewayError::new(
+                    ErrorKind::MethodNotAllowed,
+                    "only GET and HEAD are served",
+                ));
+            }
+        };
+        let suffix = route.suffix(&matched.params);
+        let params = key::canonical_query(uri.query())?;
+        let query = self.cache_key_query(route, params);
+        let mut vary = Vec::with_capacity(route.spec.vary.len());
+        let mut forward = HeaderMap::new();
+        for h in &route.spec.vary {
+            if let Some(v) = req.headers().get(h) {
+                let text = v.to_str().unwrap_or("").trim().to_owned();
+                forward.insert(h.clone(), v.clone());
+                vary.push((h.as_str().to_owned(), text));
+            }
+        }
+        let key = key::build_key(&route.spec.name, "GET", &path, &query, &vary);
+        Ok(Prepared {
+            route: idx,
+            key,
+            suffix,
+            query,
+            forward,
+            head,
+        })
+    }
+
+    /// Phase 2: the key's query part, which is also what is forwarded: the route's
+    /// `key_query` parameters (or all), never a secret parameter, plus fixed ones.
+    fn cache_key_query(&self, route: &Route, params: Vec<Param>) -> String {
+        let secret_names: Vec<String> = route
+            .spec
+            .upstream
+            .secret_query_names()
+            .map(key::encode_component)
+            .collect();
+        let mut kept: Vec<Param> = params
+            .into_iter()
+            .filter(|p| !secret_names.contains(&p.name))
+            .filter(|p| {
+                route
+                    .key_query
+                    .as_ref()
+                    .is_none_or(|names| names.binary_search(&p.name).is_ok())
+            })
+            .filter(|p| !route.fixed_query.iter().any(|f| f.name == p.name))
+            .collect();
+        kept.extend(route.fixed_query.iter().cloned());
+        kept.sort();
+        key::join_query(&kept)
+    }
+
+    /// Phases 3 to 6: lookup, decide, fetch, respond.
+    async fn serve(&self, p: &Prepared) -> (Response, CacheOutcome) {
+        let route = &self.inner.routes[p.route];
+        let now = self.inner.clock.now_millis();
+        let cached = match self.inner.store.get(&p.key).await {
+            Ok(c) => c,
+            Err(e) => {
+                metrics::store_error(self.inner.store.kind(), "get");
+                tracing::warn!(error = %e, "store lookup failed; treating as a miss");
+                None
+            }
+        };
+        let fallback = match cached {
+            Some(e) => match e.freshness(now) {
+                Freshness::Fresh { .. } => {
+                    let status = CacheStatus {
+                        hit: true,
+                        ttl: Some(e.ttl_secs(now)),
+                        ..Default::default()
+                    };
+                    return (self.respond(&e, now, &status, p.head), CacheOutcome::Hit);
+                }
+                Freshness::StaleRevalidate => {
+                    self.revalidate_in_background(p);
+                    let status = CacheStatus {
+                        hit: true,
+                        ttl: Some(e.ttl_secs(now)),
+                        detail: Some(StaleReason::Revalidating.as_str()),
+                        ..Default::default()
+                    };
+                    return (
+                        self.respond(&e, now, &status, p.head),
+                        CacheOutcome::Stale(StaleReason::Revalidating),
+                    );
+                }
+                Freshness::StaleIfError => Some(e),
+                Freshness::Expired => None,
+            },
+            None => None,
+        };
+        let (result, collapsed) = self.fetch(p).await;
+        if collapsed {
+            route.metrics.coalesced.increment(1);
+        }
+        let now = self.inner.clock.now_millis();
+        match result {
+            Ok(f) => {
+                let status = CacheStatus {
+                    fwd: Some(if fallback.is_some() { "stale" } else { "miss" }),
+                    fwd_status: Some(f.entry.status),
+                    ttl: f.stored.is_ok().then(|| f.entry.ttl_secs(now)),
+                    stored: f.stored.is_ok() && !collapsed,
+                    collapsed,
+                    detail: f.stored.err().map(NoCacheReason::as_str),
+                    ..Default::default()
+                };
+                let outcome = match f.stored {
+                    Err(r @ (NoCacheReason::RouteDisabled | NoCacheReason::TooLarge)) => {
+                        CacheOutcome::Bypass(r)
+                    }
+                    _ => CacheOutcome::Miss,
+                };
+                (self.respond(&f.entry, now, &status, p.head), outcome)
+            }
+            Err(err) => self.fail_to_upstream(p, err, fallback, now).await,
+        }
+    }
+
+    /// Phase 6b: the upstream failed; serve stale when allowed, else the error.
+    async fn fail_to_upstream(
+        &self,
+        p: &Prepared,
+        err: GatewayError,
+        fallback: Option<Arc<Entry>>,
+        now: i64,
+    ) -> (Response, CacheOutcome) {
+        let quota = matches!(err.kind, ErrorKind::QuotaExceeded { .. });
+        // A quota refusal may use any entry still held; other failures only one in
+        // its stale window (the store may hold one we have not looked at yet when the
+        // failure came from a coalesced call).
+        let fallback = match fallback {
+            Some(f) => Some(f),
+            None => self
+                .inner
+                .store
+                .get(&p.key)
+                .await
+                .ok()
+                .flatten()
+                .filter(|e| e.freshness(now) != Freshness::Expired),
+        };
+        if let Some(e) = fallback.filter(|e| e.freshness(now) != Freshness::Expired) {
+            let reason = if quota {
+                StaleReason::QuotaExceeded
+            } else {
+                StaleReason::UpstreamError
+            };
+            let status = CacheStatus {
+                fwd: Some("stale"),
+                fwd_status: err.fwd_status(),
+                ttl: Some(e.ttl_secs(now)),
+                detail: Some(reason.as_str()),
+                ..Default::default()
+            };
+            tracing::info!(key = %p.key, error = %err, "serving stale: {}", reason.as_str());
+            return (
+                self.respond(&e, now, &status, p.head),
+                CacheOutcome::Stale(reason),
+            );
+        }
+        let status = CacheStatus {
+            fwd: Some("miss"),
+            fwd_status: err.fwd_status(),
+            detail: Some(err.code()),
+            ..Default::default()
+        };
+        let mut resp = err.into_response();
+        if let Ok(v) = HeaderValue::from_str(&status.header_value()) {
+            resp.headers_mut().insert("cache-status", v);
+        }
+        (resp, CacheOutcome::Error)
+    }
+
+    /// Phase 4: one upstream call per key, shared by everyone who misses it now.
+    async fn fetch(&self, p: &Prepared) -> (FlightResult, bool) {
+        let inner = self.inner.clone();
+        let (route, key, suffix, query, forward) = (
+            p.route,
+            p.key.clone(),
+            p.suffix.clone(),
+            p.query.clone(),
+            p.forward.clone(),
+        );
+        let (res, role) = self
+            .inner
+            .flights
+            .run(&p.key, move || async move {
+                fetch_and_store(inner, route, key, suffix, query, forward).await
+            })
+            .await;
+        let collapsed = role == sluice_cache::Role::Follower;
+        let res = res.unwrap_or_else(|e| {
+            Err(GatewayError::new(
+                ErrorKind::Internal,
+                format!("upstream fetch task: {e}"),
+            ))
+        });
+        (res, collapsed)
+    }
+
+    fn revalidate_in_background(&self, p: &Prepared) {
+        if self.inner.flights.is_in_flight(&p.key) {
+            return;
+        }
+        self.inner.routes[p.route]
+            .metrics
+            .revalidations
+            .increment(1);
+        let this = self.clone();
+        let (route, key, suffix, query, forward) = (
+            p.route,
+            p.key.clone(),
+            p.suffix.clone(),
+            p.query.clone(),
+            p.forward.clone(),
+        );
+        tokio::spawn(async move {
+            let inner = this.inner.clone();
+            let k = key.clone();
+            let (res, _) = this
+                .inner
+                .flights
+                .run(&key, move || async move {
+                    fetch_and_store(inner, route, k, suffix, query, forward).await
+                })
+                .await;
+            if let Ok(Err(e)) = res {
+                tracing::warn!(key = %key, error = %e, "background revalidation failed");
+            }
+        });
+    }
+
+    /// Phase 7: turn an entry into a response with `Age` and `Cache-Status`.
+    fn respond(&self, e: &Entry, now: i64, status: &CacheStatus, head: bool) -> Response {
+        let body = if head {
+            Body::empty()
+        } else {
+            Body::from(e.body.clone())
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let h = resp.headers_mut();
+        for (name, value) in &e.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_maybe_shared(value.clone()),
+            ) {
+                h.append(n, v);
+            }
+        }
+        if head {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(e.body.len()));
+        }
+        h.insert(header::AGE, HeaderValue::from(e.age_secs(now)));
+        if let Ok(v) = HeaderValue::from_str(&status.header_value()) {
+            h.insert("cache-status", v);
+        }
+        resp
+    }
+
+    /// Removes one key.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn purge_key(&self, key: &str) -> Result<Purged, sluice_cache::StoreError> {
+        Ok(Purged(u64::from(self.inner.store.purge(key).await?)))
+    }
+
+    /// Removes every key of a route.
+    ///
+    /// # Errors
+    ///
+    /// When the route is unknown (as `Ok(None)`) or the store fails.
+    pub async fn purge_route(
+        &self,
+        route: &str,
+    ) -> Result<Option<Purged>, sluice_cache::StoreError> {
+        if !self.inner.routes.iter().any(|r| r.spec.name == route) {
+            return Ok(None);
+        }
+        let n = self.inner.store.purge_prefix(&format!("{route} ")).await?;
+        Ok(Some(Purged(n)))
+    }
+
+    /// Removes every key starting with `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn purge_prefix(&self, prefix: &str) -> Result<Purged, sluice_cache::StoreError> {
+        Ok(Purged(self.inner.store.purge_prefix(prefix).await?))
+    }
+
+    /// The key a plain `GET` of `path_and_query` would use (no vary headers).
+    ///
+    /// # Errors
+    ///
+    /// When the path is invalid or matches no route.
+    pub fn key_for(&self, path_and_query: &str) -> Result<String, GatewayError> {
+        let req = Request::get(path_and_query)
+            .body(Body::empty())
+            .map_err(|e| GatewayError::new(ErrorKind::BadRequest, e.to_string()))?;
+        self.request_filter(&req).map(|p| p.key)
+    }
+
+    /// Store figures, also published as gauges.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn stats(&self) -> Result<StoreStats, sluice_cache::StoreError> {
+        let s = self.inner.store.stats().await?;
+        metrics::store_gauges(self.inner.store.kind(), s.entries, s.bytes);
+        for u in self.upstreams() {
+            u.report_quota();
+        }
+        Ok(s)
+    }
+
+    /// Number of keys with an upstream call in flight.
+    pub fn in_flight(&self) -> usize {
+        self.inner.flights.in_flight()
+    }
+}
+
+/// The leader's work: call the upstream, decide cacheability, store, return.
+async fn fetch_and_store(
+    inner: Arc<Inner>,
+    route_idx: usize,
+    key: String,
+    suffix: String,
+    query: String,
+    forward: HeaderMap,
+) -> FlightResult {
+    let route = &inner.routes[route_idx];
+    // Double-check: a flight that finished just before ours started has stored
+    // a fresh entry; use it instead of calling the upstream again.
+    if let Ok(Some(e)) = inner.store.get(&key).await {
+        if matches!(
+            e.freshness(inner.clock.now_millis()),
+            Freshness::Fresh { .. }
+        ) {
+            return Ok(Fetched {
+                entry: e,
+                stored: Ok(()),
+            });
+        }
+    }
+    let resp = route.spec.upstream.fetch(&suffix, &query, &forward).await?;
+    let now = inner.clock.now_millis();
+    let (entry, cacheable) = to_entry(route, &resp, now);
+    let entry = Arc::new(entry);
+    let stored = match cacheable {
+        Err(r) => Err(r),
+        Ok(()) => match inner.store.put(&key, entry.clone()).await {
+            Ok(PutOutcome::Stored) => Ok(()),
+            Ok(PutOutcome::TooLarge) => Err(NoCacheReason::TooLarge),
+            Err(e) => {
+                metrics::store_error(inner.store.kind(), "put");
+                tracing::warn!(error = %e, "store put failed");
+                Err(NoCacheReason::StoreError)
+            }
+        },
+    };
+    if let Err(r) = stored {
+        route.metrics.not_stored(r.as_str());
+    }
+    Ok(Fetched { entry, stored })
+}
+
+fn to_entry(
+    route: &Route,
+    resp: &UpstreamResponse,
+    now: i64,
+) -> (Entry, Result<(), NoCacheReason>) {
+    let spec = &route.spec;
+    let secrets: Vec<&str> = spec.upstream.secret_values().collect();
+    let mut headers = Vec::new();
+    for name in &KEPT_HEADERS {
+        for v in resp.headers.get_all(name) {
+            let b = v.as_bytes();
+            // Never replay a header that echoes a secret.
+            if secrets
+                .iter()
+                .any(|s| !s.is_empty() && b.windows(s.len()).any(|w| w == s.as_bytes()))
+            {
+                continue;
+            }
+            headers.push((name.as_str().to_owned(), Bytes::copy_from_slice(b)));
+        }
+    }
+    let negative = matches!(resp.status, 404 | 410);
+    let cacheable_status = matches!(resp.status, 200..=205 | 300 | 301 | 308) || negative;
+    let (ttl, store_ok) = if !cacheable_status {
+        (Duration::ZERO, Err(NoCacheReason::Status))
+    } else if negative {
+        if spec.negative_ttl.is_zero() {
+            (Duration::ZERO, Err(NoCacheReason::RouteDisabled))
+        } else {
+            (spec.negative_ttl, Ok(()))
+        }
+    } else {
+        match spec.ttl {
+            Ttl::Fixed(d) => (d, Ok(())),
+            Ttl::Upstream => match upstream_ttl(&resp.headers, now) {
+                Some(d) => (d, Ok(())),
+                None => (Duration::ZERO, Err(NoCacheReason::UpstreamNoStore)),
+            },
+        }
+    };
+    let (swr, sie) = if negative {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        (spec.stale_while_revalidate, spec.stale_if_error)
+    };
+    let store_ok = store_ok.and_then(|()| {
+        if ttl.is_zero() && swr.is_zero() && sie.is_zero() {
+            Err(NoCacheReason::RouteDisabled)
+        } else {
+            Ok(())
+        }
+    });
+    let entry = Entry::new(resp.status, headers, resp.body.clone(), now, ttl, swr, sie);
+    (entry, store_ok)
+}
+
+/// Freshness from `Cache-Control` / `Expires`; `None` means "do not store".
+fn upstream_ttl(h: &HeaderMap, now: i64) -> Option<Duration> {
+    let mut max_age = None;
+    let mut s_maxage = None;
+    for v in h.get_all(header::CACHE_CONTROL) {
+        for d in v.to_str().unwrap_or("").split(',') {
+            let d = d.trim().to_ascii_lowercase();
+            if d == "no-store" || d == "private" {
+                return None;
+            }
+            if d == "no-cache" {
+                max_age = Some(0);
+            }
+            if let Some(n) = d.strip_prefix("s-maxage=") {
+                s_maxage = n.trim_matches('"').parse::<u64>().ok();
+            } else if let Some(n) = d.strip_prefix("max-age=") {
+                max_age = max_age.or(n.trim_matches('"').parse::<u64>().ok());
+            }
+        }
+    }
+    if let Some(s) = s_maxage.or(max_age) {
+        return Some(Duration::from_secs(s));
+    }
+    let expires = h.get(header::EXPIRES)?.to_str().ok()?;
+    let exp = httpdate::parse_http_date(expires).ok()?;
+    let base = h
+        .get(header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .map(|d| {
+            d.duration_since(std::time::UNIX_EPOCH)
+                .map(|x| x.as_millis() as i64)
+                .unwrap_or(now)
+        })
+        .unwrap_or(now);
+    let exp_ms = exp
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|x| x.as_millis() as i64)
+        .unwrap_or(0);
+    Some(Duration::from_millis((exp_ms - base).max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_ttl_reads_cache_control_and_expires() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60, s-maxage=120"),
+        );
+        assert_eq!(upstream_ttl(&h, 0), Some(Duration::from_secs(120)));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, max-age=60"),
+        );
+        assert_eq!(upstream_ttl(&h, 0), None);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::DATE,
+            HeaderValue::from_static("Wed, 25 Nov 2026 10:00:00 GMT"),
+        );
+        h.insert(
+            header::EXPIRES,
+            HeaderValue::from_static("Wed, 25 Nov 2026 10:05:00 GMT"),
+        );
+        assert_eq!(upstream_ttl(&h, 0), Some(Duration::from_secs(300)));
+        assert_eq!(upstream_ttl(&HeaderMap::new(), 0), None);
+    }
+}

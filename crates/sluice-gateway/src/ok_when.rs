@@ -1,0 +1,269 @@
+//! `ok_when`: a jq predicate that decides whether an upstream answer is a success.
+//!
+//! Public data portals answer most errors with HTTP 200 and an error code in the
+//! body, so the status alone cannot decide what is cached. The predicate runs over
+//! the body parsed as JSON; XML bodies (the portal's default format, and the format
+//! of its gateway-layer errors) are first converted to the same JSON shape
+//! (`<response><header><resultCode>00…` becomes `.response.header.resultCode`), so
+//! one predicate serves both formats. A body that is neither, or a predicate whose
+//! first output is not truthy, is a rejection. The rejection carries the upstream's
+//! own error code and message when they can be found, for the client's error body.
+
+use jaq_core::load::{Arena, File, Loader};
+use jaq_core::{Ctx, Vars, data, unwrap_valr};
+use jaq_json::Val;
+use serde_json::{Map, Value};
+
+use crate::xml::xml_to_json;
+
+type JqFilter = jaq_core::Filter<data::JustLut<Val>>;
+
+/// A compiled `ok_when` predicate.
+pub struct OkWhen {
+    source: String,
+    filter: JqFilter,
+}
+
+impl std::fmt::Debug for OkWhen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OkWhen").field(&self.source).finish()
+    }
+}
+
+/// Why a body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Short explanation (`predicate was false`, `body is neither JSON nor XML`).
+    pub reason: String,
+    /// The upstream's own error code, if found (`resultCode`, `returnReasonCode`, …).
+    pub code: Option<String>,
+    /// The upstream's own error message, if found.
+    pub message: Option<String>,
+}
+
+impl OkWhen {
+    /// Compiles a jq predicate.
+    ///
+    /// # Errors
+    ///
+    /// A message describing the parse or compile error.
+    pub fn compile(source: &str) -> Result<Self, String> {
+        let filter = compile(source)?;
+        Ok(Self {
+            source: source.to_owned(),
+            filter,
+        })
+    }
+
+    /// The predicate's source text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Checks a body.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] when the body is unreadable or the predicate is not truthy.
+    pub fn check(&self, body: &[u8]) -> Result<(), Rejection> {
+        let (val, json) = match parse_body(body) {
+            Some(v) => v,
+            None => {
+                return Err(Rejection {
+                    reason: "body is neither JSON nor XML".into(),
+                    code: None,
+                    message: None,
+                });
+            }
+        };
+        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
+        let first = self.filter.id.run((ctx, val)).map(unwrap_valr).next();
+        let ok = matches!(&first, Some(Ok(v)) if jaq_core::ValT::as_bool(v));
+        if ok {
+            return Ok(());
+        }
+        let reason = match first {
+            Some(Err(e)) => format!("predicate failed: {e}"),
+            None => "predicate produced no output".into(),
+            _ => "predicate was false".into(),
+        };
+        let (code, message) = find_error_code(&json);
+        Err(Rejection {
+            reason,
+            code,
+            message,
+        })
+    }
+}
+
+fn compile(source: &str) -> Result<JqFilter, String> {
+    let defs = jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs());
+    let funs = jaq_core::funs()
+        .chain(jaq_std::funs())
+        .chain(jaq_json::funs());
+    let arena = Arena::default();
+    let modules = Loader::new(defs)
+        .load(
+            &arena,
+            File {
+                code: source,
+                path: (),
+            },
+        )
+        .map_err(|errs| {
+            let mut parts = Vec::new();
+            for (_, e) in errs {
+                parts.push(match e {
+                    jaq_core::load::Error::Io(v) => format!("{v:?}"),
+                    jaq_core::load::Error::Lex(v) => v
+                        .iter()
+                        .map(|(expect, rest)| {
+                            format!(
+                                "expected {} at offset {}",
+                                expect.as_str(),
+                                source.len() - rest.len()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    jaq_core::load::Error::Parse(v) => v
+                        .iter()
+                        .map(|(expect, rest)| {
+                            format!(
+                                "expected {} at offset {}",
+                                expect.as_str(),
+                                source.len() - rest.len()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                });
+            }
+            format!("invalid jq expression: {}", parts.join("; "))
+        })?;
+    jaq_core::Compiler::default()
+        .with_funs(funs)
+        .compile(modules)
+        .map_err(|errs| {
+            let names: Vec<String> = errs
+                .into_iter()
+                .flat_map(|(_, es)| es)
+                .map(|(name, undef)| format!("undefined {} {name}", undef.as_str()))
+                .collect();
+            format!("invalid jq expression: {}", names.join(", "))
+        })
+}
+
+/// Parses a body as JSON, or converts XML to JSON. Returns the jq value and the
+/// serde value (for error-code lookup).
+pub fn parse_body(body: &[u8]) -> Option<(Val, Value)> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    let json: Value = if body[start] == b'<' {
+        xml_to_json(&body[start..])?
+    } else {
+        serde_json::from_slice(body).ok()?
+    };
+    let text = json.to_string();
+    let val = jaq_json::read::parse_single(text.as_bytes()).ok()?;
+    Some((val, json))
+}
+
+const CODE_KEYS: [&str; 4] = ["returnReasonCode", "resultCode", "CODE", "code"];
+const MESSAGE_KEYS: [&str; 6] = [
+    "returnAuthMsg",
+    "resultMsg",
+    "MESSAGE",
+    "errMsg",
+    "message",
+    "error",
+];
+
+/// Looks for an upstream error code and message anywhere in the first levels of a
+/// body: the portal's `returnReasonCode` / `resultCode`, Seoul's `RESULT.CODE`, and
+/// common `code` / `message` fields.
+pub fn find_error_code(v: &Value) -> (Option<String>, Option<String>) {
+    fn scalar(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+    fn walk(m: &Map<String, Value>, keys: &[&str], depth: usize) -> Option<String> {
+        for k in keys {
+            if let Some(s) = m.get(*k).and_then(scalar) {
+                return Some(s);
+            }
+        }
+        if depth == 0 {
+            return None;
+        }
+        m.values().find_map(|v| match v {
+            Value::Object(o) => walk(o, keys, depth - 1),
+            _ => None,
+        })
+    }
+    match v {
+        Value::Object(m) => (walk(m, &CODE_KEYS, 4), walk(m, &MESSAGE_KEYS, 4)),
+        _ => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRED: &str = r#".response.header.resultCode == "00""#;
+
+    #[test]
+    fn compiled_filters_are_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<OkWhen>();
+    }
+
+    #[test]
+    fn json_success_and_failure() {
+        let ok = OkWhen::compile(PRED).unwrap();
+        ok.check(br#"{"response":{"header":{"resultCode":"00","resultMsg":"NORMAL_SERVICE"}}}"#)
+            .unwrap();
+        let r = ok
+            .check(
+                br#"{"response":{"header":{"resultCode":"01","resultMsg":"APPLICATION_ERROR"}}}"#,
+            )
+            .unwrap_err();
+        assert_eq!(r.code.as_deref(), Some("01"));
+        assert_eq!(r.message.as_deref(), Some("APPLICATION_ERROR"));
+    }
+
+    #[test]
+    fn xml_bodies_are_checked_in_the_same_shape() {
+        let ok = OkWhen::compile(PRED).unwrap();
+        ok.check(b"<?xml version=\"1.0\"?><response><header><resultCode>00</resultCode></header><body><items/></body></response>")
+            .unwrap();
+        let gw = b"<OpenAPI_ServiceResponse><cmmMsgHeader><errMsg>SERVICE ERROR</errMsg><returnAuthMsg>SERVICE_KEY_IS_NOT_REGISTERED_ERROR</returnAuthMsg><returnReasonCode>30</returnReasonCode></cmmMsgHeader></OpenAPI_ServiceResponse>";
+        let r = ok.check(gw).unwrap_err();
+        assert_eq!(r.code.as_deref(), Some("30"));
+        assert_eq!(
+            r.message.as_deref(),
+            Some("SERVICE_KEY_IS_NOT_REGISTERED_ERROR")
+        );
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        let ok = OkWhen::compile(PRED).unwrap();
+        let r = ok.check(b"\x00\x01 not json").unwrap_err();
+        assert_eq!(r.reason, "body is neither JSON nor XML");
+        assert!(ok.check(br#"{"response":{"header":"#).is_err());
+    }
+
+    #[test]
+    fn invalid_predicates_are_reported() {
+        let e = OkWhen::compile(".response.header.resultCode ==").unwrap_err();
+        assert!(e.starts_with("invalid jq expression"), "{e}");
+        let e = OkWhen::compile("nosuchfn(1)").unwrap_err();
+        assert!(e.contains("nosuchfn"), "{e}");
+    }
+}

@@ -1,0 +1,456 @@
+//! Calling an upstream: URL building with secret injection, budget, concurrency
+//! cap, timeout, retries with exponential backoff and full jitter, `ok_when`.
+//!
+//! The upstream's origin (scheme, host, port) comes only from configuration. A
+//! request contributes a canonical path suffix and canonical query parameters (see
+//! [`crate::key`]); the finished URL is checked against the configured origin before
+//! any byte is sent. Redirects are not followed, so an upstream cannot send sluice
+//! elsewhere either.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use rand::Rng;
+use reqwest::Url;
+use sluice_cache::{Quota, QuotaExceeded};
+use tokio::sync::Semaphore;
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::key::encode_component;
+use crate::metrics::UpstreamMetrics;
+use crate::ok_when::OkWhen;
+use crate::secret::Secret;
+
+/// Retry settings: `max` extra attempts, exponential backoff from `backoff` capped at
+/// `max_backoff`, full jitter (each wait is uniform in `[0, cap]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max: u32,
+    /// Base backoff.
+    pub backoff: Duration,
+    /// Longest single wait.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max: 2,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (0-based), full jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .backoff
+            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+            .min(self.max_backoff);
+        let ms = exp.as_millis() as u64;
+        if ms == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(rand::rng().random_range(0..=ms))
+    }
+}
+
+/// Everything needed to build an [`Upstream`].
+#[derive(Debug)]
+pub struct UpstreamSpec {
+    /// Name used in routes, metrics and errors.
+    pub name: String,
+    /// Base URL; route paths are appended to its path.
+    pub base_url: Url,
+    /// Query parameters injected into every call (e.g. `serviceKey`), raw values.
+    pub secret_query: Vec<(String, Secret)>,
+    /// Headers injected into every call.
+    pub secret_headers: Vec<(HeaderName, Secret)>,
+    /// Per-attempt timeout (connect, send and read the whole body).
+    pub timeout: Duration,
+    /// Retry policy.
+    pub retries: RetryPolicy,
+    /// Maximum concurrent calls.
+    pub concurrency: usize,
+    /// Call budget.
+    pub quota: Arc<dyn Quota>,
+    /// Success predicate over 2xx bodies.
+    pub ok_when: Option<OkWhen>,
+    /// Upstream error codes (found in a rejected body) worth retrying.
+    pub retry_codes: Vec<String>,
+    /// Upstream error codes meaning the upstream's own quota is spent.
+    pub quota_codes: Vec<String>,
+    /// Largest response body read; larger answers are an error.
+    pub max_response_bytes: usize,
+}
+
+/// A configured upstream, ready to call.
+#[derive(Debug)]
+pub struct Upstream {
+    name: Arc<str>,
+    base: Url,
+    base_path: String,
+    secret_query: Vec<(String, Secret)>,
+    secret_headers: Vec<(HeaderName, Secret)>,
+    timeout: Duration,
+    retries: RetryPolicy,
+    permits: Semaphore,
+    quota: Arc<dyn Quota>,
+    ok_when: Option<OkWhen>,
+    retry_codes: Vec<String>,
+    quota_codes: Vec<String>,
+    max_response_bytes: usize,
+    client: reqwest::Client,
+    metrics: UpstreamMetrics,
+}
+
+/// A successful (non-5xx, `ok_when`-approved) upstream answer.
+#[derive(Debug, Clone)]
+pub struct UpstreamResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// Whole body.
+    pub body: Bytes,
+}
+
+impl Upstream {
+    /// Builds the upstream and its HTTP client.
+    ///
+    /// # Errors
+    ///
+    /// When the HTTP client cannot be built (TLS setup).
+    pub fn new(spec: UpstreamSpec) -> Result<Self, GatewayError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(spec.timeout)
+            .connect_timeout(spec.timeout)
+            .pool_max_idle_per_host(spec.concurrency.max(1))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| {
+                GatewayError::new(ErrorKind::Internal, format!("building HTTP client: {e}"))
+            })?;
+        let base_path = spec.base_url.path().trim_end_matches('/').to_owned();
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        Ok(Self {
+            metrics: UpstreamMetrics::new(&name),
+            name,
+            base: spec.base_url,
+            base_path,
+            secret_query: spec.secret_query,
+            secret_headers: spec.secret_headers,
+            timeout: spec.timeout,
+            retries: spec.retries,
+            permits: Semaphore::new(spec.concurrency.max(1)),
+            quota: spec.quota,
+            ok_when: spec.ok_when,
+            retry_codes: spec.retry_codes,
+            quota_codes: spec.quota_codes,
+            max_response_bytes: spec.max_response_bytes,
+            client,
+        })
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The budget this upstream spends from.
+    pub fn quota(&self) -> &Arc<dyn Quota> {
+        &self.quota
+    }
+
+    /// Refreshes the `quota_remaining` gauge.
+    pub fn report_quota(&self) {
+        if let Some(r) = self.quota.remaining_today() {
+            self.metrics.quota_remaining.set(r as f64);
+        }
+    }
+
+    /// Builds the upstream URL for a canonical path suffix and canonical query.
+    /// The result never leaves the configured origin.
+    ///
+    /// # Errors
+    ///
+    /// A client error if the URL would leave the origin (defence in depth; canonical
+    /// input cannot cause it).
+    pub fn url_for(&self, suffix: &str, query: &str) -> Result<Url, GatewayError> {
+        let mut url = self.base.clone();
+        let mut path = String::with_capacity(self.base_path.len() + suffix.len() + 1);
+        path.push_str(&self.base_path);
+        if !suffix.is_empty() {
+            if !suffix.starts_with('/') {
+                path.push('/');
+            }
+            path.push_str(suffix);
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        url.set_path(&path);
+        let mut q = String::from(query);
+        for (name, value) in &self.secret_query {
+            if !q.is_empty() {
+                q.push('&');
+            }
+            q.push_str(&encode_component(name));
+            q.push('=');
+            q.push_str(&encode_component(value.expose()));
+        }
+        url.set_query(if q.is_empty() { None } else { Some(&q) });
+        if url.scheme() != self.base.scheme()
+            || url.host_str() != self.base.host_str()
+            || url.port_or_known_default() != self.base.port_or_known_default()
+            || !url.username().is_empty()
+        {
+            return Err(GatewayError::new(
+                ErrorKind::BadRequest,
+                "the request would leave the route's upstream",
+            ));
+        }
+        Ok(url)
+    }
+
+    /// Calls the upstream with GET, retrying transient failures, and checks the
+    /// answer with `ok_when`.
+    ///
+    /// # Errors
+    ///
+    /// The last attempt's error; quota refusals are not retried.
+    pub async fn fetch(
+        &self,
+        suffix: &str,
+        query: &str,
+        forward_headers: &HeaderMap,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let url = self.url_for(suffix, query)?;
+        let mut attempt = 0;
+        loop {
+            let res = self.attempt(&url, forward_headers).await;
+            match res {
+                Ok(r) => return Ok(r),
+                Err(e) if e.retryable && attempt < self.retries.max => {
+                    let wait = self.retries.delay(attempt);
+                    tracing::info!(
+                        upstream = %self.name, attempt = attempt + 1, error = %e,
+                        wait_ms = wait.as_millis() as u64, "retrying upstream call"
+                    );
+                    self.metrics.retries.increment(1);
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn quota_error(&self, q: QuotaExceeded) -> GatewayError {
+        self.metrics.quota_exceeded.increment(1);
+        GatewayError::new(
+            ErrorKind::QuotaExceeded {
+                retry_after: q.retry_after(),
+            },
+            q.to_string(),
+        )
+        .upstream(&self.name)
+        .retryable(false)
+    }
+
+    async fn attempt(
+        &self,
+        url: &Url,
+        forward_headers: &HeaderMap,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        self.quota
+            .acquire(self.timeout)
+            .await
+            .map_err(|q| self.quota_error(q))?;
+        self.report_quota();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| GatewayError::new(ErrorKind::Internal, "upstream closed"))?;
+        let started = Instant::now();
+        let out = self.send(url, forward_headers).await;
+        let result = match &out {
+            Ok(_) => "ok",
+            Err(e) => match e.kind {
+                ErrorKind::UpstreamTimeout => "timeout",
+                ErrorKind::UpstreamConnect => "connect_error",
+                ErrorKind::UpstreamStatus(_) => "http_error",
+                ErrorKind::UpstreamRejected { .. } => "rejected",
+                ErrorKind::QuotaExceeded { .. } => "quota_exceeded",
+                _ => "bad_body",
+            },
+        };
+        self.metrics.record(result, started.elapsed());
+        match &out {
+            Ok(r) => tracing::debug!(upstream = %self.name, status = r.status,
+                elapsed_ms = started.elapsed().as_millis() as u64, "upstream answered"),
+            Err(e) => tracing::warn!(upstream = %self.name, error = %e,
+                elapsed_ms = started.elapsed().as_millis() as u64, "upstream call failed"),
+        }
+        out
+    }
+
+    async fn send(
+        &self,
+        url: &Url,
+        forward_headers: &HeaderMap,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let mut req = self.client.get(url.clone());
+        for (k, v) in forward_headers {
+            req = req.header(k, v);
+        }
+        for (k, v) in &self.secret_headers {
+            if let Ok(hv) = HeaderValue::from_str(v.expose()) {
+                let mut hv = hv;
+                hv.set_sensitive(true);
+                req = req.header(k, hv);
+            }
+        }
+        let mut resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        let headers = std::mem::take(resp.headers_mut());
+        if let Some(len) = resp.content_length() {
+            if len as usize > self.max_response_bytes {
+                return Err(self.body_too_large());
+            }
+        }
+        let mut body = BytesMut::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    if body.len() + c.len() > self.max_response_bytes {
+                        return Err(self.body_too_large());
+                    }
+                    body.extend_from_slice(&c);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(self.transport_error(e)),
+            }
+        }
+        let body = body.freeze();
+        if status >= 500 {
+            return Err(GatewayError::new(
+                ErrorKind::UpstreamStatus(status),
+                format!("upstream {} answered HTTP {status}", self.name),
+            )
+            .upstream(&self.name));
+        }
+        if (200..300).contains(&status) {
+            if let Some(ok) = &self.ok_when {
+                if let Err(rej) = ok.check(&body) {
+                    let retryable = rej
+                        .code
+                        .as_ref()
+                        .is_some_and(|c| self.retry_codes.contains(c));
+                    if rej
+                        .code
+                        .as_ref()
+                        .is_some_and(|c| self.quota_codes.contains(c))
+                    {
+                        self.quota.exhaust_today();
+                        self.report_quota();
+                    }
+                    let ctx = format!("ok_when rejected the body: {}", rej.reason);
+                    return Err(GatewayError::new(
+                        ErrorKind::UpstreamRejected {
+                            code: rej.code,
+                            message: rej.message,
+                        },
+                        ctx,
+                    )
+                    .upstream(&self.name)
+                    .retryable(retryable));
+                }
+            }
+        }
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn body_too_large(&self) -> GatewayError {
+        GatewayError::new(
+            ErrorKind::UpstreamBody,
+            format!(
+                "upstream {} answered more than {} bytes",
+                self.name, self.max_response_bytes
+            ),
+        )
+        .upstream(&self.name)
+        .retryable(false)
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> GatewayError {
+        // `without_url`: the URL carries the injected secret.
+        let e = e.without_url();
+        let kind = if e.is_timeout() {
+            ErrorKind::UpstreamTimeout
+        } else if e.is_connect() {
+            ErrorKind::UpstreamConnect
+        } else {
+            ErrorKind::UpstreamBody
+        };
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        for (_, v) in &self.secret_query {
+            msg = msg.replace(v.expose(), "[redacted]");
+        }
+        GatewayError::new(kind, format!("upstream {}: {msg}", self.name)).upstream(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_jitter_stays_under_the_cap() {
+        let p = RetryPolicy {
+            max: 5,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(300),
+        };
+        for attempt in 0..6 {
+            for _ in 0..50 {
+                let d = p.delay(attempt);
+                let cap = (100u64 << attempt).min(300);
+                assert!(d <= Duration::from_millis(cap), "{d:?} > {cap}");
+            }
+        }
+    }
+}
+
+impl Upstream {
+    /// Names of the injected query parameters (clients may not set them).
+    pub fn secret_query_names(&self) -> impl Iterator<Item = &str> {
+        self.secret_query.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The secret values, for scrubbing replayed headers.
+    pub(crate) fn secret_values(&self) -> impl Iterator<Item = &str> {
+        self.secret_query
+            .iter()
+            .map(|(_, s)| s.expose())
+            .chain(self.secret_headers.iter().map(|(_, s)| s.expose()))
+    }
+}
