@@ -197,7 +197,10 @@ mod tests {
     fn entry(now: i64, body: usize, ttl: u64) -> Arc<Entry> {
         Arc::new(Entry::new(
             200,
-            vec![("content-type".into(), Bytes::from_static(b"application/json"))],
+            vec![(
+                "content-type".into(),
+                Bytes::from_static(b"application/json"),
+            )],
             Bytes::from(vec![b'x'; body]),
             now,
             Duration::from_secs(ttl),
@@ -252,7 +255,9 @@ mod tests {
     #[tokio::test]
     async fn entries_expire_at_their_stale_limit() {
         let clock = ManualClock::starting_now();
-        let store = MemoryStore::builder().clock(Arc::new(clock.clone())).build();
+        let store = MemoryStore::builder()
+            .clock(Arc::new(clock.clone()))
+            .build();
         // Stored as if 59.95 s ago with a 60 s life: moka drops it within 50 ms.
         let e = entry(clock.now_millis() - 59_950, 10, 60);
         store.put("k", e).await.unwrap();

@@ -208,7 +208,12 @@ mod tests {
     #[tokio::test]
     async fn daily_quota_resets_at_midnight_in_its_zone() {
         let clock = ManualClock::new(BEFORE_KST_MIDNIGHT);
-        let q = LocalQuota::new(None, Some(3), chrono_tz::Asia::Seoul, Arc::new(clock.clone()));
+        let q = LocalQuota::new(
+            None,
+            Some(3),
+            chrono_tz::Asia::Seoul,
+            Arc::new(clock.clone()),
+        );
         for _ in 0..3 {
             q.acquire(Duration::ZERO).await.unwrap();
         }
@@ -248,7 +253,10 @@ mod tests {
             q.acquire(Duration::ZERO).await.unwrap();
         }
         let err = q.acquire(Duration::ZERO).await.unwrap_err();
-        assert!(matches!(err, QuotaExceeded::PerSecond { per_second: 5, .. }));
+        assert!(matches!(
+            err,
+            QuotaExceeded::PerSecond { per_second: 5, .. }
+        ));
         // Waiting is allowed: a slot frees within 200 ms at 5/s.
         q.acquire(Duration::from_secs(1)).await.unwrap();
     }

@@ -475,6 +475,9 @@ impl RawConfig {
     ///
     /// All problems found, each with file, line, column and key.
     pub fn resolve(self, src: &Source, env: &Env<'_>) -> Result<Settings, ConfigErrors> {
+        // Metric handles are registered while the gateway is built: the recorder
+        // must exist first.
+        let _ = crate::telemetry::prometheus();
         let mut errs = Vec::new();
         let listen = match &self.server.listen {
             Some(l) => l.get_ref().parse::<SocketAddr>().unwrap_or_else(|e| {

@@ -1,1 +1,13 @@
-mod x {}
+//! Integration tests of the sluice binary crate, against real sockets.
+
+// Shared harness: simulated upstream + gateway on free ports, raw HTTP, log capture.
+mod support;
+
+// The gateway end to end: routing, keys, freshness, ok_when, coalescing, quotas, admin, metrics.
+mod gateway;
+
+// Config validation: located errors for every kind of mistake.
+mod config;
+
+// The binary: `check`, `serve` with JSON logs, graceful shutdown on SIGTERM.
+mod cli;

@@ -1,0 +1,1 @@
+//! Config validation (issue #3 acceptance point 10).
