@@ -566,16 +566,16 @@ async fn fetch_and_store(
     let route = &inner.routes[route_idx];
     // Double-check: a flight that finished just before ours started has stored
     // a fresh entry; use it instead of calling the upstream again.
-    if let Ok(Some(e)) = inner.store.get(&key).await {
-        if matches!(
+    if let Ok(Some(e)) = inner.store.get(&key).await
+        && matches!(
             e.freshness(inner.clock.now_millis()),
             Freshness::Fresh { .. }
-        ) {
-            return Ok(Fetched {
-                entry: e,
-                stored: Ok(()),
-            });
-        }
+        )
+    {
+        return Ok(Fetched {
+            entry: e,
+            stored: Ok(()),
+        });
     }
     let resp = route.spec.upstream.fetch(&suffix, &query, &forward).await?;
     let now = inner.clock.now_millis();

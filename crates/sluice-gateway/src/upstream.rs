@@ -322,10 +322,10 @@ impl Upstream {
         let mut resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status().as_u16();
         let headers = std::mem::take(resp.headers_mut());
-        if let Some(len) = resp.content_length() {
-            if len as usize > self.max_response_bytes {
-                return Err(self.body_too_large());
-            }
+        if let Some(len) = resp.content_length()
+            && len as usize > self.max_response_bytes
+        {
+            return Err(self.body_too_large());
         }
         let mut body = BytesMut::new();
         loop {
@@ -348,33 +348,32 @@ impl Upstream {
             )
             .upstream(&self.name));
         }
-        if (200..300).contains(&status) {
-            if let Some(ok) = &self.ok_when {
-                if let Err(rej) = ok.check(&body) {
-                    let retryable = rej
-                        .code
-                        .as_ref()
-                        .is_some_and(|c| self.retry_codes.contains(c));
-                    if rej
-                        .code
-                        .as_ref()
-                        .is_some_and(|c| self.quota_codes.contains(c))
-                    {
-                        self.quota.exhaust_today();
-                        self.report_quota();
-                    }
-                    let ctx = format!("ok_when rejected the body: {}", rej.reason);
-                    return Err(GatewayError::new(
-                        ErrorKind::UpstreamRejected {
-                            code: rej.code,
-                            message: rej.message,
-                        },
-                        ctx,
-                    )
-                    .upstream(&self.name)
-                    .retryable(retryable));
-                }
+        if (200..300).contains(&status)
+            && let Some(ok) = &self.ok_when
+            && let Err(rej) = ok.check(&body)
+        {
+            let retryable = rej
+                .code
+                .as_ref()
+                .is_some_and(|c| self.retry_codes.contains(c));
+            if rej
+                .code
+                .as_ref()
+                .is_some_and(|c| self.quota_codes.contains(c))
+            {
+                self.quota.exhaust_today();
+                self.report_quota();
             }
+            let ctx = format!("ok_when rejected the body: {}", rej.reason);
+            return Err(GatewayError::new(
+                ErrorKind::UpstreamRejected {
+                    code: rej.code,
+                    message: rej.message,
+                },
+                ctx,
+            )
+            .upstream(&self.name)
+            .retryable(retryable));
         }
         Ok(UpstreamResponse {
             status,
@@ -419,6 +418,21 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Names of the injected query parameters (clients may not set them).
+    pub fn secret_query_names(&self) -> impl Iterator<Item = &str> {
+        self.secret_query.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The secret values, for scrubbing replayed headers.
+    pub(crate) fn secret_values(&self) -> impl Iterator<Item = &str> {
+        self.secret_query
+            .iter()
+            .map(|(_, s)| s.expose())
+            .chain(self.secret_headers.iter().map(|(_, s)| s.expose()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,20 +451,5 @@ mod tests {
                 assert!(d <= Duration::from_millis(cap), "{d:?} > {cap}");
             }
         }
-    }
-}
-
-impl Upstream {
-    /// Names of the injected query parameters (clients may not set them).
-    pub fn secret_query_names(&self) -> impl Iterator<Item = &str> {
-        self.secret_query.iter().map(|(n, _)| n.as_str())
-    }
-
-    /// The secret values, for scrubbing replayed headers.
-    pub(crate) fn secret_values(&self) -> impl Iterator<Item = &str> {
-        self.secret_query
-            .iter()
-            .map(|(_, s)| s.expose())
-            .chain(self.secret_headers.iter().map(|(_, s)| s.expose()))
     }
 }

@@ -1,1 +1,134 @@
-//! The binary.
+//! The binary: `check`, `serve` with JSON logs, graceful shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sluice_testkit::{SimConfig, SimUpstream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+#[test]
+fn check_reports_errors_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\ncolour = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:3:1: server.colour: unknown field `colour`"),
+        "{err}"
+    );
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(BIN)
+        .args(["serve", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn serve_logs_json_and_drains_in_flight_requests_on_sigterm() {
+    let sim = SimUpstream::start(SimConfig {
+        latency: Duration::from_millis(800),
+        service_key: "cli+key/==".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let port = sluice_testkit::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    let mut f = std::fs::File::create(&cfg).unwrap();
+    write!(
+        f,
+        r#"[server]
+listen = "127.0.0.1:{port}"
+shutdown_grace = "10s"
+
+[[upstream]]
+name = "airkorea"
+base_url = "{}"
+secret_query = {{ serviceKey = {{ env = "CLI_TEST_KEY" }} }}
+ok_when = '.response.header.resultCode == "00"'
+
+[[route]]
+name = "air"
+path = "/air/{{*rest}}"
+upstream = "airkorea"
+ttl = "1m"
+"#,
+        sim.base_url()
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "serve", "-c"])
+        .arg(&cfg)
+        .env("CLI_TEST_KEY", "cli+key/==")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    // Wait for the "listening" line.
+    let first = lines.next().unwrap().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert_eq!(v["message"], "sluice gateway listening");
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url =
+        format!("http://127.0.0.1:{port}/air/getCtprvnRltmMesureDnsty?sidoName=x&returnType=json");
+    let inflight = tokio::spawn({
+        let client = client.clone();
+        let url = url.clone();
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The request in flight when SIGTERM arrived still completes.
+    assert_eq!(inflight.await.unwrap().unwrap(), 200);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    for l in &rest {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string());
+        assert!(
+            !l.contains("cli+key") && !l.contains("cli%2Bkey"),
+            "secret in log: {l}"
+        );
+    }
+    assert!(
+        rest.iter().any(|l| l.contains("shutdown signal received")),
+        "{rest:?}"
+    );
+}

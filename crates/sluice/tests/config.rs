@@ -1,1 +1,178 @@
-//! Config validation (issue #3 acceptance point 10).
+//! Config validation (issue #3 acceptance point 10): every mistake is reported
+//! with file, line, column and key.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sluice::config::{Env, Source};
+
+const GOOD: &str = r#"[server]
+listen = "127.0.0.1:0"
+
+[store]
+kind = "memory"
+max_bytes = "256MiB"
+
+[[upstream]]
+name = "airkorea"
+base_url = "http://127.0.0.1:9/B552584/ArpltnInforInqireSvc"
+secret_query = { serviceKey = { env = "AIRKOREA_KEY" } }
+timeout = "5s"
+retries = { max = 2, backoff = "200ms" }
+concurrency = 8
+rate_limit = { per_second = 10, per_day = 10000 }
+ok_when = '.response.header.resultCode == "00"'
+
+[[route]]
+path = "/air/{*rest}"
+upstream = "airkorea"
+ttl = "10m"
+stale_while_revalidate = "1m"
+stale_if_error = "6h"
+key_query = ["sidoName", "pageNo", "numOfRows", "returnType", "ver"]
+"#;
+
+fn check(text: &str) -> Result<(), String> {
+    crate::support::init_logs();
+    let src = Source {
+        file: PathBuf::from("sluice.toml"),
+        text: text.to_owned(),
+    };
+    let env = Env {
+        var: &|n| (n == "AIRKOREA_KEY").then(|| "k".to_owned()),
+        clock: Arc::new(sluice_cache::SystemClock),
+    };
+    let raw = src.parse().map_err(|e| e.to_string())?;
+    raw.resolve(&src, &env)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_issue_example_is_valid() {
+    check(GOOD).unwrap();
+}
+
+#[tokio::test]
+async fn the_shipped_examples_are_valid() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let src = Source::read(&path).unwrap();
+            let env = Env {
+                var: &|_| Some("example-secret-value-123".to_owned()),
+                clock: Arc::new(sluice_cache::SystemClock),
+            };
+            src.parse()
+                .and_then(|r| r.resolve(&src, &env))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected example configs in {}", dir.display());
+}
+
+#[test]
+fn unknown_key() {
+    let e = check(&GOOD.replace("concurrency = 8", "concurency = 8")).unwrap_err();
+    assert!(
+        e.starts_with("sluice.toml:14:1: upstream.concurency: unknown field `concurency`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let e = check(&GOOD.replace("timeout = \"5s\"", "timeout = \"5 parsecs\"")).unwrap_err();
+    assert!(
+        e.starts_with("sluice.toml:12:11: upstream.timeout: invalid duration \"5 parsecs\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_size() {
+    let e = check(&GOOD.replace("\"256MiB\"", "\"256 lots\"")).unwrap_err();
+    assert!(
+        e.starts_with("sluice.toml:6:13: store.max_bytes: invalid size"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_env_var() {
+    let e = check(&GOOD.replace("AIRKOREA_KEY", "NO_SUCH_VAR")).unwrap_err();
+    assert_eq!(
+        e,
+        "sluice.toml:11:39: upstream[0].secret_query.serviceKey: environment variable NO_SUCH_VAR is not set"
+    );
+}
+
+#[test]
+fn unknown_upstream() {
+    let e = check(&GOOD.replace("upstream = \"airkorea\"", "upstream = \"airkorae\"")).unwrap_err();
+    assert_eq!(
+        e,
+        "sluice.toml:20:12: route[0].upstream: unknown upstream \"airkorae\"; defined upstreams: airkorea"
+    );
+}
+
+#[test]
+fn invalid_jq_predicate() {
+    let e = check(&GOOD.replace("== \"00\"'", "== '")).unwrap_err();
+    assert!(
+        e.starts_with("sluice.toml:16:11: upstream[0].ok_when: invalid jq expression"),
+        "{e}"
+    );
+}
+
+#[test]
+fn several_errors_are_reported_together() {
+    let bad = GOOD
+        .replace("AIRKOREA_KEY", "NO_SUCH_VAR")
+        .replace("upstream = \"airkorea\"", "upstream = \"x\"");
+    let e = check(&bad).unwrap_err();
+    assert_eq!(e.lines().count(), 2, "{e}");
+}
+
+#[test]
+fn other_mistakes_are_named() {
+    for (from, to, needle) in [
+        (
+            "kind = \"memory\"",
+            "kind = \"disk\"",
+            "store.kind: unknown variant `disk`",
+        ),
+        (
+            "http://127.0.0.1:9/",
+            "ftp://127.0.0.1:9/",
+            "base_url: base_url must be an http",
+        ),
+        (
+            "ttl = \"10m\"",
+            "ttl = \"forever\"",
+            "route.ttl: invalid duration",
+        ),
+        (
+            "per_day = 10000 }",
+            "per_day = 10000, timezone = \"Mars/Olympus\" }",
+            "unknown time zone",
+        ),
+        (
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"localhost\"",
+            "server.listen: invalid address",
+        ),
+        (
+            "path = \"/air/{*rest}\"",
+            "path = \"air\"",
+            "must start with '/'",
+        ),
+    ] {
+        let e = check(&GOOD.replace(from, to)).unwrap_err();
+        assert!(e.contains(needle), "{to}: {e}");
+        assert!(e.starts_with("sluice.toml:"), "{e}");
+    }
+}
