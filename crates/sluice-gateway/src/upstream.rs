@@ -60,6 +60,12 @@ impl RetryPolicy {
     }
 }
 
+/// Installs the process-wide TLS crypto provider (ring) used for `https://`
+/// upstreams, unless one is installed already. Called by [`Upstream::new`].
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Everything needed to build an [`Upstream`].
 #[derive(Debug)]
 pub struct UpstreamSpec {
@@ -127,6 +133,7 @@ impl Upstream {
     ///
     /// When the HTTP client cannot be built (TLS setup).
     pub fn new(spec: UpstreamSpec) -> Result<Self, GatewayError> {
+        init_tls();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

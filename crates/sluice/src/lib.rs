@@ -14,5 +14,5 @@ pub mod telemetry;
 /// Installs the process-wide TLS crypto provider (ring) for upstream `https://`
 /// calls. Idempotent.
 pub fn init_tls() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    sluice_gateway::upstream::init_tls();
 }

@@ -48,6 +48,7 @@ fn check_reports_errors_with_exit_code_2() {
 
 #[tokio::test]
 async fn serve_logs_json_and_drains_in_flight_requests_on_sigterm() {
+    crate::support::init_logs();
     let sim = SimUpstream::start(SimConfig {
         latency: Duration::from_millis(800),
         service_key: "cli+key/==".into(),
@@ -89,6 +90,9 @@ ttl = "1m"
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let pid = child.id();
+    // Never leave a server behind if an assertion fails.
+    let _guard = KillOnDrop(pid);
     let mut lines = BufReader::new(stderr).lines();
     // Wait for the "listening" line.
     let first = lines.next().unwrap().unwrap();
@@ -131,4 +135,15 @@ ttl = "1m"
         rest.iter().any(|l| l.contains("shutdown signal received")),
         "{rest:?}"
     );
+}
+
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
