@@ -403,21 +403,7 @@ impl Gateway {
 
     /// Phase 4: one upstream call per key, shared by everyone who misses it now.
     async fn fetch(&self, p: &Prepared) -> (FlightResult, bool) {
-        let inner = self.inner.clone();
-        let (route, key, suffix, query, forward) = (
-            p.route,
-            p.key.clone(),
-            p.suffix.clone(),
-            p.query.clone(),
-            p.forward.clone(),
-        );
-        let (res, role) = self
-            .inner
-            .flights
-            .run(&p.key, move || async move {
-                fetch_and_store(inner, route, key, suffix, query, forward).await
-            })
-            .await;
+        let (res, role) = self.inner.flights.run(&p.key, self.leader_work(p)).await;
         let collapsed = role == sluice_cache::Role::Follower;
         let res = res.unwrap_or_else(|e| {
             Err(GatewayError::new(
@@ -426,6 +412,23 @@ impl Gateway {
             ))
         });
         (res, collapsed)
+    }
+
+    /// The work a flight's leader does for `p`, owning everything it needs.
+    fn leader_work(
+        &self,
+        p: &Prepared,
+    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = FlightResult> + Send>> + use<>
+    {
+        let inner = self.inner.clone();
+        let (route, key, suffix, query, forward) = (
+            p.route,
+            p.key.clone(),
+            p.suffix.clone(),
+            p.query.clone(),
+            p.forward.clone(),
+        );
+        move || Box::pin(fetch_and_store(inner, route, key, suffix, query, forward))
     }
 
     fn revalidate_in_background(&self, p: &Prepared) {
@@ -437,23 +440,10 @@ impl Gateway {
             .revalidations
             .increment(1);
         let this = self.clone();
-        let (route, key, suffix, query, forward) = (
-            p.route,
-            p.key.clone(),
-            p.suffix.clone(),
-            p.query.clone(),
-            p.forward.clone(),
-        );
+        let key = p.key.clone();
+        let work = self.leader_work(p);
         tokio::spawn(async move {
-            let inner = this.inner.clone();
-            let k = key.clone();
-            let (res, _) = this
-                .inner
-                .flights
-                .run(&key, move || async move {
-                    fetch_and_store(inner, route, k, suffix, query, forward).await
-                })
-                .await;
+            let (res, _) = this.inner.flights.run(&key, work).await;
             if let Ok(Err(e)) = res {
                 tracing::warn!(key = %key, error = %e, "background revalidation failed");
             }

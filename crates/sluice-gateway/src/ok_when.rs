@@ -117,28 +117,12 @@ fn compile(source: &str) -> Result<JqFilter, String> {
             for (_, e) in errs {
                 parts.push(match e {
                     jaq_core::load::Error::Io(v) => format!("{v:?}"),
-                    jaq_core::load::Error::Lex(v) => v
-                        .iter()
-                        .map(|(expect, rest)| {
-                            format!(
-                                "expected {} at offset {}",
-                                expect.as_str(),
-                                source.len() - rest.len()
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    jaq_core::load::Error::Parse(v) => v
-                        .iter()
-                        .map(|(expect, rest)| {
-                            format!(
-                                "expected {} at offset {}",
-                                expect.as_str(),
-                                source.len() - rest.len()
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; "),
+                    jaq_core::load::Error::Lex(v) => {
+                        expected(source, v.iter().map(|(e, r)| (e.as_str(), *r)))
+                    }
+                    jaq_core::load::Error::Parse(v) => {
+                        expected(source, v.iter().map(|(e, r)| (e.as_str(), *r)))
+                    }
                 });
             }
             format!("invalid jq expression: {}", parts.join("; "))
@@ -154,6 +138,14 @@ fn compile(source: &str) -> Result<JqFilter, String> {
                 .collect();
             format!("invalid jq expression: {}", names.join(", "))
         })
+}
+
+/// "expected X at offset N" for lexer and parser errors, whose second part is the
+/// rest of the source where the error was found.
+fn expected<'a>(source: &str, errs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    errs.map(|(what, rest)| format!("expected {what} at offset {}", source.len() - rest.len()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Parses a body as JSON, or converts XML to JSON. Returns the jq value and the

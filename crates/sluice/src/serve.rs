@@ -295,18 +295,19 @@ pub async fn serve_until(
     }
 }
 
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
 /// Starts the server in the background on `settings.listen` (port 0 picks one).
 ///
 /// # Errors
 ///
 /// When the address cannot be bound.
 pub async fn start(settings: Settings) -> std::io::Result<Running> {
-    let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {}: {e}", settings.listen),
-        )
-    })?;
+    let listener = bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     let app = app(settings.gateway, settings.admin_token);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -355,12 +356,7 @@ pub async fn shutdown_signal() {
 ///
 /// When the address cannot be bound or serving fails.
 pub async fn run(settings: Settings) -> std::io::Result<()> {
-    let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {}: {e}", settings.listen),
-        )
-    })?;
+    let listener = bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, routes = ?settings.gateway.route_names(), store = settings.gateway.store().kind(),
         admin = settings.admin_token.is_some(), "sluice gateway listening");
