@@ -63,7 +63,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } => "error",
         _ => "info",
     };
     telemetry::init_logs(cli.log_format, level);
