@@ -414,7 +414,14 @@ async fn concurrency_is_capped_per_upstream() {
             c.get(url).send().await.unwrap().status().as_u16()
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Wait until two calls hang at the upstream, give the others time to pile on.
+    for _ in 0..250 {
+        if h.sim.calls() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h.sim.calls(), 2, "more than 2 calls in flight");
     for t in tasks {
         assert_eq!(t.await.unwrap(), 504);
@@ -452,8 +459,9 @@ async fn per_second_rate_limit_answers_429_with_retry_after() {
             s => panic!("unexpected {s}"),
         }
     }
-    assert_eq!((ok, limited), (2, 3));
-    assert_eq!(h.sim.calls(), 2);
+    // One slot a second, waits bounded by the 300 ms timeout: one call, four 429s.
+    assert_eq!((ok, limited), (1, 4));
+    assert_eq!(h.sim.calls(), 1);
 }
 
 #[tokio::test]
