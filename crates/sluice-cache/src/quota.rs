@@ -262,6 +262,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_per_second_means_one() {
+        let q = LocalQuota::new(
+            NonZeroU32::new(1),
+            None,
+            chrono_tz::UTC,
+            Arc::new(crate::SystemClock),
+        );
+        q.acquire(Duration::ZERO).await.unwrap();
+        let r = q.acquire(Duration::from_millis(300)).await;
+        assert!(r.is_err(), "{r:?}");
+    }
+
+    #[tokio::test]
     async fn exhaust_today_spends_the_budget() {
         let q = LocalQuota::new(None, Some(10), chrono_tz::UTC, Arc::new(crate::SystemClock));
         q.exhaust_today();

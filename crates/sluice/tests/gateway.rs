@@ -434,7 +434,7 @@ async fn per_second_rate_limit_answers_429_with_retry_after() {
         .replace("timeout = \"2s\"", "timeout = \"300ms\"")
         .replace(
             "concurrency = 64",
-            "concurrency = 64\nrate_limit = { per_second = 2 }",
+            "concurrency = 64\nrate_limit = { per_second = 1 }",
         );
     let h = Harness::start(fast_sim(), &format!("{up}{ROUTE}")).await;
     let mut tasks = Vec::new();
