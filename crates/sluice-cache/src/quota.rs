@@ -107,11 +107,6 @@ impl LocalQuota {
         }
     }
 
-    /// Whether any limit is configured.
-    pub fn is_limited(&self) -> bool {
-        self.per_second.is_some() || self.per_day.is_some()
-    }
-
     fn until_reset(&self, now: i64) -> Duration {
         let today = local_date(&self.tz, now);
         let next = today.succ_opt().unwrap_or(today);

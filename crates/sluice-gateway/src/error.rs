@@ -176,12 +176,12 @@ impl GatewayError {
 
 impl fmt::Display for GatewayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code(), self.public_message())?;
-        if !matches!(self.kind, ErrorKind::QuotaExceeded { .. }) && !self.context.is_empty() {
-            let msg = self.public_message();
-            if msg != self.context {
-                write!(f, " ({})", self.context)?;
-            }
+        let msg = self.public_message();
+        write!(f, "{}: {msg}", self.code())?;
+        // The quota message already embeds the context.
+        let quota = matches!(self.kind, ErrorKind::QuotaExceeded { .. });
+        if !quota && !self.context.is_empty() && msg != self.context {
+            write!(f, " ({})", self.context)?;
         }
         Ok(())
     }

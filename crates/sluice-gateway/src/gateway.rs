@@ -256,15 +256,9 @@ impl Gateway {
     /// Phase 2: the key's query part, which is also what is forwarded: the route's
     /// `key_query` parameters (or all), never a secret parameter, plus fixed ones.
     fn cache_key_query(&self, route: &Route, params: Vec<Param>) -> String {
-        let secret_names: Vec<String> = route
-            .spec
-            .upstream
-            .secret_query_names()
-            .map(key::encode_component)
-            .collect();
         let mut kept: Vec<Param> = params
             .into_iter()
-            .filter(|p| !secret_names.contains(&p.name))
+            .filter(|p| !route.secret_names.contains(&p.name))
             .filter(|p| {
                 route
                     .key_query

@@ -54,6 +54,9 @@ pub(crate) struct Route {
     pub(crate) spec: RouteSpec,
     /// Canonically encoded `key_query` names.
     pub(crate) key_query: Option<Vec<String>>,
+    /// Canonically encoded names of the upstream's secret parameters, which
+    /// clients may not send.
+    pub(crate) secret_names: Vec<String>,
     /// Canonically encoded fixed query.
     pub(crate) fixed_query: Vec<crate::key::Param>,
     pub(crate) catch_all: Option<String>,
@@ -78,6 +81,11 @@ impl Route {
                 value: crate::key::encode_component(v),
             })
             .collect();
+        let secret_names = spec
+            .upstream
+            .secret_query_names()
+            .map(crate::key::encode_component)
+            .collect();
         let catch_all = spec
             .path
             .split('/')
@@ -87,6 +95,7 @@ impl Route {
         Self {
             spec,
             key_query,
+            secret_names,
             fixed_query,
             catch_all,
             metrics,

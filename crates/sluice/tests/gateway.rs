@@ -340,14 +340,7 @@ async fn two_hundred_concurrent_cold_requests_make_one_upstream_call() {
         ..Default::default()
     };
     let h = Harness::start(sim, &format!("{UPSTREAM}{ROUTE}")).await;
-    let mut tasks = Vec::new();
-    for _ in 0..200 {
-        let c = h.client.clone();
-        let url = format!("{}{}", h.base, air("경기"));
-        tasks.push(tokio::spawn(async move {
-            Resp::from(c.get(url).send().await.unwrap()).await
-        }));
-    }
+    let tasks = h.spawn_gets((0..200).map(|_| air("경기")));
     let mut bodies = std::collections::HashSet::new();
     let mut collapsed = 0;
     for t in tasks {
@@ -361,16 +354,8 @@ async fn two_hundred_concurrent_cold_requests_make_one_upstream_call() {
     assert!(collapsed > 0);
     // Errors are shared the same way.
     h.sim.set_fault(Fault::Status(503));
-    let mut tasks = Vec::new();
-    for _ in 0..200 {
-        let c = h.client.clone();
-        let url = format!("{}{}", h.base, air("강원"));
-        tasks.push(tokio::spawn(async move {
-            c.get(url).send().await.unwrap().status().as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 502);
+    for t in h.spawn_gets((0..200).map(|_| air("강원"))) {
+        assert_eq!(t.await.unwrap().status, 502);
     }
     assert_eq!(h.sim.calls(), 2);
     let m = h.get("/metrics").await.body;
@@ -413,14 +398,7 @@ async fn concurrency_is_capped_per_upstream() {
     let up = UPSTREAM.replace("concurrency = 64", "concurrency = 2");
     let h = Harness::start(fast_sim(), &format!("{up}{ROUTE}")).await;
     h.sim.set_fault(Fault::Hang);
-    let mut tasks = Vec::new();
-    for sido in ["a", "b", "c", "d"] {
-        let c = h.client.clone();
-        let url = format!("{}{}", h.base, air(sido));
-        tasks.push(tokio::spawn(async move {
-            c.get(url).send().await.unwrap().status().as_u16()
-        }));
-    }
+    let tasks = h.spawn_gets(["a", "b", "c", "d"].map(air));
     // Wait until two calls hang at the upstream, give the others time to pile on.
     for _ in 0..250 {
         if h.sim.calls() >= 2 {
@@ -431,7 +409,7 @@ async fn concurrency_is_capped_per_upstream() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h.sim.calls(), 2, "more than 2 calls in flight");
     for t in tasks {
-        assert_eq!(t.await.unwrap(), 504);
+        assert_eq!(t.await.unwrap().status, 504);
     }
 }
 
@@ -444,14 +422,7 @@ async fn per_second_rate_limit_answers_429_with_retry_after() {
             "concurrency = 64\nrate_limit = { per_second = 1 }",
         );
     let h = Harness::start(fast_sim(), &format!("{up}{ROUTE}")).await;
-    let mut tasks = Vec::new();
-    for sido in ["a", "b", "c", "d", "e"] {
-        let c = h.client.clone();
-        let url = format!("{}{}", h.base, air(sido));
-        tasks.push(tokio::spawn(async move {
-            Resp::from(c.get(url).send().await.unwrap()).await
-        }));
-    }
+    let tasks = h.spawn_gets(["a", "b", "c", "d", "e"].map(air));
     let mut ok = 0;
     let mut limited = 0;
     for t in tasks {

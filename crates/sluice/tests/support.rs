@@ -138,6 +138,21 @@ impl Harness {
         self.get_with(path, &[]).await
     }
 
+    /// Starts one `GET` per path, all at once, and returns their tasks.
+    pub(crate) fn spawn_gets(
+        &self,
+        paths: impl IntoIterator<Item = String>,
+    ) -> Vec<tokio::task::JoinHandle<Resp>> {
+        paths
+            .into_iter()
+            .map(|path| {
+                let c = self.client.clone();
+                let url = format!("{}{path}", self.base);
+                tokio::spawn(async move { Resp::from(c.get(url).send().await.unwrap()).await })
+            })
+            .collect()
+    }
+
     /// `GET base + path` with headers.
     pub(crate) async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
         let mut r = self.client.get(format!("{}{path}", self.base));
