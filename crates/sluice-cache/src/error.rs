@@ -15,6 +15,14 @@ pub enum StoreError {
         /// What went wrong, without secrets.
         message: String,
     },
+    /// The store cannot do what was asked (memcached cannot purge by any prefix).
+    #[error("{message}")]
+    Unsupported {
+        /// Store kind.
+        store: &'static str,
+        /// What cannot be done, and what can.
+        message: String,
+    },
     /// A stored value could not be decoded.
     #[error("{store} store holds an undecodable entry under {key:?}: {message}")]
     Corrupt {

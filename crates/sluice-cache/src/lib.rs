@@ -11,6 +11,9 @@
 //! - [`Coalescer`]: single-flight per key, so that many concurrent misses cost one
 //!   upstream call.
 //! - [`LocalQuota`]: the per-second rate limit and the daily budget of an upstream.
+//! - Shared stores: [`RedisStore`], [`MemcachedStore`], and [`TieredStore`] (a memory
+//!   L1 in front of either), with [`Redis`] as the one handle to a shared Redis
+//!   (connections, outage tracking, the event channel that carries purges).
 //! - [`Clock`]: all time goes through it, so TTL, stale windows and quota resets are
 //!   tested without sleeping.
 
@@ -18,16 +21,30 @@
 
 mod clock;
 mod coalesce;
+pub mod codec;
 mod entry;
 mod error;
+mod flights;
+mod health;
+mod memcached;
 mod memory;
+pub mod metrics;
 mod quota;
+pub mod redis;
+mod redis_store;
 mod store;
+mod tiered;
 
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use coalesce::{Coalescer, FlightError, Role};
 pub use entry::{Entry, Freshness};
 pub use error::StoreError;
+pub use flights::{Acquire, FlightLease, SharedFlights};
+pub use health::Backend;
+pub use memcached::{MemcachedOptions, MemcachedStore};
 pub use memory::{MemoryStore, MemoryStoreBuilder};
-pub use quota::{LocalQuota, Quota, QuotaExceeded};
+pub use quota::{LocalQuota, Quota, QuotaExceeded, RedisQuota};
+pub use redis::{Redis, RedisOptions};
+pub use redis_store::RedisStore;
 pub use store::{PutOutcome, Store, StoreStats};
+pub use tiered::TieredStore;

@@ -22,10 +22,19 @@ use crate::store::{PutOutcome, Store, StoreStats};
 pub struct MemoryStoreBuilder {
     max_bytes: u64,
     max_entry_bytes: usize,
+    max_ttl: Option<Duration>,
     clock: Arc<dyn Clock>,
 }
 
 impl MemoryStoreBuilder {
+    /// Keeps no entry longer than `ttl` after it is put, however long its own life
+    /// (default: until its `stale_until`). The tiered store's L1 uses this so a node
+    /// never serves another node's superseded entry for long.
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.max_ttl = Some(ttl);
+        self
+    }
+
     /// Total byte bound (default 256 MiB).
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
@@ -54,6 +63,7 @@ impl MemoryStoreBuilder {
             })
             .expire_after(StaleLimit {
                 clock: self.clock.clone(),
+                max_ttl: self.max_ttl,
             })
             .build();
         MemoryStore {
@@ -104,19 +114,29 @@ impl MemoryStore {
         MemoryStoreBuilder {
             max_bytes: 256 << 20,
             max_entry_bytes: 8 << 20,
+            max_ttl: None,
             clock: Arc::new(SystemClock),
         }
     }
 }
 
+impl MemoryStore {
+    /// Drops every entry at once.
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+}
+
 struct StaleLimit {
     clock: Arc<dyn Clock>,
+    max_ttl: Option<Duration>,
 }
 
 impl StaleLimit {
     fn remaining(&self, e: &Entry) -> Option<Duration> {
         let left = e.stale_until - self.clock.now_millis();
-        Some(Duration::from_millis(left.max(0) as u64))
+        let left = Duration::from_millis(left.max(0) as u64);
+        Some(self.max_ttl.map_or(left, |m| m.min(left)))
     }
 }
 

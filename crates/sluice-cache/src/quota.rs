@@ -192,6 +192,163 @@ impl Quota for LocalQuota {
     }
 }
 
+/// GCRA per-second limit and daily counter in one atomic step.
+///
+/// KEYS[1] theoretical arrival time (ms), KEYS[2] today's counter.
+/// ARGV: emission interval ms (0 = no rate limit), burst, max wait ms,
+/// daily limit (-1 = none), counter TTL ms.
+/// Returns {status, value, used}: status 0 = go after `value` ms, 1 = daily quota
+/// spent, 2 = no slot within the wait (`value` = ms until one frees).
+const SHARED_QUOTA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[4])
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if limit >= 0 and used >= limit then return {1, 0, used} end
+local wait = 0
+local interval = tonumber(ARGV[1])
+if interval > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if tat < now then tat = now end
+  wait = tat - interval * (tonumber(ARGV[2]) - 1) - now
+  if wait < 0 then wait = 0 end
+  if wait > tonumber(ARGV[3]) then return {2, wait, used} end
+  local new_tat = tat + interval
+  redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+end
+if limit >= 0 then
+  used = redis.call('INCR', KEYS[2])
+  if used == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+end
+return {0, wait, used}
+";
+
+/// An upstream's budget shared by every node through Redis.
+///
+/// The per-second rate is a GCRA kept in Redis and the daily quota a counter per
+/// local date, both updated by one Lua script, so that concurrent nodes never
+/// overspend. Redis's own clock paces the rate, so node clocks need not agree.
+/// While Redis does not answer, each node falls back to its own [`LocalQuota`]
+/// (the outage is logged once by [`crate::Backend`]).
+pub struct RedisQuota {
+    redis: Arc<crate::redis::Redis>,
+    name: String,
+    local: LocalQuota,
+    script: redis::Script,
+    /// Calls left today as last seen in Redis; -1 before the first answer.
+    remaining: std::sync::atomic::AtomicI64,
+}
+
+impl fmt::Debug for RedisQuota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQuota")
+            .field("name", &self.name)
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl RedisQuota {
+    /// The budget of upstream `name`, with the same limits as `local`, which is
+    /// also the fallback while Redis is down.
+    pub fn new(redis: Arc<crate::redis::Redis>, name: &str, local: LocalQuota) -> Self {
+        Self {
+            redis,
+            name: name.to_owned(),
+            local,
+            script: redis::Script::new(SHARED_QUOTA_LUA),
+            remaining: std::sync::atomic::AtomicI64::new(-1),
+        }
+    }
+
+    /// Today's counter key; both keys share a hash tag, so they sit in one cluster slot.
+    fn keys(&self, now: i64) -> (String, String) {
+        let date = local_date(&self.local.tz, now);
+        (
+            self.redis.key("q", &format!("{{{}}}:rate", self.name)),
+            self.redis
+                .key("q", &format!("{{{}}}:day:{date}", self.name)),
+        )
+    }
+}
+
+#[async_trait]
+impl Quota for RedisQuota {
+    async fn acquire(&self, max_wait: Duration) -> Result<(), QuotaExceeded> {
+        let per_second = self.local.per_second.as_ref().map(|p| p.0);
+        if per_second.is_none() && self.local.per_day.is_none() {
+            return Ok(());
+        }
+        let now = self.local.clock.now_millis();
+        let (rate_key, day_key) = self.keys(now);
+        let interval = per_second.map_or(0, |n| (1000 / u64::from(n.max(1))).max(1));
+        let limit = self.local.per_day.map_or(-1, |l| l as i64);
+        let ttl = self.local.until_reset(now).as_millis() as u64 + 3_600_000;
+        let mut inv = self.script.key(&rate_key);
+        inv.key(&day_key)
+            .arg(interval)
+            .arg(per_second.unwrap_or(1))
+            .arg(max_wait.as_millis() as u64)
+            .arg(limit)
+            .arg(ttl);
+        match self.redis.eval::<(i64, i64, i64)>("quota", inv).await {
+            Ok((0, wait, used)) => {
+                if limit >= 0 {
+                    self.remaining
+                        .store((limit - used).max(0), std::sync::atomic::Ordering::Relaxed);
+                }
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                }
+                Ok(())
+            }
+            Ok((1, _, _)) => {
+                self.remaining
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                Err(QuotaExceeded::Daily {
+                    limit: limit.max(0) as u64,
+                    retry_after: self.local.until_reset(now),
+                })
+            }
+            Ok((_, wait, _)) => Err(QuotaExceeded::PerSecond {
+                per_second: per_second.unwrap_or(0),
+                retry_after: Duration::from_millis(wait.max(0) as u64).max(Duration::from_secs(1)),
+            }),
+            Err(_) => self.local.acquire(max_wait).await,
+        }
+    }
+
+    fn remaining_today(&self) -> Option<u64> {
+        self.local.per_day?;
+        match self.remaining.load(std::sync::atomic::Ordering::Relaxed) {
+            r if r >= 0 && self.redis.health().degraded().is_none() => Some(r as u64),
+            _ => self.local.remaining_today(),
+        }
+    }
+
+    fn exhaust_today(&self) {
+        self.local.exhaust_today();
+        let Some(limit) = self.local.per_day else {
+            return;
+        };
+        self.remaining
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        let now = self.local.clock.now_millis();
+        let (_, day_key) = self.keys(now);
+        let ttl = self.local.until_reset(now).as_millis() as u64 + 3_600_000;
+        let redis = self.redis.clone();
+        tokio::spawn(async move {
+            let cmd = redis::cmd("SET")
+                .arg(day_key)
+                .arg(limit)
+                .arg("PX")
+                .arg(ttl)
+                .to_owned();
+            let _ = redis.query::<()>("quota", &cmd).await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,4 +55,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Current size figures.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// `None` while the store works fully; else why it is degraded (a shared backend
+    /// that does not answer). `/healthz` reports this.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.kind())
+    }
 }

@@ -18,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use sluice_cache::{
-    Clock, Coalescer, Entry, Freshness, PutOutcome, Store, StoreStats, SystemClock,
+    Acquire, Clock, Coalescer, Entry, Freshness, PutOutcome, SharedFlights, Store, StoreError,
+    StoreStats, SystemClock,
 };
 
 use crate::error::{ErrorKind, GatewayError};
@@ -43,6 +44,8 @@ const KEPT_HEADERS: [HeaderName; 6] = [
 struct Fetched {
     entry: Arc<Entry>,
     stored: Result<(), NoCacheReason>,
+    /// Another node (or an earlier flight) fetched it; this request only waited.
+    remote: bool,
 }
 
 type FlightResult = Result<Fetched, GatewayError>;
@@ -51,10 +54,18 @@ type FlightResult = Result<Fetched, GatewayError>;
 pub struct GatewayBuilder {
     routes: Vec<RouteSpec>,
     store: Option<Arc<dyn Store>>,
+    flights: Option<Arc<SharedFlights>>,
     clock: Arc<dyn Clock>,
 }
 
 impl GatewayBuilder {
+    /// Coalesces misses across nodes through Redis locks (default: this process
+    /// only).
+    pub fn shared_flights(mut self, flights: Arc<SharedFlights>) -> Self {
+        self.flights = Some(flights);
+        self
+    }
+
     /// Adds a route; routes are matched by pattern, most specific first.
     pub fn route(mut self, route: RouteSpec) -> Self {
         self.routes.push(route);
@@ -110,6 +121,7 @@ impl GatewayBuilder {
                 store,
                 clock: self.clock,
                 flights: Coalescer::new(),
+                shared: self.flights,
             }),
         })
     }
@@ -121,6 +133,7 @@ struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     flights: Coalescer<FlightResult>,
+    shared: Option<Arc<SharedFlights>>,
 }
 
 /// The caching gateway. Cheap to clone.
@@ -158,6 +171,7 @@ impl Gateway {
         GatewayBuilder {
             routes: Vec::new(),
             store: None,
+            flights: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -279,8 +293,7 @@ impl Gateway {
         let cached = match self.inner.store.get(&p.key).await {
             Ok(c) => c,
             Err(e) => {
-                metrics::store_error(self.inner.store.kind(), "get");
-                tracing::warn!(error = %e, "store lookup failed; treating as a miss");
+                store_failed(&self.inner, "get", &e);
                 None
             }
         };
@@ -312,7 +325,8 @@ impl Gateway {
             },
             None => None,
         };
-        let (result, collapsed) = self.fetch(p).await;
+        let (result, local_follower) = self.fetch(p).await;
+        let collapsed = local_follower || result.as_ref().is_ok_and(|f| f.remote);
         if collapsed {
             route.metrics.coalesced.increment(1);
         }
@@ -532,13 +546,59 @@ impl Gateway {
         Ok(s)
     }
 
+    /// `None` while every shared backend answers; else what is degraded. The
+    /// gateway keeps serving (from L1, the upstream, local coalescing and local
+    /// rate limits) while degraded.
+    pub fn degraded(&self) -> Option<String> {
+        self.inner
+            .store
+            .degraded()
+            .or_else(|| self.inner.shared.as_ref().and_then(|f| f.degraded()))
+    }
+
+    /// The cluster-wide flights, when configured.
+    pub fn shared_flights(&self) -> Option<&Arc<SharedFlights>> {
+        self.inner.shared.as_ref()
+    }
+
     /// Number of keys with an upstream call in flight.
     pub fn in_flight(&self) -> usize {
         self.inner.flights.in_flight()
     }
 }
 
-/// The leader's work: call the upstream, decide cacheability, store, return.
+/// Counts and logs a store failure. Outages of shared stores are logged once by
+/// their backend tracker; here only undecodable entries are counted.
+fn store_failed(inner: &Inner, op: &'static str, e: &StoreError) {
+    if matches!(e, StoreError::Corrupt { .. }) {
+        metrics::store_error(inner.store.kind(), op);
+        tracing::warn!(error = %e, "treating an undecodable entry as a miss");
+    } else {
+        tracing::debug!(error = %e, op, "store failed; treating as a miss");
+    }
+}
+
+/// A fresh entry under `key`, if the store holds one.
+async fn fresh_in_store(inner: &Inner, key: &str) -> Option<Arc<Entry>> {
+    match inner.store.get(key).await {
+        Ok(Some(e))
+            if matches!(
+                e.freshness(inner.clock.now_millis()),
+                Freshness::Fresh { .. }
+            ) =>
+        {
+            Some(e)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            store_failed(inner, "get", &e);
+            None
+        }
+    }
+}
+
+/// The leader's work: one upstream call for `key` in this process and, with shared
+/// flights, in the whole cluster.
 async fn fetch_and_store(
     inner: Arc<Inner>,
     route_idx: usize,
@@ -547,32 +607,80 @@ async fn fetch_and_store(
     query: String,
     forward: HeaderMap,
 ) -> FlightResult {
-    let route = &inner.routes[route_idx];
     // Double-check: a flight that finished just before ours started has stored
     // a fresh entry; use it instead of calling the upstream again.
-    if let Ok(Some(e)) = inner.store.get(&key).await
-        && matches!(
-            e.freshness(inner.clock.now_millis()),
-            Freshness::Fresh { .. }
-        )
-    {
+    if let Some(entry) = fresh_in_store(&inner, &key).await {
         return Ok(Fetched {
-            entry: e,
+            entry,
             stored: Ok(()),
+            remote: true,
         });
     }
-    let resp = route.spec.upstream.fetch(&suffix, &query, &forward).await?;
+    let Some(flights) = inner.shared.clone() else {
+        return call_and_store(&inner, route_idx, &key, &suffix, &query, &forward).await;
+    };
+    let deadline = tokio::time::Instant::now() + flights.max_wait();
+    loop {
+        match flights.try_acquire(&key).await {
+            Err(_) => {
+                // Redis is down (logged once by its tracker): coalesce locally only.
+                return call_and_store(&inner, route_idx, &key, &suffix, &query, &forward).await;
+            }
+            Ok(Acquire::Held(lease)) => {
+                // The previous holder may have stored it between our read and our lock.
+                if let Some(entry) = fresh_in_store(&inner, &key).await {
+                    lease.release().await;
+                    return Ok(Fetched {
+                        entry,
+                        stored: Ok(()),
+                        remote: true,
+                    });
+                }
+                let res = call_and_store(&inner, route_idx, &key, &suffix, &query, &forward).await;
+                lease.release().await;
+                return res;
+            }
+            Ok(Acquire::Busy) => {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(key = %key, wait = ?flights.max_wait(),
+                        "another node's upstream call for this key takes too long; calling the upstream here");
+                    return call_and_store(&inner, route_idx, &key, &suffix, &query, &forward)
+                        .await;
+                }
+                flights.wait(&key).await;
+                if let Some(entry) = fresh_in_store(&inner, &key).await {
+                    return Ok(Fetched {
+                        entry,
+                        stored: Ok(()),
+                        remote: true,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Calls the upstream, decides cacheability, stores.
+async fn call_and_store(
+    inner: &Inner,
+    route_idx: usize,
+    key: &str,
+    suffix: &str,
+    query: &str,
+    forward: &HeaderMap,
+) -> FlightResult {
+    let route = &inner.routes[route_idx];
+    let resp = route.spec.upstream.fetch(suffix, query, forward).await?;
     let now = inner.clock.now_millis();
     let (entry, cacheable) = to_entry(route, &resp, now);
     let entry = Arc::new(entry);
     let stored = match cacheable {
         Err(r) => Err(r),
-        Ok(()) => match inner.store.put(&key, entry.clone()).await {
+        Ok(()) => match inner.store.put(key, entry.clone()).await {
             Ok(PutOutcome::Stored) => Ok(()),
             Ok(PutOutcome::TooLarge) => Err(NoCacheReason::TooLarge),
             Err(e) => {
-                metrics::store_error(inner.store.kind(), "put");
-                tracing::warn!(error = %e, "store put failed");
+                store_failed(inner, "put", &e);
                 Err(NoCacheReason::StoreError)
             }
         },
@@ -580,7 +688,11 @@ async fn fetch_and_store(
     if let Err(r) = stored {
         route.metrics.not_stored(r.as_str());
     }
-    Ok(Fetched { entry, stored })
+    Ok(Fetched {
+        entry,
+        stored,
+        remote: false,
+    })
 }
 
 fn to_entry(

@@ -31,6 +31,8 @@
 
 mod conn;
 mod data;
+/// Real `redis-server` and `memcached` processes for integration tests.
+pub mod servers;
 mod sim;
 
 pub use data::result_message;

@@ -23,10 +23,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_spanned::Spanned;
-use sluice_cache::{Clock, LocalQuota, MemoryStore, Store};
+use sluice_cache::{Clock, LocalQuota, Quota, RedisQuota};
+
+mod store;
 use sluice_gateway::{
     Gateway, OkWhen, RetryPolicy, RouteSpec, Secret, Ttl, Upstream, UpstreamSpec,
 };
+pub use store::{RawCluster, RawStore, StoreKind};
 
 /// A duration written as text: `"200ms"`, `"5s"`, `"10m"`, `"6h"`, `"1d"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +124,9 @@ pub struct RawConfig {
     /// Where cache entries live.
     #[serde(default)]
     pub store: RawStore,
+    /// What several nodes share through Redis.
+    #[serde(default)]
+    pub cluster: RawCluster,
     /// Upstream APIs (`[[upstream]]`).
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<RawUpstream>,
@@ -139,29 +145,6 @@ pub struct RawServer {
     pub admin_token: Option<RawSecret>,
     /// How long shutdown waits for in-flight requests. Default `30s`.
     pub shutdown_grace: Option<Dur>,
-}
-
-/// Store kinds.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// In-process memory (moka), bounded by bytes.
-    #[default]
-    Memory,
-}
-
-/// `[store]`
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawStore {
-    /// `memory` (default).
-    #[serde(default)]
-    pub kind: StoreKind,
-    /// Byte bound of the memory store. Default `256MiB`.
-    pub max_bytes: Option<Size>,
-    /// Largest response stored; larger ones are passed through uncached.
-    /// Default `8MiB`.
-    pub max_body: Option<Size>,
 }
 
 /// `retries = { max = 2, backoff = "200ms" }`
@@ -505,17 +488,7 @@ impl RawConfig {
                 "the admin token must be at least 16 characters",
             ));
         }
-        let max_body = self.store.max_body.map(|s| s.0).unwrap_or(8 << 20) as usize;
-        let store: Arc<dyn Store> = match self.store.kind {
-            StoreKind::Memory => Arc::new(
-                MemoryStore::builder()
-                    .max_bytes(self.store.max_bytes.map(|s| s.0).unwrap_or(256 << 20))
-                    .max_entry_bytes(max_body)
-                    .clock(env.clock.clone())
-                    .build(),
-            ),
-        };
-
+        let built = self.store.build(&self.cluster, src, env, &mut errs);
         let mut upstreams: BTreeMap<String, Arc<Upstream>> = BTreeMap::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             let at = |k: &str| format!("upstream[{i}].{k}");
@@ -653,7 +626,13 @@ impl RawConfig {
                     timeout,
                     retries,
                     concurrency,
-                    quota: Arc::new(LocalQuota::new(per_second, per_day, tz, env.clock.clone())),
+                    quota: {
+                        let local = LocalQuota::new(per_second, per_day, tz, env.clock.clone());
+                        match built.as_ref().and_then(|b| b.quota_redis.clone()) {
+                            Some(r) => Arc::new(RedisQuota::new(r, &name, local)) as Arc<dyn Quota>,
+                            None => Arc::new(local),
+                        }
+                    },
                     ok_when,
                     retry_codes: u.retry_codes.clone(),
                     quota_codes: u.quota_codes.clone(),
@@ -668,7 +647,13 @@ impl RawConfig {
             }
         }
 
-        let mut builder = Gateway::builder().store(store).clock(env.clock.clone());
+        let mut builder = Gateway::builder().clock(env.clock.clone());
+        if let Some(b) = &built {
+            builder = builder.store(b.store.clone());
+            if let Some(f) = &b.flights {
+                builder = builder.shared_flights(f.clone());
+            }
+        }
         for (i, r) in self.routes.iter().enumerate() {
             let at = |k: &str| format!("route[{i}].{k}");
             let Some(upstream) = upstreams.get(r.upstream.get_ref()).cloned() else {

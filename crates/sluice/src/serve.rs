@@ -55,8 +55,14 @@ pub fn app(gateway: Gateway, admin_token: Option<Secret>) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// `200 {"status":"ok"}`, or `200 {"status":"degraded","reason":…}` while a
+/// shared backend is away: the node still serves (from L1, the upstream, local
+/// coalescing and rate limits), so a load balancer must keep sending it traffic.
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    match s.gateway.degraded() {
+        None => Json(json!({"status": "ok"})),
+        Some(reason) => Json(json!({"status": "degraded", "reason": reason})),
+    }
 }
 
 async fn metrics_page(State(s): State<AppState>) -> Response {
@@ -205,6 +211,9 @@ async fn purge(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
             tracing::info!(purged = n, what = %what, "purge");
             Json(json!({"purged": n, "target": what})).into_response()
         }
+        Err(e @ sluice_cache::StoreError::Unsupported { .. }) => {
+            json_error(StatusCode::BAD_REQUEST, "unsupported", &e.to_string())
+        }
         Err(e) => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
@@ -232,6 +241,9 @@ async fn stats(State(s): State<AppState>) -> Response {
                 "upstreams": upstreams,
             }))
             .into_response()
+        }
+        Err(e @ sluice_cache::StoreError::Unsupported { .. }) => {
+            json_error(StatusCode::BAD_REQUEST, "unsupported", &e.to_string())
         }
         Err(e) => json_error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,0 +1,149 @@
+//! The tiered store: a bounded memory L1 in front of a shared L2.
+//!
+//! - A hit in L1 costs no network round trip; a miss there reads L2 and keeps the
+//!   entry in L1 for at most the L1 TTL.
+//! - Writes go to both. When L2 cannot be reached, L1 still keeps the entry, so a
+//!   node keeps serving what it holds through an outage of the shared store.
+//! - Purges and new entries are announced on the Redis event channel: every node
+//!   drops its L1 copy when a key is purged anywhere, or stored by another node.
+//!   When the subscription breaks and comes back, L1 is cleared, because notices
+//!   sent in between were missed.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::entry::Entry;
+use crate::error::StoreError;
+use crate::memory::MemoryStore;
+use crate::metrics;
+use crate::redis::{Event, Redis};
+use crate::store::{PutOutcome, Store, StoreStats};
+
+/// Memory in front of a shared store.
+#[derive(Debug, Clone)]
+pub struct TieredStore {
+    l1: MemoryStore,
+    l2: Arc<dyn Store>,
+    bus: Option<Arc<Redis>>,
+}
+
+impl TieredStore {
+    /// `l1` in front of `l2`; purges travel over `bus` (Redis pub/sub) when given.
+    /// Without a bus, a purge reaches only this node's L1 (and L2).
+    pub fn new(l1: MemoryStore, l2: Arc<dyn Store>, bus: Option<Arc<Redis>>) -> Self {
+        if let Some(bus) = &bus {
+            let l1 = l1.clone();
+            bus.on_event(move |ev, own| {
+                let l1 = l1.clone();
+                match ev {
+                    Event::Purged(k) => {
+                        metrics::purge_notice("key");
+                        let k = k.clone();
+                        tokio::spawn(async move { l1.purge(&k).await });
+                    }
+                    Event::Stored(k) if !own => {
+                        let k = k.clone();
+                        tokio::spawn(async move { l1.purge(&k).await });
+                    }
+                    Event::PurgedPrefix(p) => {
+                        metrics::purge_notice("prefix");
+                        let p = p.clone();
+                        tokio::spawn(async move {
+                            let _ = l1.purge_prefix(&p).await;
+                        });
+                    }
+                    Event::Resubscribed => {
+                        metrics::purge_notice("all");
+                        l1.clear();
+                    }
+                    Event::Stored(_) | Event::FlightDone(_) => {}
+                }
+            });
+        }
+        Self { l1, l2, bus }
+    }
+
+    /// The memory tier.
+    pub fn l1(&self) -> &MemoryStore {
+        &self.l1
+    }
+
+    /// The shared tier.
+    pub fn l2(&self) -> &Arc<dyn Store> {
+        &self.l2
+    }
+}
+
+#[async_trait]
+impl Store for TieredStore {
+    fn kind(&self) -> &'static str {
+        "tiered"
+    }
+
+    fn max_entry_bytes(&self) -> usize {
+        self.l1.max_entry_bytes().max(self.l2.max_entry_bytes())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
+        if let Some(e) = self.l1.get(key).await? {
+            return Ok(Some(e));
+        }
+        let found = self.l2.get(key).await?;
+        if let Some(e) = &found {
+            self.l1.put(key, e.clone()).await?;
+        }
+        Ok(found)
+    }
+
+    async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<PutOutcome, StoreError> {
+        let in_l1 = self.l1.put(key, entry.clone()).await?;
+        match self.l2.put(key, entry).await {
+            Ok(PutOutcome::Stored) => {
+                if let Some(bus) = &self.bus {
+                    bus.publish(&Event::Stored(key.to_owned())).await;
+                }
+                Ok(PutOutcome::Stored)
+            }
+            // Too large for L2 (memcached's item size) or L2 down: L1 still serves it.
+            Ok(PutOutcome::TooLarge) => Ok(in_l1),
+            Err(e) if in_l1 == PutOutcome::Stored => {
+                tracing::debug!(error = %e, "L2 put failed; entry kept in L1 only");
+                Ok(PutOutcome::Stored)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn purge(&self, key: &str) -> Result<bool, StoreError> {
+        let local = self.l1.purge(key).await?;
+        let shared = self.l2.purge(key).await?;
+        if let Some(bus) = &self.bus {
+            bus.publish(&Event::Purged(key.to_owned())).await;
+        }
+        Ok(local || shared)
+    }
+
+    async fn purge_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let local = self.l1.purge_prefix(prefix).await?;
+        let shared = self.l2.purge_prefix(prefix).await?;
+        if let Some(bus) = &self.bus {
+            bus.publish(&Event::PurgedPrefix(prefix.to_owned())).await;
+        }
+        Ok(shared.max(local))
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        // The shared tier's figures; when it does not answer, this node's L1.
+        match self.l2.stats().await {
+            Ok(s) => Ok(s),
+            Err(_) => self.l1.stats().await,
+        }
+    }
+
+    fn degraded(&self) -> Option<String> {
+        self.l2
+            .degraded()
+            .or_else(|| self.bus.as_ref().and_then(|b| b.health().degraded()))
+    }
+}
