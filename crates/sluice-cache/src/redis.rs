@@ -507,11 +507,21 @@ async fn subscribe_loop(redis: Weak<Redis>) {
         match attempt {
             Ok(Ok(ps)) => {
                 backoff = Duration::from_millis(100);
+                let Some(r) = redis.upgrade() else { return };
+                // Redis is back: make the command connection reconnect now (its
+                // first command after an outage fails and triggers the reconnect),
+                // so that client requests find it working.
+                for _ in 0..30 {
+                    if r.query::<String>("ping", &redis::cmd("PING")).await.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 if !first {
-                    let Some(r) = redis.upgrade() else { return };
                     tracing::info!("Redis event subscription re-established");
                     r.dispatch(&Event::Resubscribed, true);
                 }
+                drop(r);
                 let mut stream = ps.into_on_message();
                 while let Some(msg) = stream.next().await {
                     let Some(r) = redis.upgrade() else { return };

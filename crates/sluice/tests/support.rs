@@ -95,36 +95,13 @@ impl Harness {
         init_logs();
         sim_cfg.service_key = KEY.into();
         let sim = SimUpstream::start(sim_cfg).await.unwrap();
-        let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n{config}")
-            .replace("{SIM}", &sim.base_url())
-            .replace("{ORIGIN}", &format!("http://{}", sim.addr()));
-        let clock = ManualClock::starting_now();
-        let src = Source {
-            file: PathBuf::from("test.toml"),
-            text,
-        };
-        let env = Env {
-            var: &|n| match n {
-                "AIRKOREA_KEY" => Some(KEY.to_owned()),
-                "ADMIN_TOKEN" => Some(ADMIN.to_owned()),
-                _ => None,
-            },
-            clock: Arc::new(clock.clone()),
-        };
-        let settings = src
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .resolve(&src, &env)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let gw = serve::start(settings).await.unwrap();
-        let base = format!("http://{}", gw.addr);
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let node = Node::start(&sim, config).await;
         Harness {
             sim,
-            gw,
-            base,
-            clock,
-            client,
+            gw: node.gw,
+            base: node.base,
+            clock: node.clock,
+            client: node.client,
         }
     }
 
@@ -160,6 +137,66 @@ impl Harness {
             r = r.header(*k, *v);
         }
         Resp::from(r.send().await.unwrap()).await
+    }
+}
+
+/// One gateway node, configured by a TOML text with `{SIM}`/`{ORIGIN}`
+/// placeholders, in front of a sim that other nodes may share.
+pub(crate) struct Node {
+    pub(crate) gw: Running,
+    pub(crate) gateway: sluice_gateway::Gateway,
+    pub(crate) base: String,
+    pub(crate) clock: ManualClock,
+    pub(crate) client: reqwest::Client,
+}
+
+impl Node {
+    pub(crate) async fn start(sim: &SimUpstream, config: &str) -> Node {
+        init_logs();
+        let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n{config}")
+            .replace("{SIM}", &sim.base_url())
+            .replace("{ORIGIN}", &format!("http://{}", sim.addr()));
+        let clock = ManualClock::starting_now();
+        let src = Source {
+            file: PathBuf::from("test.toml"),
+            text,
+        };
+        let env = Env {
+            var: &|n| match n {
+                "AIRKOREA_KEY" => Some(KEY.to_owned()),
+                "ADMIN_TOKEN" => Some(ADMIN.to_owned()),
+                _ => None,
+            },
+            clock: Arc::new(clock.clone()),
+        };
+        let settings = src
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .resolve(&src, &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gateway = settings.gateway.clone();
+        let gw = serve::start(settings).await.unwrap();
+        let base = format!("http://{}", gw.addr);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        Node {
+            gw,
+            gateway,
+            base,
+            clock,
+            client,
+        }
+    }
+
+    /// `GET base + path`.
+    pub(crate) async fn get(&self, path: &str) -> Resp {
+        Resp::from(
+            self.client
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 }
 

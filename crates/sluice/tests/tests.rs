@@ -11,3 +11,6 @@ mod config;
 
 // The binary: `check`, `serve` with JSON logs, graceful shutdown on SIGTERM.
 mod cli;
+
+// Several nodes on one Redis: cluster-wide coalescing, quota, purges, outages.
+mod cluster;
