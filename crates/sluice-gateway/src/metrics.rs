@@ -35,8 +35,8 @@ pub mod names {
     pub const STORE_ENTRIES: &str = "sluice_store_entries";
     /// Bytes held, by `store`.
     pub const STORE_BYTES: &str = "sluice_store_bytes";
-    /// Store operation failures, by `store` and `op`.
-    pub const STORE_ERRORS: &str = "sluice_store_errors_total";
+    /// Store operation failures, by `store` and `op` (declared by the store layer).
+    pub use sluice_cache::metrics::names::STORE_ERRORS;
 }
 
 /// The `result` label values of upstream metrics.
@@ -135,5 +135,5 @@ pub fn store_gauges(store: &'static str, entries: u64, bytes: u64) {
 
 /// Counts a store failure.
 pub fn store_error(store: &'static str, op: &'static str) {
-    counter!(names::STORE_ERRORS, "store" => store, "op" => op).increment(1);
+    sluice_cache::metrics::store_error(store, op);
 }

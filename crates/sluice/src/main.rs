@@ -28,6 +28,9 @@ enum Command {
         /// Config file.
         #[arg(short, long, default_value = "sluice.toml")]
         config: PathBuf,
+        /// Listen here instead of `server.listen` (several nodes from one config).
+        #[arg(long, env = "SLUICE_LISTEN")]
+        listen: Option<SocketAddr>,
     },
     /// Validate a config file and exit (0 valid, 2 invalid).
     Check {
@@ -98,9 +101,12 @@ async fn run(cmd: Command) -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Serve { config } => {
+        Command::Serve { config, listen } => {
             let settings = match config::load(&config, &Env::process()) {
-                Ok(s) => s,
+                Ok(s) => config::Settings {
+                    listen: listen.unwrap_or(s.listen),
+                    ..s
+                },
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);

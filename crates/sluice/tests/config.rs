@@ -176,3 +176,79 @@ fn other_mistakes_are_named() {
         assert!(e.starts_with("sluice.toml:"), "{e}");
     }
 }
+
+#[tokio::test]
+async fn store_and_cluster_mistakes_are_named() {
+    let store = |s: &str| GOOD.replace("kind = \"memory\"", s);
+    for (text, needle) in [
+        (
+            store("kind = \"redis\""),
+            "store.url: store kind \"redis\" needs url",
+        ),
+        (
+            store("kind = \"redis\"\nurl = \"memcache://127.0.0.1:11211\""),
+            "store.url: memcache://127.0.0.1:11211 is not a Redis URL",
+        ),
+        (
+            store("kind = \"memcached\"\nurl = \"redis://127.0.0.1:6379\""),
+            "a memcached store needs url = \"memcache://host:port\"",
+        ),
+        (
+            store("kind = \"memcached\"\nurl = \"memcache://nowhere\""),
+            "must be memcache://host:port",
+        ),
+        (
+            store("kind = \"redis\"\nurls = [\"redis://a:1\", \"redis://b:2\"]"),
+            "store.urls: several Redis URLs need cluster = true",
+        ),
+        (
+            store("kind = \"redis\"\nurl = \"redis://a:1\"\nurls = [\"redis://b:2\"]"),
+            "give either url or urls, not both",
+        ),
+        (
+            store("kind = \"tiered\"\nurl = \"redis://a:1\"\nnamespace = \"two words\""),
+            "store.namespace: namespace \"two words\" must be",
+        ),
+        (
+            store("kind = \"memory\"\nurl = \"redis://a:1\""),
+            "store.url: only for kind = \"redis\", \"memcached\" or \"tiered\"",
+        ),
+        (
+            format!("{GOOD}\n[cluster]\ncoalesce = true\n"),
+            "cluster.coalesce: needs a Redis",
+        ),
+        (
+            format!(
+                "{}\n[cluster]\nlock_ttl = \"10ms\"\n",
+                store("kind = \"redis\"\nurl = \"redis://a:1\"")
+            ),
+            "cluster.lock_ttl: lock_ttl must be at least 100ms",
+        ),
+        (
+            store("kind = \"redis\"\nurl = \"redis://a:1\"\npassword = { env = \"NO_SUCH_VAR\" }"),
+            "store.password: environment variable NO_SUCH_VAR is not set",
+        ),
+        (
+            store("kind = \"redis\"\ncluster = true\nurls = [\"redis://u:hunter2@a:1\", \"http://u:hunter2@b:2\"]"),
+            "http://u:***@b:2 is not a Redis URL",
+        ),
+    ] {
+        let e = check(&text).unwrap_err();
+        assert!(e.contains(needle), "{needle}\n---\n{e}");
+        assert!(e.starts_with("sluice.toml:"), "{e}");
+        assert!(!e.contains("hunter2"), "a password leaked: {e}");
+    }
+    // The good shared configurations resolve (connections are lazy: no server needed).
+    for ok in [
+        store("kind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\nnamespace = \"prod\""),
+        store("kind = \"redis\"\ncluster = true\nurls = [\"redis://a:1\", \"redis://b:2\"]"),
+        store("kind = \"memcached\"\nurl = \"memcache://127.0.0.1:1\"\nmax_item_size = \"1MiB\""),
+        store("kind = \"tiered\"\nurl = \"rediss://user:pw@127.0.0.1:1\"\nl1_ttl = \"2s\""),
+        format!(
+            "{}\n[cluster]\nredis_url = \"redis://127.0.0.1:1\"\nlock_ttl = \"3s\"\n",
+            store("kind = \"tiered\"\nurl = \"memcache://127.0.0.1:1\"")
+        ),
+    ] {
+        check(&ok).unwrap_or_else(|e| panic!("{ok}\n---\n{e}"));
+    }
+}
