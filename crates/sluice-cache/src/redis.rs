@@ -166,7 +166,9 @@ struct Bus {
 /// A shared Redis. Cheap to share through `Arc`.
 pub struct Redis {
     conn: RedisConn,
-    sub_client: redis::Client,
+    /// One client per configured node; the subscriber moves to the next one when
+    /// its node fails (any node of a cluster receives every `PUBLISH`).
+    sub_clients: Vec<redis::Client>,
     namespace: String,
     node_id: String,
     timeout: Duration,
@@ -216,9 +218,10 @@ impl Redis {
             .map_err(|_| "connecting to Redis needs a running tokio runtime")?;
         let first = opts.urls.first().ok_or("no Redis URL given")?;
         let sub_client = open_client(first, opts.password.as_deref())?;
+        let mut sub_clients = vec![sub_client.clone()];
         let conn = if opts.cluster {
-            for u in &opts.urls {
-                open_client(u, None)?;
+            for u in &opts.urls[1..] {
+                sub_clients.push(open_client(u, opts.password.as_deref())?);
             }
             let mut b = ClusterClientBuilder::new(opts.urls.clone())
                 .connection_timeout(opts.connect_timeout)
@@ -253,7 +256,7 @@ impl Redis {
         };
         let this = Arc::new(Self {
             conn,
-            sub_client,
+            sub_clients,
             namespace: opts.namespace.clone(),
             node_id: format!(
                 "{}-{}-{:08x}",
@@ -266,7 +269,12 @@ impl Redis {
             bus: Bus::default(),
             subscriber: Mutex::new(None),
         });
-        let handle = runtime.spawn(subscribe_loop(Arc::downgrade(&this)));
+        let weak = Arc::downgrade(&this);
+        let handle = runtime.spawn(async move {
+            // Subscriber, and a prober that finds out when a down Redis is back
+            // even when no request needs it.
+            tokio::join!(subscribe_loop(weak.clone()), probe_loop(weak));
+        });
         *this.subscriber.lock().map_err(|e| e.to_string())? = Some(handle);
         Ok(this)
     }
@@ -488,23 +496,36 @@ fn host_name() -> String {
         .unwrap_or_else(|| "node".into())
 }
 
+/// While Redis is marked down, pings it twice a second.
+async fn probe_loop(redis: Weak<Redis>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(r) = redis.upgrade() else { return };
+        if r.health.degraded().is_some() {
+            let _ = r.query::<String>("ping", &redis::cmd("PING")).await;
+        }
+    }
+}
+
 /// Keeps one subscription to the event channel alive for as long as `redis` lives.
 async fn subscribe_loop(redis: Weak<Redis>) {
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
+    let mut attempt = 0usize;
     loop {
         let Some(r) = redis.upgrade() else { return };
-        let client = r.sub_client.clone();
+        let client = r.sub_clients[attempt % r.sub_clients.len()].clone();
+        attempt += 1;
         let channel = r.channel();
         let connect_timeout = r.timeout.max(Duration::from_secs(1));
         drop(r);
-        let attempt = tokio::time::timeout(connect_timeout, async {
+        let connected = tokio::time::timeout(connect_timeout, async {
             let mut ps = client.get_async_pubsub().await?;
             ps.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(ps)
         })
         .await;
-        match attempt {
+        match connected {
             Ok(Ok(ps)) => {
                 backoff = Duration::from_millis(100);
                 let Some(r) = redis.upgrade() else { return };

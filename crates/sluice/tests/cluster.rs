@@ -295,6 +295,39 @@ async fn a_redis_outage_costs_no_client_a_5xx_and_shared_behaviour_resumes() {
     assert_eq!(r.status, 200);
     assert_eq!(sim.calls(), calls, "node 1 read node 0's entry from Redis");
     assert!(logs().contains("redis is answering again"));
+
+    // A paused (hung) Redis: commands time out instead of failing at once; clients
+    // still get answers, from L1 or the upstream.
+    redis.pause();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let n = &nodes[i % 2];
+        let path = if i % 4 < 2 {
+            after.clone()
+        } else {
+            air("while-paused")
+        };
+        let (c, url) = (n.client.clone(), format!("{}{path}", n.base));
+        tasks.push(tokio::spawn(async move {
+            c.get(url).send().await.unwrap().status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let mut degraded = 0;
+    for n in &nodes {
+        degraded += usize::from(n.get("/healthz").await.json()["status"] == "degraded");
+    }
+    assert!(degraded >= 1, "a hung Redis is noticed");
+    redis.resume();
+    for (i, n) in nodes.iter().enumerate() {
+        let back = wait_for(Duration::from_secs(15), || async {
+            n.get("/healthz").await.json()["status"] == "ok"
+        })
+        .await;
+        assert!(back.is_some(), "node {i} did not recover from the pause");
+    }
 }
 
 /// A `sluice serve` process, killed when dropped.

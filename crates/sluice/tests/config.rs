@@ -229,7 +229,9 @@ async fn store_and_cluster_mistakes_are_named() {
             "store.password: environment variable NO_SUCH_VAR is not set",
         ),
         (
-            store("kind = \"redis\"\ncluster = true\nurls = [\"redis://u:hunter2@a:1\", \"http://u:hunter2@b:2\"]"),
+            store(
+                "kind = \"redis\"\ncluster = true\nurls = [\"redis://u:hunter2@a:1\", \"http://u:hunter2@b:2\"]",
+            ),
             "http://u:***@b:2 is not a Redis URL",
         ),
     ] {
