@@ -90,6 +90,11 @@ impl std::fmt::Debug for MemcachedStore {
     }
 }
 
+/// One operation on a pooled connection.
+type Op<'c, T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<T, async_memcached::Error>> + Send + 'c>,
+>;
+
 /// What one pooled call failed with.
 enum CallError {
     /// The server refused the item for its size.
@@ -171,11 +176,7 @@ impl MemcachedStore {
     /// breaker and health reporting.
     async fn call<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
-        F: for<'c> FnOnce(
-            &'c mut Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, async_memcached::Error>> + Send + 'c>,
-        >,
+        F: for<'c> FnOnce(&'c mut Client) -> Op<'c, T>,
     {
         match self.call_raw(op, f).await {
             Ok(v) => Ok(v),
@@ -192,11 +193,7 @@ impl MemcachedStore {
 
     async fn call_raw<T, F>(&self, op: &'static str, f: F) -> Result<T, CallError>
     where
-        F: for<'c> FnOnce(
-            &'c mut Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, async_memcached::Error>> + Send + 'c>,
-        >,
+        F: for<'c> FnOnce(&'c mut Client) -> Op<'c, T>,
     {
         if !self.health.should_try() {
             return Err(CallError::Other(self.health.skipped(op).to_string()));

@@ -330,11 +330,21 @@ impl Redis {
         op: &'static str,
         cmd: &Cmd,
     ) -> Result<T, StoreError> {
+        let mut c = self.conn.clone();
+        self.guarded(op, async move { cmd.query_async::<T>(&mut c).await })
+            .await
+    }
+
+    /// Runs `call` through the breaker, with the timeout, reporting the outcome.
+    async fn guarded<T>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         if !self.health.should_try() {
             return Err(self.health.skipped(op));
         }
-        let mut c = self.conn.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut c)).await {
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => {
                 self.health.ok();
                 Ok(v)
@@ -356,20 +366,9 @@ impl Redis {
         op: &'static str,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        if !self.health.should_try() {
-            return Err(self.health.skipped(op));
-        }
         let mut c = self.conn.clone();
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut c)).await {
-            Ok(Ok(v)) => {
-                self.health.ok();
-                Ok(v)
-            }
-            Ok(Err(e)) => Err(self.health.failed(op, e.to_string())),
-            Err(_) => Err(self
-                .health
-                .failed(op, format!("no answer within {:?}", self.timeout))),
-        }
+        self.guarded(op, async move { inv.invoke_async::<T>(&mut c).await })
+            .await
     }
 
     /// Publishes `event` to every node (best effort; a failure is counted).
@@ -431,12 +430,12 @@ impl Redis {
         };
         let mut c = c.clone();
         let cmd = redis::cmd("CLUSTER").arg("SLOTS").to_owned();
-        let slots: Vec<Value> =
-            match tokio::time::timeout(self.timeout, cmd.query_async(&mut c)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => return Err(self.health.failed("cluster_slots", e.to_string())),
-                Err(_) => return Err(self.health.failed("cluster_slots", "timeout")),
-            };
+        let slots: Vec<Value> = self
+            .guarded(
+                "cluster_slots",
+                async move { cmd.query_async(&mut c).await },
+            )
+            .await?;
         let mut out: Vec<(String, u16)> = Vec::new();
         for s in slots {
             // [start, end, [host, port, id], replicas…]
@@ -479,11 +478,10 @@ impl Redis {
             host: host.to_owned(),
             port,
         });
-        match tokio::time::timeout(self.timeout, c.route_command(cmd, routing)).await {
-            Ok(Ok(v)) => T::from_redis_value(v).map_err(|e| self.health.failed(op, e.to_string())),
-            Ok(Err(e)) => Err(self.health.failed(op, e.to_string())),
-            Err(_) => Err(self.health.failed(op, "timeout")),
-        }
+        let v = self
+            .guarded(op, async move { c.route_command(cmd, routing).await })
+            .await?;
+        T::from_redis_value(v).map_err(|e| self.health.failed(op, e.to_string()))
     }
 }
 

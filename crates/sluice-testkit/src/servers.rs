@@ -520,6 +520,62 @@ fn redis_base_args(port: u16, dir: &Path) -> Vec<String> {
     args
 }
 
+/// The controls shared by every single-process server: port, kill, pause, resume,
+/// restart.
+macro_rules! process_controls {
+    ($ty:ident, $ready:literal) => {
+        impl $ty {
+            /// The port it listens on (kept across [`restart`](Self::restart)).
+            pub fn port(&self) -> u16 {
+                self.proc.port
+            }
+
+            /// Kills the server with SIGKILL and waits for it to exit; a no-op if it is
+            /// not running. Connections to the port are refused afterwards.
+            pub fn kill(&mut self) {
+                self.proc.kill();
+            }
+
+            /// Freezes the server with SIGSTOP: connections are still accepted by the
+            /// kernel but nothing is answered, like a hung server.
+            ///
+            /// # Panics
+            ///
+            /// If the server is not running.
+            pub fn pause(&mut self) {
+                self.proc.pause();
+            }
+
+            /// Thaws a [`pause`](Self::pause)d server with SIGCONT; it answers what it
+            /// was sent meanwhile.
+            ///
+            /// # Panics
+            ///
+            /// If the server is not running.
+            pub fn resume(&mut self) {
+                self.proc.resume();
+            }
+
+            #[doc = concat!("Starts the server again on the same port with the same options, killing it first if it still runs, and waits until it answers `", $ready, "`. Its data is gone. Retries for a few seconds while the port is still in use.")]
+            ///
+            /// # Panics
+            ///
+            /// If the server cannot be started again within those bounds.
+            pub fn restart(&mut self) {
+                self.proc.restart();
+            }
+
+            /// Whether the process is alive (a paused one is).
+            pub fn is_running(&self) -> bool {
+                self.proc.is_running()
+            }
+        }
+    };
+}
+
+process_controls!(RedisServer, "PING");
+process_controls!(Memcached, "version");
+
 /// One real `redis-server` on 127.0.0.1, with persistence off, killed on drop.
 ///
 /// Start it with [`RedisServer::start`]; [`kill`](Self::kill),
@@ -544,56 +600,9 @@ impl RedisServer {
         }
     }
 
-    /// The port it listens on (kept across [`restart`](Self::restart)).
-    pub fn port(&self) -> u16 {
-        self.proc.port
-    }
-
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port())
-    }
-
-    /// Kills the server with SIGKILL and waits for it to exit; a no-op if it is not
-    /// running. Connections to the port are refused afterwards.
-    pub fn kill(&mut self) {
-        self.proc.kill();
-    }
-
-    /// Freezes the server with SIGSTOP: connections are still accepted by the kernel but
-    /// nothing is answered, like a hung server.
-    ///
-    /// # Panics
-    ///
-    /// If the server is not running.
-    pub fn pause(&mut self) {
-        self.proc.pause();
-    }
-
-    /// Thaws a [`pause`](Self::pause)d server with SIGCONT; it answers what it was sent
-    /// meanwhile.
-    ///
-    /// # Panics
-    ///
-    /// If the server is not running.
-    pub fn resume(&mut self) {
-        self.proc.resume();
-    }
-
-    /// Starts the server again on the same port, killing it first if it still runs, and
-    /// waits until it answers `PING`. The data is gone (persistence is off). Retries for
-    /// a few seconds while the port is still in use.
-    ///
-    /// # Panics
-    ///
-    /// If the server cannot be started again within those bounds.
-    pub fn restart(&mut self) {
-        self.proc.restart();
-    }
-
-    /// Whether the process is alive (a paused one is).
-    pub fn is_running(&self) -> bool {
-        self.proc.is_running()
     }
 }
 
@@ -890,11 +899,6 @@ impl Memcached {
         }
     }
 
-    /// The port it listens on (kept across [`restart`](Self::restart)).
-    pub fn port(&self) -> u16 {
-        self.proc.port
-    }
-
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port())
@@ -903,47 +907,6 @@ impl Memcached {
     /// `memcache://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("memcache://127.0.0.1:{}", self.port())
-    }
-
-    /// Kills the server with SIGKILL and waits for it to exit; a no-op if it is not
-    /// running. Connections to the port are refused afterwards.
-    pub fn kill(&mut self) {
-        self.proc.kill();
-    }
-
-    /// Freezes the server with SIGSTOP: connections are still accepted by the kernel but
-    /// nothing is answered, like a hung server.
-    ///
-    /// # Panics
-    ///
-    /// If the server is not running.
-    pub fn pause(&mut self) {
-        self.proc.pause();
-    }
-
-    /// Thaws a [`pause`](Self::pause)d server with SIGCONT.
-    ///
-    /// # Panics
-    ///
-    /// If the server is not running.
-    pub fn resume(&mut self) {
-        self.proc.resume();
-    }
-
-    /// Starts the server again on the same port with the same options, killing it first
-    /// if it still runs, and waits until it answers `version`. The cache is empty.
-    /// Retries for a few seconds while the port is still in use.
-    ///
-    /// # Panics
-    ///
-    /// If the server cannot be started again within those bounds.
-    pub fn restart(&mut self) {
-        self.proc.restart();
-    }
-
-    /// Whether the process is alive (a paused one is).
-    pub fn is_running(&self) -> bool {
-        self.proc.is_running()
     }
 }
 

@@ -42,6 +42,23 @@ async fn nodes(sim: &SimUpstream, n: usize, config: &str) -> Vec<Node> {
     v
 }
 
+/// `n` concurrent GETs, request `i` for `path(i)` on node `i % nodes.len()`; their
+/// statuses in order.
+async fn spread_gets(nodes: &[Node], n: usize, path: impl Fn(usize) -> String) -> Vec<u16> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let node = &nodes[i % nodes.len()];
+            let (c, url) = (node.client.clone(), format!("{}{}", node.base, path(i)));
+            tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 fn store_config(kind: &str, url: &str, ns: &str, extra: &str) -> String {
     format!(
         "admin_token = {{ env = \"ADMIN_TOKEN\" }}\n{UPSTREAM}{ROUTE}\n[store]\nkind = \"{kind}\"\nurl = \"{url}\"\nnamespace = \"{ns}\"\nl1_ttl = \"60s\"\n\n[cluster]\nlock_ttl = \"1s\"\npoll = \"50ms\"\n{extra}"
@@ -186,21 +203,10 @@ async fn a_daily_quota_of_100_holds_across_three_nodes() {
     );
     let config = store_config("tiered", &redis_url(), &ns, "").replace(UPSTREAM, &upstream);
     let nodes = nodes(&sim, 3, &config).await;
-    let mut tasks = Vec::new();
-    for i in 0..150 {
-        let n = &nodes[i % 3];
-        let (c, url) = (
-            n.client.clone(),
-            format!("{}{}", n.base, air(&format!("p{i}"))),
-        );
-        tasks.push(tokio::spawn(async move {
-            c.get(url).send().await.unwrap().status().as_u16()
-        }));
-    }
     let mut ok = 0;
     let mut refused = 0;
-    for t in tasks {
-        match t.await.unwrap() {
+    for status in spread_gets(&nodes, 150, |i| air(&format!("p{i}"))).await {
+        match status {
             200 => ok += 1,
             429 => refused += 1,
             s => panic!("unexpected status {s}"),
@@ -242,17 +248,8 @@ async fn a_redis_outage_costs_no_client_a_5xx_and_shared_behaviour_resumes() {
     assert_eq!(sim.calls(), 5);
     // A new key: the upstream answers; local coalescing still holds on each node.
     let fresh = air("during-outage");
-    let mut tasks = Vec::new();
-    for i in 0..100 {
-        let n = &nodes[i % 2];
-        let (c, url) = (n.client.clone(), format!("{}{fresh}", n.base));
-        tasks.push(tokio::spawn(async move {
-            c.get(url).send().await.unwrap().status().as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
-    }
+    let statuses = spread_gets(&nodes, 100, |_| fresh.clone()).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(
         sim.calls(),
         7,
@@ -299,22 +296,15 @@ async fn a_redis_outage_costs_no_client_a_5xx_and_shared_behaviour_resumes() {
     // A paused (hung) Redis: commands time out instead of failing at once; clients
     // still get answers, from L1 or the upstream.
     redis.pause();
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let n = &nodes[i % 2];
-        let path = if i % 4 < 2 {
+    let statuses = spread_gets(&nodes, 40, |i| {
+        if i % 4 < 2 {
             after.clone()
         } else {
             air("while-paused")
-        };
-        let (c, url) = (n.client.clone(), format!("{}{path}", n.base));
-        tasks.push(tokio::spawn(async move {
-            c.get(url).send().await.unwrap().status().as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
-    }
+        }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let mut degraded = 0;
     for n in &nodes {
         degraded += usize::from(n.get("/healthz").await.json()["status"] == "degraded");
@@ -454,17 +444,8 @@ async fn three_nodes_on_a_redis_cluster_coalesce_share_and_purge() {
     let sim = sim(Duration::from_millis(300)).await;
     let nodes = nodes(&sim, 3, &config).await;
     let path = air("on-cluster");
-    let mut tasks = Vec::new();
-    for i in 0..90 {
-        let n = &nodes[i % 3];
-        let (c, url) = (n.client.clone(), format!("{}{path}", n.base));
-        tasks.push(tokio::spawn(async move {
-            c.get(url).send().await.unwrap().status().as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
-    }
+    let statuses = spread_gets(&nodes, 90, |_| path.clone()).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(sim.calls(), 1, "one call across three nodes on a cluster");
     let key = nodes[0].gateway.key_for(&path).unwrap();
     let v = purge(&nodes[0], serde_json::json!({ "route": "air" })).await;
