@@ -42,6 +42,9 @@ pub struct RedisOptions {
     pub timeout: Duration,
     /// Longest wait for a connection.
     pub connect_timeout: Duration,
+    /// PEM root certificate(s) trusted for `rediss://` instead of the system's
+    /// (a private CA).
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for RedisOptions {
@@ -53,6 +56,7 @@ impl Default for RedisOptions {
             password: None,
             timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
+            tls_ca_pem: None,
         }
     }
 }
@@ -196,14 +200,29 @@ impl Drop for Redis {
     }
 }
 
-fn open_client(url: &str, password: Option<&str>) -> Result<redis::Client, String> {
+fn tls_certs(ca: Option<&[u8]>) -> Option<redis::TlsCertificates> {
+    ca.map(|pem| redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    })
+}
+
+fn open_client(
+    url: &str,
+    password: Option<&str>,
+    ca: Option<&[u8]>,
+) -> Result<redis::Client, String> {
     let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(|e| format!("invalid Redis URL {}: {e}", redact_url(url)))?;
     if let Some(p) = password {
         let redis_info = info.redis_settings().clone().set_password(p);
         info = info.set_redis_settings(redis_info);
     }
-    redis::Client::open(info).map_err(|e| format!("Redis URL {}: {e}", redact_url(url)))
+    match tls_certs(ca) {
+        Some(certs) => redis::Client::build_with_tls(info, certs),
+        None => redis::Client::open(info),
+    }
+    .map_err(|e| format!("Redis URL {}: {e}", redact_url(url)))
 }
 
 impl Redis {
@@ -217,11 +236,12 @@ impl Redis {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "connecting to Redis needs a running tokio runtime")?;
         let first = opts.urls.first().ok_or("no Redis URL given")?;
-        let sub_client = open_client(first, opts.password.as_deref())?;
+        let ca = opts.tls_ca_pem.as_deref();
+        let sub_client = open_client(first, opts.password.as_deref(), ca)?;
         let mut sub_clients = vec![sub_client.clone()];
         let conn = if opts.cluster {
             for u in &opts.urls[1..] {
-                sub_clients.push(open_client(u, opts.password.as_deref())?);
+                sub_clients.push(open_client(u, opts.password.as_deref(), ca)?);
             }
             let mut b = ClusterClientBuilder::new(opts.urls.clone())
                 .connection_timeout(opts.connect_timeout)
@@ -229,6 +249,9 @@ impl Redis {
                 .retries(2);
             if let Some(p) = &opts.password {
                 b = b.password(p);
+            }
+            if let Some(certs) = tls_certs(ca) {
+                b = b.certs(certs);
             }
             let client = b
                 .build()

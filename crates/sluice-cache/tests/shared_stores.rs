@@ -431,3 +431,206 @@ async fn memcached_store_keeps_semantics_within_its_limits() {
     );
     assert!(store.degraded().is_none());
 }
+
+#[tokio::test]
+async fn redis_credentials_from_the_url_or_the_password_option_and_never_in_errors() {
+    let server = RedisServer::start();
+    let admin = Redis::connect(&redis_opts(vec![server.url()], false, "auth")).unwrap();
+    let _: () = admin
+        .query(
+            "test",
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("requirepass")
+                .arg("s3cret-pw"),
+        )
+        .await
+        .unwrap();
+    let port = server.port();
+    let entry = entry(10, Duration::from_secs(60));
+
+    let in_url = Redis::connect(&redis_opts(
+        vec![format!("redis://default:s3cret-pw@127.0.0.1:{port}")],
+        false,
+        "auth",
+    ))
+    .unwrap();
+    let store = RedisStore::new(in_url, 1 << 20);
+    assert_eq!(
+        store.put("k", entry.clone()).await.unwrap(),
+        PutOutcome::Stored
+    );
+
+    let mut opts = redis_opts(vec![format!("redis://127.0.0.1:{port}")], false, "auth");
+    opts.password = Some("s3cret-pw".into());
+    let store = RedisStore::new(Redis::connect(&opts).unwrap(), 1 << 20);
+    assert!(store.get("k").await.unwrap().is_some());
+
+    let wrong = Redis::connect(&redis_opts(
+        vec![format!("redis://default:wrong-pw@127.0.0.1:{port}")],
+        false,
+        "auth",
+    ))
+    .unwrap();
+    let err = RedisStore::new(wrong.clone(), 1 << 20)
+        .get("k")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !err.contains("wrong-pw") && !err.contains("s3cret"),
+        "{err}"
+    );
+    let degraded = wrong.health().degraded().unwrap();
+    assert!(!degraded.contains("wrong-pw"), "{degraded}");
+}
+
+/// A TLS-only redis-server with a certificate from a CA made here; killed on drop.
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+    ca_pem: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tls_redis() -> TlsRedis {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sluice test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+    let port = sluice_testkit::free_port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            "server.crt",
+            "--tls-key-file",
+            "server.key",
+        ])
+        .args(["--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TLS redis-server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    TlsRedis {
+        child,
+        port,
+        ca_pem: std::fs::read(d.join("ca.crt")).unwrap(),
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    sluice_testkit_tls_init();
+    let server = tls_redis();
+    let mut opts = redis_opts(
+        vec![format!("rediss://127.0.0.1:{}", server.port)],
+        false,
+        "tls",
+    );
+    opts.tls_ca_pem = Some(server.ca_pem.clone());
+    let store = RedisStore::new(Redis::connect(&opts).unwrap(), 1 << 20);
+    let e = entry(10, Duration::from_secs(60));
+    assert_eq!(store.put("k", e.clone()).await.unwrap(), PutOutcome::Stored);
+    assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&*e));
+
+    // Without the CA the server's certificate is not trusted: an error, not a hang.
+    opts.tls_ca_pem = None;
+    let untrusted = RedisStore::new(Redis::connect(&opts).unwrap(), 1 << 20);
+    let err = untrusted.get("k").await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+}
+
+/// rustls needs a process-wide crypto provider; sluice installs ring at start-up.
+fn sluice_testkit_tls_init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -50,6 +50,9 @@ pub struct RawStore {
     pub cluster: bool,
     /// Redis password, when not in the URL: `{ env = "REDIS_PASSWORD" }`.
     pub password: Option<RawSecret>,
+    /// PEM file of the CA that signed the Redis server's certificate, for
+    /// `rediss://` with a private CA (default: the system's roots).
+    pub tls_ca_file: Option<Spanned<String>>,
     /// Prefix of every key and channel, so deployments can share one server.
     /// Default `sluice`.
     pub namespace: Option<Spanned<String>>,
@@ -146,6 +149,7 @@ impl RawStore {
                 ));
             }
         }
+        let urls_are_tls = urls.iter().all(|u| url_scheme(u.get_ref()) == "rediss");
         RedisOptions {
             urls: urls.into_iter().map(Spanned::into_inner).collect(),
             cluster: self.cluster,
@@ -160,6 +164,24 @@ impl RawStore {
                 .map_or(Duration::from_millis(250), |d| d.0)
                 .max(Duration::from_millis(1)),
             connect_timeout: Duration::from_secs(1),
+            tls_ca_pem: self.tls_ca_file.as_ref().and_then(|f| {
+                if !urls_are_tls {
+                    errs.push(src.err(
+                        span(f),
+                        "store.tls_ca_file",
+                        "tls_ca_file is for rediss:// URLs; these are redis:// (no TLS)",
+                    ));
+                }
+                std::fs::read(f.get_ref())
+                    .map_err(|e| {
+                        errs.push(src.err(
+                            span(f),
+                            "store.tls_ca_file",
+                            format!("cannot read {}: {e}", f.get_ref()),
+                        ));
+                    })
+                    .ok()
+            }),
         }
     }
 
