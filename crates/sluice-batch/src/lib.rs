@@ -1,0 +1,25 @@
+//! Batch jobs: load and maintain data in bulk, in the background, restartable.
+//!
+//! Modelled on what Spring Batch users rely on, in idiomatic Rust:
+//!
+//! - a [`Job`](job::Job) is an ordered list of steps; a chunk step reads items
+//!   ([`Reader`]), optionally transforms them ([`Processor`]: jq or a closure) and
+//!   writes them in chunks ([`Writer`]); a tasklet step does one thing (SQL, shell,
+//!   HTTP);
+//! - every run is recorded in a [`Repository`](repository::Repository) (SQLite or
+//!   PostgreSQL): instances, executions, step counts, checkpoints and skips;
+//! - a failed or killed execution restarts from its last committed chunk; a process
+//!   that died is recognised by its expired lease, with no manual clean-up.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod model;
+pub mod readers;
+pub mod repository;
+pub mod writers;
+
+pub use api::{Processor, ReadError, ReadItem, Reader, WriteError, Writer};
+pub use model::{
+    BatchStatus, Item, JobExecution, JobInstance, Params, SkipRecord, StepCounts, StepExecution,
+};
