@@ -14,12 +14,18 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod job;
 pub mod model;
+pub mod processors;
 pub mod readers;
 pub mod repository;
+pub mod step;
 pub mod writers;
 
 pub use api::{Processor, ReadError, ReadItem, Reader, WriteError, Writer};
+pub use job::{Job, JobRunner, RunOptions, RunReport, Step, Tasklet};
 pub use model::{
     BatchStatus, Item, JobExecution, JobInstance, Params, SkipRecord, StepCounts, StepExecution,
 };
+pub use processors::JqProcessor;
+pub use step::{ChunkStep, NoProgress, Progress, Retry};

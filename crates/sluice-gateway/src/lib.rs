@@ -15,6 +15,7 @@
 
 pub mod error;
 pub mod gateway;
+pub mod jq;
 pub mod key;
 pub mod metrics;
 pub mod ok_when;
@@ -26,6 +27,7 @@ mod xml;
 
 pub use error::{ErrorKind, GatewayError, Side};
 pub use gateway::{Gateway, GatewayBuilder, Purged};
+pub use jq::Jq;
 pub use ok_when::{OkWhen, Rejection};
 pub use outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 pub use route::{RouteSpec, Ttl};

@@ -9,24 +9,20 @@
 //! first output is not truthy, is a rejection. The rejection carries the upstream's
 //! own error code and message when they can be found, for the client's error body.
 
-use jaq_core::load::{Arena, File, Loader};
-use jaq_core::{Ctx, Vars, data, unwrap_valr};
 use jaq_json::Val;
 use serde_json::{Map, Value};
 
+use crate::jq::Jq;
 use crate::xml::xml_to_json;
-
-type JqFilter = jaq_core::Filter<data::JustLut<Val>>;
 
 /// A compiled `ok_when` predicate.
 pub struct OkWhen {
-    source: String,
-    filter: JqFilter,
+    jq: Jq,
 }
 
 impl std::fmt::Debug for OkWhen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("OkWhen").field(&self.source).finish()
+        f.debug_tuple("OkWhen").field(&self.jq.source()).finish()
     }
 }
 
@@ -48,16 +44,14 @@ impl OkWhen {
     ///
     /// A message describing the parse or compile error.
     pub fn compile(source: &str) -> Result<Self, String> {
-        let filter = compile(source)?;
         Ok(Self {
-            source: source.to_owned(),
-            filter,
+            jq: Jq::compile(source)?,
         })
     }
 
     /// The predicate's source text.
     pub fn source(&self) -> &str {
-        &self.source
+        self.jq.source()
     }
 
     /// Checks a body.
@@ -76,8 +70,7 @@ impl OkWhen {
                 });
             }
         };
-        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
-        let first = self.filter.id.run((ctx, val)).map(unwrap_valr).next();
+        let first = self.jq.first(val);
         let ok = matches!(&first, Some(Ok(v)) if jaq_core::ValT::as_bool(v));
         if ok {
             return Ok(());
@@ -94,58 +87,6 @@ impl OkWhen {
             message,
         })
     }
-}
-
-fn compile(source: &str) -> Result<JqFilter, String> {
-    let defs = jaq_core::defs()
-        .chain(jaq_std::defs())
-        .chain(jaq_json::defs());
-    let funs = jaq_core::funs()
-        .chain(jaq_std::funs())
-        .chain(jaq_json::funs());
-    let arena = Arena::default();
-    let modules = Loader::new(defs)
-        .load(
-            &arena,
-            File {
-                code: source,
-                path: (),
-            },
-        )
-        .map_err(|errs| {
-            let mut parts = Vec::new();
-            for (_, e) in errs {
-                parts.push(match e {
-                    jaq_core::load::Error::Io(v) => format!("{v:?}"),
-                    jaq_core::load::Error::Lex(v) => {
-                        expected(source, v.iter().map(|(e, r)| (e.as_str(), *r)))
-                    }
-                    jaq_core::load::Error::Parse(v) => {
-                        expected(source, v.iter().map(|(e, r)| (e.as_str(), *r)))
-                    }
-                });
-            }
-            format!("invalid jq expression: {}", parts.join("; "))
-        })?;
-    jaq_core::Compiler::default()
-        .with_funs(funs)
-        .compile(modules)
-        .map_err(|errs| {
-            let names: Vec<String> = errs
-                .into_iter()
-                .flat_map(|(_, es)| es)
-                .map(|(name, undef)| format!("undefined {} {name}", undef.as_str()))
-                .collect();
-            format!("invalid jq expression: {}", names.join(", "))
-        })
-}
-
-/// "expected X at offset N" for lexer and parser errors, whose second part is the
-/// rest of the source where the error was found.
-fn expected<'a>(source: &str, errs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    errs.map(|(what, rest)| format!("expected {what} at offset {}", source.len() - rest.len()))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Parses a body as JSON, or converts XML to JSON. Returns the jq value and the

@@ -1,0 +1,307 @@
+//! Jobs and the runner that executes them against a repository.
+//!
+//! ```text
+//! run(job, params)
+//!   repository.start_execution ── live lease elsewhere ─▶ AlreadyRunning
+//!     │                        └─ COMPLETED, no --rerun ─▶ AlreadyCompleted
+//!     ├─ heartbeat task: extends the lease every lease/3; learns of stop requests
+//!     └─ for each step, in order:
+//!          restarting and the step COMPLETED before ─▶ skipped
+//!          else start_step (resuming counts + checkpoint) ─▶ chunk loop / tasklet
+//!   finish_execution(COMPLETED | FAILED | STOPPED, exit message)
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::model::{BatchStatus, JobExecution, Params, StepCounts, StepExecution, now_millis};
+use crate::repository::{Heartbeat, RepoError, Repository};
+use crate::step::{ChunkStep, Progress, StepContext, StepEnd};
+
+/// A step that does one thing (an SQL statement, a shell command, an HTTP call).
+#[async_trait]
+pub trait Tasklet: Send {
+    /// Does the work; returns an exit message for the repository (output summary).
+    ///
+    /// # Errors
+    ///
+    /// What went wrong; the step fails with it.
+    async fn execute(&mut self) -> Result<String, String>;
+}
+
+/// One step of a job.
+pub enum Step {
+    /// Read → process → write in chunks.
+    Chunk(ChunkStep),
+    /// One piece of work.
+    Tasklet {
+        /// The step's name.
+        name: String,
+        /// The work.
+        tasklet: Box<dyn Tasklet>,
+    },
+}
+
+impl Step {
+    /// The step's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Chunk(c) => &c.name,
+            Self::Tasklet { name, .. } => name,
+        }
+    }
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Chunk(c) => c.fmt(f),
+            Self::Tasklet { name, .. } => f.debug_struct("Tasklet").field("name", name).finish(),
+        }
+    }
+}
+
+/// A named, ordered list of steps.
+#[derive(Debug)]
+pub struct Job {
+    /// The job's name.
+    pub name: String,
+    /// Its steps, run in order.
+    pub steps: Vec<Step>,
+}
+
+impl Job {
+    /// A job with no steps yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Adds a step.
+    #[must_use]
+    pub fn step(mut self, step: Step) -> Self {
+        self.steps.push(step);
+        self
+    }
+}
+
+/// How one run ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The execution, as finally recorded.
+    pub execution: JobExecution,
+    /// Its steps (including ones completed by an earlier execution and skipped now).
+    pub steps: Vec<StepExecution>,
+    /// Whether it resumed a previous execution.
+    pub resumed_from: Option<i64>,
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Run a COMPLETED instance again from scratch.
+    pub rerun: bool,
+}
+
+/// Runs jobs against a repository.
+pub struct JobRunner {
+    repo: Arc<dyn Repository>,
+    owner: String,
+    lease: Duration,
+}
+
+impl std::fmt::Debug for JobRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRunner")
+            .field("owner", &self.owner)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+/// `{hostname}-{pid}`: who runs an execution.
+pub fn default_owner() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+impl JobRunner {
+    /// A runner on `repo`, owning executions as `{hostname}-{pid}` with a 30 s lease.
+    pub fn new(repo: Arc<dyn Repository>) -> Self {
+        Self {
+            repo,
+            owner: default_owner(),
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    /// The lease length: how long after this process dies its execution counts as
+    /// dead. Heartbeats go out every third of it.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(300));
+        self
+    }
+
+    /// The owner name recorded on executions.
+    #[must_use]
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    /// Runs `job` with `params`: a new instance, or the restart of a failed, stopped
+    /// or dead one.
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::AlreadyRunning`] / [`RepoError::AlreadyCompleted`] before
+    /// anything runs, or a repository failure. A job that fails returns `Ok` with a
+    /// FAILED execution.
+    pub async fn run(
+        &self,
+        mut job: Job,
+        params: &Params,
+        opts: RunOptions,
+        progress: &dyn Progress,
+    ) -> Result<RunReport, RepoError> {
+        let launch = self
+            .repo
+            .start_execution(&job.name, params, &self.owner, self.lease, opts.rerun)
+            .await?;
+        let exec_id = launch.execution.id;
+        let resumed_from = launch.previous.as_ref().map(|p| p.id);
+        if let Some(prev) = &launch.previous {
+            tracing::info!(job = %job.name, execution = exec_id, previous = prev.id,
+                previous_status = %prev.status, "restarting from the last committed chunk");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = {
+            let (repo, owner, lease) = (self.repo.clone(), self.owner.clone(), self.lease);
+            let (stop, lost) = (stop.clone(), lost.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(lease / 3);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match repo.heartbeat(exec_id, &owner, lease).await {
+                        Ok(Heartbeat::Alive) => {}
+                        Ok(Heartbeat::StopRequested) => stop.store(true, Ordering::Relaxed),
+                        Err(RepoError::LeaseLost(_)) => {
+                            lost.store(true, Ordering::Relaxed);
+                            stop.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(execution = exec_id, error = %e, "heartbeat failed")
+                        }
+                    }
+                }
+            })
+        };
+        let ctx = StepContext {
+            repo: &*self.repo,
+            owner: &self.owner,
+            stop: &stop,
+            progress,
+        };
+        let mut steps = Vec::new();
+        let mut outcome: Result<(), StepEnd> = Ok(());
+        for step in &mut job.steps {
+            let name = step.name().to_owned();
+            let last = if launch.previous.is_some() {
+                self.repo
+                    .last_step_execution(launch.instance.id, &name)
+                    .await?
+            } else {
+                None
+            };
+            if let Some(done) = last.as_ref().filter(|s| s.status == BatchStatus::Completed) {
+                tracing::info!(step = %name, "completed by an earlier execution; skipped");
+                steps.push(done.clone());
+                continue;
+            }
+            let (counts, checkpoint) = last
+                .map(|s| (s.counts, s.checkpoint))
+                .unwrap_or((StepCounts::default(), serde_json::Value::Null));
+            let mut exec = self
+                .repo
+                .start_step(exec_id, &name, counts, &checkpoint)
+                .await?;
+            let result = match step {
+                Step::Chunk(c) => c.run(&mut exec, &ctx).await,
+                Step::Tasklet { tasklet, .. } => {
+                    if stop.load(Ordering::Relaxed) {
+                        Err(StepEnd::Stopped)
+                    } else {
+                        match tasklet.execute().await {
+                            Ok(msg) => {
+                                exec.status = BatchStatus::Completed;
+                                exec.exit_message = msg;
+                                exec.counts.commits = 1;
+                                Ok(())
+                            }
+                            Err(e) => Err(StepEnd::Failed(format!("step {name}: {e}"))),
+                        }
+                    }
+                }
+            };
+            exec.ended_at = Some(now_millis());
+            match &result {
+                Ok(()) => exec.status = BatchStatus::Completed,
+                Err(StepEnd::Stopped) => {
+                    exec.status = BatchStatus::Stopped;
+                    exec.exit_message = "stopped on request".into();
+                }
+                Err(StepEnd::Failed(m)) => {
+                    exec.status = BatchStatus::Failed;
+                    exec.exit_message = m.clone();
+                }
+                Err(StepEnd::LeaseLost(e)) => {
+                    exec.status = BatchStatus::Failed;
+                    exec.exit_message = e.to_string();
+                }
+            }
+            if !matches!(result, Err(StepEnd::LeaseLost(_))) {
+                self.repo.finish_step(&exec).await?;
+            }
+            progress.step_finished(&exec);
+            steps.push(exec);
+            if result.is_err() {
+                outcome = result;
+                break;
+            }
+        }
+        heartbeat.abort();
+        let (status, message) = match &outcome {
+            Ok(()) => (BatchStatus::Completed, String::new()),
+            Err(StepEnd::Stopped) => (BatchStatus::Stopped, "stopped on request".into()),
+            Err(StepEnd::Failed(m)) => (BatchStatus::Failed, m.clone()),
+            Err(StepEnd::LeaseLost(e)) => {
+                // Another process owns the instance now; record nothing more.
+                let _ = lost;
+                return Err(RepoError::Db(e.to_string()));
+            }
+        };
+        self.repo
+            .finish_execution(exec_id, status, &message)
+            .await?;
+        let (execution, _) = self.repo.execution(exec_id).await?;
+        Ok(RunReport {
+            execution,
+            steps,
+            resumed_from,
+        })
+    }
+}

@@ -1,0 +1,76 @@
+//! Built-in processors: jq.
+
+use sluice_gateway::Jq;
+
+use crate::api::Processor;
+use crate::model::Item;
+
+/// A jq expression as a processor: its output replaces the item; `null` or no
+/// output filters the item; an error makes it a skip candidate.
+#[derive(Debug)]
+pub struct JqProcessor {
+    jq: Jq,
+}
+
+impl JqProcessor {
+    /// Compiles `expr`.
+    ///
+    /// # Errors
+    ///
+    /// `invalid jq expression: …`.
+    pub fn new(expr: &str) -> Result<Self, String> {
+        Ok(Self {
+            jq: Jq::compile(expr)?,
+        })
+    }
+}
+
+impl Processor for JqProcessor {
+    fn process(&self, item: Item) -> Result<Option<Item>, String> {
+        let mut out = self.jq.run_json(&item)?;
+        match out.len() {
+            0 => Ok(None),
+            1 => Ok(Some(out.remove(0)).filter(|v| !v.is_null())),
+            n => Err(format!(
+                "jq expression {:?} produced {n} outputs for one item; a processor returns one (collect them with [...])",
+                self.jq.source()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn maps_filters_and_fails() {
+        let p = JqProcessor::new(
+            "select(.keep) | {station: .stationName, pm10: (.pm10Value | tonumber? // null)}",
+        )
+        .unwrap();
+        assert_eq!(
+            p.process(json!({"keep": true, "stationName": "중구", "pm10Value": "42"}))
+                .unwrap(),
+            Some(json!({"station": "중구", "pm10": 42}))
+        );
+        assert_eq!(
+            p.process(json!({"keep": true, "stationName": "x", "pm10Value": "-"}))
+                .unwrap(),
+            Some(json!({"station": "x", "pm10": null}))
+        );
+        assert_eq!(p.process(json!({"keep": false})).unwrap(), None);
+        let nulls = JqProcessor::new("null").unwrap();
+        assert_eq!(nulls.process(json!(1)).unwrap(), None);
+        let failing = JqProcessor::new(".a + 1").unwrap();
+        assert!(failing.process(json!({"a": "text"})).is_err());
+        let many = JqProcessor::new(".[]").unwrap();
+        assert!(
+            many.process(json!([1, 2]))
+                .unwrap_err()
+                .contains("2 outputs")
+        );
+        assert!(JqProcessor::new(".a |").unwrap_err().contains("invalid jq"));
+    }
+}
