@@ -14,12 +14,16 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cache_writer;
+pub mod http_reader;
 pub mod job;
 pub mod model;
 pub mod processors;
 pub mod readers;
 pub mod repository;
+pub mod sql_reader;
 pub mod step;
+pub mod tasklets;
 pub mod writers;
 
 pub use api::{Processor, ReadError, ReadItem, Reader, WriteError, Writer};
