@@ -25,7 +25,11 @@ use serde::de::{self, Deserializer};
 use serde_spanned::Spanned;
 use sluice_cache::{Clock, LocalQuota, Quota, RedisQuota};
 
+mod job;
 mod store;
+pub use job::{
+    JobsConfig, RawJob, RawRepository, RawStep, RawStepRetry, substitute, substitute_str,
+};
 use sluice_gateway::{
     Gateway, OkWhen, RetryPolicy, RouteSpec, Secret, Ttl, Upstream, UpstreamSpec,
 };
@@ -133,6 +137,12 @@ pub struct RawConfig {
     /// Gateway routes (`[[route]]`).
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
+    /// Where batch runs are recorded.
+    #[serde(default)]
+    pub repository: RawRepository,
+    /// Batch jobs (`[[job]]`).
+    #[serde(default, rename = "job")]
+    pub jobs: Vec<RawJob>,
 }
 
 /// `[server]`
@@ -417,6 +427,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// The gateway.
     pub gateway: Gateway,
+    /// Batch jobs and their repository.
+    pub jobs: JobsConfig,
 }
 
 impl fmt::Debug for Settings {
@@ -722,6 +734,7 @@ impl RawConfig {
                 vary,
             });
         }
+        let jobs = job::check_jobs(&self.repository, &self.jobs, src, &mut errs);
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -730,6 +743,7 @@ impl RawConfig {
             ConfigErrors(vec![src.err(first, "route", e)])
         })?;
         Ok(Settings {
+            jobs,
             listen,
             admin_token,
             shutdown_grace: self

@@ -1,0 +1,277 @@
+//! `[repository]` and `[[job]]`: batch jobs and where their runs are recorded.
+//!
+//! A step's `reader`, `processor`, `writer` and `tasklet` tables are kept as TOML
+//! values here and typed when a job is built for a run (`crate::jobs`), after
+//! `{{params.NAME}}` placeholders in their strings are replaced by the run's
+//! parameters. `sluice check` builds every job once with its default parameters,
+//! so typos are still found before anything runs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use super::{ConfigError, Dur, Source, span};
+
+/// `[repository]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRepository {
+    /// `sqlite://sluice.db` (default) or `postgres://user@host/db`.
+    pub url: Option<Spanned<String>>,
+    /// How long after its process dies a running execution counts as dead (its
+    /// lease); heartbeats go out every third of it. Default `30s`.
+    pub lease: Option<Dur>,
+}
+
+/// `retry = { max = 3, backoff = "1s" }` of a step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStepRetry {
+    /// Attempts after the first. Default 3.
+    pub max: Option<u32>,
+    /// Base of the exponential backoff (full jitter). Default `1s`.
+    pub backoff: Option<Dur>,
+    /// Longest wait. Default `30s`.
+    pub max_backoff: Option<Dur>,
+}
+
+/// `[[job.step]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// The step's name, unique in its job.
+    pub name: Spanned<String>,
+    /// Items per chunk (and per commit). Default 500.
+    pub chunk: Option<usize>,
+    /// Items that may be skipped before the step fails. Default 0.
+    pub skip_limit: Option<u64>,
+    /// Retry of transient errors.
+    pub retry: Option<RawStepRetry>,
+    /// Chunk step: where items come from (`kind = "csv" | "jsonl" | "json" |
+    /// "http_pages" | "sql"`).
+    pub reader: Option<toml::Value>,
+    /// Chunk step: what happens to each item (`kind = "jq"`).
+    pub processor: Option<toml::Value>,
+    /// Chunk step: where chunks go (`kind = "sql_upsert" | "sql_append" | "csv" |
+    /// "jsonl" | "cache"`).
+    pub writer: Option<toml::Value>,
+    /// Tasklet step (`kind = "sql" | "shell" | "http"`), instead of
+    /// reader/processor/writer.
+    pub tasklet: Option<toml::Value>,
+}
+
+/// `[[job]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJob {
+    /// The job's name (`sluice job run NAME`).
+    pub name: Spanned<String>,
+    /// Default parameters; `-p k=v` overrides them. All parameters identify the
+    /// instance.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// What `sluice job list` shows.
+    pub description: Option<String>,
+    /// The steps, in order.
+    #[serde(default, rename = "step")]
+    pub steps: Vec<RawStep>,
+}
+
+/// The jobs of a config, checked for shape.
+#[derive(Debug, Clone, Default)]
+pub struct JobsConfig {
+    /// Repository URL.
+    pub repository_url: String,
+    /// Lease of running executions.
+    pub lease: Duration,
+    /// The jobs, by name.
+    pub jobs: BTreeMap<String, RawJob>,
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 100
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Checks names and the shape of every step; the tables are typed later.
+pub(super) fn check_jobs(
+    repo: &RawRepository,
+    jobs: &[RawJob],
+    src: &Source,
+    errs: &mut Vec<ConfigError>,
+) -> JobsConfig {
+    let mut out = BTreeMap::new();
+    for (i, j) in jobs.iter().enumerate() {
+        let at = |k: &str| format!("job[{i}].{k}");
+        let name = j.name.get_ref();
+        if !valid_name(name) {
+            errs.push(src.err(
+                span(&j.name),
+                at("name"),
+                format!("job name {name:?} must be 1 to 100 letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if out.contains_key(name) {
+            errs.push(src.err(
+                span(&j.name),
+                at("name"),
+                format!("job {name:?} is defined twice"),
+            ));
+        }
+        if j.steps.is_empty() {
+            errs.push(src.err(
+                span(&j.name),
+                at("step"),
+                format!("job {name:?} has no [[job.step]]"),
+            ));
+        }
+        let mut seen = Vec::new();
+        for (k, s) in j.steps.iter().enumerate() {
+            let at = |f: &str| format!("job[{i}].step[{k}].{f}");
+            let sname = s.name.get_ref();
+            if !valid_name(sname) {
+                errs.push(src.err(
+                    span(&s.name),
+                    at("name"),
+                    format!(
+                        "step name {sname:?} must be 1 to 100 letters, digits, '-', '_' or '.'"
+                    ),
+                ));
+            }
+            if seen.contains(sname) {
+                errs.push(src.err(
+                    span(&s.name),
+                    at("name"),
+                    format!("step {sname:?} appears twice in job {name:?}"),
+                ));
+            }
+            seen.push(sname.clone());
+            let chunk_parts = s.reader.is_some() || s.writer.is_some() || s.processor.is_some();
+            match (&s.tasklet, chunk_parts) {
+                (Some(_), true) => errs.push(src.err(
+                    span(&s.name),
+                    at("tasklet"),
+                    "a step is either a tasklet or a chunk step (reader/processor/writer), not both",
+                )),
+                (None, _) if s.reader.is_none() || s.writer.is_none() => errs.push(src.err(
+                    span(&s.name),
+                    at(if s.reader.is_none() { "reader" } else { "writer" }),
+                    "a chunk step needs a reader and a writer (or write tasklet = { … } instead)",
+                )),
+                _ => {}
+            }
+            if s.chunk == Some(0) {
+                errs.push(src.err(span(&s.name), at("chunk"), "chunk must be at least 1"));
+            }
+        }
+        out.insert(name.clone(), j.clone());
+    }
+    JobsConfig {
+        repository_url: repo
+            .url
+            .as_ref()
+            .map_or_else(|| "sqlite://sluice.db".to_owned(), |u| u.get_ref().clone()),
+        lease: repo.lease.map_or(Duration::from_secs(30), |d| d.0),
+        jobs: out,
+    }
+}
+
+/// Replaces `{{params.NAME}}` in every string of `v`; unknown names are errors.
+///
+/// # Errors
+///
+/// The unknown parameter names, with the known ones.
+pub fn substitute(
+    v: &toml::Value,
+    params: &BTreeMap<String, String>,
+) -> Result<toml::Value, String> {
+    Ok(match v {
+        toml::Value::String(s) => toml::Value::String(substitute_str(s, params)?),
+        toml::Value::Array(a) => toml::Value::Array(
+            a.iter()
+                .map(|x| substitute(x, params))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => toml::Value::Table(
+            t.iter()
+                .map(|(k, x)| Ok((k.clone(), substitute(x, params)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Replaces `{{params.NAME}}` in `s`.
+///
+/// # Errors
+///
+/// An unknown parameter, naming the known ones; an unclosed `{{`.
+pub fn substitute_str(s: &str, params: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("unclosed {{{{ in {s:?}"))?;
+        let name = after[..end].trim();
+        let Some(pname) = name.strip_prefix("params.") else {
+            return Err(format!(
+                "unknown placeholder {{{{{name}}}}} in {s:?}; write {{{{params.NAME}}}}"
+            ));
+        };
+        let value = params.get(pname).ok_or_else(|| {
+            format!(
+                "unknown parameter {pname:?} in {s:?}; parameters: {}",
+                if params.is_empty() {
+                    "none".to_owned()
+                } else {
+                    params.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            )
+        })?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_substituted() {
+        let mut p = BTreeMap::new();
+        p.insert("sido".to_owned(), "서울".to_owned());
+        assert_eq!(
+            substitute_str("a={{params.sido}}&b={{ params.sido }}", &p).unwrap(),
+            "a=서울&b=서울"
+        );
+        assert!(
+            substitute_str("{{params.nope}}", &p)
+                .unwrap_err()
+                .contains("unknown parameter \"nope\"")
+        );
+        assert!(
+            substitute_str("{{sido}}", &p)
+                .unwrap_err()
+                .contains("params.NAME")
+        );
+        assert!(
+            substitute_str("{{params.sido", &p)
+                .unwrap_err()
+                .contains("unclosed")
+        );
+        let v: toml::Value = toml::from_str("q = { s = \"{{params.sido}}\", n = 3 }").unwrap();
+        let out = substitute(&v, &p).unwrap();
+        assert_eq!(out["q"]["s"].as_str(), Some("서울"));
+        assert_eq!(out["q"]["n"].as_integer(), Some(3));
+    }
+}
