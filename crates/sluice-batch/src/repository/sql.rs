@@ -1,5 +1,1074 @@
 //! The SQL job repository (SQLite and PostgreSQL).
+//!
+//! One implementation serves both databases: every statement is written once, in
+//! the dialect both accept (`$1` placeholders, `ON CONFLICT … DO NOTHING`,
+//! `RETURNING`, `TRUE` / `FALSE`), and runs through a small [`Tx`] / [`Row`] pair
+//! that dispatches to the pool in use. Only three things differ, and each is one
+//! `match`: how a writing transaction begins (SQLite takes the write lock up front
+//! with `BEGIN IMMEDIATE`, so two writers queue on `busy_timeout` instead of failing
+//! on a stale snapshot), how migrations are serialised (PostgreSQL takes an
+//! advisory lock) and the migration files themselves (identity columns).
+//!
+//! Every operation that writes is one transaction, so a process that dies half-way
+//! through leaves nothing half-done.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::Query;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+use sqlx::{
+    Connection as _, Database, Decode, Encode, Executor as _, Postgres, Row as _, Sqlite,
+    Transaction, Type,
+};
+
+use super::{Heartbeat, Launch, RepoError, Repository};
+use crate::model::{
+    BatchStatus, JobExecution, JobInstance, Millis, Params, SkipRecord, StepCounts, StepExecution,
+    now_millis, params_key,
+};
+
+/// The largest `item` kept with a skip, in bytes (cut on a character boundary).
+const MAX_SKIP_ITEM: usize = 4096;
+
+/// How long a SQLite writer waits for the write lock before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL advisory lock key that serialises concurrent migrations
+/// (`"sluiceBM"` as big-endian bytes; any constant would do).
+const PG_MIGRATION_LOCK: i64 = 0x736C_7569_6365_424D;
+
+/// One embedded migration, in both dialects.
+struct Migration {
+    version: i64,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+/// The schema's history, oldest first. Append only: never edit an applied file.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+}];
+
+/// The columns of `batch_job_execution`, in the order [`execution_from_row`] reads.
+const EXECUTION_COLUMNS: &str = "id, instance_id, job_name, params, status, created_at, \
+     started_at, ended_at, exit_message, owner, lease_until";
 
 /// The job repository on SQLite or PostgreSQL.
-#[derive(Debug)]
-pub struct SqlRepository;
+///
+/// Open it with [`SqlRepository::connect`], then call
+/// [`Repository::migrate`] once before use. It holds a connection pool and is cheap
+/// to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct SqlRepository {
+    pool: Pool,
+    /// The URL, password redacted, for error messages.
+    url: String,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl SqlRepository {
+    /// Opens the repository at `url`:
+    ///
+    /// - `sqlite://path/to/file.db` (or `sqlite:path.db`): the file is created when
+    ///   missing; WAL journal, 5 s busy timeout, foreign keys on;
+    /// - `sqlite::memory:`: a private in-memory database (one connection; gone when
+    ///   the repository is dropped), for tests and demos;
+    /// - `postgres://user:password@host:port/db` (or `postgresql://…`).
+    ///
+    /// The schema is not touched: call [`Repository::migrate`] next.
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::Db`], naming the URL (password redacted), when the scheme is
+    /// none of the above or the database cannot be opened.
+    pub async fn connect(url: &str) -> Result<SqlRepository, RepoError> {
+        let shown = redact_url(url);
+        let fail = |e: sqlx::Error| RepoError::Db(format!("cannot open {shown}: {e}"));
+        let lower = url.to_ascii_lowercase();
+        let pool = if lower.starts_with("sqlite:") {
+            let memory = lower.contains(":memory:") || lower.contains("mode=memory");
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(fail)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true);
+            let pool = if memory {
+                // Each connection to `:memory:` would be its own database: keep
+                // exactly one, forever.
+                SqlitePoolOptions::new()
+                    .min_connections(1)
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+            } else {
+                SqlitePoolOptions::new().max_connections(8)
+            };
+            Pool::Sqlite(pool.connect_with(options).await.map_err(fail)?)
+        } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(fail)?;
+            // One direct attempt first: the pool retries a refused connection until
+            // its acquire timeout and then reports only "pool timed out", while this
+            // says at once what is wrong (refused, unknown host, bad password, …).
+            PgConnection::connect_with(&options)
+                .await
+                .map_err(fail)?
+                .close()
+                .await
+                .map_err(fail)?;
+            Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(10)
+                    .connect_with(options)
+                    .await
+                    .map_err(fail)?,
+            )
+        } else {
+            return Err(RepoError::Db(format!(
+                "unsupported job repository URL {shown}: use sqlite://path/to/file.db, \
+                 sqlite::memory: or postgres://user@host/db"
+            )));
+        };
+        Ok(SqlRepository { pool, url: shown })
+    }
+
+    /// The URL this repository was opened with, password redacted.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether this repository is on PostgreSQL (otherwise SQLite).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// Closes the connection pool, waiting for connections in use to return.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the database's
+    /// write lock at once (waiting up to the busy timeout), so that a transaction
+    /// never reads a snapshot it then fails to upgrade.
+    async fn write(&self) -> Result<Tx, RepoError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// Begins a read-only transaction (a consistent view on SQLite).
+    async fn read(&self) -> Result<Tx, RepoError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    async fn execution_in(tx: &mut Tx, id: i64) -> Result<Option<JobExecution>, RepoError> {
+        let sql = format!("SELECT {EXECUTION_COLUMNS} FROM batch_job_execution WHERE id = $1");
+        tx.fetch_optional(Q::new(&sql).bind(id))
+            .await?
+            .map(|r| execution_from_row(&r))
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl Repository for SqlRepository {
+    async fn migrate(&self) -> Result<(), RepoError> {
+        for m in MIGRATIONS {
+            let mut tx = self.write().await?;
+            let script = if matches!(tx, Tx::Postgres(_)) {
+                // Serialise with any other process migrating the same database;
+                // released at commit.
+                tx.execute(Q::new("SELECT pg_advisory_xact_lock($1)").bind(PG_MIGRATION_LOCK))
+                    .await?;
+                m.postgres
+            } else {
+                // BEGIN IMMEDIATE already holds the write lock.
+                m.sqlite
+            };
+            tx.execute(Q::new(
+                "CREATE TABLE IF NOT EXISTS sluice_batch_migrations \
+                 (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            ))
+            .await?;
+            let applied = tx
+                .fetch_optional(
+                    Q::new("SELECT 1 AS one FROM sluice_batch_migrations WHERE version = $1")
+                        .bind(m.version),
+                )
+                .await?
+                .is_some();
+            if !applied {
+                tx.raw(script).await.map_err(|e| {
+                    RepoError::Db(format!("migration {} on {}: {e}", m.version, self.url))
+                })?;
+                tx.execute(
+                    Q::new(
+                        "INSERT INTO sluice_batch_migrations (version, applied_at) VALUES ($1, $2)",
+                    )
+                    .bind(m.version)
+                    .bind(now_millis()),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    async fn start_execution(
+        &self,
+        job: &str,
+        params: &Params,
+        owner: &str,
+        lease: Duration,
+        rerun: bool,
+    ) -> Result<Launch, RepoError> {
+        let key = params_key(params);
+        let params_json = to_json(params)?;
+        let mut tx = self.write().await?;
+        // Read the clock once the write lock is ours (SQLite may have queued us).
+        let now = now_millis();
+        let until = now.saturating_add(millis(lease));
+
+        // Find or create the instance.
+        tx.execute(
+            Q::new(
+                "INSERT INTO batch_job_instance (job_name, params_key, params) VALUES ($1, $2, $3) \
+                 ON CONFLICT (job_name, params_key) DO NOTHING",
+            )
+            .bind(job)
+            .bind(key.as_str())
+            .bind(params_json.as_str()),
+        )
+        .await?;
+        let instance_id: i64 = tx
+            .fetch_one(
+                Q::new("SELECT id FROM batch_job_instance WHERE job_name = $1 AND params_key = $2")
+                    .bind(job)
+                    .bind(key.as_str()),
+            )
+            .await?
+            .get("id")?;
+
+        // Claim it: one conditional UPDATE, atomic on both databases. On PostgreSQL a
+        // concurrent claimer blocks on the row and re-checks the condition after we
+        // commit; on SQLite writers are serialised by BEGIN IMMEDIATE.
+        let mut attempts = 0;
+        loop {
+            let claimed = tx
+                .execute(
+                    Q::new(
+                        "UPDATE batch_job_instance \
+                         SET lock_owner = $1, lock_execution_id = NULL, lock_until = $2 \
+                         WHERE id = $3 AND (lock_until IS NULL OR lock_until < $4)",
+                    )
+                    .bind(owner)
+                    .bind(until)
+                    .bind(instance_id)
+                    .bind(now),
+                )
+                .await?;
+            if claimed == 1 {
+                break;
+            }
+            let holder = tx
+                .fetch_one(
+                    Q::new(
+                        "SELECT lock_owner, lock_execution_id, lock_until \
+                         FROM batch_job_instance WHERE id = $1",
+                    )
+                    .bind(instance_id),
+                )
+                .await?;
+            let lease_until: Option<i64> = holder.get("lock_until")?;
+            attempts += 1;
+            // On PostgreSQL the holder may have released (or let expire) the lease
+            // between our UPDATE and SELECT: try again rather than report a holder
+            // that is gone.
+            if attempts >= 3 || lease_until.is_some_and(|t| t >= now) {
+                return Err(RepoError::AlreadyRunning {
+                    job: job.to_owned(),
+                    execution_id: holder.get::<Option<i64>>("lock_execution_id")?.unwrap_or(0),
+                    owner: holder
+                        .get::<Option<String>>("lock_owner")?
+                        .unwrap_or_default(),
+                    lease_until: lease_until.unwrap_or(0),
+                });
+            }
+        }
+
+        // What happened last time?
+        let sql = format!(
+            "SELECT {EXECUTION_COLUMNS} FROM batch_job_execution \
+             WHERE instance_id = $1 ORDER BY id DESC LIMIT 1"
+        );
+        let latest = tx
+            .fetch_optional(Q::new(&sql).bind(instance_id))
+            .await?
+            .map(|r| execution_from_row(&r))
+            .transpose()?;
+        let previous = match latest {
+            None => None,
+            Some(prev) if prev.status.is_running() => {
+                // We could claim the instance, so its lease expired: its process died.
+                let msg = format!(
+                    "process {} died: lease expired at {}",
+                    prev.owner,
+                    prev.lease_until
+                        .map_or_else(|| "(never leased)".to_owned(), format_millis)
+                );
+                abandon(&mut tx, prev.id, now, &msg).await?;
+                Some(JobExecution {
+                    status: BatchStatus::Abandoned,
+                    ended_at: Some(now),
+                    exit_message: msg,
+                    ..prev
+                })
+            }
+            Some(prev) if prev.status == BatchStatus::Completed => {
+                if !rerun {
+                    // Dropping `tx` rolls the claim back.
+                    return Err(RepoError::AlreadyCompleted {
+                        job: job.to_owned(),
+                        execution_id: prev.id,
+                    });
+                }
+                None
+            }
+            Some(prev) => Some(prev),
+        };
+
+        let execution_id: i64 = tx
+            .fetch_one(
+                Q::new(
+                    "INSERT INTO batch_job_execution (instance_id, job_name, params, status, \
+                     created_at, started_at, exit_message, owner, lease_until, stop_requested) \
+                     VALUES ($1, $2, $3, $4, $5, $5, '', $6, $7, FALSE) RETURNING id",
+                )
+                .bind(instance_id)
+                .bind(job)
+                .bind(params_json.as_str())
+                .bind(BatchStatus::Started.as_str())
+                .bind(now)
+                .bind(owner)
+                .bind(until),
+            )
+            .await?
+            .get("id")?;
+        tx.execute(
+            Q::new("UPDATE batch_job_instance SET lock_execution_id = $1 WHERE id = $2")
+                .bind(execution_id)
+                .bind(instance_id),
+        )
+        .await?;
+        tx.commit().await?;
+
+        Ok(Launch {
+            instance: JobInstance {
+                id: instance_id,
+                job_name: job.to_owned(),
+                params: params.clone(),
+                params_key: key,
+            },
+            execution: JobExecution {
+                id: execution_id,
+                instance_id,
+                job_name: job.to_owned(),
+                params: params.clone(),
+                status: BatchStatus::Started,
+                created_at: now,
+                started_at: Some(now),
+                ended_at: None,
+                exit_message: String::new(),
+                owner: owner.to_owned(),
+                lease_until: Some(until),
+            },
+            previous,
+        })
+    }
+
+    async fn heartbeat(
+        &self,
+        execution_id: i64,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Heartbeat, RepoError> {
+        let mut tx = self.write().await?;
+        let until = now_millis().saturating_add(millis(lease));
+        let extended = tx
+            .execute(
+                Q::new(
+                    "UPDATE batch_job_instance SET lock_until = $1 \
+                     WHERE lock_execution_id = $2 AND lock_owner = $3",
+                )
+                .bind(until)
+                .bind(execution_id)
+                .bind(owner),
+            )
+            .await?;
+        if extended == 0 {
+            return Err(RepoError::LeaseLost(execution_id));
+        }
+        let stop: bool = tx
+            .fetch_one(
+                Q::new(
+                    "UPDATE batch_job_execution SET lease_until = $1 WHERE id = $2 \
+                     RETURNING stop_requested",
+                )
+                .bind(until)
+                .bind(execution_id),
+            )
+            .await?
+            .get("stop_requested")?;
+        tx.commit().await?;
+        Ok(if stop {
+            Heartbeat::StopRequested
+        } else {
+            Heartbeat::Alive
+        })
+    }
+
+    async fn finish_execution(
+        &self,
+        execution_id: i64,
+        status: BatchStatus,
+        exit_message: &str,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.write().await?;
+        // An execution taken over as ABANDONED keeps that status: a late finish from
+        // its zombie process must not rewrite history.
+        let updated = tx
+            .execute(
+                Q::new(
+                    "UPDATE batch_job_execution SET status = $1, ended_at = $2, exit_message = $3 \
+                     WHERE id = $4 AND status <> 'ABANDONED'",
+                )
+                .bind(status.as_str())
+                .bind(now_millis())
+                .bind(exit_message)
+                .bind(execution_id),
+            )
+            .await?;
+        if updated == 0 && Self::execution_in(&mut tx, execution_id).await?.is_none() {
+            return Err(RepoError::NoSuchExecution(execution_id));
+        }
+        tx.execute(
+            Q::new(
+                "UPDATE batch_job_instance \
+                 SET lock_owner = NULL, lock_execution_id = NULL, lock_until = NULL \
+                 WHERE lock_execution_id = $1",
+            )
+            .bind(execution_id),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn last_step_execution(
+        &self,
+        instance_id: i64,
+        step: &str,
+    ) -> Result<Option<StepExecution>, RepoError> {
+        let mut tx = self.read().await?;
+        let row = tx
+            .fetch_optional(
+                Q::new(
+                    "SELECT s.* FROM batch_step_execution s \
+                     JOIN batch_job_execution e ON e.id = s.execution_id \
+                     WHERE e.instance_id = $1 AND s.step_name = $2 \
+                     ORDER BY s.id DESC LIMIT 1",
+                )
+                .bind(instance_id)
+                .bind(step),
+            )
+            .await?;
+        tx.commit().await?;
+        row.map(|r| step_from_row(&r)).transpose()
+    }
+
+    async fn start_step(
+        &self,
+        execution_id: i64,
+        step: &str,
+        counts: StepCounts,
+        checkpoint: &serde_json::Value,
+    ) -> Result<StepExecution, RepoError> {
+        let now = now_millis();
+        let checkpoint_json = to_json(checkpoint)?;
+        let mut tx = self.write().await?;
+        let id: i64 = tx
+            .fetch_one(
+                Q::new(
+                    "INSERT INTO batch_step_execution (execution_id, step_name, status, \
+                     read_count, processed_count, filtered_count, written_count, skip_count, \
+                     commit_count, rollback_count, checkpoint, started_at, exit_message) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, '') RETURNING id",
+                )
+                .bind(execution_id)
+                .bind(step)
+                .bind(BatchStatus::Started.as_str())
+                .bind_counts(&counts)
+                .bind(checkpoint_json.as_str())
+                .bind(now),
+            )
+            .await?
+            .get("id")?;
+        tx.commit().await?;
+        Ok(StepExecution {
+            id,
+            execution_id,
+            step_name: step.to_owned(),
+            status: BatchStatus::Started,
+            counts,
+            checkpoint: checkpoint.clone(),
+            started_at: now,
+            ended_at: None,
+            exit_message: String::new(),
+        })
+    }
+
+    async fn commit_chunk(
+        &self,
+        step: &StepExecution,
+        owner: &str,
+        skips: &[SkipRecord],
+    ) -> Result<(), RepoError> {
+        let checkpoint_json = to_json(&step.checkpoint)?;
+        let now = now_millis();
+        let mut tx = self.write().await?;
+        // Check the lease with a write to the instance row: on PostgreSQL this locks
+        // the row until we commit, so a takeover cannot slip in between the check
+        // and the commit (it waits, then finds the lease extended or not).
+        let held = tx
+            .execute(
+                Q::new(
+                    "UPDATE batch_job_instance SET lock_until = lock_until \
+                     WHERE lock_execution_id = $1 AND lock_owner = $2",
+                )
+                .bind(step.execution_id)
+                .bind(owner),
+            )
+            .await?;
+        if held == 0 {
+            return Err(RepoError::LeaseLost(step.execution_id));
+        }
+        tx.execute(
+            Q::new(
+                "UPDATE batch_step_execution SET status = $1, read_count = $2, \
+                 processed_count = $3, filtered_count = $4, written_count = $5, skip_count = $6, \
+                 commit_count = $7, rollback_count = $8, checkpoint = $9 WHERE id = $10",
+            )
+            .bind(step.status.as_str())
+            .bind_counts(&step.counts)
+            .bind(checkpoint_json.as_str())
+            .bind(step.id),
+        )
+        .await?;
+        for skip in skips {
+            tx.execute(
+                Q::new(
+                    "INSERT INTO batch_skip (step_execution_id, step_name, position, phase, \
+                     reason, item, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(step.id)
+                .bind(step.step_name.as_str())
+                .bind(to_i64(skip.position))
+                .bind(skip.phase.as_str())
+                .bind(skip.reason.as_str())
+                .bind(skip.item.as_deref().map(|s| truncate(s, MAX_SKIP_ITEM)))
+                .bind(now),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_step(&self, step: &StepExecution) -> Result<(), RepoError> {
+        let checkpoint_json = to_json(&step.checkpoint)?;
+        let mut tx = self.write().await?;
+        let updated = tx
+            .execute(
+                Q::new(
+                    "UPDATE batch_step_execution SET status = $1, read_count = $2, \
+                     processed_count = $3, filtered_count = $4, written_count = $5, \
+                     skip_count = $6, commit_count = $7, rollback_count = $8, checkpoint = $9, \
+                     ended_at = $10, exit_message = $11 WHERE id = $12",
+                )
+                .bind(step.status.as_str())
+                .bind_counts(&step.counts)
+                .bind(checkpoint_json.as_str())
+                .bind(step.ended_at.unwrap_or_else(now_millis))
+                .bind(step.exit_message.as_str())
+                .bind(step.id),
+            )
+            .await?;
+        if updated == 0 {
+            return Err(RepoError::Db(format!(
+                "no step execution {} (step {:?} of execution {})",
+                step.id, step.step_name, step.execution_id
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn request_stop(&self, execution_id: i64) -> Result<bool, RepoError> {
+        let mut tx = self.write().await?;
+        let updated = tx
+            .execute(
+                Q::new(
+                    "UPDATE batch_job_execution SET stop_requested = TRUE, status = 'STOPPING' \
+                     WHERE id = $1 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
+                )
+                .bind(execution_id),
+            )
+            .await?;
+        if updated == 0 && Self::execution_in(&mut tx, execution_id).await?.is_none() {
+            return Err(RepoError::NoSuchExecution(execution_id));
+        }
+        tx.commit().await?;
+        Ok(updated > 0)
+    }
+
+    async fn executions(
+        &self,
+        job: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobExecution>, RepoError> {
+        let mut tx = self.read().await?;
+        let rows = match job {
+            Some(job) => {
+                let sql = format!(
+                    "SELECT {EXECUTION_COLUMNS} FROM batch_job_execution \
+                     WHERE job_name = $1 ORDER BY id DESC LIMIT $2"
+                );
+                tx.fetch_all(Q::new(&sql).bind(job).bind(i64::from(limit)))
+                    .await?
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {EXECUTION_COLUMNS} FROM batch_job_execution \
+                     ORDER BY id DESC LIMIT $1"
+                );
+                tx.fetch_all(Q::new(&sql).bind(i64::from(limit))).await?
+            }
+        };
+        tx.commit().await?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn execution(
+        &self,
+        execution_id: i64,
+    ) -> Result<(JobExecution, Vec<StepExecution>), RepoError> {
+        let mut tx = self.read().await?;
+        let execution = Self::execution_in(&mut tx, execution_id)
+            .await?
+            .ok_or(RepoError::NoSuchExecution(execution_id))?;
+        let rows = tx
+            .fetch_all(
+                Q::new("SELECT * FROM batch_step_execution WHERE execution_id = $1 ORDER BY id")
+                    .bind(execution_id),
+            )
+            .await?;
+        tx.commit().await?;
+        let steps = rows.iter().map(step_from_row).collect::<Result<_, _>>()?;
+        Ok((execution, steps))
+    }
+
+    async fn skips(&self, execution_id: i64) -> Result<Vec<SkipRecord>, RepoError> {
+        let mut tx = self.read().await?;
+        let rows = tx
+            .fetch_all(
+                Q::new(
+                    "SELECT k.step_execution_id, k.step_name, k.position, k.phase, k.reason, \
+                     k.item FROM batch_skip k \
+                     JOIN batch_step_execution s ON s.id = k.step_execution_id \
+                     WHERE s.execution_id = $1 ORDER BY k.id",
+                )
+                .bind(execution_id),
+            )
+            .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SkipRecord {
+                    step_execution_id: r.get("step_execution_id")?,
+                    step_name: r.get("step_name")?,
+                    position: to_u64(r.get("position")?),
+                    phase: r.get("phase")?,
+                    reason: r.get("reason")?,
+                    item: r.get("item")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Marks a dead execution, and its steps that were still running, `ABANDONED`.
+async fn abandon(tx: &mut Tx, execution_id: i64, now: Millis, msg: &str) -> Result<(), RepoError> {
+    tx.execute(
+        Q::new(
+            "UPDATE batch_job_execution SET status = 'ABANDONED', ended_at = $1, exit_message = $2 \
+             WHERE id = $3",
+        )
+        .bind(now)
+        .bind(msg)
+        .bind(execution_id),
+    )
+    .await?;
+    tx.execute(
+        Q::new(
+            "UPDATE batch_step_execution SET status = 'ABANDONED', ended_at = $1, \
+             exit_message = $2 \
+             WHERE execution_id = $3 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
+        )
+        .bind(now)
+        .bind(msg)
+        .bind(execution_id),
+    )
+    .await?;
+    Ok(())
+}
+
+fn execution_from_row(r: &Row) -> Result<JobExecution, RepoError> {
+    let id: i64 = r.get("id")?;
+    Ok(JobExecution {
+        id,
+        instance_id: r.get("instance_id")?,
+        job_name: r.get("job_name")?,
+        params: from_json(&r.get::<String>("params")?, "parameters", "execution", id)?,
+        status: status(&r.get::<String>("status")?)?,
+        created_at: r.get("created_at")?,
+        started_at: r.get("started_at")?,
+        ended_at: r.get("ended_at")?,
+        exit_message: r.get("exit_message")?,
+        owner: r.get("owner")?,
+        lease_until: r.get("lease_until")?,
+    })
+}
+
+fn step_from_row(r: &Row) -> Result<StepExecution, RepoError> {
+    let id: i64 = r.get("id")?;
+    Ok(StepExecution {
+        id,
+        execution_id: r.get("execution_id")?,
+        step_name: r.get("step_name")?,
+        status: status(&r.get::<String>("status")?)?,
+        counts: StepCounts {
+            read: to_u64(r.get("read_count")?),
+            processed: to_u64(r.get("processed_count")?),
+            filtered: to_u64(r.get("filtered_count")?),
+            written: to_u64(r.get("written_count")?),
+            skipped: to_u64(r.get("skip_count")?),
+            commits: to_u64(r.get("commit_count")?),
+            rollbacks: to_u64(r.get("rollback_count")?),
+        },
+        checkpoint: from_json(
+            &r.get::<String>("checkpoint")?,
+            "checkpoint",
+            "step execution",
+            id,
+        )?,
+        started_at: r.get("started_at")?,
+        ended_at: r.get("ended_at")?,
+        exit_message: r.get("exit_message")?,
+    })
+}
+
+fn status(s: &str) -> Result<BatchStatus, RepoError> {
+    BatchStatus::parse(s)
+        .ok_or_else(|| RepoError::Db(format!("unknown status {s:?} in the job repository")))
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, RepoError> {
+    serde_json::to_string(v).map_err(|e| RepoError::Db(format!("cannot encode JSON: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+    table: &str,
+    id: i64,
+) -> Result<T, RepoError> {
+    serde_json::from_str(text)
+        .map_err(|e| RepoError::Db(format!("bad {what} JSON in {table} {id}: {e}")))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// `ms` as an RFC 3339 UTC time, for messages.
+fn format_millis(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `url` with its password (in the user info or a `password=` parameter) replaced
+/// by `***`, fit for error messages and logs.
+fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let auth_start = scheme_end + 3;
+        let auth_end = out[auth_start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| auth_start + i);
+        if let Some(at) = out[auth_start..auth_end].rfind('@') {
+            let userinfo = &out[auth_start..auth_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(auth_start + colon + 1..auth_start + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (base, query) = out.split_at(q + 1);
+        let query = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        out = format!("{base}{query}");
+    }
+    out
+}
+
+/// A statement and its arguments, independent of the database.
+struct Q<'s> {
+    sql: &'s str,
+    args: Vec<Arg>,
+}
+
+/// One bound argument.
+enum Arg {
+    I64(i64),
+    Text(String),
+    OptText(Option<String>),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::I64(v)
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(v.to_owned())
+    }
+}
+
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        Arg::OptText(v.map(str::to_owned))
+    }
+}
+
+impl<'s> Q<'s> {
+    fn new(sql: &'s str) -> Self {
+        Q {
+            sql,
+            args: Vec::new(),
+        }
+    }
+
+    fn bind(mut self, arg: impl Into<Arg>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Binds the seven counts, in column order (`read_count` … `rollback_count`).
+    fn bind_counts(self, c: &StepCounts) -> Self {
+        [
+            c.read,
+            c.processed,
+            c.filtered,
+            c.written,
+            c.skipped,
+            c.commits,
+            c.rollbacks,
+        ]
+        .into_iter()
+        .fold(self, |q, n| q.bind(to_i64(n)))
+    }
+}
+
+/// Builds the sqlx query of `q` for database `DB`.
+fn build<'q, DB>(q: &'q Q<'_>) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+{
+    q.args
+        .iter()
+        .fold(sqlx::query::<DB>(q.sql), |query, arg| match arg {
+            Arg::I64(v) => query.bind(*v),
+            Arg::Text(v) => query.bind(v.as_str()),
+            Arg::OptText(v) => query.bind(v.as_deref()),
+        })
+}
+
+/// A transaction on either database.
+enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    async fn execute(&mut self, q: Q<'_>) -> Result<u64, RepoError> {
+        Ok(match self {
+            Tx::Sqlite(tx) => build(&q).execute(&mut **tx).await?.rows_affected(),
+            Tx::Postgres(tx) => build(&q).execute(&mut **tx).await?.rows_affected(),
+        })
+    }
+
+    async fn fetch_optional(&mut self, q: Q<'_>) -> Result<Option<Row>, RepoError> {
+        Ok(match self {
+            Tx::Sqlite(tx) => build(&q).fetch_optional(&mut **tx).await?.map(Row::Sqlite),
+            Tx::Postgres(tx) => build(&q)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(Row::Postgres),
+        })
+    }
+
+    async fn fetch_one(&mut self, q: Q<'_>) -> Result<Row, RepoError> {
+        let sql = q.sql.to_owned();
+        self.fetch_optional(q)
+            .await?
+            .ok_or_else(|| RepoError::Db(format!("no row returned by {sql}")))
+    }
+
+    async fn fetch_all(&mut self, q: Q<'_>) -> Result<Vec<Row>, RepoError> {
+        Ok(match self {
+            Tx::Sqlite(tx) => build(&q)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(Row::Sqlite)
+                .collect(),
+            Tx::Postgres(tx) => build(&q)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(Row::Postgres)
+                .collect(),
+        })
+    }
+
+    /// Runs a script of several statements, without arguments.
+    async fn raw(&mut self, script: &str) -> Result<(), sqlx::Error> {
+        match self {
+            // `Executor::execute` returns a boxed `Send` future, unlike
+            // `RawSql::execute`, whose generic future trips async-trait's `Send` check.
+            Tx::Sqlite(tx) => (&mut **tx).execute(sqlx::raw_sql(script)).await.map(drop),
+            Tx::Postgres(tx) => (&mut **tx).execute(sqlx::raw_sql(script)).await.map(drop),
+        }
+    }
+
+    async fn commit(self) -> Result<(), RepoError> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// A result row from either database.
+enum Row {
+    Sqlite(SqliteRow),
+    Postgres(PgRow),
+}
+
+impl Row {
+    fn get<T>(&self, column: &str) -> Result<T, RepoError>
+    where
+        T: for<'r> Decode<'r, Sqlite>
+            + Type<Sqlite>
+            + for<'r> Decode<'r, Postgres>
+            + Type<Postgres>,
+    {
+        match self {
+            Row::Sqlite(r) => r.try_get(column),
+            Row::Postgres(r) => r.try_get(column),
+        }
+        .map_err(RepoError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundary() {
+        assert_eq!(truncate("abc", 4), "abc");
+        assert_eq!(truncate("서울", 4), "서");
+        assert_eq!(truncate("서울", 6), "서울");
+        assert_eq!(truncate("", 0), "");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:s3cret@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(
+            redact_url("postgres://db/x?user=u&password=p&sslmode=require"),
+            "postgres://db/x?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("mysql://a:b@h/db"), "mysql://a:***@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}
