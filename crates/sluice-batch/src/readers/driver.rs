@@ -1,0 +1,259 @@
+//! What the file readers share: blocking reads on tokio's blocking pool, in
+//! batches, one batch read ahead, with an exact position per item.
+//!
+//! A reader's parsing state (a [`Source`]) lives on the blocking pool while it
+//! fills a batch and comes back with it, so the async side never blocks a runtime
+//! thread (a `current_thread` runtime included) and never waits on a lock. The
+//! pending batch's `JoinHandle` is kept in the driver, so a `read` future dropped
+//! mid-await loses nothing: the next `read` awaits the same batch.
+
+use std::collections::VecDeque;
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::api::{ReadError, ReadItem};
+
+/// At most this many entries per batch.
+pub(crate) const BATCH_ITEMS: usize = 1024;
+
+/// A batch stops once it has consumed this many bytes of input.
+pub(crate) const BATCH_BYTES: u64 = 4 << 20;
+
+/// A position in a file: the byte offset of what comes next, and how many rows,
+/// lines or items are behind it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Pos {
+    /// Byte offset in the raw file.
+    pub(crate) offset: u64,
+    /// Rows, lines or items consumed.
+    pub(crate) n: u64,
+}
+
+/// One outcome of reading, with the position after it.
+pub(crate) struct Entry {
+    /// An item, a bad row, or an error that stops the reader.
+    pub(crate) result: Result<ReadItem, ReadError>,
+    /// The position after this entry (ignored for stopping errors).
+    pub(crate) pos: Pos,
+}
+
+impl Entry {
+    /// An error that stops the reader.
+    pub(crate) fn stop(error: ReadError) -> Self {
+        Entry {
+            result: Err(error),
+            pos: Pos::default(),
+        }
+    }
+}
+
+/// The blocking half of a reader.
+pub(crate) trait Source: Send + 'static {
+    /// Appends up to [`BATCH_ITEMS`] entries to `out` (stopping early after about
+    /// [`BATCH_BYTES`]); returns `true` when the input is exhausted or a stopping
+    /// error was pushed.
+    fn fill(&mut self, out: &mut VecDeque<Entry>) -> bool;
+}
+
+type Batch<S> = (S, VecDeque<Entry>, bool);
+
+enum State<S> {
+    Idle(S),
+    Fetching(JoinHandle<Batch<S>>),
+    Done,
+    Failed { transient: bool, message: String },
+}
+
+/// Drives a [`Source`] from async code.
+pub(crate) struct Driver<S> {
+    state: State<S>,
+    ready: VecDeque<Entry>,
+    spare: VecDeque<Entry>,
+    pos: Pos,
+}
+
+impl<S: Source> Driver<S> {
+    /// A driver whose source stands at `pos`.
+    pub(crate) fn new(source: S, pos: Pos) -> Self {
+        Driver {
+            state: State::Idle(source),
+            ready: VecDeque::new(),
+            spare: VecDeque::new(),
+            pos,
+        }
+    }
+
+    /// The position after the last entry returned.
+    pub(crate) fn pos(&self) -> Pos {
+        self.pos
+    }
+
+    fn spawn(source: S, mut buf: VecDeque<Entry>) -> JoinHandle<Batch<S>> {
+        let mut source = source;
+        tokio::task::spawn_blocking(move || {
+            buf.clear();
+            let end = source.fill(&mut buf);
+            (source, buf, end)
+        })
+    }
+
+    fn fail(&mut self, transient: bool, message: String) -> ReadError {
+        self.ready.clear();
+        self.state = State::Failed {
+            transient,
+            message: message.clone(),
+        };
+        if transient {
+            ReadError::Transient(message)
+        } else {
+            ReadError::Fatal(message)
+        }
+    }
+
+    /// The next item, bad row, or end.
+    pub(crate) async fn next(&mut self) -> Result<Option<ReadItem>, ReadError> {
+        loop {
+            if let Some(entry) = self.ready.pop_front() {
+                return match entry.result {
+                    Err(ReadError::Transient(m)) => Err(self.fail(true, m)),
+                    Err(ReadError::Fatal(m)) => Err(self.fail(false, m)),
+                    result => {
+                        self.pos = entry.pos;
+                        result.map(Some)
+                    }
+                };
+            }
+            match &mut self.state {
+                State::Done => return Ok(None),
+                State::Failed { transient, message } => {
+                    let (t, m) = (*transient, message.clone());
+                    return Err(self.fail(t, m));
+                }
+                State::Fetching(handle) => {
+                    // Awaiting through `&mut` keeps the handle in `self` if this
+                    // future is dropped.
+                    let joined = handle.await;
+                    match joined {
+                        Ok((source, buf, end)) => {
+                            let spent = std::mem::replace(&mut self.ready, buf);
+                            self.spare = spent;
+                            self.state = if end {
+                                State::Done
+                            } else {
+                                // Read the next batch while this one is consumed.
+                                let spare = std::mem::take(&mut self.spare);
+                                State::Fetching(Self::spawn(source, spare))
+                            };
+                        }
+                        Err(e) => {
+                            return Err(self.fail(false, format!("reader task failed: {e}")));
+                        }
+                    }
+                }
+                State::Idle(_) => {
+                    let State::Idle(source) = std::mem::replace(&mut self.state, State::Done)
+                    else {
+                        unreachable!()
+                    };
+                    let spare = std::mem::take(&mut self.spare);
+                    self.state = State::Fetching(Self::spawn(source, spare));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ReadError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ReadError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ReadError::Fatal(format!("reader task failed: {e}")))?
+}
+
+/// Parses `{"offset": …, "<n_key>": …}`; `None` or `null` is the start.
+pub(crate) fn parse_checkpoint(
+    checkpoint: Option<&Value>,
+    n_key: &str,
+) -> Result<Option<Pos>, ReadError> {
+    let Some(cp) = checkpoint.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let offset = cp.get("offset").and_then(Value::as_u64);
+    let n = cp.get(n_key).and_then(Value::as_u64);
+    match (offset, n) {
+        (Some(offset), Some(n)) => Ok(Some(Pos { offset, n })),
+        _ => Err(ReadError::Fatal(format!(
+            "checkpoint {cp} does not fit this reader (expected {{\"offset\": N, \"{n_key}\": N}})"
+        ))),
+    }
+}
+
+/// The checkpoint `{"offset": …, "<n_key>": …}` of `pos`.
+pub(crate) fn checkpoint_json(pos: Pos, n_key: &str) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert("offset".into(), pos.offset.into());
+    map.insert(n_key.into(), pos.n.into());
+    Value::Object(map)
+}
+
+/// `Fatal` for an error opening or reading `path`.
+pub(crate) fn io_fatal(path: &std::path::Path, e: std::io::Error) -> ReadError {
+    ReadError::Fatal(format!("{}: {e}", path.display()))
+}
+
+/// `Transient` for an I/O error while reading `path`.
+pub(crate) fn io_transient(path: &std::path::Path, e: std::io::Error) -> ReadError {
+    ReadError::Transient(format!("{}: {e}", path.display()))
+}
+
+/// The byte at `offset` of `file` (moves the file's cursor).
+pub(crate) fn byte_at(file: &mut std::fs::File, offset: u64) -> std::io::Result<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    let mut b = [0u8; 1];
+    file.read_exact(&mut b)?;
+    Ok(b[0])
+}
+
+/// Reads up to 3 bytes at the start of `file` and returns the length of a UTF-8
+/// BOM there (0 or 3); a UTF-16 BOM is an error.
+pub(crate) fn utf8_bom_len(
+    file: &mut std::fs::File,
+    path: &std::path::Path,
+) -> Result<u64, ReadError> {
+    match sniff_bom(file, path)? {
+        Some((enc, len)) if enc == encoding_rs::UTF_8 => Ok(len as u64),
+        Some((enc, _)) => Err(ReadError::Fatal(format!(
+            "{}: {} files are not supported (the reader needs an ASCII-compatible encoding)",
+            path.display(),
+            enc.name()
+        ))),
+        None => Ok(0),
+    }
+}
+
+/// The encoding and length of a BOM at the start of `file`, if any.
+pub(crate) fn sniff_bom(
+    file: &mut std::fs::File,
+    path: &std::path::Path,
+) -> Result<Option<(&'static encoding_rs::Encoding, usize)>, ReadError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut head = [0u8; 3];
+    let mut n = 0;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| io_fatal(path, e))?;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_fatal(path, e)),
+        }
+    }
+    Ok(encoding_rs::Encoding::for_bom(&head[..n]))
+}

@@ -1,0 +1,175 @@
+//! [`JsonLinesReader`]: one JSON value per line.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::driver::{
+    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, Pos, Source, blocking, byte_at, checkpoint_json,
+    io_fatal, io_transient, parse_checkpoint, utf8_bom_len,
+};
+use crate::api::{ReadError, ReadItem, Reader};
+
+/// Reads a JSON Lines file (NDJSON): one JSON value per line, UTF-8.
+///
+/// - Lines may end with `\n` or `\r\n`; the last one needs no line end. A UTF-8
+///   BOM at the start is skipped.
+/// - Blank lines (only whitespace) are skipped, but counted: an item's
+///   [`position`](ReadItem::position) is its 1-based line number in the file.
+/// - A line that is not one JSON value is a [`ReadError::Bad`] with its line
+///   number and text; the next `read` goes on with the next line.
+/// - **Checkpoint.** `{"offset": B, "line": L}`: B the byte offset after the last
+///   line returned, L its line number. Opening at it seeks to B: O(1). An offset
+///   that is not at the start of a line is refused.
+///
+/// Reading happens on tokio's blocking pool, 1024 lines (or 4 MiB) at a time with
+/// the next batch read ahead.
+pub struct JsonLinesReader {
+    path: PathBuf,
+    driver: Option<Driver<JsonlSource>>,
+}
+
+impl std::fmt::Debug for JsonLinesReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLinesReader")
+            .field("path", &self.path)
+            .field("checkpoint", &self.checkpoint())
+            .finish()
+    }
+}
+
+impl JsonLinesReader {
+    /// A reader of the file at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        JsonLinesReader {
+            path: path.into(),
+            driver: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Reader for JsonLinesReader {
+    async fn open(&mut self, checkpoint: Option<&Value>) -> Result<(), ReadError> {
+        self.driver = None;
+        let start = parse_checkpoint(checkpoint, "line")?;
+        let path = self.path.clone();
+        let (source, pos) = blocking(move || JsonlSource::open(path, start)).await?;
+        self.driver = Some(Driver::new(source, pos));
+        Ok(())
+    }
+
+    async fn read(&mut self) -> Result<Option<ReadItem>, ReadError> {
+        match &mut self.driver {
+            Some(driver) => driver.next().await,
+            None => Err(ReadError::Fatal("JsonLinesReader::read before open".into())),
+        }
+    }
+
+    fn checkpoint(&self) -> Value {
+        checkpoint_json(
+            self.driver.as_ref().map(Driver::pos).unwrap_or_default(),
+            "line",
+        )
+    }
+}
+
+struct JsonlSource {
+    path: PathBuf,
+    rdr: BufReader<File>,
+    line: Vec<u8>,
+    pos: Pos,
+}
+
+fn is_ws(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+impl JsonlSource {
+    fn open(path: PathBuf, start: Option<Pos>) -> Result<(Self, Pos), ReadError> {
+        let mut file = File::open(&path).map_err(|e| io_fatal(&path, e))?;
+        let len = file.metadata().map_err(|e| io_fatal(&path, e))?.len();
+        let data_start = utf8_bom_len(&mut file, &path)?;
+        let pos = match start {
+            None => Pos {
+                offset: data_start,
+                n: 0,
+            },
+            Some(p) if p.n == 0 && p.offset <= data_start => Pos {
+                offset: data_start,
+                n: 0,
+            },
+            Some(p) => {
+                let boundary = p.offset == data_start
+                    || p.offset == len
+                    || (p.offset > data_start
+                        && p.offset < len
+                        && byte_at(&mut file, p.offset - 1).map_err(|e| io_fatal(&path, e))?
+                            == b'\n');
+                if !boundary {
+                    return Err(ReadError::Fatal(format!(
+                        "{}: checkpoint offset {} is not at the start of a line (file of {len} bytes)",
+                        path.display(),
+                        p.offset
+                    )));
+                }
+                p
+            }
+        };
+        file.seek(SeekFrom::Start(pos.offset))
+            .map_err(|e| io_fatal(&path, e))?;
+        Ok((
+            JsonlSource {
+                path,
+                rdr: BufReader::with_capacity(64 * 1024, file),
+                line: Vec::new(),
+                pos,
+            },
+            pos,
+        ))
+    }
+}
+
+impl Source for JsonlSource {
+    fn fill(&mut self, out: &mut VecDeque<Entry>) -> bool {
+        let start = self.pos.offset;
+        while out.len() < BATCH_ITEMS && self.pos.offset - start < BATCH_BYTES {
+            self.line.clear();
+            let n = match self.rdr.read_until(b'\n', &mut self.line) {
+                Ok(0) => return true,
+                Ok(n) => n,
+                Err(e) => {
+                    out.push_back(Entry::stop(io_transient(&self.path, e)));
+                    return true;
+                }
+            };
+            self.pos.offset += n as u64;
+            self.pos.n += 1;
+            let Some(first) = self.line.iter().position(|b| !is_ws(b)) else {
+                continue; // blank line
+            };
+            let last = self.line.iter().rposition(|b| !is_ws(b)).unwrap_or(first);
+            let text = &self.line[first..=last];
+            let result = match serde_json::from_slice::<Value>(text) {
+                Ok(item) => Ok(ReadItem {
+                    item,
+                    position: self.pos.n,
+                }),
+                Err(e) => Err(ReadError::Bad {
+                    position: self.pos.n,
+                    reason: format!("not JSON: {e}"),
+                    raw: Some(String::from_utf8_lossy(text).into_owned()),
+                }),
+            };
+            out.push_back(Entry {
+                result,
+                pos: self.pos,
+            });
+        }
+        false
+    }
+}
