@@ -1,1 +1,684 @@
-//! (in progress)
+//! Reading the rows of a table or query from SQLite, PostgreSQL or MySQL with
+//! keyset pagination.
+//!
+//! Each page is one statement that starts after the key of the last row returned:
+//!
+//! ```text
+//! SELECT cols FROM src AS sluice_src
+//!  WHERE (sluice_src.k1, sluice_src.k2) > ($1, $2)
+//!  ORDER BY sluice_src.k1, sluice_src.k2 LIMIT page
+//! ```
+//!
+//! so a page costs an index range scan however deep into the table it is, and the
+//! checkpoint (`{"after": [k1, k2]}`) resumes exactly after the last row returned,
+//! whatever was inserted or deleted meanwhile before it. The key columns must be
+//! unique together and not null.
+//!
+//! Rows become JSON objects: integers, floats, text, booleans and nulls keep their
+//! type; every other type (numeric, dates and times, JSON, UUID, binary, …) is
+//! selected as text (`CAST(col AS TEXT)` / `CAST(col AS CHAR)`).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Number, Value, json};
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Column, Executor, Row, Statement, TypeInfo, ValueRef};
+
+use crate::api::{ReadError, ReadItem, Reader};
+
+/// The SQL dialect of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+/// A connection pool to one of the supported databases.
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+    MySql(MySqlPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of `$db`.
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+            Db::MySql($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+/// Binds one JSON value to a query of any of the three databases.
+macro_rules! bind_json {
+    ($q:expr, $v:expr) => {
+        match $v {
+            Value::Null => $q.bind(None::<String>),
+            Value::Bool(b) => $q.bind(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => $q.bind(i),
+                None => match n.as_f64().filter(|_| n.as_u64().is_none()) {
+                    Some(f) => $q.bind(f),
+                    None => $q.bind(n.to_string()),
+                },
+            },
+            Value::String(s) => $q.bind(s.clone()),
+            other => $q.bind(other.to_string()),
+        }
+    };
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite:…`, `postgres://…`, `mysql://…` or
+    /// `mariadb://…`) with at most `max` connections.
+    /// Connection failures are retried for `wait`.
+    pub(crate) async fn connect(url: &str, max: u32, wait: Duration) -> Result<Db, sqlx::Error> {
+        let scheme = url
+            .split_once(':')
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .unwrap_or_default();
+        match scheme.as_str() {
+            "sqlite" => {
+                // An in-memory database lives and dies with its one connection.
+                let memory = url.contains(":memory:") || url.contains("mode=memory");
+                let opts = SqlitePoolOptions::new().acquire_timeout(wait);
+                let opts = if memory {
+                    opts.max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                } else {
+                    opts.max_connections(max)
+                };
+                opts.connect(url).await.map(Db::Sqlite)
+            }
+            "postgres" | "postgresql" => PgPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(wait)
+                .connect(url)
+                .await
+                .map(Db::Postgres),
+            "mysql" | "mariadb" => MySqlPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(wait)
+                .connect(url)
+                .await
+                .map(Db::MySql),
+            _ => Err(sqlx::Error::Configuration(
+                format!(
+                    "unsupported database URL scheme {scheme:?}: use sqlite:, postgres:// or mysql://"
+                )
+                .into(),
+            )),
+        }
+    }
+
+    /// The dialect of this pool.
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self {
+            Db::Sqlite(_) => Dialect::Sqlite,
+            Db::Postgres(_) => Dialect::Postgres,
+            Db::MySql(_) => Dialect::MySql,
+        }
+    }
+
+    /// Closes the pool.
+    pub(crate) async fn close(&self) {
+        on_db!(self, p => p.close().await);
+    }
+}
+
+/// Whether retrying after `e` may succeed: the connection was lost or refused,
+/// the pool timed out, or the database reported a serialization failure, a
+/// deadlock, a busy or locked database, or that it is shutting down.
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // PostgreSQL / MySQL SQLSTATE: connection exception (08…),
+            // serialization failure, deadlock, too many connections, shutdown.
+            c.starts_with("08")
+                || matches!(
+                    c.as_ref(),
+                    "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" | "55P03"
+                )
+                // SQLite: BUSY, LOCKED and their extended codes.
+                || matches!(c.as_ref(), "5" | "6" | "261" | "262" | "517" | "773")
+        }),
+        _ => false,
+    }
+}
+
+/// `e` as a reader error: transient ones (see [`is_transient`]) or fatal, with
+/// what was being done.
+fn read_error(what: &str, e: &sqlx::Error) -> ReadError {
+    let msg = format!("{what}: {e}");
+    if is_transient(e) {
+        ReadError::Transient(msg)
+    } else {
+        ReadError::Fatal(msg)
+    }
+}
+
+/// `name` quoted as an identifier.
+pub(crate) fn quote(d: Dialect, name: &str) -> String {
+    match d {
+        Dialect::MySql => format!("`{}`", name.replace('`', "``")),
+        _ => format!("\"{}\"", name.replace('"', "\"\"")),
+    }
+}
+
+/// What rows are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlSource {
+    /// A table (or view) name, used as written (it may be schema-qualified and is
+    /// not quoted).
+    Table(String),
+    /// A `FROM` fragment: tables, joins and a `WHERE` clause, with or without the
+    /// leading `FROM` (`events WHERE kind = 'click'`). It is read as the subquery
+    /// `(SELECT * FROM fragment)`, so its column names must be unique.
+    Query(String),
+}
+
+/// The statements of one reader, built once its source is described.
+#[derive(Debug)]
+struct Plan {
+    /// Output column names, in order.
+    columns: Vec<String>,
+    /// The first page.
+    first: String,
+    /// A page after a key.
+    next: String,
+    /// `SELECT COUNT(*)` of the source.
+    count: String,
+}
+
+/// How long connecting may take by default.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The alias of the source in every statement.
+const SRC: &str = "sluice_src";
+
+/// Reads rows from SQLite, PostgreSQL or MySQL with keyset pagination.
+///
+/// ```no_run
+/// # use sluice_batch::sql_reader::SqlReader;
+/// let reader = SqlReader::table("postgres://app@db/app", "events", ["tenant", "id"])
+///     .columns(["tenant", "id", "kind", "created_at"])
+///     .page_size(1000);
+/// ```
+///
+/// Checkpoint: `{"after": [k1, k2, …], "position": n}`, the key of the last row
+/// returned and how many rows were returned before it; resuming reads the rows
+/// whose key is greater.
+#[derive(Debug)]
+pub struct SqlReader {
+    url: String,
+    source: SqlSource,
+    key: Vec<String>,
+    columns: Vec<String>,
+    page: usize,
+    count_total: bool,
+    connect_timeout: Duration,
+    db: Option<Db>,
+    plan: Option<Plan>,
+    buffer: VecDeque<(Value, Vec<Value>)>,
+    after: Option<Vec<Value>>,
+    exhausted: bool,
+    position: u64,
+    total: Option<u64>,
+}
+
+impl SqlReader {
+    /// Reads all columns of `table`, ordered by the unique `key` columns, in pages
+    /// of 1000 rows.
+    pub fn table<K: Into<String>>(
+        url: impl Into<String>,
+        table: impl Into<String>,
+        key: impl IntoIterator<Item = K>,
+    ) -> Self {
+        Self::new(url.into(), SqlSource::Table(table.into()), key)
+    }
+
+    /// Reads the rows of a `FROM`/`WHERE` fragment (see [`SqlSource::Query`]).
+    pub fn query<K: Into<String>>(
+        url: impl Into<String>,
+        fragment: impl Into<String>,
+        key: impl IntoIterator<Item = K>,
+    ) -> Self {
+        Self::new(url.into(), SqlSource::Query(fragment.into()), key)
+    }
+
+    fn new<K: Into<String>>(
+        url: String,
+        source: SqlSource,
+        key: impl IntoIterator<Item = K>,
+    ) -> Self {
+        Self {
+            url,
+            source,
+            key: key.into_iter().map(Into::into).collect(),
+            columns: Vec::new(),
+            page: 1000,
+            count_total: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            db: None,
+            plan: None,
+            buffer: VecDeque::new(),
+            after: None,
+            exhausted: false,
+            position: 0,
+            total: None,
+        }
+    }
+
+    /// The columns each item gets, by exact name (quoted in the SQL). Empty or
+    /// `["*"]` (the default): every column of the source.
+    #[must_use]
+    pub fn columns<C: Into<String>>(mut self, columns: impl IntoIterator<Item = C>) -> Self {
+        self.columns = columns.into_iter().map(Into::into).collect();
+        if self.columns.len() == 1 && self.columns[0] == "*" {
+            self.columns.clear();
+        }
+        self
+    }
+
+    /// Rows per statement (default 1000).
+    #[must_use]
+    pub fn page_size(mut self, rows: usize) -> Self {
+        self.page = rows;
+        self
+    }
+
+    /// Counts the source's rows on open (`SELECT COUNT(*)`), for
+    /// [`total`](Reader::total) and so the ETA. Off by default: a count scans
+    /// the whole source.
+    #[must_use]
+    pub fn count_total(mut self, yes: bool) -> Self {
+        self.count_total = yes;
+        self
+    }
+
+    /// How long connecting (and taking a pooled connection) may take, retries
+    /// included, before it is a transient error (default 30 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The `FROM` part of every statement.
+    fn source_sql(&self) -> String {
+        match &self.source {
+            SqlSource::Table(t) => format!("{t} AS {SRC}"),
+            SqlSource::Query(q) => {
+                let q = q.trim();
+                let q = match q.split_once(char::is_whitespace) {
+                    Some((first, rest)) if first.eq_ignore_ascii_case("from") => rest.trim(),
+                    _ => q,
+                };
+                format!("(SELECT * FROM {q}) AS {SRC}")
+            }
+        }
+    }
+
+    /// Describes the source and builds the statements.
+    async fn build_plan(&self, db: &Db) -> Result<Plan, ReadError> {
+        let d = db.dialect();
+        let from = self.source_sql();
+        let describe = format!("SELECT * FROM {from}");
+        let described: Vec<(String, String)> = on_db!(db, pool => {
+            let stmt = pool
+                .prepare(&describe)
+                .await
+                .map_err(|e| read_error("describing the source", &e))?;
+            stmt.columns()
+                .iter()
+                .map(|c| (c.name().to_owned(), c.type_info().name().to_owned()))
+                .collect()
+        });
+        let find = |name: &str| -> Result<&str, ReadError> {
+            described
+                .iter()
+                .find(|(n, _)| n == name)
+                .or_else(|| described.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)))
+                .map(|(_, t)| t.as_str())
+                .ok_or_else(|| {
+                    let names: Vec<&str> = described.iter().map(|(n, _)| n.as_str()).collect();
+                    ReadError::Fatal(format!(
+                        "column {name:?} is not in the source (it has {})",
+                        names.join(", ")
+                    ))
+                })
+        };
+        let columns: Vec<String> = if self.columns.is_empty() {
+            described.iter().map(|(n, _)| n.clone()).collect()
+        } else {
+            self.columns.clone()
+        };
+        let mut select = Vec::with_capacity(columns.len() + self.key.len());
+        for c in &columns {
+            select.push(select_expr(d, c, find(c)?, &quote(d, c)));
+        }
+        let mut key_types = Vec::with_capacity(self.key.len());
+        for (i, k) in self.key.iter().enumerate() {
+            let ty = find(k)?;
+            select.push(select_expr(d, k, ty, &quote(d, &format!("sluice_key_{i}"))));
+            key_types.push(ty.to_owned());
+        }
+        let select = select.join(", ");
+        let keys: Vec<String> = self
+            .key
+            .iter()
+            .map(|k| format!("{SRC}.{}", quote(d, k)))
+            .collect();
+        let order = keys.join(", ");
+        let params: Vec<String> = key_types
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| match d {
+                // Parameters are typed by what is bound (bigint, double, text):
+                // cast them to the column's type so any key type compares.
+                Dialect::Postgres => format!("CAST(${} AS {ty})", i + 1),
+                _ => "?".to_owned(),
+            })
+            .collect();
+        let cond = if keys.len() == 1 {
+            format!("{} > {}", keys[0], params[0])
+        } else {
+            format!("({order}) > ({})", params.join(", "))
+        };
+        let page = self.page;
+        Ok(Plan {
+            first: format!("SELECT {select} FROM {from} ORDER BY {order} LIMIT {page}"),
+            next: format!("SELECT {select} FROM {from} WHERE {cond} ORDER BY {order} LIMIT {page}"),
+            count: format!("SELECT COUNT(*) FROM {from}"),
+            columns,
+        })
+    }
+
+    /// Reads the next page into the buffer.
+    async fn fetch_page(&mut self) -> Result<(), ReadError> {
+        let (Some(db), Some(plan)) = (&self.db, &self.plan) else {
+            return Err(ReadError::Fatal("the SQL reader is not open".into()));
+        };
+        let sql = if self.after.is_some() {
+            &plan.next
+        } else {
+            &plan.first
+        };
+        let after = self.after.clone().unwrap_or_default();
+        let ncols = plan.columns.len();
+        let nkeys = self.key.len();
+        let decoded: Result<Vec<Vec<Value>>, String> = on_db!(db, pool => {
+            let mut q = sqlx::query(sql);
+            for v in &after {
+                q = bind_json!(q, v);
+            }
+            let rows = q
+                .fetch_all(pool)
+                .await
+                .map_err(|e| read_error("reading a page", &e))?;
+            rows.iter()
+                .map(|r| (0..ncols + nkeys).map(|i| r.cell(i)).collect())
+                .collect()
+        });
+        let rows = decoded.map_err(|e| ReadError::Fatal(format!("decoding a row: {e}")))?;
+        if rows.len() < self.page {
+            self.exhausted = true;
+        }
+        for mut cells in rows {
+            let key = cells.split_off(ncols);
+            let item: Map<String, Value> = plan.columns.iter().cloned().zip(cells).collect();
+            self.buffer.push_back((Value::Object(item), key));
+        }
+        Ok(())
+    }
+}
+
+/// The select-list expression of column `name` of type `ty`, as `alias`: the
+/// column itself when its type decodes natively, else cast to text.
+fn select_expr(d: Dialect, name: &str, ty: &str, alias: &str) -> String {
+    let col = format!("{SRC}.{}", quote(d, name));
+    let native = match d {
+        Dialect::Sqlite => true,
+        Dialect::Postgres => pg_native(ty),
+        Dialect::MySql => mysql_native(ty),
+    };
+    match (native, d) {
+        (true, _) => format!("{col} AS {alias}"),
+        (false, Dialect::MySql) => format!("CAST({col} AS CHAR) AS {alias}"),
+        (false, _) => format!("CAST({col} AS TEXT) AS {alias}"),
+    }
+}
+
+fn pg_native(ty: &str) -> bool {
+    matches!(
+        ty,
+        "BOOL"
+            | "INT2"
+            | "INT4"
+            | "INT8"
+            | "FLOAT4"
+            | "FLOAT8"
+            | "TEXT"
+            | "VARCHAR"
+            | "BPCHAR"
+            | "NAME"
+    )
+}
+
+fn mysql_native(ty: &str) -> bool {
+    matches!(
+        ty,
+        "BOOLEAN"
+            | "TINYINT"
+            | "SMALLINT"
+            | "MEDIUMINT"
+            | "INT"
+            | "BIGINT"
+            | "TINYINT UNSIGNED"
+            | "SMALLINT UNSIGNED"
+            | "MEDIUMINT UNSIGNED"
+            | "INT UNSIGNED"
+            | "BIGINT UNSIGNED"
+            | "FLOAT"
+            | "DOUBLE"
+            | "CHAR"
+            | "VARCHAR"
+            | "TINYTEXT"
+            | "TEXT"
+            | "MEDIUMTEXT"
+            | "LONGTEXT"
+            | "ENUM"
+            | "NULL"
+    )
+}
+
+fn float(f: f64) -> Value {
+    Number::from_f64(f).map_or_else(|| Value::String(f.to_string()), Value::Number)
+}
+
+/// One cell of a row as JSON.
+trait JsonCell {
+    fn cell(&self, i: usize) -> Result<Value, String>;
+}
+
+fn col_err(i: usize, ty: &str, e: impl std::fmt::Display) -> String {
+    format!("column {i} ({ty}): {e}")
+}
+
+impl JsonCell for SqliteRow {
+    fn cell(&self, i: usize) -> Result<Value, String> {
+        let raw = self.try_get_raw(i).map_err(|e| e.to_string())?;
+        if raw.is_null() {
+            return Ok(Value::Null);
+        }
+        // SQLite is dynamically typed: decode by the value's storage class, and
+        // turn integers of a column declared BOOLEAN into booleans.
+        let storage = raw.type_info().name().to_owned();
+        let declared = self.columns()[i].type_info().name().to_owned();
+        let e = |e: sqlx::Error| col_err(i, &storage, e);
+        Ok(match storage.as_str() {
+            "INTEGER" => {
+                let n: i64 = self.try_get_unchecked(i).map_err(e)?;
+                if declared.eq_ignore_ascii_case("BOOLEAN") {
+                    Value::Bool(n != 0)
+                } else {
+                    Value::from(n)
+                }
+            }
+            "REAL" => float(self.try_get_unchecked(i).map_err(e)?),
+            "BLOB" => {
+                let b: Vec<u8> = self.try_get_unchecked(i).map_err(e)?;
+                Value::String(String::from_utf8_lossy(&b).into_owned())
+            }
+            _ => Value::String(self.try_get_unchecked(i).map_err(e)?),
+        })
+    }
+}
+
+impl JsonCell for PgRow {
+    fn cell(&self, i: usize) -> Result<Value, String> {
+        let raw = self.try_get_raw(i).map_err(|e| e.to_string())?;
+        if raw.is_null() {
+            return Ok(Value::Null);
+        }
+        let ty = raw.type_info().name().to_owned();
+        let e = |e: sqlx::Error| col_err(i, &ty, e);
+        Ok(match ty.as_str() {
+            "BOOL" => Value::Bool(self.try_get(i).map_err(e)?),
+            "INT2" => Value::from(self.try_get::<i16, _>(i).map_err(e)?),
+            "INT4" => Value::from(self.try_get::<i32, _>(i).map_err(e)?),
+            "INT8" => Value::from(self.try_get::<i64, _>(i).map_err(e)?),
+            "FLOAT4" => float(f64::from(self.try_get::<f32, _>(i).map_err(e)?)),
+            "FLOAT8" => float(self.try_get(i).map_err(e)?),
+            _ => Value::String(self.try_get(i).map_err(e)?),
+        })
+    }
+}
+
+impl JsonCell for MySqlRow {
+    fn cell(&self, i: usize) -> Result<Value, String> {
+        let raw = self.try_get_raw(i).map_err(|e| e.to_string())?;
+        if raw.is_null() {
+            return Ok(Value::Null);
+        }
+        let ty = raw.type_info().name().to_owned();
+        let e = |e: sqlx::Error| col_err(i, &ty, e);
+        Ok(match ty.as_str() {
+            "BOOLEAN" => Value::Bool(self.try_get(i).map_err(e)?),
+            "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => {
+                Value::from(self.try_get::<i64, _>(i).map_err(e)?)
+            }
+            t if t.ends_with(" UNSIGNED") => Value::from(self.try_get::<u64, _>(i).map_err(e)?),
+            "FLOAT" => float(f64::from(self.try_get::<f32, _>(i).map_err(e)?)),
+            "DOUBLE" => float(self.try_get(i).map_err(e)?),
+            "NULL" => Value::Null,
+            _ => match self.try_get::<String, _>(i) {
+                Ok(s) => Value::String(s),
+                // Binary strings (a cast of a BLOB, BINARY, …).
+                Err(_) => {
+                    let b: Vec<u8> = self.try_get_unchecked(i).map_err(e)?;
+                    Value::String(String::from_utf8_lossy(&b).into_owned())
+                }
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl Reader for SqlReader {
+    async fn open(&mut self, checkpoint: Option<&Value>) -> Result<(), ReadError> {
+        if self.key.is_empty() {
+            return Err(ReadError::Fatal(
+                "the SQL reader needs at least one key column".into(),
+            ));
+        }
+        if self.page == 0 {
+            return Err(ReadError::Fatal("the SQL reader's page size is 0".into()));
+        }
+        let after = match checkpoint {
+            None | Some(Value::Null) => None,
+            Some(cp) => match &cp["after"] {
+                Value::Null => None,
+                Value::Array(a) if a.len() == self.key.len() => Some(a.clone()),
+                other => {
+                    return Err(ReadError::Fatal(format!(
+                        "checkpoint {cp} does not fit this reader: \"after\" is {other}, expected {} key values",
+                        self.key.len()
+                    )));
+                }
+            },
+        };
+        if self.db.is_none() {
+            let db = Db::connect(&self.url, 2, self.connect_timeout)
+                .await
+                .map_err(|e| read_error("connecting to the database", &e))?;
+            self.db = Some(db);
+        }
+        let Some(db) = self.db.clone() else {
+            return Err(ReadError::Fatal("no database".into()));
+        };
+        if self.plan.is_none() {
+            self.plan = Some(self.build_plan(&db).await?);
+        }
+        if self.count_total
+            && self.total.is_none()
+            && let Some(plan) = &self.plan
+        {
+            let n: i64 = on_db!(&db, pool => sqlx::query(&plan.count)
+                .fetch_one(pool)
+                .await
+                .and_then(|r| r.try_get::<i64, _>(0))
+                .map_err(|e| read_error("counting the rows", &e))?);
+            self.total = u64::try_from(n).ok();
+        }
+        self.position = checkpoint
+            .and_then(|cp| cp["position"].as_u64())
+            .unwrap_or(0);
+        self.after = after;
+        self.buffer.clear();
+        self.exhausted = false;
+        Ok(())
+    }
+
+    async fn read(&mut self) -> Result<Option<ReadItem>, ReadError> {
+        loop {
+            if let Some((item, key)) = self.buffer.pop_front() {
+                self.after = Some(key);
+                self.position += 1;
+                return Ok(Some(ReadItem {
+                    item,
+                    position: self.position,
+                }));
+            }
+            if self.exhausted {
+                return Ok(None);
+            }
+            self.fetch_page().await?;
+        }
+    }
+
+    fn checkpoint(&self) -> Value {
+        json!({"after": self.after, "position": self.position})
+    }
+
+    fn total(&self) -> Option<u64> {
+        self.total
+    }
+}
