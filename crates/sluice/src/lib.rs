@@ -8,6 +8,8 @@
 
 pub mod config;
 pub mod demo;
+pub mod job_cli;
+pub mod jobs;
 pub mod serve;
 pub mod telemetry;
 

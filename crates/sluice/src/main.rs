@@ -32,6 +32,15 @@ enum Command {
         #[arg(long, env = "SLUICE_LISTEN")]
         listen: Option<SocketAddr>,
     },
+    /// Batch jobs: run them, and look into their repository.
+    Job {
+        /// Config file.
+        #[arg(short, long, default_value = "sluice.toml", global = true)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: sluice::job_cli::JobCommand,
+    },
     /// Validate a config file and exit (0 valid, 2 invalid).
     Check {
         /// Config file.
@@ -120,6 +129,16 @@ async fn run(cmd: Command) -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::Job { config, cmd } => {
+            let settings = match config::load(&config, &Env::process()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            sluice::job_cli::run(cmd, &settings).await
         }
         Command::Demo { keep_running } => match sluice::demo::run(keep_running).await {
             Ok(()) => ExitCode::SUCCESS,

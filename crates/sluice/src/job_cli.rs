@@ -1,0 +1,359 @@
+//! `sluice job …`: run batch jobs and look into their repository.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_batch::model::{BatchStatus, JobExecution, Params, StepCounts, StepExecution};
+use sluice_batch::repository::{RepoError, Repository, SqlRepository};
+use sluice_batch::step::Progress;
+use sluice_batch::{JobRunner, RunOptions};
+
+use crate::config::Settings;
+
+/// `sluice job …`
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// The configured jobs, their steps and their last execution.
+    List,
+    /// Runs a job (or restarts its failed, stopped or dead last execution).
+    Run {
+        /// The job's name.
+        name: String,
+        /// A parameter, `name=value` (repeatable); overrides the job's defaults.
+        #[arg(short = 'p', long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Run a COMPLETED instance again from the start.
+        #[arg(long)]
+        rerun: bool,
+    },
+    /// One execution with its steps, or the running and recent executions.
+    Status {
+        /// Execution id.
+        exec: Option<i64>,
+    },
+    /// The executions of a job, newest first.
+    History {
+        /// The job's name.
+        name: String,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Restarts an execution from its last committed chunk.
+    Restart {
+        /// Execution id.
+        exec: i64,
+    },
+    /// Asks a running execution to stop at its next chunk boundary.
+    Stop {
+        /// Execution id.
+        exec: i64,
+    },
+    /// The items an execution skipped, with their positions and reasons.
+    Skips {
+        /// Execution id.
+        exec: i64,
+    },
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("parameter {s:?} must be written name=value"))?;
+    if k.is_empty() {
+        return Err(format!("parameter {s:?} has an empty name"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// Runs `cmd` with the jobs and repository of `settings`.
+pub async fn run(cmd: JobCommand, settings: &Settings) -> ExitCode {
+    match run_inner(cmd, settings).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn repository(settings: &Settings) -> Result<Arc<dyn Repository>, String> {
+    let repo = SqlRepository::connect(&settings.jobs.repository_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    repo.migrate().await.map_err(|e| e.to_string())?;
+    Ok(Arc::new(repo))
+}
+
+async fn run_inner(cmd: JobCommand, settings: &Settings) -> Result<ExitCode, String> {
+    match cmd {
+        JobCommand::List => {
+            let repo = repository(settings).await?;
+            if settings.jobs.jobs.is_empty() {
+                println!("no jobs configured ([[job]] in the config)");
+            }
+            for (name, job) in &settings.jobs.jobs {
+                let last = repo
+                    .executions(Some(name), 1)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let steps: Vec<&str> = job
+                    .steps
+                    .iter()
+                    .map(|s| s.name.get_ref().as_str())
+                    .collect();
+                println!(
+                    "{name}  steps: {}  last: {}{}",
+                    steps.join(" → "),
+                    last.first()
+                        .map(|e| format!("#{} {}", e.id, e.status))
+                        .unwrap_or_else(|| "never run".into()),
+                    job.description
+                        .as_ref()
+                        .map(|d| format!("  — {d}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Run {
+            name,
+            params,
+            rerun,
+        } => {
+            let mut p: Params = settings
+                .jobs
+                .jobs
+                .get(&name)
+                .map(|j| j.params.clone().into_iter().collect())
+                .unwrap_or_default();
+            p.extend(params);
+            run_job(settings, &name, p, rerun).await
+        }
+        JobCommand::Restart { exec } => {
+            let repo = repository(settings).await?;
+            let (e, _) = repo.execution(exec).await.map_err(|e| e.to_string())?;
+            if e.status == BatchStatus::Completed {
+                return Err(format!(
+                    "execution {exec} COMPLETED; run `sluice job run {} --rerun` to run it again",
+                    e.job_name
+                ));
+            }
+            run_job(settings, &e.job_name, e.params, false).await
+        }
+        JobCommand::Status { exec: Some(id) } => {
+            let repo = repository(settings).await?;
+            let (e, steps) = repo.execution(id).await.map_err(|e| e.to_string())?;
+            print_execution(&e);
+            print_steps(&steps);
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Status { exec: None } => {
+            let repo = repository(settings).await?;
+            let list = repo.executions(None, 20).await.map_err(|e| e.to_string())?;
+            print_executions(&list);
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::History { name, limit } => {
+            let repo = repository(settings).await?;
+            let list = repo
+                .executions(Some(&name), limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_executions(&list);
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Stop { exec } => {
+            let repo = repository(settings).await?;
+            if repo.request_stop(exec).await.map_err(|e| e.to_string())? {
+                println!("execution {exec}: stop requested; it stops at its next chunk boundary");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(format!("execution {exec} is not running"))
+            }
+        }
+        JobCommand::Skips { exec } => {
+            let repo = repository(settings).await?;
+            let skips = repo.skips(exec).await.map_err(|e| e.to_string())?;
+            if skips.is_empty() {
+                println!("execution {exec} skipped nothing");
+            }
+            for s in skips {
+                println!(
+                    "{}\t{}\t#{}\t{}{}",
+                    s.step_name,
+                    s.phase,
+                    s.position,
+                    s.reason,
+                    s.item.map(|i| format!("\t{i}")).unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run_job(
+    settings: &Settings,
+    name: &str,
+    params: Params,
+    rerun: bool,
+) -> Result<ExitCode, String> {
+    let job = crate::jobs::build(settings, name, &params)?;
+    let repo = repository(settings).await?;
+    let runner = JobRunner::new(repo).lease(settings.jobs.lease);
+    let bars = Bars::default();
+    let started = Instant::now();
+    let report = match runner.run(job, &params, RunOptions { rerun }, &bars).await {
+        Ok(r) => r,
+        Err(e @ (RepoError::AlreadyRunning { .. } | RepoError::AlreadyCompleted { .. })) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    bars.finish();
+    if let Some(prev) = report.resumed_from {
+        println!("resumed execution {prev}");
+    }
+    print_execution(&report.execution);
+    print_steps(&report.steps);
+    println!("took {:.1?}", started.elapsed());
+    Ok(match report.execution.status {
+        BatchStatus::Completed => ExitCode::SUCCESS,
+        BatchStatus::Stopped => ExitCode::from(4),
+        _ => ExitCode::from(1),
+    })
+}
+
+/// indicatif progress bars, one per step.
+#[derive(Default)]
+struct Bars {
+    bar: Mutex<Option<(ProgressBar, u64)>>,
+}
+
+impl Bars {
+    fn finish(&self) {
+        if let Ok(mut b) = self.bar.lock()
+            && let Some((bar, _)) = b.take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn step_started(&self, step: &str, total: Option<u64>, resumed: &StepCounts) {
+        let bar = match total {
+            Some(t) => ProgressBar::new(t).with_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {human_pos}/{human_len} items, {per_sec}, ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{spinner} {msg} {human_pos} items, {per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
+        };
+        bar.set_message(step.to_owned());
+        bar.set_position(resumed.read);
+        bar.reset_eta();
+        bar.enable_steady_tick(Duration::from_millis(200));
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some((old, _)) = b.take() {
+                old.finish_and_clear();
+            }
+            *b = Some((bar, resumed.read));
+        }
+    }
+
+    fn chunk_committed(&self, _step: &str, counts: &StepCounts) {
+        if let Ok(b) = self.bar.lock()
+            && let Some((bar, _)) = b.as_ref()
+        {
+            bar.set_position(counts.read);
+        }
+    }
+
+    fn step_finished(&self, _step: &StepExecution) {
+        self.finish();
+    }
+}
+
+fn time(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_execution(e: &JobExecution) {
+    let params: Vec<String> = e.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "execution {}  job {}  [{}]  {}  started {}  ended {}{}",
+        e.id,
+        e.job_name,
+        params.join(" "),
+        e.status,
+        time(e.started_at),
+        time(e.ended_at),
+        if e.exit_message.is_empty() {
+            String::new()
+        } else {
+            format!("\n  {}", e.exit_message)
+        }
+    );
+}
+
+fn print_steps(steps: &[StepExecution]) {
+    println!(
+        "{:<20} {:<10} {:>10} {:>10} {:>9} {:>10} {:>8} {:>8} {:>9}",
+        "step",
+        "status",
+        "read",
+        "processed",
+        "filtered",
+        "written",
+        "skipped",
+        "commits",
+        "rollbacks"
+    );
+    for s in steps {
+        let c = &s.counts;
+        println!(
+            "{:<20} {:<10} {:>10} {:>10} {:>9} {:>10} {:>8} {:>8} {:>9}",
+            s.step_name,
+            s.status.as_str(),
+            c.read,
+            c.processed,
+            c.filtered,
+            c.written,
+            c.skipped,
+            c.commits,
+            c.rollbacks
+        );
+        if !s.exit_message.is_empty() && s.status != BatchStatus::Completed {
+            println!("  {}", s.exit_message);
+        }
+    }
+}
+
+fn print_executions(list: &[JobExecution]) {
+    if list.is_empty() {
+        println!("no executions");
+    }
+    for e in list {
+        let params: Vec<String> = e.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:>6}  {:<24} {:<10} {}  [{}]",
+            e.id,
+            e.job_name,
+            e.status.as_str(),
+            time(e.started_at),
+            params.join(" ")
+        );
+    }
+}
