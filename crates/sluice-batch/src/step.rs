@@ -208,6 +208,10 @@ impl ChunkStep {
                     }
                 }
             };
+            if eof && delta.read == 0 {
+                // The input ended exactly at the last chunk: nothing to commit.
+                break;
+            }
             if let Some(s) = skips.last() {
                 last_reason = format!("{} at position {}: {}", s.phase, s.position, s.reason);
             }
@@ -265,6 +269,10 @@ impl ChunkStep {
         let mut skips = Vec::new();
         let mut consumed = 0usize;
         while consumed < self.chunk {
+            if exec.counts.skipped + delta.skipped > self.skip_limit {
+                // Over the limit: stop here, the step fails on this skip.
+                return Ok((items, delta, skips, false));
+            }
             match self.reader.read().await {
                 Ok(Some(ri)) => {
                     consumed += 1;

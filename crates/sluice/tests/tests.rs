@@ -14,3 +14,6 @@ mod cli;
 
 // Several nodes on one Redis: cluster-wide coalescing, quota, purges, outages.
 mod cluster;
+
+// Batch jobs through the binary: load, skips, no double run, kill -9 and restart.
+mod jobs;

@@ -1,0 +1,251 @@
+//! `sluice job …` end to end: the binary, a config, real files and databases.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn sluice(config: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("job")
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `n` rows: id, station, ts, pm10, pm25, a 40-char note.
+fn write_csv(path: &Path, n: u64, bad_rows: &[u64]) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(f, "id,station,ts,pm10,pm25,note").unwrap();
+    for i in 1..=n {
+        if bad_rows.contains(&i) {
+            writeln!(f, "{i},broken row").unwrap();
+            continue;
+        }
+        writeln!(
+            f,
+            "{i},station-{},2026-11-25 {:02}:00,{},{}.5,{:0>40}",
+            i % 500,
+            i % 24,
+            i % 150,
+            i % 80,
+            i
+        )
+        .unwrap();
+    }
+    f.flush().unwrap();
+}
+
+fn config(dir: &Path, csv: &Path, data_url: &str, extra_step: &str) -> PathBuf {
+    let cfg = dir.join("jobs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[repository]
+url = "sqlite://{repo}"
+lease = "2s"
+
+[[job]]
+name = "air-load"
+params = {{ file = "{csv}" }}
+
+[[job.step]]
+name = "load"
+chunk = 1000
+skip_limit = 5
+retry = {{ max = 2, backoff = "50ms" }}
+reader = {{ kind = "csv", path = "{{{{params.file}}}}" }}
+processor = {{ kind = "jq", expr = "{{id: (.id | tonumber), station, ts, pm10: (.pm10 | tonumber), pm25: (.pm25 | tonumber), note}}" }}
+writer = {{ kind = "sql_upsert", url = "{data_url}", table = "air_quality", key = ["id"], create = true, columns = ["id BIGINT NOT NULL", "station TEXT NOT NULL", "ts TEXT", "pm10 DOUBLE PRECISION", "pm25 DOUBLE PRECISION", "note TEXT"] }}
+{extra_step}"#,
+            repo = dir.join("repo.db").display(),
+            csv = csv.display(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+async fn sqlite_rows(db: &Path) -> (i64, i64, f64) {
+    use sqlx::Row;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT COUNT(*), COALESCE(SUM(id), 0), COALESCE(SUM(pm25), 0) FROM air_quality")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+fn expected_sums(n: u64, bad: &[u64]) -> (i64, i64, f64) {
+    let ids = (1..=n).filter(|i| !bad.contains(i));
+    let (mut count, mut sum, mut pm25) = (0i64, 0i64, 0f64);
+    for i in ids {
+        count += 1;
+        sum += i as i64;
+        pm25 += (i % 80) as f64 + 0.5;
+    }
+    (count, sum, pm25)
+}
+
+#[tokio::test]
+async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("air.csv");
+    write_csv(&csv, 5_000, &[17, 4242]);
+    let data = dir.path().join("data.db");
+    let cfg = config(
+        dir.path(),
+        &csv,
+        &format!("sqlite://{}", data.display()),
+        "",
+    );
+    let out = sluice(&cfg, &["run", "air-load"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("COMPLETED"), "{stdout}");
+    // read 5000, 2 skipped (bad rows), 4998 written, 5 commits
+    let line = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
+    let nums: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&nums[1..], ["COMPLETED", "5000", "4998", "0", "4998", "2", "5", "0"], "{line}");
+    assert_eq!(sqlite_rows(&data).await, expected_sums(5_000, &[17, 4242]));
+
+    let skips = sluice(&cfg, &["skips", "1"]);
+    let s = String::from_utf8_lossy(&skips.stdout);
+    assert!(s.contains("#17") && s.contains("#4242"), "{}", text(&skips));
+
+    // COMPLETED: not again unless asked.
+    let again = sluice(&cfg, &["run", "air-load"]);
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--rerun"));
+    let rerun = sluice(&cfg, &["run", "air-load", "--rerun"]);
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    assert_eq!(sqlite_rows(&data).await, expected_sums(5_000, &[17, 4242]), "upserts: no duplicates");
+
+    // New parameters are a new instance.
+    let other = dir.path().join("other.csv");
+    write_csv(&other, 10, &[]);
+    let out = sluice(&cfg, &["run", "air-load", "-p", &format!("file={}", other.display())]);
+    assert!(out.status.success(), "{}", text(&out));
+    let history = sluice(&cfg, &["history", "air-load"]);
+    assert_eq!(
+        String::from_utf8_lossy(&history.stdout).matches("COMPLETED").count(),
+        3,
+        "{}",
+        text(&history)
+    );
+
+    // Too many bad rows: the step fails naming the limit and the last reason.
+    let worse = dir.path().join("worse.csv");
+    write_csv(&worse, 100, &[1, 2, 3, 4, 5, 6, 7]);
+    let out = sluice(&cfg, &["run", "air-load", "-p", &format!("file={}", worse.display())]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("skip limit of 5 exceeded") && t.contains("position 6"), "{t}");
+}
+
+#[tokio::test]
+async fn a_killed_load_restarts_from_its_last_chunk_and_loads_every_row_once() {
+    const ROWS: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("big.csv");
+    write_csv(&csv, ROWS, &[]);
+    let data = dir.path().join("data.db");
+    let cfg = config(
+        dir.path(),
+        &csv,
+        &format!("sqlite://{}", data.display()),
+        "",
+    );
+    let repo = dir.path().join("repo.db");
+    let mut child = Command::new(BIN)
+        .args(["job", "-c"])
+        .arg(&cfg)
+        .args(["run", "air-load"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once a good part is committed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let committed = loop {
+        let w = written_so_far(&repo).await;
+        if w >= 40_000 {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "the load never got to 40,000 rows");
+        assert!(child.try_wait().unwrap().is_none(), "the load ended before it was killed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(committed < ROWS, "killed too late: {committed}");
+
+    // Running again: AlreadyRunning until the dead process's lease expires, then it
+    // resumes (no manual clean-up).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        let out = sluice(&cfg, &["run", "air-load"]);
+        if out.status.code() != Some(3) {
+            break out;
+        }
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("already running"),
+            "{}",
+            text(&out)
+        );
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("resumed execution 1"), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .skip(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    // read, processed, filtered, written, skipped, commits, rollbacks
+    assert_eq!(&nums[..5], [ROWS, ROWS, 0, ROWS, 0], "counts stay consistent: {line}");
+    assert_eq!(nums[5], ROWS / 1000, "one commit per chunk across both runs: {line}");
+    assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
+
+    let status = sluice(&cfg, &["status", "1"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("ABANDONED"), "{}", text(&status));
+}
+
+/// Rows written by committed chunks, read from the repository.
+async fn written_so_far(repo: &Path) -> u64 {
+    use sqlx::Row;
+    if !repo.exists() {
+        return 0;
+    }
+    let Ok(pool) = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", repo.display())).await
+    else {
+        return 0;
+    };
+    let n = sqlx::query("SELECT COALESCE(MAX(written_count), 0) FROM batch_step_execution")
+        .fetch_one(&pool)
+        .await
+        .map(|r| r.get::<i64, _>(0))
+        .unwrap_or(0);
+    pool.close().await;
+    n as u64
+}
