@@ -429,6 +429,8 @@ pub struct Settings {
     pub gateway: Gateway,
     /// Batch jobs and their repository.
     pub jobs: JobsConfig,
+    /// Every configured upstream, by name (jobs may use ones no route uses).
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
 }
 
 impl fmt::Debug for Settings {
@@ -744,6 +746,7 @@ impl RawConfig {
         })?;
         Ok(Settings {
             jobs,
+            upstreams,
             listen,
             admin_token,
             shutdown_grace: self

@@ -171,6 +171,36 @@ fn duration(s: &str, what: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| format!("{what}: {e}"))
 }
 
+/// Builds every job once, as `sluice check` does: with its default parameters,
+/// and a stand-in value for each parameter it uses without a default (those come
+/// from `-p` at run time). Returns every problem found.
+pub fn check_all(settings: &Settings) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, raw) in &settings.jobs.jobs {
+        let mut params: Params = raw.params.clone().into_iter().collect();
+        let result = loop {
+            match build(settings, name, &params) {
+                Err(e) if e.contains("unknown parameter \"") && params.len() < 64 => {
+                    let Some(missing) = e
+                        .split("unknown parameter \"")
+                        .nth(1)
+                        .and_then(|r| r.split('"').next())
+                        .filter(|m| !params.contains_key(*m))
+                    else {
+                        break Err(e);
+                    };
+                    params.insert(missing.to_owned(), format!("<{missing}>"));
+                }
+                other => break other,
+            }
+        };
+        if let Err(e) = result {
+            problems.push(e);
+        }
+    }
+    problems
+}
+
 /// Builds job `name` for a run with `params`.
 ///
 /// # Errors
@@ -252,21 +282,17 @@ fn upstream(
     name: &str,
     what: &str,
 ) -> Result<Arc<sluice_gateway::Upstream>, String> {
-    let ups = settings.gateway.upstreams();
-    ups.iter()
-        .find(|u| &**u.name() == name)
-        .cloned()
-        .ok_or_else(|| {
-            let known: Vec<&str> = ups.iter().map(|u| &**u.name()).collect();
-            format!(
-                "{what}: unknown upstream {name:?}; upstreams used by routes: {}",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            )
-        })
+    settings.upstreams.get(name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = settings.upstreams.keys().map(String::as_str).collect();
+        format!(
+            "{what}: unknown upstream {name:?}; upstreams: {}",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )
+    })
 }
 
 fn build_reader(
@@ -288,7 +314,14 @@ fn build_reader(
                 r = r.delimiter(d);
             }
             if let Some(label) = encoding {
-                let enc = encoding_rs::Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
+                let label = label.trim();
+                // CP949 is what Windows calls EUC-KR's superset; WHATWG's euc-kr is it.
+                let enc = if label.eq_ignore_ascii_case("cp949") {
+                    Some(encoding_rs::EUC_KR)
+                } else {
+                    encoding_rs::Encoding::for_label(label.as_bytes())
+                };
+                let enc = enc.ok_or_else(|| {
                     format!("{what}: unknown encoding {label:?}; use utf-8, euc-kr (also cp949) or another WHATWG label")
                 })?;
                 r = r.encoding(enc);

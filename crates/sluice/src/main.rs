@@ -97,11 +97,19 @@ async fn run(cmd: Command) -> ExitCode {
     match cmd {
         Command::Check { config } => match config::load(&config, &Env::process()) {
             Ok(s) => {
+                let problems = sluice::jobs::check_all(&s);
+                if !problems.is_empty() {
+                    for p in problems {
+                        eprintln!("{}: {p}", config.display());
+                    }
+                    return ExitCode::from(2);
+                }
                 println!(
-                    "{}: ok ({} routes, store {})",
+                    "{}: ok ({} routes, store {}, {} jobs)",
                     config.display(),
                     s.gateway.route_names().len(),
-                    s.gateway.store().kind()
+                    s.gateway.store().kind(),
+                    s.jobs.jobs.len()
                 );
                 ExitCode::SUCCESS
             }

@@ -65,9 +65,12 @@ async fn the_shipped_examples_are_valid() {
                 var: &|_| Some("example-secret-value-123".to_owned()),
                 clock: Arc::new(sluice_cache::SystemClock),
             };
-            src.parse()
+            let settings = src
+                .parse()
                 .and_then(|r| r.resolve(&src, &env))
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let problems = sluice::jobs::check_all(&settings);
+            assert!(problems.is_empty(), "{}: {problems:?}", path.display());
             n += 1;
         }
     }
