@@ -85,10 +85,12 @@ async fn sqlite_rows(db: &Path) -> (i64, i64, f64) {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();
-    let row = sqlx::query("SELECT COUNT(*), COALESCE(SUM(id), 0), COALESCE(SUM(pm25), 0) FROM air_quality")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let row = sqlx::query(
+        "SELECT COUNT(*), COALESCE(SUM(id), 0), COALESCE(SUM(pm25), 0) FROM air_quality",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     (row.get(0), row.get(1), row.get(2))
 }
 
@@ -122,7 +124,11 @@ async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
     // read 5000, 2 skipped (bad rows), 4998 written, 5 commits
     let line = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
     let nums: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(&nums[1..], ["COMPLETED", "5000", "4998", "0", "4998", "2", "5", "0"], "{line}");
+    assert_eq!(
+        &nums[1..],
+        ["COMPLETED", "5000", "4998", "0", "4998", "2", "5", "0"],
+        "{line}"
+    );
     assert_eq!(sqlite_rows(&data).await, expected_sums(5_000, &[17, 4242]));
 
     let skips = sluice(&cfg, &["skips", "1"]);
@@ -135,16 +141,30 @@ async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--rerun"));
     let rerun = sluice(&cfg, &["run", "air-load", "--rerun"]);
     assert!(rerun.status.success(), "{}", text(&rerun));
-    assert_eq!(sqlite_rows(&data).await, expected_sums(5_000, &[17, 4242]), "upserts: no duplicates");
+    assert_eq!(
+        sqlite_rows(&data).await,
+        expected_sums(5_000, &[17, 4242]),
+        "upserts: no duplicates"
+    );
 
     // New parameters are a new instance.
     let other = dir.path().join("other.csv");
     write_csv(&other, 10, &[]);
-    let out = sluice(&cfg, &["run", "air-load", "-p", &format!("file={}", other.display())]);
+    let out = sluice(
+        &cfg,
+        &[
+            "run",
+            "air-load",
+            "-p",
+            &format!("file={}", other.display()),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let history = sluice(&cfg, &["history", "air-load"]);
     assert_eq!(
-        String::from_utf8_lossy(&history.stdout).matches("COMPLETED").count(),
+        String::from_utf8_lossy(&history.stdout)
+            .matches("COMPLETED")
+            .count(),
         3,
         "{}",
         text(&history)
@@ -153,10 +173,21 @@ async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
     // Too many bad rows: the step fails naming the limit and the last reason.
     let worse = dir.path().join("worse.csv");
     write_csv(&worse, 100, &[1, 2, 3, 4, 5, 6, 7]);
-    let out = sluice(&cfg, &["run", "air-load", "-p", &format!("file={}", worse.display())]);
+    let out = sluice(
+        &cfg,
+        &[
+            "run",
+            "air-load",
+            "-p",
+            &format!("file={}", worse.display()),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("skip limit of 5 exceeded") && t.contains("position 6"), "{t}");
+    assert!(
+        t.contains("skip limit of 5 exceeded") && t.contains("position 6"),
+        "{t}"
+    );
 }
 
 #[tokio::test]
@@ -189,8 +220,14 @@ async fn a_killed_load_restarts_from_its_last_chunk_and_loads_every_row_once() {
         if w >= 40_000 {
             break w;
         }
-        assert!(Instant::now() < deadline, "the load never got to 40,000 rows");
-        assert!(child.try_wait().unwrap().is_none(), "the load ended before it was killed");
+        assert!(
+            Instant::now() < deadline,
+            "the load never got to 40,000 rows"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the load ended before it was killed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     child.kill().unwrap(); // SIGKILL
@@ -223,12 +260,24 @@ async fn a_killed_load_restarts_from_its_last_chunk_and_loads_every_row_once() {
         .map(|n| n.parse().unwrap())
         .collect();
     // read, processed, filtered, written, skipped, commits, rollbacks
-    assert_eq!(&nums[..5], [ROWS, ROWS, 0, ROWS, 0], "counts stay consistent: {line}");
-    assert_eq!(nums[5], ROWS / 1000, "one commit per chunk across both runs: {line}");
+    assert_eq!(
+        &nums[..5],
+        [ROWS, ROWS, 0, ROWS, 0],
+        "counts stay consistent: {line}"
+    );
+    assert_eq!(
+        nums[5],
+        ROWS / 1000,
+        "one commit per chunk across both runs: {line}"
+    );
     assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
 
     let status = sluice(&cfg, &["status", "1"]);
-    assert!(String::from_utf8_lossy(&status.stdout).contains("ABANDONED"), "{}", text(&status));
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("ABANDONED"),
+        "{}",
+        text(&status)
+    );
 }
 
 /// Rows written by committed chunks, read from the repository.
@@ -248,4 +297,91 @@ async fn written_so_far(repo: &Path) -> u64 {
         .unwrap_or(0);
     pool.close().await;
     n as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_portal_job_loads_every_page_through_the_upstream() {
+    crate::support::init_logs();
+    let sim = sluice_testkit::SimUpstream::start(sluice_testkit::SimConfig {
+        latency: Duration::from_millis(5),
+        service_key: crate::support::KEY.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs.toml"),
+    )
+    .unwrap()
+    .replace(
+        "http://127.0.0.1:9000/B552584/ArpltnInforInqireSvc",
+        &sim.base_url(),
+    )
+    .replace(
+        "sqlite://sluice.db",
+        &format!("sqlite://{}", dir.path().join("repo.db").display()),
+    )
+    .replace(
+        "sqlite://data.db",
+        &format!("sqlite://{}", dir.path().join("data.db").display()),
+    )
+    .replace("size = 1000", "size = 7");
+    let cfg = dir.path().join("jobs.toml");
+    std::fs::write(&cfg, example).unwrap();
+    // The total the portal reports for the province, asked directly.
+    let body: serde_json::Value = serde_json::from_str(&reqwest::get(format!(
+        "{}/getCtprvnRltmMesureDnsty?serviceKey={}&returnType=json&sidoName=%EC%84%9C%EC%9A%B8&numOfRows=1&pageNo=1",
+        sim.base_url(),
+        crate::support::KEY_ENCODED
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap())
+    .unwrap();
+    let total = body["response"]["body"]["totalCount"].as_u64().unwrap();
+    assert!(total > 7, "the province should span several pages: {total}");
+
+    let out = Command::new(BIN)
+        .args(["job", "-c"])
+        .arg(&cfg)
+        .args(["run", "air-quality-load", "-p", "sido=서울"])
+        .env("AIRKOREA_KEY", crate::support::KEY)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let load = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
+    let counts: Vec<u64> = load
+        .split_whitespace()
+        .skip(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    // read, processed, filtered, written: every item of every page, once.
+    assert_eq!(&counts[..4], [total, total, 0, total], "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("prune ") && l.contains("COMPLETED")),
+        "{stdout}"
+    );
+    use sqlx::Row;
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("data.db").display()
+    ))
+    .await
+    .unwrap();
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM air_quality")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    // The prune step then removed what is older than 30 days (the sim's readings may be).
+    assert!(n as u64 <= total, "{n} rows of {total}");
+    assert_eq!(sim.calls(), 1 + total.div_ceil(7), "one call per page");
+    crate::support::assert_no_secret("job output", &text(&out));
 }
