@@ -385,3 +385,57 @@ async fn the_example_portal_job_loads_every_page_through_the_upstream() {
     assert_eq!(sim.calls(), 1 + total.div_ceil(7), "one call per page");
     crate::support::assert_no_secret("job output", &text(&out));
 }
+
+#[tokio::test]
+async fn stop_ends_a_run_at_a_chunk_boundary_and_restart_finishes_it() {
+    const ROWS: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("big.csv");
+    write_csv(&csv, ROWS, &[]);
+    let data = dir.path().join("data.db");
+    let cfg = config(
+        dir.path(),
+        &csv,
+        &format!("sqlite://{}", data.display()),
+        "",
+    );
+    let repo = dir.path().join("repo.db");
+    let child = Command::new(BIN)
+        .args(["job", "-c"])
+        .arg(&cfg)
+        .args(["run", "air-load"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while written_so_far(&repo).await < 10_000 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stop = sluice(&cfg, &["stop", "1"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("STOPPED"), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
+    let written: u64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
+    assert!(
+        written < ROWS && written % 1000 == 0,
+        "stopped at a chunk boundary: {line}"
+    );
+    assert_eq!(
+        sqlite_rows(&data).await.0 as u64,
+        written,
+        "nothing after the boundary"
+    );
+
+    let out = sluice(&cfg, &["restart", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed execution 1"));
+    assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
+}
