@@ -1,0 +1,1943 @@
+//! [`SqlWriter`]: chunked upserts (or appends) into SQLite, PostgreSQL and
+//! MySQL/MariaDB.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sqlx::error::BoxDynError;
+use sqlx::mysql::{MySql, MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres,
+};
+use sqlx::sqlite::{
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+};
+use sqlx::{Arguments, ConnectOptions, Connection, Database, Encode, Executor, Row, Type};
+
+use super::ident::{check_ident, check_table, check_type, derived_name, quote, quote_table};
+use crate::api::{WriteError, Writer};
+use crate::model::Item;
+
+/// SQLite's bind-parameter limit: `SQLITE_MAX_VARIABLE_NUMBER`, 32766 in the SQLite
+/// bundled with sqlx 0.8 (`libsqlite3-sys` 0.30, SQLite 3.46; the default since
+/// SQLite 3.32).
+pub const SQLITE_MAX_PARAMS: usize = 32_766;
+/// PostgreSQL's bind-parameter limit (the protocol's unsigned 16-bit count).
+pub const POSTGRES_MAX_PARAMS: usize = 65_535;
+/// MySQL's and MariaDB's bind-parameter limit for a prepared statement.
+pub const MYSQL_MAX_PARAMS: usize = 65_535;
+
+/// From this many rows on, a PostgreSQL upsert chunk is written in bulk (`COPY`,
+/// or one `MERGE` from arrays) rather than with multi-row `INSERT … VALUES`.
+const DEFAULT_PG_BULK_MIN_ROWS: usize = 2;
+
+/// Which database a [`SqlWriter`] writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DbKind {
+    /// SQLite (`sqlite://path.db`, `sqlite::memory:`).
+    Sqlite,
+    /// PostgreSQL (`postgres://…`, `postgresql://…`).
+    Postgres,
+    /// MySQL or MariaDB (`mysql://…`, `mariadb://…`).
+    MySql,
+}
+
+impl DbKind {
+    /// The kind of database a URL points to, from its scheme.
+    pub fn from_url(url: &str) -> Option<Self> {
+        let scheme = url.split(':').next()?.to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Some(Self::Sqlite),
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "mysql" | "mariadb" => Some(Self::MySql),
+            _ => None,
+        }
+    }
+
+    /// `sqlite`, `postgres` or `mysql`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::MySql => "mysql",
+        }
+    }
+
+    /// The most bind parameters one statement may carry.
+    pub fn max_params(self) -> usize {
+        match self {
+            Self::Sqlite => SQLITE_MAX_PARAMS,
+            Self::Postgres => POSTGRES_MAX_PARAMS,
+            Self::MySql => MYSQL_MAX_PARAMS,
+        }
+    }
+}
+
+impl fmt::Display for DbKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a [`SqlWriter`] treats rows whose key already exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Insert, or update the non-key columns of the row with the same key
+    /// (`ON CONFLICT … DO UPDATE` / `ON DUPLICATE KEY UPDATE`). Re-writing a chunk
+    /// is idempotent. Without a key it is a plain insert.
+    #[default]
+    Upsert,
+    /// Plain inserts (on PostgreSQL: one `COPY … FROM STDIN` per chunk); a
+    /// duplicate key is an item error.
+    Append,
+}
+
+/// A declared column of the target table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// The column's name (and the item key it is read from).
+    pub name: String,
+    /// Its SQL type as written in `CREATE TABLE`: `TEXT`, `BIGINT`,
+    /// `DOUBLE PRECISION`, `TIMESTAMP`, `BOOLEAN`, `JSONB`, `VARCHAR(40)`, …
+    pub sql_type: String,
+    /// Whether it may be NULL (key columns never are).
+    pub nullable: bool,
+}
+
+impl Column {
+    /// A nullable column.
+    pub fn new(name: impl Into<String>, sql_type: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            sql_type: sql_type.into(),
+            nullable: true,
+        }
+    }
+
+    /// The same column, `NOT NULL`.
+    pub fn not_null(mut self) -> Self {
+        self.nullable = false;
+        self
+    }
+}
+
+/// What a [`SqlWriter`] writes and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlWriterOptions {
+    /// The target table, `table` or `schema.table`.
+    pub table: String,
+    /// The conflict key (the primary key when the writer creates the table);
+    /// empty: plain inserts.
+    pub key: Vec<String>,
+    /// The columns, in order. `None`: the keys of the first item written, typed
+    /// `TEXT` (`VARCHAR(255)` for MySQL key and index columns). Item keys that are
+    /// not columns are ignored; columns an item lacks are written as NULL.
+    pub columns: Option<Vec<Column>>,
+    /// `CREATE TABLE IF NOT EXISTS` (with the declared types, `NOT NULL`s,
+    /// `PRIMARY KEY (key)` and [`indexes`](Self::indexes)) before the first chunk.
+    pub create: bool,
+    /// Secondary indexes created with the table, each a list of columns.
+    pub indexes: Vec<Vec<String>>,
+    /// Upsert or append.
+    pub mode: WriteMode,
+    /// At most this many bind parameters per statement (default and ceiling: the
+    /// database's limit, [`DbKind::max_params`]). Larger chunks are split into
+    /// several statements of the same transaction.
+    pub max_params: Option<usize>,
+    /// On PostgreSQL, upsert chunks of fewer rows than this are written with
+    /// multi-row `INSERT … VALUES … ON CONFLICT`, split at the parameter limit;
+    /// larger ones in bulk, with one statement whatever their size (see
+    /// [`SqlWriter`]). `None`: 2, so only single items take the multi-row path.
+    pub pg_bulk_min_rows: Option<usize>,
+}
+
+impl SqlWriterOptions {
+    /// Upserts into `table`, columns from the first item, no key (plain inserts)
+    /// until [`key`](Self::key) is set.
+    pub fn new(table: impl Into<String>) -> Self {
+        Self {
+            table: table.into(),
+            key: Vec::new(),
+            columns: None,
+            create: false,
+            indexes: Vec::new(),
+            mode: WriteMode::Upsert,
+            max_params: None,
+            pg_bulk_min_rows: None,
+        }
+    }
+
+    /// Sets the conflict key.
+    pub fn key<S: Into<String>>(mut self, key: impl IntoIterator<Item = S>) -> Self {
+        self.key = key.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Declares the columns.
+    pub fn columns(mut self, columns: Vec<Column>) -> Self {
+        self.columns = Some(columns);
+        self
+    }
+
+    /// Creates the table if it does not exist.
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Adds a secondary index (created with the table).
+    pub fn index<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.indexes
+            .push(columns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets the mode.
+    pub fn mode(mut self, mode: WriteMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Caps the bind parameters per statement.
+    pub fn max_params(mut self, max: usize) -> Self {
+        self.max_params = Some(max);
+        self
+    }
+}
+
+/// The connection settings parsed from the URL.
+#[derive(Debug, Clone)]
+enum Connect {
+    Sqlite(SqliteConnectOptions),
+    Postgres(PgConnectOptions),
+    MySql(MySqlConnectOptions),
+}
+
+/// The open pool.
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+    MySql(MySqlPool),
+}
+
+/// One column as written.
+#[derive(Debug, Clone)]
+struct PlanCol {
+    name: String,
+    quoted: String,
+    /// PostgreSQL: the type values (sent as text) are cast to.
+    cast: String,
+    /// A JSON column: every value is written as its JSON text.
+    json: bool,
+}
+
+/// The columns and statements of the target, known once the columns are.
+#[derive(Debug)]
+struct Plan {
+    cols: Vec<PlanCol>,
+    /// Indexes into `cols` of the conflict key, when upserting with one.
+    upsert_key: Vec<usize>,
+    /// `INSERT … VALUES` statements by row count.
+    inserts: HashMap<usize, Arc<str>>,
+    /// PostgreSQL `UNNEST` statements by array types and `MERGE` or not.
+    unnest: UnnestCache,
+}
+
+/// PostgreSQL `UNNEST` statements by array types and `MERGE` or not.
+type UnnestCache = Mutex<HashMap<(Vec<ArrayType>, bool), Arc<str>>>;
+
+/// The type of one column's array in a PostgreSQL `UNNEST` statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ArrayType {
+    /// `int8[]`: an integer column whose values are all integers or null.
+    Int8,
+    /// `float8[]`: a floating-point column whose values are all numbers or null.
+    Float8,
+    /// `bool[]`: a boolean column whose values are all booleans or null.
+    Bool,
+    /// `text[]`, cast to the column's type by the server.
+    Text,
+}
+
+impl ArrayType {
+    /// The array type for column `c` in this chunk: binary where every value
+    /// fits, else text.
+    fn of<'a>(c: &PlanCol, mut values: impl Iterator<Item = Option<&'a Value>>) -> Self {
+        let mut all = |f: fn(&Value) -> bool| values.all(|v| v.is_none_or(f));
+        match c.cast.as_str() {
+            "bigint" | "integer" | "smallint" if all(Value::is_i64) => Self::Int8,
+            "double precision" | "real" if all(Value::is_number) => Self::Float8,
+            "boolean" if all(Value::is_boolean) => Self::Bool,
+            _ => Self::Text,
+        }
+    }
+
+    fn pg_name(self) -> &'static str {
+        match self {
+            Self::Int8 => "int8",
+            Self::Float8 => "float8",
+            Self::Bool => "bool",
+            Self::Text => "text",
+        }
+    }
+}
+
+/// Connections kept from one chunk to the next (no pool round trip per chunk).
+#[derive(Default)]
+struct Held {
+    sqlite: Option<PoolConnection<Sqlite>>,
+    pg: Option<PoolConnection<Postgres>>,
+    mysql: Option<PoolConnection<MySql>>,
+}
+
+/// Writes chunks into a table of SQLite, PostgreSQL or MySQL/MariaDB, each chunk
+/// all or nothing.
+///
+/// # Statements
+///
+/// - **SQLite** and **MySQL/MariaDB**: multi-row `INSERT … VALUES (…), (…)` with
+///   `ON CONFLICT (key) DO UPDATE SET c = excluded.c` (SQLite) or
+///   `ON DUPLICATE KEY UPDATE c = VALUES(c)` (MySQL), as many rows per statement
+///   as the bind-parameter limit allows ([`DbKind::max_params`], or
+///   [`SqlWriterOptions::max_params`]; on MySQL also half of
+///   `max_allowed_packet`). A chunk that takes one statement runs it on its own
+///   (a statement is atomic); one that takes several runs them in one
+///   transaction.
+/// - **PostgreSQL**: in [`WriteMode::Append`] (or without a key), one
+///   `COPY … FROM STDIN` per chunk. Upserts first try the same `COPY` (new keys
+///   are usually new rows, and `COPY` is the fastest way in); when a key exists
+///   it fails as a whole, and the chunk is written with one
+///   `MERGE … USING (SELECT … FROM UNNEST($1::int8[], $2::text[], …))`
+///   (`INSERT … SELECT … FROM UNNEST(…) ON CONFLICT` before PostgreSQL 15, or
+///   when a concurrent writer inserts a key in between); after such a failure
+///   the next 1, 2, 4, … 64 chunks skip the `COPY`, so that an update-heavy
+///   load rarely pays for it (each failed `COPY` leaves one duplicate-key line in
+///   the server's log). Single items use multi-row `INSERT … VALUES`.
+///   Duplicate keys within a chunk keep the last item, as writing the items in
+///   turn would.
+///
+/// # Values
+///
+/// Values are bound with their JSON types: strings as text, integers as `i64`,
+/// floats as `f64`, booleans, `null` (or a missing key) as NULL, arrays and
+/// objects as JSON text; every value of a JSON-typed column as its JSON text. On
+/// PostgreSQL, integer, float and boolean columns whose values all have the
+/// matching JSON type go as typed arrays; everything else goes as text with an
+/// explicit cast to the column's type (`$1::bigint`), so that the server parses
+/// a numeric string into a numeric column, as `COPY` does. Identifiers are
+/// validated and quoted; values are never put into SQL text.
+///
+/// # Connections
+///
+/// The writer keeps one connection from chunk to chunk (from a small pool that
+/// replaces it when it breaks). A SQLite database the writer creates is put in
+/// WAL mode (one sync per commit); an existing one keeps its journal mode.
+/// MySQL sessions run in strict mode (`STRICT_ALL_TABLES`), so that a bad value
+/// is refused rather than truncated with a warning.
+///
+/// # Errors
+///
+/// A constraint or data error is [`WriteError::Item`] (the step re-writes the
+/// chunk item by item); a lost connection, pool timeout, deadlock or lock
+/// timeout is [`WriteError::Transient`]; anything else (missing table, bad SQL
+/// type) is [`WriteError::Fatal`], with the database's message and the table.
+pub struct SqlWriter {
+    url: String,
+    kind: DbKind,
+    connect: Connect,
+    options: SqlWriterOptions,
+    table_q: String,
+    table_parts: Vec<String>,
+    max_params: usize,
+    pool: Option<Pool>,
+    plan: Option<Plan>,
+    /// PostgreSQL: `(cast type, is json)` by column name, from the catalog.
+    pg_types: HashMap<String, (String, bool)>,
+    /// MySQL: the byte budget of one statement (half of `max_allowed_packet`).
+    max_bytes: usize,
+    /// PostgreSQL 15 or later: upsert with `MERGE`.
+    pg_merge: bool,
+    /// PostgreSQL upserts: chunks to go before trying `COPY` first again.
+    pg_copy_skip: u32,
+    /// PostgreSQL upserts: how many chunks to skip after the next failed `COPY`.
+    pg_copy_backoff: u32,
+    held: Held,
+    statements: u64,
+}
+
+impl fmt::Debug for SqlWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlWriter")
+            .field("kind", &self.kind)
+            .field("table", &self.options.table)
+            .field("mode", &self.options.mode)
+            .field("key", &self.options.key)
+            .field("open", &self.pool.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlWriter {
+    /// A writer to the database at `url` (`sqlite://path.db`, created if missing;
+    /// `postgres://…`; `mysql://…`). Checks the URL, the identifiers and the types
+    /// without connecting: it connects in [`Writer::open`].
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Fatal`] for an unknown scheme, a malformed URL, an invalid
+    /// table, column, key or index name or SQL type, or inconsistent options.
+    pub fn new(url: &str, options: SqlWriterOptions) -> Result<Self, WriteError> {
+        let kind = DbKind::from_url(url).ok_or_else(|| {
+            WriteError::Fatal(format!(
+                "sql writer: unsupported database URL scheme in {:?}: use sqlite://, postgres:// or mysql://",
+                redact(url)
+            ))
+        })?;
+        let bad_url = |e: sqlx::Error| {
+            WriteError::Fatal(format!("sql writer: invalid URL {:?}: {e}", redact(url)))
+        };
+        let connect = match kind {
+            DbKind::Sqlite => Connect::Sqlite(
+                SqliteConnectOptions::from_str(url)
+                    .map_err(bad_url)?
+                    .create_if_missing(true)
+                    .disable_statement_logging(),
+            ),
+            DbKind::Postgres => Connect::Postgres(
+                PgConnectOptions::from_str(url)
+                    .map_err(bad_url)?
+                    .disable_statement_logging(),
+            ),
+            DbKind::MySql => {
+                let normalized = match url.strip_prefix("mariadb:") {
+                    Some(rest) => Cow::Owned(format!("mysql:{rest}")),
+                    None => Cow::Borrowed(url),
+                };
+                Connect::MySql(
+                    MySqlConnectOptions::from_str(&normalized)
+                        .map_err(bad_url)?
+                        .disable_statement_logging(),
+                )
+            }
+        };
+        let table_parts = check_table(&options.table).map_err(fatal)?;
+        validate_options(&options).map_err(fatal)?;
+        let max_params = options
+            .max_params
+            .unwrap_or(usize::MAX)
+            .min(kind.max_params());
+        if let Some(cols) = &options.columns
+            && cols.len() > max_params
+        {
+            return Err(fatal(format!(
+                "table {}: {} columns exceed the {max_params} bind parameters of one statement",
+                options.table,
+                cols.len()
+            )));
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            kind,
+            connect,
+            table_q: quote_table(kind, &table_parts),
+            table_parts,
+            max_params,
+            options,
+            pool: None,
+            plan: None,
+            pg_types: HashMap::new(),
+            max_bytes: usize::MAX,
+            pg_merge: false,
+            pg_copy_skip: 0,
+            pg_copy_backoff: 1,
+            held: Held::default(),
+            statements: 0,
+        })
+    }
+
+    /// Which database the writer targets.
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// The database URL as given (it may hold a password: log
+    /// [`redacted_url`](Self::redacted_url) instead).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// The target table as configured.
+    pub fn table(&self) -> &str {
+        &self.options.table
+    }
+
+    /// The options.
+    pub fn options(&self) -> &SqlWriterOptions {
+        &self.options
+    }
+
+    /// The number of data statements (multi-row `INSERT`s, `COPY`s, merges) run so
+    /// far, committed or not.
+    pub fn statements(&self) -> u64 {
+        self.statements
+    }
+
+    /// Closes the connection pool (it is opened again on the next write).
+    pub async fn close(&mut self) {
+        self.held = Held::default();
+        if let Some(pool) = self.pool.take() {
+            match pool {
+                Pool::Sqlite(p) => p.close().await,
+                Pool::Postgres(p) => p.close().await,
+                Pool::MySql(p) => p.close().await,
+            }
+        }
+    }
+
+    fn err(&self, e: sqlx::Error) -> WriteError {
+        map_sqlx_error(self.kind, &self.options.table, e)
+    }
+
+    async fn connect(&mut self) -> Result<(), WriteError> {
+        if self.pool.is_some() {
+            return Ok(());
+        }
+        let acquire = Duration::from_secs(10);
+        let pool = match &self.connect {
+            Connect::Sqlite(o) => Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(0)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .acquire_timeout(acquire)
+                    .connect_with(sqlite_options(o))
+                    .await
+                    .map_err(|e| self.err(e))?,
+            ),
+            Connect::Postgres(o) => Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(acquire)
+                    .connect_with(o.clone())
+                    .await
+                    .map_err(|e| self.err(e))?,
+            ),
+            Connect::MySql(o) => Pool::MySql(
+                MySqlPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(acquire)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // Refuse bad values instead of truncating them with a warning.
+                            conn.execute(
+                                "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(o.clone())
+                    .await
+                    .map_err(|e| self.err(e))?,
+            ),
+        };
+        if let Pool::Postgres(p) = &pool {
+            let version: String = sqlx::query_scalar("SHOW server_version_num")
+                .fetch_one(p)
+                .await
+                .map_err(|e| self.err(e))?;
+            self.pg_merge = version.trim().parse::<u32>().is_ok_and(|v| v >= 150_000);
+        }
+        if let Pool::MySql(p) = &pool {
+            let packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
+                .fetch_one(p)
+                .await
+                .map_err(|e| self.err(e))?;
+            self.max_bytes = usize::try_from(packet / 2)
+                .unwrap_or(usize::MAX)
+                .max(64 * 1024);
+        }
+        self.pool = Some(pool);
+        Ok(())
+    }
+
+    /// Connects, and when the columns are known, creates the table and plans.
+    async fn prepare(&mut self) -> Result<(), WriteError> {
+        // Give the kept connection back: DDL below goes through the pool (of one
+        // connection, on SQLite).
+        self.held = Held::default();
+        self.connect().await?;
+        if self.plan.is_none()
+            && let Some(cols) = self.options.columns.clone()
+        {
+            self.make_plan(cols).await?;
+        } else if self.plan.is_none() && !self.options.create {
+            self.check_table_exists().await?;
+        }
+        Ok(())
+    }
+
+    async fn check_table_exists(&self) -> Result<(), WriteError> {
+        let sql = format!("SELECT * FROM {} WHERE 1 = 0", self.table_q);
+        self.exec_ddl(&sql).await
+    }
+
+    async fn exec_ddl(&self, sql: &str) -> Result<(), WriteError> {
+        let res = match self.pool.as_ref() {
+            Some(Pool::Sqlite(p)) => p.execute(sql).await.map(drop),
+            Some(Pool::Postgres(p)) => p.execute(sql).await.map(drop),
+            Some(Pool::MySql(p)) => p.execute(sql).await.map(drop),
+            None => return Err(WriteError::Fatal("sql writer: not open".into())),
+        };
+        res.map_err(|e| self.err(e))
+    }
+
+    /// Fixes the columns: creates the table when asked, reads PostgreSQL's column
+    /// types and builds the plan.
+    async fn make_plan(&mut self, cols: Vec<Column>) -> Result<(), WriteError> {
+        if self.options.create {
+            for sql in self.create_sql(&cols) {
+                self.exec_ddl(&sql).await?;
+            }
+        } else {
+            self.check_table_exists().await?;
+        }
+        if let Some(Pool::Postgres(pool)) = &self.pool {
+            let rows = sqlx::query(
+                "SELECT a.attname::text, \
+                   CASE t.typname WHEN 'bpchar' THEN 'bpchar' WHEN 'bit' THEN 'varbit' \
+                     ELSE format_type(a.atttypid, NULL) END, \
+                   t.typname IN ('json', 'jsonb') \
+                 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+            )
+            .bind(&self.table_q)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            self.pg_types = rows
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.get::<String, _>(0),
+                        (r.get::<String, _>(1), r.get::<bool, _>(2)),
+                    )
+                })
+                .collect();
+        }
+        let kind = self.kind;
+        let plan_cols: Vec<PlanCol> = cols
+            .iter()
+            .map(|c| {
+                let declared_json = c.sql_type.trim().to_ascii_uppercase().starts_with("JSON");
+                let (cast, json) = match self.pg_types.get(&c.name) {
+                    Some((t, j)) => (t.clone(), *j),
+                    None => (c.sql_type.trim().to_owned(), declared_json),
+                };
+                PlanCol {
+                    name: c.name.clone(),
+                    quoted: quote(kind, &c.name),
+                    cast,
+                    json,
+                }
+            })
+            .collect();
+        let upsert_key = if self.options.mode == WriteMode::Upsert {
+            self.options
+                .key
+                .iter()
+                .map(|k| {
+                    plan_cols.iter().position(|c| &c.name == k).ok_or_else(|| {
+                        fatal(format!(
+                            "table {}: key column {k:?} is not among the columns",
+                            self.options.table
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
+        self.plan = Some(Plan {
+            cols: plan_cols,
+            upsert_key,
+            inserts: HashMap::new(),
+            unnest: Mutex::new(HashMap::new()),
+        });
+        Ok(())
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS` and `CREATE INDEX IF NOT EXISTS` statements.
+    fn create_sql(&self, cols: &[Column]) -> Vec<String> {
+        let kind = self.kind;
+        let key = &self.options.key;
+        let indexed = |name: &str| {
+            key.iter().any(|k| k == name)
+                || self.options.indexes.iter().flatten().any(|c| c == name)
+        };
+        let single_int_key = key.len() == 1;
+        let mut defs: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                let mut ty = c.sql_type.trim().to_owned();
+                if kind == DbKind::MySql && indexed(&c.name) && ty.eq_ignore_ascii_case("TEXT") {
+                    // MySQL cannot index TEXT without a prefix length.
+                    ty = "VARCHAR(255)".into();
+                }
+                if kind == DbKind::Sqlite
+                    && single_int_key
+                    && key[0] == c.name
+                    && ty.to_ascii_uppercase().contains("INT")
+                {
+                    // `INTEGER PRIMARY KEY` is SQLite's rowid: no separate key index.
+                    ty = "INTEGER".into();
+                }
+                let not_null = !c.nullable || key.iter().any(|k| k == &c.name);
+                format!(
+                    "{} {ty}{}",
+                    quote(kind, &c.name),
+                    if not_null { " NOT NULL" } else { "" }
+                )
+            })
+            .collect();
+        if !key.is_empty() {
+            defs.push(format!("PRIMARY KEY ({})", self.quoted_list(key)));
+        }
+        let table_name = self
+            .table_parts
+            .last()
+            .map(String::as_str)
+            .unwrap_or_default();
+        let index_name =
+            |cols: &[String]| derived_name(table_name, &format!("{}_idx", cols.join("_")));
+        if kind == DbKind::MySql {
+            for idx in &self.options.indexes {
+                defs.push(format!(
+                    "INDEX {} ({})",
+                    quote(kind, &index_name(idx)),
+                    self.quoted_list(idx)
+                ));
+            }
+        }
+        let mut create = format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            self.table_q,
+            defs.join(", ")
+        );
+        if kind == DbKind::MySql {
+            create.push_str(" DEFAULT CHARSET = utf8mb4");
+        }
+        let mut out = vec![create];
+        if kind != DbKind::MySql {
+            for idx in &self.options.indexes {
+                let name = index_name(idx);
+                let (name_q, on) = match (kind, self.table_parts.as_slice()) {
+                    (DbKind::Sqlite, [schema, table]) => (
+                        format!("{}.{}", quote(kind, schema), quote(kind, &name)),
+                        quote(kind, table),
+                    ),
+                    _ => (quote(kind, &name), self.table_q.clone()),
+                };
+                out.push(format!(
+                    "CREATE INDEX IF NOT EXISTS {name_q} ON {on} ({})",
+                    self.quoted_list(idx)
+                ));
+            }
+        }
+        out
+    }
+
+    fn quoted_list(&self, names: &[String]) -> String {
+        names
+            .iter()
+            .map(|n| quote(self.kind, n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The conflict clause of an upsert, or an empty string.
+    fn conflict_clause(&self, plan: &Plan) -> String {
+        if plan.upsert_key.is_empty() {
+            return String::new();
+        }
+        let updates: Vec<&PlanCol> = plan
+            .cols
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !plan.upsert_key.contains(i))
+            .map(|(_, c)| c)
+            .collect();
+        let keys = plan
+            .upsert_key
+            .iter()
+            .map(|&i| plan.cols[i].quoted.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.kind {
+            DbKind::Sqlite | DbKind::Postgres => {
+                if updates.is_empty() {
+                    format!(" ON CONFLICT ({keys}) DO NOTHING")
+                } else {
+                    let set = updates
+                        .iter()
+                        .map(|c| format!("{0} = excluded.{0}", c.quoted))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(" ON CONFLICT ({keys}) DO UPDATE SET {set}")
+                }
+            }
+            DbKind::MySql => {
+                let set = if updates.is_empty() {
+                    let k = &plan.cols[plan.upsert_key[0]].quoted;
+                    format!("{k} = {k}")
+                } else {
+                    updates
+                        .iter()
+                        .map(|c| format!("{0} = VALUES({0})", c.quoted))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!(" ON DUPLICATE KEY UPDATE {set}")
+            }
+        }
+    }
+
+    fn column_list(plan: &Plan) -> String {
+        plan.cols
+            .iter()
+            .map(|c| c.quoted.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The multi-row `INSERT` for `rows` rows (cached).
+    fn insert_sql(&mut self, rows: usize) -> Arc<str> {
+        let Some(plan) = self.plan.as_ref() else {
+            return Arc::from("");
+        };
+        if let Some(sql) = plan.inserts.get(&rows) {
+            return sql.clone();
+        }
+        let ncols = plan.cols.len();
+        let mut sql = format!(
+            "INSERT INTO {} ({}) VALUES ",
+            self.table_q,
+            Self::column_list(plan)
+        );
+        sql.reserve(rows * ncols * 12);
+        let mut n = 0usize;
+        for r in 0..rows {
+            if r > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            for (i, c) in plan.cols.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                n += 1;
+                match self.kind {
+                    DbKind::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&n.to_string());
+                        sql.push_str("::");
+                        sql.push_str(&c.cast);
+                    }
+                    DbKind::Sqlite | DbKind::MySql => sql.push('?'),
+                }
+            }
+            sql.push(')');
+        }
+        sql.push_str(&self.conflict_clause(plan));
+        let sql: Arc<str> = Arc::from(sql);
+        if let Some(plan) = self.plan.as_mut() {
+            // Chunks are usually all the same size: a few entries suffice.
+            if plan.inserts.len() >= 16 {
+                plan.inserts.clear();
+            }
+            plan.inserts.insert(rows, sql.clone());
+        }
+        sql
+    }
+
+    /// Splits `n` rows into statements under the parameter (and byte) limits.
+    fn batches(&self, rows: &[&Map<String, Value>]) -> Vec<Range<usize>> {
+        let ncols = self.plan.as_ref().map_or(1, |p| p.cols.len().max(1));
+        let per_stmt = (self.max_params / ncols).max(1);
+        let mut out = Vec::new();
+        if self.max_bytes == usize::MAX {
+            let mut start = 0;
+            while start < rows.len() {
+                let end = (start + per_stmt).min(rows.len());
+                out.push(start..end);
+                start = end;
+            }
+            return out;
+        }
+        let plan = self.plan.as_ref();
+        let mut start = 0;
+        let mut bytes = 0usize;
+        for (i, row) in rows.iter().enumerate() {
+            let size: usize = plan.map_or(0, |p| {
+                p.cols
+                    .iter()
+                    .map(|c| 16 + row.get(&c.name).map_or(0, value_len))
+                    .sum()
+            });
+            if i > start && (i - start >= per_stmt || bytes + size > self.max_bytes) {
+                out.push(start..i);
+                start = i;
+                bytes = 0;
+            }
+            bytes += size;
+        }
+        if start < rows.len() {
+            out.push(start..rows.len());
+        }
+        out
+    }
+
+    async fn write_chunk(&mut self, items: &[Item]) -> Result<(), WriteError> {
+        let rows: Vec<&Map<String, Value>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| {
+                it.as_object().ok_or_else(|| {
+                    WriteError::Item(format!(
+                        "table {}: item {} of the chunk is not a JSON object",
+                        self.options.table,
+                        i + 1
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if self.plan.is_none() {
+            let first = rows[0];
+            let mut cols = Vec::with_capacity(first.len());
+            for name in first.keys() {
+                check_ident("column", name)
+                    .map_err(|e| fatal(format!("table {}: {e}", self.options.table)))?;
+                cols.push(Column::new(name.clone(), "TEXT"));
+            }
+            if cols.is_empty() {
+                return Err(WriteError::Item(format!(
+                    "table {}: the first item has no keys to take the columns from",
+                    self.options.table
+                )));
+            }
+            if cols.len() > self.max_params {
+                return Err(fatal(format!(
+                    "table {}: {} columns exceed the {} bind parameters of one statement",
+                    self.options.table,
+                    cols.len(),
+                    self.max_params
+                )));
+            }
+            for k in &self.options.key {
+                if !first.contains_key(k) {
+                    return Err(fatal(format!(
+                        "table {}: key column {k:?} is not a key of the first item",
+                        self.options.table
+                    )));
+                }
+            }
+            self.make_plan(cols).await?;
+        }
+        match self.kind {
+            DbKind::Sqlite => self.write_sqlite(&rows).await,
+            DbKind::Postgres => self.write_postgres(&rows).await,
+            DbKind::MySql => self.write_mysql(&rows).await,
+        }
+    }
+
+    /// The held connection, or a new one from the pool.
+    async fn acquire<DB: Database>(
+        &self,
+        pool: &sqlx::Pool<DB>,
+        held: Option<PoolConnection<DB>>,
+    ) -> Result<PoolConnection<DB>, WriteError> {
+        match held {
+            Some(c) => Ok(c),
+            None => pool.acquire().await.map_err(|e| self.err(e)),
+        }
+    }
+
+    /// Keeps the connection for the next chunk unless the error says it may be
+    /// broken.
+    fn keep<DB: Database>(
+        result: &Result<(), WriteError>,
+        conn: PoolConnection<DB>,
+    ) -> Option<PoolConnection<DB>> {
+        match result {
+            Ok(()) | Err(WriteError::Item(_)) => Some(conn),
+            Err(_) => None,
+        }
+    }
+
+    async fn write_sqlite(&mut self, rows: &[&Map<String, Value>]) -> Result<(), WriteError> {
+        let batches = self.batches(rows);
+        let sqls: Vec<Arc<str>> = batches.iter().map(|b| self.insert_sql(b.len())).collect();
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let mut stmts = Vec::with_capacity(batches.len());
+        for (range, sql) in batches.iter().zip(&sqls) {
+            let mut args = SqliteArguments::default();
+            bind_rows::<Sqlite, _>(&mut args, plan, &rows[range.clone()])
+                .map_err(|e| self.encode_err(e))?;
+            stmts.push((sql, args));
+        }
+        let held = self.held.sqlite.take();
+        let Some(Pool::Sqlite(pool)) = &self.pool else {
+            return Err(not_open());
+        };
+        let mut conn = self.acquire(pool, held).await?;
+        let (kind, table) = (self.kind, self.options.table.as_str());
+        let err = |e| map_sqlx_error(kind, table, e);
+        let mut ran = 0;
+        let result = async {
+            if stmts.len() == 1 {
+                // One statement is atomic on its own: no BEGIN/COMMIT round trips.
+                let (sql, args) = stmts.pop().expect("one statement");
+                ran += 1;
+                sqlx::query_with(sql, args)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(err)?;
+                return Ok(());
+            }
+            let mut tx = conn.begin().await.map_err(err)?;
+            for (sql, args) in stmts {
+                ran += 1;
+                sqlx::query_with(sql, args)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            }
+            tx.commit().await.map_err(err)
+        }
+        .await;
+        self.held.sqlite = Self::keep(&result, conn);
+        self.statements += ran;
+        result
+    }
+
+    async fn write_mysql(&mut self, rows: &[&Map<String, Value>]) -> Result<(), WriteError> {
+        let batches = self.batches(rows);
+        let sqls: Vec<Arc<str>> = batches.iter().map(|b| self.insert_sql(b.len())).collect();
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let mut stmts = Vec::with_capacity(batches.len());
+        for (range, sql) in batches.iter().zip(&sqls) {
+            let mut args = MySqlArguments::default();
+            bind_rows::<MySql, _>(&mut args, plan, &rows[range.clone()])
+                .map_err(|e| self.encode_err(e))?;
+            stmts.push((sql, args));
+        }
+        let held = self.held.mysql.take();
+        let Some(Pool::MySql(pool)) = &self.pool else {
+            return Err(not_open());
+        };
+        let mut conn = self.acquire(pool, held).await?;
+        let (kind, table) = (self.kind, self.options.table.as_str());
+        let err = |e| map_sqlx_error(kind, table, e);
+        let mut ran = 0;
+        let result = async {
+            if stmts.len() == 1 {
+                // One statement is atomic on its own (InnoDB, autocommit).
+                let (sql, args) = stmts.pop().expect("one statement");
+                ran += 1;
+                sqlx::query_with(sql, args)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(err)?;
+                return Ok(());
+            }
+            let mut tx = conn.begin().await.map_err(err)?;
+            for (sql, args) in stmts {
+                ran += 1;
+                sqlx::query_with(sql, args)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            }
+            tx.commit().await.map_err(err)
+        }
+        .await;
+        self.held.mysql = Self::keep(&result, conn);
+        self.statements += ran;
+        result
+    }
+
+    async fn write_postgres(&mut self, rows: &[&Map<String, Value>]) -> Result<(), WriteError> {
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let mut cells = Cells::new(plan, rows);
+        if !plan.upsert_key.is_empty() {
+            // `ON CONFLICT DO UPDATE` and `MERGE` cannot touch a row twice in one
+            // statement: keep the last item of each key, as writing them in turn would.
+            cells = cells.dedupe_last(plan);
+        }
+        let bulk_min = self
+            .options
+            .pg_bulk_min_rows
+            .unwrap_or(DEFAULT_PG_BULK_MIN_ROWS);
+        if plan.upsert_key.is_empty() {
+            // Append, or upsert without a key: plain inserts, streamed.
+            return self.pg_copy(&cells).await.map_err(|e| self.err(e));
+        }
+        if cells.rows() < bulk_min {
+            return self.pg_multirow(&cells).await;
+        }
+        // New keys are most often new rows: COPY them, the fastest way in. If a key
+        // exists, the COPY fails as a whole and the chunk is upserted instead.
+        if self.pg_copy_skip == 0 {
+            match self.pg_copy(&cells).await {
+                Ok(()) => {
+                    self.pg_copy_backoff = 1;
+                    return Ok(());
+                }
+                Err(e) if is_unique_violation(&e) => {
+                    // Try COPY first again only after a few chunks, more each time
+                    // it fails in a row (when most keys exist it would always fail).
+                    self.pg_copy_skip = self.pg_copy_backoff;
+                    self.pg_copy_backoff = (self.pg_copy_backoff * 2).min(64);
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        } else {
+            self.pg_copy_skip -= 1;
+        }
+        self.pg_unnest(&cells).await
+    }
+
+    /// `COPY … FROM STDIN` of the chunk, in text format: one statement, atomic on
+    /// its own.
+    async fn pg_copy(&mut self, cells: &Cells<'_>) -> Result<(), sqlx::Error> {
+        let Some(plan) = self.plan.as_ref() else {
+            return Err(sqlx::Error::Protocol("sql writer: no plan".into()));
+        };
+        let statement = format!(
+            "COPY {} ({}) FROM STDIN",
+            self.table_q,
+            Self::column_list(plan)
+        );
+        let mut conn = pg_acquire(&self.pool, &mut self.held.pg).await?;
+        self.statements += 1;
+        let result = copy_in(&mut conn, &statement, plan, cells).await.map(drop);
+        if let Ok(()) | Err(sqlx::Error::Database(_)) = &result {
+            // The server answered: the connection is fine.
+            self.held.pg = Some(conn);
+        }
+        result
+    }
+
+    /// Multi-row `INSERT … VALUES … ON CONFLICT`, split at the parameter limit,
+    /// in one transaction when split.
+    async fn pg_multirow(&mut self, cells: &Cells<'_>) -> Result<(), WriteError> {
+        let ncols = self.plan.as_ref().map_or(1, |p| p.cols.len().max(1));
+        let per_stmt = (self.max_params / ncols).max(1);
+        let batches: Vec<Range<usize>> = (0..cells.rows())
+            .step_by(per_stmt)
+            .map(|s| s..(s + per_stmt).min(cells.rows()))
+            .collect();
+        let sqls: Vec<Arc<str>> = batches.iter().map(|b| self.insert_sql(b.len())).collect();
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let mut stmts = Vec::with_capacity(batches.len());
+        for (range, sql) in batches.iter().zip(sqls) {
+            let mut args = PgArguments::default();
+            for r in range.clone() {
+                for (c, v) in plan.cols.iter().zip(cells.row(r)) {
+                    args.add(pg_text(*v, c.json))
+                        .map_err(|e| self.encode_err(e))?;
+                }
+            }
+            stmts.push((sql, args));
+        }
+        let mut conn = pg_acquire(&self.pool, &mut self.held.pg)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut ran = 0;
+        let result = async {
+            if stmts.len() == 1 {
+                // One statement is atomic on its own: no BEGIN/COMMIT round trips.
+                let (sql, args) = stmts.pop().expect("one statement");
+                ran += 1;
+                sqlx::query_with(&sql, args).execute(&mut *conn).await?;
+                return Ok(());
+            }
+            let mut tx = conn.begin().await?;
+            for (sql, args) in stmts {
+                ran += 1;
+                sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await
+        .map_err(|e| self.err(e));
+        self.statements += ran;
+        self.held.pg = Self::keep(&result, conn);
+        result
+    }
+
+    /// An upsert of the whole chunk in one statement whose rows come from one
+    /// array per column: `MERGE … USING (SELECT … FROM UNNEST($1, …))` on
+    /// PostgreSQL 15 and later, `INSERT … SELECT … FROM UNNEST(…) ON CONFLICT`
+    /// before (and when a concurrent insert makes the `MERGE` hit the key).
+    async fn pg_unnest(&mut self, cells: &Cells<'_>) -> Result<(), WriteError> {
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let sig: Vec<ArrayType> = (0..plan.cols.len())
+            .map(|c| ArrayType::of(&plan.cols[c], cells.column(c)))
+            .collect();
+        let merge_sql = self.pg_merge.then(|| self.unnest_sql(plan, &sig, true));
+        let insert_sql = self.unnest_sql(plan, &sig, false);
+        let table = self.options.table.as_str();
+        let build = || unnest_args(plan, &sig, cells).map_err(|e| encode_error(table, e));
+        let args = build()?;
+        let mut conn = pg_acquire(&self.pool, &mut self.held.pg)
+            .await
+            .map_err(|e| map_sqlx_error(DbKind::Postgres, table, e))?;
+        let mut ran = 1;
+        let result = match &merge_sql {
+            None => sqlx::query_with(&insert_sql, args)
+                .execute(&mut *conn)
+                .await
+                .map(drop),
+            Some(merge_sql) => match sqlx::query_with(merge_sql, args).execute(&mut *conn).await {
+                Err(e) if is_unique_violation(&e) => {
+                    // A row with the key appeared since MERGE looked (a concurrent
+                    // writer): ON CONFLICT handles that race.
+                    ran += 1;
+                    match build() {
+                        Ok(args) => sqlx::query_with(&insert_sql, args)
+                            .execute(&mut *conn)
+                            .await
+                            .map(drop),
+                        Err(e) => {
+                            self.held.pg = Some(conn);
+                            return Err(e);
+                        }
+                    }
+                }
+                other => other.map(drop),
+            },
+        };
+        self.statements += ran;
+        let result = result.map_err(|e| map_sqlx_error(DbKind::Postgres, table, e));
+        self.held.pg = Self::keep(&result, conn);
+        result
+    }
+
+    /// The `UNNEST` statement for one combination of array types (cached).
+    fn unnest_sql(&self, plan: &Plan, sig: &[ArrayType], merge: bool) -> Arc<str> {
+        let cache_key = (sig.to_vec(), merge);
+        if let Some(sql) = plan
+            .unnest
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&cache_key).cloned())
+        {
+            return sql;
+        }
+        let arrays = sig
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| format!("${}::{}[]", i + 1, ty.pg_name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let aliases = (0..sig.len())
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let select = plan
+            .cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("u.c{i}::{} AS {}", c.cast, c.quoted))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let source = format!("SELECT {select} FROM UNNEST({arrays}) AS u({aliases})");
+        let columns = Self::column_list(plan);
+        let sql = if merge {
+            let on = plan
+                .upsert_key
+                .iter()
+                .map(|&i| format!("sluice_t.{0} = sluice_s.{0}", plan.cols[i].quoted))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let updates = plan
+                .cols
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !plan.upsert_key.contains(i))
+                .map(|(_, c)| format!("{0} = sluice_s.{0}", c.quoted))
+                .collect::<Vec<_>>();
+            let values = plan
+                .cols
+                .iter()
+                .map(|c| format!("sluice_s.{}", c.quoted))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut sql = format!(
+                "MERGE INTO {} AS sluice_t USING ({source}) AS sluice_s ON {on}",
+                self.table_q
+            );
+            if !updates.is_empty() {
+                sql.push_str(" WHEN MATCHED THEN UPDATE SET ");
+                sql.push_str(&updates.join(", "));
+            }
+            sql.push_str(&format!(
+                " WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
+            ));
+            sql
+        } else {
+            format!(
+                "INSERT INTO {} ({columns}) {source}{}",
+                self.table_q,
+                self.conflict_clause(plan)
+            )
+        };
+        let sql: Arc<str> = Arc::from(sql);
+        if let Ok(mut m) = plan.unnest.lock() {
+            if m.len() >= 16 {
+                m.clear();
+            }
+            m.insert(cache_key, sql.clone());
+        }
+        sql
+    }
+
+    fn encode_err(&self, e: BoxDynError) -> WriteError {
+        encode_error(&self.options.table, e)
+    }
+}
+
+#[async_trait]
+impl Writer for SqlWriter {
+    async fn open(&mut self, _checkpoint: Option<&Value>) -> Result<(), WriteError> {
+        self.prepare().await
+    }
+
+    async fn write(&mut self, items: &[Item]) -> Result<(), WriteError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        if self.pool.is_none() {
+            self.prepare().await?;
+        }
+        self.write_chunk(items).await
+    }
+}
+
+fn fatal(msg: String) -> WriteError {
+    WriteError::Fatal(msg)
+}
+
+fn encode_error(table: &str, e: BoxDynError) -> WriteError {
+    WriteError::Item(format!("table {table}: cannot encode a value: {e}"))
+}
+
+fn not_open() -> WriteError {
+    WriteError::Fatal("sql writer: not open".into())
+}
+
+fn not_planned() -> WriteError {
+    WriteError::Fatal("sql writer: columns not known yet".into())
+}
+
+/// Checks every name and type in the options, and their consistency.
+fn validate_options(o: &SqlWriterOptions) -> Result<(), String> {
+    let t = &o.table;
+    for k in &o.key {
+        check_ident("key column", k).map_err(|e| format!("table {t}: {e}"))?;
+    }
+    for (i, k) in o.key.iter().enumerate() {
+        if o.key[..i].contains(k) {
+            return Err(format!("table {t}: key column {k:?} is listed twice"));
+        }
+    }
+    for idx in &o.indexes {
+        if idx.is_empty() {
+            return Err(format!("table {t}: an index needs at least one column"));
+        }
+        for c in idx {
+            check_ident("index column", c).map_err(|e| format!("table {t}: {e}"))?;
+        }
+    }
+    if let Some(cols) = &o.columns {
+        if cols.is_empty() {
+            return Err(format!("table {t}: `columns` is empty"));
+        }
+        for (i, c) in cols.iter().enumerate() {
+            check_ident("column", &c.name).map_err(|e| format!("table {t}: {e}"))?;
+            check_type(&c.name, &c.sql_type).map_err(|e| format!("table {t}: {e}"))?;
+            if cols[..i].iter().any(|d| d.name == c.name) {
+                return Err(format!("table {t}: column {:?} is declared twice", c.name));
+            }
+        }
+        let has = |n: &String| cols.iter().any(|c| &c.name == n);
+        if let Some(k) = o.key.iter().find(|k| !has(k)) {
+            return Err(format!(
+                "table {t}: key column {k:?} is not a declared column"
+            ));
+        }
+        if let Some(c) = o.indexes.iter().flatten().find(|c| !has(c)) {
+            return Err(format!(
+                "table {t}: index column {c:?} is not a declared column"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The SQLite connection settings: a database the writer creates is put in WAL
+/// mode (a commit is then one sync of the log instead of the two or three of a
+/// rollback journal); an existing one keeps its journal mode.
+fn sqlite_options(o: &SqliteConnectOptions) -> SqliteConnectOptions {
+    if o.get_filename().exists() {
+        o.clone()
+    } else {
+        o.clone().journal_mode(SqliteJournalMode::Wal)
+    }
+}
+
+/// Replaces the password of a URL with `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// An estimate of the bytes a value takes in a MySQL statement.
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(_) | Value::Object(_) => v.to_string().len(),
+        _ => 8,
+    }
+}
+
+/// Binds the values of `rows` with their JSON types, row by row, column by column.
+fn bind_rows<'q, DB, A>(
+    args: &mut A,
+    plan: &Plan,
+    rows: &[&'q Map<String, Value>],
+) -> Result<(), BoxDynError>
+where
+    DB: Database,
+    A: Arguments<'q, Database = DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    f64: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+    Option<String>: Encode<'q, DB> + Type<DB>,
+{
+    args.reserve(
+        rows.len() * plan.cols.len(),
+        rows.len() * plan.cols.len() * 16,
+    );
+    for row in rows {
+        for c in &plan.cols {
+            match row.get(&c.name) {
+                None | Some(Value::Null) => args.add(None::<String>)?,
+                Some(v) if c.json => args.add(v.to_string())?,
+                Some(Value::String(s)) => args.add(s.as_str())?,
+                Some(Value::Bool(b)) => args.add(*b)?,
+                Some(Value::Number(n)) => {
+                    if let Some(i) = n.as_i64() {
+                        args.add(i)?;
+                    } else if n.is_u64() {
+                        // Beyond i64: as text, for the database to cast where it can.
+                        args.add(n.to_string())?;
+                    } else {
+                        args.add(n.as_f64().unwrap_or(f64::NAN))?;
+                    }
+                }
+                Some(v) => args.add(v.to_string())?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value in PostgreSQL's text form (`None`: NULL).
+fn pg_text(v: Option<&Value>, json: bool) -> Option<Cow<'_, str>> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(v) if json => Some(Cow::Owned(v.to_string())),
+        Some(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
+        Some(Value::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        Some(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
+        Some(v) => Some(Cow::Owned(v.to_string())),
+    }
+}
+
+/// The values of a chunk, row by row, one per column (`None`: null or missing).
+struct Cells<'a> {
+    ncols: usize,
+    cells: Vec<Option<&'a Value>>,
+}
+
+impl<'a> Cells<'a> {
+    fn new(plan: &Plan, rows: &[&'a Map<String, Value>]) -> Self {
+        let ncols = plan.cols.len();
+        let mut cells = Vec::with_capacity(rows.len() * ncols);
+        for row in rows {
+            cells.extend(
+                plan.cols
+                    .iter()
+                    .map(|c| row.get(&c.name).filter(|v| !v.is_null())),
+            );
+        }
+        Self { ncols, cells }
+    }
+
+    fn rows(&self) -> usize {
+        self.cells.len().checked_div(self.ncols).unwrap_or(0)
+    }
+
+    fn row(&self, r: usize) -> &[Option<&'a Value>] {
+        &self.cells[r * self.ncols..(r + 1) * self.ncols]
+    }
+
+    fn column(&self, c: usize) -> impl Iterator<Item = Option<&'a Value>> + '_ {
+        self.cells
+            .iter()
+            .skip(c)
+            .step_by(self.ncols.max(1))
+            .copied()
+    }
+
+    /// Keeps, for each key, only the last row with it (in the place of the
+    /// first). Keys compare by their text form, as the database sees them (`1`
+    /// and `"1"` are the same key); a row with a NULL key is its own.
+    fn dedupe_last(self, plan: &Plan) -> Self {
+        let n = self.rows();
+        let mut slots: Vec<usize> = Vec::with_capacity(n);
+        let mut kept: Vec<usize> = Vec::with_capacity(n);
+        let mut place = |slot: Option<usize>, r: usize, kept: &mut Vec<usize>| match slot {
+            Some(s) => kept[s] = r,
+            None => {
+                slots.push(kept.len());
+                kept.push(r);
+            }
+        };
+        let int_key = match plan.upsert_key.as_slice() {
+            [k] => self
+                .column(*k)
+                .all(|v| v.is_some_and(Value::is_i64))
+                .then_some(*k),
+            _ => None,
+        };
+        if let Some(k) = int_key {
+            let mut seen: HashMap<i64, usize> = HashMap::with_capacity(n);
+            for r in 0..n {
+                let key = self.row(r)[k].and_then(Value::as_i64).unwrap_or_default();
+                let slot = seen.get(&key).copied();
+                if slot.is_none() {
+                    seen.insert(key, kept.len());
+                }
+                place(slot, r, &mut kept);
+            }
+        } else {
+            let mut seen: HashMap<Vec<Cow<'a, str>>, usize> = HashMap::with_capacity(n);
+            for r in 0..n {
+                let row = self.row(r);
+                let key: Option<Vec<Cow<'a, str>>> = plan
+                    .upsert_key
+                    .iter()
+                    .map(|&i| pg_text(row[i], plan.cols[i].json))
+                    .collect();
+                let slot = match key {
+                    Some(key) => match seen.get(&key) {
+                        Some(&s) => Some(s),
+                        None => {
+                            seen.insert(key, kept.len());
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                place(slot, r, &mut kept);
+            }
+        }
+        if kept.len() == n {
+            return self;
+        }
+        let mut cells = Vec::with_capacity(kept.len() * self.ncols);
+        for &r in &kept {
+            cells.extend_from_slice(self.row(r));
+        }
+        Self {
+            ncols: self.ncols,
+            cells,
+        }
+    }
+}
+
+/// The arguments of an `UNNEST` statement: one array per column.
+fn unnest_args(
+    plan: &Plan,
+    sig: &[ArrayType],
+    cells: &Cells<'_>,
+) -> Result<PgArguments, BoxDynError> {
+    let mut args = PgArguments::default();
+    for (i, (c, ty)) in plan.cols.iter().zip(sig).enumerate() {
+        let values = cells.column(i);
+        match ty {
+            ArrayType::Int8 => args.add(
+                values
+                    .map(|v| v.and_then(Value::as_i64))
+                    .collect::<Vec<Option<i64>>>(),
+            )?,
+            ArrayType::Float8 => args.add(
+                values
+                    .map(|v| v.and_then(Value::as_f64))
+                    .collect::<Vec<Option<f64>>>(),
+            )?,
+            ArrayType::Bool => args.add(
+                values
+                    .map(|v| v.and_then(Value::as_bool))
+                    .collect::<Vec<Option<bool>>>(),
+            )?,
+            ArrayType::Text => args.add(
+                values
+                    .map(|v| pg_text(v, c.json))
+                    .collect::<Vec<Option<Cow<'_, str>>>>(),
+            )?,
+        }
+    }
+    Ok(args)
+}
+
+/// Appends one row in `COPY … FROM STDIN` text format.
+fn copy_text_row(buf: &mut Vec<u8>, plan: &Plan, row: &[Option<&Value>]) {
+    use std::io::Write as _;
+    for (i, (c, v)) in plan.cols.iter().zip(row).enumerate() {
+        if i > 0 {
+            buf.push(b'\t');
+        }
+        match v {
+            None => buf.extend_from_slice(b"\\N"),
+            // Numbers and booleans never need escaping.
+            Some(Value::Number(n)) if !c.json => {
+                let _ = write!(buf, "{n}");
+            }
+            Some(Value::Bool(b)) if !c.json => {
+                buf.extend_from_slice(if *b { b"true" } else { b"false" });
+            }
+            Some(Value::String(s)) if !c.json => copy_escape(buf, s),
+            Some(v) => copy_escape(buf, &v.to_string()),
+        }
+    }
+    buf.push(b'\n');
+}
+
+/// Appends `s` escaped for `COPY` text format: backslash, tab, newline and
+/// carriage return become `\\`, `\t`, `\n` and `\r`.
+fn copy_escape(buf: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    for (j, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[from..j]);
+        buf.extend_from_slice(esc);
+        from = j + 1;
+    }
+    buf.extend_from_slice(&bytes[from..]);
+}
+
+/// Whether a database error is a unique (or primary key) violation.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// The held PostgreSQL connection, or a new one from the pool.
+async fn pg_acquire(
+    pool: &Option<Pool>,
+    held: &mut Option<PoolConnection<Postgres>>,
+) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    if let Some(c) = held.take() {
+        return Ok(c);
+    }
+    match pool {
+        Some(Pool::Postgres(p)) => p.acquire().await,
+        _ => Err(sqlx::Error::PoolClosed),
+    }
+}
+
+/// Runs one `COPY … FROM STDIN` with `data`.
+async fn copy_in(
+    conn: &mut PgConnection,
+    statement: &str,
+    plan: &Plan,
+    cells: &Cells<'_>,
+) -> Result<u64, sqlx::Error> {
+    // One buffer, one send: streaming it in pieces was measured slower (more
+    // wake-ups on both sides).
+    let mut buf = Vec::with_capacity(cells.rows() * plan.cols.len() * 16);
+    for r in 0..cells.rows() {
+        copy_text_row(&mut buf, plan, cells.row(r));
+    }
+    let mut copy = conn.copy_in_raw(statement).await?;
+    if let Err(e) = copy.send(buf).await {
+        let _ = copy.abort("sluice: sending the chunk failed").await;
+        return Err(e);
+    }
+    copy.finish().await
+}
+
+/// Maps a database error to what can be done about it.
+pub(crate) fn map_sqlx_error(kind: DbKind, table: &str, e: sqlx::Error) -> WriteError {
+    use sqlx::Error as E;
+    match &e {
+        E::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let msg = db.message();
+            match kind {
+                DbKind::Postgres => {
+                    let text = format!("table {table}: {msg} (SQLSTATE {code})");
+                    let text = match db
+                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .and_then(|p| p.detail())
+                    {
+                        Some(detail) => format!("{text}: {detail}"),
+                        None => text,
+                    };
+                    match code.get(..2) {
+                        Some("22" | "23") => WriteError::Item(text),
+                        _ if code == "21000" => WriteError::Item(text),
+                        Some("08" | "53") => WriteError::Transient(text),
+                        _ if matches!(
+                            code.as_str(),
+                            "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03"
+                        ) =>
+                        {
+                            WriteError::Transient(text)
+                        }
+                        _ => WriteError::Fatal(text),
+                    }
+                }
+                DbKind::Sqlite => {
+                    let text = format!("table {table}: {msg} (SQLite code {code})");
+                    let primary = code.parse::<i32>().unwrap_or(1) & 0xff;
+                    match primary {
+                        // CONSTRAINT, MISMATCH, TOOBIG
+                        18..=20 => WriteError::Item(text),
+                        // BUSY, LOCKED, IOERR, FULL, PROTOCOL
+                        5 | 6 | 10 | 13 | 15 => WriteError::Transient(text),
+                        _ => WriteError::Fatal(text),
+                    }
+                }
+                DbKind::MySql => {
+                    let number = db
+                        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                        .map(|m| m.number())
+                        .unwrap_or(0);
+                    let text = format!("table {table}: {msg} (error {number}, SQLSTATE {code})");
+                    match number {
+                        1048 | 1062 | 1169 | 1264 | 1265 | 1292 | 1364 | 1366 | 1367 | 1406
+                        | 1411 | 1451 | 1452 | 1586 | 1690 | 3140 | 3819 | 4025 | 1153 | 1301 => {
+                            WriteError::Item(text)
+                        }
+                        1040
+                        | 1053
+                        | 1158..=1161
+                        | 1205
+                        | 1213
+                        | 1927
+                        | 2002
+                        | 2003
+                        | 2006
+                        | 2013 => WriteError::Transient(text),
+                        _ => match code.get(..2) {
+                            Some("22" | "23") => WriteError::Item(text),
+                            Some("08") | Some("40") => WriteError::Transient(text),
+                            _ => WriteError::Fatal(text),
+                        },
+                    }
+                }
+            }
+        }
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::WorkerCrashed | E::Protocol(_) => {
+            WriteError::Transient(format!("table {table}: {e}"))
+        }
+        E::Encode(_) => WriteError::Item(format!("table {table}: {e}")),
+        _ => WriteError::Fatal(format!("table {table}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(cols: &[(&str, &str)], key: Vec<usize>) -> Plan {
+        Plan {
+            cols: cols
+                .iter()
+                .map(|(n, t)| PlanCol {
+                    name: n.to_string(),
+                    quoted: format!("\"{n}\""),
+                    cast: t.to_string(),
+                    json: t.starts_with("json"),
+                })
+                .collect(),
+            upsert_key: key,
+            inserts: HashMap::new(),
+            unnest: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn maps(items: &[Value]) -> Vec<&Map<String, Value>> {
+        items.iter().map(|i| i.as_object().unwrap()).collect()
+    }
+
+    #[test]
+    fn copy_escaping() {
+        let p = plan(
+            &[
+                ("a", "text"),
+                ("b", "text"),
+                ("c", "text"),
+                ("d", "jsonb"),
+                ("e", "bigint"),
+            ],
+            vec![],
+        );
+        let items = [serde_json::json!({
+            "a": "a\tb\nc\\d\re \"q\" 측정", "b": null, "c": "\\N", "d": {"k": "x\ty"}, "e": 7
+        })];
+        let cells = Cells::new(&p, &maps(&items));
+        let mut buf = Vec::new();
+        copy_text_row(&mut buf, &p, cells.row(0));
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "a\\tb\\nc\\\\d\\re \"q\" 측정\t\\N\t\\\\N\t{\"k\":\"x\\\\ty\"}\t7\n"
+        );
+    }
+
+    #[test]
+    fn dedupe_keeps_last() {
+        let p = plan(&[("k", "bigint"), ("v", "text")], vec![0]);
+        let notes = |cells: &Cells<'_>| -> Vec<String> {
+            (0..cells.rows())
+                .map(|r| cells.row(r)[1].unwrap().as_str().unwrap().to_owned())
+                .collect()
+        };
+        // Integer keys (the fast path).
+        let items = [
+            serde_json::json!({"k": 1, "v": "a"}),
+            serde_json::json!({"k": 2, "v": "b"}),
+            serde_json::json!({"k": 1, "v": "c"}),
+        ];
+        let cells = Cells::new(&p, &maps(&items)).dedupe_last(&p);
+        assert_eq!(notes(&cells), ["c", "b"]);
+        // Mixed: `1` and `"1"` are the same key; NULL keys are each their own.
+        let items = [
+            serde_json::json!({"k": 1, "v": "a"}),
+            serde_json::json!({"k": 2, "v": "b"}),
+            serde_json::json!({"k": "1", "v": "c"}),
+            serde_json::json!({"v": "no key"}),
+            serde_json::json!({"k": null, "v": "null key"}),
+        ];
+        let cells = Cells::new(&p, &maps(&items)).dedupe_last(&p);
+        assert_eq!(notes(&cells), ["c", "b", "no key", "null key"]);
+        // No duplicates: unchanged.
+        let cells = Cells::new(&p, &maps(&items[..2])).dedupe_last(&p);
+        assert_eq!(notes(&cells), ["a", "b"]);
+    }
+
+    #[test]
+    fn array_types_follow_the_values() {
+        let p = plan(
+            &[
+                ("i", "bigint"),
+                ("f", "double precision"),
+                ("b", "boolean"),
+                ("t", "text"),
+            ],
+            vec![],
+        );
+        let sig = |items: &[Value]| -> Vec<ArrayType> {
+            let cells = Cells::new(&p, &maps(items));
+            (0..p.cols.len())
+                .map(|c| ArrayType::of(&p.cols[c], cells.column(c)))
+                .collect()
+        };
+        let a = serde_json::json!({"i": 1, "f": 2, "b": true, "t": "x"});
+        let b = serde_json::json!({"i": null, "f": 2.5});
+        let c = serde_json::json!({"i": "3", "f": "2.5", "b": "yes"});
+        use ArrayType::*;
+        assert_eq!(sig(&[a.clone(), b]), [Int8, Float8, Bool, Text]);
+        assert_eq!(sig(&[a, c]), [Text, Text, Text, Text]);
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(DbKind::from_url("sqlite://x.db"), Some(DbKind::Sqlite));
+        assert_eq!(DbKind::from_url("sqlite::memory:"), Some(DbKind::Sqlite));
+        assert_eq!(
+            DbKind::from_url("postgresql://h/db"),
+            Some(DbKind::Postgres)
+        );
+        assert_eq!(DbKind::from_url("mariadb://h/db"), Some(DbKind::MySql));
+        assert_eq!(DbKind::from_url("redis://h"), None);
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn statements_fit_the_limits() {
+        let opts = SqlWriterOptions::new("t")
+            .key(["id"])
+            .columns(vec![Column::new("id", "BIGINT"), Column::new("v", "TEXT")]);
+        let mut w = SqlWriter::new("sqlite::memory:", opts.clone().max_params(10)).unwrap();
+        w.plan = Some(plan(&[("id", "BIGINT"), ("v", "TEXT")], vec![0]));
+        let item = serde_json::json!({"id": 1, "v": "x"});
+        let map = item.as_object().unwrap();
+        let rows = vec![map; 12];
+        assert_eq!(w.batches(&rows), vec![0..5, 5..10, 10..12]);
+        assert_eq!(
+            &*w.insert_sql(2),
+            "INSERT INTO \"t\" (\"id\", \"v\") VALUES (?,?),(?,?) ON CONFLICT (\"id\") DO UPDATE SET \"v\" = excluded.\"v\""
+        );
+        let mut p = SqlWriter::new("postgres://u@h/db", opts).unwrap();
+        p.plan = Some(plan(&[("id", "BIGINT"), ("v", "TEXT")], vec![0]));
+        assert_eq!(
+            &*p.insert_sql(1),
+            "INSERT INTO \"t\" (\"id\", \"v\") VALUES ($1::BIGINT,$2::TEXT) ON CONFLICT (\"id\") DO UPDATE SET \"v\" = excluded.\"v\""
+        );
+    }
+}
