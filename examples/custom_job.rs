@@ -19,7 +19,7 @@ use sluice_batch::writers::{Column, SqlWriter, SqlWriterOptions};
 use sluice_batch::{ChunkStep, Job, JobRunner, NoProgress, Retry, RunOptions, Step};
 
 /// The custom processor: parse numbers, grade the air, drop rows without a reading.
-fn grade(item: Value) -> Result<Option<Value>, String> {
+fn grade(item: &Value) -> Result<Option<Value>, String> {
     let pm10 = match item["pm10"].as_str() {
         None | Some("-") => return Ok(None), // no reading: filtered
         Some(v) => v
@@ -49,14 +49,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(f, "station,ts,pm10")?;
     for (i, station) in ["중구", "종로구", "강남구", "송파구"].iter().enumerate() {
         for h in 0..24 {
-            let pm10 = if h == 3 { "-".to_owned() } else { format!("{}", 20 + i * 25 + h) };
+            let pm10 = if h == 3 {
+                "-".to_owned()
+            } else {
+                format!("{}", 20 + i * 25 + h)
+            };
             writeln!(f, "{station},2026-11-25 {h:02}:00,{pm10}")?;
         }
     }
     writeln!(f, "마포구,2026-11-25 00:00,n/a")?; // a bad reading: skipped, recorded
     drop(f);
 
-    let repo = SqlRepository::connect(&format!("sqlite://{}", dir.join("repo.db").display())).await?;
+    let repo =
+        SqlRepository::connect(&format!("sqlite://{}", dir.join("repo.db").display())).await?;
     repo.migrate().await?;
     let writer = SqlWriter::new(
         &format!("sqlite://{}", dir.join("data.db").display()),
@@ -82,9 +87,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut params = Params::new();
     params.insert("day".into(), "2026-11-25".into());
     let runner = JobRunner::new(Arc::new(repo.clone()));
-    match runner.run(job, &params, RunOptions::default(), &NoProgress).await {
+    match runner
+        .run(job, &params, RunOptions::default(), &NoProgress)
+        .await
+    {
         Ok(report) => {
-            println!("execution {} {}", report.execution.id, report.execution.status);
+            println!(
+                "execution {} {}",
+                report.execution.id, report.execution.status
+            );
             for s in &report.steps {
                 println!("  step {} {}: {:?}", s.step_name, s.status, s.counts);
             }

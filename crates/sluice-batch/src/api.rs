@@ -81,21 +81,22 @@ pub trait Reader: Send {
 /// Turns one item into another, or filters it out.
 ///
 /// Returning `Ok(None)` filters the item (counted as filtered, not written). An
-/// error makes the item a skip candidate.
+/// error makes the item a skip candidate; the item itself goes into the skip
+/// record, which is why a processor borrows it.
 pub trait Processor: Send + Sync {
     /// Processes one item.
     ///
     /// # Errors
     ///
     /// A message saying why the item cannot be processed.
-    fn process(&self, item: Item) -> Result<Option<Item>, String>;
+    fn process(&self, item: &Item) -> Result<Option<Item>, String>;
 }
 
 impl<F> Processor for F
 where
-    F: Fn(Item) -> Result<Option<Item>, String> + Send + Sync,
+    F: Fn(&Item) -> Result<Option<Item>, String> + Send + Sync,
 {
-    fn process(&self, item: Item) -> Result<Option<Item>, String> {
+    fn process(&self, item: &Item) -> Result<Option<Item>, String> {
         self(item)
     }
 }

@@ -26,8 +26,8 @@ impl JqProcessor {
 }
 
 impl Processor for JqProcessor {
-    fn process(&self, item: Item) -> Result<Option<Item>, String> {
-        let mut out = self.jq.run_json(&item)?;
+    fn process(&self, item: &Item) -> Result<Option<Item>, String> {
+        let mut out = self.jq.run_json(item)?;
         match out.len() {
             0 => Ok(None),
             1 => Ok(Some(out.remove(0)).filter(|v| !v.is_null())),
@@ -51,23 +51,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            p.process(json!({"keep": true, "stationName": "중구", "pm10Value": "42"}))
+            p.process(&json!({"keep": true, "stationName": "중구", "pm10Value": "42"}))
                 .unwrap(),
             Some(json!({"station": "중구", "pm10": 42}))
         );
         assert_eq!(
-            p.process(json!({"keep": true, "stationName": "x", "pm10Value": "-"}))
+            p.process(&json!({"keep": true, "stationName": "x", "pm10Value": "-"}))
                 .unwrap(),
             Some(json!({"station": "x", "pm10": null}))
         );
-        assert_eq!(p.process(json!({"keep": false})).unwrap(), None);
+        assert_eq!(p.process(&json!({"keep": false})).unwrap(), None);
         let nulls = JqProcessor::new("null").unwrap();
-        assert_eq!(nulls.process(json!(1)).unwrap(), None);
+        assert_eq!(nulls.process(&json!(1)).unwrap(), None);
         let failing = JqProcessor::new(".a + 1").unwrap();
-        assert!(failing.process(json!({"a": "text"})).is_err());
+        assert!(failing.process(&json!({"a": "text"})).is_err());
         let many = JqProcessor::new(".[]").unwrap();
         assert!(
-            many.process(json!([1, 2]))
+            many.process(&json!([1, 2]))
                 .unwrap_err()
                 .contains("2 outputs")
         );

@@ -134,27 +134,54 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-impl ChunkStep {
-    fn skip(
-        &self,
-        exec: &StepExecution,
-        position: u64,
-        phase: &str,
-        reason: &str,
-        item: Option<String>,
-    ) -> SkipRecord {
-        SkipRecord {
-            step_execution_id: exec.id,
-            step_name: self.name.clone(),
-            position,
-            phase: phase.into(),
-            reason: reason.into(),
-            item: item.map(|i| truncate(&i, 4096)),
-        }
-    }
+/// One chunk read and processed, not yet written.
+struct Chunk {
+    positions: Vec<u64>,
+    items: Vec<Item>,
+    delta: StepCounts,
+    skips: Vec<SkipRecord>,
+    eof: bool,
+}
 
+/// What reading needs of the step (borrowed apart from the writer, so that the next
+/// chunk is read while the current one is written).
+struct ReadSide<'a> {
+    name: &'a str,
+    chunk: usize,
+    skip_limit: u64,
+    reader: &'a mut Box<dyn Reader>,
+    processor: Option<&'a Arc<dyn Processor>>,
+}
+
+/// What writing needs of the step.
+struct WriteSide<'a> {
+    name: &'a str,
+    retry: Retry,
+    writer: &'a mut Box<dyn Writer>,
+}
+
+fn skip_record(
+    name: &str,
+    exec_id: i64,
+    position: u64,
+    phase: &str,
+    reason: &str,
+    item: Option<String>,
+) -> SkipRecord {
+    SkipRecord {
+        step_execution_id: exec_id,
+        step_name: name.to_owned(),
+        position,
+        phase: phase.into(),
+        reason: reason.into(),
+        item: item.map(|i| truncate(&i, 4096)),
+    }
+}
+
+impl ChunkStep {
     /// Runs the chunk loop on `exec` (already started in the repository, carrying
-    /// the counts and checkpoint it resumes from).
+    /// the counts and checkpoint it resumes from). While chunk N is written and
+    /// committed, chunk N+1 is read and processed.
     pub(crate) async fn run(
         &mut self,
         exec: &mut StepExecution,
@@ -163,138 +190,219 @@ impl ChunkStep {
         let resuming = !exec.checkpoint.is_null();
         let reader_cp = exec.checkpoint.get("reader").cloned();
         let writer_cp = exec.checkpoint.get("writer").cloned();
+        let name = self.name.clone();
         self.reader
             .open(reader_cp.as_ref())
             .await
-            .map_err(|e| StepEnd::Failed(format!("step {}: opening the reader: {e}", self.name)))?;
+            .map_err(|e| StepEnd::Failed(format!("step {name}: opening the reader: {e}")))?;
         self.writer
             .open(if resuming { writer_cp.as_ref() } else { None })
             .await
-            .map_err(|e| StepEnd::Failed(format!("step {}: opening the writer: {e}", self.name)))?;
+            .map_err(|e| StepEnd::Failed(format!("step {name}: opening the writer: {e}")))?;
         ctx.progress
-            .step_started(&self.name, self.reader.total(), &exec.counts);
+            .step_started(&name, self.reader.total(), &exec.counts);
+        let retry = self.retry;
+        let mut rs = ReadSide {
+            name: &self.name,
+            chunk: self.chunk.max(1),
+            skip_limit: self.skip_limit,
+            reader: &mut self.reader,
+            processor: self.processor.as_ref(),
+        };
+        let mut ws = WriteSide {
+            name: &self.name,
+            retry,
+            writer: &mut self.writer,
+        };
         let mut last_reason = String::new();
-        let mut eof = false;
-        while !eof {
-            if ctx.stop.load(Ordering::Relaxed) {
-                return Err(StepEnd::Stopped);
-            }
-            // Read and process one chunk; a transient read error re-reads it from
-            // the committed checkpoint.
-            let mut attempt = 0u32;
-            let (items, mut delta, mut skips) = loop {
-                match self.read_chunk(exec).await {
-                    Ok((items, delta, skips, at_end)) => {
-                        eof = at_end;
-                        break (items, delta, skips);
-                    }
-                    Err(ReadError::Transient(e)) if attempt < self.retry.max => {
-                        tracing::warn!(step = %self.name, attempt, error = %e, "transient read error; re-reading the chunk");
-                        tokio::time::sleep(self.retry.wait(attempt)).await;
-                        attempt += 1;
-                        let cp = exec.checkpoint.get("reader").cloned();
-                        self.reader.open(cp.as_ref()).await.map_err(|e| {
-                            StepEnd::Failed(format!(
-                                "step {}: reopening the reader: {e}",
-                                self.name
-                            ))
-                        })?;
-                    }
-                    Err(e) => {
-                        return Err(StepEnd::Failed(format!(
-                            "step {}: reading failed after {attempt} retries: {e}",
-                            self.name
-                        )));
-                    }
-                }
-            };
+        let mut next = rs
+            .read_with_retry(exec.id, exec.counts.skipped, &exec.checkpoint, retry)
+            .await?;
+        loop {
+            let Chunk {
+                positions,
+                items,
+                mut delta,
+                mut skips,
+                eof,
+            } = next;
             if eof && delta.read == 0 {
                 // The input ended exactly at the last chunk: nothing to commit.
                 break;
+            }
+            if ctx.stop.load(Ordering::Relaxed) {
+                // Nothing of this chunk is written: it is read again on restart.
+                return Err(StepEnd::Stopped);
             }
             if let Some(s) = skips.last() {
                 last_reason = format!("{} at position {}: {}", s.phase, s.position, s.reason);
             }
             // Over the limit already: fail before writing anything of this chunk.
-            self.check_skip_limit(exec.counts.skipped + delta.skipped, &last_reason)?;
-            // Write it.
-            if !items.is_empty() {
-                self.write_chunk(exec, items, &mut delta, &mut skips, &mut last_reason)
-                    .await?;
-            }
-            self.check_skip_limit(exec.counts.skipped + delta.skipped, &last_reason)?;
+            check_skip_limit(
+                &name,
+                rs.skip_limit,
+                exec.counts.skipped + delta.skipped,
+                &last_reason,
+            )?;
+            let reader_cp = rs.reader.checkpoint();
+            let skipped_before = exec.counts.skipped + delta.skipped;
+            let (written, read_ahead) = tokio::join!(
+                ws.write_chunk(
+                    exec.id,
+                    &positions,
+                    &items,
+                    &mut delta,
+                    &mut skips,
+                    &mut last_reason
+                ),
+                async {
+                    if eof {
+                        None
+                    } else {
+                        Some(rs.read_chunk(exec.id, skipped_before).await)
+                    }
+                }
+            );
+            written?;
+            check_skip_limit(
+                &name,
+                rs.skip_limit,
+                exec.counts.skipped + delta.skipped,
+                &last_reason,
+            )?;
             // Commit.
             delta.commits = 1;
             exec.counts.add(&delta);
             exec.checkpoint = json!({
-                "reader": self.reader.checkpoint(),
-                "writer": self.writer.checkpoint(),
+                "reader": reader_cp,
+                "writer": ws.writer.checkpoint(),
             });
             ctx.repo
                 .commit_chunk(exec, ctx.owner, &skips)
                 .await
                 .map_err(|e| match e {
                     e @ RepoError::LeaseLost(_) => StepEnd::LeaseLost(e),
-                    e => StepEnd::Failed(format!("step {}: committing a chunk: {e}", self.name)),
+                    e => StepEnd::Failed(format!("step {name}: committing a chunk: {e}")),
                 })?;
-            ctx.progress.chunk_committed(&self.name, &exec.counts);
+            ctx.progress.chunk_committed(&name, &exec.counts);
+            next = match read_ahead {
+                None => break,
+                Some(Ok(c)) => c,
+                Some(Err(ReadError::Transient(e))) => {
+                    tracing::warn!(step = %name, error = %e, "transient read error; re-reading from the committed checkpoint");
+                    rs.reopen(&exec.checkpoint, &name).await?;
+                    rs.read_with_retry(exec.id, exec.counts.skipped, &exec.checkpoint, retry)
+                        .await?
+                }
+                Some(Err(e)) => {
+                    return Err(StepEnd::Failed(format!("step {name}: reading failed: {e}")));
+                }
+            };
         }
-        self.writer.complete().await.map_err(|e| {
-            StepEnd::Failed(format!("step {}: completing the writer: {e}", self.name))
-        })?;
+        ws.writer
+            .complete()
+            .await
+            .map_err(|e| StepEnd::Failed(format!("step {name}: completing the writer: {e}")))?;
         exec.status = BatchStatus::Completed;
         exec.ended_at = Some(now_millis());
         Ok(())
     }
+}
 
-    /// The skip limit counts every skip of the step, across restarts.
-    fn check_skip_limit(&self, skipped: u64, last_reason: &str) -> Result<(), StepEnd> {
-        if skipped > self.skip_limit {
-            return Err(StepEnd::Failed(format!(
-                "step {}: skip limit of {} exceeded ({skipped} skipped); last: {last_reason}",
-                self.name, self.skip_limit
-            )));
-        }
-        Ok(())
+/// The skip limit counts every skip of the step, across restarts.
+fn check_skip_limit(
+    name: &str,
+    limit: u64,
+    skipped: u64,
+    last_reason: &str,
+) -> Result<(), StepEnd> {
+    if skipped > limit {
+        return Err(StepEnd::Failed(format!(
+            "step {name}: skip limit of {limit} exceeded ({skipped} skipped); last: {last_reason}"
+        )));
+    }
+    Ok(())
+}
+
+impl ReadSide<'_> {
+    /// Reopens the reader at the committed checkpoint.
+    async fn reopen(&mut self, checkpoint: &serde_json::Value, name: &str) -> Result<(), StepEnd> {
+        let cp = checkpoint.get("reader").cloned();
+        self.reader
+            .open(cp.as_ref())
+            .await
+            .map_err(|e| StepEnd::Failed(format!("step {name}: reopening the reader: {e}")))
     }
 
-    /// Reads up to `chunk` items and processes them.
-    #[allow(clippy::type_complexity)]
-    async fn read_chunk(
+    /// Reads a chunk; a transient error re-reads it from the committed checkpoint,
+    /// with backoff, up to the retry limit.
+    async fn read_with_retry(
         &mut self,
-        exec: &StepExecution,
-    ) -> Result<(Vec<(u64, Item)>, StepCounts, Vec<SkipRecord>, bool), ReadError> {
-        let mut items = Vec::with_capacity(self.chunk);
-        let mut delta = StepCounts::default();
-        let mut skips = Vec::new();
+        exec_id: i64,
+        skipped_before: u64,
+        checkpoint: &serde_json::Value,
+        retry: Retry,
+    ) -> Result<Chunk, StepEnd> {
+        let mut attempt = 0u32;
+        loop {
+            match self.read_chunk(exec_id, skipped_before).await {
+                Ok(c) => return Ok(c),
+                Err(ReadError::Transient(e)) if attempt < retry.max => {
+                    tracing::warn!(step = %self.name, attempt, error = %e, "transient read error; re-reading the chunk");
+                    tokio::time::sleep(retry.wait(attempt)).await;
+                    attempt += 1;
+                    let name = self.name.to_owned();
+                    self.reopen(checkpoint, &name).await?;
+                }
+                Err(e) => {
+                    return Err(StepEnd::Failed(format!(
+                        "step {}: reading failed after {attempt} retries: {e}",
+                        self.name
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Reads up to `chunk` items and processes them; stops early once the skips
+    /// (with `skipped_before` of the step) exceed the limit.
+    async fn read_chunk(&mut self, exec_id: i64, skipped_before: u64) -> Result<Chunk, ReadError> {
+        let mut c = Chunk {
+            positions: Vec::with_capacity(self.chunk),
+            items: Vec::with_capacity(self.chunk),
+            delta: StepCounts::default(),
+            skips: Vec::new(),
+            eof: false,
+        };
         let mut consumed = 0usize;
         while consumed < self.chunk {
-            if exec.counts.skipped + delta.skipped > self.skip_limit {
-                // Over the limit: stop here, the step fails on this skip.
-                return Ok((items, delta, skips, false));
+            if skipped_before + c.delta.skipped > self.skip_limit {
+                return Ok(c);
             }
             match self.reader.read().await {
                 Ok(Some(ri)) => {
                     consumed += 1;
-                    delta.read += 1;
-                    let Some(p) = &self.processor else {
-                        items.push((ri.position, ri.item));
+                    c.delta.read += 1;
+                    let Some(p) = self.processor else {
+                        c.positions.push(ri.position);
+                        c.items.push(ri.item);
                         continue;
                     };
-                    let raw = p.process(ri.item.clone());
-                    match raw {
+                    match p.process(&ri.item) {
                         Ok(Some(v)) => {
-                            delta.processed += 1;
-                            items.push((ri.position, v));
+                            c.delta.processed += 1;
+                            c.positions.push(ri.position);
+                            c.items.push(v);
                         }
                         Ok(None) => {
-                            delta.processed += 1;
-                            delta.filtered += 1;
+                            c.delta.processed += 1;
+                            c.delta.filtered += 1;
                         }
                         Err(reason) => {
-                            delta.skipped += 1;
-                            skips.push(self.skip(
-                                exec,
+                            c.delta.skipped += 1;
+                            c.skips.push(skip_record(
+                                self.name,
+                                exec_id,
                                 ri.position,
                                 "process",
                                 &reason,
@@ -303,38 +411,48 @@ impl ChunkStep {
                         }
                     }
                 }
-                Ok(None) => return Ok((items, delta, skips, true)),
+                Ok(None) => {
+                    c.eof = true;
+                    return Ok(c);
+                }
                 Err(ReadError::Bad {
                     position,
                     reason,
                     raw,
                 }) => {
                     consumed += 1;
-                    delta.read += 1;
-                    delta.skipped += 1;
-                    skips.push(self.skip(exec, position, "read", &reason, raw));
+                    c.delta.read += 1;
+                    c.delta.skipped += 1;
+                    c.skips.push(skip_record(
+                        self.name, exec_id, position, "read", &reason, raw,
+                    ));
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok((items, delta, skips, false))
+        Ok(c)
     }
+}
 
+impl WriteSide<'_> {
     /// Writes one chunk, retrying transient errors and isolating refused items.
     async fn write_chunk(
         &mut self,
-        exec: &StepExecution,
-        items: Vec<(u64, Item)>,
+        exec_id: i64,
+        positions: &[u64],
+        items: &[Item],
         delta: &mut StepCounts,
         skips: &mut Vec<SkipRecord>,
         last_reason: &mut String,
     ) -> Result<(), StepEnd> {
-        let values: Vec<Item> = items.iter().map(|(_, v)| v.clone()).collect();
+        if items.is_empty() {
+            return Ok(());
+        }
         let mut attempt = 0u32;
         loop {
-            match self.writer.write(&values).await {
+            match self.writer.write(items).await {
                 Ok(()) => {
-                    delta.written += values.len() as u64;
+                    delta.written += items.len() as u64;
                     return Ok(());
                 }
                 Err(WriteError::Transient(e)) if attempt < self.retry.max => {
@@ -347,7 +465,7 @@ impl ChunkStep {
                     // Find the refused item(s): write one by one.
                     delta.rollbacks += 1;
                     tracing::info!(step = %self.name, error = %e, "a chunk was refused; writing it item by item");
-                    for (pos, v) in &items {
+                    for (pos, v) in positions.iter().zip(items) {
                         let mut attempt = 0u32;
                         loop {
                             match self.writer.write(std::slice::from_ref(v)).await {
@@ -358,8 +476,9 @@ impl ChunkStep {
                                 Err(WriteError::Item(reason)) => {
                                     delta.skipped += 1;
                                     *last_reason = format!("write at position {pos}: {reason}");
-                                    skips.push(self.skip(
-                                        exec,
+                                    skips.push(skip_record(
+                                        self.name,
+                                        exec_id,
                                         *pos,
                                         "write",
                                         &reason,

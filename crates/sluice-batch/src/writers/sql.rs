@@ -386,6 +386,59 @@ impl fmt::Debug for SqlWriter {
     }
 }
 
+/// The multi-row statement path of SQLite and MySQL, which differ only in types:
+/// bind every batch, then run them on one held connection, in one transaction when
+/// there are several.
+macro_rules! write_statements {
+    ($self:ident, $rows:ident, $db:ident, $args:ty, $held:ident) => {{
+        let rows = $rows;
+        let batches = $self.batches(rows);
+        let sqls: Vec<Arc<str>> = batches.iter().map(|b| $self.insert_sql(b.len())).collect();
+        let plan = $self.plan.as_ref().ok_or_else(not_planned)?;
+        let mut stmts = Vec::with_capacity(batches.len());
+        for (range, sql) in batches.iter().zip(&sqls) {
+            let mut args = <$args>::default();
+            bind_rows::<$db, _>(&mut args, plan, &rows[range.clone()])
+                .map_err(|e| $self.encode_err(e))?;
+            stmts.push((sql, args));
+        }
+        let held = $self.held.$held.take();
+        let Some(Pool::$db(pool)) = &$self.pool else {
+            return Err(not_open());
+        };
+        let mut conn = $self.acquire(pool, held).await?;
+        let (kind, table) = ($self.kind, $self.options.table.as_str());
+        let err = |e| map_sqlx_error(kind, table, e);
+        let mut ran = 0;
+        let result = async {
+            if stmts.len() == 1 {
+                // One statement is atomic on its own (SQLite; InnoDB in autocommit): no
+                // BEGIN/COMMIT round trips.
+                let (sql, args) = stmts.pop().expect("one statement");
+                ran += 1;
+                sqlx::query_with(sql, args)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(err)?;
+                return Ok(());
+            }
+            let mut tx = conn.begin().await.map_err(err)?;
+            for (sql, args) in stmts {
+                ran += 1;
+                sqlx::query_with(sql, args)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            }
+            tx.commit().await.map_err(err)
+        }
+        .await;
+        $self.held.$held = Self::keep(&result, conn);
+        $self.statements += ran;
+        result
+    }};
+}
+
 impl SqlWriter {
     /// A writer to the database at `url` (`sqlite://path.db`, created if missing;
     /// `postgres://…`; `mysql://…`). Checks the URL, the identifiers and the types
@@ -990,95 +1043,11 @@ impl SqlWriter {
     }
 
     async fn write_sqlite(&mut self, rows: &[&Map<String, Value>]) -> Result<(), WriteError> {
-        let batches = self.batches(rows);
-        let sqls: Vec<Arc<str>> = batches.iter().map(|b| self.insert_sql(b.len())).collect();
-        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
-        let mut stmts = Vec::with_capacity(batches.len());
-        for (range, sql) in batches.iter().zip(&sqls) {
-            let mut args = SqliteArguments::default();
-            bind_rows::<Sqlite, _>(&mut args, plan, &rows[range.clone()])
-                .map_err(|e| self.encode_err(e))?;
-            stmts.push((sql, args));
-        }
-        let held = self.held.sqlite.take();
-        let Some(Pool::Sqlite(pool)) = &self.pool else {
-            return Err(not_open());
-        };
-        let mut conn = self.acquire(pool, held).await?;
-        let (kind, table) = (self.kind, self.options.table.as_str());
-        let err = |e| map_sqlx_error(kind, table, e);
-        let mut ran = 0;
-        let result = async {
-            if stmts.len() == 1 {
-                // One statement is atomic on its own: no BEGIN/COMMIT round trips.
-                let (sql, args) = stmts.pop().expect("one statement");
-                ran += 1;
-                sqlx::query_with(sql, args)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(err)?;
-                return Ok(());
-            }
-            let mut tx = conn.begin().await.map_err(err)?;
-            for (sql, args) in stmts {
-                ran += 1;
-                sqlx::query_with(sql, args)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-            }
-            tx.commit().await.map_err(err)
-        }
-        .await;
-        self.held.sqlite = Self::keep(&result, conn);
-        self.statements += ran;
-        result
+        write_statements!(self, rows, Sqlite, SqliteArguments, sqlite)
     }
 
     async fn write_mysql(&mut self, rows: &[&Map<String, Value>]) -> Result<(), WriteError> {
-        let batches = self.batches(rows);
-        let sqls: Vec<Arc<str>> = batches.iter().map(|b| self.insert_sql(b.len())).collect();
-        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
-        let mut stmts = Vec::with_capacity(batches.len());
-        for (range, sql) in batches.iter().zip(&sqls) {
-            let mut args = MySqlArguments::default();
-            bind_rows::<MySql, _>(&mut args, plan, &rows[range.clone()])
-                .map_err(|e| self.encode_err(e))?;
-            stmts.push((sql, args));
-        }
-        let held = self.held.mysql.take();
-        let Some(Pool::MySql(pool)) = &self.pool else {
-            return Err(not_open());
-        };
-        let mut conn = self.acquire(pool, held).await?;
-        let (kind, table) = (self.kind, self.options.table.as_str());
-        let err = |e| map_sqlx_error(kind, table, e);
-        let mut ran = 0;
-        let result = async {
-            if stmts.len() == 1 {
-                // One statement is atomic on its own (InnoDB, autocommit).
-                let (sql, args) = stmts.pop().expect("one statement");
-                ran += 1;
-                sqlx::query_with(sql, args)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(err)?;
-                return Ok(());
-            }
-            let mut tx = conn.begin().await.map_err(err)?;
-            for (sql, args) in stmts {
-                ran += 1;
-                sqlx::query_with(sql, args)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-            }
-            tx.commit().await.map_err(err)
-        }
-        .await;
-        self.held.mysql = Self::keep(&result, conn);
-        self.statements += ran;
-        result
+        write_statements!(self, rows, MySql, MySqlArguments, mysql)
     }
 
     async fn write_postgres(&mut self, rows: &[&Map<String, Value>]) -> Result<(), WriteError> {
