@@ -3,7 +3,7 @@
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Ctx, Vars, data, unwrap_valr};
-use jaq_json::Val;
+use jaq_json::{Num, Val};
 use serde_json::Value;
 
 type JqFilter = jaq_core::Filter<data::JustLut<Val>>;
@@ -65,22 +65,67 @@ impl Jq {
     }
 }
 
-/// A JSON value as a jq value.
+/// A JSON value as a jq value, converted directly (no text round trip).
 ///
 /// # Errors
 ///
-/// When the value cannot be represented (never for values from JSON text).
+/// Never for values from JSON; kept fallible for callers' uniformity.
 pub fn to_val(v: &Value) -> Result<Val, String> {
-    serde_json::from_value::<Val>(v.clone()).map_err(|e| e.to_string())
+    Ok(to_val_direct(v))
 }
 
-/// A jq value as a JSON value.
+fn to_val_direct(v: &Value) -> Val {
+    match v {
+        Value::Null => Val::Null,
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Val::Num(Num::from_integral(i))
+            } else if let Some(u) = n.as_u64() {
+                Val::Num(Num::from_integral(u))
+            } else {
+                Val::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => Val::from(s.clone()),
+        Value::Array(a) => a.iter().map(to_val_direct).collect(),
+        Value::Object(o) => Val::obj(
+            o.iter()
+                .map(|(k, v)| (Val::from(k.clone()), to_val_direct(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// A jq value as a JSON value, converted directly.
 ///
 /// # Errors
 ///
 /// When the value has no JSON form (NaN or infinite numbers).
 pub fn from_val(v: &Val) -> Result<Value, String> {
-    serde_json::from_str(&v.to_string()).map_err(|e| format!("jq output {v} is not JSON: {e}"))
+    Ok(match v {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(Num::Int(i)) => Value::from(*i as i64),
+        Val::Num(Num::Float(f)) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or_else(|| format!("jq output {f} is not a JSON number"))?,
+        Val::Num(n) => serde_json::from_str(&n.to_string())
+            .map_err(|e| format!("jq output {n} is not a JSON number: {e}"))?,
+        Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        Val::Arr(a) => Value::Array(a.iter().map(from_val).collect::<Result<_, _>>()?),
+        Val::Obj(o) => {
+            let mut m = serde_json::Map::with_capacity(o.len());
+            for (k, v) in o.iter() {
+                let key = match k {
+                    Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
+                    other => other.to_string(),
+                };
+                m.insert(key, from_val(v)?);
+            }
+            Value::Object(m)
+        }
+    })
 }
 
 fn compile(source: &str) -> Result<JqFilter, String> {
@@ -133,4 +178,25 @@ fn expected<'a>(source: &str, errs: impl Iterator<Item = (&'a str, &'a str)>) ->
     errs.map(|(what, rest)| format!("expected {what} at offset {}", source.len() - rest.len()))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_convert_both_ways_exactly() {
+        let v = json!({"a": 1, "b": -2.5, "c": "서울", "d": [true, null, {"e": 18446744073709551615u64}]});
+        assert_eq!(from_val(&to_val(&v).unwrap()).unwrap(), v);
+        let jq = Jq::compile("{id: (.id | tonumber), x: (.a + 1), s: (.c + \"!\")}").unwrap();
+        let out = jq
+            .run_json(&json!({"id": "42", "a": 1, "c": "서울"}))
+            .unwrap();
+        assert_eq!(out, vec![json!({"id": 42, "x": 2, "s": "서울!"})]);
+        assert_eq!(
+            Jq::compile("1.5").unwrap().run_json(&json!(null)).unwrap(),
+            vec![json!(1.5)]
+        );
+    }
 }
