@@ -218,6 +218,27 @@ impl ChunkStep {
         let mut next = rs
             .read_with_retry(exec.id, exec.counts.skipped, &exec.checkpoint, retry)
             .await?;
+        // The previous chunk: written, its checkpoint committed while the next chunk
+        // is written (a crash in between rewrites it on restart: upserts are
+        // idempotent and file writers truncate to the committed length).
+        let mut uncommitted: Option<(StepExecution, Vec<SkipRecord>)> = None;
+        let commit = |pending: Option<(StepExecution, Vec<SkipRecord>)>| {
+            let name = &name;
+            async move {
+                let Some((snapshot, skips)) = pending else {
+                    return Ok(());
+                };
+                ctx.repo
+                    .commit_chunk(&snapshot, ctx.owner, &skips)
+                    .await
+                    .map_err(|e| match e {
+                        e @ RepoError::LeaseLost(_) => StepEnd::LeaseLost(e),
+                        e => StepEnd::Failed(format!("step {name}: committing a chunk: {e}")),
+                    })?;
+                ctx.progress.chunk_committed(name, &snapshot.counts);
+                Ok::<(), StepEnd>(())
+            }
+        };
         loop {
             let Chunk {
                 positions,
@@ -227,26 +248,31 @@ impl ChunkStep {
                 eof,
             } = next;
             if eof && delta.read == 0 {
-                // The input ended exactly at the last chunk: nothing to commit.
+                // The input ended exactly at the last chunk: nothing more to write.
                 break;
             }
             if ctx.stop.load(Ordering::Relaxed) {
                 // Nothing of this chunk is written: it is read again on restart.
+                commit(uncommitted.take()).await?;
                 return Err(StepEnd::Stopped);
             }
             if let Some(s) = skips.last() {
                 last_reason = format!("{} at position {}: {}", s.phase, s.position, s.reason);
             }
             // Over the limit already: fail before writing anything of this chunk.
-            check_skip_limit(
+            if let Err(e) = check_skip_limit(
                 &name,
                 rs.skip_limit,
                 exec.counts.skipped + delta.skipped,
                 &last_reason,
-            )?;
+            ) {
+                commit(uncommitted.take()).await?;
+                return Err(e);
+            }
             let reader_cp = rs.reader.checkpoint();
             let skipped_before = exec.counts.skipped + delta.skipped;
-            let (written, read_ahead) = tokio::join!(
+            // Write this chunk, read the next, commit the previous: all at once.
+            let (written, read_ahead, committed) = tokio::join!(
                 ws.write_chunk(
                     exec.id,
                     &positions,
@@ -261,8 +287,10 @@ impl ChunkStep {
                     } else {
                         Some(rs.read_chunk(exec.id, skipped_before).await)
                     }
-                }
+                },
+                commit(uncommitted.take()),
             );
+            committed?;
             written?;
             check_skip_limit(
                 &name,
@@ -270,35 +298,30 @@ impl ChunkStep {
                 exec.counts.skipped + delta.skipped,
                 &last_reason,
             )?;
-            // Commit.
             delta.commits = 1;
             exec.counts.add(&delta);
             exec.checkpoint = json!({
                 "reader": reader_cp,
                 "writer": ws.writer.checkpoint(),
             });
-            ctx.repo
-                .commit_chunk(exec, ctx.owner, &skips)
-                .await
-                .map_err(|e| match e {
-                    e @ RepoError::LeaseLost(_) => StepEnd::LeaseLost(e),
-                    e => StepEnd::Failed(format!("step {name}: committing a chunk: {e}")),
-                })?;
-            ctx.progress.chunk_committed(&name, &exec.counts);
+            uncommitted = Some((exec.clone(), skips));
             next = match read_ahead {
                 None => break,
                 Some(Ok(c)) => c,
                 Some(Err(ReadError::Transient(e))) => {
-                    tracing::warn!(step = %name, error = %e, "transient read error; re-reading from the committed checkpoint");
+                    tracing::warn!(step = %name, error = %e, "transient read error; re-reading from the last written chunk");
+                    commit(uncommitted.take()).await?;
                     rs.reopen(&exec.checkpoint, &name).await?;
                     rs.read_with_retry(exec.id, exec.counts.skipped, &exec.checkpoint, retry)
                         .await?
                 }
                 Some(Err(e)) => {
+                    commit(uncommitted.take()).await?;
                     return Err(StepEnd::Failed(format!("step {name}: reading failed: {e}")));
                 }
             };
         }
+        commit(uncommitted.take()).await?;
         ws.writer
             .complete()
             .await
