@@ -16,7 +16,7 @@ use sluice_batch::model::Params;
 use sluice_batch::readers::CsvReader;
 use sluice_batch::repository::{RepoError, Repository, SqlRepository};
 use sluice_batch::writers::{Column, SqlWriter, SqlWriterOptions};
-use sluice_batch::{ChunkStep, Job, JobRunner, NoProgress, Retry, RunOptions, Step};
+use sluice_batch::{ChunkStep, Job, JobRunner, NoProgress, RunOptions, Step};
 
 /// The custom processor: parse numbers, grade the air, drop rows without a reading.
 fn grade(item: &Value) -> Result<Option<Value>, String> {
@@ -75,15 +75,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Column::new("grade", "TEXT"),
             ]),
     )?;
-    let job = Job::new("air-grade").step(Step::Chunk(ChunkStep {
-        name: "grade".into(),
-        chunk: 25,
-        skip_limit: 3,
-        retry: Retry::default(),
-        reader: Box::new(CsvReader::new(&csv)),
-        processor: Some(Arc::new(grade)),
-        writer: Box::new(writer),
-    }));
+    let job = Job::new("air-grade").step(Step::Chunk(
+        ChunkStep::new("grade", CsvReader::new(&csv), writer)
+            .chunk(25)
+            .skip_limit(3)
+            .processor(grade),
+    ));
     let mut params = Params::new();
     params.insert("day".into(), "2026-11-25".into());
     let runner = JobRunner::new(Arc::new(repo.clone()));

@@ -74,6 +74,56 @@ pub struct ChunkStep {
     pub writer: Box<dyn Writer>,
 }
 
+impl ChunkStep {
+    /// A step named `name` reading from `reader` and writing to `writer`, with
+    /// chunks of 500, no skips allowed and the default retry; items are written as
+    /// read until a [`processor`](Self::processor) is set.
+    pub fn new(
+        name: impl Into<String>,
+        reader: impl Reader + 'static,
+        writer: impl Writer + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            chunk: 500,
+            skip_limit: 0,
+            retry: Retry::default(),
+            reader: Box::new(reader),
+            processor: None,
+            writer: Box::new(writer),
+        }
+    }
+
+    /// Items per chunk (and per commit).
+    #[must_use]
+    pub fn chunk(mut self, items: usize) -> Self {
+        self.chunk = items.max(1);
+        self
+    }
+
+    /// Items that may be skipped before the step fails.
+    #[must_use]
+    pub fn skip_limit(mut self, limit: u64) -> Self {
+        self.skip_limit = limit;
+        self
+    }
+
+    /// Retry of transient errors.
+    #[must_use]
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// What happens to each item: a [`Processor`], e.g. a closure
+    /// `|item: &Item| -> Result<Option<Item>, String>`.
+    #[must_use]
+    pub fn processor(mut self, processor: impl Processor + 'static) -> Self {
+        self.processor = Some(Arc::new(processor));
+        self
+    }
+}
+
 impl std::fmt::Debug for ChunkStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChunkStep")
