@@ -425,7 +425,7 @@ async fn stop_ends_a_run_at_a_chunk_boundary_and_restart_finishes_it() {
     let line = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
     let written: u64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
     assert!(
-        written < ROWS && written % 1000 == 0,
+        written < ROWS && written.is_multiple_of(1000),
         "stopped at a chunk boundary: {line}"
     );
     assert_eq!(
