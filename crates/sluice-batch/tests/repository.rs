@@ -8,15 +8,16 @@ use std::time::Duration;
 use serde_json::json;
 use sluice_batch::repository::{Heartbeat, RepoError, Repository, SqlRepository};
 use sluice_batch::{BatchStatus, Params, SkipRecord, StepCounts};
-use sqlx::{Connection, Executor, PgConnection};
+
+mod common;
+use common::{Server, ServerDb};
 
 const LONG: Duration = Duration::from_secs(60);
 
 /// A database for one test; a PostgreSQL one is dropped with it.
 struct TestDb {
     url: String,
-    /// `(admin URL, database name)` of a PostgreSQL test database.
-    postgres: Option<(String, String)>,
+    _server: Option<ServerDb>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -26,25 +27,16 @@ impl TestDb {
         let url = format!("sqlite://{}", dir.path().join("repo.db").display());
         TestDb {
             url,
-            postgres: None,
+            _server: None,
             _dir: Some(dir),
         }
     }
 
     async fn postgres() -> TestDb {
-        let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("sluice_t_{:016x}", rand::random::<u64>());
-        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL at {admin} (set SLUICE_TEST_POSTGRES_URL, or run scripts/test): {e}")
-        });
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
+        let db = ServerDb::new(Server::Postgres, "sluice_t").await;
         TestDb {
-            url: with_database(&admin, &name),
-            postgres: Some((admin, name)),
+            url: db.url.clone(),
+            _server: Some(db),
             _dir: None,
         }
     }
@@ -54,40 +46,6 @@ impl TestDb {
         repo.migrate().await.unwrap();
         repo
     }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((admin, name)) = self.postgres.take() else {
-            return;
-        };
-        // Drop may run inside the test's runtime: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = conn.execute(sql.as_str()).await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// `url` with its database (path) replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
-    let auth = url.find("://").map_or(0, |i| i + 3);
-    let (base, rest) = match url[auth..].find('/') {
-        Some(i) => url.split_at(auth + i),
-        None => (url, ""),
-    };
-    let query = rest.find('?').map_or("", |i| &rest[i..]);
-    format!("{base}/{db}{query}")
 }
 
 fn params(pairs: &[(&str, &str)]) -> Params {

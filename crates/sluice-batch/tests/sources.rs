@@ -6,6 +6,8 @@
 //! (default `mysql://root@127.0.0.1:3306/test`; skipped when unset and not
 //! reachable). Each test creates its own database `sluice_s_<random>` and drops it.
 
+mod common;
+use common::{Server, ServerDb};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -608,92 +610,6 @@ async fn http_reader_takes_fresh_pages_from_the_gateway_cache() {
 // ---------------------------------------------------------------------------
 // Databases
 
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[after_scheme..]
-        .find('/')
-        .map_or(base.len(), |i| after_scheme + i);
-    let mut out = format!("{}/{db}", &base[..host_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-/// A scratch database on a server; dropped by [`Scratch::drop_db`].
-struct Scratch {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Scratch {
-    async fn postgres() -> Scratch {
-        let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("sluice_s_{:016x}", rand::random::<u64>());
-        let pool = sqlx::PgPool::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        let url = with_database(&admin, &name);
-        Scratch { admin, name, url }
-    }
-
-    async fn mysql() -> Option<Scratch> {
-        let set = std::env::var("SLUICE_TEST_MYSQL_URL").ok();
-        let admin = set
-            .clone()
-            .unwrap_or_else(|| "mysql://root@127.0.0.1:3306/test".into());
-        let pool = match sqlx::MySqlPool::connect(&admin).await {
-            Ok(p) => p,
-            Err(e) if set.is_none() => {
-                eprintln!("skipping MySQL: SLUICE_TEST_MYSQL_URL is unset and {admin}: {e}");
-                return None;
-            }
-            Err(e) => panic!("MySQL at {admin}: {e}"),
-        };
-        let name = format!("sluice_s_{:016x}", rand::random::<u64>());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        let url = with_database(&admin, &name);
-        Some(Scratch { admin, name, url })
-    }
-
-    async fn drop_db(self) {
-        if self.admin.starts_with("mysql") {
-            let pool = sqlx::MySqlPool::connect(&self.admin).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {}", self.name))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        } else {
-            let pool = sqlx::PgPool::connect(&self.admin).await.unwrap();
-            sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&pool)
-            .await
-            .unwrap();
-            pool.close().await;
-        }
-    }
-}
-
 fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display())
 }
@@ -822,7 +738,7 @@ async fn sql_reader_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_reader_postgres() {
-    let db = Scratch::postgres().await;
+    let db = ServerDb::new(Server::Postgres, "sluice_s").await;
     sql_reader_suite(&db.url).await;
     // Keys of a type bound as text (a timestamp) compare as that type.
     exec(
@@ -850,16 +766,12 @@ async fn sql_reader_postgres() {
     b.open(Some(&cp)).await.unwrap();
     got.extend(read_all(&mut b).await);
     assert_eq!(got, all);
-    db.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_reader_mysql() {
-    let Some(db) = Scratch::mysql().await else {
-        return;
-    };
+    let db = ServerDb::new(Server::MySql, "sluice_s").await;
     sql_reader_suite(&db.url).await;
-    db.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -908,22 +820,18 @@ async fn sql_tasklet_batch_loop_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_tasklet_batch_loop_postgres() {
-    let db = Scratch::postgres().await;
+    let db = ServerDb::new(Server::Postgres, "sluice_s").await;
     batch_delete_suite(
         &db.url,
         "DELETE FROM t WHERE id IN (SELECT id FROM t WHERE ts < 100 LIMIT 1000)",
     )
     .await;
-    db.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_tasklet_batch_loop_mysql() {
-    let Some(db) = Scratch::mysql().await else {
-        return;
-    };
+    let db = ServerDb::new(Server::MySql, "sluice_s").await;
     batch_delete_suite(&db.url, "DELETE FROM t WHERE ts < 100 LIMIT 1000").await;
-    db.drop_db().await;
 }
 
 // ---------------------------------------------------------------------------

@@ -14,69 +14,41 @@ use sluice_batch::{WriteError, Writer};
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::SqlitePoolOptions;
-use sqlx::{Connection, Executor, MySqlConnection, MySqlPool, PgConnection, PgPool, SqlitePool};
+use sqlx::{MySqlPool, PgPool, SqlitePool};
+
+mod common;
+use common::{Server, ServerDb};
 
 /// A database for one test, dropped with it.
 struct TestDb {
     kind: DbKind,
     url: String,
-    /// `(admin URL, database name)` of a server database.
-    server: Option<(String, String)>,
+    _server: Option<ServerDb>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
     async fn new(kind: DbKind) -> TestDb {
-        let name = format!("sluice_w_{:016x}", rand::random::<u64>());
-        match kind {
+        let server = match kind {
             DbKind::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}", dir.path().join("w.db").display());
-                TestDb {
+                return TestDb {
                     kind,
                     url,
-                    server: None,
+                    _server: None,
                     _dir: Some(dir),
-                }
+                };
             }
-            DbKind::Postgres => {
-                let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
-                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-                let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL at {admin} (set SLUICE_TEST_POSTGRES_URL, or run scripts/test): {e}"
-                    )
-                });
-                conn.execute(format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .unwrap();
-                conn.close().await.unwrap();
-                TestDb {
-                    kind,
-                    url: with_database(&admin, &name),
-                    server: Some((admin, name)),
-                    _dir: None,
-                }
-            }
-            DbKind::MySql => {
-                let admin = std::env::var("SLUICE_TEST_MYSQL_URL")
-                    .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
-                let mut conn = MySqlConnection::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!(
-                        "MariaDB/MySQL at {admin} (set SLUICE_TEST_MYSQL_URL, or run scripts/test): {e}"
-                    )
-                });
-                conn.execute(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4").as_str())
-                    .await
-                    .unwrap();
-                conn.close().await.unwrap();
-                TestDb {
-                    kind,
-                    url: with_database(&admin, &name),
-                    server: Some((admin, name)),
-                    _dir: None,
-                }
-            }
+            DbKind::Postgres => Server::Postgres,
+            DbKind::MySql => Server::MySql,
+        };
+        let db = ServerDb::new(server, "sluice_w").await;
+        TestDb {
+            kind,
+            url: db.url.clone(),
+            _server: Some(db),
+            _dir: None,
         }
     }
 
@@ -117,36 +89,6 @@ impl TestDb {
             DbKind::Postgres => "JSONB",
             _ => "JSON",
         }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((admin, name)) = self.server.take() else {
-            return;
-        };
-        let kind = self.kind;
-        // Drop may run inside the test's runtime: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if kind == DbKind::Postgres {
-                    if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                        let _ = conn.execute(sql.as_str()).await;
-                        let _ = conn.close().await;
-                    }
-                } else if let Ok(mut conn) = MySqlConnection::connect(&admin).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name}");
-                    let _ = conn.execute(sql.as_str()).await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
     }
 }
 
@@ -305,17 +247,6 @@ impl Check {
             }
         }
     }
-}
-
-/// `url` with its database (path) replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
-    let auth = url.find("://").map_or(0, |i| i + 3);
-    let (base, rest) = match url[auth..].find('/') {
-        Some(i) => url.split_at(auth + i),
-        None => (url, ""),
-    };
-    let query = rest.find('?').map_or("", |i| &rest[i..]);
-    format!("{base}/{db}{query}")
 }
 
 fn s(v: &str) -> Option<String> {
