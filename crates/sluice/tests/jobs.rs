@@ -439,3 +439,103 @@ async fn stop_ends_a_run_at_a_chunk_boundary_and_restart_finishes_it() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("resumed execution 1"));
     assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
 }
+
+/// Two `sluice job run` processes started together on one repository: exactly one
+/// runs the instance, the other is told it is already running (exit 3).
+async fn two_processes_one_instance(repo_url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("air.csv");
+    write_csv(&csv, 30_000, &[]);
+    let data = dir.path().join("data.db");
+    let cfg = config(
+        dir.path(),
+        &csv,
+        &format!("sqlite://{}", data.display()),
+        "",
+    );
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("sqlite://{}", dir.path().join("repo.db").display()),
+        repo_url,
+    );
+    std::fs::write(&cfg, text_cfg).unwrap();
+    // Create the schema first, so both start on equal terms.
+    let list = sluice(&cfg, &["list"]);
+    assert!(list.status.success(), "{}", text(&list));
+    let spawn = || {
+        Command::new(BIN)
+            .args(["job", "-c"])
+            .arg(&cfg)
+            .args(["run", "air-load"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())
+    })
+    .await
+    .unwrap();
+    let mut codes = [a.status.code(), b.status.code()];
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(3)], "{}\n---\n{}", text(&a), text(&b));
+    let loser = if a.status.code() == Some(3) { &a } else { &b };
+    assert!(
+        String::from_utf8_lossy(&loser.stderr).contains("already running"),
+        "{}",
+        text(loser)
+    );
+    assert_eq!(sqlite_rows(&data).await, expected_sums(30_000, &[]));
+    let history = sluice(&cfg, &["history", "air-load"]);
+    assert_eq!(
+        String::from_utf8_lossy(&history.stdout).lines().count(),
+        1,
+        "one execution only: {}",
+        text(&history)
+    );
+}
+
+#[tokio::test]
+async fn two_processes_never_run_one_instance_at_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    two_processes_one_instance(&format!(
+        "sqlite://{}",
+        dir.path().join("shared.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn two_processes_never_run_one_instance_at_once_on_postgres() {
+    use sqlx::{Connection, Executor};
+    let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!(
+        "sluice_j_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {admin} (set SLUICE_TEST_POSTGRES_URL, or run scripts/test): {e}")
+        });
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) if base.contains("://") && base.len() > base.find("://").unwrap() + 3 => {
+            format!("{base}/{name}")
+        }
+        _ => format!("{admin}/{name}"),
+    };
+    two_processes_one_instance(&url).await;
+    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
+}
