@@ -102,10 +102,13 @@ pub struct RunReport {
 }
 
 /// Options of one run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Run a COMPLETED instance again from scratch.
     pub rerun: bool,
+    /// Set it to stop the run at the next chunk boundary (STOPPED, restartable),
+    /// e.g. from a SIGINT/SIGTERM handler.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Runs jobs against a repository.
@@ -185,7 +188,10 @@ impl JobRunner {
             tracing::info!(job = %job.name, execution = exec_id, previous = prev.id,
                 previous_status = %prev.status, "restarting from the last committed chunk");
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = opts
+            .stop
+            .clone()
+            .unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
         let lost = Arc::new(AtomicBool::new(false));
         let heartbeat = {
             let (repo, owner, lease) = (self.repo.clone(), self.owner.clone(), self.lease);

@@ -1,6 +1,7 @@
 //! `sluice job …`: run batch jobs and look into their repository.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -207,7 +208,24 @@ async fn run_job(
     let runner = JobRunner::new(repo).lease(settings.jobs.lease);
     let bars = Bars::default();
     let started = Instant::now();
-    let report = match runner.run(job, &params, RunOptions { rerun }, &bars).await {
+    // Ctrl-C or SIGTERM: stop at the next chunk boundary, so the run ends STOPPED
+    // (restartable at once) instead of leaving a lease to expire.
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            crate::serve::shutdown_signal().await;
+            eprintln!("stopping at the next chunk boundary…");
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let opts = RunOptions {
+        rerun,
+        stop: Some(stop),
+    };
+    let result = runner.run(job, &params, opts, &bars).await;
+    signals.abort();
+    let report = match result {
         Ok(r) => r,
         Err(e @ (RepoError::AlreadyRunning { .. } | RepoError::AlreadyCompleted { .. })) => {
             eprintln!("{e}");

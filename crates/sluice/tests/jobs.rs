@@ -539,3 +539,52 @@ async fn two_processes_never_run_one_instance_at_once_on_postgres() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn sigterm_stops_a_run_cleanly_and_it_restarts_at_once() {
+    const ROWS: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("big.csv");
+    write_csv(&csv, ROWS, &[]);
+    let data = dir.path().join("data.db");
+    let cfg = config(
+        dir.path(),
+        &csv,
+        &format!("sqlite://{}", data.display()),
+        "",
+    );
+    let repo = dir.path().join("repo.db");
+    let child = Command::new(BIN)
+        .args(["job", "-c"])
+        .arg(&cfg)
+        .args(["run", "air-load"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while written_so_far(&repo).await < 10_000 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("STOPPED"),
+        "{}",
+        text(&out)
+    );
+    // No lease to wait for: the run released it.
+    let again = sluice(&cfg, &["run", "air-load"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("resumed execution 1"));
+    assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
+}
