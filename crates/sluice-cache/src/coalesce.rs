@@ -67,6 +67,15 @@ pub struct Coalescer<T: Clone + Send + Sync + 'static> {
     inflight: Arc<Mutex<HashMap<String, Flight<T>>>>,
 }
 
+/// Clones share the flights.
+impl<T: Clone + Send + Sync + 'static> Clone for Coalescer<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inflight: self.inflight.clone(),
+        }
+    }
+}
+
 impl<T: Clone + Send + Sync + 'static> Default for Coalescer<T> {
     fn default() -> Self {
         Self::new()

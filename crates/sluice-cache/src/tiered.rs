@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::coalesce::Coalescer;
 use crate::entry::Entry;
 use crate::error::StoreError;
 use crate::memory::MemoryStore;
@@ -26,6 +27,9 @@ pub struct TieredStore {
     l1: MemoryStore,
     l2: Arc<dyn Store>,
     bus: Option<Arc<Redis>>,
+    /// Concurrent L1 misses of one key share one L2 read (an L1 expiry under load
+    /// would otherwise send every request in flight to L2 at once).
+    reads: Coalescer<Result<Option<Arc<Entry>>, String>>,
 }
 
 impl TieredStore {
@@ -61,7 +65,12 @@ impl TieredStore {
                 }
             });
         }
-        Self { l1, l2, bus }
+        Self {
+            l1,
+            l2,
+            bus,
+            reads: Coalescer::new(),
+        }
     }
 
     /// The memory tier.
@@ -89,11 +98,23 @@ impl Store for TieredStore {
         if let Some(e) = self.l1.get(key).await? {
             return Ok(Some(e));
         }
-        let found = self.l2.get(key).await?;
-        if let Some(e) = &found {
-            self.l1.put(key, e.clone()).await?;
-        }
-        Ok(found)
+        let (l2, l1, owned) = (self.l2.clone(), self.l1.clone(), key.to_owned());
+        let (res, _) = self
+            .reads
+            .run(key, move || async move {
+                let found = l2.get(&owned).await.map_err(|e| e.to_string())?;
+                if let Some(e) = &found {
+                    let _ = l1.put(&owned, e.clone()).await;
+                }
+                Ok(found)
+            })
+            .await;
+        let unavailable = |message: String| StoreError::Unavailable {
+            store: self.l2.kind(),
+            message,
+        };
+        res.map_err(|e| unavailable(e.to_string()))?
+            .map_err(unavailable)
     }
 
     async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<PutOutcome, StoreError> {

@@ -634,3 +634,47 @@ async fn rediss_with_a_private_ca() {
 fn sluice_testkit_tls_init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_l1_misses_share_one_l2_read() {
+    let server = RedisServer::start();
+    let redis = Redis::connect(&redis_opts(vec![server.url()], false, "tier")).unwrap();
+    let l2 = Arc::new(RedisStore::new(redis.clone(), 1 << 20));
+    l2.put("air GET /x", entry(100, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let tiered = Arc::new(sluice_cache::TieredStore::new(
+        sluice_cache::MemoryStore::builder().build(),
+        l2,
+        None,
+    ));
+    let _: () = redis
+        .query("test", redis::cmd("CONFIG").arg("RESETSTAT"))
+        .await
+        .unwrap();
+    let gets: Vec<_> = (0..64)
+        .map(|_| {
+            let t = tiered.clone();
+            tokio::spawn(async move { t.get("air GET /x").await.unwrap().is_some() })
+        })
+        .collect();
+    for g in gets {
+        assert!(g.await.unwrap());
+    }
+    let stats: String = redis
+        .query("test", redis::cmd("INFO").arg("commandstats"))
+        .await
+        .unwrap();
+    let get_calls: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (1..=2).contains(&get_calls),
+        "64 concurrent L1 misses made {get_calls} Redis GETs"
+    );
+    // Later reads are L1 hits.
+    assert!(tiered.get("air GET /x").await.unwrap().is_some());
+}
