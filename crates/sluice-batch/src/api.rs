@@ -101,6 +101,50 @@ where
     }
 }
 
+/// One bound argument of a [`SqlStatement`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlArg {
+    /// An integer.
+    I64(i64),
+    /// Text.
+    Text(String),
+    /// Text or NULL.
+    OptText(Option<String>),
+}
+
+impl From<i64> for SqlArg {
+    fn from(v: i64) -> Self {
+        Self::I64(v)
+    }
+}
+
+impl From<&str> for SqlArg {
+    fn from(v: &str) -> Self {
+        Self::Text(v.to_owned())
+    }
+}
+
+impl From<Option<&str>> for SqlArg {
+    fn from(v: Option<&str>) -> Self {
+        Self::OptText(v.map(str::to_owned))
+    }
+}
+
+/// A statement with `$n` placeholders (SQLite and PostgreSQL) that a writer runs
+/// inside its chunk's transaction: the repository's chunk commit, when the writer
+/// writes into the repository's own database, so that data and checkpoint commit
+/// together (exactly once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlStatement {
+    /// The SQL.
+    pub sql: String,
+    /// Its arguments, in placeholder order.
+    pub args: Vec<SqlArg>,
+    /// When it affects no row, the whole transaction is rolled back (the lease
+    /// check: a process that lost its lease commits nothing).
+    pub must_affect: bool,
+}
+
 /// A writer could not write a chunk.
 #[derive(Debug, Error)]
 pub enum WriteError {
@@ -147,6 +191,30 @@ pub trait Writer: Send {
     ///
     /// See [`WriteError`].
     async fn write(&mut self, items: &[Item]) -> Result<(), WriteError>;
+
+    /// The database this writer writes into, when it is one (compared with the
+    /// repository's to commit data and checkpoint in one transaction).
+    fn database_url(&self) -> Option<&str> {
+        None
+    }
+
+    /// Writes one chunk and runs `commit` in the same transaction. Returns
+    /// `Ok(true)` when it did so (the chunk and its checkpoint are committed
+    /// together), `Ok(false)` when this writer cannot, having only written the chunk
+    /// (the caller then commits the checkpoint itself).
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write); a `commit` statement with `must_affect` that
+    /// affects nothing rolls everything back and is [`WriteError::Fatal`].
+    async fn write_committing(
+        &mut self,
+        items: &[Item],
+        commit: &[SqlStatement],
+    ) -> Result<bool, WriteError> {
+        let _ = commit;
+        self.write(items).await.map(|()| false)
+    }
 
     /// The step completed: make the output final (rename a temp file).
     ///

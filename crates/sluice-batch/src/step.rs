@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::api::{Processor, ReadError, Reader, WriteError, Writer};
+use crate::api::{Processor, ReadError, Reader, SqlStatement, WriteError, Writer};
 use crate::model::{BatchStatus, Item, SkipRecord, StepCounts, StepExecution, now_millis};
 use crate::repository::{RepoError, Repository};
 
@@ -264,6 +264,13 @@ impl ChunkStep {
             retry,
             writer: &mut self.writer,
         };
+        let same_db = matches!(
+            (ctx.repo.database_url(), ws.writer.database_url()),
+            (Some(r), Some(w)) if r == w
+        );
+        if same_db {
+            tracing::info!(step = %name, "the writer targets the repository's database: chunks and checkpoints commit together");
+        }
         let mut last_reason = String::new();
         let mut next = rs
             .read_with_retry(exec.id, exec.counts.skipped, &exec.checkpoint, retry)
@@ -321,6 +328,28 @@ impl ChunkStep {
             }
             let reader_cp = rs.reader.checkpoint();
             let skipped_before = exec.counts.skipped + delta.skipped;
+            // Into the repository's own database: the chunk and its commit in one
+            // transaction (exactly once). The statements assume the whole chunk is
+            // written; when it is not (a refused item), the writer only writes and
+            // the commit follows separately.
+            let in_tx = if same_db {
+                // A previous chunk that fell back to a separate commit goes first, so
+                // that checkpoints never go backwards.
+                commit(uncommitted.take()).await?;
+                let mut d = delta;
+                d.written += items.len() as u64;
+                d.commits = 1;
+                let mut snapshot = exec.clone();
+                snapshot.counts.add(&d);
+                snapshot.checkpoint = json!({
+                    "reader": reader_cp,
+                    "writer": ws.writer.checkpoint(),
+                });
+                ctx.repo
+                    .chunk_commit_statements(&snapshot, ctx.owner, &skips)
+            } else {
+                None
+            };
             // Write this chunk, read the next, commit the previous: all at once.
             let (written, read_ahead, committed) = tokio::join!(
                 ws.write_chunk(
@@ -329,7 +358,8 @@ impl ChunkStep {
                     &items,
                     &mut delta,
                     &mut skips,
-                    &mut last_reason
+                    &mut last_reason,
+                    in_tx.as_deref(),
                 ),
                 async {
                     if eof {
@@ -341,7 +371,7 @@ impl ChunkStep {
                 commit(uncommitted.take()),
             );
             committed?;
-            written?;
+            let committed_with_chunk = written?;
             check_skip_limit(
                 &name,
                 rs.skip_limit,
@@ -354,7 +384,11 @@ impl ChunkStep {
                 "reader": reader_cp,
                 "writer": ws.writer.checkpoint(),
             });
-            uncommitted = Some((exec.clone(), skips));
+            if committed_with_chunk {
+                ctx.progress.chunk_committed(&name, &exec.counts);
+            } else {
+                uncommitted = Some((exec.clone(), skips));
+            }
             next = match read_ahead {
                 None => break,
                 Some(Ok(c)) => c,
@@ -508,7 +542,10 @@ impl ReadSide<'_> {
 }
 
 impl WriteSide<'_> {
-    /// Writes one chunk, retrying transient errors and isolating refused items.
+    /// Writes one chunk, retrying transient errors and isolating refused items;
+    /// with `commit`, also runs the repository's chunk commit in the writer's
+    /// transaction when the writer can (returns whether it did).
+    #[allow(clippy::too_many_arguments)]
     async fn write_chunk(
         &mut self,
         exec_id: i64,
@@ -517,16 +554,21 @@ impl WriteSide<'_> {
         delta: &mut StepCounts,
         skips: &mut Vec<SkipRecord>,
         last_reason: &mut String,
-    ) -> Result<(), StepEnd> {
+        commit: Option<&[SqlStatement]>,
+    ) -> Result<bool, StepEnd> {
         if items.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let mut attempt = 0u32;
         loop {
-            match self.writer.write(items).await {
-                Ok(()) => {
+            let result = match commit {
+                Some(c) => self.writer.write_committing(items, c).await,
+                None => self.writer.write(items).await.map(|()| false),
+            };
+            match result {
+                Ok(committed) => {
                     delta.written += items.len() as u64;
-                    return Ok(());
+                    return Ok(committed);
                 }
                 Err(WriteError::Transient(e)) if attempt < self.retry.max => {
                     delta.rollbacks += 1;
@@ -573,7 +615,7 @@ impl WriteSide<'_> {
                             }
                         }
                     }
-                    return Ok(());
+                    return Ok(false);
                 }
                 Err(e) => {
                     return Err(StepEnd::Failed(format!(

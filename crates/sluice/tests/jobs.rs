@@ -588,3 +588,67 @@ async fn sigterm_stops_a_run_cleanly_and_it_restarts_at_once() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("resumed execution 1"));
     assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
 }
+
+#[tokio::test]
+async fn appends_into_the_repository_database_are_exactly_once_across_a_kill() {
+    const ROWS: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("big.csv");
+    write_csv(&csv, ROWS, &[]);
+    let repo = dir.path().join("repo.db");
+    // Plain appends (no key) into the repository's own database: a chunk written
+    // twice would show as duplicate rows, so only data and checkpoint committing in
+    // one transaction gets exactly ROWS rows.
+    let cfg = config(
+        dir.path(),
+        &csv,
+        &format!("sqlite://{}", repo.display()),
+        "",
+    );
+    let text_cfg = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("kind = \"sql_upsert\"", "kind = \"sql_append\"")
+        .replace("key = [\"id\"], ", "")
+        .replace("\"id BIGINT NOT NULL\"", "\"id BIGINT\"");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["job", "-c"])
+        .arg(&cfg)
+        .args(["run", "air-load"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while written_so_far(&repo).await < 40_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the load never got to 40,000 rows"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the load ended before it was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(7)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        let out = sluice(&cfg, &["run", "air-load"]);
+        if out.status.code() != Some(3) {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed execution 1"));
+    let (count, sum, pm25) = sqlite_rows(&repo).await;
+    assert_eq!(
+        (count, sum, pm25),
+        expected_sums(ROWS, &[]),
+        "every row exactly once"
+    );
+}

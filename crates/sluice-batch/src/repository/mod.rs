@@ -29,6 +29,7 @@ use crate::model::{
 mod sql;
 
 pub use sql::SqlRepository;
+pub(crate) use sql::build_statement;
 
 /// A repository operation failed.
 #[derive(Debug, Error)]
@@ -189,6 +190,24 @@ pub trait Repository: Send + Sync {
         owner: &str,
         skips: &[SkipRecord],
     ) -> Result<(), RepoError>;
+
+    /// The database URL of the repository, as configured (never shown).
+    fn database_url(&self) -> Option<&str> {
+        None
+    }
+
+    /// The statements [`commit_chunk`](Self::commit_chunk) runs, for a writer into
+    /// the repository's own database to run in its chunk transaction (`None` when
+    /// this repository cannot hand them out).
+    fn chunk_commit_statements(
+        &self,
+        step: &StepExecution,
+        owner: &str,
+        skips: &[SkipRecord],
+    ) -> Option<Vec<crate::api::SqlStatement>> {
+        let _ = (step, owner, skips);
+        None
+    }
 
     /// Ends a step execution.
     ///

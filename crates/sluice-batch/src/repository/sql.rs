@@ -65,11 +65,21 @@ const EXECUTION_COLUMNS: &str = "id, instance_id, job_name, params, status, crea
 /// Open it with [`SqlRepository::connect`], then call
 /// [`Repository::migrate`] once before use. It holds a connection pool and is cheap
 /// to share behind an `Arc`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqlRepository {
     pool: Pool,
     /// The URL, password redacted, for error messages.
     url: String,
+    /// The URL as given (compared with writers' URLs; never shown).
+    raw_url: String,
+}
+
+impl std::fmt::Debug for SqlRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlRepository")
+            .field("url", &self.url)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -141,7 +151,11 @@ impl SqlRepository {
                  sqlite::memory: or postgres://user@host/db"
             )));
         };
-        Ok(SqlRepository { pool, url: shown })
+        Ok(SqlRepository {
+            pool,
+            url: shown,
+            raw_url: url.to_owned(),
+        })
     }
 
     /// The URL this repository was opened with, password redacted.
@@ -553,55 +567,34 @@ impl Repository for SqlRepository {
         owner: &str,
         skips: &[SkipRecord],
     ) -> Result<(), RepoError> {
-        let checkpoint_json = to_json(&step.checkpoint)?;
-        let now = now_millis();
+        let statements = chunk_commit(step, owner, skips)?;
         let mut tx = self.write().await?;
-        // Check the lease with a write to the instance row: on PostgreSQL this locks
-        // the row until we commit, so a takeover cannot slip in between the check
-        // and the commit (it waits, then finds the lease extended or not).
-        let held = tx
-            .execute(
-                Q::new(
-                    "UPDATE batch_job_instance SET lock_until = lock_until \
-                     WHERE lock_execution_id = $1 AND lock_owner = $2",
-                )
-                .bind(step.execution_id)
-                .bind(owner),
-            )
-            .await?;
-        if held == 0 {
-            return Err(RepoError::LeaseLost(step.execution_id));
-        }
-        tx.execute(
-            Q::new(
-                "UPDATE batch_step_execution SET status = $1, read_count = $2, \
-                 processed_count = $3, filtered_count = $4, written_count = $5, skip_count = $6, \
-                 commit_count = $7, rollback_count = $8, checkpoint = $9 WHERE id = $10",
-            )
-            .bind(step.status.as_str())
-            .bind_counts(&step.counts)
-            .bind(checkpoint_json.as_str())
-            .bind(step.id),
-        )
-        .await?;
-        for skip in skips {
-            tx.execute(
-                Q::new(
-                    "INSERT INTO batch_skip (step_execution_id, step_name, position, phase, \
-                     reason, item, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(step.id)
-                .bind(step.step_name.as_str())
-                .bind(to_i64(skip.position))
-                .bind(skip.phase.as_str())
-                .bind(skip.reason.as_str())
-                .bind(skip.item.as_deref().map(|s| truncate(s, MAX_SKIP_ITEM)))
-                .bind(now),
-            )
-            .await?;
+        for st in &statements {
+            let affected = tx
+                .execute(Q {
+                    sql: &st.sql,
+                    args: st.args.clone(),
+                })
+                .await?;
+            if st.must_affect && affected == 0 {
+                return Err(RepoError::LeaseLost(step.execution_id));
+            }
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    fn database_url(&self) -> Option<&str> {
+        Some(&self.raw_url)
+    }
+
+    fn chunk_commit_statements(
+        &self,
+        step: &StepExecution,
+        owner: &str,
+        skips: &[SkipRecord],
+    ) -> Option<Vec<SqlStatement>> {
+        chunk_commit(step, owner, skips).ok()
     }
 
     async fn finish_step(&self, step: &StepExecution) -> Result<(), RepoError> {
@@ -879,36 +872,72 @@ fn redact_url(url: &str) -> String {
     out
 }
 
+/// The statements of one chunk commit: the lease check (a write to the instance
+/// row: on PostgreSQL it locks the row until commit, so a takeover cannot slip in
+/// between check and commit), the step's counts and checkpoint, the chunk's skips.
+fn chunk_commit(
+    step: &StepExecution,
+    owner: &str,
+    skips: &[SkipRecord],
+) -> Result<Vec<SqlStatement>, RepoError> {
+    let checkpoint_json = to_json(&step.checkpoint)?;
+    let now = now_millis();
+    let c = &step.counts;
+    let mut out = vec![
+        SqlStatement {
+            sql: "UPDATE batch_job_instance SET lock_until = lock_until \
+                  WHERE lock_execution_id = $1 AND lock_owner = $2"
+                .into(),
+            args: vec![Arg::I64(step.execution_id), Arg::from(owner)],
+            must_affect: true,
+        },
+        SqlStatement {
+            sql: "UPDATE batch_step_execution SET status = $1, read_count = $2, \
+                  processed_count = $3, filtered_count = $4, written_count = $5, skip_count = $6, \
+                  commit_count = $7, rollback_count = $8, checkpoint = $9 WHERE id = $10"
+                .into(),
+            args: vec![
+                Arg::from(step.status.as_str()),
+                Arg::I64(to_i64(c.read)),
+                Arg::I64(to_i64(c.processed)),
+                Arg::I64(to_i64(c.filtered)),
+                Arg::I64(to_i64(c.written)),
+                Arg::I64(to_i64(c.skipped)),
+                Arg::I64(to_i64(c.commits)),
+                Arg::I64(to_i64(c.rollbacks)),
+                Arg::from(checkpoint_json.as_str()),
+                Arg::I64(step.id),
+            ],
+            must_affect: false,
+        },
+    ];
+    for skip in skips {
+        out.push(SqlStatement {
+            sql: "INSERT INTO batch_skip (step_execution_id, step_name, position, phase, \
+                  reason, item, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                .into(),
+            args: vec![
+                Arg::I64(step.id),
+                Arg::from(step.step_name.as_str()),
+                Arg::I64(to_i64(skip.position)),
+                Arg::from(skip.phase.as_str()),
+                Arg::from(skip.reason.as_str()),
+                Arg::from(skip.item.as_deref().map(|s| truncate(s, MAX_SKIP_ITEM))),
+                Arg::I64(now),
+            ],
+            must_affect: false,
+        });
+    }
+    Ok(out)
+}
+
 /// A statement and its arguments, independent of the database.
 struct Q<'s> {
     sql: &'s str,
     args: Vec<Arg>,
 }
 
-/// One bound argument.
-enum Arg {
-    I64(i64),
-    Text(String),
-    OptText(Option<String>),
-}
-
-impl From<i64> for Arg {
-    fn from(v: i64) -> Self {
-        Arg::I64(v)
-    }
-}
-
-impl From<&str> for Arg {
-    fn from(v: &str) -> Self {
-        Arg::Text(v.to_owned())
-    }
-}
-
-impl From<Option<&str>> for Arg {
-    fn from(v: Option<&str>) -> Self {
-        Arg::OptText(v.map(str::to_owned))
-    }
-}
+use crate::api::{SqlArg as Arg, SqlStatement};
 
 impl<'s> Q<'s> {
     fn new(sql: &'s str) -> Self {
@@ -947,9 +976,23 @@ where
     &'q str: Encode<'q, DB> + Type<DB>,
     Option<&'q str>: Encode<'q, DB> + Type<DB>,
 {
-    q.args
-        .iter()
-        .fold(sqlx::query::<DB>(q.sql), |query, arg| match arg {
+    build_statement(q.sql, &q.args)
+}
+
+/// The sqlx query of `sql` with `args` bound, for database `DB` (also used by the
+/// SQL writer to run a [`SqlStatement`] in its own transaction).
+pub(crate) fn build_statement<'q, DB>(
+    sql: &'q str,
+    args: &'q [Arg],
+) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+{
+    args.iter()
+        .fold(sqlx::query::<DB>(sql), |query, arg| match arg {
             Arg::I64(v) => query.bind(*v),
             Arg::Text(v) => query.bind(v.as_str()),
             Arg::OptText(v) => query.bind(v.as_deref()),

@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 use sqlx::{Arguments, ConnectOptions, Connection, Database, Encode, Executor, Row, Type};
 
 use super::ident::{check_ident, check_table, check_type, derived_name, quote, quote_table};
-use crate::api::{WriteError, Writer};
+use crate::api::{SqlStatement, WriteError, Writer};
 use crate::model::Item;
 
 /// SQLite's bind-parameter limit: `SQLITE_MAX_VARIABLE_NUMBER`, 32766 in the SQLite
@@ -390,8 +390,9 @@ impl fmt::Debug for SqlWriter {
 /// bind every batch, then run them on one held connection, in one transaction when
 /// there are several.
 macro_rules! write_statements {
-    ($self:ident, $rows:ident, $db:ident, $args:ty, $held:ident) => {{
+    ($self:ident, $rows:ident, $extra:ident, $db:ident, $args:ty, $held:ident) => {{
         let rows = $rows;
+        let extra = $extra;
         let batches = $self.batches(rows);
         let sqls: Vec<Arc<str>> = batches.iter().map(|b| $self.insert_sql(b.len())).collect();
         let plan = $self.plan.as_ref().ok_or_else(not_planned)?;
@@ -410,8 +411,9 @@ macro_rules! write_statements {
         let (kind, table) = ($self.kind, $self.options.table.as_str());
         let err = |e| map_sqlx_error(kind, table, e);
         let mut ran = 0;
+        let table = $self.options.table.clone();
         let result = async {
-            if stmts.len() == 1 {
+            if stmts.len() == 1 && extra.is_empty() {
                 // One statement is atomic on its own (SQLite; InnoDB in autocommit): no
                 // BEGIN/COMMIT round trips.
                 let (sql, args) = stmts.pop().expect("one statement");
@@ -430,6 +432,9 @@ macro_rules! write_statements {
                     .await
                     .map_err(err)?;
             }
+            run_extra::<$db>(&mut tx, extra, &table, |r| r.rows_affected())
+                .await
+                .map_err(err)??;
             tx.commit().await.map_err(err)
         }
         .await;
@@ -965,7 +970,11 @@ impl SqlWriter {
         out
     }
 
-    async fn write_chunk(&mut self, items: &[Item]) -> Result<(), WriteError> {
+    async fn write_chunk(
+        &mut self,
+        items: &[Item],
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
         let rows: Vec<&Map<String, Value>> = items
             .iter()
             .enumerate()
@@ -1012,9 +1021,9 @@ impl SqlWriter {
             self.make_plan(cols).await?;
         }
         match self.kind {
-            DbKind::Sqlite => self.write_sqlite(&rows).await,
-            DbKind::Postgres => self.write_postgres(&rows).await,
-            DbKind::MySql => self.write_mysql(&rows).await,
+            DbKind::Sqlite => self.write_sqlite(&rows, extra).await,
+            DbKind::Postgres => self.write_postgres(&rows, extra).await,
+            DbKind::MySql => self.write_mysql(&rows, extra).await,
         }
     }
 
@@ -1042,15 +1051,29 @@ impl SqlWriter {
         }
     }
 
-    async fn write_sqlite(&mut self, rows: &[&Map<String, Value>]) -> Result<(), WriteError> {
-        write_statements!(self, rows, Sqlite, SqliteArguments, sqlite)
+    async fn write_sqlite(
+        &mut self,
+        rows: &[&Map<String, Value>],
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
+        write_statements!(self, rows, extra, Sqlite, SqliteArguments, sqlite)
     }
 
-    async fn write_mysql(&mut self, rows: &[&Map<String, Value>]) -> Result<(), WriteError> {
-        write_statements!(self, rows, MySql, MySqlArguments, mysql)
+    async fn write_mysql(
+        &mut self,
+        rows: &[&Map<String, Value>],
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
+        // `$n` statements are for SQLite and PostgreSQL: never handed to MySQL.
+        debug_assert!(extra.is_empty());
+        write_statements!(self, rows, extra, MySql, MySqlArguments, mysql)
     }
 
-    async fn write_postgres(&mut self, rows: &[&Map<String, Value>]) -> Result<(), WriteError> {
+    async fn write_postgres(
+        &mut self,
+        rows: &[&Map<String, Value>],
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
         let plan = self.plan.as_ref().ok_or_else(not_planned)?;
         let mut cells = Cells::new(plan, rows);
         if !plan.upsert_key.is_empty() {
@@ -1062,12 +1085,17 @@ impl SqlWriter {
             .options
             .pg_bulk_min_rows
             .unwrap_or(DEFAULT_PG_BULK_MIN_ROWS);
+        if !extra.is_empty() {
+            // With the repository's chunk commit: one transaction of multi-row
+            // statements and the commit.
+            return self.pg_multirow(&cells, extra).await;
+        }
         if plan.upsert_key.is_empty() {
             // Append, or upsert without a key: plain inserts, streamed.
             return self.pg_copy(&cells).await.map_err(|e| self.err(e));
         }
         if cells.rows() < bulk_min {
-            return self.pg_multirow(&cells).await;
+            return self.pg_multirow(&cells, &[]).await;
         }
         // New keys are most often new rows: COPY them, the fastest way in. If a key
         // exists, the COPY fails as a whole and the chunk is upserted instead.
@@ -1114,7 +1142,11 @@ impl SqlWriter {
 
     /// Multi-row `INSERT … VALUES … ON CONFLICT`, split at the parameter limit,
     /// in one transaction when split.
-    async fn pg_multirow(&mut self, cells: &Cells<'_>) -> Result<(), WriteError> {
+    async fn pg_multirow(
+        &mut self,
+        cells: &Cells<'_>,
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
         let ncols = self.plan.as_ref().map_or(1, |p| p.cols.len().max(1));
         let per_stmt = (self.max_params / ncols).max(1);
         let batches: Vec<Range<usize>> = (0..cells.rows())
@@ -1138,23 +1170,29 @@ impl SqlWriter {
             .await
             .map_err(|e| self.err(e))?;
         let mut ran = 0;
+        let table = self.options.table.clone();
         let result = async {
-            if stmts.len() == 1 {
+            if stmts.len() == 1 && extra.is_empty() {
                 // One statement is atomic on its own: no BEGIN/COMMIT round trips.
                 let (sql, args) = stmts.pop().expect("one statement");
                 ran += 1;
                 sqlx::query_with(&sql, args).execute(&mut *conn).await?;
-                return Ok(());
+                return Ok(Ok(()));
             }
             let mut tx = conn.begin().await?;
             for (sql, args) in stmts {
                 ran += 1;
                 sqlx::query_with(&sql, args).execute(&mut *tx).await?;
             }
-            tx.commit().await
+            let rows = |r: &sqlx::postgres::PgQueryResult| r.rows_affected();
+            if let Err(e) = run_extra::<Postgres>(&mut tx, extra, &table, rows).await? {
+                return Ok(Err(e));
+            }
+            tx.commit().await.map(Ok)
         }
         .await
-        .map_err(|e| self.err(e));
+        .map_err(|e| self.err(e))
+        .and_then(|r| r);
         self.statements += ran;
         self.held.pg = Self::keep(&result, conn);
         result
@@ -1305,8 +1343,55 @@ impl Writer for SqlWriter {
         if self.pool.is_none() {
             self.prepare().await?;
         }
-        self.write_chunk(items).await
+        self.write_chunk(items, &[]).await
     }
+
+    fn database_url(&self) -> Option<&str> {
+        Some(self.url())
+    }
+
+    async fn write_committing(
+        &mut self,
+        items: &[Item],
+        commit: &[SqlStatement],
+    ) -> Result<bool, WriteError> {
+        if self.kind == DbKind::MySql || items.is_empty() {
+            return self.write(items).await.map(|()| false);
+        }
+        if self.pool.is_none() {
+            self.prepare().await?;
+        }
+        self.write_chunk(items, commit).await.map(|()| true)
+    }
+}
+
+/// Runs `extra` in `tx`; `Ok(Err(..))` when a `must_affect` statement affected
+/// nothing (the caller drops the transaction: everything rolls back).
+async fn run_extra<'c, DB>(
+    tx: &mut sqlx::Transaction<'c, DB>,
+    extra: &[SqlStatement],
+    table: &str,
+    rows: fn(&<DB as Database>::QueryResult) -> u64,
+) -> Result<Result<(), WriteError>, sqlx::Error>
+where
+    DB: Database,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'e> &'e mut <DB as Database>::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    for st in extra {
+        let done = crate::repository::build_statement::<DB>(&st.sql, &st.args)
+            .execute(&mut **tx)
+            .await?;
+        if st.must_affect && rows(&done) == 0 {
+            return Ok(Err(WriteError::Fatal(format!(
+                "table {table}: this process lost its lease on the job; the chunk was rolled back"
+            ))));
+        }
+    }
+    Ok(Ok(()))
 }
 
 fn fatal(msg: String) -> WriteError {
