@@ -509,33 +509,11 @@ async fn two_processes_never_run_one_instance_at_once_on_sqlite() {
 
 #[tokio::test]
 async fn two_processes_never_run_one_instance_at_once_on_postgres() {
-    use sqlx::{Connection, Executor};
-    let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!(
-        "sluice_j_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL at {admin} (set SLUICE_TEST_POSTGRES_URL, or run scripts/test): {e}")
-        });
-    conn.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) if base.contains("://") && base.len() > base.find("://").unwrap() + 3 => {
-            format!("{base}/{name}")
-        }
-        _ => format!("{admin}/{name}"),
-    };
+    use sqlx::Executor;
+    let (mut admin, name, url) = scratch_postgres().await;
     two_processes_one_instance(&url).await;
-    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
         .await
         .unwrap();
 }
@@ -589,24 +567,103 @@ async fn sigterm_stops_a_run_cleanly_and_it_restarts_at_once() {
     assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
 }
 
-#[tokio::test]
-async fn appends_into_the_repository_database_are_exactly_once_across_a_kill() {
+/// Where a test's repository (and, for the exactly-once test, its data) lives.
+enum Repo {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Repo {
+    fn url(&self) -> String {
+        match self {
+            Repo::Sqlite(p) => format!("sqlite://{}", p.display()),
+            Repo::Postgres(u) => u.clone(),
+        }
+    }
+
+    async fn written(&self) -> u64 {
+        use sqlx::Row;
+        let sql = "SELECT COALESCE(MAX(written_count), 0) FROM batch_step_execution";
+        match self {
+            Repo::Sqlite(p) => written_so_far(p).await,
+            Repo::Postgres(u) => {
+                let Ok(pool) = sqlx::PgPool::connect(u).await else {
+                    return 0;
+                };
+                let n = sqlx::query(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .map(|r| r.get::<i64, _>(0))
+                    .unwrap_or(0);
+                pool.close().await;
+                n as u64
+            }
+        }
+    }
+
+    async fn rows(&self) -> (i64, i64, f64) {
+        use sqlx::Row;
+        match self {
+            Repo::Sqlite(p) => sqlite_rows(p).await,
+            Repo::Postgres(u) => {
+                let pool = sqlx::PgPool::connect(u).await.unwrap();
+                let row = sqlx::query(
+                    "SELECT COUNT(*), COALESCE(SUM(id), 0)::BIGINT, COALESCE(SUM(pm25), 0)::FLOAT8 FROM air_quality",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (row.get(0), row.get(1), row.get(2))
+            }
+        }
+    }
+}
+
+/// A scratch PostgreSQL database for one test: `(admin connection, name, url)`.
+async fn scratch_postgres() -> (sqlx::PgConnection, String, String) {
+    use sqlx::{Connection, Executor};
+    let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!(
+        "sluice_j_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {admin} (set SLUICE_TEST_POSTGRES_URL, or run scripts/test): {e}")
+        });
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) if base.len() > base.find("://").map_or(0, |i| i + 3) => {
+            format!("{base}/{name}")
+        }
+        _ => format!("{admin}/{name}"),
+    };
+    (conn, name, url)
+}
+
+/// Plain appends (no key) into the repository's own database, killed with -9
+/// mid-load and restarted: a chunk written twice would show as duplicate rows, so
+/// only data and checkpoint committing in one transaction gets exactly `ROWS`.
+async fn exactly_once_across_a_kill(repo: Repo) {
     const ROWS: u64 = 200_000;
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("big.csv");
     write_csv(&csv, ROWS, &[]);
-    let repo = dir.path().join("repo.db");
-    // Plain appends (no key) into the repository's own database: a chunk written
-    // twice would show as duplicate rows, so only data and checkpoint committing in
-    // one transaction gets exactly ROWS rows.
-    let cfg = config(
-        dir.path(),
-        &csv,
-        &format!("sqlite://{}", repo.display()),
-        "",
-    );
+    let cfg = config(dir.path(), &csv, &repo.url(), "");
     let text_cfg = std::fs::read_to_string(&cfg)
         .unwrap()
+        .replace(
+            &format!("sqlite://{}", dir.path().join("repo.db").display()),
+            &repo.url(),
+        )
         .replace("kind = \"sql_upsert\"", "kind = \"sql_append\"")
         .replace("key = [\"id\"], ", "")
         .replace("\"id BIGINT NOT NULL\"", "\"id BIGINT\"");
@@ -621,7 +678,7 @@ async fn appends_into_the_repository_database_are_exactly_once_across_a_kill() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while written_so_far(&repo).await < 40_000 {
+    while repo.written().await < 40_000 {
         assert!(
             Instant::now() < deadline,
             "the load never got to 40,000 rows"
@@ -645,10 +702,26 @@ async fn appends_into_the_repository_database_are_exactly_once_across_a_kill() {
     };
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("resumed execution 1"));
-    let (count, sum, pm25) = sqlite_rows(&repo).await;
     assert_eq!(
-        (count, sum, pm25),
+        repo.rows().await,
         expected_sums(ROWS, &[]),
         "every row exactly once"
     );
+}
+
+#[tokio::test]
+async fn appends_into_the_repository_database_are_exactly_once_across_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    exactly_once_across_a_kill(Repo::Sqlite(dir.path().join("repo.db"))).await;
+}
+
+#[tokio::test]
+async fn appends_into_a_postgres_repository_are_exactly_once_across_a_kill() {
+    use sqlx::Executor;
+    let (mut admin, name, url) = scratch_postgres().await;
+    exactly_once_across_a_kill(Repo::Postgres(url)).await;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
 }
