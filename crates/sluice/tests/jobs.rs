@@ -190,12 +190,31 @@ async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
     );
 }
 
-#[tokio::test]
-async fn a_killed_load_restarts_from_its_last_chunk_and_loads_every_row_once() {
-    const ROWS: u64 = 200_000;
+/// `sluice job -c cfg run air-load` in the background, output piped.
+fn spawn_run(cfg: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .args(["job", "-c"])
+        .arg(cfg)
+        .args(["run", "air-load"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A temp dir with a `rows`-row CSV and a config loading it into `data.db`.
+struct Load {
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+    data: PathBuf,
+    repo: PathBuf,
+}
+
+fn load(rows: u64) -> Load {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("big.csv");
-    write_csv(&csv, ROWS, &[]);
+    write_csv(&csv, rows, &[]);
     let data = dir.path().join("data.db");
     let cfg = config(
         dir.path(),
@@ -204,43 +223,38 @@ async fn a_killed_load_restarts_from_its_last_chunk_and_loads_every_row_once() {
         "",
     );
     let repo = dir.path().join("repo.db");
-    let mut child = Command::new(BIN)
-        .args(["job", "-c"])
-        .arg(&cfg)
-        .args(["run", "air-load"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill it once a good part is committed.
+    Load {
+        dir,
+        cfg,
+        data,
+        repo,
+    }
+}
+
+/// Waits until committed chunks hold `n` rows (the child must still be running).
+async fn wait_written(repo: &Repo, n: u64, child: &mut std::process::Child) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let committed = loop {
-        let w = written_so_far(&repo).await;
-        if w >= 40_000 {
-            break w;
+    loop {
+        let w = repo.written().await;
+        if w >= n {
+            return w;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the load never got to 40,000 rows"
-        );
+        assert!(Instant::now() < deadline, "the load never got to {n} rows");
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the load ended before it was killed"
+            "the load ended before {n} rows were committed"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert!(committed < ROWS, "killed too late: {committed}");
+        tokio::time::sleep(Duration::from_millis(7)).await;
+    }
+}
 
-    // Running again: AlreadyRunning until the dead process's lease expires, then it
-    // resumes (no manual clean-up).
+/// `run` again until the dead process's lease has expired (exit 3 meanwhile).
+fn run_after_lease(cfg: &Path) -> Output {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let out = loop {
-        let out = sluice(&cfg, &["run", "air-load"]);
+    loop {
+        let out = sluice(cfg, &["run", "air-load"]);
         if out.status.code() != Some(3) {
-            break out;
+            return out;
         }
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("already running"),
@@ -248,8 +262,29 @@ async fn a_killed_load_restarts_from_its_last_chunk_and_loads_every_row_once() {
             text(&out)
         );
         assert!(Instant::now() < deadline, "the lease never expired");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test]
+async fn a_killed_load_restarts_from_its_last_chunk_and_loads_every_row_once() {
+    const ROWS: u64 = 200_000;
+    let Load {
+        dir: _dir,
+        cfg,
+        data,
+        repo,
+    } = load(ROWS);
+    let mut child = spawn_run(&cfg);
+    // Kill it once a good part is committed.
+    let committed = wait_written(&Repo::Sqlite(repo.clone()), 40_000, &mut child).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(committed < ROWS, "killed too late: {committed}");
+
+    // Running again: AlreadyRunning until the dead process's lease expires, then it
+    // resumes (no manual clean-up).
+    let out = run_after_lease(&cfg);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("resumed execution 1"), "{stdout}");
@@ -389,31 +424,14 @@ async fn the_example_portal_job_loads_every_page_through_the_upstream() {
 #[tokio::test]
 async fn stop_ends_a_run_at_a_chunk_boundary_and_restart_finishes_it() {
     const ROWS: u64 = 100_000;
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("big.csv");
-    write_csv(&csv, ROWS, &[]);
-    let data = dir.path().join("data.db");
-    let cfg = config(
-        dir.path(),
-        &csv,
-        &format!("sqlite://{}", data.display()),
-        "",
-    );
-    let repo = dir.path().join("repo.db");
-    let child = Command::new(BIN)
-        .args(["job", "-c"])
-        .arg(&cfg)
-        .args(["run", "air-load"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while written_so_far(&repo).await < 10_000 {
-        assert!(Instant::now() < deadline, "the load never got going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let Load {
+        dir: _dir,
+        cfg,
+        data,
+        repo,
+    } = load(ROWS);
+    let mut child = spawn_run(&cfg);
+    wait_written(&Repo::Sqlite(repo), 10_000, &mut child).await;
     let stop = sluice(&cfg, &["stop", "1"]);
     assert!(stop.status.success(), "{}", text(&stop));
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
@@ -521,31 +539,14 @@ async fn two_processes_never_run_one_instance_at_once_on_postgres() {
 #[tokio::test]
 async fn sigterm_stops_a_run_cleanly_and_it_restarts_at_once() {
     const ROWS: u64 = 100_000;
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("big.csv");
-    write_csv(&csv, ROWS, &[]);
-    let data = dir.path().join("data.db");
-    let cfg = config(
-        dir.path(),
-        &csv,
-        &format!("sqlite://{}", data.display()),
-        "",
-    );
-    let repo = dir.path().join("repo.db");
-    let child = Command::new(BIN)
-        .args(["job", "-c"])
-        .arg(&cfg)
-        .args(["run", "air-load"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while written_so_far(&repo).await < 10_000 {
-        assert!(Instant::now() < deadline, "the load never got going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let Load {
+        dir: _dir,
+        cfg,
+        data,
+        repo,
+    } = load(ROWS);
+    let mut child = spawn_run(&cfg);
+    wait_written(&Repo::Sqlite(repo), 10_000, &mut child).await;
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -668,38 +669,11 @@ async fn exactly_once_across_a_kill(repo: Repo) {
         .replace("key = [\"id\"], ", "")
         .replace("\"id BIGINT NOT NULL\"", "\"id BIGINT\"");
     std::fs::write(&cfg, text_cfg).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["job", "-c"])
-        .arg(&cfg)
-        .args(["run", "air-load"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while repo.written().await < 40_000 {
-        assert!(
-            Instant::now() < deadline,
-            "the load never got to 40,000 rows"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the load ended before it was killed"
-        );
-        tokio::time::sleep(Duration::from_millis(7)).await;
-    }
+    let mut child = spawn_run(&cfg);
+    wait_written(&repo, 40_000, &mut child).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let out = loop {
-        let out = sluice(&cfg, &["run", "air-load"]);
-        if out.status.code() != Some(3) {
-            break out;
-        }
-        assert!(Instant::now() < deadline, "the lease never expired");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let out = run_after_lease(&cfg);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("resumed execution 1"));
     assert_eq!(
