@@ -129,12 +129,7 @@ impl std::fmt::Debug for JobRunner {
 
 /// `{hostname}-{pid}`: who runs an execution.
 pub fn default_owner() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
+    let host = sluice_cache::host_name().unwrap_or_else(|| "host".into());
     format!("{host}-{}", std::process::id())
 }
 

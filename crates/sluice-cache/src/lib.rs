@@ -48,3 +48,13 @@ pub use redis::{Redis, RedisOptions};
 pub use redis_store::RedisStore;
 pub use store::{PutOutcome, Store, StoreStats};
 pub use tiered::TieredStore;
+
+/// This machine's host name (`$HOSTNAME`, else `/etc/hostname`), for the node ids
+/// of lock tokens and job executions.
+pub fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}

@@ -283,7 +283,7 @@ impl Redis {
             namespace: opts.namespace.clone(),
             node_id: format!(
                 "{}-{}-{:08x}",
-                host_name(),
+                crate::host_name().unwrap_or_else(|| "node".into()),
                 std::process::id(),
                 rand::random::<u32>()
             ),
@@ -506,15 +506,6 @@ impl Redis {
             .await?;
         T::from_redis_value(v).map_err(|e| self.health.failed(op, e.to_string()))
     }
-}
-
-fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".into())
 }
 
 /// While Redis is marked down, pings it twice a second.

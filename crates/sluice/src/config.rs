@@ -28,7 +28,8 @@ use sluice_cache::{Clock, LocalQuota, Quota, RedisQuota};
 mod job;
 mod store;
 pub use job::{
-    JobsConfig, RawJob, RawRepository, RawStep, RawStepRetry, substitute, substitute_str,
+    JobsConfig, RawJob, RawRepository, RawStep, RawStepRetry, placeholders, substitute,
+    substitute_str,
 };
 use sluice_gateway::{
     Gateway, OkWhen, RetryPolicy, RouteSpec, Secret, Ttl, Upstream, UpstreamSpec,

@@ -13,7 +13,7 @@ use sluice_batch::model::Params;
 use sluice_batch::step::Retry;
 use sluice_batch::{ChunkStep, Job, JqProcessor, Processor, Reader, Step, Writer};
 
-use crate::config::{RawStep, Settings, parse_duration, substitute};
+use crate::config::{RawStep, Settings, parse_duration, placeholders, substitute};
 
 /// `reader = { kind = …, … }`
 #[derive(Debug, Deserialize)]
@@ -177,24 +177,20 @@ fn duration(s: &str, what: &str) -> Result<Duration, String> {
 pub fn check_all(settings: &Settings) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, raw) in &settings.jobs.jobs {
-        let mut params: Params = raw.params.clone().into_iter().collect();
-        let result = loop {
-            match build(settings, name, &params) {
-                Err(e) if e.contains("unknown parameter \"") && params.len() < 64 => {
-                    let Some(missing) = e
-                        .split("unknown parameter \"")
-                        .nth(1)
-                        .and_then(|r| r.split('"').next())
-                        .filter(|m| !params.contains_key(*m))
-                    else {
-                        break Err(e);
-                    };
-                    params.insert(missing.to_owned(), format!("<{missing}>"));
-                }
-                other => break other,
+        let mut used = std::collections::BTreeSet::new();
+        for step in &raw.steps {
+            for table in [&step.reader, &step.processor, &step.writer, &step.tasklet]
+                .into_iter()
+                .flatten()
+            {
+                placeholders(table, &mut used);
             }
-        };
-        if let Err(e) = result {
+        }
+        let mut params: Params = raw.params.clone().into_iter().collect();
+        for p in used {
+            params.entry(p.clone()).or_insert_with(|| format!("<{p}>"));
+        }
+        if let Err(e) = build(settings, name, &params) {
             problems.push(e);
         }
     }

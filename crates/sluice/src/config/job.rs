@@ -212,9 +212,53 @@ pub fn substitute(
 /// An unknown parameter, naming the known ones; an unclosed `{{`.
 pub fn substitute_str(s: &str, params: &BTreeMap<String, String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
+    for seg in segments(s)? {
+        match seg {
+            Segment::Text(t) => out.push_str(t),
+            Segment::Param(name) => out.push_str(params.get(name).ok_or_else(|| {
+                format!(
+                    "unknown parameter {name:?} in {s:?}; parameters: {}",
+                    if params.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        params.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                )
+            })?),
+        }
+    }
+    Ok(out)
+}
+
+/// Every parameter name `v`'s strings refer to as `{{params.NAME}}` (placeholders
+/// that do not parse are left to [`substitute`] to report).
+pub fn placeholders(v: &toml::Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        toml::Value::String(s) => {
+            for seg in segments(s).unwrap_or_default() {
+                if let Segment::Param(name) = seg {
+                    out.insert(name.to_owned());
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter().for_each(|x| placeholders(x, out)),
+        toml::Value::Table(t) => t.values().for_each(|x| placeholders(x, out)),
+        _ => {}
+    }
+}
+
+/// A piece of a string with placeholders.
+enum Segment<'a> {
+    Text(&'a str),
+    Param(&'a str),
+}
+
+/// Splits `s` into text and `{{params.NAME}}` placeholders.
+fn segments(s: &str) -> Result<Vec<Segment<'_>>, String> {
+    let mut out = Vec::new();
     let mut rest = s;
     while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
+        out.push(Segment::Text(&rest[..start]));
         let after = &rest[start + 2..];
         let end = after
             .find("}}")
@@ -225,20 +269,10 @@ pub fn substitute_str(s: &str, params: &BTreeMap<String, String>) -> Result<Stri
                 "unknown placeholder {{{{{name}}}}} in {s:?}; write {{{{params.NAME}}}}"
             ));
         };
-        let value = params.get(pname).ok_or_else(|| {
-            format!(
-                "unknown parameter {pname:?} in {s:?}; parameters: {}",
-                if params.is_empty() {
-                    "none".to_owned()
-                } else {
-                    params.keys().cloned().collect::<Vec<_>>().join(", ")
-                }
-            )
-        })?;
-        out.push_str(value);
+        out.push(Segment::Param(pname));
         rest = &after[end + 2..];
     }
-    out.push_str(rest);
+    out.push(Segment::Text(rest));
     Ok(out)
 }
 
