@@ -1,0 +1,186 @@
+//! The [`Broker`] trait: where tasks wait, and the lease protocol every broker keeps.
+//!
+//! The protocol, the same on Redis, SQLite and PostgreSQL:
+//!
+//! - **Enqueue** stores the envelope. A task with a delay (or a retry's backoff)
+//!   waits *outside* the lease machinery until its not-before time, so a long delay
+//!   never turns into several deliveries.
+//! - **Lease** hands out up to `max` ready tasks, highest priority first, then oldest
+//!   first, each with a fresh random token and a deadline `visibility` ahead. Before
+//!   it does, due delayed tasks become ready and tasks whose lease ran out (their
+//!   worker died or hung) go back to ready, counted as a redelivery; one whose last
+//!   attempt it was goes to the dead-letter queue instead.
+//! - **Extend**, **complete** and **fail** take the token: a worker whose lease ran
+//!   out and whose task was leased again cannot extend, acknowledge or fail the new
+//!   holder's attempt.
+//! - Acknowledgement comes after the handler returns, so delivery is at least once;
+//!   a duplicate run happens only when a lease runs out mid-run.
+//!
+//! Time is the broker's own (Redis `TIME`, PostgreSQL `clock_timestamp()`, the
+//! SQLite process's clock), so nodes with skewed clocks agree on deadlines.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::task::{
+    Completion, Enqueued, FailOutcome, Lease, LeaseRef, NewTask, QueueStats, Envelope, TaskId,
+    TaskStatus,
+};
+
+/// A broker failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The broker (Redis, the database) did not answer or refused.
+    #[error("{broker} broker unavailable: {message}")]
+    Unavailable {
+        /// `redis`, `sqlite` or `postgres`.
+        broker: &'static str,
+        /// What happened (never a password).
+        message: String,
+    },
+    /// A task or argument was invalid.
+    #[error("invalid task: {0}")]
+    Invalid(String),
+    /// Stored data could not be read back.
+    #[error("corrupt task {id} in the {broker} broker: {message}")]
+    Corrupt {
+        /// `redis`, `sqlite` or `postgres`.
+        broker: &'static str,
+        /// The task.
+        id: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Where tasks wait: Redis, SQLite or PostgreSQL.
+///
+/// Every method is safe to call from many workers on many nodes at once.
+#[async_trait]
+pub trait Broker: Send + Sync + fmt::Debug + 'static {
+    /// `redis`, `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
+
+    /// Stores `task`; with an idempotency key seen within its window, stores
+    /// nothing and returns the first task's id.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Invalid`] for a bad envelope, [`QueueError::Unavailable`].
+    async fn enqueue(&self, task: NewTask) -> Result<Enqueued, QueueError>;
+
+    /// Enqueues several tasks in as few round trips as the broker allows.
+    ///
+    /// # Errors
+    ///
+    /// As [`enqueue`](Self::enqueue); tasks before the failing one may be stored.
+    async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, QueueError> {
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(self.enqueue(t).await?);
+        }
+        Ok(out)
+    }
+
+    /// Leases up to `max` tasks of `queue` for `visibility`.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn lease(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Lease>, QueueError>;
+
+    /// Moves each lease's deadline to `visibility` from now; one flag per lease,
+    /// false where the lease is no longer held by that token.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn extend(
+        &self,
+        leases: &[LeaseRef],
+        visibility: Duration,
+    ) -> Result<Vec<bool>, QueueError>;
+
+    /// Acknowledges finished tasks; returns how many were still held (an
+    /// acknowledgement with a stale token is ignored).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn complete(&self, done: &[Completion]) -> Result<usize, QueueError>;
+
+    /// Records a failed attempt: retried at `retry_in` from now while attempts
+    /// remain, else dead-lettered with `error`. `None` dead-letters at once.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn fail(
+        &self,
+        lease: &LeaseRef,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<FailOutcome, QueueError>;
+
+    /// Gives a lease back without counting the attempt (a worker shutting
+    /// down); false when it was no longer held.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn release(&self, lease: &LeaseRef) -> Result<bool, QueueError>;
+
+    /// A task's state, or `None` when unknown (never enqueued, or completed
+    /// without a result TTL, or its result expired).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn status(&self, queue: &str, id: TaskId) -> Result<Option<TaskStatus>, QueueError>;
+
+    /// Counts of `queue`.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError>;
+
+    /// Queues that have held tasks.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn queues(&self) -> Result<Vec<String>, QueueError>;
+
+    /// Up to `limit` dead-lettered tasks of `queue`, oldest death first, each with
+    /// its last error.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn dead(&self, queue: &str, limit: usize) -> Result<Vec<Envelope>, QueueError>;
+
+    /// Puts dead tasks back on the queue with fresh attempts: those named, or all
+    /// when `ids` is `None`; returns how many moved.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn retry_dead(&self, queue: &str, ids: Option<&[TaskId]>) -> Result<u64, QueueError>;
+
+    /// Deletes every dead task of `queue`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn purge_dead(&self, queue: &str) -> Result<u64, QueueError>;
+}

@@ -1,0 +1,36 @@
+//! Queue metrics (names in `docs/specs/metrics.md`).
+//!
+//! Counters and the duration histogram are recorded by workers and brokers as
+//! things happen; the depth gauges are refreshed by [`Worker`](crate::Worker)s
+//! from [`Broker::stats`](crate::Broker::stats) every few seconds.
+
+/// Tasks enqueued, by queue (`queue`) and outcome (`new` | `duplicate`).
+pub const ENQUEUED: &str = "sluice_tasks_enqueued_total";
+/// Tasks completed, by queue and task name (`task`).
+pub const COMPLETED: &str = "sluice_tasks_completed_total";
+/// Failed attempts, by queue, task name and outcome (`retry` | `dead` | `lease_lost`).
+pub const FAILED: &str = "sluice_tasks_failed_total";
+/// Retries scheduled, by queue and task name.
+pub const RETRIED: &str = "sluice_tasks_retried_total";
+/// Handler run time in seconds, by queue and task name.
+pub const DURATION: &str = "sluice_task_duration_seconds";
+/// Tasks a worker of this process is running, by queue.
+pub const IN_FLIGHT: &str = "sluice_tasks_in_flight";
+/// Queue depth by queue and state (`ready` | `delayed` | `running` | `dead`).
+pub const DEPTH: &str = "sluice_queue_depth";
+/// Leases lost (ran out before the handler finished), by queue.
+pub const LEASES_LOST: &str = "sluice_task_leases_lost_total";
+/// Broker calls that failed, by broker kind and operation.
+pub const BROKER_ERRORS: &str = "sluice_queue_broker_errors_total";
+
+/// Records `stats` of `queue` as depth gauges.
+pub fn record_depth(queue: &str, stats: &crate::QueueStats) {
+    for (state, v) in [
+        ("ready", stats.ready),
+        ("delayed", stats.delayed),
+        ("running", stats.running),
+        ("dead", stats.dead),
+    ] {
+        metrics::gauge!(DEPTH, "queue" => queue.to_owned(), "state" => state).set(v as f64);
+    }
+}

@@ -1,0 +1,371 @@
+//! Workers against real brokers (Redis and SQLite): retries with backoff, panics,
+//! fatal errors, heartbeats over long handlers, delays longer than the lease,
+//! graceful shutdown, rate limits and typed tasks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sluice_queue::{
+    Broker, NewTask, RedisBroker, RetryPolicy, SqlBroker, Task, TaskContext, TaskError,
+    TaskState, Worker,
+};
+
+fn redis_url() -> String {
+    std::env::var("SLUICE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn redis() -> Arc<dyn Broker> {
+    let ns = format!("tw-{:016x}", rand::random::<u64>());
+    Arc::new(RedisBroker::connect(&redis_url(), &ns).expect("redis broker"))
+}
+
+async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Broker> {
+    let url = format!("sqlite://{}", dir.path().join("q.db").display());
+    Arc::new(SqlBroker::connect(&url).await.expect("sqlite broker"))
+}
+
+fn fast_retry(max: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: max,
+        base: Duration::from_millis(50),
+        factor: 2.0,
+        max: Duration::from_millis(200),
+        jitter: true,
+    }
+}
+
+/// Polls `f` until it holds, up to `max`.
+async fn until(max: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let end = Instant::now() + max;
+    while Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    f().await
+}
+
+async fn retries_then_succeeds(broker: Arc<dyn Broker>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let w = Worker::builder(broker.clone())
+        .queue("q", 4)
+        .poll(Duration::from_millis(20))
+        .handler_fn("flaky", move |ctx: TaskContext, _p| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                if ctx.attempt < 3 {
+                    Err(TaskError::Retryable(format!("upstream 503 on attempt {}", ctx.attempt)))
+                } else {
+                    Ok(Some(json!({"attempt": ctx.attempt, "last": ctx.last_error})))
+                }
+            }
+        })
+        .retry("flaky", fast_retry(5))
+        .start();
+    let t = broker
+        .enqueue(
+            NewTask::new("flaky", json!({}))
+                .queue("q")
+                .result_ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let done = until(Duration::from_secs(10), async || {
+        broker
+            .status("q", t.id)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.state == TaskState::Completed)
+    })
+    .await;
+    assert!(done, "the task should complete on its third attempt");
+    let s = broker.status("q", t.id).await.unwrap().unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        s.result,
+        Some(json!({"attempt": 3, "last": "upstream 503 on attempt 2"}))
+    );
+    assert_eq!(broker.stats("q").await.unwrap().dead, 0);
+    w.shutdown().await;
+}
+
+async fn panics_and_fatal_errors_dead_letter_with_their_error(broker: Arc<dyn Broker>) {
+    let w = Worker::builder(broker.clone())
+        .queue("q", 2)
+        .poll(Duration::from_millis(20))
+        .handler_fn("boom", |_ctx, p| async move {
+            if p.get("survive").is_none() {
+                panic!("index out of bounds in the handler");
+            }
+            Ok(None)
+        })
+        .retry("boom", fast_retry(2))
+        .handler_fn("bad", |_ctx, _p| async move {
+            Err(TaskError::Fatal("payload has no 'station'".into()))
+        })
+        .handler_fn("ok", |_ctx, p| async move { Ok(Some(p)) })
+        .start();
+    let boom = broker
+        .enqueue(NewTask::new("boom", json!({})).queue("q").max_attempts(2))
+        .await
+        .unwrap();
+    let bad = broker
+        .enqueue(NewTask::new("bad", json!({})).queue("q").max_attempts(5))
+        .await
+        .unwrap();
+    let unknown = broker
+        .enqueue(NewTask::new("nobody.handles", json!({})).queue("q").max_attempts(1))
+        .await
+        .unwrap();
+    let ok = broker
+        .enqueue(
+            NewTask::new("ok", json!({"n": 1}))
+                .queue("q")
+                .result_ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        until(Duration::from_secs(10), async || broker.stats("q").await.unwrap().dead == 3)
+            .await,
+        "three tasks should be dead: {:?}",
+        broker.stats("q").await
+    );
+    let dead: HashMap<_, _> = broker
+        .dead("q", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect();
+    let b = &dead[&boom.id];
+    assert_eq!(b.attempt, 2, "a panic is a failed attempt, retried");
+    assert!(b.last_error.as_deref().unwrap().contains("panicked: index out of bounds"));
+    let f = &dead[&bad.id];
+    assert_eq!(f.attempt, 1, "a fatal error is not retried");
+    assert_eq!(f.last_error.as_deref(), Some("payload has no 'station'"));
+    assert!(dead[&unknown.id].last_error.as_deref().unwrap().contains("no handler for task name 'nobody.handles'"));
+    // The worker lived through the panics.
+    assert!(
+        until(Duration::from_secs(5), async || broker
+            .status("q", ok.id)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.state == TaskState::Completed))
+        .await
+    );
+    // Retry from the dead-letter queue: it fails again and comes back.
+    assert_eq!(broker.retry_dead("q", Some(&[bad.id])).await.unwrap(), 1);
+    assert!(
+        until(Duration::from_secs(5), async || broker.stats("q").await.unwrap().dead == 3)
+            .await
+    );
+    assert_eq!(broker.purge_dead("q").await.unwrap(), 3);
+    w.shutdown().await;
+}
+
+async fn heartbeats_keep_a_long_task_and_delays_wait_outside_leases(broker: Arc<dyn Broker>) {
+    let runs = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+    let r = runs.clone();
+    let w = Worker::builder(broker.clone())
+        .queue("q", 4)
+        .visibility(Duration::from_millis(300))
+        .poll(Duration::from_millis(20))
+        .handler_fn("slow", move |_ctx, p| {
+            let r = r.clone();
+            async move {
+                *r.lock().unwrap().entry(p["k"].as_str().unwrap().to_owned()).or_default() += 1;
+                let ms = p["ms"].as_u64().unwrap();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(None)
+            }
+        })
+        .start();
+    // Runs 3x the visibility timeout: heartbeats keep the lease.
+    broker
+        .enqueue(NewTask::new("slow", json!({"k": "long", "ms": 900})).queue("q"))
+        .await
+        .unwrap();
+    // Waits 3x the visibility timeout before it may run.
+    let enq = Instant::now();
+    broker
+        .enqueue(
+            NewTask::new("slow", json!({"k": "delayed", "ms": 10}))
+                .queue("q")
+                .delay(Duration::from_millis(900)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        until(Duration::from_secs(10), async || {
+            let s = broker.stats("q").await.unwrap();
+            s.pending() == 0 && runs.lock().unwrap().len() == 2
+        })
+        .await
+    );
+    // Watch a little longer for a second delivery.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs["long"], 1, "a heartbeated task runs once");
+    assert_eq!(runs["delayed"], 1, "a delayed task runs once");
+    assert!(enq.elapsed() >= Duration::from_millis(900));
+    w.shutdown().await;
+}
+
+async fn shutdown_finishes_in_flight_and_gives_back_the_rest(broker: Arc<dyn Broker>) {
+    let started = Arc::new(AtomicU32::new(0));
+    let s = started.clone();
+    let w = Worker::builder(broker.clone())
+        .queue("q", 4)
+        .poll(Duration::from_millis(20))
+        .grace(Duration::from_millis(500))
+        .handler_fn("sleep", move |_ctx, p| {
+            let s = s.clone();
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(p["ms"].as_u64().unwrap())).await;
+                Ok(Some(json!("done")))
+            }
+        })
+        .start();
+    let quick = broker
+        .enqueue(
+            NewTask::new("sleep", json!({"ms": 200}))
+                .queue("q")
+                .result_ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let long = broker
+        .enqueue(NewTask::new("sleep", json!({"ms": 60_000})).queue("q"))
+        .await
+        .unwrap();
+    assert!(until(Duration::from_secs(5), async || started.load(Ordering::SeqCst) == 2).await);
+    w.shutdown().await;
+    let q = broker.status("q", quick.id).await.unwrap().unwrap();
+    assert_eq!(q.state, TaskState::Completed, "finished within the grace period");
+    let l = broker.status("q", long.id).await.unwrap().unwrap();
+    assert_eq!(l.state, TaskState::Ready, "given back at shutdown");
+    assert_eq!(l.task.attempt, 0, "a given-back attempt does not count");
+    // No worker leases after shutdown.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(broker.stats("q").await.unwrap().ready, 1);
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sum {
+    a: i64,
+    b: i64,
+}
+
+struct Add;
+
+#[async_trait::async_trait]
+impl Task for Add {
+    const NAME: &'static str = "math.add";
+    type Input = Sum;
+    type Output = i64;
+    async fn execute(&self, _ctx: TaskContext, input: Sum) -> Result<i64, TaskError> {
+        Ok(input.a + input.b)
+    }
+    fn queue(&self) -> &str {
+        "math"
+    }
+    fn result_ttl(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+async fn typed_tasks_and_rate_limits(broker: Arc<dyn Broker>) {
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let s = starts.clone();
+    let quota = sluice_cache::LocalQuota::new(
+        std::num::NonZeroU32::new(5),
+        None,
+        chrono_tz::UTC,
+        Arc::new(sluice_cache::SystemClock),
+    );
+    let w = Worker::builder(broker.clone())
+        .queue("math", 4)
+        .queue("q", 8)
+        .poll(Duration::from_millis(20))
+        .task(Add)
+        .handler_fn("limited", move |_ctx, _p| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(Instant::now());
+                Ok(None)
+            }
+        })
+        .rate_limit("limited", Arc::new(quota))
+        .start();
+    let t = broker
+        .enqueue(Add.build(&Sum { a: 2, b: 40 }).unwrap().priority(9))
+        .await
+        .unwrap();
+    let wrong = broker
+        .enqueue(NewTask::new("math.add", json!({"a": "two"})).queue("math"))
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        broker
+            .enqueue(NewTask::new("limited", json!({})).queue("q"))
+            .await
+            .unwrap();
+    }
+    assert!(
+        until(Duration::from_secs(10), async || broker
+            .status("math", t.id)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.state == TaskState::Completed))
+        .await
+    );
+    assert_eq!(broker.status("math", t.id).await.unwrap().unwrap().result, Some(json!(42)));
+    assert!(until(Duration::from_secs(5), async || broker.stats("math").await.unwrap().dead == 1).await);
+    let d = broker.status("math", wrong.id).await.unwrap().unwrap();
+    assert!(d.task.last_error.unwrap().contains("payload does not fit math.add"));
+    assert!(until(Duration::from_secs(10), async || starts.lock().unwrap().len() == 10).await);
+    let st = starts.lock().unwrap().clone();
+    let span = *st.iter().max().unwrap() - *st.iter().min().unwrap();
+    // 10 starts at 5 a second with a burst of 5 cannot take less than ~1 s.
+    assert!(span >= Duration::from_millis(800), "rate limit not applied: {span:?}");
+    w.shutdown().await;
+}
+
+macro_rules! on_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod redis_broker {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::redis().await).await;
+                }
+            )*
+        }
+        mod sqlite_broker {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$name(super::sqlite(&dir).await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_brokers!(
+    retries_then_succeeds,
+    panics_and_fatal_errors_dead_letter_with_their_error,
+    heartbeats_keep_a_long_task_and_delays_wait_outside_leases,
+    shutdown_finishes_in_flight_and_gives_back_the_rest,
+    typed_tasks_and_rate_limits,
+);
