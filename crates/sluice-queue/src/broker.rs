@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use crate::task::{
-    Completion, Enqueued, FailOutcome, Lease, LeaseRef, NewTask, QueueStats, Envelope, TaskId,
+    Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, NewTask, QueueStats, TaskId,
     TaskStatus,
 };
 

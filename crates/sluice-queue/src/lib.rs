@@ -32,10 +32,30 @@ pub use redis_broker::RedisBroker;
 pub use retry::RetryPolicy;
 pub use sql::SqlBroker;
 pub use task::{
-    Completion, Enqueued, FailOutcome, Lease, LeaseRef, NewTask, QueueStats, Envelope, TaskId,
+    Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, NewTask, QueueStats, TaskId,
     TaskState, TaskStatus,
 };
 pub use worker::{
-    Task,
-    FnHandler, Handler, ResultExt, TaskContext, TaskError, Worker, WorkerBuilder, WorkerHandle,
+    FnHandler, Handler, ResultExt, Task, TaskContext, TaskError, Worker, WorkerBuilder,
+    WorkerHandle,
 };
+
+/// Connects the broker a URL names: `redis://` / `rediss://` (keys under
+/// `namespace`), `sqlite://` or `postgres://`.
+///
+/// # Errors
+///
+/// [`QueueError::Invalid`] for another scheme, or the broker's connect error.
+pub async fn connect(url: &str, namespace: &str) -> Result<std::sync::Arc<dyn Broker>, QueueError> {
+    let scheme = url.split_once("://").map_or(url, |(s, _)| s);
+    match scheme {
+        "redis" | "rediss" => Ok(std::sync::Arc::new(RedisBroker::connect(url, namespace)?)),
+        "sqlite" | "postgres" | "postgresql" => {
+            Ok(std::sync::Arc::new(SqlBroker::connect(url).await?))
+        }
+        _ => Err(QueueError::Invalid(format!(
+            "broker URL '{}' must start with redis://, rediss://, sqlite:// or postgres://",
+            sluice_cache::redis::redact_url(url)
+        ))),
+    }
+}

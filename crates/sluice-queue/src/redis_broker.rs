@@ -530,7 +530,9 @@ impl Broker for RedisBroker {
             let k = self.keys(q);
             let mut inv = self.scripts.extend.key(&k.leased);
             inv.arg(&k.task).arg(visibility.as_millis().max(1) as u64);
-            let idx: Vec<usize> = (0..leases.len()).filter(|&i| leases[i].queue == q).collect();
+            let idx: Vec<usize> = (0..leases.len())
+                .filter(|&i| leases[i].queue == q)
+                .collect();
             for &i in &idx {
                 inv.arg(leases[i].id.to_string()).arg(&leases[i].token);
             }
@@ -641,9 +643,9 @@ impl Broker for RedisBroker {
             .and_then(|s| TaskState::parse(s))
             .ok_or_else(|| corrupt(&sid, "unknown state"))?;
         let result = match map.get("res").filter(|s| !s.is_empty()) {
-            Some(r) => Some(
-                serde_json::from_str(r).map_err(|e| corrupt(&sid, format!("result: {e}")))?,
-            ),
+            Some(r) => {
+                Some(serde_json::from_str(r).map_err(|e| corrupt(&sid, format!("result: {e}")))?)
+            }
             None => None,
         };
         Ok(Some(TaskStatus {

@@ -39,7 +39,10 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The exponential cap of the wait after failed attempt `attempt` (1-based).
     pub fn cap(&self, attempt: u32) -> Duration {
-        let exp = self.factor.max(1.0).powi(attempt.saturating_sub(1).min(64) as i32);
+        let exp = self
+            .factor
+            .max(1.0)
+            .powi(attempt.saturating_sub(1).min(64) as i32);
         let secs = (self.base.as_secs_f64() * exp).min(self.max.as_secs_f64());
         Duration::from_secs_f64(secs.max(0.0))
     }
@@ -81,6 +84,9 @@ mod tests {
         let waits: Vec<Duration> = (0..200).map(|_| p.backoff(3)).collect();
         assert!(waits.iter().all(|w| *w <= Duration::from_secs(4)));
         let distinct: std::collections::HashSet<_> = waits.iter().collect();
-        assert!(distinct.len() > 50, "jitter should spread waits: {distinct:?}");
+        assert!(
+            distinct.len() > 50,
+            "jitter should spread waits: {distinct:?}"
+        );
     }
 }

@@ -183,8 +183,11 @@ pub trait Task: Send + Sync + 'static {
     type Output: Serialize + Send + 'static;
 
     /// Runs one attempt.
-    async fn execute(&self, ctx: TaskContext, input: Self::Input)
-    -> Result<Self::Output, TaskError>;
+    async fn execute(
+        &self,
+        ctx: TaskContext,
+        input: Self::Input,
+    ) -> Result<Self::Output, TaskError>;
 
     /// Retries and backoff (its `max_attempts` is stamped on enqueued tasks).
     fn retry_policy(&self) -> RetryPolicy {
@@ -233,8 +236,9 @@ impl<T: Task> Handler for Typed<T> {
         let input: T::Input = serde_json::from_value(payload)
             .map_err(|e| TaskError::Fatal(format!("payload does not fit {}: {e}", T::NAME)))?;
         let out = self.0.execute(ctx, input).await?;
-        let v = serde_json::to_value(out)
-            .map_err(|e| TaskError::Fatal(format!("result of {} does not serialize: {e}", T::NAME)))?;
+        let v = serde_json::to_value(out).map_err(|e| {
+            TaskError::Fatal(format!("result of {} does not serialize: {e}", T::NAME))
+        })?;
         Ok((!v.is_null()).then_some(v))
     }
 }
@@ -674,7 +678,9 @@ async fn run_one(shared: &Arc<Shared>, lease: Lease, ack_tx: &mpsc::UnboundedSen
     let mut join = tokio::spawn(async move { handler.handle(ctx, payload).await });
     let outcome = match reg.timeout {
         Some(t) => match tokio::time::timeout(t, &mut join).await {
-            Ok(r) => r.map_err(panic_message).and_then(|r| r.map_err(|e| e.to_string())),
+            Ok(r) => r
+                .map_err(panic_message)
+                .and_then(|r| r.map_err(|e| e.to_string())),
             Err(_) => {
                 join.abort();
                 Err(format!("timed out after {t:?}"))
@@ -740,7 +746,8 @@ async fn finish_failed(
                         "dead"
                     }
                     FailOutcome::LeaseLost => {
-                        metrics::counter!(m::LEASES_LOST, "queue" => lref.queue.clone()).increment(1);
+                        metrics::counter!(m::LEASES_LOST, "queue" => lref.queue.clone())
+                            .increment(1);
                         "lease_lost"
                     }
                 };
@@ -783,7 +790,10 @@ async fn acknowledger(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Compl
                 wait = Duration::from_millis(50);
                 if n < batch.len() {
                     let lost = batch.len() - n;
-                    tracing::warn!(lost, "acknowledgements refused: those leases ran out and the tasks were handed out again");
+                    tracing::warn!(
+                        lost,
+                        "acknowledgements refused: those leases ran out and the tasks were handed out again"
+                    );
                 }
                 for c in batch.drain(..) {
                     metrics::counter!(m::COMPLETED, "queue" => c.lease.queue.clone()).increment(1);
@@ -825,7 +835,9 @@ async fn heartbeat(shared: Arc<Shared>) {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, held = held.len(), "heartbeat failed; leases run out unless the broker answers in time"),
+            Err(e) => {
+                tracing::warn!(error = %e, held = held.len(), "heartbeat failed; leases run out unless the broker answers in time")
+            }
         }
     }
 }

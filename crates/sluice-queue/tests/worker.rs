@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sluice_queue::{
-    Broker, NewTask, RedisBroker, RetryPolicy, SqlBroker, Task, TaskContext, TaskError,
-    TaskState, Worker,
+    Broker, NewTask, RedisBroker, RetryPolicy, SqlBroker, Task, TaskContext, TaskError, TaskState,
+    Worker,
 };
 
 fn redis_url() -> String {
@@ -61,9 +61,14 @@ async fn retries_then_succeeds(broker: Arc<dyn Broker>) {
             async move {
                 c.fetch_add(1, Ordering::SeqCst);
                 if ctx.attempt < 3 {
-                    Err(TaskError::Retryable(format!("upstream 503 on attempt {}", ctx.attempt)))
+                    Err(TaskError::Retryable(format!(
+                        "upstream 503 on attempt {}",
+                        ctx.attempt
+                    )))
                 } else {
-                    Ok(Some(json!({"attempt": ctx.attempt, "last": ctx.last_error})))
+                    Ok(Some(
+                        json!({"attempt": ctx.attempt, "last": ctx.last_error}),
+                    ))
                 }
             }
         })
@@ -121,7 +126,11 @@ async fn panics_and_fatal_errors_dead_letter_with_their_error(broker: Arc<dyn Br
         .await
         .unwrap();
     let unknown = broker
-        .enqueue(NewTask::new("nobody.handles", json!({})).queue("q").max_attempts(1))
+        .enqueue(
+            NewTask::new("nobody.handles", json!({}))
+                .queue("q")
+                .max_attempts(1),
+        )
         .await
         .unwrap();
     let ok = broker
@@ -133,8 +142,13 @@ async fn panics_and_fatal_errors_dead_letter_with_their_error(broker: Arc<dyn Br
         .await
         .unwrap();
     assert!(
-        until(Duration::from_secs(10), async || broker.stats("q").await.unwrap().dead == 3)
-            .await,
+        until(Duration::from_secs(10), async || broker
+            .stats("q")
+            .await
+            .unwrap()
+            .dead
+            == 3)
+        .await,
         "three tasks should be dead: {:?}",
         broker.stats("q").await
     );
@@ -147,11 +161,22 @@ async fn panics_and_fatal_errors_dead_letter_with_their_error(broker: Arc<dyn Br
         .collect();
     let b = &dead[&boom.id];
     assert_eq!(b.attempt, 2, "a panic is a failed attempt, retried");
-    assert!(b.last_error.as_deref().unwrap().contains("panicked: index out of bounds"));
+    assert!(
+        b.last_error
+            .as_deref()
+            .unwrap()
+            .contains("panicked: index out of bounds")
+    );
     let f = &dead[&bad.id];
     assert_eq!(f.attempt, 1, "a fatal error is not retried");
     assert_eq!(f.last_error.as_deref(), Some("payload has no 'station'"));
-    assert!(dead[&unknown.id].last_error.as_deref().unwrap().contains("no handler for task name 'nobody.handles'"));
+    assert!(
+        dead[&unknown.id]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("no handler for task name 'nobody.handles'")
+    );
     // The worker lived through the panics.
     assert!(
         until(Duration::from_secs(5), async || broker
@@ -164,8 +189,13 @@ async fn panics_and_fatal_errors_dead_letter_with_their_error(broker: Arc<dyn Br
     // Retry from the dead-letter queue: it fails again and comes back.
     assert_eq!(broker.retry_dead("q", Some(&[bad.id])).await.unwrap(), 1);
     assert!(
-        until(Duration::from_secs(5), async || broker.stats("q").await.unwrap().dead == 3)
+        until(Duration::from_secs(5), async || broker
+            .stats("q")
             .await
+            .unwrap()
+            .dead
+            == 3)
+        .await
     );
     assert_eq!(broker.purge_dead("q").await.unwrap(), 3);
     w.shutdown().await;
@@ -181,7 +211,10 @@ async fn heartbeats_keep_a_long_task_and_delays_wait_outside_leases(broker: Arc<
         .handler_fn("slow", move |_ctx, p| {
             let r = r.clone();
             async move {
-                *r.lock().unwrap().entry(p["k"].as_str().unwrap().to_owned()).or_default() += 1;
+                *r.lock()
+                    .unwrap()
+                    .entry(p["k"].as_str().unwrap().to_owned())
+                    .or_default() += 1;
                 let ms = p["ms"].as_u64().unwrap();
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok(None)
@@ -247,10 +280,19 @@ async fn shutdown_finishes_in_flight_and_gives_back_the_rest(broker: Arc<dyn Bro
         .enqueue(NewTask::new("sleep", json!({"ms": 60_000})).queue("q"))
         .await
         .unwrap();
-    assert!(until(Duration::from_secs(5), async || started.load(Ordering::SeqCst) == 2).await);
+    assert!(
+        until(Duration::from_secs(5), async || started
+            .load(Ordering::SeqCst)
+            == 2)
+        .await
+    );
     w.shutdown().await;
     let q = broker.status("q", quick.id).await.unwrap().unwrap();
-    assert_eq!(q.state, TaskState::Completed, "finished within the grace period");
+    assert_eq!(
+        q.state,
+        TaskState::Completed,
+        "finished within the grace period"
+    );
     let l = broker.status("q", long.id).await.unwrap().unwrap();
     assert_eq!(l.state, TaskState::Ready, "given back at shutdown");
     assert_eq!(l.task.attempt, 0, "a given-back attempt does not count");
@@ -328,15 +370,41 @@ async fn typed_tasks_and_rate_limits(broker: Arc<dyn Broker>) {
             .is_some_and(|s| s.state == TaskState::Completed))
         .await
     );
-    assert_eq!(broker.status("math", t.id).await.unwrap().unwrap().result, Some(json!(42)));
-    assert!(until(Duration::from_secs(5), async || broker.stats("math").await.unwrap().dead == 1).await);
+    assert_eq!(
+        broker.status("math", t.id).await.unwrap().unwrap().result,
+        Some(json!(42))
+    );
+    assert!(
+        until(Duration::from_secs(5), async || broker
+            .stats("math")
+            .await
+            .unwrap()
+            .dead
+            == 1)
+        .await
+    );
     let d = broker.status("math", wrong.id).await.unwrap().unwrap();
-    assert!(d.task.last_error.unwrap().contains("payload does not fit math.add"));
-    assert!(until(Duration::from_secs(10), async || starts.lock().unwrap().len() == 10).await);
+    assert!(
+        d.task
+            .last_error
+            .unwrap()
+            .contains("payload does not fit math.add")
+    );
+    assert!(
+        until(Duration::from_secs(10), async || starts
+            .lock()
+            .unwrap()
+            .len()
+            == 10)
+        .await
+    );
     let st = starts.lock().unwrap().clone();
     let span = *st.iter().max().unwrap() - *st.iter().min().unwrap();
     // 10 starts at 5 a second with a burst of 5 cannot take less than ~1 s.
-    assert!(span >= Duration::from_millis(800), "rate limit not applied: {span:?}");
+    assert!(
+        span >= Duration::from_millis(800),
+        "rate limit not applied: {span:?}"
+    );
     w.shutdown().await;
 }
 

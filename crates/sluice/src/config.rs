@@ -26,11 +26,13 @@ use serde_spanned::Spanned;
 use sluice_cache::{Clock, LocalQuota, Quota, RedisQuota};
 
 mod job;
+mod queue;
 mod store;
 pub use job::{
     JobsConfig, RawJob, RawRepository, RawStep, RawStepRetry, placeholders, substitute,
     substitute_str,
 };
+pub use queue::{JOBS_QUEUE, QueueConfig, RawQueue};
 use sluice_gateway::{
     Gateway, OkWhen, RetryPolicy, RouteSpec, Secret, Ttl, Upstream, UpstreamSpec,
 };
@@ -144,6 +146,9 @@ pub struct RawConfig {
     /// Batch jobs (`[[job]]`).
     #[serde(default, rename = "job")]
     pub jobs: Vec<RawJob>,
+    /// The task queue.
+    #[serde(default)]
+    pub queue: RawQueue,
 }
 
 /// `[server]`
@@ -430,6 +435,8 @@ pub struct Settings {
     pub gateway: Gateway,
     /// Batch jobs and their repository.
     pub jobs: JobsConfig,
+    /// The task queue.
+    pub queue: QueueConfig,
     /// Every configured upstream, by name (jobs may use ones no route uses).
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
 }
@@ -738,6 +745,7 @@ impl RawConfig {
             });
         }
         let jobs = job::check_jobs(&self.repository, &self.jobs, src, &mut errs);
+        let queue = queue::check_queue(&self.queue, &jobs.repository_url, src, &mut errs);
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -747,6 +755,7 @@ impl RawConfig {
         })?;
         Ok(Settings {
             jobs,
+            queue,
             upstreams,
             listen,
             admin_token,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_batch::model::{BatchStatus, JobExecution, Params, StepCounts, StepExecution};
-use sluice_batch::repository::{RepoError, Repository, SqlRepository};
+use sluice_batch::repository::{RepoError, Repository};
 use sluice_batch::step::Progress;
 use sluice_batch::{JobRunner, RunOptions};
 
@@ -19,7 +19,9 @@ use crate::config::Settings;
 pub enum JobCommand {
     /// The configured jobs, their steps and their last execution.
     List,
-    /// Runs a job (or restarts its failed, stopped or dead last execution).
+    /// Runs a job (or restarts its failed, stopped or dead last execution): enqueues
+    /// a `job.run` task for a worker (`sluice serve`) and follows it; `--local` runs
+    /// it in this process.
     Run {
         /// The job's name.
         name: String,
@@ -29,6 +31,9 @@ pub enum JobCommand {
         /// Run a COMPLETED instance again from the start.
         #[arg(long)]
         rerun: bool,
+        /// Run in this process instead of through the queue.
+        #[arg(long)]
+        local: bool,
     },
     /// One execution with its steps, or the running and recent executions.
     Status {
@@ -82,11 +87,139 @@ pub async fn run(cmd: JobCommand, settings: &Settings) -> ExitCode {
 }
 
 async fn repository(settings: &Settings) -> Result<Arc<dyn Repository>, String> {
-    let repo = SqlRepository::connect(&settings.jobs.repository_url)
-        .await
-        .map_err(|e| e.to_string())?;
-    repo.migrate().await.map_err(|e| e.to_string())?;
-    Ok(Arc::new(repo))
+    crate::job_task::repository(settings).await
+}
+
+/// Enqueues a `job.run` task and follows it until it completes or dies.
+async fn enqueue_and_follow(
+    settings: &Settings,
+    name: &str,
+    params: Params,
+    rerun: bool,
+) -> Result<ExitCode, String> {
+    use crate::job_task::{JOB_RESULT_TTL, JOB_RUN, JobRunInput, JobRunOutput};
+    use sluice_queue::{NewTask, TaskState};
+    // A typo fails here, before anything is enqueued.
+    crate::jobs::build(settings, name, &params)?;
+    let broker = crate::job_task::broker(settings).await?;
+    let repo = repository(settings).await?;
+    let input = JobRunInput {
+        job: name.to_owned(),
+        params,
+        rerun,
+    };
+    let payload = serde_json::to_value(&input).map_err(|e| e.to_string())?;
+    let task = NewTask::new(JOB_RUN, payload)
+        .queue(crate::config::JOBS_QUEUE)
+        .max_attempts(5)
+        .result_ttl(JOB_RESULT_TTL);
+    let id = broker.enqueue(task).await.map_err(|e| e.to_string())?.id;
+    println!(
+        "enqueued job {name} as task {id} on queue {}",
+        crate::config::JOBS_QUEUE
+    );
+    let started = Instant::now();
+    let mut last_state = None;
+    let mut last_line = String::new();
+    let mut hinted = false;
+    let signal = crate::serve::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let Some(st) = broker
+            .status(crate::config::JOBS_QUEUE, id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Err(format!("task {id} disappeared from the queue (purged?)"));
+        };
+        if last_state != Some(st.state) {
+            let attempt = if st.task.attempt > 0 {
+                format!(" (attempt {}/{})", st.task.attempt, st.task.max_attempts)
+            } else {
+                String::new()
+            };
+            println!("task {id}: {}{attempt}", st.state);
+            if let (Some(e), TaskState::Delayed) = (&st.task.last_error, st.state) {
+                println!("  last error: {e}");
+            }
+            last_state = Some(st.state);
+        }
+        match st.state {
+            TaskState::Completed => {
+                let out: Option<JobRunOutput> =
+                    st.result.and_then(|r| serde_json::from_value(r).ok());
+                let Some(out) = out else {
+                    return Err(format!("task {id} completed without a readable result"));
+                };
+                if out.status == "ALREADY_COMPLETED" {
+                    eprintln!(
+                        "job {name}: this instance COMPLETED as execution {}; run with --rerun to run it again",
+                        out.execution
+                    );
+                    return Ok(ExitCode::from(3));
+                }
+                if let Ok((e, steps)) = repo.execution(out.execution).await {
+                    print_execution(&e);
+                    print_steps(&steps);
+                }
+                println!("took {:.1?}", started.elapsed());
+                return Ok(if out.status == "COMPLETED" {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(4)
+                });
+            }
+            TaskState::Dead => {
+                eprintln!(
+                    "job {name} failed: {}",
+                    st.task.last_error.unwrap_or_default()
+                );
+                eprintln!("(retry it with `sluice queue dlq retry {id}`)");
+                return Ok(ExitCode::from(1));
+            }
+            TaskState::Running => {
+                if let Ok(list) = repo.executions(Some(name), 1).await {
+                    if let Some(e) = list.first() {
+                        let steps = repo.execution(e.id).await.map(|x| x.1).unwrap_or_default();
+                        let line = steps
+                            .iter()
+                            .map(|s| {
+                                format!(
+                                    "{} {} read {} written {}",
+                                    s.step_name, s.status, s.counts.read, s.counts.written
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        let line = format!("  execution #{} {}: {line}", e.id, e.status);
+                        if line != last_line {
+                            println!("{line}");
+                            last_line = line;
+                        }
+                    }
+                }
+            }
+            TaskState::Ready | TaskState::Delayed => {
+                if !hinted
+                    && st.state == TaskState::Ready
+                    && started.elapsed() > Duration::from_secs(5)
+                {
+                    eprintln!(
+                        "waiting for a worker: no `sluice serve` with workers has taken the task yet \
+                         (or run it here with `sluice job run {name} --local`)"
+                    );
+                    hinted = true;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(300)) => {}
+            () = &mut signal => {
+                eprintln!("stopped following; the task goes on: `sluice task status {id}`");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
 }
 
 async fn run_inner(cmd: JobCommand, settings: &Settings) -> Result<ExitCode, String> {
@@ -124,6 +257,7 @@ async fn run_inner(cmd: JobCommand, settings: &Settings) -> Result<ExitCode, Str
             name,
             params,
             rerun,
+            local,
         } => {
             let mut p: Params = settings
                 .jobs
@@ -132,7 +266,11 @@ async fn run_inner(cmd: JobCommand, settings: &Settings) -> Result<ExitCode, Str
                 .map(|j| j.params.clone().into_iter().collect())
                 .unwrap_or_default();
             p.extend(params);
-            run_job(settings, &name, p, rerun).await
+            if local {
+                run_job(settings, &name, p, rerun).await
+            } else {
+                enqueue_and_follow(settings, &name, p, rerun).await
+            }
         }
         JobCommand::Restart { exec } => {
             let repo = repository(settings).await?;

@@ -9,7 +9,9 @@
 pub mod config;
 pub mod demo;
 pub mod job_cli;
+pub mod job_task;
 pub mod jobs;
+pub mod queue_cli;
 pub mod serve;
 pub mod telemetry;
 

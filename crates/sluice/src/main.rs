@@ -41,6 +41,24 @@ enum Command {
         #[command(subcommand)]
         cmd: sluice::job_cli::JobCommand,
     },
+    /// The task queue: counts and dead letters.
+    Queue {
+        /// Config file.
+        #[arg(short, long, default_value = "sluice.toml", global = true)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: sluice::queue_cli::QueueCommand,
+    },
+    /// One task: its state, attempts, error and result.
+    Task {
+        /// Config file.
+        #[arg(short, long, default_value = "sluice.toml", global = true)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: sluice::queue_cli::TaskCommand,
+    },
     /// Validate a config file and exit (0 valid, 2 invalid).
     Check {
         /// Config file.
@@ -148,6 +166,20 @@ async fn run(cmd: Command) -> ExitCode {
             };
             sluice::job_cli::run(cmd, &settings).await
         }
+        Command::Queue { config, cmd } => match config::load(&config, &Env::process()) {
+            Ok(s) => sluice::queue_cli::run_queue(cmd, &s).await,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Task { config, cmd } => match config::load(&config, &Env::process()) {
+            Ok(s) => sluice::queue_cli::run_task(cmd, &s).await,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Demo { keep_running } => match sluice::demo::run(keep_running).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -373,8 +373,25 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
     tracing::info!(%addr, routes = ?settings.gateway.route_names(), store = settings.gateway.store().kind(),
         admin = settings.admin_token.is_some(), "sluice gateway listening");
     let grace = settings.shutdown_grace;
-    let app = app(settings.gateway, settings.admin_token);
+    let app = app(settings.gateway.clone(), settings.admin_token.clone());
+    let settings = std::sync::Arc::new(settings);
+    let workers = if settings.queue.workers {
+        match crate::job_task::start_workers(settings.clone()).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                return Err(std::io::Error::other(format!(
+                    "cannot start workers: {e} (set [queue] workers = false to serve without them)"
+                )));
+            }
+        }
+    } else {
+        None
+    };
     serve_until(listener, app, shutdown_signal(), grace).await?;
+    if let Some(w) = workers {
+        tracing::info!(in_flight = w.in_flight(), "stopping workers");
+        w.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -117,7 +117,7 @@ async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
         &format!("sqlite://{}", data.display()),
         "",
     );
-    let out = sluice(&cfg, &["run", "air-load"]);
+    let out = sluice(&cfg, &["run", "--local", "air-load"]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("COMPLETED"), "{stdout}");
@@ -136,10 +136,10 @@ async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
     assert!(s.contains("#17") && s.contains("#4242"), "{}", text(&skips));
 
     // COMPLETED: not again unless asked.
-    let again = sluice(&cfg, &["run", "air-load"]);
+    let again = sluice(&cfg, &["run", "--local", "air-load"]);
     assert_eq!(again.status.code(), Some(3), "{}", text(&again));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--rerun"));
-    let rerun = sluice(&cfg, &["run", "air-load", "--rerun"]);
+    let rerun = sluice(&cfg, &["run", "--local", "air-load", "--rerun"]);
     assert!(rerun.status.success(), "{}", text(&rerun));
     assert_eq!(
         sqlite_rows(&data).await,
@@ -154,6 +154,7 @@ async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
         &cfg,
         &[
             "run",
+            "--local",
             "air-load",
             "-p",
             &format!("file={}", other.display()),
@@ -177,6 +178,7 @@ async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
         &cfg,
         &[
             "run",
+            "--local",
             "air-load",
             "-p",
             &format!("file={}", worse.display()),
@@ -195,7 +197,7 @@ fn spawn_run(cfg: &Path) -> std::process::Child {
     Command::new(BIN)
         .args(["job", "-c"])
         .arg(cfg)
-        .args(["run", "air-load"])
+        .args(["run", "--local", "air-load"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -252,7 +254,7 @@ async fn wait_written(repo: &Repo, n: u64, child: &mut std::process::Child) -> u
 fn run_after_lease(cfg: &Path) -> Output {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = sluice(cfg, &["run", "air-load"]);
+        let out = sluice(cfg, &["run", "--local", "air-load"]);
         if out.status.code() != Some(3) {
             return out;
         }
@@ -382,7 +384,7 @@ async fn the_example_portal_job_loads_every_page_through_the_upstream() {
     let out = Command::new(BIN)
         .args(["job", "-c"])
         .arg(&cfg)
-        .args(["run", "air-quality-load", "-p", "sido=서울"])
+        .args(["run", "--local", "air-quality-load", "-p", "sido=서울"])
         .env("AIRKOREA_KEY", crate::support::KEY)
         .env("RUST_LOG", "warn")
         .output()
@@ -483,7 +485,7 @@ async fn two_processes_one_instance(repo_url: &str) {
         Command::new(BIN)
             .args(["job", "-c"])
             .arg(&cfg)
-            .args(["run", "air-load"])
+            .args(["run", "--local", "air-load"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -562,7 +564,7 @@ async fn sigterm_stops_a_run_cleanly_and_it_restarts_at_once() {
         text(&out)
     );
     // No lease to wait for: the run released it.
-    let again = sluice(&cfg, &["run", "air-load"]);
+    let again = sluice(&cfg, &["run", "--local", "air-load"]);
     assert!(again.status.success(), "{}", text(&again));
     assert!(String::from_utf8_lossy(&again.stdout).contains("resumed execution 1"));
     assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
@@ -698,4 +700,122 @@ async fn appends_into_a_postgres_repository_are_exactly_once_across_a_kill() {
         .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
         .await
         .unwrap();
+}
+
+/// Starts `sluice serve` (gateway and workers) on a free port.
+fn serve(cfg: &Path) -> std::process::Child {
+    let port = sluice_testkit::free_port();
+    Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(cfg)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn sluice_cmd(cfg: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("-c")
+        .arg(cfg)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// `sluice job run` without `--local` enqueues a `job.run` task; the worker in
+/// `sluice serve` runs it; a failed run lands in the dead-letter queue with its
+/// error and `sluice queue dlq retry` runs it again.
+#[tokio::test]
+async fn job_runs_go_through_the_queue_to_a_serve_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("air.csv");
+    write_csv(&csv, 3_000, &[]);
+    let data = dir.path().join("data.db");
+    let cfg = config(
+        dir.path(),
+        &csv,
+        &format!("sqlite://{}", data.display()),
+        "",
+    );
+    let mut server = serve(&cfg);
+
+    let out = sluice(&cfg, &["run", "air-load"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("enqueued job air-load as task"), "{stdout}");
+    assert!(stdout.contains("COMPLETED"), "{stdout}");
+    assert_eq!(sqlite_rows(&data).await, expected_sums(3_000, &[]));
+    let id = stdout
+        .split("as task ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let st = sluice_cmd(&cfg, &["task", "status", &id]);
+    let st_out = String::from_utf8_lossy(&st.stdout);
+    assert!(st.status.success(), "{}", text(&st));
+    assert!(st_out.contains("state     completed"), "{st_out}");
+    assert!(st_out.contains("\"status\":\"COMPLETED\""), "{st_out}");
+
+    // A run that fails (its file is missing) is dead-lettered with its error.
+    let missing = dir.path().join("later.csv");
+    let p = format!("file={}", missing.display());
+    let out = sluice(&cfg, &["run", "air-load", "-p", &p]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("job air-load failed") && err.contains("later.csv"),
+        "{err}"
+    );
+    let dlq = sluice_cmd(&cfg, &["queue", "dlq", "list"]);
+    let dlq_out = String::from_utf8_lossy(&dlq.stdout);
+    assert!(
+        dlq_out.contains("job.run") && dlq_out.contains("later.csv"),
+        "{dlq_out}"
+    );
+    let stats = sluice_cmd(&cfg, &["queue", "stats"]);
+    assert!(
+        String::from_utf8_lossy(&stats.stdout)
+            .lines()
+            .any(|l| l.starts_with("jobs") && l.trim_end().ends_with(" 1")),
+        "{}",
+        text(&stats)
+    );
+
+    // The file arrives; retrying the dead task runs the job to completion.
+    write_csv(&missing, 500, &[]);
+    let retry = sluice_cmd(&cfg, &["queue", "dlq", "retry", "--all"]);
+    assert!(
+        String::from_utf8_lossy(&retry.stdout).contains("1 task(s) back"),
+        "{}",
+        text(&retry)
+    );
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = sluice_cmd(&cfg, &["queue", "stats"]);
+        let line = String::from_utf8_lossy(&s.stdout)
+            .lines()
+            .find(|l| l.starts_with("jobs"))
+            .map(str::to_owned)
+            .unwrap_or_default();
+        let nums: Vec<&str> = line.split_whitespace().skip(1).collect();
+        if nums == ["0", "0", "0", "0"] {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the retried run did not finish: {line}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let hist = sluice(&cfg, &["history", "air-load"]);
+    let h = String::from_utf8_lossy(&hist.stdout);
+    assert!(h.matches("COMPLETED").count() >= 2, "{h}");
+
+    let _ = Command::new("kill").arg(server.id().to_string()).status();
+    let _ = server.wait();
 }

@@ -55,7 +55,7 @@ use sqlx::{
 
 use crate::broker::{Broker, QueueError};
 use crate::task::{
-    Completion, Enqueued, FailOutcome, Envelope, Lease, LeaseRef, NewTask, QueueStats, TaskId,
+    Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, NewTask, QueueStats, TaskId,
     TaskState, TaskStatus,
 };
 
@@ -564,8 +564,8 @@ fn stored_from_row(r: &Row, broker: &'static str) -> Result<Stored, QueueError> 
     };
     let task_id = TaskId::from_str(&id).map_err(&corrupt)?;
     let payload: String = r.get("payload", broker)?;
-    let payload: Value = serde_json::from_str(&payload)
-        .map_err(|e| corrupt(format!("payload is not JSON: {e}")))?;
+    let payload: Value =
+        serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload is not JSON: {e}")))?;
     let priority: i64 = r.get("priority", broker)?;
     Ok(Stored {
         task: Envelope {
@@ -732,13 +732,12 @@ impl Broker for SqlBroker {
                     let broker = self.dialect().name();
                     if let Some(row) = rows.first() {
                         let first: String = row.get("task_id", broker)?;
-                        let id = TaskId::from_str(&first).map_err(|message| {
-                            QueueError::Corrupt {
+                        let id =
+                            TaskId::from_str(&first).map_err(|message| QueueError::Corrupt {
                                 broker,
                                 id: first.clone(),
                                 message,
-                            }
-                        })?;
+                            })?;
                         out.push(Some(Enqueued {
                             id,
                             duplicate: true,
@@ -1090,7 +1089,10 @@ impl Broker for SqlBroker {
 
     async fn queues(&self) -> Result<Vec<String>, QueueError> {
         let rows = self
-            .fetch_all(false, Q::new("SELECT name FROM sluice_queues ORDER BY name"))
+            .fetch_all(
+                false,
+                Q::new("SELECT name FROM sluice_queues ORDER BY name"),
+            )
             .await?;
         let broker = self.dialect().name();
         rows.iter().map(|r| r.get("name", broker)).collect()
@@ -1133,8 +1135,10 @@ impl Broker for SqlBroker {
     }
 
     async fn purge_dead(&self, queue: &str) -> Result<u64, QueueError> {
-        self.execute(Q::new("DELETE FROM sluice_tasks WHERE queue = $1 AND state = 'dead'").bind(queue))
-            .await
+        self.execute(
+            Q::new("DELETE FROM sluice_tasks WHERE queue = $1 AND state = 'dead'").bind(queue),
+        )
+        .await
     }
 }
 
@@ -1169,18 +1173,18 @@ fn url_secrets(url: &str) -> Vec<String> {
     let mut out = Vec::new();
     if let Some((_, rest)) = url.split_once("://") {
         let auth = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if let Some((userinfo, _)) = auth.rsplit_once('@') {
-            if let Some((_, pw)) = userinfo.split_once(':') {
-                out.push(pw.to_owned());
-            }
+        if let Some((userinfo, _)) = auth.rsplit_once('@')
+            && let Some((_, pw)) = userinfo.split_once(':')
+        {
+            out.push(pw.to_owned());
         }
     }
     if let Some((_, query)) = url.split_once('?') {
         for pair in query.split('&') {
-            if let Some((k, v)) = pair.split_once('=') {
-                if k.eq_ignore_ascii_case("password") {
-                    out.push(v.to_owned());
-                }
+            if let Some((k, v)) = pair.split_once('=')
+                && k.eq_ignore_ascii_case("password")
+            {
+                out.push(v.to_owned());
             }
         }
     }
@@ -1432,7 +1436,10 @@ mod tests {
         assert_eq!(args.len(), 2);
         assert!(matches!(args[1], Arg::I64(42)));
         let (sql, args) = q().render(Dialect::Postgres, 42);
-        assert_eq!(sql, format!("SELECT $1, {PG_NOW}, {PG_NOW} FOR UPDATE SKIP LOCKED"));
+        assert_eq!(
+            sql,
+            format!("SELECT $1, {PG_NOW}, {PG_NOW} FOR UPDATE SKIP LOCKED")
+        );
         assert_eq!(args.len(), 1);
     }
 
@@ -1474,7 +1481,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(!err.contains("s3cret-pw") && err.contains("unsupported"), "{err}");
+        assert!(
+            !err.contains("s3cret-pw") && err.contains("unsupported"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -1485,10 +1495,7 @@ mod tests {
             .enqueue(NewTask::new("t", serde_json::json!(1)))
             .await
             .unwrap();
-        let leases = b
-            .lease("default", 5, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let leases = b.lease("default", 5, Duration::from_secs(5)).await.unwrap();
         assert_eq!(leases.len(), 1);
         assert_eq!(leases[0].task.id, e.id);
         assert!(format!("{b:?}").contains("sqlite"));
@@ -1507,13 +1514,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(b.stats("default").await.unwrap().delayed, 1);
-        assert!(b.lease("default", 1, Duration::from_secs(10)).await.unwrap().is_empty());
+        assert!(
+            b.lease("default", 1, Duration::from_secs(10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         clock.advance(Duration::from_secs(60));
-        let l = b.lease("default", 1, Duration::from_secs(10)).await.unwrap();
+        let l = b
+            .lease("default", 1, Duration::from_secs(10))
+            .await
+            .unwrap();
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].deadline, 1_070_000);
         clock.advance(Duration::from_secs(11));
-        let again = b.lease("default", 1, Duration::from_secs(10)).await.unwrap();
+        let again = b
+            .lease("default", 1, Duration::from_secs(10))
+            .await
+            .unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].task.attempt, 2);
         assert_ne!(again[0].token, l[0].token);

@@ -1,0 +1,155 @@
+//! Backends for the conformance suite: one fresh broker per test.
+//!
+//! - Redis at `SLUICE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`), keys under
+//!   a namespace of the test's own, deleted at the end;
+//! - SQLite in a temporary directory;
+//! - PostgreSQL at `SLUICE_TEST_POSTGRES_URL` (default
+//!   `postgres://postgres@127.0.0.1:5432/postgres`): a database of the test's own,
+//!   dropped at the end even if the test panics.
+//!
+//! `scripts/test` starts both servers. A server that cannot be reached fails the
+//! test with a message saying how to reach one; nothing is skipped.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use sluice_queue::{Broker, RedisBroker, SqlBroker};
+use sqlx::{Connection, Executor, PgConnection};
+
+const HOW: &str = "set SLUICE_TEST_REDIS_URL / SLUICE_TEST_POSTGRES_URL, or run scripts/test";
+
+/// A broker for one test, and what keeps its storage alive until the test ends.
+pub(crate) struct Backend {
+    pub(crate) broker: Arc<dyn Broker>,
+    _guard: Guard,
+}
+
+enum Guard {
+    Redis(RedisNamespace),
+    Sqlite(tempfile::TempDir),
+    Postgres(PgDb),
+}
+
+/// A broker on Redis, in a namespace of its own.
+pub(crate) async fn redis() -> Backend {
+    let url =
+        std::env::var("SLUICE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let namespace = format!("t-{:016x}", rand::random::<u64>());
+    let broker = RedisBroker::connect(&url, &namespace)
+        .unwrap_or_else(|e| panic!("Redis at {url} ({HOW}): {e}"));
+    Backend {
+        broker: Arc::new(broker),
+        _guard: Guard::Redis(RedisNamespace { url, namespace }),
+    }
+}
+
+/// A broker on a new SQLite file.
+pub(crate) async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("queue.db").display());
+    let broker = SqlBroker::connect(&url).await.unwrap();
+    Backend {
+        broker: Arc::new(broker),
+        _guard: Guard::Sqlite(dir),
+    }
+}
+
+/// A broker on a new PostgreSQL database.
+pub(crate) async fn postgres() -> Backend {
+    let db = PgDb::new("sluice_q").await;
+    let broker = SqlBroker::connect(&db.url).await.unwrap();
+    Backend {
+        broker: Arc::new(broker),
+        _guard: Guard::Postgres(db),
+    }
+}
+
+/// Deletes a test's Redis keys when dropped.
+struct RedisNamespace {
+    url: String,
+    namespace: String,
+}
+
+impl Drop for RedisNamespace {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let pattern = format!("{}:*", self.namespace);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query(&mut conn)
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+        }
+    }
+}
+
+/// A PostgreSQL database created for one test.
+pub(crate) struct PgDb {
+    /// URL of the test's own database.
+    pub(crate) url: String,
+    admin: String,
+    name: String,
+}
+
+impl PgDb {
+    /// A fresh database named `{prefix}_{random}`.
+    pub(crate) async fn new(prefix: &str) -> PgDb {
+        let name = format!("{prefix}_{:016x}", rand::random::<u64>());
+        let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} ({HOW}): {e}"));
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        PgDb {
+            url: with_database(&admin, &name),
+            admin,
+            name,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = conn.execute(sql.as_str()).await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `url` with its database (path) replaced by `db`, keeping any query.
+pub(crate) fn with_database(url: &str, db: &str) -> String {
+    let auth = url.find("://").map_or(0, |i| i + 3);
+    let (base, rest) = match url[auth..].find('/') {
+        Some(i) => url.split_at(auth + i),
+        None => match url[auth..].find('?') {
+            Some(i) => url.split_at(auth + i),
+            None => (url, ""),
+        },
+    };
+    let query = rest.find('?').map_or("", |i| &rest[i..]);
+    format!("{base}/{db}{query}")
+}

@@ -1,0 +1,198 @@
+//! Job runs as tasks: the `job.run` task, its handler, and the worker `serve` runs.
+//!
+//! `sluice job run NAME` enqueues a `job.run` task on the `jobs` queue; a worker
+//! (in `sluice serve`, on any node) leases it and runs the job with the
+//! [`JobRunner`]. What the outcomes mean to the queue:
+//!
+//! - COMPLETED (or an instance completed before): the task completes, its result
+//!   names the execution;
+//! - FAILED: the task is dead-lettered with the execution's exit message, so
+//!   `sluice queue dlq retry` restarts it from its last committed chunk;
+//! - STOPPED because the worker shuts down: the lease is given back and another
+//!   worker resumes the execution; STOPPED on `sluice job stop`: completes;
+//! - the execution is still held by a dead process's lease, or the repository is
+//!   unreachable: a retryable error, tried again with backoff.
+//!
+//! A worker killed mid-run leaves its task leased; when the lease runs out another
+//! worker takes it and resumes the execution once its repository lease is gone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sluice_batch::model::{BatchStatus, Params};
+use sluice_batch::repository::{RepoError, Repository, SqlRepository};
+use sluice_batch::step::NoProgress;
+use sluice_batch::{JobRunner, RunOptions};
+use sluice_queue::{Broker, RetryPolicy, Task, TaskContext, TaskError, Worker, WorkerHandle};
+
+use crate::config::{JOBS_QUEUE, Settings};
+
+/// The task name of job runs.
+pub const JOB_RUN: &str = "job.run";
+
+/// How long a job run's result is kept for `sluice task status` and followers.
+pub const JOB_RESULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The payload of a `job.run` task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRunInput {
+    /// The job's name.
+    pub job: String,
+    /// Its parameters (the job's defaults already merged in).
+    #[serde(default)]
+    pub params: Params,
+    /// Run a COMPLETED instance again.
+    #[serde(default)]
+    pub rerun: bool,
+}
+
+/// The result of a `job.run` task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRunOutput {
+    /// The execution that ran (or the completed one, when it was not run again).
+    pub execution: i64,
+    /// `COMPLETED`, `STOPPED`, or `ALREADY_COMPLETED`.
+    pub status: String,
+    /// The execution it resumed, if any.
+    pub resumed_from: Option<i64>,
+    /// The exit message.
+    pub message: String,
+}
+
+/// The `job.run` handler: builds the job from the config and runs it.
+pub struct JobRunTask {
+    settings: Arc<Settings>,
+    repo: Arc<dyn Repository>,
+}
+
+impl JobRunTask {
+    /// A handler for the jobs of `settings`, recording into `repo`.
+    pub fn new(settings: Arc<Settings>, repo: Arc<dyn Repository>) -> Self {
+        Self { settings, repo }
+    }
+}
+
+#[async_trait::async_trait]
+impl Task for JobRunTask {
+    const NAME: &'static str = JOB_RUN;
+    type Input = JobRunInput;
+    type Output = JobRunOutput;
+
+    async fn execute(
+        &self,
+        ctx: TaskContext,
+        input: JobRunInput,
+    ) -> Result<JobRunOutput, TaskError> {
+        let job = crate::jobs::build(&self.settings, &input.job, &input.params)
+            .map_err(TaskError::Fatal)?;
+        let runner = JobRunner::new(self.repo.clone()).lease(self.settings.jobs.lease);
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (stop, ctx) = (stop.clone(), ctx.clone());
+            tokio::spawn(async move {
+                ctx.shutting_down().await;
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        let opts = RunOptions {
+            rerun: input.rerun,
+            stop: Some(stop),
+        };
+        tracing::info!(job = %input.job, task = %ctx.id, attempt = ctx.attempt, "running job");
+        let result = runner.run(job, &input.params, opts, &NoProgress).await;
+        watcher.abort();
+        match result {
+            Ok(r) => {
+                let out = JobRunOutput {
+                    execution: r.execution.id,
+                    status: r.execution.status.to_string(),
+                    resumed_from: r.resumed_from,
+                    message: r.execution.exit_message.clone(),
+                };
+                match r.execution.status {
+                    BatchStatus::Completed => Ok(out),
+                    BatchStatus::Stopped if ctx.is_shutting_down() => Err(TaskError::Interrupted(
+                        format!("execution {} stopped for shutdown", r.execution.id),
+                    )),
+                    BatchStatus::Stopped => Ok(out),
+                    other => Err(TaskError::Fatal(format!(
+                        "job {} execution {} {other}: {}",
+                        input.job, r.execution.id, out.message
+                    ))),
+                }
+            }
+            Err(RepoError::AlreadyCompleted { execution_id, .. }) => Ok(JobRunOutput {
+                execution: execution_id,
+                status: "ALREADY_COMPLETED".into(),
+                resumed_from: None,
+                message: "this instance completed before; run with --rerun to run it again".into(),
+            }),
+            Err(e) => Err(TaskError::Retryable(e.to_string())),
+        }
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_secs(5),
+            factor: 2.0,
+            max: Duration::from_secs(300),
+            jitter: true,
+        }
+    }
+
+    fn queue(&self) -> &str {
+        JOBS_QUEUE
+    }
+
+    fn result_ttl(&self) -> Duration {
+        JOB_RESULT_TTL
+    }
+}
+
+/// The broker of `settings`.
+///
+/// # Errors
+///
+/// The broker's connect error.
+pub async fn broker(settings: &Settings) -> Result<Arc<dyn Broker>, String> {
+    sluice_queue::connect(&settings.queue.url, &settings.queue.namespace)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The job repository of `settings`, migrated.
+///
+/// # Errors
+///
+/// The repository's connect or migration error.
+pub async fn repository(settings: &Settings) -> Result<Arc<dyn Repository>, String> {
+    let repo = SqlRepository::connect(&settings.jobs.repository_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    repo.migrate().await.map_err(|e| e.to_string())?;
+    Ok(Arc::new(repo))
+}
+
+/// Starts this node's workers: every configured queue with its concurrency,
+/// `job.run` on the `jobs` queue.
+///
+/// # Errors
+///
+/// When the broker or the repository cannot be reached.
+pub async fn start_workers(settings: Arc<Settings>) -> Result<WorkerHandle, String> {
+    let broker = broker(&settings).await?;
+    let repo = repository(&settings).await?;
+    let mut b = Worker::builder(broker)
+        .visibility(settings.queue.visibility)
+        .grace(settings.queue.grace)
+        .task(JobRunTask::new(settings.clone(), repo));
+    for (q, n) in &settings.queue.concurrency {
+        b = b.queue(q.clone(), *n);
+    }
+    tracing::info!(broker = %sluice_cache::redis::redact_url(&settings.queue.url),
+        queues = ?settings.queue.concurrency, "workers started");
+    Ok(b.start())
+}
