@@ -6,7 +6,7 @@
 
 /// Tasks enqueued, by queue (`queue`) and outcome (`new` | `duplicate`).
 pub const ENQUEUED: &str = "sluice_tasks_enqueued_total";
-/// Tasks completed, by queue and task name (`task`).
+/// Tasks acknowledged as completed, by queue.
 pub const COMPLETED: &str = "sluice_tasks_completed_total";
 /// Failed attempts, by queue, task name and outcome (`retry` | `dead` | `lease_lost`).
 pub const FAILED: &str = "sluice_tasks_failed_total";
@@ -20,7 +20,7 @@ pub const IN_FLIGHT: &str = "sluice_tasks_in_flight";
 pub const DEPTH: &str = "sluice_queue_depth";
 /// Leases lost (ran out before the handler finished), by queue.
 pub const LEASES_LOST: &str = "sluice_task_leases_lost_total";
-/// Broker calls that failed, by broker kind and operation.
+/// Broker calls that failed, by broker kind (`broker`).
 pub const BROKER_ERRORS: &str = "sluice_queue_broker_errors_total";
 
 /// Records `stats` of `queue` as depth gauges.

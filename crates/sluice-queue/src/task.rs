@@ -247,10 +247,10 @@ impl NewTask {
                 self.queue
             ));
         }
-        if let Some(k) = &self.idempotency_key {
-            if k.is_empty() || k.len() > 512 {
-                return Err("idempotency key must be 1 to 512 characters".into());
-            }
+        if let Some(k) = &self.idempotency_key
+            && (k.is_empty() || k.len() > 512)
+        {
+            return Err("idempotency key must be 1 to 512 characters".into());
         }
         Ok(())
     }

@@ -304,7 +304,10 @@ async fn expired_lease_is_redelivered_and_the_old_token_is_void(b: Arc<dyn Broke
     );
 
     // The old holder can no longer touch the task.
-    assert_eq!(b.extend(&[old.clone()], LONG).await.unwrap(), [false]);
+    assert_eq!(
+        b.extend(std::slice::from_ref(&old), LONG).await.unwrap(),
+        [false]
+    );
     assert_eq!(
         b.complete(&[Completion {
             lease: old.clone(),
@@ -629,7 +632,10 @@ async fn long_delay_is_delivered_once(b: Arc<dyn Broker>) {
         }
         // The holder keeps its lease alive.
         if let Some(h) = &held {
-            assert_eq!(b.extend(&[h.clone()], visibility).await.unwrap(), [true]);
+            assert_eq!(
+                b.extend(std::slice::from_ref(h), visibility).await.unwrap(),
+                [true]
+            );
         }
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
