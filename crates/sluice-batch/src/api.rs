@@ -11,6 +11,8 @@
 //! `skip_limit`); a `Transient` error is *retryable* (the chunk is rolled back and
 //! tried again with backoff); a `Fatal` one fails the step.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use thiserror::Error;
 
@@ -75,6 +77,231 @@ pub trait Reader: Send {
     /// The number of items in the whole source, when known (for the ETA).
     fn total(&self) -> Option<u64> {
         None
+    }
+
+    /// The keys of the flat rows this reader can hand out with
+    /// [`read_row`](Self::read_row) (known once open), or `None` when it reads
+    /// items only (the default).
+    fn row_keys(&self) -> Option<Arc<[String]>> {
+        None
+    }
+
+    /// Reads the next item as a row appended to `rows` (whose keys are
+    /// [`row_keys`](Self::row_keys)) instead of as an [`Item`], and returns its
+    /// position, or `Ok(None)` at the end. Only called when `row_keys` is `Some`;
+    /// rows and items may be mixed, the checkpoint covers both.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read); the default, for readers without rows, is
+    /// [`ReadError::Fatal`].
+    async fn read_row(&mut self, rows: &mut Rows) -> Result<Option<u64>, ReadError> {
+        let _ = rows;
+        Err(ReadError::Fatal("this reader does not read rows".into()))
+    }
+}
+
+/// Flat rows of text fields, stored compactly: one buffer of text for a whole
+/// chunk instead of a JSON object per item.
+///
+/// This is how a reader that knows its columns (the CSV reader) hands a chunk to a
+/// writer that takes text (the SQL writer) when the step has no processor. Row
+/// `r` stands for the item [`item(r)`](Self::item): an object with one key per
+/// [`key`](Self::keys), each value a string or `null`. A writer that does not
+/// take rows gets those items.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rows {
+    keys: Arc<[String]>,
+    text: String,
+    /// Per field, row by row: its end offset in `text` (it starts where the
+    /// previous field ends).
+    ends: Vec<usize>,
+    /// Per field: whether it is null (it then takes no text).
+    nulls: Vec<bool>,
+}
+
+impl Rows {
+    /// No rows yet, with these keys.
+    pub fn new(keys: Arc<[String]>) -> Self {
+        Self {
+            keys,
+            ..Self::default()
+        }
+    }
+
+    /// The keys, one per field of every row.
+    pub fn keys(&self) -> &Arc<[String]> {
+        &self.keys
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.ends.len().checked_div(self.keys.len()).unwrap_or(0)
+    }
+
+    /// Whether there is no row.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Room for `rows` more rows of about `bytes` bytes of text in all.
+    pub fn reserve(&mut self, rows: usize, bytes: usize) {
+        self.ends.reserve(rows * self.keys.len());
+        self.nulls.reserve(rows * self.keys.len());
+        self.text.reserve(bytes);
+    }
+
+    /// Bytes of text held.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Field `col` of row `row`: its text, or `None` when null.
+    ///
+    /// # Panics
+    ///
+    /// When `row` or `col` is out of range.
+    pub fn get(&self, row: usize, col: usize) -> Option<&str> {
+        assert!(col < self.keys.len(), "column {col} out of range");
+        let i = row * self.keys.len() + col;
+        if self.nulls[i] {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.text[start..self.ends[i]])
+    }
+
+    /// The fields of row `row`, in key order.
+    ///
+    /// # Panics
+    ///
+    /// When `row` is out of range.
+    pub fn row(&self, row: usize) -> impl Iterator<Item = Option<&str>> + '_ {
+        assert!(row < self.len(), "row {row} out of range");
+        (0..self.keys.len()).map(move |c| self.get(row, c))
+    }
+
+    /// Appends a row.
+    ///
+    /// # Panics
+    ///
+    /// When `fields` does not give exactly one field per key.
+    pub fn push_row<'a>(&mut self, fields: impl IntoIterator<Item = Option<&'a str>>) {
+        let before = self.ends.len();
+        for field in fields {
+            self.push_field(field);
+        }
+        assert!(
+            self.ends.len() - before == self.keys.len(),
+            "a row needs {} fields",
+            self.keys.len()
+        );
+    }
+
+    /// Appends row `row` of `other`, which has as many keys.
+    ///
+    /// # Panics
+    ///
+    /// When the key counts differ or `row` is out of range.
+    pub fn push_from(&mut self, other: &Rows, row: usize) {
+        assert_eq!(self.keys.len(), other.keys.len(), "rows of different keys");
+        let n = other.keys.len();
+        let first = row * n;
+        let start = if first == 0 { 0 } else { other.ends[first - 1] };
+        let end = if n == 0 {
+            start
+        } else {
+            other.ends[first + n - 1]
+        };
+        let shift = self.text.len();
+        self.text.push_str(&other.text[start..end]);
+        self.ends.extend(
+            other.ends[first..first + n]
+                .iter()
+                .map(|e| e - start + shift),
+        );
+        self.nulls.extend_from_slice(&other.nulls[first..first + n]);
+    }
+
+    /// Appends `item` as a row: each key's string as is, `null` or a missing key
+    /// as null, any other value as its JSON text.
+    pub fn push_item(&mut self, item: &Item) {
+        for key in self.keys.clone().iter() {
+            match item.get(key) {
+                None | Some(serde_json::Value::Null) => self.push_field(None),
+                Some(serde_json::Value::String(s)) => self.push_field(Some(s)),
+                Some(v) => self.push_field(Some(&v.to_string())),
+            }
+        }
+    }
+
+    /// Appends a row whose non-null fields, in order, make up `text`: `fields`
+    /// gives, per key, the end offset of the field in `text` (a field starts
+    /// where the previous one ended), or `None` for a null field.
+    pub(crate) fn push_joined(
+        &mut self,
+        text: &str,
+        fields: impl IntoIterator<Item = Option<usize>>,
+    ) {
+        let shift = self.text.len();
+        let before = self.ends.len();
+        self.text.push_str(text);
+        let mut last = shift;
+        for field in fields {
+            match field {
+                Some(end) => {
+                    last = shift + end;
+                    self.ends.push(last);
+                    self.nulls.push(false);
+                }
+                None => {
+                    self.ends.push(last);
+                    self.nulls.push(true);
+                }
+            }
+        }
+        debug_assert_eq!(self.ends.len() - before, self.keys.len());
+        debug_assert_eq!(last, self.text.len());
+    }
+
+    fn push_field(&mut self, field: Option<&str>) {
+        if let Some(s) = field {
+            self.text.push_str(s);
+        }
+        self.ends.push(self.text.len());
+        self.nulls.push(field.is_none());
+    }
+
+    /// Row `row` as the item it stands for.
+    ///
+    /// # Panics
+    ///
+    /// When `row` is out of range.
+    pub fn item(&self, row: usize) -> Item {
+        let map = self
+            .keys
+            .iter()
+            .zip(self.row(row))
+            .map(|(k, v)| {
+                let v = v.map_or(serde_json::Value::Null, |s| {
+                    serde_json::Value::String(s.to_owned())
+                });
+                (k.clone(), v)
+            })
+            .collect();
+        serde_json::Value::Object(map)
+    }
+
+    /// Every row as an item.
+    pub fn items(&self) -> Vec<Item> {
+        (0..self.len()).map(|r| self.item(r)).collect()
+    }
+
+    /// Removes every row, keeping the keys and the memory.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        self.nulls.clear();
     }
 }
 
@@ -214,6 +441,36 @@ pub trait Writer: Send {
     ) -> Result<bool, WriteError> {
         let _ = commit;
         self.write(items).await.map(|()| false)
+    }
+
+    /// Whether this writer takes chunks as [`Rows`] (see
+    /// [`write_rows`](Self::write_rows)); the default is `false`, and the step then
+    /// hands it items.
+    fn takes_rows(&self) -> bool {
+        false
+    }
+
+    /// Writes one chunk given as rows, as [`write`](Self::write) would write
+    /// [`rows.items()`](Rows::items) (what the default does).
+    ///
+    /// # Errors
+    ///
+    /// See [`WriteError`].
+    async fn write_rows(&mut self, rows: &Rows) -> Result<(), WriteError> {
+        self.write(&rows.items()).await
+    }
+
+    /// [`write_committing`](Self::write_committing) of a chunk given as rows.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_committing`](Self::write_committing).
+    async fn write_rows_committing(
+        &mut self,
+        rows: &Rows,
+        commit: &[SqlStatement],
+    ) -> Result<bool, WriteError> {
+        self.write_committing(&rows.items(), commit).await
     }
 
     /// The step completed: make the output final (rename a temp file).

@@ -26,7 +26,7 @@ pub mod step;
 pub mod tasklets;
 pub mod writers;
 
-pub use api::{Processor, ReadError, ReadItem, Reader, WriteError, Writer};
+pub use api::{Processor, ReadError, ReadItem, Reader, Rows, WriteError, Writer};
 pub use job::{Job, JobRunner, RunOptions, RunReport, Step, Tasklet};
 pub use model::{
     BatchStatus, Item, JobExecution, JobInstance, Params, SkipRecord, StepCounts, StepExecution,

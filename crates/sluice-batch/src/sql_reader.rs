@@ -241,6 +241,11 @@ pub struct SqlReader {
     exhausted: bool,
     position: u64,
     total: Option<u64>,
+    /// This reader's share, `(index, of)`, split on the first key column.
+    partition: Option<(usize, usize)>,
+    /// The share's key range `[lo, hi)`, fixed when first opened and kept in the
+    /// checkpoint so a restart reads the same range.
+    range: Option<(i64, i64)>,
 }
 
 impl SqlReader {
@@ -283,7 +288,24 @@ impl SqlReader {
             exhausted: false,
             position: 0,
             total: None,
+            partition: None,
+            range: None,
         }
+    }
+
+    /// Reads only share `index` of `of` (0-based): the rows whose first key
+    /// column (an integer) falls in the `index`-th of `of` equal ranges between
+    /// its minimum and maximum, measured when the reader first opens.
+    ///
+    /// # Errors
+    ///
+    /// When `index` is not below `of`.
+    pub fn partition(mut self, index: usize, of: usize) -> Result<Self, String> {
+        if of == 0 || index >= of {
+            return Err(format!("partition {index} of {of} does not exist"));
+        }
+        self.partition = Some((index, of));
+        Ok(self)
     }
 
     /// The columns each item gets, by exact name (quoted in the SQL). Empty or
@@ -321,8 +343,63 @@ impl SqlReader {
         self
     }
 
-    /// The `FROM` part of every statement.
-    fn source_sql(&self) -> String {
+    /// The `FROM` part of every statement: the source, narrowed to this
+    /// partition's key range.
+    fn source_sql(&self, d: Dialect) -> String {
+        let base = self.base_source_sql();
+        match self.range {
+            Some((lo, hi)) => {
+                let k = quote(d, &self.key[0]);
+                format!(
+                    "(SELECT * FROM {base} WHERE {SRC}.{k} >= {lo} AND {SRC}.{k} < {hi}) AS {SRC}"
+                )
+            }
+            None => base,
+        }
+    }
+
+    /// The key range of this reader's partition: `[lo, hi)` of the first key
+    /// column, or `None` when the source is empty.
+    async fn partition_range(
+        &self,
+        db: &Db,
+        index: usize,
+        of: usize,
+    ) -> Result<Option<(i64, i64)>, ReadError> {
+        let d = db.dialect();
+        let k = quote(d, &self.key[0]);
+        let sql = format!(
+            "SELECT CAST(MIN({SRC}.{k}) AS BIGINT), CAST(MAX({SRC}.{k}) AS BIGINT) FROM {}",
+            self.base_source_sql()
+        );
+        let sql = if d == Dialect::MySql {
+            sql.replace("AS BIGINT)", "AS SIGNED)")
+        } else {
+            sql
+        };
+        let (min, max): (Option<i64>, Option<i64>) = on_db!(db, pool => sqlx::query(&sql)
+            .fetch_one(pool)
+            .await
+            .and_then(|r| Ok((r.try_get::<Option<i64>, _>(0)?, r.try_get::<Option<i64>, _>(1)?)))
+            .map_err(|e| read_error(
+                &format!("measuring the key range of {:?} to partition it (the first key column must be an integer)", self.key[0]),
+                &e,
+            ))?);
+        let (Some(min), Some(max)) = (min, max) else {
+            return Ok(None);
+        };
+        let width = i128::from(max) - i128::from(min) + 1;
+        let at = |i: usize| (i128::from(min) + width * i as i128 / of as i128) as i64;
+        let hi = if index + 1 == of {
+            max.saturating_add(1)
+        } else {
+            at(index + 1)
+        };
+        Ok(Some((at(index), hi)))
+    }
+
+    /// The source itself.
+    fn base_source_sql(&self) -> String {
         match &self.source {
             SqlSource::Table(t) => format!("{t} AS {SRC}"),
             SqlSource::Query(q) => {
@@ -339,7 +416,7 @@ impl SqlReader {
     /// Describes the source and builds the statements.
     async fn build_plan(&self, db: &Db) -> Result<Plan, ReadError> {
         let d = db.dialect();
-        let from = self.source_sql();
+        let from = self.source_sql(d);
         let describe = format!("SELECT * FROM {from}");
         let described: Vec<(String, String)> = on_db!(db, pool => {
             let stmt = pool
@@ -634,6 +711,23 @@ impl Reader for SqlReader {
         let Some(db) = self.db.clone() else {
             return Err(ReadError::Fatal("no database".into()));
         };
+        if let Some((index, of)) = self.partition {
+            let saved = checkpoint
+                .and_then(|cp| cp["range"].as_array())
+                .and_then(|r| Some((r.first()?.as_i64()?, r.get(1)?.as_i64()?)));
+            let range = match saved {
+                Some(r) => r,
+                // An empty source: an empty range.
+                None => self
+                    .partition_range(&db, index, of)
+                    .await?
+                    .unwrap_or((0, 0)),
+            };
+            if self.range != Some(range) {
+                self.range = Some(range);
+                self.plan = None;
+            }
+        }
         if self.plan.is_none() {
             self.plan = Some(self.build_plan(&db).await?);
         }
@@ -675,7 +769,12 @@ impl Reader for SqlReader {
     }
 
     fn checkpoint(&self) -> Value {
-        json!({"after": self.after, "position": self.position})
+        match self.range {
+            Some((lo, hi)) => {
+                json!({"after": self.after, "position": self.position, "range": [lo, hi]})
+            }
+            None => json!({"after": self.after, "position": self.position}),
+        }
     }
 
     fn total(&self) -> Option<u64> {

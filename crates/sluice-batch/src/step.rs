@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::api::{Processor, ReadError, Reader, SqlStatement, WriteError, Writer};
+use crate::api::{Processor, ReadError, Reader, Rows, SqlStatement, WriteError, Writer};
 use crate::model::{BatchStatus, Item, SkipRecord, StepCounts, StepExecution, now_millis};
 use crate::repository::{RepoError, Repository};
 
@@ -184,10 +184,34 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
+/// The items of a chunk: JSON items, or rows when the reader hands out rows and
+/// the writer takes them (no processor in between).
+enum Data {
+    Items(Vec<Item>),
+    Rows(Rows),
+}
+
+impl Data {
+    fn len(&self) -> usize {
+        match self {
+            Data::Items(items) => items.len(),
+            Data::Rows(rows) => rows.len(),
+        }
+    }
+
+    /// Item `i`, as JSON.
+    fn item(&self, i: usize) -> Item {
+        match self {
+            Data::Items(items) => items[i].clone(),
+            Data::Rows(rows) => rows.item(i),
+        }
+    }
+}
+
 /// One chunk read and processed, not yet written.
 struct Chunk {
     positions: Vec<u64>,
-    items: Vec<Item>,
+    data: Data,
     delta: StepCounts,
     skips: Vec<SkipRecord>,
     eof: bool,
@@ -201,6 +225,11 @@ struct ReadSide<'a> {
     skip_limit: u64,
     reader: &'a mut Box<dyn Reader>,
     processor: Option<&'a Arc<dyn Processor>>,
+    /// Read rows with these keys instead of items (no processor, a reader and a
+    /// writer that can).
+    rows: Option<Arc<[String]>>,
+    /// Bytes of text in the last chunk of rows (to size the next one).
+    rows_bytes: usize,
 }
 
 /// What writing needs of the step.
@@ -252,13 +281,19 @@ impl ChunkStep {
         ctx.progress
             .step_started(&name, self.reader.total(), &exec.counts);
         let retry = self.retry;
+        let takes_rows = self.processor.is_none() && self.writer.takes_rows();
         let mut rs = ReadSide {
             name: &self.name,
             chunk: self.chunk.max(1),
             skip_limit: self.skip_limit,
             reader: &mut self.reader,
             processor: self.processor.as_ref(),
+            rows: None,
+            rows_bytes: 0,
         };
+        if takes_rows {
+            rs.rows = rs.reader.row_keys();
+        }
         let mut ws = WriteSide {
             name: &self.name,
             retry,
@@ -299,7 +334,7 @@ impl ChunkStep {
         loop {
             let Chunk {
                 positions,
-                items,
+                data,
                 mut delta,
                 mut skips,
                 eof,
@@ -337,7 +372,7 @@ impl ChunkStep {
                 // that checkpoints never go backwards.
                 commit(uncommitted.take()).await?;
                 let mut d = delta;
-                d.written += items.len() as u64;
+                d.written += data.len() as u64;
                 d.commits = 1;
                 let mut snapshot = exec.clone();
                 snapshot.counts.add(&d);
@@ -355,7 +390,7 @@ impl ChunkStep {
                 ws.write_chunk(
                     exec.id,
                     &positions,
-                    &items,
+                    &data,
                     &mut delta,
                     &mut skips,
                     &mut last_reason,
@@ -438,7 +473,11 @@ impl ReadSide<'_> {
         self.reader
             .open(cp.as_ref())
             .await
-            .map_err(|e| StepEnd::Failed(format!("step {name}: reopening the reader: {e}")))
+            .map_err(|e| StepEnd::Failed(format!("step {name}: reopening the reader: {e}")))?;
+        if self.rows.is_some() {
+            self.rows = self.reader.row_keys();
+        }
+        Ok(())
     }
 
     /// Reads a chunk; a transient error re-reads it from the committed checkpoint,
@@ -474,9 +513,19 @@ impl ReadSide<'_> {
     /// Reads up to `chunk` items and processes them; stops early once the skips
     /// (with `skipped_before` of the step) exceed the limit.
     async fn read_chunk(&mut self, exec_id: i64, skipped_before: u64) -> Result<Chunk, ReadError> {
+        if let Some(keys) = &self.rows {
+            let mut rows = Rows::new(keys.clone());
+            rows.reserve(self.chunk, self.rows_bytes + self.rows_bytes / 8);
+            let c = self.read_rows(exec_id, skipped_before, rows).await?;
+            if let Data::Rows(rows) = &c.data {
+                self.rows_bytes = rows.text_len();
+            }
+            return Ok(c);
+        }
+        let mut items = Vec::with_capacity(self.chunk);
         let mut c = Chunk {
             positions: Vec::with_capacity(self.chunk),
-            items: Vec::with_capacity(self.chunk),
+            data: Data::Items(Vec::new()),
             delta: StepCounts::default(),
             skips: Vec::new(),
             eof: false,
@@ -484,7 +533,7 @@ impl ReadSide<'_> {
         let mut consumed = 0usize;
         while consumed < self.chunk {
             if skipped_before + c.delta.skipped > self.skip_limit {
-                return Ok(c);
+                break;
             }
             match self.reader.read().await {
                 Ok(Some(ri)) => {
@@ -492,14 +541,14 @@ impl ReadSide<'_> {
                     c.delta.read += 1;
                     let Some(p) = self.processor else {
                         c.positions.push(ri.position);
-                        c.items.push(ri.item);
+                        items.push(ri.item);
                         continue;
                     };
                     match p.process(&ri.item) {
                         Ok(Some(v)) => {
                             c.delta.processed += 1;
                             c.positions.push(ri.position);
-                            c.items.push(v);
+                            items.push(v);
                         }
                         Ok(None) => {
                             c.delta.processed += 1;
@@ -520,7 +569,7 @@ impl ReadSide<'_> {
                 }
                 Ok(None) => {
                     c.eof = true;
-                    return Ok(c);
+                    break;
                 }
                 Err(ReadError::Bad {
                     position,
@@ -537,6 +586,52 @@ impl ReadSide<'_> {
                 Err(e) => return Err(e),
             }
         }
+        c.data = Data::Items(items);
+        Ok(c)
+    }
+
+    /// [`read_chunk`](Self::read_chunk) into `rows` (no processor).
+    async fn read_rows(
+        &mut self,
+        exec_id: i64,
+        skipped_before: u64,
+        mut rows: Rows,
+    ) -> Result<Chunk, ReadError> {
+        let mut c = Chunk {
+            positions: Vec::with_capacity(self.chunk),
+            data: Data::Items(Vec::new()),
+            delta: StepCounts::default(),
+            skips: Vec::new(),
+            eof: false,
+        };
+        while c.delta.read < self.chunk as u64 {
+            if skipped_before + c.delta.skipped > self.skip_limit {
+                break;
+            }
+            match self.reader.read_row(&mut rows).await {
+                Ok(Some(position)) => {
+                    c.delta.read += 1;
+                    c.positions.push(position);
+                }
+                Ok(None) => {
+                    c.eof = true;
+                    break;
+                }
+                Err(ReadError::Bad {
+                    position,
+                    reason,
+                    raw,
+                }) => {
+                    c.delta.read += 1;
+                    c.delta.skipped += 1;
+                    c.skips.push(skip_record(
+                        self.name, exec_id, position, "read", &reason, raw,
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        c.data = Data::Rows(rows);
         Ok(c)
     }
 }
@@ -550,24 +645,26 @@ impl WriteSide<'_> {
         &mut self,
         exec_id: i64,
         positions: &[u64],
-        items: &[Item],
+        data: &Data,
         delta: &mut StepCounts,
         skips: &mut Vec<SkipRecord>,
         last_reason: &mut String,
         commit: Option<&[SqlStatement]>,
     ) -> Result<bool, StepEnd> {
-        if items.is_empty() {
+        if data.len() == 0 {
             return Ok(false);
         }
         let mut attempt = 0u32;
         loop {
-            let result = match commit {
-                Some(c) => self.writer.write_committing(items, c).await,
-                None => self.writer.write(items).await.map(|()| false),
+            let result = match (data, commit) {
+                (Data::Items(items), Some(c)) => self.writer.write_committing(items, c).await,
+                (Data::Items(items), None) => self.writer.write(items).await.map(|()| false),
+                (Data::Rows(rows), Some(c)) => self.writer.write_rows_committing(rows, c).await,
+                (Data::Rows(rows), None) => self.writer.write_rows(rows).await.map(|()| false),
             };
             match result {
                 Ok(committed) => {
-                    delta.written += items.len() as u64;
+                    delta.written += data.len() as u64;
                     return Ok(committed);
                 }
                 Err(WriteError::Transient(e)) if attempt < self.retry.max => {
@@ -580,10 +677,11 @@ impl WriteSide<'_> {
                     // Find the refused item(s): write one by one.
                     delta.rollbacks += 1;
                     tracing::info!(step = %self.name, error = %e, "a chunk was refused; writing it item by item");
-                    for (pos, v) in positions.iter().zip(items) {
+                    for (i, pos) in positions.iter().enumerate() {
+                        let v = data.item(i);
                         let mut attempt = 0u32;
                         loop {
-                            match self.writer.write(std::slice::from_ref(v)).await {
+                            match self.writer.write(std::slice::from_ref(&v)).await {
                                 Ok(()) => {
                                     delta.written += 1;
                                     break;

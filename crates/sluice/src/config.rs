@@ -424,6 +424,7 @@ impl Source {
 }
 
 /// Settings ready to serve.
+#[derive(Clone)]
 pub struct Settings {
     /// Listen address.
     pub listen: SocketAddr,

@@ -343,6 +343,34 @@ async fn run_job(
 ) -> Result<ExitCode, String> {
     let job = crate::jobs::build(settings, name, &params)?;
     let repo = repository(settings).await?;
+    // Partitioned steps fan out as tasks: run a worker for them here too.
+    let partitioned = settings.jobs.jobs.get(name).is_some_and(|j| {
+        j.steps
+            .iter()
+            .any(|s| s.partitions.as_ref().is_some_and(|p| *p.get_ref() > 1))
+    });
+    let partition_worker = if partitioned {
+        let broker = crate::job_task::broker(settings).await?;
+        let n = settings
+            .queue
+            .concurrency
+            .get(crate::partition::PARTITIONS_QUEUE)
+            .copied()
+            .unwrap_or(2);
+        Some(
+            sluice_queue::Worker::builder(broker)
+                .visibility(settings.queue.visibility)
+                .grace(settings.queue.grace)
+                .queue(crate::partition::PARTITIONS_QUEUE, n)
+                .task(crate::partition::PartitionTask::new(
+                    Arc::new(settings.clone()),
+                    repo.clone(),
+                ))
+                .start(),
+        )
+    } else {
+        None
+    };
     let runner = JobRunner::new(repo).lease(settings.jobs.lease);
     let bars = Bars::default();
     let started = Instant::now();
@@ -363,6 +391,9 @@ async fn run_job(
     };
     let result = runner.run(job, &params, opts, &bars).await;
     signals.abort();
+    if let Some(w) = partition_worker {
+        w.shutdown().await;
+    }
     let report = match result {
         Ok(r) => r,
         Err(e @ (RepoError::AlreadyRunning { .. } | RepoError::AlreadyCompleted { .. })) => {

@@ -87,50 +87,15 @@ impl Task for JobRunTask {
     ) -> Result<JobRunOutput, TaskError> {
         let job = crate::jobs::build(&self.settings, &input.job, &input.params)
             .map_err(TaskError::Fatal)?;
-        let runner = JobRunner::new(self.repo.clone()).lease(self.settings.jobs.lease);
-        let stop = Arc::new(AtomicBool::new(false));
-        let watcher = {
-            let (stop, ctx) = (stop.clone(), ctx.clone());
-            tokio::spawn(async move {
-                ctx.shutting_down().await;
-                stop.store(true, Ordering::Relaxed);
-            })
-        };
-        let opts = RunOptions {
-            rerun: input.rerun,
-            stop: Some(stop),
-        };
-        tracing::info!(job = %input.job, task = %ctx.id, attempt = ctx.attempt, "running job");
-        let result = runner.run(job, &input.params, opts, &NoProgress).await;
-        watcher.abort();
-        match result {
-            Ok(r) => {
-                let out = JobRunOutput {
-                    execution: r.execution.id,
-                    status: r.execution.status.to_string(),
-                    resumed_from: r.resumed_from,
-                    message: r.execution.exit_message.clone(),
-                };
-                match r.execution.status {
-                    BatchStatus::Completed => Ok(out),
-                    BatchStatus::Stopped if ctx.is_shutting_down() => Err(TaskError::Interrupted(
-                        format!("execution {} stopped for shutdown", r.execution.id),
-                    )),
-                    BatchStatus::Stopped => Ok(out),
-                    other => Err(TaskError::Fatal(format!(
-                        "job {} execution {} {other}: {}",
-                        input.job, r.execution.id, out.message
-                    ))),
-                }
-            }
-            Err(RepoError::AlreadyCompleted { execution_id, .. }) => Ok(JobRunOutput {
-                execution: execution_id,
-                status: "ALREADY_COMPLETED".into(),
-                resumed_from: None,
-                message: "this instance completed before; run with --rerun to run it again".into(),
-            }),
-            Err(e) => Err(TaskError::Retryable(e.to_string())),
-        }
+        run_job_task(
+            &ctx,
+            self.repo.clone(),
+            self.settings.jobs.lease,
+            job,
+            &input.params,
+            input.rerun,
+        )
+        .await
     }
 
     fn retry_policy(&self) -> RetryPolicy {
@@ -149,6 +114,68 @@ impl Task for JobRunTask {
 
     fn result_ttl(&self) -> Duration {
         JOB_RESULT_TTL
+    }
+}
+
+/// Runs `job` for a task: maps the run's outcome to the task's (see the module
+/// doc).
+///
+/// # Errors
+///
+/// FAILED → [`TaskError::Fatal`]; stopped for shutdown → [`TaskError::Interrupted`];
+/// a live lease or an unreachable repository → [`TaskError::Retryable`].
+pub async fn run_job_task(
+    ctx: &TaskContext,
+    repo: Arc<dyn Repository>,
+    lease: Duration,
+    job: sluice_batch::Job,
+    params: &Params,
+    rerun: bool,
+) -> Result<JobRunOutput, TaskError> {
+    let name = job.name.clone();
+    let runner = JobRunner::new(repo).lease(lease);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, ctx) = (stop.clone(), ctx.clone());
+        tokio::spawn(async move {
+            ctx.shutting_down().await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let opts = RunOptions {
+        rerun,
+        stop: Some(stop),
+    };
+    tracing::info!(job = %name, task = %ctx.id, attempt = ctx.attempt, "running job");
+    let result = runner.run(job, params, opts, &NoProgress).await;
+    watcher.abort();
+    match result {
+        Ok(r) => {
+            let out = JobRunOutput {
+                execution: r.execution.id,
+                status: r.execution.status.to_string(),
+                resumed_from: r.resumed_from,
+                message: r.execution.exit_message.clone(),
+            };
+            match r.execution.status {
+                BatchStatus::Completed => Ok(out),
+                BatchStatus::Stopped if ctx.is_shutting_down() => Err(TaskError::Interrupted(
+                    format!("execution {} stopped for shutdown", r.execution.id),
+                )),
+                BatchStatus::Stopped => Ok(out),
+                other => Err(TaskError::Fatal(format!(
+                    "job {name} execution {} {other}: {}",
+                    r.execution.id, out.message
+                ))),
+            }
+        }
+        Err(RepoError::AlreadyCompleted { execution_id, .. }) => Ok(JobRunOutput {
+            execution: execution_id,
+            status: "ALREADY_COMPLETED".into(),
+            resumed_from: None,
+            message: "this instance completed before; run with --rerun to run it again".into(),
+        }),
+        Err(e) => Err(TaskError::Retryable(e.to_string())),
     }
 }
 
@@ -188,7 +215,8 @@ pub async fn start_workers(settings: Arc<Settings>) -> Result<WorkerHandle, Stri
     let mut b = Worker::builder(broker)
         .visibility(settings.queue.visibility)
         .grace(settings.queue.grace)
-        .task(JobRunTask::new(settings.clone(), repo));
+        .task(JobRunTask::new(settings.clone(), repo.clone()))
+        .task(crate::partition::PartitionTask::new(settings.clone(), repo));
     for (q, n) in &settings.queue.concurrency {
         b = b.queue(q.clone(), *n);
     }

@@ -223,11 +223,67 @@ pub fn build(settings: &Settings, name: &str, params: &Params) -> Result<Job, St
     Ok(job)
 }
 
+/// Builds partition `index` of `of` of step `step` of job `job`: a child job
+/// (named `JOB:STEP`) with that one chunk step, its reader narrowed to the
+/// partition's share.
+///
+/// # Errors
+///
+/// As [`build`], or when the step does not exist.
+pub fn build_partition(
+    settings: &Settings,
+    job: &str,
+    step: &str,
+    params: &Params,
+    index: usize,
+    of: usize,
+) -> Result<Job, String> {
+    let raw = settings
+        .jobs
+        .jobs
+        .get(job)
+        .ok_or_else(|| format!("no job named {job:?}"))?;
+    let s = raw
+        .steps
+        .iter()
+        .find(|s| s.name.get_ref() == step)
+        .ok_or_else(|| format!("job {job:?} has no step {step:?}"))?;
+    let built = build_chunk_step(settings, job, s, params, Some((index, of)))?;
+    Ok(Job::new(crate::partition::child_job(job, step)).step(built))
+}
+
 fn build_step(
     settings: &Settings,
     job: &str,
     s: &RawStep,
     params: &Params,
+) -> Result<Step, String> {
+    let of = s.partitions.as_ref().map_or(1, |p| *p.get_ref());
+    if of > 1 && s.tasklet.is_none() {
+        // Built once here so that mistakes show before anything is enqueued.
+        build_chunk_step(settings, job, s, params, Some((0, of)))?;
+        return Ok(Step::Tasklet {
+            name: s.name.get_ref().clone(),
+            tasklet: Box::new(crate::partition::PartitionStep {
+                job: job.to_owned(),
+                step: s.name.get_ref().clone(),
+                params: params.clone(),
+                of,
+                queue_url: settings.queue.url.clone(),
+                namespace: settings.queue.namespace.clone(),
+                repository_url: settings.jobs.repository_url.clone(),
+            }),
+        });
+    }
+    build_chunk_step(settings, job, s, params, None)
+}
+
+fn build_chunk_step(
+    settings: &Settings,
+    job: &str,
+    s: &RawStep,
+    params: &Params,
+    partition: Option<(usize, usize)>,
 ) -> Result<Step, String> {
     let sname = s.name.get_ref().clone();
     let at = |part: &str| format!("job {job:?} step {sname:?} {part}");
@@ -244,7 +300,12 @@ fn build_step(
             at("")
         ));
     };
-    let reader = build_reader(settings, typed(r, params, &at("reader"))?, &at("reader"))?;
+    let reader = build_reader(
+        settings,
+        typed(r, params, &at("reader"))?,
+        &at("reader"),
+        partition,
+    )?;
     let writer = build_writer(settings, typed(w, params, &at("writer"))?, &at("writer"))?;
     let processor: Option<Arc<dyn Processor>> = match &s.processor {
         None => None,
@@ -295,6 +356,7 @@ fn build_reader(
     settings: &Settings,
     cfg: ReaderCfg,
     what: &str,
+    partition: Option<(usize, usize)>,
 ) -> Result<Box<dyn Reader>, String> {
     use sluice_batch::readers::{CsvReader, JsonArrayReader, JsonLinesReader};
     Ok(match cfg {
@@ -328,9 +390,18 @@ fn build_reader(
             if let Some(c) = columns {
                 r = r.columns(c);
             }
+            if let Some((i, n)) = partition {
+                r = r.partition(i, n);
+            }
             Box::new(r)
         }
-        ReaderCfg::Jsonl { path } => Box::new(JsonLinesReader::new(path)),
+        ReaderCfg::Jsonl { path } => {
+            let mut r = JsonLinesReader::new(path);
+            if let Some((i, n)) = partition {
+                r = r.partition(i, n);
+            }
+            Box::new(r)
+        }
         ReaderCfg::Json { path, pointer } => {
             let mut r = JsonArrayReader::new(path).object_as_single_item(true);
             if let Some(p) = pointer {
@@ -435,6 +506,9 @@ fn build_reader(
             }
             if let Some(p) = page {
                 r = r.page_size(p.max(1));
+            }
+            if let Some((i, n)) = partition {
+                r = r.partition(i, n).map_err(|e| format!("{what}: {e}"))?;
             }
             Box::new(r.count_total(true))
         }

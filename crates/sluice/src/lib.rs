@@ -11,6 +11,7 @@ pub mod demo;
 pub mod job_cli;
 pub mod job_task;
 pub mod jobs;
+pub mod partition;
 pub mod queue_cli;
 pub mod serve;
 pub mod telemetry;

@@ -819,3 +819,62 @@ async fn job_runs_go_through_the_queue_to_a_serve_worker() {
     let _ = Command::new("kill").arg(server.id().to_string()).status();
     let _ = server.wait();
 }
+
+/// `partitions = 3`: the CSV is split by file offset into three partition tasks;
+/// a failed partition fails the step, and the restart runs only that partition
+/// again (from its checkpoint), not the completed ones.
+#[tokio::test]
+async fn a_partitioned_step_fans_out_and_restarts_only_unfinished_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("air.csv");
+    write_csv(&csv, 6_000, &[]);
+    // Row 5900 (in the last third) gets a pm10 that is not a number, of the same
+    // length, so the fixed file has the same byte offsets.
+    let good = std::fs::read_to_string(&csv).unwrap();
+    let row = good
+        .lines()
+        .find(|l| l.starts_with("5900,"))
+        .unwrap()
+        .to_owned();
+    let fields: Vec<&str> = row.split(',').collect();
+    let bad_pm10 = "x".repeat(fields[3].len());
+    let bad_row = [
+        fields[0], fields[1], fields[2], &bad_pm10, fields[4], fields[5],
+    ]
+    .join(",");
+    std::fs::write(&csv, good.replace(&row, &bad_row)).unwrap();
+    let data = dir.path().join("data.db");
+    let cfg = config(
+        dir.path(),
+        &csv,
+        &format!("sqlite://{}", data.display()),
+        "",
+    );
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(
+        "chunk = 1000\nskip_limit = 5",
+        "chunk = 500\nskip_limit = 0\npartitions = 3",
+    );
+    std::fs::write(&cfg, text_cfg).unwrap();
+
+    let out = sluice(&cfg, &["run", "--local", "air-load"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("partition 2/3 failed"), "{all}");
+    let hist = sluice(&cfg, &["history", "air-load:load"]);
+    let h = String::from_utf8_lossy(&hist.stdout).to_string();
+    assert_eq!(h.matches("COMPLETED").count(), 2, "{h}");
+    assert_eq!(h.matches("FAILED").count(), 1, "{h}");
+    assert!(h.contains("partition=2/3"), "{h}");
+
+    // Fix the row (same length) and restart: only partition 2 runs again.
+    std::fs::write(&csv, &good).unwrap();
+    let out = sluice(&cfg, &["run", "--local", "air-load"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(sqlite_rows(&data).await, expected_sums(6_000, &[]));
+    let hist = sluice(&cfg, &["history", "air-load:load"]);
+    let h = String::from_utf8_lossy(&hist.stdout).to_string();
+    assert_eq!(h.lines().count(), 4, "3 partitions + 1 resumed: {h}");
+    assert_eq!(h.matches("COMPLETED").count(), 3, "{h}");
+    let first_two: Vec<&str> = h.lines().filter(|l| !l.contains("partition=2/3")).collect();
+    assert_eq!(first_two.len(), 2, "completed partitions ran once: {h}");
+}

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use csv::ByteRecord;
@@ -14,7 +15,7 @@ use super::driver::{
     BATCH_BYTES, BATCH_ITEMS, Driver, Entry, Pos, Source, blocking, byte_at, checkpoint_json,
     io_fatal, io_transient, parse_checkpoint, sniff_bom,
 };
-use crate::api::{ReadError, ReadItem, Reader};
+use crate::api::{ReadError, ReadItem, Reader, Rows};
 
 /// Reads a CSV (or TSV, or any delimited) file, one JSON object per record.
 ///
@@ -44,10 +45,13 @@ use crate::api::{ReadError, ReadItem, Reader};
 ///   before it, which must end a line).
 ///
 /// Reading happens on tokio's blocking pool, 1024 records at a time with the next
-/// batch read ahead, so no runtime thread blocks on the file.
+/// batch read ahead, so no runtime thread blocks on the file. The reader also
+/// hands out [`Rows`] ([`Reader::read_row`]): the same records without a JSON
+/// object each.
 pub struct CsvReader {
     config: CsvConfig,
     driver: Option<Driver<CsvSource>>,
+    keys: Option<Arc<[String]>>,
 }
 
 impl std::fmt::Debug for CsvReader {
@@ -70,6 +74,7 @@ struct CsvConfig {
     renames: Vec<(String, String)>,
     trim: bool,
     empty_as_null: bool,
+    partition: Option<(usize, usize)>,
 }
 
 impl CsvReader {
@@ -86,9 +91,20 @@ impl CsvReader {
                 renames: Vec::new(),
                 trim: false,
                 empty_as_null: true,
+                partition: None,
             },
             driver: None,
+            keys: None,
         }
+    }
+
+    /// Reads only share `index` of `of` (0-based) of the file's data, split by
+    /// byte offset at line starts (the header is read by every share). Files with
+    /// line breaks inside quoted fields cannot be split this way. Positions count
+    /// rows from the share's start.
+    pub fn partition(mut self, index: usize, of: usize) -> Self {
+        self.config.partition = Some((index, of.max(1)));
+        self
     }
 
     /// The field delimiter (default `,`; `b'\t'` for TSV).
@@ -155,11 +171,24 @@ impl CsvReader {
 impl Reader for CsvReader {
     async fn open(&mut self, checkpoint: Option<&Value>) -> Result<(), ReadError> {
         self.driver = None;
+        self.keys = None;
         let start = parse_checkpoint(checkpoint, "row")?;
         let config = self.config.clone();
         let (source, pos) = blocking(move || CsvSource::open(config, start)).await?;
+        self.keys = Some(source.keys.clone());
         self.driver = Some(Driver::new(source, pos));
         Ok(())
+    }
+
+    fn row_keys(&self) -> Option<Arc<[String]>> {
+        self.keys.clone()
+    }
+
+    async fn read_row(&mut self, rows: &mut Rows) -> Result<Option<u64>, ReadError> {
+        match &mut self.driver {
+            Some(driver) => driver.next_row(rows).await,
+            None => Err(ReadError::Fatal("CsvReader::read_row before open".into())),
+        }
     }
 
     async fn read(&mut self) -> Result<Option<ReadItem>, ReadError> {
@@ -182,7 +211,7 @@ struct CsvSource {
     path: PathBuf,
     rdr: csv::Reader<File>,
     record: ByteRecord,
-    keys: Vec<String>,
+    keys: Arc<[String]>,
     encoding: &'static Encoding,
     delimiter: u8,
     empty_as_null: bool,
@@ -190,6 +219,8 @@ struct CsvSource {
     base: u64,
     /// Data rows consumed.
     row: u64,
+    /// Where this reader's share ends (the file's length without partitions).
+    end: u64,
 }
 
 fn builder(config: &CsvConfig) -> csv::ReaderBuilder {
@@ -324,13 +355,17 @@ impl CsvSource {
             }
         }
 
+        let (share_start, end) = match config.partition {
+            Some((i, n)) => super::split::share(&mut file, path, data_start, len, i, n)?,
+            None => (data_start, len),
+        };
         let pos = match start {
             None => Pos {
-                offset: data_start,
+                offset: share_start,
                 n: 0,
             },
-            Some(p) if p.n == 0 && p.offset <= data_start => Pos {
-                offset: data_start,
+            Some(p) if p.n == 0 && p.offset <= share_start => Pos {
+                offset: share_start,
                 n: 0,
             },
             Some(p) => {
@@ -363,12 +398,13 @@ impl CsvSource {
                 path: config.path,
                 rdr,
                 record,
-                keys,
+                keys: keys.into(),
                 encoding,
                 delimiter: config.delimiter,
                 empty_as_null: config.empty_as_null,
                 base: pos.offset,
                 row: pos.n,
+                end,
             },
             pos,
         ))
@@ -412,16 +448,96 @@ impl CsvSource {
     }
 }
 
-impl Source for CsvSource {
-    fn fill(&mut self, out: &mut VecDeque<Entry>) -> bool {
+impl CsvSource {
+    /// Appends the current record to `rows` (with `rows`' keys, these keys).
+    fn push_row(&self, rows: &mut Rows) -> Result<ReadItem, ReadError> {
+        let record = &self.record;
+        let bad = |reason: String| ReadError::Bad {
+            position: self.row,
+            reason,
+            raw: Some(raw_text(record, self.encoding, self.delimiter)),
+        };
+        if record.len() != self.keys.len() {
+            return Err(bad(format!(
+                "expected {} fields, found {}",
+                self.keys.len(),
+                record.len()
+            )));
+        }
+        let done = ReadItem {
+            item: Value::Null,
+            position: self.row,
+        };
+        let empty_as_null = self.empty_as_null;
+        if self.encoding == encoding_rs::UTF_8 {
+            // The fields lie end to end in the record: check them all at once, then
+            // that no field boundary splits a character.
+            let bytes = record.as_slice();
+            let text = std::str::from_utf8(bytes).ok().filter(|text| {
+                (0..record.len()).all(|i| {
+                    record
+                        .range(i)
+                        .is_some_and(|r| text.is_char_boundary(r.end))
+                })
+            });
+            let Some(text) = text else {
+                let key = self
+                    .keys
+                    .iter()
+                    .zip(record.iter())
+                    .find(|(_, f)| std::str::from_utf8(f).is_err())
+                    .map_or("?", |(k, _)| k.as_str());
+                return Err(bad(format!(
+                    "field `{key}` is not valid {}",
+                    self.encoding.name()
+                )));
+            };
+            rows.push_joined(
+                text,
+                (0..record.len()).map(|i| {
+                    let r = record.range(i).unwrap_or_default();
+                    (!(r.is_empty() && empty_as_null)).then_some(r.end)
+                }),
+            );
+            return Ok(done);
+        }
+        let mut fields = Vec::with_capacity(record.len());
+        for (key, field) in self.keys.iter().zip(record.iter()) {
+            if field.is_empty() && empty_as_null {
+                fields.push(None);
+                continue;
+            }
+            match decode(self.encoding, field) {
+                Some(s) => fields.push(Some(s)),
+                None => {
+                    return Err(bad(format!(
+                        "field `{key}` is not valid {}",
+                        self.encoding.name()
+                    )));
+                }
+            }
+        }
+        rows.push_row(fields.iter().map(Option::as_deref));
+        Ok(done)
+    }
+
+    /// Reads up to a batch of records, as items or (`rows`) as rows.
+    fn fill_with(&mut self, out: &mut VecDeque<Entry>, mut rows: Option<&mut Rows>) -> bool {
         let start = self.rdr.position().byte();
         while out.len() < BATCH_ITEMS {
+            if self.base + self.rdr.position().byte() >= self.end {
+                return true;
+            }
             match self.rdr.read_byte_record(&mut self.record) {
                 Ok(true) => {
                     self.row += 1;
                     let rel = self.rdr.position().byte();
+                    let result = match rows.as_deref_mut() {
+                        Some(rows) => self.push_row(rows),
+                        None => self.item(),
+                    };
                     out.push_back(Entry {
-                        result: self.item(),
+                        result,
                         pos: Pos {
                             offset: self.base + rel,
                             n: self.row,
@@ -443,5 +559,18 @@ impl Source for CsvSource {
             }
         }
         false
+    }
+}
+
+impl Source for CsvSource {
+    fn fill(&mut self, out: &mut VecDeque<Entry>) -> bool {
+        self.fill_with(out, None)
+    }
+
+    fn fill_rows(&mut self, out: &mut VecDeque<Entry>, rows: &mut Rows) -> (bool, bool) {
+        if rows.keys().len() != self.keys.len() {
+            *rows = Rows::new(self.keys.clone());
+        }
+        (self.fill_with(out, Some(rows)), true)
     }
 }

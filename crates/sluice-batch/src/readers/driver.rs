@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::api::{ReadError, ReadItem};
+use crate::api::{ReadError, ReadItem, Rows};
 
 /// At most this many entries per batch.
 pub(crate) const BATCH_ITEMS: usize = 1024;
@@ -54,9 +54,25 @@ pub(crate) trait Source: Send + 'static {
     /// [`BATCH_BYTES`]); returns `true` when the input is exhausted or a stopping
     /// error was pushed.
     fn fill(&mut self, out: &mut VecDeque<Entry>) -> bool;
+
+    /// As [`fill`](Self::fill), but a source that can appends each item as a row
+    /// of `rows` and pushes its entry as `Ok` with a `null` item; returns
+    /// `(end, whether it did)`. The default fills items.
+    fn fill_rows(&mut self, out: &mut VecDeque<Entry>, rows: &mut Rows) -> (bool, bool) {
+        let _ = rows;
+        (self.fill(out), false)
+    }
 }
 
-type Batch<S> = (S, VecDeque<Entry>, bool);
+/// A filled batch: the source back, its entries, the rows of its `Ok` entries
+/// when it holds rows, whether the input ended.
+struct Batch<S> {
+    source: S,
+    entries: VecDeque<Entry>,
+    rows: Rows,
+    is_rows: bool,
+    end: bool,
+}
 
 enum State<S> {
     Idle(S),
@@ -70,6 +86,14 @@ pub(crate) struct Driver<S> {
     state: State<S>,
     ready: VecDeque<Entry>,
     spare: VecDeque<Entry>,
+    /// The rows of `ready`'s `Ok` entries, when `ready_is_rows`; the next one is
+    /// `row_at`.
+    ready_rows: Rows,
+    ready_is_rows: bool,
+    row_at: usize,
+    spare_rows: Rows,
+    /// Batches are filled as rows (set by the first [`next_row`](Self::next_row)).
+    as_rows: bool,
     pos: Pos,
 }
 
@@ -80,6 +104,11 @@ impl<S: Source> Driver<S> {
             state: State::Idle(source),
             ready: VecDeque::new(),
             spare: VecDeque::new(),
+            ready_rows: Rows::default(),
+            ready_is_rows: false,
+            row_at: 0,
+            spare_rows: Rows::default(),
+            as_rows: false,
             pos,
         }
     }
@@ -89,12 +118,26 @@ impl<S: Source> Driver<S> {
         self.pos
     }
 
-    fn spawn(source: S, mut buf: VecDeque<Entry>) -> JoinHandle<Batch<S>> {
+    fn spawn(&mut self, source: S) -> JoinHandle<Batch<S>> {
         let mut source = source;
+        let mut entries = std::mem::take(&mut self.spare);
+        let mut rows = std::mem::take(&mut self.spare_rows);
+        let as_rows = self.as_rows;
         tokio::task::spawn_blocking(move || {
-            buf.clear();
-            let end = source.fill(&mut buf);
-            (source, buf, end)
+            entries.clear();
+            rows.clear();
+            let (end, is_rows) = if as_rows {
+                source.fill_rows(&mut entries, &mut rows)
+            } else {
+                (source.fill(&mut entries), false)
+            };
+            Batch {
+                source,
+                entries,
+                rows,
+                is_rows,
+                end,
+            }
         })
     }
 
@@ -118,47 +161,94 @@ impl<S: Source> Driver<S> {
                 return match entry.result {
                     Err(ReadError::Transient(m)) => Err(self.fail(true, m)),
                     Err(ReadError::Fatal(m)) => Err(self.fail(false, m)),
+                    Ok(ri) if self.ready_is_rows => {
+                        self.pos = entry.pos;
+                        let item = self.ready_rows.item(self.row_at);
+                        self.row_at += 1;
+                        Ok(Some(ReadItem {
+                            item,
+                            position: ri.position,
+                        }))
+                    }
                     result => {
                         self.pos = entry.pos;
                         result.map(Some)
                     }
                 };
             }
-            match &mut self.state {
-                State::Done => return Ok(None),
-                State::Failed { transient, message } => {
-                    let (t, m) = (*transient, message.clone());
-                    return Err(self.fail(t, m));
-                }
-                State::Fetching(handle) => {
-                    // Awaiting through `&mut` keeps the handle in `self` if this
-                    // future is dropped.
-                    let joined = handle.await;
-                    match joined {
-                        Ok((source, buf, end)) => {
-                            let spent = std::mem::replace(&mut self.ready, buf);
-                            self.spare = spent;
-                            self.state = if end {
-                                State::Done
-                            } else {
-                                // Read the next batch while this one is consumed.
-                                let spare = std::mem::take(&mut self.spare);
-                                State::Fetching(Self::spawn(source, spare))
-                            };
-                        }
-                        Err(e) => {
-                            return Err(self.fail(false, format!("reader task failed: {e}")));
-                        }
+            if let Some(end) = self.refill().await? {
+                return Ok(end);
+            }
+        }
+    }
+
+    /// The next item appended to `rows` as a row (its position returned), bad
+    /// row, or end. From the first call on, batches are filled as rows.
+    pub(crate) async fn next_row(&mut self, rows: &mut Rows) -> Result<Option<u64>, ReadError> {
+        self.as_rows = true;
+        loop {
+            if let Some(entry) = self.ready.pop_front() {
+                return match entry.result {
+                    Err(ReadError::Transient(m)) => Err(self.fail(true, m)),
+                    Err(ReadError::Fatal(m)) => Err(self.fail(false, m)),
+                    Err(e) => {
+                        self.pos = entry.pos;
+                        Err(e)
                     }
+                    Ok(ri) => {
+                        self.pos = entry.pos;
+                        if self.ready_is_rows {
+                            rows.push_from(&self.ready_rows, self.row_at);
+                            self.row_at += 1;
+                        } else {
+                            rows.push_item(&ri.item);
+                        }
+                        Ok(Some(ri.position))
+                    }
+                };
+            }
+            if let Some(end) = self.refill().await? {
+                return Ok(end.map(|ri| ri.position));
+            }
+        }
+    }
+
+    /// With nothing ready: waits for the pending batch (and starts the next), or
+    /// says how reading ends (`Some(None)`: the input is done).
+    async fn refill(&mut self) -> Result<Option<Option<ReadItem>>, ReadError> {
+        match &mut self.state {
+            State::Done => Ok(Some(None)),
+            State::Failed { transient, message } => {
+                let (t, m) = (*transient, message.clone());
+                Err(self.fail(t, m))
+            }
+            State::Fetching(handle) => {
+                // Awaiting through `&mut` keeps the handle in `self` if this
+                // future is dropped.
+                let joined = handle.await;
+                match joined {
+                    Ok(batch) => {
+                        self.spare = std::mem::replace(&mut self.ready, batch.entries);
+                        self.spare_rows = std::mem::replace(&mut self.ready_rows, batch.rows);
+                        self.ready_is_rows = batch.is_rows;
+                        self.row_at = 0;
+                        self.state = if batch.end {
+                            State::Done
+                        } else {
+                            // Read the next batch while this one is consumed.
+                            State::Fetching(self.spawn(batch.source))
+                        };
+                        Ok(None)
+                    }
+                    Err(e) => Err(self.fail(false, format!("reader task failed: {e}"))),
                 }
-                State::Idle(_) => {
-                    let State::Idle(source) = std::mem::replace(&mut self.state, State::Done)
-                    else {
-                        unreachable!()
-                    };
-                    let spare = std::mem::take(&mut self.spare);
-                    self.state = State::Fetching(Self::spawn(source, spare));
-                }
+            }
+            State::Idle(_) => {
+                let State::Idle(source) = std::mem::replace(&mut self.state, State::Done) else {
+                    unreachable!()
+                };
+                self.state = State::Fetching(self.spawn(source));
+                Ok(None)
             }
         }
     }

@@ -26,11 +26,16 @@ use crate::api::{ReadError, ReadItem, Reader};
 ///   line returned, L its line number. Opening at it seeks to B: O(1). An offset
 ///   that is not at the start of a line is refused.
 ///
+/// - **Partitions.** [`partition`](Self::partition) narrows the reader to a share
+///   of the file's bytes, cut at line starts; positions then count lines from the
+///   share's start.
+///
 /// Reading happens on tokio's blocking pool, 1024 lines (or 4 MiB) at a time with
 /// the next batch read ahead.
 pub struct JsonLinesReader {
     path: PathBuf,
     driver: Option<Driver<JsonlSource>>,
+    partition: Option<(usize, usize)>,
 }
 
 impl std::fmt::Debug for JsonLinesReader {
@@ -48,7 +53,15 @@ impl JsonLinesReader {
         JsonLinesReader {
             path: path.into(),
             driver: None,
+            partition: None,
         }
+    }
+
+    /// Reads only share `index` of `of` (0-based) of the file, split by byte
+    /// offset at line starts.
+    pub fn partition(mut self, index: usize, of: usize) -> Self {
+        self.partition = Some((index, of.max(1)));
+        self
     }
 }
 
@@ -58,7 +71,8 @@ impl Reader for JsonLinesReader {
         self.driver = None;
         let start = parse_checkpoint(checkpoint, "line")?;
         let path = self.path.clone();
-        let (source, pos) = blocking(move || JsonlSource::open(path, start)).await?;
+        let partition = self.partition;
+        let (source, pos) = blocking(move || JsonlSource::open(path, start, partition)).await?;
         self.driver = Some(Driver::new(source, pos));
         Ok(())
     }
@@ -83,6 +97,8 @@ struct JsonlSource {
     rdr: BufReader<File>,
     line: Vec<u8>,
     pos: Pos,
+    /// Where this reader's share ends (the file's length without partitions).
+    end: u64,
 }
 
 fn is_ws(b: &u8) -> bool {
@@ -90,17 +106,25 @@ fn is_ws(b: &u8) -> bool {
 }
 
 impl JsonlSource {
-    fn open(path: PathBuf, start: Option<Pos>) -> Result<(Self, Pos), ReadError> {
+    fn open(
+        path: PathBuf,
+        start: Option<Pos>,
+        partition: Option<(usize, usize)>,
+    ) -> Result<(Self, Pos), ReadError> {
         let mut file = File::open(&path).map_err(|e| io_fatal(&path, e))?;
         let len = file.metadata().map_err(|e| io_fatal(&path, e))?.len();
         let data_start = utf8_bom_len(&mut file, &path)?;
+        let (share_start, end) = match partition {
+            Some((i, n)) => super::split::share(&mut file, &path, data_start, len, i, n)?,
+            None => (data_start, len),
+        };
         let pos = match start {
             None => Pos {
-                offset: data_start,
+                offset: share_start,
                 n: 0,
             },
-            Some(p) if p.n == 0 && p.offset <= data_start => Pos {
-                offset: data_start,
+            Some(p) if p.n == 0 && p.offset <= share_start => Pos {
+                offset: share_start,
                 n: 0,
             },
             Some(p) => {
@@ -128,6 +152,7 @@ impl JsonlSource {
                 rdr: BufReader::with_capacity(64 * 1024, file),
                 line: Vec::new(),
                 pos,
+                end,
             },
             pos,
         ))
@@ -138,6 +163,9 @@ impl Source for JsonlSource {
     fn fill(&mut self, out: &mut VecDeque<Entry>) -> bool {
         let start = self.pos.offset;
         while out.len() < BATCH_ITEMS && self.pos.offset - start < BATCH_BYTES {
+            if self.pos.offset >= self.end {
+                return true;
+            }
             self.line.clear();
             let n = match self.rdr.read_until(b'\n', &mut self.line) {
                 Ok(0) => return true,

@@ -41,6 +41,7 @@ mod csv_file;
 mod driver;
 mod json_array;
 mod jsonl;
+mod split;
 
 pub use csv_file::CsvReader;
 pub use json_array::JsonArrayReader;

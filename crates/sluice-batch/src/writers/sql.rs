@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 use sqlx::{Arguments, ConnectOptions, Connection, Database, Encode, Executor, Row, Type};
 
 use super::ident::{check_ident, check_table, check_type, derived_name, quote, quote_table};
-use crate::api::{SqlStatement, WriteError, Writer};
+use crate::api::{Rows, SqlStatement, WriteError, Writer};
 use crate::model::Item;
 
 /// SQLite's bind-parameter limit: `SQLITE_MAX_VARIABLE_NUMBER`, 32766 in the SQLite
@@ -271,8 +271,9 @@ enum ArrayType {
 impl ArrayType {
     /// The array type for column `c` in this chunk: binary where every value
     /// fits, else text.
-    fn of<'a>(c: &PlanCol, mut values: impl Iterator<Item = Option<&'a Value>>) -> Self {
-        let mut all = |f: fn(&Value) -> bool| values.all(|v| v.is_none_or(f));
+    fn of<'a>(c: &PlanCol, mut values: impl Iterator<Item = Option<Cell<'a>>>) -> Self {
+        let mut all =
+            |f: fn(&Value) -> bool| values.all(|v| v.is_none_or(|v| v.json().is_some_and(f)));
         match c.cast.as_str() {
             "bigint" | "integer" | "smallint" if all(Value::is_i64) => Self::Int8,
             "double precision" | "real" if all(Value::is_number) => Self::Float8,
@@ -390,16 +391,16 @@ impl fmt::Debug for SqlWriter {
 /// bind every batch, then run them on one held connection, in one transaction when
 /// there are several.
 macro_rules! write_statements {
-    ($self:ident, $rows:ident, $extra:ident, $db:ident, $args:ty, $held:ident) => {{
-        let rows = $rows;
+    ($self:ident, $cells:ident, $extra:ident, $db:ident, $args:ty, $held:ident) => {{
+        let cells = $cells;
         let extra = $extra;
-        let batches = $self.batches(rows);
+        let batches = $self.batches(cells);
         let sqls: Vec<Arc<str>> = batches.iter().map(|b| $self.insert_sql(b.len())).collect();
         let plan = $self.plan.as_ref().ok_or_else(not_planned)?;
         let mut stmts = Vec::with_capacity(batches.len());
         for (range, sql) in batches.iter().zip(&sqls) {
             let mut args = <$args>::default();
-            bind_rows::<$db, _>(&mut args, plan, &rows[range.clone()])
+            bind_rows::<$db, _>(&mut args, plan, cells, range.clone())
                 .map_err(|e| $self.encode_err(e))?;
             stmts.push((sql, args));
         }
@@ -934,29 +935,28 @@ impl SqlWriter {
     }
 
     /// Splits `n` rows into statements under the parameter (and byte) limits.
-    fn batches(&self, rows: &[&Map<String, Value>]) -> Vec<Range<usize>> {
+    fn batches(&self, cells: &Cells<'_>) -> Vec<Range<usize>> {
         let ncols = self.plan.as_ref().map_or(1, |p| p.cols.len().max(1));
         let per_stmt = (self.max_params / ncols).max(1);
+        let nrows = cells.rows();
         let mut out = Vec::new();
         if self.max_bytes == usize::MAX {
             let mut start = 0;
-            while start < rows.len() {
-                let end = (start + per_stmt).min(rows.len());
+            while start < nrows {
+                let end = (start + per_stmt).min(nrows);
                 out.push(start..end);
                 start = end;
             }
             return out;
         }
-        let plan = self.plan.as_ref();
         let mut start = 0;
         let mut bytes = 0usize;
-        for (i, row) in rows.iter().enumerate() {
-            let size: usize = plan.map_or(0, |p| {
-                p.cols
-                    .iter()
-                    .map(|c| 16 + row.get(&c.name).map_or(0, value_len))
-                    .sum()
-            });
+        for i in 0..nrows {
+            let size: usize = cells
+                .row(i)
+                .iter()
+                .map(|v| 16 + v.map_or(0, Cell::text_len))
+                .sum();
             if i > start && (i - start >= per_stmt || bytes + size > self.max_bytes) {
                 out.push(start..i);
                 start = i;
@@ -964,8 +964,8 @@ impl SqlWriter {
             }
             bytes += size;
         }
-        if start < rows.len() {
-            out.push(start..rows.len());
+        if start < nrows {
+            out.push(start..nrows);
         }
         out
     }
@@ -1020,10 +1020,63 @@ impl SqlWriter {
             }
             self.make_plan(cols).await?;
         }
+        self.write_cells(Src::Items(&rows), extra).await
+    }
+
+    /// Writes a chunk given as rows: as its items would be.
+    async fn write_rows_chunk(
+        &mut self,
+        rows: &Rows,
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
+        if self.plan.is_none() {
+            // The columns an item's keys would give: sorted, as in a JSON object.
+            let mut names: Vec<&String> = rows.keys().iter().collect();
+            names.sort();
+            let mut cols = Vec::with_capacity(names.len());
+            for name in names {
+                check_ident("column", name)
+                    .map_err(|e| fatal(format!("table {}: {e}", self.options.table)))?;
+                cols.push(Column::new(name.clone(), "TEXT"));
+            }
+            if cols.is_empty() {
+                return Err(WriteError::Item(format!(
+                    "table {}: the first item has no keys to take the columns from",
+                    self.options.table
+                )));
+            }
+            if cols.len() > self.max_params {
+                return Err(fatal(format!(
+                    "table {}: {} columns exceed the {} bind parameters of one statement",
+                    self.options.table,
+                    cols.len(),
+                    self.max_params
+                )));
+            }
+            for k in &self.options.key {
+                if !rows.keys().contains(k) {
+                    return Err(fatal(format!(
+                        "table {}: key column {k:?} is not a key of the first item",
+                        self.options.table
+                    )));
+                }
+            }
+            self.make_plan(cols).await?;
+        }
+        self.write_cells(Src::Rows(rows), extra).await
+    }
+
+    async fn write_cells(
+        &mut self,
+        src: Src<'_>,
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let cells = Cells::new(plan, src);
         match self.kind {
-            DbKind::Sqlite => self.write_sqlite(&rows, extra).await,
-            DbKind::Postgres => self.write_postgres(&rows, extra).await,
-            DbKind::MySql => self.write_mysql(&rows, extra).await,
+            DbKind::Sqlite => self.write_sqlite(&cells, extra).await,
+            DbKind::Postgres => self.write_postgres(cells, extra).await,
+            DbKind::MySql => self.write_mysql(&cells, extra).await,
         }
     }
 
@@ -1053,29 +1106,28 @@ impl SqlWriter {
 
     async fn write_sqlite(
         &mut self,
-        rows: &[&Map<String, Value>],
+        cells: &Cells<'_>,
         extra: &[SqlStatement],
     ) -> Result<(), WriteError> {
-        write_statements!(self, rows, extra, Sqlite, SqliteArguments, sqlite)
+        write_statements!(self, cells, extra, Sqlite, SqliteArguments, sqlite)
     }
 
     async fn write_mysql(
         &mut self,
-        rows: &[&Map<String, Value>],
+        cells: &Cells<'_>,
         extra: &[SqlStatement],
     ) -> Result<(), WriteError> {
         // `$n` statements are for SQLite and PostgreSQL: never handed to MySQL.
         debug_assert!(extra.is_empty());
-        write_statements!(self, rows, extra, MySql, MySqlArguments, mysql)
+        write_statements!(self, cells, extra, MySql, MySqlArguments, mysql)
     }
 
     async fn write_postgres(
         &mut self,
-        rows: &[&Map<String, Value>],
+        mut cells: Cells<'_>,
         extra: &[SqlStatement],
     ) -> Result<(), WriteError> {
         let plan = self.plan.as_ref().ok_or_else(not_planned)?;
-        let mut cells = Cells::new(plan, rows);
         if !plan.upsert_key.is_empty() {
             // `ON CONFLICT DO UPDATE` and `MERGE` cannot touch a row twice in one
             // statement: keep the last item of each key, as writing them in turn would.
@@ -1350,6 +1402,34 @@ impl Writer for SqlWriter {
         Some(self.url())
     }
 
+    fn takes_rows(&self) -> bool {
+        true
+    }
+
+    async fn write_rows(&mut self, rows: &Rows) -> Result<(), WriteError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.pool.is_none() {
+            self.prepare().await?;
+        }
+        self.write_rows_chunk(rows, &[]).await
+    }
+
+    async fn write_rows_committing(
+        &mut self,
+        rows: &Rows,
+        commit: &[SqlStatement],
+    ) -> Result<bool, WriteError> {
+        if self.kind == DbKind::MySql || rows.is_empty() {
+            return self.write_rows(rows).await.map(|()| false);
+        }
+        if self.pool.is_none() {
+            self.prepare().await?;
+        }
+        self.write_rows_chunk(rows, commit).await.map(|()| true)
+    }
+
     async fn write_committing(
         &mut self,
         items: &[Item],
@@ -1484,20 +1564,13 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// An estimate of the bytes a value takes in a MySQL statement.
-fn value_len(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.len(),
-        Value::Array(_) | Value::Object(_) => v.to_string().len(),
-        _ => 8,
-    }
-}
-
-/// Binds the values of `rows` with their JSON types, row by row, column by column.
+/// Binds the values of rows `range` of `cells` with their JSON types, row by row,
+/// column by column (text from [`Rows`] as a JSON string).
 fn bind_rows<'q, DB, A>(
     args: &mut A,
     plan: &Plan,
-    rows: &[&'q Map<String, Value>],
+    cells: &Cells<'q>,
+    range: Range<usize>,
 ) -> Result<(), BoxDynError>
 where
     DB: Database,
@@ -1510,17 +1583,18 @@ where
     Option<String>: Encode<'q, DB> + Type<DB>,
 {
     args.reserve(
-        rows.len() * plan.cols.len(),
-        rows.len() * plan.cols.len() * 16,
+        range.len() * plan.cols.len(),
+        range.len() * plan.cols.len() * 16,
     );
-    for row in rows {
-        for c in &plan.cols {
-            match row.get(&c.name) {
-                None | Some(Value::Null) => args.add(None::<String>)?,
-                Some(v) if c.json => args.add(v.to_string())?,
-                Some(Value::String(s)) => args.add(s.as_str())?,
-                Some(Value::Bool(b)) => args.add(*b)?,
-                Some(Value::Number(n)) => {
+    for r in range {
+        for (c, v) in plan.cols.iter().zip(cells.row(r)) {
+            match *v {
+                None => args.add(None::<String>)?,
+                Some(v) if c.json => args.add(v.json_text())?,
+                Some(Cell::Text(s)) => args.add(s)?,
+                Some(Cell::Json(Value::String(s))) => args.add(s.as_str())?,
+                Some(Cell::Json(Value::Bool(b))) => args.add(*b)?,
+                Some(Cell::Json(Value::Number(n))) => {
                     if let Some(i) = n.as_i64() {
                         args.add(i)?;
                     } else if n.is_u64() {
@@ -1530,7 +1604,7 @@ where
                         args.add(n.as_f64().unwrap_or(f64::NAN))?;
                     }
                 }
-                Some(v) => args.add(v.to_string())?,
+                Some(Cell::Json(v)) => args.add(v.to_string())?,
             }
         }
     }
@@ -1538,46 +1612,119 @@ where
 }
 
 /// A value in PostgreSQL's text form (`None`: NULL).
-fn pg_text(v: Option<&Value>, json: bool) -> Option<Cow<'_, str>> {
-    match v {
-        None | Some(Value::Null) => None,
-        Some(v) if json => Some(Cow::Owned(v.to_string())),
-        Some(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
-        Some(Value::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        Some(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
-        Some(v) => Some(Cow::Owned(v.to_string())),
+fn pg_text(v: Option<Cell<'_>>, json: bool) -> Option<Cow<'_, str>> {
+    match v? {
+        v if json => Some(Cow::Owned(v.json_text())),
+        Cell::Text(s) => Some(Cow::Borrowed(s)),
+        Cell::Json(Value::Null) => None,
+        Cell::Json(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
+        Cell::Json(Value::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        Cell::Json(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
+        Cell::Json(v) => Some(Cow::Owned(v.to_string())),
     }
+}
+
+/// One value of a chunk: a JSON value of an item, or a text field of [`Rows`]
+/// (written as the JSON string it stands for would be).
+#[derive(Debug, Clone, Copy)]
+enum Cell<'a> {
+    Json(&'a Value),
+    Text(&'a str),
+}
+
+impl<'a> Cell<'a> {
+    /// The JSON value, when it is one.
+    fn json(self) -> Option<&'a Value> {
+        match self {
+            Cell::Json(v) => Some(v),
+            Cell::Text(_) => None,
+        }
+    }
+
+    /// The text of a string.
+    fn as_str(self) -> Option<&'a str> {
+        match self {
+            Cell::Json(v) => v.as_str(),
+            Cell::Text(s) => Some(s),
+        }
+    }
+
+    /// The value as JSON text (a string quoted).
+    fn json_text(self) -> String {
+        match self {
+            Cell::Json(v) => v.to_string(),
+            Cell::Text(s) => Value::from(s).to_string(),
+        }
+    }
+
+    /// An estimate of the bytes it takes in a MySQL statement.
+    fn text_len(self) -> usize {
+        match self {
+            Cell::Text(s) => s.len(),
+            Cell::Json(Value::String(s)) => s.len(),
+            Cell::Json(v @ (Value::Array(_) | Value::Object(_))) => v.to_string().len(),
+            Cell::Json(_) => 8,
+        }
+    }
+}
+
+/// Where a chunk's values come from.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    /// Items (JSON objects).
+    Items(&'a [&'a Map<String, Value>]),
+    /// Rows of text.
+    Rows(&'a Rows),
 }
 
 /// The values of a chunk, row by row, one per column (`None`: null or missing).
 struct Cells<'a> {
     ncols: usize,
-    cells: Vec<Option<&'a Value>>,
+    cells: Vec<Option<Cell<'a>>>,
 }
 
 impl<'a> Cells<'a> {
-    fn new(plan: &Plan, rows: &[&'a Map<String, Value>]) -> Self {
+    fn new(plan: &Plan, src: Src<'a>) -> Self {
         let ncols = plan.cols.len();
-        let mut cells = Vec::with_capacity(rows.len() * ncols);
-        for row in rows {
-            cells.extend(
-                plan.cols
+        match src {
+            Src::Items(rows) => {
+                let mut cells = Vec::with_capacity(rows.len() * ncols);
+                for row in rows {
+                    cells.extend(
+                        plan.cols
+                            .iter()
+                            .map(|c| row.get(&c.name).filter(|v| !v.is_null()).map(Cell::Json)),
+                    );
+                }
+                Self { ncols, cells }
+            }
+            Src::Rows(rows) => {
+                let at: Vec<Option<usize>> = plan
+                    .cols
                     .iter()
-                    .map(|c| row.get(&c.name).filter(|v| !v.is_null())),
-            );
+                    .map(|c| rows.keys().iter().position(|k| *k == c.name))
+                    .collect();
+                let mut cells = Vec::with_capacity(rows.len() * ncols);
+                for r in 0..rows.len() {
+                    cells.extend(
+                        at.iter()
+                            .map(|i| i.and_then(|i| rows.get(r, i)).map(Cell::Text)),
+                    );
+                }
+                Self { ncols, cells }
+            }
         }
-        Self { ncols, cells }
     }
 
     fn rows(&self) -> usize {
         self.cells.len().checked_div(self.ncols).unwrap_or(0)
     }
 
-    fn row(&self, r: usize) -> &[Option<&'a Value>] {
+    fn row(&self, r: usize) -> &[Option<Cell<'a>>] {
         &self.cells[r * self.ncols..(r + 1) * self.ncols]
     }
 
-    fn column(&self, c: usize) -> impl Iterator<Item = Option<&'a Value>> + '_ {
+    fn column(&self, c: usize) -> impl Iterator<Item = Option<Cell<'a>>> + '_ {
         self.cells
             .iter()
             .skip(c)
@@ -1602,18 +1749,42 @@ impl<'a> Cells<'a> {
         let int_key = match plan.upsert_key.as_slice() {
             [k] => self
                 .column(*k)
-                .all(|v| v.is_some_and(Value::is_i64))
+                .all(|v| v.and_then(Cell::json).is_some_and(Value::is_i64))
                 .then_some(*k),
+            _ => None,
+        };
+        let text_key = match plan.upsert_key.as_slice() {
+            [k] if int_key.is_none() => Some(*k),
             _ => None,
         };
         if let Some(k) = int_key {
             let mut seen: HashMap<i64, usize> = HashMap::with_capacity(n);
             for r in 0..n {
-                let key = self.row(r)[k].and_then(Value::as_i64).unwrap_or_default();
+                let key = self.row(r)[k]
+                    .and_then(Cell::json)
+                    .and_then(Value::as_i64)
+                    .unwrap_or_default();
                 let slot = seen.get(&key).copied();
                 if slot.is_none() {
                     seen.insert(key, kept.len());
                 }
+                place(slot, r, &mut kept);
+            }
+        } else if let Some(k) = text_key {
+            // One key column: no vector per row.
+            let json = plan.cols[k].json;
+            let mut seen: HashMap<Cow<'a, str>, usize> = HashMap::with_capacity(n);
+            for r in 0..n {
+                let slot = match pg_text(self.row(r)[k], json) {
+                    Some(key) => match seen.get(&key) {
+                        Some(&s) => Some(s),
+                        None => {
+                            seen.insert(key, kept.len());
+                            None
+                        }
+                    },
+                    None => None,
+                };
                 place(slot, r, &mut kept);
             }
         } else {
@@ -1664,17 +1835,17 @@ fn unnest_args(
         match ty {
             ArrayType::Int8 => args.add(
                 values
-                    .map(|v| v.and_then(Value::as_i64))
+                    .map(|v| v.and_then(Cell::json).and_then(Value::as_i64))
                     .collect::<Vec<Option<i64>>>(),
             )?,
             ArrayType::Float8 => args.add(
                 values
-                    .map(|v| v.and_then(Value::as_f64))
+                    .map(|v| v.and_then(Cell::json).and_then(Value::as_f64))
                     .collect::<Vec<Option<f64>>>(),
             )?,
             ArrayType::Bool => args.add(
                 values
-                    .map(|v| v.and_then(Value::as_bool))
+                    .map(|v| v.and_then(Cell::json).and_then(Value::as_bool))
                     .collect::<Vec<Option<bool>>>(),
             )?,
             ArrayType::Text => args.add(
@@ -1688,23 +1859,25 @@ fn unnest_args(
 }
 
 /// Appends one row in `COPY … FROM STDIN` text format.
-fn copy_text_row(buf: &mut Vec<u8>, plan: &Plan, row: &[Option<&Value>]) {
+fn copy_text_row(buf: &mut Vec<u8>, plan: &Plan, row: &[Option<Cell<'_>>]) {
     use std::io::Write as _;
     for (i, (c, v)) in plan.cols.iter().zip(row).enumerate() {
         if i > 0 {
             buf.push(b'\t');
         }
-        match v {
+        match *v {
             None => buf.extend_from_slice(b"\\N"),
+            Some(v) if c.json => copy_escape(buf, &v.json_text()),
+            Some(Cell::Text(s)) => copy_escape(buf, s),
             // Numbers and booleans never need escaping.
-            Some(Value::Number(n)) if !c.json => {
+            Some(Cell::Json(Value::Number(n))) => {
                 let _ = write!(buf, "{n}");
             }
-            Some(Value::Bool(b)) if !c.json => {
+            Some(Cell::Json(Value::Bool(b))) => {
                 buf.extend_from_slice(if *b { b"true" } else { b"false" });
             }
-            Some(Value::String(s)) if !c.json => copy_escape(buf, s),
-            Some(v) => copy_escape(buf, &v.to_string()),
+            Some(Cell::Json(Value::String(s))) => copy_escape(buf, s),
+            Some(Cell::Json(v)) => copy_escape(buf, &v.to_string()),
         }
     }
     buf.push(b'\n');
@@ -1890,7 +2063,7 @@ mod tests {
         let items = [serde_json::json!({
             "a": "a\tb\nc\\d\re \"q\" 측정", "b": null, "c": "\\N", "d": {"k": "x\ty"}, "e": 7
         })];
-        let cells = Cells::new(&p, &maps(&items));
+        let cells = Cells::new(&p, Src::Items(&maps(&items)));
         let mut buf = Vec::new();
         copy_text_row(&mut buf, &p, cells.row(0));
         assert_eq!(
@@ -1913,7 +2086,7 @@ mod tests {
             serde_json::json!({"k": 2, "v": "b"}),
             serde_json::json!({"k": 1, "v": "c"}),
         ];
-        let cells = Cells::new(&p, &maps(&items)).dedupe_last(&p);
+        let cells = Cells::new(&p, Src::Items(&maps(&items))).dedupe_last(&p);
         assert_eq!(notes(&cells), ["c", "b"]);
         // Mixed: `1` and `"1"` are the same key; NULL keys are each their own.
         let items = [
@@ -1923,10 +2096,10 @@ mod tests {
             serde_json::json!({"v": "no key"}),
             serde_json::json!({"k": null, "v": "null key"}),
         ];
-        let cells = Cells::new(&p, &maps(&items)).dedupe_last(&p);
+        let cells = Cells::new(&p, Src::Items(&maps(&items))).dedupe_last(&p);
         assert_eq!(notes(&cells), ["c", "b", "no key", "null key"]);
         // No duplicates: unchanged.
-        let cells = Cells::new(&p, &maps(&items[..2])).dedupe_last(&p);
+        let cells = Cells::new(&p, Src::Items(&maps(&items[..2]))).dedupe_last(&p);
         assert_eq!(notes(&cells), ["a", "b"]);
     }
 
@@ -1942,7 +2115,7 @@ mod tests {
             vec![],
         );
         let sig = |items: &[Value]| -> Vec<ArrayType> {
-            let cells = Cells::new(&p, &maps(items));
+            let cells = Cells::new(&p, Src::Items(&maps(items)));
             (0..p.cols.len())
                 .map(|c| ArrayType::of(&p.cols[c], cells.column(c)))
                 .collect()
@@ -1982,7 +2155,9 @@ mod tests {
         let item = serde_json::json!({"id": 1, "v": "x"});
         let map = item.as_object().unwrap();
         let rows = vec![map; 12];
-        assert_eq!(w.batches(&rows), vec![0..5, 5..10, 10..12]);
+        let p2 = plan(&[("id", "BIGINT"), ("v", "TEXT")], vec![0]);
+        let cells = Cells::new(&p2, Src::Items(&rows));
+        assert_eq!(w.batches(&cells), vec![0..5, 5..10, 10..12]);
         assert_eq!(
             &*w.insert_sql(2),
             "INSERT INTO \"t\" (\"id\", \"v\") VALUES (?,?),(?,?) ON CONFLICT (\"id\") DO UPDATE SET \"v\" = excluded.\"v\""

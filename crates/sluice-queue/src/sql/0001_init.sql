@@ -33,9 +33,13 @@ CREATE INDEX IF NOT EXISTS sluice_tasks_ready
 CREATE INDEX IF NOT EXISTS sluice_tasks_running
     ON sluice_tasks (queue, lease_until) WHERE state = 'running';
 
--- Counts, dead letters (oldest death first).
-CREATE INDEX IF NOT EXISTS sluice_tasks_queue_state
-    ON sluice_tasks (queue, state, finished_at);
+-- Dead letters, oldest death first.
+CREATE INDEX IF NOT EXISTS sluice_tasks_dead
+    ON sluice_tasks (queue, finished_at) WHERE state = 'dead';
+
+-- Only partial indexes besides the primary key: a statement that names a task by
+-- id (and checks its state and token) has no other index to pick, even on a table
+-- PostgreSQL has not analysed yet.
 
 -- Results past their TTL.
 CREATE INDEX IF NOT EXISTS sluice_tasks_expires

@@ -24,8 +24,8 @@
 //!   `BEGIN IMMEDIATE`; other processes wait up to the busy timeout. The database
 //!   runs in WAL mode with `synchronous = NORMAL`, so readers never block writers.
 //! - **Batches.** PostgreSQL extends and acknowledges a whole batch in one
-//!   statement over `UNNEST`ed arrays; SQLite runs one prepared statement per item
-//!   inside one transaction, which in-process costs microseconds.
+//!   statement over `UNNEST`ed arrays, SQLite over `json_each` of one JSON array
+//!   argument; a bulk enqueue is a few multi-row `INSERT`s in one transaction.
 //! - **Random tokens** come from `gen_random_uuid()` or `randomblob(16)`.
 //!
 //! Completed tasks with a result TTL stay as `completed` rows until their
@@ -499,7 +499,7 @@ impl SqlBroker {
         .bind(SWEEP_LIMIT);
         for q in [results, keys] {
             if let Err(e) = self.execute(q).await {
-                tracing::debug!(broker = self.dialect().name(), error = %e, "queue sweep failed");
+                tracing::warn!(broker = self.dialect().name(), error = %e, "queue sweep failed");
             }
         }
     }
@@ -620,8 +620,10 @@ fn bind_new(q: Q, t: &NewTask, payload: String, now: UnixMillis) -> Q {
         .bind(millis(t.result_ttl))
 }
 
-/// `INSERT … VALUES (…), (…)` for `rows` new tasks.
-fn insert_sql(rows: usize) -> String {
+/// `INSERT … VALUES (…), (…)` for `rows` new tasks. SQLite gets anonymous `?`
+/// parameters: sqlx looks each numbered one up by name, which SQLite does in
+/// linear time, so thousands of `$n` cost quadratic time.
+fn insert_sql(rows: usize, dialect: Dialect) -> String {
     let mut sql = format!("INSERT INTO sluice_tasks ({INSERT_COLUMNS}) VALUES ");
     for r in 0..rows {
         let b = r * 10;
@@ -630,8 +632,13 @@ fn insert_sql(rows: usize) -> String {
         }
         sql.push('(');
         for c in 1..=10 {
-            sql.push('$');
-            sql.push_str(&(b + c).to_string());
+            match dialect {
+                Dialect::Sqlite => sql.push('?'),
+                Dialect::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(b + c).to_string());
+                }
+            }
             sql.push_str(", ");
         }
         sql.push_str("0, 'ready')");
@@ -750,11 +757,10 @@ impl Broker for SqlBroker {
             insert.push((t, payload));
         }
         for chunk in insert.chunks(INSERT_CHUNK) {
-            let q = chunk
-                .iter()
-                .fold(Q::new(insert_sql(chunk.len())), |q, (t, payload)| {
-                    bind_new(q, t, payload.clone(), now)
-                });
+            let q = chunk.iter().fold(
+                Q::new(insert_sql(chunk.len(), self.dialect())),
+                |q, (t, payload)| bind_new(q, t, payload.clone(), now),
+            );
             tx.execute(q).await?;
         }
         tx.commit().await?;
@@ -817,7 +823,7 @@ impl Broker for SqlBroker {
                 .priority
                 .cmp(&a.task.priority)
                 .then(a.task.not_before.cmp(&b.task.not_before))
-                .then(a.task.id.to_string().cmp(&b.task.id.to_string()))
+                .then(a.task.id.cmp(&b.task.id))
         });
         Ok(leases)
     }
@@ -833,17 +839,19 @@ impl Broker for SqlBroker {
         let vis = millis(visibility);
         match &self.pool {
             Pool::Postgres(pool) => {
-                let (ids, queues, tokens) = lease_arrays(leases);
+                // `lease_until IS NOT NULL` is `state = 'running'` (every move out of
+                // running clears it), written so that the planner has no partial
+                // index to prefer over the primary key before it has statistics.
+                let (ids, tokens) = lease_arrays(leases);
                 let sql = format!(
                     "UPDATE sluice_tasks AS t SET lease_until = {PG_NOW} + $1 \
-                     FROM UNNEST($2::text[], $3::text[], $4::text[]) AS d(id, queue, token) \
-                     WHERE t.id = d.id AND t.queue = d.queue AND t.lease_token = d.token \
-                     AND t.state = 'running' RETURNING t.id, t.lease_token"
+                     FROM UNNEST($2::text[], $3::text[]) AS d(id, token) \
+                     WHERE t.id = d.id AND t.lease_token = d.token \
+                     AND t.lease_until IS NOT NULL RETURNING t.id, t.lease_token"
                 );
                 let rows = sqlx::query(&sql)
                     .bind(vis)
                     .bind(ids)
-                    .bind(queues)
                     .bind(tokens)
                     .fetch_all(pool)
                     .await
@@ -860,26 +868,37 @@ impl Broker for SqlBroker {
                     .collect())
             }
             Pool::Sqlite { .. } => {
-                let mut tx = self.begin().await?;
-                let mut out = Vec::with_capacity(leases.len());
-                for l in leases {
-                    let n = tx
-                        .execute(
-                            Q::new(
-                                "UPDATE sluice_tasks SET lease_until = {now} + $1 \
-                                 WHERE id = $2 AND queue = $3 AND lease_token = $4 \
-                                 AND state = 'running'",
-                            )
-                            .bind(vis)
-                            .bind(l.id.to_string())
-                            .bind(l.queue.as_str())
-                            .bind(l.token.as_str()),
+                // One statement over a JSON array of `[id, token]` pairs.
+                let pairs: Vec<(String, &str)> = leases
+                    .iter()
+                    .map(|l| (l.id.to_string(), l.token.as_str()))
+                    .collect();
+                let pairs = serde_json::to_string(&pairs).unwrap_or_default();
+                let rows = self
+                    .fetch_all(
+                        true,
+                        Q::new(
+                            "UPDATE sluice_tasks SET lease_until = {now} + $2 \
+                             FROM json_each($1) AS j \
+                             WHERE sluice_tasks.id = j.value ->> 0 \
+                             AND sluice_tasks.lease_token = j.value ->> 1 \
+                             AND sluice_tasks.state = 'running' \
+                             RETURNING sluice_tasks.id AS id, sluice_tasks.lease_token AS token",
                         )
-                        .await?;
-                    out.push(n > 0);
+                        .bind(pairs)
+                        .bind(vis),
+                    )
+                    .await?;
+                let mut held = HashSet::new();
+                for row in &rows {
+                    let id: String = row.get("id", "sqlite")?;
+                    let token: Option<String> = row.get("token", "sqlite")?;
+                    held.insert((id, token.unwrap_or_default()));
                 }
-                tx.commit().await?;
-                Ok(out)
+                Ok(leases
+                    .iter()
+                    .map(|l| held.contains(&(l.id.to_string(), l.token.clone())))
+                    .collect())
             }
         }
     }
@@ -901,26 +920,25 @@ impl Broker for SqlBroker {
         match &self.pool {
             Pool::Postgres(pool) => {
                 let leases: Vec<LeaseRef> = done.iter().map(|c| c.lease.clone()).collect();
-                let (ids, queues, tokens) = lease_arrays(&leases);
+                let (ids, tokens) = lease_arrays(&leases);
                 let sql = format!(
-                    "WITH d AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], \
-                         $4::text[]) AS d(id, queue, token, result)), \
+                    "WITH d AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) \
+                         AS d(id, token, result)), \
                      kept AS (UPDATE sluice_tasks AS t SET state = 'completed', \
                          result = d.result, finished_at = {PG_NOW}, \
                          expires_at = {PG_NOW} + t.result_ttl_ms, \
                          lease_token = NULL, lease_until = NULL \
-                         FROM d WHERE t.id = d.id AND t.queue = d.queue \
-                         AND t.lease_token = d.token AND t.state IN ('running', 'ready') \
-                         AND t.result_ttl_ms > 0 RETURNING t.id), \
+                         FROM d WHERE t.id = d.id AND t.lease_token = d.token \
+                         AND t.state IN ('running', 'ready') AND t.result_ttl_ms > 0 \
+                         RETURNING t.id), \
                      gone AS (DELETE FROM sluice_tasks AS t USING d \
-                         WHERE t.id = d.id AND t.queue = d.queue \
-                         AND t.lease_token = d.token AND t.state IN ('running', 'ready') \
-                         AND t.result_ttl_ms <= 0 RETURNING t.id) \
+                         WHERE t.id = d.id AND t.lease_token = d.token \
+                         AND t.state IN ('running', 'ready') AND t.result_ttl_ms <= 0 \
+                         RETURNING t.id) \
                      SELECT (SELECT count(*) FROM kept) + (SELECT count(*) FROM gone) AS n"
                 );
                 let row = sqlx::query(&sql)
                     .bind(ids)
-                    .bind(queues)
                     .bind(tokens)
                     .bind(results)
                     .fetch_one(pool)
@@ -930,44 +948,44 @@ impl Broker for SqlBroker {
                 Ok(usize::try_from(n).unwrap_or(0))
             }
             Pool::Sqlite { .. } => {
+                // Two statements over a JSON array of `[id, token, result]`: rows
+                // without a result TTL go, the others keep their result.
+                let items: Vec<(String, &str, Option<String>)> = done
+                    .iter()
+                    .zip(results)
+                    .map(|(c, r)| (c.lease.id.to_string(), c.lease.token.as_str(), r))
+                    .collect();
+                let items = serde_json::to_string(&items).unwrap_or_default();
                 let mut tx = self.begin().await?;
-                let mut n = 0;
-                for (c, result) in done.iter().zip(results) {
-                    let l = &c.lease;
-                    let gone = tx
-                        .execute(
-                            Q::new(
-                                "DELETE FROM sluice_tasks WHERE id = $1 AND queue = $2 \
-                                 AND lease_token = $3 AND state IN ('running', 'ready') \
-                                 AND result_ttl_ms <= 0",
-                            )
-                            .bind(l.id.to_string())
-                            .bind(l.queue.as_str())
-                            .bind(l.token.as_str()),
+                let gone = tx
+                    .execute(
+                        Q::new(
+                            "DELETE FROM sluice_tasks WHERE rowid IN (SELECT t.rowid \
+                             FROM json_each($1) AS j JOIN sluice_tasks AS t \
+                             ON t.id = j.value ->> 0 \
+                             WHERE t.lease_token = j.value ->> 1 \
+                             AND t.state IN ('running', 'ready') AND t.result_ttl_ms <= 0)",
                         )
-                        .await?;
-                    let kept = if gone > 0 {
-                        0
-                    } else {
-                        tx.execute(
-                            Q::new(
-                                "UPDATE sluice_tasks SET state = 'completed', result = $4, \
-                                 finished_at = {now}, expires_at = {now} + result_ttl_ms, \
-                                 lease_token = NULL, lease_until = NULL \
-                                 WHERE id = $1 AND queue = $2 AND lease_token = $3 \
-                                 AND state IN ('running', 'ready') AND result_ttl_ms > 0",
-                            )
-                            .bind(l.id.to_string())
-                            .bind(l.queue.as_str())
-                            .bind(l.token.as_str())
-                            .bind(Arg::OptText(result)),
+                        .bind(items.as_str()),
+                    )
+                    .await?;
+                let kept = tx
+                    .execute(
+                        Q::new(
+                            "UPDATE sluice_tasks SET state = 'completed', result = j.value ->> 2, \
+                             finished_at = {now}, expires_at = {now} + result_ttl_ms, \
+                             lease_token = NULL, lease_until = NULL \
+                             FROM json_each($1) AS j \
+                             WHERE sluice_tasks.id = j.value ->> 0 \
+                             AND sluice_tasks.lease_token = j.value ->> 1 \
+                             AND sluice_tasks.state IN ('running', 'ready') \
+                             AND sluice_tasks.result_ttl_ms > 0",
                         )
-                        .await?
-                    };
-                    n += usize::try_from(gone + kept).unwrap_or(0);
-                }
+                        .bind(items),
+                    )
+                    .await?;
                 tx.commit().await?;
-                Ok(n)
+                Ok(usize::try_from(gone + kept).unwrap_or(0))
             }
         }
     }
@@ -979,19 +997,20 @@ impl Broker for SqlBroker {
         retry_in: Option<Duration>,
     ) -> Result<FailOutcome, QueueError> {
         let retry = retry_in.map_or(-1, millis);
+        // The id and token name the lease; the queue adds nothing (and a condition
+        // on it would offer PostgreSQL an index other than the primary key).
         let q = Q::new(
             "UPDATE sluice_tasks SET \
-             state = CASE WHEN $4 >= 0 AND attempt < max_attempts THEN 'ready' ELSE 'dead' END, \
-             not_before = CASE WHEN $4 >= 0 AND attempt < max_attempts \
-                 THEN {now} + $4 ELSE not_before END, \
-             finished_at = CASE WHEN $4 >= 0 AND attempt < max_attempts \
+             state = CASE WHEN $3 >= 0 AND attempt < max_attempts THEN 'ready' ELSE 'dead' END, \
+             not_before = CASE WHEN $3 >= 0 AND attempt < max_attempts \
+                 THEN {now} + $3 ELSE not_before END, \
+             finished_at = CASE WHEN $3 >= 0 AND attempt < max_attempts \
                  THEN NULL ELSE {now} END, \
-             last_error = $5, lease_token = NULL, lease_until = NULL \
-             WHERE id = $1 AND queue = $2 AND lease_token = $3 AND state = 'running' \
+             last_error = $4, lease_token = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_token = $2 AND state = 'running' \
              RETURNING state, not_before",
         )
         .bind(lease.id.to_string())
-        .bind(lease.queue.as_str())
         .bind(lease.token.as_str())
         .bind(retry)
         .bind(error);
@@ -1013,10 +1032,9 @@ impl Broker for SqlBroker {
             "UPDATE sluice_tasks SET state = 'ready', \
              attempt = CASE WHEN attempt > 0 THEN attempt - 1 ELSE 0 END, \
              not_before = {now}, lease_token = NULL, lease_until = NULL \
-             WHERE id = $1 AND queue = $2 AND lease_token = $3 AND state = 'running'",
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
         )
         .bind(lease.id.to_string())
-        .bind(lease.queue.as_str())
         .bind(lease.token.as_str());
         Ok(self.execute(q).await? > 0)
     }
@@ -1062,13 +1080,16 @@ impl Broker for SqlBroker {
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
+        // One count per state, each over its partial index.
         let q = Q::new(
             "SELECT \
-             COUNT(CASE WHEN state = 'ready' AND not_before <= {now} THEN 1 END) AS ready, \
-             COUNT(CASE WHEN state = 'ready' AND not_before > {now} THEN 1 END) AS delayed, \
-             COUNT(CASE WHEN state = 'running' THEN 1 END) AS running, \
-             COUNT(CASE WHEN state = 'dead' THEN 1 END) AS dead \
-             FROM sluice_tasks WHERE queue = $1",
+             (SELECT COUNT(*) FROM sluice_tasks WHERE queue = $1 AND state = 'ready' \
+                 AND not_before <= {now}) AS ready, \
+             (SELECT COUNT(*) FROM sluice_tasks WHERE queue = $1 AND state = 'ready' \
+                 AND not_before > {now}) AS delayed, \
+             (SELECT COUNT(*) FROM sluice_tasks WHERE queue = $1 AND state = 'running') \
+                 AS running, \
+             (SELECT COUNT(*) FROM sluice_tasks WHERE queue = $1 AND state = 'dead') AS dead",
         )
         .bind(queue);
         let rows = self.fetch_all(false, q).await?;
@@ -1142,17 +1163,12 @@ impl Broker for SqlBroker {
     }
 }
 
-/// Ids, queues and tokens of `leases` as parallel arrays, for `UNNEST`.
-fn lease_arrays(leases: &[LeaseRef]) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let mut ids = Vec::with_capacity(leases.len());
-    let mut queues = Vec::with_capacity(leases.len());
-    let mut tokens = Vec::with_capacity(leases.len());
-    for l in leases {
-        ids.push(l.id.to_string());
-        queues.push(l.queue.clone());
-        tokens.push(l.token.clone());
-    }
-    (ids, queues, tokens)
+/// Ids and tokens of `leases` as parallel arrays, for `UNNEST`.
+fn lease_arrays(leases: &[LeaseRef]) -> (Vec<String>, Vec<String>) {
+    leases
+        .iter()
+        .map(|l| (l.id.to_string(), l.token.clone()))
+        .unzip()
 }
 
 /// The error of opening `url`: shown redacted, with any trace of its password
@@ -1445,7 +1461,10 @@ mod tests {
 
     #[test]
     fn insert_sql_numbers_parameters() {
-        let sql = insert_sql(2);
+        assert!(insert_sql(2, Dialect::Sqlite).ends_with(
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'ready'), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'ready')"
+        ));
+        let sql = insert_sql(2, Dialect::Postgres);
         assert!(sql.ends_with(
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'ready'), \
              ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, 'ready')"
@@ -1499,6 +1518,50 @@ mod tests {
         assert_eq!(leases.len(), 1);
         assert_eq!(leases[0].task.id, e.id);
         assert!(format!("{b:?}").contains("sqlite"));
+    }
+
+    #[tokio::test]
+    async fn expired_results_and_keys_are_swept() {
+        let clock = sluice_cache::ManualClock::new(1_000_000);
+        let b = SqlBroker::connect("sqlite::memory:")
+            .await
+            .unwrap()
+            .with_clock(Arc::new(clock.clone()));
+        let count = |table: &'static str| {
+            let b = b.clone();
+            async move {
+                let rows = b
+                    .fetch_all(false, Q::new(format!("SELECT COUNT(*) AS n FROM {table}")))
+                    .await
+                    .unwrap();
+                rows[0].get::<i64>("n", "sqlite").unwrap()
+            }
+        };
+        b.enqueue(
+            NewTask::new("t", serde_json::json!(1))
+                .result_ttl(Duration::from_secs(1))
+                .idempotency_key("k")
+                .idempotency_window(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+        let l = b.lease("default", 1, Duration::from_secs(5)).await.unwrap();
+        let done = Completion {
+            lease: l[0].as_ref(),
+            result: Some(serde_json::json!("ok")),
+        };
+        assert_eq!(b.complete(&[done]).await.unwrap(), 1);
+        assert_eq!(count("sluice_tasks").await, 1);
+        assert_eq!(count("sluice_task_keys").await, 1);
+        clock.advance(Duration::from_secs(10));
+        assert!(
+            b.lease("default", 1, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(count("sluice_tasks").await, 0);
+        assert_eq!(count("sluice_task_keys").await, 0);
     }
 
     #[tokio::test]

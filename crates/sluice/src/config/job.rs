@@ -45,6 +45,9 @@ pub struct RawStep {
     pub name: Spanned<String>,
     /// Items per chunk (and per commit). Default 500.
     pub chunk: Option<usize>,
+    /// Split the step into this many partitions, each run as a task by any worker
+    /// (the reader is split by file offset or key range). Default 1.
+    pub partitions: Option<Spanned<usize>>,
     /// Items that may be skipped before the step fails. Default 0.
     pub skip_limit: Option<u64>,
     /// Retry of transient errors.
@@ -163,6 +166,29 @@ pub(super) fn check_jobs(
                     "a chunk step needs a reader and a writer (or write tasklet = { … } instead)",
                 )),
                 _ => {}
+            }
+            if let Some(p) = &s.partitions {
+                let n = *p.get_ref();
+                if !(1..=256).contains(&n) {
+                    errs.push(src.err(span(p), at("partitions"), "partitions must be 1 to 256"));
+                } else if n > 1 {
+                    let kind = s
+                        .reader
+                        .as_ref()
+                        .and_then(|r| r.get("kind"))
+                        .and_then(|k| k.as_str())
+                        .unwrap_or("");
+                    if !matches!(kind, "csv" | "jsonl" | "sql") {
+                        errs.push(src.err(
+                            span(p),
+                            at("partitions"),
+                            format!(
+                                "only csv, jsonl and sql readers can be partitioned (by file offset or key range), not {:?}",
+                                if kind.is_empty() { "a tasklet" } else { kind }
+                            ),
+                        ));
+                    }
+                }
             }
             if s.chunk == Some(0) {
                 errs.push(src.err(span(&s.name), at("chunk"), "chunk must be at least 1"));

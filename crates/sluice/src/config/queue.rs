@@ -36,7 +36,7 @@ pub struct RawQueue {
     pub grace: Option<Dur>,
     /// Whether `sluice serve` runs workers. Default true.
     pub workers: Option<bool>,
-    /// Tasks at once per queue. Default `{ jobs = 2 }`.
+    /// Tasks at once per queue. Default `{ jobs = 2, partitions = 2 }`.
     #[serde(default)]
     pub concurrency: BTreeMap<String, Spanned<usize>>,
 }
@@ -103,6 +103,7 @@ pub(super) fn check_queue(
     }
     let mut concurrency: BTreeMap<String, usize> = BTreeMap::new();
     concurrency.insert(JOBS_QUEUE.into(), 2);
+    concurrency.insert(crate::partition::PARTITIONS_QUEUE.into(), 2);
     for (name, n) in &q.concurrency {
         if *n.get_ref() == 0 || *n.get_ref() > 10_000 {
             errs.push(src.err(

@@ -1,0 +1,311 @@
+//! Partitioned chunk steps: `partitions = N` fans a step out as N tasks.
+//!
+//! In the parent job, a partitioned step becomes a [`PartitionStep`]: it enqueues
+//! one `job.partition` task per partition on the `partitions` queue and waits until
+//! every partition completed (the step completes) or one failed (the step fails
+//! with that partition's message). Each partition runs as a child job instance of
+//! its own, named `JOB:STEP`, with the parent's parameters plus `partition = "i/N"`
+//! and `generation` (below), and with the step's reader narrowed to its share: a
+//! byte range of a CSV or JSON Lines file cut at line starts, or a range of an
+//! integer key of an SQL table. Being job instances, partitions get everything a
+//! job has: checkpoints per chunk, leases, restart from the last committed chunk.
+//!
+//! **Restart re-runs only unfinished partitions.** The `generation` parameter is the
+//! id of the parent execution that started the current run from scratch: a resumed
+//! parent (after a failure or a crash) keeps it, so completed partitions are
+//! already-completed instances and are not run again, and failed ones resume from
+//! their checkpoints; a `--rerun` starts a new generation and runs every partition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sluice_batch::Tasklet;
+use sluice_batch::model::{BatchStatus, Params};
+use sluice_batch::repository::Repository;
+use sluice_queue::{Broker, NewTask, RetryPolicy, Task, TaskContext, TaskError};
+
+use crate::config::Settings;
+
+/// The task name of partitions.
+pub const JOB_PARTITION: &str = "job.partition";
+/// The queue partitions go on (apart from `jobs`, so a waiting parent never holds
+/// the slot its partitions need).
+pub const PARTITIONS_QUEUE: &str = "partitions";
+/// Parameter naming a partition, `"i/N"` (0-based `i`).
+pub const PARTITION_PARAM: &str = "partition";
+/// Parameter naming the parent run's generation.
+pub const GENERATION_PARAM: &str = "generation";
+
+/// The payload of a `job.partition` task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInput {
+    /// The parent job.
+    pub job: String,
+    /// The partitioned step.
+    pub step: String,
+    /// The parent's parameters.
+    pub params: Params,
+    /// This partition, 0-based.
+    pub index: usize,
+    /// Partitions in all.
+    pub of: usize,
+    /// The parent run's generation.
+    pub generation: i64,
+}
+
+impl PartitionInput {
+    /// The child job's name.
+    pub fn child_job(&self) -> String {
+        child_job(&self.job, &self.step)
+    }
+
+    /// The child instance's parameters.
+    pub fn child_params(&self) -> Params {
+        let mut p = self.params.clone();
+        p.insert(
+            PARTITION_PARAM.into(),
+            format!("{}/{}", self.index, self.of),
+        );
+        p.insert(GENERATION_PARAM.into(), self.generation.to_string());
+        p
+    }
+}
+
+/// The child job name of `job`'s step `step`.
+pub fn child_job(job: &str, step: &str) -> String {
+    format!("{job}:{step}")
+}
+
+/// Parses `"i/N"`.
+pub fn parse_partition(s: &str) -> Option<(usize, usize)> {
+    let (i, n) = s.split_once('/')?;
+    let (i, n) = (i.trim().parse().ok()?, n.trim().parse().ok()?);
+    (n > 0 && i < n).then_some((i, n))
+}
+
+/// The parent's side of a partitioned step.
+pub struct PartitionStep {
+    /// The parent job.
+    pub job: String,
+    /// The step.
+    pub step: String,
+    /// The parent's parameters.
+    pub params: Params,
+    /// Partitions.
+    pub of: usize,
+    /// Broker URL and namespace.
+    pub queue_url: String,
+    /// Redis namespace.
+    pub namespace: String,
+    /// Repository URL.
+    pub repository_url: String,
+}
+
+/// The first execution of the current run of the parent instance: the newest
+/// execution with these parameters, followed back through unfinished ones.
+async fn generation(repo: &dyn Repository, job: &str, params: &Params) -> Result<i64, String> {
+    let list = repo
+        .executions(Some(job), 1000)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut mine = list.into_iter().filter(|e| &e.params == params);
+    let current = mine
+        .next()
+        .ok_or_else(|| format!("no execution of job {job} with these parameters is recorded"))?;
+    let mut g = current.id;
+    for e in mine {
+        if e.status == BatchStatus::Completed {
+            break;
+        }
+        g = e.id;
+    }
+    Ok(g)
+}
+
+#[async_trait]
+impl Tasklet for PartitionStep {
+    async fn execute(&mut self) -> Result<String, String> {
+        let broker = sluice_queue::connect(&self.queue_url, &self.namespace)
+            .await
+            .map_err(|e| e.to_string())?;
+        let repo = sluice_batch::repository::SqlRepository::connect(&self.repository_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let generation = generation(&repo, &self.job, &self.params).await?;
+        let inputs: Vec<PartitionInput> = (0..self.of)
+            .map(|index| PartitionInput {
+                job: self.job.clone(),
+                step: self.step.clone(),
+                params: self.params.clone(),
+                index,
+                of: self.of,
+                generation,
+            })
+            .collect();
+        // Failures recorded before this point belong to an earlier run.
+        let since = sluice_cache::Clock::now_millis(&sluice_cache::SystemClock);
+        let mut tasks = Vec::with_capacity(inputs.len());
+        for input in &inputs {
+            let payload = serde_json::to_value(input).map_err(|e| e.to_string())?;
+            tasks.push(
+                NewTask::new(JOB_PARTITION, payload)
+                    .queue(PARTITIONS_QUEUE)
+                    .max_attempts(PartitionTask::RETRY.max_attempts),
+            );
+        }
+        broker
+            .enqueue_many(tasks)
+            .await
+            .map_err(|e| format!("could not enqueue the partitions: {e}"))?;
+        tracing::info!(job = %self.job, step = %self.step, partitions = self.of, generation, "partitions enqueued");
+        wait_for(&repo, broker.as_ref(), &inputs, since).await
+    }
+}
+
+/// Waits until every partition's child instance completed, or one failed.
+async fn wait_for(
+    repo: &dyn Repository,
+    broker: &dyn Broker,
+    inputs: &[PartitionInput],
+    since: i64,
+) -> Result<String, String> {
+    let child = inputs[0].child_job();
+    let wanted: Vec<Params> = inputs.iter().map(PartitionInput::child_params).collect();
+    loop {
+        let list = repo
+            .executions(Some(&child), 10_000)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut done = 0;
+        let mut written = 0u64;
+        let mut failed: Vec<String> = Vec::new();
+        for (i, p) in wanted.iter().enumerate() {
+            // Newest first: the partition's latest execution.
+            let Some(e) = list.iter().find(|e| &e.params == p) else {
+                continue;
+            };
+            match e.status {
+                BatchStatus::Completed => {
+                    done += 1;
+                    if let Ok((_, steps)) = repo.execution(e.id).await {
+                        written += steps.iter().map(|s| s.counts.written).sum::<u64>();
+                    }
+                }
+                BatchStatus::Failed if e.created_at >= since => failed.push(format!(
+                    "partition {i}/{} failed (execution {}): {}",
+                    wanted.len(),
+                    e.id,
+                    e.exit_message
+                )),
+                _ => {}
+            }
+        }
+        // A partition task that died without an execution (e.g. its job could not
+        // be built) has failed too.
+        if let Ok(dead) = broker.dead(PARTITIONS_QUEUE, 1000).await {
+            for t in dead {
+                if let Ok(input) = serde_json::from_value::<PartitionInput>(t.payload.clone())
+                    && input.child_job() == child
+                    && t.created_at >= since
+                    && wanted.contains(&input.child_params())
+                    && !list.iter().any(|e| e.params == input.child_params())
+                {
+                    failed.push(format!(
+                        "partition {}/{} failed: {}",
+                        input.index,
+                        input.of,
+                        t.last_error.unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        // The step ends when every partition has ended, as Spring Batch's
+        // partition handler does: completed ones stay completed for the restart.
+        if done + failed.len() >= wanted.len() {
+            if failed.is_empty() {
+                return Ok(format!(
+                    "{done} partitions completed, {written} items written"
+                ));
+            }
+            return Err(failed.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The `job.partition` handler: runs one partition as a child job instance.
+pub struct PartitionTask {
+    settings: Arc<Settings>,
+    repo: Arc<dyn Repository>,
+}
+
+impl PartitionTask {
+    const RETRY: RetryPolicy = RetryPolicy {
+        max_attempts: 5,
+        base: Duration::from_secs(2),
+        factor: 2.0,
+        max: Duration::from_secs(120),
+        jitter: true,
+    };
+
+    /// A handler for the jobs of `settings`, recording into `repo`.
+    pub fn new(settings: Arc<Settings>, repo: Arc<dyn Repository>) -> Self {
+        Self { settings, repo }
+    }
+}
+
+#[async_trait]
+impl Task for PartitionTask {
+    const NAME: &'static str = JOB_PARTITION;
+    type Input = PartitionInput;
+    type Output = crate::job_task::JobRunOutput;
+
+    async fn execute(
+        &self,
+        ctx: TaskContext,
+        input: PartitionInput,
+    ) -> Result<Self::Output, TaskError> {
+        let job = crate::jobs::build_partition(
+            &self.settings,
+            &input.job,
+            &input.step,
+            &input.params,
+            input.index,
+            input.of,
+        )
+        .map_err(TaskError::Fatal)?;
+        crate::job_task::run_job_task(
+            &ctx,
+            self.repo.clone(),
+            self.settings.jobs.lease,
+            job,
+            &input.child_params(),
+            false,
+        )
+        .await
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        Self::RETRY
+    }
+
+    fn queue(&self) -> &str {
+        PARTITIONS_QUEUE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_specs_parse() {
+        assert_eq!(parse_partition("0/4"), Some((0, 4)));
+        assert_eq!(parse_partition(" 3 / 4 "), Some((3, 4)));
+        assert_eq!(parse_partition("4/4"), None);
+        assert_eq!(parse_partition("1/0"), None);
+        assert_eq!(parse_partition("x"), None);
+    }
+}
