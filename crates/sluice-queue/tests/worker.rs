@@ -437,3 +437,65 @@ on_brokers!(
     shutdown_finishes_in_flight_and_gives_back_the_rest,
     typed_tasks_and_rate_limits,
 );
+
+/// Two workers (think: two nodes) share one rate limit through Redis: together
+/// they start no more than the limit allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_on_redis_is_shared_by_every_worker() {
+    let ns = format!("tw-{:016x}", rand::random::<u64>());
+    let broker = Arc::new(RedisBroker::connect(&redis_url(), &ns).unwrap());
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let quota = sluice_cache::RedisQuota::new(
+            broker.redis().clone(),
+            "task:limited",
+            sluice_cache::LocalQuota::new(
+                std::num::NonZeroU32::new(4),
+                None,
+                chrono_tz::UTC,
+                Arc::new(sluice_cache::SystemClock),
+            ),
+        );
+        let s = starts.clone();
+        workers.push(
+            Worker::builder(broker.clone())
+                .queue("q", 8)
+                .poll(Duration::from_millis(20))
+                .handler_fn("limited", move |_ctx, _p| {
+                    let s = s.clone();
+                    async move {
+                        s.lock().unwrap().push(Instant::now());
+                        Ok(None)
+                    }
+                })
+                .rate_limit("limited", Arc::new(quota))
+                .start(),
+        );
+    }
+    for _ in 0..12 {
+        broker
+            .enqueue(NewTask::new("limited", json!({})).queue("q"))
+            .await
+            .unwrap();
+    }
+    assert!(
+        until(Duration::from_secs(15), async || starts
+            .lock()
+            .unwrap()
+            .len()
+            == 12)
+        .await
+    );
+    let st = starts.lock().unwrap().clone();
+    let span = *st.iter().max().unwrap() - *st.iter().min().unwrap();
+    // 12 starts at 4 a second shared: at least ~2 s, whatever the split between
+    // the workers (each alone would allow 4 a second, 8 together).
+    assert!(
+        span >= Duration::from_millis(1800),
+        "the limit was not shared: {span:?}"
+    );
+    for w in workers {
+        w.shutdown().await;
+    }
+}
