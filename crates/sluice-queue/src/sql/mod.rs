@@ -969,8 +969,10 @@ impl Broker for SqlBroker {
                         .bind(items.as_str()),
                     )
                     .await?;
-                let kept = tx
-                    .execute(
+                let kept = if usize::try_from(gone).unwrap_or(0) >= done.len() {
+                    0
+                } else {
+                    tx.execute(
                         Q::new(
                             "UPDATE sluice_tasks SET state = 'completed', result = j.value ->> 2, \
                              finished_at = {now}, expires_at = {now} + result_ttl_ms, \
@@ -983,7 +985,8 @@ impl Broker for SqlBroker {
                         )
                         .bind(items),
                     )
-                    .await?;
+                    .await?
+                };
                 tx.commit().await?;
                 Ok(usize::try_from(gone + kept).unwrap_or(0))
             }
