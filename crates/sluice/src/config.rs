@@ -29,8 +29,8 @@ mod job;
 mod queue;
 mod store;
 pub use job::{
-    JobsConfig, RawJob, RawRepository, RawStep, RawStepRetry, placeholders, substitute,
-    substitute_str,
+    JobsConfig, RawJob, RawRepository, RawStep, RawStepRetry, RawTrigger, TriggerConfig,
+    placeholders, substitute, substitute_str,
 };
 pub use queue::{JOBS_QUEUE, QueueConfig, RawQueue};
 use sluice_gateway::{

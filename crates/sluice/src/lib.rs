@@ -13,6 +13,7 @@ pub mod job_task;
 pub mod jobs;
 pub mod partition;
 pub mod queue_cli;
+pub mod schedule;
 pub mod serve;
 pub mod telemetry;
 

@@ -50,6 +50,15 @@ enum Command {
         #[command(subcommand)]
         cmd: sluice::queue_cli::QueueCommand,
     },
+    /// Job triggers: list them with their next fires, pause and resume.
+    Schedule {
+        /// Config file.
+        #[arg(short, long, default_value = "sluice.toml", global = true)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: sluice::schedule::ScheduleCommand,
+    },
     /// One task: its state, attempts, error and result.
     Task {
         /// Config file.
@@ -168,6 +177,13 @@ async fn run(cmd: Command) -> ExitCode {
         }
         Command::Queue { config, cmd } => match config::load(&config, &Env::process()) {
             Ok(s) => sluice::queue_cli::run_queue(cmd, &s).await,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Schedule { config, cmd } => match config::load(&config, &Env::process()) {
+            Ok(s) => sluice::schedule::run(cmd, &s).await,
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(2)

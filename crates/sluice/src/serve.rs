@@ -373,8 +373,23 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
     tracing::info!(%addr, routes = ?settings.gateway.route_names(), store = settings.gateway.store().kind(),
         admin = settings.admin_token.is_some(), "sluice gateway listening");
     let grace = settings.shutdown_grace;
-    let app = app(settings.gateway.clone(), settings.admin_token.clone());
+    let mut app = app(settings.gateway.clone(), settings.admin_token.clone());
     let settings = std::sync::Arc::new(settings);
+    if settings.admin_token.is_some() && !settings.jobs.jobs.is_empty() {
+        match crate::schedule::JobsApi::new(settings.clone()).await {
+            Ok(api) => {
+                let state = AppState {
+                    gateway: settings.gateway.clone(),
+                    token: settings.admin_token.clone(),
+                };
+                app = app.merge(
+                    crate::schedule::api_router(std::sync::Arc::new(api))
+                        .route_layer(middleware::from_fn_with_state(state, require_token)),
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "job API disabled: the queue is unreachable"),
+        }
+    }
     let workers = if settings.queue.workers {
         match crate::job_task::start_workers(settings.clone()).await {
             Ok(w) => Some(w),
@@ -387,7 +402,18 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
     } else {
         None
     };
+    let scheduler = match crate::schedule::start(settings.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(std::io::Error::other(format!(
+                "cannot start the scheduler: {e}"
+            )));
+        }
+    };
     serve_until(listener, app, shutdown_signal(), grace).await?;
+    if let Some(s) = scheduler {
+        s.shutdown().await;
+    }
     if let Some(w) = workers {
         tracing::info!(in_flight = w.in_flight(), "stopping workers");
         w.shutdown().await;

@@ -65,6 +65,34 @@ pub struct RawStep {
     pub tasklet: Option<toml::Value>,
 }
 
+/// `[[job.trigger]]`: when a job runs by itself. Exactly one of `cron`, `every`,
+/// `at`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrigger {
+    /// Names the trigger (`JOB/NAME`); default `JOB#N` by position.
+    pub name: Option<Spanned<String>>,
+    /// A cron pattern, 5 or 6 fields (seconds first), `L`, `W`, `#`, `@daily`…
+    pub cron: Option<Spanned<String>>,
+    /// IANA zone of `cron` (default `UTC`).
+    pub timezone: Option<Spanned<String>>,
+    /// A period, `"15m"`: fixed rate (aligned to the epoch), or fixed delay.
+    pub every: Option<Spanned<String>>,
+    /// With `every`: the next run starts `every` after the previous one ends.
+    pub fixed_delay: Option<bool>,
+    /// Once, at this RFC 3339 instant.
+    pub at: Option<Spanned<String>>,
+    /// `fire_once` (default), `skip` or `catch_up`.
+    pub misfire: Option<Spanned<String>>,
+    /// Most missed fires `catch_up` makes up (default 100).
+    pub catch_up_max: Option<usize>,
+    /// `skip` (default), `queue` or `allow`: while the previous run goes on.
+    pub overlap: Option<Spanned<String>>,
+    /// Parameters of the runs it starts (over the job's defaults).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
 /// `[[job]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +108,18 @@ pub struct RawJob {
     /// The steps, in order.
     #[serde(default, rename = "step")]
     pub steps: Vec<RawStep>,
+    /// When it runs by itself.
+    #[serde(default, rename = "trigger")]
+    pub triggers: Vec<RawTrigger>,
+}
+
+/// A configured trigger, checked.
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    /// The scheduler's view.
+    pub def: sluice_schedule::TriggerDef,
+    /// Parameters of its runs.
+    pub params: BTreeMap<String, String>,
 }
 
 /// The jobs of a config, checked for shape.
@@ -91,6 +131,8 @@ pub struct JobsConfig {
     pub lease: Duration,
     /// The jobs, by name.
     pub jobs: BTreeMap<String, RawJob>,
+    /// Every job's triggers.
+    pub triggers: Vec<TriggerConfig>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -108,6 +150,7 @@ pub(super) fn check_jobs(
     errs: &mut Vec<ConfigError>,
 ) -> JobsConfig {
     let mut out = BTreeMap::new();
+    let mut triggers = Vec::new();
     for (i, j) in jobs.iter().enumerate() {
         let at = |k: &str| format!("job[{i}].{k}");
         let name = j.name.get_ref();
@@ -194,6 +237,23 @@ pub(super) fn check_jobs(
                 errs.push(src.err(span(&s.name), at("chunk"), "chunk must be at least 1"));
             }
         }
+        for (k, t) in j.triggers.iter().enumerate() {
+            if let Some(tc) = check_trigger(name, k, t, src, errs, &|f: &str| {
+                format!("job[{i}].trigger[{k}].{f}")
+            }) {
+                if triggers
+                    .iter()
+                    .any(|x: &TriggerConfig| x.def.id == tc.def.id)
+                {
+                    errs.push(src.err(
+                        t.name.as_ref().and_then(|n| span(n)),
+                        format!("job[{i}].trigger[{k}].name"),
+                        format!("trigger {:?} is defined twice", tc.def.id),
+                    ));
+                }
+                triggers.push(tc);
+            }
+        }
         out.insert(name.clone(), j.clone());
     }
     JobsConfig {
@@ -203,7 +263,105 @@ pub(super) fn check_jobs(
             .map_or_else(|| "sqlite://sluice.db".to_owned(), |u| u.get_ref().clone()),
         lease: repo.lease.map_or(Duration::from_secs(30), |d| d.0),
         jobs: out,
+        triggers,
     }
+}
+
+fn check_trigger(
+    job: &str,
+    k: usize,
+    t: &RawTrigger,
+    src: &Source,
+    errs: &mut Vec<ConfigError>,
+    at: &dyn Fn(&str) -> String,
+) -> Option<TriggerConfig> {
+    use sluice_schedule::{Misfire, Overlap, TriggerDef, TriggerSpec};
+    let id = match &t.name {
+        Some(n) => {
+            if !valid_name(n.get_ref()) {
+                errs.push(src.err(
+                    span(n),
+                    at("name"),
+                    format!(
+                        "trigger name {:?} must be 1 to 100 letters, digits, '-', '_' or '.'",
+                        n.get_ref()
+                    ),
+                ));
+            }
+            format!("{job}/{}", n.get_ref())
+        }
+        None => format!("{job}#{k}"),
+    };
+    let given = [t.cron.is_some(), t.every.is_some(), t.at.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if given != 1 {
+        errs.push(src.err(
+            t.name.as_ref().and_then(|n| span(n)),
+            at("cron"),
+            format!("trigger {id}: give exactly one of cron, every or at ({given} given)"),
+        ));
+        return None;
+    }
+    let mut bad = |sp: Option<std::ops::Range<usize>>, key: &str, msg: String| {
+        errs.push(src.err(sp, at(key), format!("trigger {id}: {msg}")));
+    };
+    if t.timezone.is_some() && t.cron.is_none() {
+        bad(
+            t.timezone.as_ref().and_then(|z| span(z)),
+            "timezone",
+            "timezone applies to cron only".into(),
+        );
+    }
+    if t.fixed_delay.is_some() && t.every.is_none() {
+        bad(
+            None,
+            "fixed_delay",
+            "fixed_delay applies to every only".into(),
+        );
+    }
+    let spec = if let Some(c) = &t.cron {
+        let tz = t.timezone.as_ref().map_or("UTC", |z| z.get_ref().as_str());
+        TriggerSpec::cron(c.get_ref(), tz).map_err(|e| {
+            let sp = if e.0.contains("zone") {
+                t.timezone.as_ref().and_then(|z| span(z))
+            } else {
+                span(c)
+            };
+            bad(sp, "cron", e.0);
+        })
+    } else if let Some(e) = &t.every {
+        TriggerSpec::every(e.get_ref(), t.fixed_delay.unwrap_or(false))
+            .map_err(|x| bad(span(e), "every", x.0))
+    } else if let Some(a) = &t.at {
+        TriggerSpec::at(a.get_ref()).map_err(|x| bad(span(a), "at", x.0))
+    } else {
+        Err(())
+    };
+    let misfire = match &t.misfire {
+        Some(m) => {
+            Misfire::parse(m.get_ref(), t.catch_up_max).map_err(|e| bad(span(m), "misfire", e.0))
+        }
+        None => Ok(Misfire::FireOnce),
+    };
+    let overlap = match &t.overlap {
+        Some(o) => Overlap::parse(o.get_ref()).map_err(|e| bad(span(o), "overlap", e.0)),
+        None => Ok(Overlap::Skip),
+    };
+    let (Ok(spec), Ok(misfire), Ok(overlap)) = (spec, misfire, overlap) else {
+        return None;
+    };
+    Some(TriggerConfig {
+        def: TriggerDef {
+            id,
+            job: job.to_owned(),
+            spec,
+            misfire,
+            overlap,
+        },
+        params: t.params.clone(),
+    })
 }
 
 /// Replaces `{{params.NAME}}` in every string of `v`; unknown names are errors.
@@ -290,10 +448,15 @@ fn segments(s: &str) -> Result<Vec<Segment<'_>>, String> {
             .find("}}")
             .ok_or_else(|| format!("unclosed {{{{ in {s:?}"))?;
         let name = after[..end].trim();
-        let Some(pname) = name.strip_prefix("params.") else {
-            return Err(format!(
-                "unknown placeholder {{{{{name}}}}} in {s:?}; write {{{{params.NAME}}}}"
-            ));
+        let pname = match name.strip_prefix("params.") {
+            Some(p) => p,
+            // A scheduled fire's instant and date, in the trigger's zone.
+            None if name == "fire_time" || name == "fire_date" => name,
+            None => {
+                return Err(format!(
+                    "unknown placeholder {{{{{name}}}}} in {s:?}; write {{{{params.NAME}}}}, {{{{fire_time}}}} or {{{{fire_date}}}}"
+                ));
+            }
         };
         out.push(Segment::Param(pname));
         rest = &after[end + 2..];

@@ -1,0 +1,442 @@
+//! Fire claims: each scheduled instant of a trigger fires once, cluster-wide.
+//!
+//! A claim is keyed by trigger and instant, and kept as a high-water mark: a
+//! trigger's *last claimed instant*. Claiming instant `t` succeeds only when `t` is
+//! later than the mark, and moves the mark to `t`, atomically (a Lua script on
+//! Redis; a conditional `UPDATE` on SQLite and PostgreSQL). So two nodes racing
+//! for the same instant fire it once, and a node whose clock is a second or two
+//! behind, or steps backwards, never fires an instant already claimed: it is not
+//! later than the mark. One mark per trigger, not one key per fire, keeps the
+//! store small at 1,000 fires a second.
+//!
+//! The store also keeps what `sluice schedule list` shows and what overlap checks
+//! need: the paused triggers, and per trigger the last fire's task and outcome.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sluice_cache::{Redis, UnixMillis};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+/// A claim store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("schedule store ({store}) unavailable: {message}")]
+pub struct ClaimError {
+    /// `redis`, `sqlite` or `postgres`.
+    pub store: &'static str,
+    /// What happened (never a password).
+    pub message: String,
+}
+
+/// The last fire of a trigger, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastFire {
+    /// The scheduled instant (ms).
+    pub at: UnixMillis,
+    /// `fired <task id>`, `skipped: <reason>`, …
+    pub outcome: String,
+    /// The task it enqueued, if any.
+    pub task: Option<String>,
+}
+
+/// Where claims, pauses and last fires live.
+#[async_trait]
+pub trait ClaimStore: Send + Sync + fmt::Debug + 'static {
+    /// Claims instant `at` of `trigger`: true when this caller won it.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError`] when the store does not answer (the fire is not made).
+    async fn claim(&self, trigger: &str, at: UnixMillis) -> Result<bool, ClaimError>;
+
+    /// The last claimed instant of every trigger.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError`].
+    async fn marks(&self) -> Result<HashMap<String, UnixMillis>, ClaimError>;
+
+    /// Records what the fire at `at` did.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError`].
+    async fn record(&self, trigger: &str, fire: &LastFire) -> Result<(), ClaimError>;
+
+    /// The recorded last fire of every trigger.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError`].
+    async fn last_fires(&self) -> Result<HashMap<String, LastFire>, ClaimError>;
+
+    /// Pauses or resumes `trigger`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError`].
+    async fn set_paused(&self, trigger: &str, paused: bool) -> Result<(), ClaimError>;
+
+    /// The paused triggers.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError`].
+    async fn paused(&self) -> Result<HashSet<String>, ClaimError>;
+}
+
+const CLAIM_LUA: &str = r"
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+local at = tonumber(ARGV[2])
+if at <= last then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// Claims in Redis (several nodes on one Redis).
+pub struct RedisClaims {
+    redis: Arc<Redis>,
+    script: redis::Script,
+}
+
+impl fmt::Debug for RedisClaims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisClaims")
+            .field("namespace", &self.redis.namespace())
+            .finish()
+    }
+}
+
+fn redis_err(e: impl fmt::Display) -> ClaimError {
+    ClaimError {
+        store: "redis",
+        message: e.to_string(),
+    }
+}
+
+impl RedisClaims {
+    /// Claims in `redis` (under its namespace).
+    pub fn new(redis: Arc<Redis>) -> Self {
+        Self {
+            redis,
+            script: redis::Script::new(CLAIM_LUA),
+        }
+    }
+
+    fn key(&self, what: &str) -> String {
+        // One hash tag: every schedule key in one cluster slot.
+        self.redis.key("sched", &format!("{{schedule}}:{what}"))
+    }
+}
+
+#[async_trait]
+impl ClaimStore for RedisClaims {
+    async fn claim(&self, trigger: &str, at: UnixMillis) -> Result<bool, ClaimError> {
+        let key = self.key("marks");
+        let mut inv = self.script.key(&key);
+        inv.arg(trigger).arg(at);
+        let won: i64 = self
+            .redis
+            .eval("schedule.claim", inv)
+            .await
+            .map_err(redis_err)?;
+        Ok(won == 1)
+    }
+
+    async fn marks(&self) -> Result<HashMap<String, UnixMillis>, ClaimError> {
+        let cmd = redis::cmd("HGETALL").arg(self.key("marks")).to_owned();
+        self.redis
+            .query("schedule.marks", &cmd)
+            .await
+            .map_err(redis_err)
+    }
+
+    async fn record(&self, trigger: &str, fire: &LastFire) -> Result<(), ClaimError> {
+        let v = serde_json::json!({"at": fire.at, "outcome": fire.outcome, "task": fire.task});
+        let cmd = redis::cmd("HSET")
+            .arg(self.key("last"))
+            .arg(trigger)
+            .arg(v.to_string())
+            .to_owned();
+        self.redis
+            .query::<i64>("schedule.record", &cmd)
+            .await
+            .map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn last_fires(&self) -> Result<HashMap<String, LastFire>, ClaimError> {
+        let cmd = redis::cmd("HGETALL").arg(self.key("last")).to_owned();
+        let raw: HashMap<String, String> = self
+            .redis
+            .query("schedule.last", &cmd)
+            .await
+            .map_err(redis_err)?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(k, v)| parse_last(&v).map(|l| (k, l)))
+            .collect())
+    }
+
+    async fn set_paused(&self, trigger: &str, paused: bool) -> Result<(), ClaimError> {
+        let cmd = redis::cmd(if paused { "SADD" } else { "SREM" })
+            .arg(self.key("paused"))
+            .arg(trigger)
+            .to_owned();
+        self.redis
+            .query::<i64>("schedule.pause", &cmd)
+            .await
+            .map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<HashSet<String>, ClaimError> {
+        let cmd = redis::cmd("SMEMBERS").arg(self.key("paused")).to_owned();
+        self.redis
+            .query("schedule.paused", &cmd)
+            .await
+            .map_err(redis_err)
+    }
+}
+
+fn parse_last(v: &str) -> Option<LastFire> {
+    let j: serde_json::Value = serde_json::from_str(v).ok()?;
+    Some(LastFire {
+        at: j["at"].as_i64()?,
+        outcome: j["outcome"].as_str().unwrap_or_default().to_owned(),
+        task: j["task"].as_str().map(str::to_owned),
+    })
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Pg(PgPool),
+}
+
+/// A bound value.
+enum Bind<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// Runs `sql` with `binds` on either pool; rows affected.
+async fn exec(pool: &Pool, sql: &str, binds: &[Bind<'_>]) -> Result<u64, sqlx::Error> {
+    match pool {
+        Pool::Sqlite(p) => {
+            let mut q = sqlx::query(sql);
+            for b in binds {
+                q = match b {
+                    Bind::Text(t) => q.bind(*t),
+                    Bind::Int(i) => q.bind(*i),
+                };
+            }
+            Ok(q.execute(p).await?.rows_affected())
+        }
+        Pool::Pg(p) => {
+            let mut q = sqlx::query(sql);
+            for b in binds {
+                q = match b {
+                    Bind::Text(t) => q.bind(*t),
+                    Bind::Int(i) => q.bind(*i),
+                };
+            }
+            Ok(q.execute(p).await?.rows_affected())
+        }
+    }
+}
+
+/// Rows as (text, optional int, optional text) triples, from either database.
+async fn rows(
+    pool: &Pool,
+    sql: &str,
+) -> Result<Vec<(String, Option<i64>, Option<String>)>, sqlx::Error> {
+    match pool {
+        Pool::Sqlite(p) => sqlx::query(sql)
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect(),
+        Pool::Pg(p) => sqlx::query(sql)
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect(),
+    }
+}
+
+/// Claims in SQLite (embedded) or PostgreSQL.
+pub struct SqlClaims {
+    pool: Pool,
+    kind: &'static str,
+}
+
+impl fmt::Debug for SqlClaims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlClaims")
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl SqlClaims {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and creates the table.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError`] naming the URL without its password.
+    pub async fn connect(url: &str) -> Result<Self, ClaimError> {
+        let kind = if url.starts_with("sqlite") {
+            "sqlite"
+        } else {
+            "postgres"
+        };
+        let err = |e: sqlx::Error| ClaimError {
+            store: kind,
+            message: format!("{}: {e}", sluice_cache::redis::redact_url(url)),
+        };
+        let pool = if kind == "sqlite" {
+            let opts: SqliteConnectOptions = url
+                .parse::<SqliteConnectOptions>()
+                .map_err(err)?
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10));
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(opts)
+                    .await
+                    .map_err(err)?,
+            )
+        } else {
+            Pool::Pg(
+                PgPoolOptions::new()
+                    .max_connections(8)
+                    .connect(url)
+                    .await
+                    .map_err(err)?,
+            )
+        };
+        let ddl = "CREATE TABLE IF NOT EXISTS sluice_schedule (
+                trigger_id TEXT PRIMARY KEY,
+                last_claim BIGINT NOT NULL,
+                paused INTEGER NOT NULL DEFAULT 0,
+                last_fire TEXT
+            )";
+        // Several nodes may start at once: CREATE TABLE IF NOT EXISTS can race on
+        // PostgreSQL (a unique violation on its catalog); once the table exists
+        // the lost race is harmless.
+        match exec(&pool, ddl, &[]).await {
+            Ok(_) => {}
+            Err(e)
+                if kind == "postgres"
+                    && (e.to_string().contains("already exists")
+                        || e.to_string().contains("duplicate key")) => {}
+            Err(e) => return Err(err(e)),
+        }
+        Ok(Self { pool, kind })
+    }
+
+    fn err(&self, e: sqlx::Error) -> ClaimError {
+        ClaimError {
+            store: self.kind,
+            message: e.to_string(),
+        }
+    }
+
+    async fn ensure(&self, trigger: &str) -> Result<(), ClaimError> {
+        exec(
+            &self.pool,
+            "INSERT INTO sluice_schedule (trigger_id, last_claim) VALUES ($1, -1) ON CONFLICT (trigger_id) DO NOTHING",
+            &[Bind::Text(trigger)],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ClaimStore for SqlClaims {
+    async fn claim(&self, trigger: &str, at: UnixMillis) -> Result<bool, ClaimError> {
+        self.ensure(trigger).await?;
+        let n = exec(
+            &self.pool,
+            "UPDATE sluice_schedule SET last_claim = $1 WHERE trigger_id = $2 AND last_claim < $1",
+            &[Bind::Int(at), Bind::Text(trigger)],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
+    async fn marks(&self) -> Result<HashMap<String, UnixMillis>, ClaimError> {
+        let rows = rows(
+            &self.pool,
+            "SELECT trigger_id, last_claim, last_fire FROM sluice_schedule WHERE last_claim >= 0",
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, v, _)| Some((k, v?)))
+            .collect())
+    }
+
+    async fn record(&self, trigger: &str, fire: &LastFire) -> Result<(), ClaimError> {
+        self.ensure(trigger).await?;
+        let v = serde_json::json!({"at": fire.at, "outcome": fire.outcome, "task": fire.task});
+        let v = v.to_string();
+        exec(
+            &self.pool,
+            "UPDATE sluice_schedule SET last_fire = $1 WHERE trigger_id = $2",
+            &[Bind::Text(&v), Bind::Text(trigger)],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn last_fires(&self) -> Result<HashMap<String, LastFire>, ClaimError> {
+        let rows = rows(
+            &self.pool,
+            "SELECT trigger_id, last_claim, last_fire FROM sluice_schedule WHERE last_fire IS NOT NULL",
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, _, v)| Some((k, parse_last(&v?)?)))
+            .collect())
+    }
+
+    async fn set_paused(&self, trigger: &str, paused: bool) -> Result<(), ClaimError> {
+        self.ensure(trigger).await?;
+        exec(
+            &self.pool,
+            "UPDATE sluice_schedule SET paused = $1 WHERE trigger_id = $2",
+            &[Bind::Int(i64::from(paused)), Bind::Text(trigger)],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<HashSet<String>, ClaimError> {
+        let rows = rows(
+            &self.pool,
+            "SELECT trigger_id, last_claim, last_fire FROM sluice_schedule WHERE paused = 1",
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().map(|(k, _, _)| k).collect())
+    }
+}

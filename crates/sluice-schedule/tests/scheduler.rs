@@ -1,0 +1,341 @@
+//! The scheduler against real claim stores: each instant fires once across nodes
+//! (with a node killed, with a node whose clock is behind), misfire policies after
+//! downtime (pure, with fixed instants), overlap and pauses.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use sluice_cache::{Clock, Redis, RedisOptions, SystemClock};
+use sluice_schedule::{
+    ClaimStore, Launcher, Misfire, Overlap, RedisClaims, Scheduler, SqlClaims, TriggerDef,
+    TriggerSpec, misfires,
+};
+
+fn redis_url() -> String {
+    std::env::var("SLUICE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn redis_claims(ns: &str) -> Arc<dyn ClaimStore> {
+    let redis = Redis::connect(&RedisOptions {
+        urls: vec![redis_url()],
+        namespace: ns.to_owned(),
+        ..RedisOptions::default()
+    })
+    .unwrap();
+    Arc::new(RedisClaims::new(redis))
+}
+
+/// Records every fire; tasks "run" for `busy` after launch.
+#[derive(Default)]
+struct Recorder {
+    fires: Mutex<Vec<(String, DateTime<Utc>, usize)>>,
+    node: usize,
+    busy_until: Mutex<BTreeMap<String, std::time::Instant>>,
+    busy: Duration,
+    n: AtomicUsize,
+}
+
+struct NodeLauncher(Arc<Recorder>, usize);
+
+#[async_trait]
+impl Launcher for NodeLauncher {
+    async fn launch(&self, t: &TriggerDef, at: DateTime<Utc>) -> Result<String, String> {
+        let id = format!("task-{}", self.0.n.fetch_add(1, Ordering::SeqCst));
+        self.0
+            .fires
+            .lock()
+            .unwrap()
+            .push((t.id.clone(), at, self.1));
+        self.0
+            .busy_until
+            .lock()
+            .unwrap()
+            .insert(id.clone(), std::time::Instant::now() + self.0.busy);
+        Ok(id)
+    }
+    async fn running(&self, task: &str) -> bool {
+        self.0
+            .busy_until
+            .lock()
+            .unwrap()
+            .get(task)
+            .is_some_and(|u| std::time::Instant::now() < *u)
+    }
+}
+
+/// A clock `offset_ms` behind the system's.
+#[derive(Debug)]
+struct Behind(i64);
+
+impl Clock for Behind {
+    fn now_millis(&self) -> i64 {
+        SystemClock.now_millis() - self.0
+    }
+}
+
+fn every_second(id: &str) -> TriggerDef {
+    TriggerDef {
+        id: id.into(),
+        job: "j".into(),
+        spec: TriggerSpec::cron("*/1 * * * * *", "UTC").unwrap(),
+        misfire: Misfire::FireOnce,
+        overlap: Overlap::Allow,
+    }
+}
+
+async fn three_nodes(secs: u64, kill_one: bool) {
+    let ns = format!("ts-{:016x}", rand::random::<u64>());
+    let rec = Arc::new(Recorder::default());
+    let mut nodes = Vec::new();
+    for node in 0..3 {
+        // Node 2's clock runs 1.5 s behind: it must never fire a claimed instant.
+        let clock: Arc<dyn Clock> = if node == 2 {
+            Arc::new(Behind(1500))
+        } else {
+            Arc::new(SystemClock)
+        };
+        nodes.push(Some(
+            Scheduler::start(
+                vec![every_second("j#0")],
+                redis_claims(&ns),
+                Arc::new(NodeLauncher(rec.clone(), node)),
+                clock,
+            )
+            .await,
+        ));
+    }
+    let start = Utc::now();
+    for s in 0..secs {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if kill_one && s == secs / 2 {
+            // Abrupt: the node is dropped without a shutdown.
+            if let Some(n) = nodes[0].take() {
+                drop(n);
+            }
+        }
+    }
+    let end = Utc::now();
+    for n in nodes.into_iter().flatten() {
+        n.shutdown().await;
+    }
+    let fires = rec.fires.lock().unwrap().clone();
+    let mut by_instant: BTreeMap<DateTime<Utc>, usize> = BTreeMap::new();
+    for (_, at, _) in &fires {
+        *by_instant.entry(*at).or_default() += 1;
+    }
+    let doubled: Vec<_> = by_instant.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "instants fired twice: {doubled:?}");
+    // Every whole second strictly inside the window fired (edges may not have).
+    let mut missing = Vec::new();
+    let mut t = Utc.timestamp_opt(start.timestamp() + 1, 0).unwrap();
+    while t < end - chrono::Duration::seconds(1) {
+        if !by_instant.contains_key(&t) {
+            missing.push(t);
+        }
+        t += chrono::Duration::seconds(1);
+    }
+    assert!(missing.is_empty(), "instants never fired: {missing:?}");
+    assert!(
+        by_instant.len() as u64 >= secs - 2,
+        "{} fires in {secs} s",
+        by_instant.len()
+    );
+    let nodes_used: std::collections::BTreeSet<usize> = fires.iter().map(|f| f.2).collect();
+    eprintln!(
+        "{} fires in {secs} s over nodes {nodes_used:?}, none doubled, none missed",
+        by_instant.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_one_redis_fire_each_second_once() {
+    three_nodes(30, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_with_one_killed_midway_fire_each_second_once() {
+    three_nodes(30, true).await;
+}
+
+async fn claims_are_once_and_monotone(store: Arc<dyn ClaimStore>) {
+    assert!(store.claim("a", 1_000).await.unwrap());
+    assert!(
+        !store.claim("a", 1_000).await.unwrap(),
+        "the same instant twice"
+    );
+    assert!(
+        !store.claim("a", 500).await.unwrap(),
+        "an earlier instant (clock stepped back)"
+    );
+    assert!(store.claim("a", 2_000).await.unwrap());
+    assert!(
+        store.claim("b", 1_500).await.unwrap(),
+        "triggers are independent"
+    );
+    let marks = store.marks().await.unwrap();
+    assert_eq!(marks.get("a"), Some(&2_000));
+    assert_eq!(marks.get("b"), Some(&1_500));
+    // Many racers, one winner per instant.
+    let wins = Arc::new(AtomicUsize::new(0));
+    let mut hs = Vec::new();
+    for _ in 0..8 {
+        let (s, w) = (store.clone(), wins.clone());
+        hs.push(tokio::spawn(async move {
+            if s.claim("race", 42).await.unwrap() {
+                w.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    for h in hs {
+        h.await.unwrap();
+    }
+    assert_eq!(wins.load(Ordering::SeqCst), 1);
+    store.set_paused("a", true).await.unwrap();
+    assert!(store.paused().await.unwrap().contains("a"));
+    store.set_paused("a", false).await.unwrap();
+    assert!(!store.paused().await.unwrap().contains("a"));
+    let lf = sluice_schedule::LastFire {
+        at: 2_000,
+        outcome: "fired task t1".into(),
+        task: Some("t1".into()),
+    };
+    store.record("a", &lf).await.unwrap();
+    assert_eq!(store.last_fires().await.unwrap().get("a"), Some(&lf));
+}
+
+#[tokio::test]
+async fn claims_on_redis() {
+    claims_are_once_and_monotone(redis_claims(&format!("tc-{:016x}", rand::random::<u64>()))).await;
+}
+
+#[tokio::test]
+async fn claims_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    claims_are_once_and_monotone(Arc::new(SqlClaims::connect(&url).await.unwrap())).await;
+}
+
+#[tokio::test]
+async fn claims_on_postgres() {
+    use sqlx::{Connection, Executor};
+    let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("sluice_sc_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let base = admin.split('?').next().unwrap_or(&admin);
+    let url = format!("{}/{name}", base.rsplit_once('/').map_or(base, |(b, _)| b));
+    let store = Arc::new(SqlClaims::connect(&url).await.unwrap());
+    claims_are_once_and_monotone(store.clone()).await;
+    drop(store);
+    let _ = conn
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await;
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+#[test]
+fn misfire_policies_after_downtime() {
+    // Hourly at :20; last claimed 01:20, back at 05:50: 02:20 … 05:20 were missed.
+    let spec = TriggerSpec::cron("0 20 * * * *", "UTC").unwrap();
+    let (last, now) = (at("2026-11-25T01:20:00Z"), at("2026-11-25T05:50:00Z"));
+    assert_eq!(
+        misfires(&spec, Misfire::FireOnce, last, now),
+        vec![at("2026-11-25T05:20:00Z")],
+        "one run for all missed fires"
+    );
+    assert!(misfires(&spec, Misfire::Skip, last, now).is_empty());
+    assert_eq!(
+        misfires(&spec, Misfire::CatchUp { max: 2 }, last, now),
+        vec![at("2026-11-25T04:20:00Z"), at("2026-11-25T05:20:00Z")]
+    );
+    assert_eq!(
+        misfires(&spec, Misfire::CatchUp { max: 10 }, last, now).len(),
+        4
+    );
+    // Nothing missed: nothing to make up.
+    assert!(misfires(&spec, Misfire::FireOnce, at("2026-11-25T05:20:00Z"), now).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_scheduler_makes_up_a_missed_fire_once() {
+    let ns = format!("tm-{:016x}", rand::random::<u64>());
+    let store = redis_claims(&ns);
+    // The trigger last fired 10 minutes ago; it fires every minute.
+    let ten_ago = SystemClock.now_millis() / 60_000 * 60_000 - 600_000;
+    assert!(store.claim("m#0", ten_ago).await.unwrap());
+    let rec = Arc::new(Recorder::default());
+    let def = TriggerDef {
+        id: "m#0".into(),
+        job: "m".into(),
+        spec: TriggerSpec::cron("0 * * * * *", "UTC").unwrap(),
+        misfire: Misfire::FireOnce,
+        overlap: Overlap::Allow,
+    };
+    let s = Scheduler::start(
+        vec![def],
+        store.clone(),
+        Arc::new(NodeLauncher(rec.clone(), 0)),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while rec.fires.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.shutdown().await;
+    let fires = rec.fires.lock().unwrap().clone();
+    let missed: Vec<_> = fires
+        .iter()
+        .filter(|f| f.1.timestamp_millis() < SystemClock.now_millis() - 1_000)
+        .collect();
+    assert_eq!(
+        missed.len(),
+        1,
+        "one run for the ten missed fires: {fires:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_skip_and_pause() {
+    let ns = format!("to-{:016x}", rand::random::<u64>());
+    let store = redis_claims(&ns);
+    let rec = Arc::new(Recorder {
+        busy: Duration::from_millis(2500),
+        ..Recorder::default()
+    });
+    let mut skip = every_second("o#skip");
+    skip.overlap = Overlap::Skip;
+    let allow = every_second("o#allow");
+    let paused = every_second("o#paused");
+    store.set_paused("o#paused", true).await.unwrap();
+    let s = Scheduler::start(
+        vec![skip, allow, paused],
+        store.clone(),
+        Arc::new(NodeLauncher(rec.clone(), 0)),
+        Arc::new(SystemClock),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(6200)).await;
+    s.shutdown().await;
+    let fires = rec.fires.lock().unwrap().clone();
+    let count = |id: &str| fires.iter().filter(|f| f.0 == id).count();
+    assert!(count("o#allow") >= 5, "{fires:?}");
+    assert!(count("o#paused") == 0, "a paused trigger does not fire");
+    // Each run lasts 2.5 s: skip fires at most every third second.
+    assert!(
+        count("o#skip") <= count("o#allow") / 2 + 1 && count("o#skip") >= 1,
+        "skip {} allow {}",
+        count("o#skip"),
+        count("o#allow")
+    );
+}
