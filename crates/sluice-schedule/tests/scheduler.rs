@@ -33,7 +33,6 @@ fn redis_claims(ns: &str) -> Arc<dyn ClaimStore> {
 #[derive(Default)]
 struct Recorder {
     fires: Mutex<Vec<(String, DateTime<Utc>, usize)>>,
-    node: usize,
     busy_until: Mutex<BTreeMap<String, std::time::Instant>>,
     busy: Duration,
     n: AtomicUsize,

@@ -178,24 +178,24 @@ async fn enqueue_and_follow(
                 return Ok(ExitCode::from(1));
             }
             TaskState::Running => {
-                if let Ok(list) = repo.executions(Some(name), 1).await {
-                    if let Some(e) = list.first() {
-                        let steps = repo.execution(e.id).await.map(|x| x.1).unwrap_or_default();
-                        let line = steps
-                            .iter()
-                            .map(|s| {
-                                format!(
-                                    "{} {} read {} written {}",
-                                    s.step_name, s.status, s.counts.read, s.counts.written
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; ");
-                        let line = format!("  execution #{} {}: {line}", e.id, e.status);
-                        if line != last_line {
-                            println!("{line}");
-                            last_line = line;
-                        }
+                if let Ok(list) = repo.executions(Some(name), 1).await
+                    && let Some(e) = list.first()
+                {
+                    let steps = repo.execution(e.id).await.map(|x| x.1).unwrap_or_default();
+                    let line = steps
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{} {} read {} written {}",
+                                s.step_name, s.status, s.counts.read, s.counts.written
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let line = format!("  execution #{} {}: {line}", e.id, e.status);
+                    if line != last_line {
+                        println!("{line}");
+                        last_line = line;
                     }
                 }
             }
@@ -266,6 +266,7 @@ async fn run_inner(cmd: JobCommand, settings: &Settings) -> Result<ExitCode, Str
                 .map(|j| j.params.clone().into_iter().collect())
                 .unwrap_or_default();
             p.extend(params);
+            crate::schedule::add_manual_fire_params(settings, &name, &mut p);
             if local {
                 run_job(settings, &name, p, rerun).await
             } else {

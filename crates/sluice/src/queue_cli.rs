@@ -132,12 +132,12 @@ async fn queue_inner(cmd: QueueCommand, broker: &dyn Broker) -> Result<ExitCode,
                 .retry_dead(&queue, if all { None } else { ids.as_deref() })
                 .await
                 .map_err(e)?;
-            if n == 0 {
-                if let Some(id) = id {
-                    return Err(format!(
-                        "task {id} is not in the dead-letter queue of {queue}"
-                    ));
-                }
+            if n == 0
+                && let Some(id) = id
+            {
+                return Err(format!(
+                    "task {id} is not in the dead-letter queue of {queue}"
+                ));
             }
             println!("{n} task(s) back on queue {queue}");
             Ok(ExitCode::SUCCESS)

@@ -327,6 +327,7 @@ async fn trigger_job(
     };
     let mut params: Params = job.params.clone().into_iter().collect();
     params.extend(extra);
+    add_manual_fire_params(&api.settings, &name, &mut params);
     if let Err(e) = crate::jobs::build(&api.settings, &name, &params) {
         return api_error(StatusCode::BAD_REQUEST, "bad_job", e);
     }
@@ -385,4 +386,32 @@ pub fn api_router(api: Arc<JobsApi>) -> axum::Router {
         .route("/api/jobs/{name}/trigger", post(trigger_job))
         .route("/api/schedule/{id}/{action}", post(pause_trigger))
         .with_state(api)
+}
+
+/// A run started by hand (CLI, API) of a job whose config uses `{{fire_time}}` or
+/// `{{fire_date}}`: they become the current instant and date in UTC, unless given.
+pub fn add_manual_fire_params(settings: &Settings, job: &str, params: &mut Params) {
+    let Some(raw) = settings.jobs.jobs.get(job) else {
+        return;
+    };
+    let mut used = std::collections::BTreeSet::new();
+    for step in &raw.steps {
+        for table in [&step.reader, &step.processor, &step.writer, &step.tasklet]
+            .into_iter()
+            .flatten()
+        {
+            crate::config::placeholders(table, &mut used);
+        }
+    }
+    let now = Utc::now();
+    if used.contains("fire_time") {
+        params
+            .entry("fire_time".into())
+            .or_insert_with(|| now.to_rfc3339());
+    }
+    if used.contains("fire_date") {
+        params
+            .entry("fire_date".into())
+            .or_insert_with(|| now.format("%Y-%m-%d").to_string());
+    }
 }

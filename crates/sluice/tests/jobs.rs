@@ -722,6 +722,7 @@ fn sluice_cmd(cfg: &Path, args: &[&str]) -> Output {
         .arg("-c")
         .arg(cfg)
         .env("RUST_LOG", "warn")
+        .env("SLUICE_TEST_ADMIN", "s3cret-s3cret-s3cret")
         .output()
         .unwrap()
 }
@@ -877,4 +878,130 @@ async fn a_partitioned_step_fans_out_and_restarts_only_unfinished_partitions() {
     assert_eq!(h.matches("COMPLETED").count(), 3, "{h}");
     let first_two: Vec<&str> = h.lines().filter(|l| !l.contains("partition=2/3")).collect();
     assert_eq!(first_two.len(), 2, "completed partitions ran once: {h}");
+}
+
+/// A job with `every = "1s"` runs by itself under `sluice serve` (embedded: SQLite
+/// queue and claims), with `{{fire_time}}` in its config; `sluice schedule list`
+/// shows the trigger with its last and next fires; `pause` stops it, `resume`
+/// starts it again; `POST /api/jobs/NAME/trigger` enqueues a run.
+#[tokio::test]
+async fn triggers_fire_jobs_under_serve_and_can_be_paused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fires.txt");
+    let cfg = dir.path().join("sched.toml");
+    let port = sluice_testkit::free_port();
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+admin_token = {{ env = "SLUICE_TEST_ADMIN" }}
+
+[repository]
+url = "sqlite://{repo}"
+
+[[job]]
+name = "stamp"
+
+[[job.step]]
+name = "write"
+tasklet = {{ kind = "shell", command = "echo {{{{fire_time}}}} {{{{fire_date}}}} >> {out}" }}
+
+[[job.trigger]]
+name = "tick"
+every = "1s"
+"#,
+            repo = dir.path().join("repo.db").display(),
+            out = out.display(),
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .env("SLUICE_TEST_ADMIN", "s3cret-s3cret-s3cret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while lines(&out).len() < 3 {
+        assert!(
+            Instant::now() < end,
+            "the trigger did not fire 3 times: {:?}",
+            lines(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seen = lines(&out);
+    let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        seen.len(),
+        "each fire has its own instant: {seen:?}"
+    );
+    assert!(
+        seen[0].contains("T") && seen[0].contains("+00:00"),
+        "{seen:?}"
+    );
+
+    let list = sluice_cmd(&cfg, &["schedule", "list"]);
+    let l = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(list.status.success(), "{}", text(&list));
+    assert!(l.contains("stamp/tick") && l.contains("every 1s"), "{l}");
+    assert!(l.contains("last fire") && l.contains("fired task"), "{l}");
+    assert_eq!(l.matches("  next ").count(), 3, "{l}");
+
+    let p = sluice_cmd(&cfg, &["schedule", "pause", "stamp/tick"]);
+    assert!(p.status.success(), "{}", text(&p));
+    // The pause reaches the scheduler within a second; let running fires end.
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = lines(&out).len();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(lines(&out).len(), before, "a paused trigger does not fire");
+    let bad = sluice_cmd(&cfg, &["schedule", "pause", "nope"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("stamp/tick"),
+        "{}",
+        text(&bad)
+    );
+
+    // The API: without the token 401, with it 202 and a task id.
+    let post = |auth: Option<&str>| {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"]);
+        if let Some(a) = auth {
+            c.args(["-H", &format!("Authorization: Bearer {a}")]);
+        }
+        c.arg(format!("http://127.0.0.1:{port}/api/jobs/stamp/trigger"));
+        String::from_utf8_lossy(&c.output().unwrap().stdout).to_string()
+    };
+    assert!(post(None).ends_with("401"), "{}", post(None));
+    let ok = post(Some("s3cret-s3cret-s3cret"));
+    assert!(ok.ends_with("202") && ok.contains("\"task\""), "{ok}");
+    let end = Instant::now() + Duration::from_secs(20);
+    while lines(&out).len() == before {
+        assert!(Instant::now() < end, "the API-triggered run did not happen");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let r = sluice_cmd(&cfg, &["schedule", "resume", "stamp/tick"]);
+    assert!(r.status.success(), "{}", text(&r));
+    let n = lines(&out).len();
+    let end = Instant::now() + Duration::from_secs(20);
+    while lines(&out).len() < n + 2 {
+        assert!(Instant::now() < end, "a resumed trigger fires again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("kill").arg(server.id().to_string()).status();
+    let _ = server.wait();
 }

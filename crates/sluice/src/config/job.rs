@@ -246,7 +246,7 @@ pub(super) fn check_jobs(
                     .any(|x: &TriggerConfig| x.def.id == tc.def.id)
                 {
                     errs.push(src.err(
-                        t.name.as_ref().and_then(|n| span(n)),
+                        t.name.as_ref().and_then(span),
                         format!("job[{i}].trigger[{k}].name"),
                         format!("trigger {:?} is defined twice", tc.def.id),
                     ));
@@ -298,7 +298,7 @@ fn check_trigger(
         .count();
     if given != 1 {
         errs.push(src.err(
-            t.name.as_ref().and_then(|n| span(n)),
+            t.name.as_ref().and_then(span),
             at("cron"),
             format!("trigger {id}: give exactly one of cron, every or at ({given} given)"),
         ));
@@ -309,7 +309,7 @@ fn check_trigger(
     };
     if t.timezone.is_some() && t.cron.is_none() {
         bad(
-            t.timezone.as_ref().and_then(|z| span(z)),
+            t.timezone.as_ref().and_then(span),
             "timezone",
             "timezone applies to cron only".into(),
         );
@@ -325,7 +325,7 @@ fn check_trigger(
         let tz = t.timezone.as_ref().map_or("UTC", |z| z.get_ref().as_str());
         TriggerSpec::cron(c.get_ref(), tz).map_err(|e| {
             let sp = if e.0.contains("zone") {
-                t.timezone.as_ref().and_then(|z| span(z))
+                t.timezone.as_ref().and_then(span)
             } else {
                 span(c)
             };

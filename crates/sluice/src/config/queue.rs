@@ -88,14 +88,14 @@ pub(super) fn check_queue(
         .namespace
         .as_ref()
         .map_or_else(|| "sluice".to_owned(), |n| n.get_ref().clone());
-    if let Some(n) = &q.namespace {
-        if n.get_ref().is_empty() || n.get_ref().contains(['{', '}', ' ']) {
-            errs.push(src.err(
-                span(n),
-                "queue.namespace",
-                "namespace must be non-empty, without spaces or braces",
-            ));
-        }
+    if let Some(n) = &q.namespace
+        && (n.get_ref().is_empty() || n.get_ref().contains(['{', '}', ' ']))
+    {
+        errs.push(src.err(
+            span(n),
+            "queue.namespace",
+            "namespace must be non-empty, without spaces or braces",
+        ));
     }
     let visibility = q.visibility.map_or(Duration::from_secs(30), |d| d.0);
     if visibility < Duration::from_secs(1) {
