@@ -257,3 +257,73 @@ async fn store_and_cluster_mistakes_are_named() {
         check(&ok).unwrap_or_else(|e| panic!("{ok}\n---\n{e}"));
     }
 }
+
+#[test]
+fn trigger_and_queue_mistakes_are_named() {
+    let job = |trigger: &str| {
+        format!(
+            "[[job]]\nname = \"j\"\n[[job.step]]\nname = \"s\"\ntasklet = {{ kind = \"shell\", command = \"true\" }}\n[[job.trigger]]\n{trigger}\n"
+        )
+    };
+    let cases = [
+        (
+            job("cron = \"61 * * * *\""),
+            "job[0].trigger[0].cron",
+            "61 * * * *",
+        ),
+        (
+            job("cron = \"0 20 * * * *\"\ntimezone = \"Asia/Seol\""),
+            "job[0].trigger[0].cron",
+            "Asia/Seoul",
+        ),
+        (
+            job("every = \"15m\"\ncron = \"@daily\""),
+            "exactly one of cron, every or at",
+            "2 given",
+        ),
+        (job("every = \"0s\""), "job[0].trigger[0].every", "0s"),
+        (job("at = \"tomorrow\""), "job[0].trigger[0].at", "tomorrow"),
+        (
+            job("every = \"1m\"\nmisfire = \"sometimes\""),
+            "job[0].trigger[0].misfire",
+            "sometimes",
+        ),
+        (
+            job("every = \"1m\"\noverlap = \"maybe\""),
+            "job[0].trigger[0].overlap",
+            "maybe",
+        ),
+        (
+            job("every = \"1m\"\ntimezone = \"UTC\""),
+            "timezone applies to cron only",
+            "",
+        ),
+        (
+            format!(
+                "[queue]\nurl = \"mysql://root@localhost/x\"\n{}",
+                job("every = \"1m\"")
+            ),
+            "queue.url",
+            "must start with sqlite://, postgres://, redis://",
+        ),
+        (
+            format!(
+                "[queue]\nconcurrency = {{ jobs = 0 }}\n{}",
+                job("every = \"1m\"")
+            ),
+            "queue.concurrency.jobs",
+            "1 to 10000",
+        ),
+    ];
+    for (text, key, what) in cases {
+        let e = check(&text).unwrap_err();
+        assert!(e.contains(key) && e.contains(what), "{text}\n→ {e}");
+        assert!(e.contains("sluice.toml:"), "located: {e}");
+    }
+    // Partitions only where the reader can be split.
+    let e = check(
+        "[[job]]\nname = \"p\"\n[[job.step]]\nname = \"s\"\npartitions = 4\nreader = { kind = \"json\", path = \"a.json\" }\nwriter = { kind = \"jsonl\", path = \"b.jsonl\" }\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("partitions") && e.contains("\"json\""), "{e}");
+}
