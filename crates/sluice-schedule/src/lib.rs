@@ -7,7 +7,9 @@
 pub mod claim;
 pub mod scheduler;
 pub mod trigger;
+pub mod watch;
 
 pub use claim::{ClaimError, ClaimStore, LastFire, RedisClaims, SqlClaims};
 pub use scheduler::{Fired, Launcher, Scheduler, TriggerDef, misfires};
 pub use trigger::{EveryMode, Misfire, Overlap, TriggerError, TriggerSpec};
+pub use watch::{FileLauncher, FileTrigger, Watchers};

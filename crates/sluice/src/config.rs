@@ -30,7 +30,7 @@ mod queue;
 mod store;
 pub use job::{
     JobsConfig, RawJob, RawRepository, RawStep, RawStepRetry, RawTrigger, TriggerConfig,
-    placeholders, substitute, substitute_str,
+    WatchConfig, placeholders, substitute, substitute_str,
 };
 pub use queue::{JOBS_QUEUE, QueueConfig, RawQueue};
 use sluice_gateway::{

@@ -12,7 +12,10 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use sluice_batch::model::Params;
 use sluice_queue::{Broker, NewTask, TaskState};
-use sluice_schedule::{ClaimStore, Launcher, RedisClaims, Scheduler, SqlClaims, TriggerDef};
+use sluice_schedule::{
+    ClaimStore, FileLauncher, FileTrigger, Launcher, RedisClaims, Scheduler, SqlClaims, TriggerDef,
+    Watchers,
+};
 
 use crate::config::{JOBS_QUEUE, Settings};
 use crate::job_task::{JOB_RESULT_TTL, JOB_RUN, JobRunInput};
@@ -106,33 +109,108 @@ impl Launcher for JobLauncher {
     }
 }
 
-/// Starts the scheduler when jobs have triggers.
+#[async_trait]
+impl FileLauncher for JobLauncher {
+    async fn launch_file(
+        &self,
+        trigger: &FileTrigger,
+        path: &std::path::Path,
+    ) -> Result<String, String> {
+        let Some(w) = self
+            .settings
+            .jobs
+            .watches
+            .iter()
+            .find(|w| w.trigger.id == trigger.id)
+        else {
+            return Err(format!("unknown trigger {}", trigger.id));
+        };
+        let mut params: Params = self
+            .settings
+            .jobs
+            .jobs
+            .get(&trigger.job)
+            .map(|j| j.params.clone().into_iter().collect())
+            .unwrap_or_default();
+        params.extend(w.params.clone());
+        params.insert(w.param.clone(), path.display().to_string());
+        add_manual_fire_params(&self.settings, &trigger.job, &mut params);
+        let input = JobRunInput {
+            job: trigger.job.clone(),
+            params,
+            rerun: false,
+        };
+        let payload = serde_json::to_value(&input).map_err(|e| e.to_string())?;
+        let task = NewTask::new(JOB_RUN, payload)
+            .queue(JOBS_QUEUE)
+            .max_attempts(5)
+            .result_ttl(JOB_RESULT_TTL);
+        let e = self.broker.enqueue(task).await.map_err(|e| e.to_string())?;
+        Ok(e.id.to_string())
+    }
+}
+
+/// The scheduler and the directory watchers of a node.
+#[derive(Debug)]
+pub struct Running {
+    scheduler: Option<Scheduler>,
+    watchers: Option<Watchers>,
+}
+
+impl Running {
+    /// Stops firing.
+    pub async fn shutdown(self) {
+        drop(self.watchers);
+        if let Some(s) = self.scheduler {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Starts the scheduler and the directory watchers, when jobs have triggers.
 ///
 /// # Errors
 ///
-/// When the claim store or the broker cannot be reached.
-pub async fn start(settings: Arc<Settings>) -> Result<Option<Scheduler>, String> {
-    if settings.jobs.triggers.is_empty() {
+/// When the claim store or the broker cannot be reached, or a watched directory
+/// does not exist.
+pub async fn start(settings: Arc<Settings>) -> Result<Option<Running>, String> {
+    if settings.jobs.triggers.is_empty() && settings.jobs.watches.is_empty() {
         return Ok(None);
     }
     let broker = crate::job_task::broker(&settings).await?;
     let store = claims(&settings).await?;
-    let defs: Vec<TriggerDef> = settings
-        .jobs
-        .triggers
-        .iter()
-        .map(|t| t.def.clone())
-        .collect();
-    tracing::info!(triggers = defs.len(), "scheduler started");
-    Ok(Some(
-        Scheduler::start(
-            defs,
-            store,
-            Arc::new(JobLauncher::new(settings, broker)),
-            Arc::new(sluice_cache::SystemClock),
-        )
-        .await,
-    ))
+    let launcher = Arc::new(JobLauncher::new(settings.clone(), broker));
+    let watchers = if settings.jobs.watches.is_empty() {
+        None
+    } else {
+        let files: Vec<FileTrigger> = settings
+            .jobs
+            .watches
+            .iter()
+            .map(|w| w.trigger.clone())
+            .collect();
+        Some(sluice_schedule::watch::start(
+            files,
+            store.clone(),
+            launcher.clone(),
+        )?)
+    };
+    let scheduler = if settings.jobs.triggers.is_empty() {
+        None
+    } else {
+        let defs: Vec<TriggerDef> = settings
+            .jobs
+            .triggers
+            .iter()
+            .map(|t| t.def.clone())
+            .collect();
+        tracing::info!(triggers = defs.len(), "scheduler started");
+        Some(Scheduler::start(defs, store, launcher, Arc::new(sluice_cache::SystemClock)).await)
+    };
+    Ok(Some(Running {
+        scheduler,
+        watchers,
+    }))
 }
 
 /// `sluice schedule …`
@@ -203,10 +281,25 @@ async fn run_inner(cmd: ScheduleCommand, settings: &Settings) -> Result<(), Stri
             println!("trigger {id} resumed");
         }
         ScheduleCommand::List => {
-            if settings.jobs.triggers.is_empty() {
+            let last = store.last_fires().await.map_err(|e| e.to_string())?;
+            if settings.jobs.triggers.is_empty() && settings.jobs.watches.is_empty() {
                 println!("no triggers ([[job.trigger]] in the config)");
             }
-            let last = store.last_fires().await.map_err(|e| e.to_string())?;
+            for w in &settings.jobs.watches {
+                let t = &w.trigger;
+                println!(
+                    "{}  job {}  watch {} ({}), the path in parameter {}",
+                    t.id,
+                    t.job,
+                    t.dir.display(),
+                    t.pattern.as_deref().unwrap_or("*"),
+                    w.param,
+                );
+                match last.get(&t.id) {
+                    Some(l) => println!("  last fire  {}", l.outcome),
+                    None => println!("  last fire  never"),
+                }
+            }
             let paused = store.paused().await.map_err(|e| e.to_string())?;
             let now = Utc::now();
             for t in &settings.jobs.triggers {

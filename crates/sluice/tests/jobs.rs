@@ -1005,3 +1005,74 @@ every = "1s"
     let _ = Command::new("kill").arg(server.id().to_string()).status();
     let _ = server.wait();
 }
+
+/// `watch`: files arriving in a directory run the job with their path, once each
+/// even with two nodes watching (claims in the shared SQLite file); files that do
+/// not match the pattern are left alone; a file there before the start counts.
+#[tokio::test]
+async fn files_arriving_in_a_watched_directory_run_the_job_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    std::fs::write(inbox.join("early.csv"), "x\n").unwrap();
+    let out = dir.path().join("seen.txt");
+    let cfg = dir.path().join("watch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[repository]
+url = "sqlite://{repo}"
+
+[[job]]
+name = "ingest"
+
+[[job.step]]
+name = "note"
+tasklet = {{ kind = "shell", command = "echo {{{{params.path}}}} >> {out}" }}
+
+[[job.trigger]]
+name = "inbox"
+watch = "{inbox}"
+pattern = "*.csv"
+param = "path"
+settle = "300ms"
+"#,
+            repo = dir.path().join("repo.db").display(),
+            out = out.display(),
+            inbox = inbox.display(),
+        ),
+    )
+    .unwrap();
+    let nodes: Vec<_> = (0..2).map(|_| serve(&cfg)).collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(inbox.join("a.csv"), "1\n").unwrap();
+    std::fs::write(inbox.join("notes.txt"), "no\n").unwrap();
+    std::fs::write(inbox.join("b.csv"), "2\n").unwrap();
+    let seen = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.rsplit('/').next().unwrap_or("").to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while seen().len() < 3 {
+        assert!(Instant::now() < end, "files not picked up: {:?}", seen());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Both nodes saw every event; wait for a possible second run.
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(seen(), ["a.csv", "b.csv", "early.csv"]);
+    let list = sluice_cmd(&cfg, &["schedule", "list"]);
+    let l = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(
+        l.contains("ingest/inbox") && l.contains("watch") && l.contains("*.csv"),
+        "{l}"
+    );
+    for mut n in nodes {
+        let _ = Command::new("kill").arg(n.id().to_string()).status();
+        let _ = n.wait();
+    }
+}

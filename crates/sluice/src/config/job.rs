@@ -82,6 +82,15 @@ pub struct RawTrigger {
     pub fixed_delay: Option<bool>,
     /// Once, at this RFC 3339 instant.
     pub at: Option<Spanned<String>>,
+    /// Runs the job for each file arriving in this directory.
+    pub watch: Option<Spanned<String>>,
+    /// With `watch`: file names to take, `*` wildcards (`*.csv`); default: all
+    /// not starting with `.`.
+    pub pattern: Option<String>,
+    /// With `watch`: quiet time before a file counts as arrived. Default `1s`.
+    pub settle: Option<Dur>,
+    /// With `watch`: the job parameter that gets the file's path. Default `file`.
+    pub param: Option<String>,
     /// `fire_once` (default), `skip` or `catch_up`.
     pub misfire: Option<Spanned<String>>,
     /// Most missed fires `catch_up` makes up (default 100).
@@ -113,6 +122,17 @@ pub struct RawJob {
     pub triggers: Vec<RawTrigger>,
 }
 
+/// A configured directory trigger, checked.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// The watcher's view.
+    pub trigger: sluice_schedule::FileTrigger,
+    /// The parameter that gets the file's path.
+    pub param: String,
+    /// Parameters of its runs.
+    pub params: BTreeMap<String, String>,
+}
+
 /// A configured trigger, checked.
 #[derive(Debug, Clone)]
 pub struct TriggerConfig {
@@ -131,8 +151,10 @@ pub struct JobsConfig {
     pub lease: Duration,
     /// The jobs, by name.
     pub jobs: BTreeMap<String, RawJob>,
-    /// Every job's triggers.
+    /// Every job's scheduled triggers.
     pub triggers: Vec<TriggerConfig>,
+    /// Every job's directory triggers.
+    pub watches: Vec<WatchConfig>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -151,6 +173,7 @@ pub(super) fn check_jobs(
 ) -> JobsConfig {
     let mut out = BTreeMap::new();
     let mut triggers = Vec::new();
+    let mut watches: Vec<WatchConfig> = Vec::new();
     for (i, j) in jobs.iter().enumerate() {
         let at = |k: &str| format!("job[{i}].{k}");
         let name = j.name.get_ref();
@@ -238,6 +261,41 @@ pub(super) fn check_jobs(
             }
         }
         for (k, t) in j.triggers.iter().enumerate() {
+            if let Some(w) = &t.watch {
+                let id = match &t.name {
+                    Some(n) => format!("{name}/{}", n.get_ref()),
+                    None => format!("{name}#{k}"),
+                };
+                let others = [t.cron.is_some(), t.every.is_some(), t.at.is_some()];
+                if others.iter().any(|x| *x) {
+                    errs.push(src.err(
+                        span(w),
+                        format!("job[{i}].trigger[{k}].watch"),
+                        format!("trigger {id}: give exactly one of cron, every, at or watch"),
+                    ));
+                    continue;
+                }
+                let param = t.param.clone().unwrap_or_else(|| "file".into());
+                if !valid_name(&param) {
+                    errs.push(src.err(
+                        span(w),
+                        format!("job[{i}].trigger[{k}].param"),
+                        format!("trigger {id}: param {param:?} must be a plain name"),
+                    ));
+                }
+                watches.push(WatchConfig {
+                    trigger: sluice_schedule::FileTrigger {
+                        id,
+                        job: name.clone(),
+                        dir: std::path::PathBuf::from(w.get_ref()),
+                        pattern: t.pattern.clone(),
+                        settle: t.settle.map_or(Duration::from_secs(1), |d| d.0),
+                    },
+                    param,
+                    params: t.params.clone(),
+                });
+                continue;
+            }
             if let Some(tc) = check_trigger(name, k, t, src, errs, &|f: &str| {
                 format!("job[{i}].trigger[{k}].{f}")
             }) {
@@ -264,6 +322,7 @@ pub(super) fn check_jobs(
         lease: repo.lease.map_or(Duration::from_secs(30), |d| d.0),
         jobs: out,
         triggers,
+        watches,
     }
 }
 
@@ -300,7 +359,7 @@ fn check_trigger(
         errs.push(src.err(
             t.name.as_ref().and_then(span),
             at("cron"),
-            format!("trigger {id}: give exactly one of cron, every or at ({given} given)"),
+            format!("trigger {id}: give exactly one of cron, every, at or watch ({given} given)"),
         ));
         return None;
     }
@@ -312,6 +371,13 @@ fn check_trigger(
             t.timezone.as_ref().and_then(span),
             "timezone",
             "timezone applies to cron only".into(),
+        );
+    }
+    if t.pattern.is_some() || t.settle.is_some() || t.param.is_some() {
+        bad(
+            None,
+            "pattern",
+            "pattern, settle and param apply to watch only".into(),
         );
     }
     if t.fixed_delay.is_some() && t.every.is_none() {

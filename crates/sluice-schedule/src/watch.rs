@@ -1,0 +1,213 @@
+//! Event triggers: a file arriving in a watched directory runs a job, with the
+//! file's path as a parameter.
+//!
+//! A `notify` watcher reports changes in the directory (not its subdirectories);
+//! a file fires once it has been quiet for the settle time (so a file still being
+//! written is not picked up half-way), if its name matches the pattern. Each
+//! (trigger, file, modification time) is claimed once cluster-wide like a
+//! scheduled instant, so several nodes watching a shared directory run the job
+//! once per arrival, and a file replaced by a newer version runs it again. Files
+//! already in the directory when the watcher starts are handled as arrivals: those
+//! not claimed before (while no node was watching) fire now.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::claim::{ClaimStore, LastFire};
+
+/// A directory trigger.
+#[derive(Debug, Clone)]
+pub struct FileTrigger {
+    /// Unique id (`JOB/NAME` or `JOB#N`).
+    pub id: String,
+    /// The job it runs.
+    pub job: String,
+    /// The watched directory.
+    pub dir: PathBuf,
+    /// File-name pattern: `*` matches any run of characters (`*.csv`); `None`
+    /// matches every file not starting with `.`.
+    pub pattern: Option<String>,
+    /// How long a file must be quiet before it fires.
+    pub settle: Duration,
+}
+
+/// Runs a job for an arrived file.
+#[async_trait]
+pub trait FileLauncher: Send + Sync + 'static {
+    /// Enqueues a run of `trigger.job` for `path`; returns the task id.
+    ///
+    /// # Errors
+    ///
+    /// Why it could not.
+    async fn launch_file(&self, trigger: &FileTrigger, path: &Path) -> Result<String, String>;
+}
+
+/// Whether `name` matches `pattern` (`*` wildcards only).
+pub fn matches(pattern: Option<&str>, name: &str) -> bool {
+    let Some(p) = pattern else {
+        return !name.starts_with('.');
+    };
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return name == p;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Running directory watchers; dropping it stops them.
+pub struct Watchers {
+    _watchers: Vec<notify::RecommendedWatcher>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Watchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watchers").finish()
+    }
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn mtime_ms(path: &Path) -> Option<i64> {
+    let m = std::fs::metadata(path).ok()?;
+    if !m.is_file() {
+        return None;
+    }
+    let t = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    Some(t.as_millis() as i64)
+}
+
+/// Starts watching every trigger's directory.
+///
+/// # Errors
+///
+/// A directory that does not exist or cannot be watched, named.
+pub fn start(
+    triggers: Vec<FileTrigger>,
+    store: Arc<dyn ClaimStore>,
+    launcher: Arc<dyn FileLauncher>,
+) -> Result<Watchers, String> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, PathBuf)>();
+    let mut watchers = Vec::new();
+    for (i, t) in triggers.iter().enumerate() {
+        if !t.dir.is_dir() {
+            return Err(format!(
+                "trigger {}: watched directory {} does not exist",
+                t.id,
+                t.dir.display()
+            ));
+        }
+        let tx2 = tx.clone();
+        let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev {
+                for p in ev.paths {
+                    let _ = tx2.send((i, p));
+                }
+            }
+        })
+        .map_err(|e| format!("trigger {}: cannot watch {}: {e}", t.id, t.dir.display()))?;
+        w.watch(&t.dir, RecursiveMode::NonRecursive)
+            .map_err(|e| format!("trigger {}: cannot watch {}: {e}", t.id, t.dir.display()))?;
+        watchers.push(w);
+        // Files already there count as arrivals.
+        if let Ok(rd) = std::fs::read_dir(&t.dir) {
+            for e in rd.flatten() {
+                let _ = tx.send((i, e.path()));
+            }
+        }
+    }
+    let triggers = Arc::new(triggers);
+    let task = tokio::spawn(async move {
+        let mut pending: HashMap<(usize, PathBuf), Instant> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(k) => { pending.insert(k, Instant::now()); }
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let ready: Vec<(usize, PathBuf)> = pending
+                        .iter()
+                        .filter(|((i, _), seen)| seen.elapsed() >= triggers[*i].settle)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for (i, path) in ready {
+                        pending.remove(&(i, path.clone()));
+                        let t = &triggers[i];
+                        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        if !matches(t.pattern.as_deref(), name) {
+                            continue;
+                        }
+                        let Some(mtime) = mtime_ms(&path) else {
+                            continue; // gone, or a directory
+                        };
+                        let key = format!("{}:{}", t.id, path.display());
+                        match store.claim(&key, mtime).await {
+                            Ok(true) => {}
+                            Ok(false) => continue,
+                            Err(e) => {
+                                tracing::warn!(trigger = %t.id, file = %path.display(), error = %e, "could not claim a file; trying again");
+                                pending.insert((i, path), Instant::now());
+                                continue;
+                            }
+                        }
+                        let (outcome, task) = match launcher.launch_file(t, &path).await {
+                            Ok(task) => {
+                                tracing::info!(trigger = %t.id, job = %t.job, file = %path.display(), task = %task, "file arrived; job enqueued");
+                                (format!("fired task {task} for {}", path.display()), Some(task))
+                            }
+                            Err(e) => {
+                                tracing::warn!(trigger = %t.id, file = %path.display(), error = %e, "claimed a file but could not enqueue its run");
+                                (format!("error: {e}"), None)
+                            }
+                        };
+                        let _ = store.record(&t.id, &LastFire { at: mtime, outcome, task }).await;
+                        metrics::counter!(crate::scheduler::FIRES, "trigger" => t.id.clone(), "outcome" => "file").increment(1);
+                    }
+                }
+            }
+        }
+    });
+    Ok(Watchers {
+        _watchers: watchers,
+        task,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn patterns() {
+        assert!(matches(Some("*.csv"), "air-2026.csv"));
+        assert!(!matches(Some("*.csv"), "air.csv.part"));
+        assert!(matches(Some("air-*-*.csv"), "air-11-25.csv"));
+        assert!(!matches(Some("air-*-*.csv"), "air-1125.csv"));
+        assert!(matches(Some("exact.txt"), "exact.txt"));
+        assert!(matches(None, "x.json"));
+        assert!(!matches(None, ".hidden"));
+    }
+}
