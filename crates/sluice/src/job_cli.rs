@@ -97,8 +97,8 @@ async fn enqueue_and_follow(
     params: Params,
     rerun: bool,
 ) -> Result<ExitCode, String> {
-    use crate::job_task::{JOB_RESULT_TTL, JOB_RUN, JobRunInput, JobRunOutput};
-    use sluice_queue::{NewTask, TaskState};
+    use crate::job_task::{JobRunInput, JobRunOutput};
+    use sluice_queue::TaskState;
     // A typo fails here, before anything is enqueued.
     crate::jobs::build(settings, name, &params)?;
     let broker = crate::job_task::broker(settings).await?;
@@ -108,11 +108,7 @@ async fn enqueue_and_follow(
         params,
         rerun,
     };
-    let payload = serde_json::to_value(&input).map_err(|e| e.to_string())?;
-    let task = NewTask::new(JOB_RUN, payload)
-        .queue(crate::config::JOBS_QUEUE)
-        .max_attempts(5)
-        .result_ttl(JOB_RESULT_TTL);
+    let task = crate::job_task::job_run_task(&input);
     let id = broker.enqueue(task).await.map_err(|e| e.to_string())?.id;
     println!(
         "enqueued job {name} as task {id} on queue {}",

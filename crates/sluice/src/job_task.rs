@@ -25,7 +25,9 @@ use sluice_batch::model::{BatchStatus, Params};
 use sluice_batch::repository::{RepoError, Repository, SqlRepository};
 use sluice_batch::step::NoProgress;
 use sluice_batch::{JobRunner, RunOptions};
-use sluice_queue::{Broker, RetryPolicy, Task, TaskContext, TaskError, Worker, WorkerHandle};
+use sluice_queue::{
+    Broker, NewTask, RetryPolicy, Task, TaskContext, TaskError, Worker, WorkerHandle,
+};
 
 use crate::config::{JOBS_QUEUE, Settings};
 
@@ -34,6 +36,18 @@ pub const JOB_RUN: &str = "job.run";
 
 /// How long a job run's result is kept for `sluice task status` and followers.
 pub const JOB_RESULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The `job.run` task for `input` on the `jobs` queue: 5 attempts, result kept
+/// for [`JOB_RESULT_TTL`].
+pub fn job_run_task(input: &JobRunInput) -> NewTask {
+    NewTask::new(
+        JOB_RUN,
+        serde_json::to_value(input).unwrap_or(serde_json::Value::Null),
+    )
+    .queue(JOBS_QUEUE)
+    .max_attempts(5)
+    .result_ttl(JOB_RESULT_TTL)
+}
 
 /// The payload of a `job.run` task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

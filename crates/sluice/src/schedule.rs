@@ -11,14 +11,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use sluice_batch::model::Params;
-use sluice_queue::{Broker, NewTask, TaskState};
+use sluice_queue::{Broker, TaskState};
 use sluice_schedule::{
     ClaimStore, FileLauncher, FileTrigger, Launcher, RedisClaims, Scheduler, SqlClaims, TriggerDef,
     Watchers,
 };
 
 use crate::config::{JOBS_QUEUE, Settings};
-use crate::job_task::{JOB_RESULT_TTL, JOB_RUN, JobRunInput};
+use crate::job_task::{JobRunInput, job_run_task};
 
 /// The claim store of `settings`.
 ///
@@ -87,13 +87,12 @@ impl Launcher for JobLauncher {
             params,
             rerun: false,
         };
-        let payload = serde_json::to_value(&input).map_err(|e| e.to_string())?;
-        let task = NewTask::new(JOB_RUN, payload)
-            .queue(JOBS_QUEUE)
-            .max_attempts(5)
-            .result_ttl(JOB_RESULT_TTL)
-            // A second guard besides the claim: one task per fire.
-            .idempotency_key(format!("fire:{}:{}", trigger.id, at.timestamp_millis()));
+        // A second guard besides the claim: one task per fire.
+        let task = job_run_task(&input).idempotency_key(format!(
+            "fire:{}:{}",
+            trigger.id,
+            at.timestamp_millis()
+        ));
         let e = self.broker.enqueue(task).await.map_err(|e| e.to_string())?;
         Ok(e.id.to_string())
     }
@@ -140,11 +139,7 @@ impl FileLauncher for JobLauncher {
             params,
             rerun: false,
         };
-        let payload = serde_json::to_value(&input).map_err(|e| e.to_string())?;
-        let task = NewTask::new(JOB_RUN, payload)
-            .queue(JOBS_QUEUE)
-            .max_attempts(5)
-            .result_ttl(JOB_RESULT_TTL);
+        let task = job_run_task(&input);
         let e = self.broker.enqueue(task).await.map_err(|e| e.to_string())?;
         Ok(e.id.to_string())
     }
@@ -429,10 +424,7 @@ async fn trigger_job(
         params,
         rerun: false,
     };
-    let task = NewTask::new(JOB_RUN, serde_json::to_value(&input).unwrap_or_default())
-        .queue(JOBS_QUEUE)
-        .max_attempts(5)
-        .result_ttl(JOB_RESULT_TTL);
+    let task = job_run_task(&input);
     match api.broker.enqueue(task).await {
         Ok(e) => (
             StatusCode::ACCEPTED,
