@@ -4,7 +4,7 @@
 //! ```text
 //! sluice-schedule-bench [--redis redis://127.0.0.1:6379] [--triggers 10000]
 //!                       [--period 10] [--duration 60] [--enqueue 1] [--metrics 1]
-//!                       [--namespace NS] [--keep]
+//!                       [--mode scheduler|naive] [--namespace NS] [--keep]
 //! ```
 //!
 //! Trigger `i` (of N) is `every PERIOD s` at a fixed rate, anchored at
@@ -32,6 +32,10 @@
 //! - claims won / refused / failed (refused must be 0 on one node);
 //! - the process's peak RSS (`VmHWM`), its RSS before the scheduler started, and
 //!   its CPU seconds.
+//!
+//! `--mode naive` runs a naive peer instead of the scheduler, for comparison: one
+//! tokio task per trigger that sleeps until its next instant, then claims,
+//! launches and records like the scheduler does (no heap, no pauses, no misfires).
 //!
 //! Prints one JSON object on stdout. The bench's own records (16 bytes a fire,
 //! about 1 MiB for 60,000 fires) are part of the RSS. The namespace's keys are
@@ -61,6 +65,7 @@ struct Args {
     metrics: bool,
     namespace: String,
     keep: bool,
+    naive: bool,
 }
 
 fn usage(msg: &str) -> ! {
@@ -79,6 +84,7 @@ fn parse() -> Args {
         metrics: true,
         namespace: String::new(),
         keep: false,
+        naive: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -101,6 +107,13 @@ fn parse() -> Args {
             "--enqueue" => a.enqueue = num(&v) != 0,
             "--metrics" => a.metrics = num(&v) != 0,
             "--namespace" => a.namespace = v,
+            "--mode" => {
+                a.naive = match v.as_str() {
+                    "scheduler" => false,
+                    "naive" => true,
+                    _ => usage(&format!("--mode is scheduler or naive, not '{v}'")),
+                }
+            }
             _ => usage(&format!("unknown option '{flag}'")),
         }
     }
@@ -372,13 +385,29 @@ async fn run(a: Args) -> Result<serde_json::Value, String> {
         a.namespace
     );
     let t_start = wall_ms();
-    let sched = Scheduler::start(
-        defs,
-        claims.clone() as Arc<dyn ClaimStore>,
-        launcher.clone() as Arc<dyn Launcher>,
-        Arc::new(SystemClock),
-    )
-    .await;
+    let running = if a.naive {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut set = tokio::task::JoinSet::new();
+        for d in defs {
+            set.spawn(naive_trigger(
+                d,
+                claims.clone(),
+                launcher.clone(),
+                rx.clone(),
+            ));
+        }
+        Running::Naive(tx, set)
+    } else {
+        Running::Scheduler(
+            Scheduler::start(
+                defs,
+                claims.clone() as Arc<dyn ClaimStore>,
+                launcher.clone() as Arc<dyn Launcher>,
+                Arc::new(SystemClock),
+            )
+            .await,
+        )
+    };
     let mut rendered = 0usize;
     let mut rss_samples = Vec::new();
     for s in 1..=a.duration_s {
@@ -402,7 +431,13 @@ async fn run(a: Args) -> Result<serde_json::Value, String> {
         }
     }
     let t_stop = wall_ms();
-    sched.shutdown().await;
+    match running {
+        Running::Scheduler(s) => s.shutdown().await,
+        Running::Naive(tx, mut set) => {
+            let _ = tx.send(true);
+            while set.join_next().await.is_some() {}
+        }
+    }
     let t_after_shutdown = wall_ms();
     // Fires under way finish: wait until every won claim has been launched and
     // recorded.
@@ -533,6 +568,7 @@ async fn run(a: Args) -> Result<serde_json::Value, String> {
         "triggers": a.triggers,
         "period_s": a.period_s,
         "duration_s": a.duration_s,
+        "mode": if a.naive { "naive" } else { "scheduler" },
         "enqueue": a.enqueue,
         "metrics": a.metrics,
         "namespace": a.namespace,
@@ -568,6 +604,48 @@ async fn run(a: Args) -> Result<serde_json::Value, String> {
         "cpu_s": (cpu * 100.0).round() / 100.0,
         "keys_deleted": deleted,
     }))
+}
+
+enum Running {
+    Scheduler(Scheduler),
+    Naive(tokio::sync::watch::Sender<bool>, tokio::task::JoinSet<()>),
+}
+
+/// The naive peer: one task per trigger, sleeping until its next instant.
+async fn naive_trigger(
+    def: TriggerDef,
+    claims: Arc<Counting>,
+    launcher: Arc<BenchLauncher>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let now = wall_ms();
+        let Some(next) =
+            DateTime::<Utc>::from_timestamp_millis(now).and_then(|n| def.spec.next_after(n))
+        else {
+            return;
+        };
+        let at_ms = next.timestamp_millis();
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis((at_ms - now).max(0) as u64)) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Ok(true) = claims.claim(&def.id, at_ms).await {
+            let r = launcher.launch(&def, next).await;
+            let fire = LastFire {
+                at: at_ms,
+                outcome: match &r {
+                    Ok(t) => format!("fired task {t}"),
+                    Err(e) => format!("error: {e}"),
+                },
+                task: r.ok(),
+            };
+            let _ = claims.record(&def.id, &fire).await;
+        }
+    }
 }
 
 fn wall_ms() -> i64 {

@@ -93,7 +93,9 @@ pub fn misfires(
     if misfire == Misfire::Skip {
         return Vec::new();
     }
-    let missed = spec.between(last, now, 100_000);
+    // Only the newest instants matter (one for fire_once, `max` for catch_up):
+    // a long downtime costs the policy's lookback, not one search per missed fire.
+    let missed = spec.latest_between(last, now, misfire.lookback());
     misfire.select(&missed)
 }
 
@@ -210,10 +212,12 @@ async fn run(state: Arc<State>, mut stop: watch::Receiver<bool>) {
             tracing::warn!(error = %e, "could not read the last claims; missed fires are not made up")
         }
     }
-    let mut heap: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
+    // Exact instants in the heap: the next fire is computed from the exact
+    // instant, never from a truncated one (which could give the same one back).
+    let mut heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>> = BinaryHeap::new();
     for (i, t) in state.triggers.iter().enumerate() {
         if let Some(next) = t.spec.next_after(now) {
-            heap.push(Reverse((next.timestamp_millis(), i)));
+            heap.push(Reverse((next, i)));
         }
     }
     let mut last_refresh = state.clock.now_millis();
@@ -231,22 +235,21 @@ async fn run(state: Arc<State>, mut stop: watch::Receiver<bool>) {
             });
         }
         // Fire everything due.
-        while let Some(Reverse((due, i))) = heap.peek().copied() {
-            if due > now_ms {
+        while let Some(Reverse((at, i))) = heap.peek().copied() {
+            if at.timestamp_millis() > now_ms {
                 break;
             }
             heap.pop();
             let t = &state.triggers[i];
-            let at = ms_to_dt(due);
             let st = state.clone();
             tokio::spawn(async move { fire(&st, i, at).await });
             if let Some(next) = t.spec.next_after(at) {
-                heap.push(Reverse((next.timestamp_millis(), i)));
+                heap.push(Reverse((next, i)));
             }
         }
-        let wait = heap
-            .peek()
-            .map_or(1000, |Reverse((due, _))| (due - now_ms).clamp(0, 1000));
+        let wait = heap.peek().map_or(1000, |Reverse((due, _))| {
+            (due.timestamp_millis() - now_ms).clamp(0, 1000)
+        });
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
             () = state.wake.notified() => {}

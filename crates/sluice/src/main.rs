@@ -157,6 +157,7 @@ async fn run(cmd: Command) -> ExitCode {
                 }
             };
             let _ = telemetry::prometheus();
+            telemetry::spawn_upkeep();
             match sluice::serve::run(settings).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

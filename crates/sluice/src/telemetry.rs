@@ -39,6 +39,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 ],
             )
+            .expect("static bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Suffix("lateness_seconds".into()),
+                &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0],
+            )
             .expect("static bucket list is not empty");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -47,4 +52,17 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+/// Drains recorded histogram samples into their buckets every 5 s, so memory
+/// stays flat between scrapes (or without any). Call once, on a tokio runtime.
+pub fn spawn_upkeep() {
+    let handle = prometheus().clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
 }
