@@ -14,7 +14,10 @@ async fn ids(r: &mut dyn Reader, cp: Option<&serde_json::Value>) -> Vec<i64> {
     let mut out = Vec::new();
     while let Some(item) = r.read().await.unwrap() {
         let id = &item.item["id"];
-        out.push(id.as_i64().unwrap_or_else(|| id.as_str().unwrap().parse().unwrap()));
+        out.push(
+            id.as_i64()
+                .unwrap_or_else(|| id.as_str().unwrap().parse().unwrap()),
+        );
     }
     out
 }
@@ -24,7 +27,10 @@ fn check_cover(parts: &[Vec<i64>], n: i64) {
     let set: BTreeSet<i64> = all.iter().copied().collect();
     assert_eq!(all.len(), set.len(), "no item in two partitions");
     assert_eq!(set, (1..=n).collect(), "every item in a partition");
-    assert!(parts.iter().all(|p| !p.is_empty()), "each share holds items");
+    assert!(
+        parts.iter().all(|p| !p.is_empty()),
+        "each share holds items"
+    );
 }
 
 #[tokio::test]
@@ -39,7 +45,12 @@ async fn csv_and_jsonl_shares_cover_the_file_once_and_resume_inside_their_share(
     writeln!(c, "id,name").unwrap();
     for i in 1..=1000 {
         writeln!(c, "{i},\"name, {}\"", "x".repeat(i as usize % 17)).unwrap();
-        writeln!(j, "{{\"id\": {i}, \"pad\": \"{}\"}}", "y".repeat(i as usize % 23)).unwrap();
+        writeln!(
+            j,
+            "{{\"id\": {i}, \"pad\": \"{}\"}}",
+            "y".repeat(i as usize % 23)
+        )
+        .unwrap();
     }
     drop((c, j));
     for of in [1usize, 3, 7] {
