@@ -57,6 +57,12 @@ impl Retry {
 }
 
 /// A chunk-oriented step.
+///
+/// With no processor, a reader that hands out [`Rows`] ([`Reader::row_keys`], the
+/// CSV reader) and a writer that takes them ([`Writer::takes_rows`], the SQL
+/// writer), a chunk travels as rows of text, with no JSON object per item;
+/// otherwise as [`Item`]s. Counts, skips, checkpoints and commits are the same
+/// either way.
 pub struct ChunkStep {
     /// The step's name (unique in its job).
     pub name: String,

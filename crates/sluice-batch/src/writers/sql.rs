@@ -35,6 +35,10 @@ pub const POSTGRES_MAX_PARAMS: usize = 65_535;
 /// MySQL's and MariaDB's bind-parameter limit for a prepared statement.
 pub const MYSQL_MAX_PARAMS: usize = 65_535;
 
+/// At most this many rows per SQLite statement (a chunk of more takes several,
+/// in one transaction).
+const SQLITE_STATEMENT_ROWS: usize = 1000;
+
 /// From this many rows on, a PostgreSQL upsert chunk is written in bulk (`COPY`,
 /// or one `MERGE` from arrays) rather than with multi-row `INSERT … VALUES`.
 const DEFAULT_PG_BULK_MIN_ROWS: usize = 2;
@@ -238,6 +242,11 @@ struct PlanCol {
     cast: String,
     /// A JSON column: every value is written as its JSON text.
     json: bool,
+    /// SQLite: the table's column has INTEGER affinity (its declared type
+    /// contains `INT`), so a string that is an integer in canonical form (what
+    /// SQLite would turn it into and back) is bound as that integer: the same
+    /// value stored, with no text to copy and convert.
+    int_affinity: bool,
 }
 
 /// The columns and statements of the target, known once the columns are.
@@ -363,6 +372,8 @@ pub struct SqlWriter {
     plan: Option<Plan>,
     /// PostgreSQL: `(cast type, is json)` by column name, from the catalog.
     pg_types: HashMap<String, (String, bool)>,
+    /// SQLite: the declared type of each column of the table, by name.
+    sqlite_types: HashMap<String, String>,
     /// MySQL: the byte budget of one statement (half of `max_allowed_packet`).
     max_bytes: usize,
     /// PostgreSQL 15 or later: upsert with `MERGE`.
@@ -388,8 +399,9 @@ impl fmt::Debug for SqlWriter {
 }
 
 /// The multi-row statement path of SQLite and MySQL, which differ only in types:
-/// bind every batch, then run them on one held connection, in one transaction when
-/// there are several.
+/// bind the first batch, then run the batches in turn on one held connection, in
+/// one transaction when there are several, binding each next batch while the
+/// database runs the one before (SQLite runs statements on its own thread).
 macro_rules! write_statements {
     ($self:ident, $cells:ident, $extra:ident, $db:ident, $args:ty, $held:ident) => {{
         let cells = $cells;
@@ -397,43 +409,48 @@ macro_rules! write_statements {
         let batches = $self.batches(cells);
         let sqls: Vec<Arc<str>> = batches.iter().map(|b| $self.insert_sql(b.len())).collect();
         let plan = $self.plan.as_ref().ok_or_else(not_planned)?;
-        let mut stmts = Vec::with_capacity(batches.len());
-        for (range, sql) in batches.iter().zip(&sqls) {
+        let table = $self.options.table.as_str();
+        let bind = |range: &Range<usize>| {
             let mut args = <$args>::default();
             bind_rows::<$db, _>(&mut args, plan, cells, range.clone())
-                .map_err(|e| $self.encode_err(e))?;
-            stmts.push((sql, args));
-        }
+                .map_err(|e| encode_error(table, e))
+                .map(|()| args)
+        };
+        let first = bind(&batches[0])?;
         let held = $self.held.$held.take();
         let Some(Pool::$db(pool)) = &$self.pool else {
             return Err(not_open());
         };
         let mut conn = $self.acquire(pool, held).await?;
-        let (kind, table) = ($self.kind, $self.options.table.as_str());
+        let kind = $self.kind;
         let err = |e| map_sqlx_error(kind, table, e);
         let mut ran = 0;
-        let table = $self.options.table.clone();
         let result = async {
-            if stmts.len() == 1 && extra.is_empty() {
+            if batches.len() == 1 && extra.is_empty() {
                 // One statement is atomic on its own (SQLite; InnoDB in autocommit): no
                 // BEGIN/COMMIT round trips.
-                let (sql, args) = stmts.pop().expect("one statement");
                 ran += 1;
-                sqlx::query_with(sql, args)
+                sqlx::query_with(&sqls[0], first)
                     .execute(&mut *conn)
                     .await
                     .map_err(err)?;
                 return Ok(());
             }
             let mut tx = conn.begin().await.map_err(err)?;
-            for (sql, args) in stmts {
+            let mut next = Some(first);
+            for (i, sql) in sqls.iter().enumerate() {
+                let Some(args) = next.take() else { break };
                 ran += 1;
-                sqlx::query_with(sql, args)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
+                // The statement is sent first (`join!` polls in order), then the
+                // next batch is bound while it runs.
+                let (done, bound) =
+                    tokio::join!(sqlx::query_with(sql, args).execute(&mut *tx), async {
+                        batches.get(i + 1).map(&bind)
+                    },);
+                done.map_err(err)?;
+                next = bound.transpose()?;
             }
-            run_extra::<$db>(&mut tx, extra, &table, |r| r.rows_affected())
+            run_extra::<$db>(&mut tx, extra, table, |r| r.rows_affected())
                 .await
                 .map_err(err)??;
             tx.commit().await.map_err(err)
@@ -514,6 +531,7 @@ impl SqlWriter {
             pool: None,
             plan: None,
             pg_types: HashMap::new(),
+            sqlite_types: HashMap::new(),
             max_bytes: usize::MAX,
             pg_merge: false,
             pg_copy_skip: 0,
@@ -699,6 +717,22 @@ impl SqlWriter {
                 })
                 .collect();
         }
+        if let Some(Pool::Sqlite(pool)) = &self.pool {
+            let (schema, table) = match self.table_parts.as_slice() {
+                [schema, table] => (schema.as_str(), table.as_str()),
+                parts => ("main", parts.last().map_or("", String::as_str)),
+            };
+            let rows = sqlx::query("SELECT name, type FROM pragma_table_info(?1, ?2)")
+                .bind(table)
+                .bind(schema)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            self.sqlite_types = rows
+                .into_iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+                .collect();
+        }
         let kind = self.kind;
         let plan_cols: Vec<PlanCol> = cols
             .iter()
@@ -708,11 +742,17 @@ impl SqlWriter {
                     Some((t, j)) => (t.clone(), *j),
                     None => (c.sql_type.trim().to_owned(), declared_json),
                 };
+                // SQLite's first affinity rule: a declared type containing "INT".
+                let int_affinity = self
+                    .sqlite_types
+                    .get(&c.name)
+                    .is_some_and(|t| t.to_ascii_uppercase().contains("INT"));
                 PlanCol {
                     name: c.name.clone(),
                     quoted: quote(kind, &c.name),
                     cast,
                     json,
+                    int_affinity,
                 }
             })
             .collect();
@@ -937,7 +977,12 @@ impl SqlWriter {
     /// Splits `n` rows into statements under the parameter (and byte) limits.
     fn batches(&self, cells: &Cells<'_>) -> Vec<Range<usize>> {
         let ncols = self.plan.as_ref().map_or(1, |p| p.cols.len().max(1));
-        let per_stmt = (self.max_params / ncols).max(1);
+        let mut per_stmt = (self.max_params / ncols).max(1);
+        if self.kind == DbKind::Sqlite {
+            // Several statements per chunk, so that binding one overlaps running
+            // the one before.
+            per_stmt = per_stmt.min(SQLITE_STATEMENT_ROWS);
+        }
         let nrows = cells.rows();
         let mut out = Vec::new();
         if self.max_bytes == usize::MAX {
@@ -1591,8 +1636,13 @@ where
             match *v {
                 None => args.add(None::<String>)?,
                 Some(v) if c.json => args.add(v.json_text())?,
-                Some(Cell::Text(s)) => args.add(s)?,
-                Some(Cell::Json(Value::String(s))) => args.add(s.as_str())?,
+                Some(v @ (Cell::Text(_) | Cell::Json(Value::String(_)))) => {
+                    let s = v.as_str().unwrap_or_default();
+                    match canonical_int(s).filter(|_| c.int_affinity) {
+                        Some(i) => args.add(i)?,
+                        None => args.add(s)?,
+                    }
+                }
                 Some(Cell::Json(Value::Bool(b))) => args.add(*b)?,
                 Some(Cell::Json(Value::Number(n))) => {
                     if let Some(i) = n.as_i64() {
@@ -1609,6 +1659,20 @@ where
         }
     }
     Ok(())
+}
+
+/// `s` as an integer when it is one written exactly as that integer prints: an
+/// optional `-`, digits without a leading zero (but `0`), within `i64`. (Not
+/// `+1`, `01`, `-0` or ` 1`, which a database may store differently from the
+/// integer's text.)
+fn canonical_int(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let b = digits.as_bytes();
+    let canonical = !b.is_empty()
+        && b.len() <= 19
+        && b.iter().all(u8::is_ascii_digit)
+        && (b[0] != b'0' || (b.len() == 1 && digits.len() == s.len()));
+    if canonical { s.parse().ok() } else { None }
 }
 
 /// A value in PostgreSQL's text form (`None`: NULL).
@@ -1770,6 +1834,34 @@ impl<'a> Cells<'a> {
                 }
                 place(slot, r, &mut kept);
             }
+        } else if let Some(k) = text_key.filter(|&k| {
+            !plan.cols[k].json
+                && self
+                    .column(k)
+                    .all(|v| v.and_then(Cell::as_str).and_then(canonical_int).is_some())
+        }) {
+            // One key column of integers as text: distinct when increasing (the
+            // usual case: no hashing), else compared as integers (equal integers in
+            // canonical form have equal text).
+            let keys: Vec<i64> = self
+                .column(k)
+                .map(|v| {
+                    v.and_then(Cell::as_str)
+                        .and_then(canonical_int)
+                        .unwrap_or_default()
+                })
+                .collect();
+            if keys.windows(2).all(|w| w[0] < w[1]) {
+                return self;
+            }
+            let mut seen: HashMap<i64, usize> = HashMap::with_capacity(n);
+            for (r, key) in keys.into_iter().enumerate() {
+                let slot = seen.get(&key).copied();
+                if slot.is_none() {
+                    seen.insert(key, kept.len());
+                }
+                place(slot, r, &mut kept);
+            }
         } else if let Some(k) = text_key {
             // One key column: no vector per row.
             let json = plan.cols[k].json;
@@ -1887,6 +1979,10 @@ fn copy_text_row(buf: &mut Vec<u8>, plan: &Plan, row: &[Option<Cell<'_>>]) {
 /// carriage return become `\\`, `\t`, `\n` and `\r`.
 fn copy_escape(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    if !needs_copy_escape(bytes) {
+        buf.extend_from_slice(bytes);
+        return;
+    }
     let mut from = 0;
     for (j, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {
@@ -1901,6 +1997,26 @@ fn copy_escape(buf: &mut Vec<u8>, s: &str) {
         from = j + 1;
     }
     buf.extend_from_slice(&bytes[from..]);
+}
+
+/// Whether `bytes` may hold a byte that `COPY` text format escapes: checked eight
+/// bytes at a time for any byte below 0x0E (tab, newline and carriage return among
+/// them) or a backslash. A `true` may be a false alarm; a `false` is certain.
+fn needs_copy_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        // A zero byte of `v` sets its high bit in `(v - ONES) & !v & HIGH`.
+        let low = x.wrapping_sub(ONES * 0x0E) & !x & HIGH;
+        let v = x ^ (ONES * u64::from(b'\\'));
+        let backslash = v.wrapping_sub(ONES) & !v & HIGH;
+        if low | backslash != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b < 0x0E || b == b'\\')
 }
 
 /// Whether a database error is a unique (or primary key) violation.
@@ -1922,26 +2038,33 @@ async fn pg_acquire(
     }
 }
 
-/// Runs one `COPY … FROM STDIN` with `data`.
+/// Runs one `COPY … FROM STDIN` with the chunk's rows, sent in pieces of about
+/// [`COPY_PIECE_BYTES`], so that the server parses a piece while the next is
+/// encoded.
 async fn copy_in(
     conn: &mut PgConnection,
     statement: &str,
     plan: &Plan,
     cells: &Cells<'_>,
 ) -> Result<u64, sqlx::Error> {
-    // One buffer, one send: streaming it in pieces was measured slower (more
-    // wake-ups on both sides).
-    let mut buf = Vec::with_capacity(cells.rows() * plan.cols.len() * 16);
+    let mut copy = conn.copy_in_raw(statement).await?;
+    let mut buf = Vec::with_capacity(COPY_PIECE_BYTES + 64 * 1024);
     for r in 0..cells.rows() {
         copy_text_row(&mut buf, plan, cells.row(r));
-    }
-    let mut copy = conn.copy_in_raw(statement).await?;
-    if let Err(e) = copy.send(buf).await {
-        let _ = copy.abort("sluice: sending the chunk failed").await;
-        return Err(e);
+        if buf.len() >= COPY_PIECE_BYTES || r + 1 == cells.rows() {
+            let piece =
+                std::mem::replace(&mut buf, Vec::with_capacity(COPY_PIECE_BYTES + 64 * 1024));
+            if let Err(e) = copy.send(piece).await {
+                let _ = copy.abort("sluice: sending the chunk failed").await;
+                return Err(e);
+            }
+        }
     }
     copy.finish().await
 }
+
+/// The size of the pieces a chunk's `COPY` data is sent in.
+const COPY_PIECE_BYTES: usize = 128 * 1024;
 
 /// Maps a database error to what can be done about it.
 pub(crate) fn map_sqlx_error(kind: DbKind, table: &str, e: sqlx::Error) -> WriteError {
@@ -2036,6 +2159,7 @@ mod tests {
                     quoted: format!("\"{n}\""),
                     cast: t.to_string(),
                     json: t.starts_with("json"),
+                    int_affinity: false,
                 })
                 .collect(),
             upsert_key: key,
@@ -2063,7 +2187,8 @@ mod tests {
         let items = [serde_json::json!({
             "a": "a\tb\nc\\d\re \"q\" 측정", "b": null, "c": "\\N", "d": {"k": "x\ty"}, "e": 7
         })];
-        let cells = Cells::new(&p, Src::Items(&maps(&items)));
+        let rows = maps(&items);
+        let cells = Cells::new(&p, Src::Items(&rows));
         let mut buf = Vec::new();
         copy_text_row(&mut buf, &p, cells.row(0));
         assert_eq!(
@@ -2086,7 +2211,8 @@ mod tests {
             serde_json::json!({"k": 2, "v": "b"}),
             serde_json::json!({"k": 1, "v": "c"}),
         ];
-        let cells = Cells::new(&p, Src::Items(&maps(&items))).dedupe_last(&p);
+        let rows = maps(&items);
+        let cells = Cells::new(&p, Src::Items(&rows)).dedupe_last(&p);
         assert_eq!(notes(&cells), ["c", "b"]);
         // Mixed: `1` and `"1"` are the same key; NULL keys are each their own.
         let items = [
@@ -2096,11 +2222,31 @@ mod tests {
             serde_json::json!({"v": "no key"}),
             serde_json::json!({"k": null, "v": "null key"}),
         ];
-        let cells = Cells::new(&p, Src::Items(&maps(&items))).dedupe_last(&p);
+        let rows = maps(&items);
+        let cells = Cells::new(&p, Src::Items(&rows)).dedupe_last(&p);
         assert_eq!(notes(&cells), ["c", "b", "no key", "null key"]);
         // No duplicates: unchanged.
-        let cells = Cells::new(&p, Src::Items(&maps(&items[..2]))).dedupe_last(&p);
+        let rows = maps(&items[..2]);
+        let cells = Cells::new(&p, Src::Items(&rows)).dedupe_last(&p);
         assert_eq!(notes(&cells), ["a", "b"]);
+        // Text keys from rows: integers in canonical form (increasing, or not),
+        // and other text.
+        let keys: Arc<[String]> = vec!["k".to_owned(), "v".to_owned()].into();
+        let mut rows = Rows::new(keys);
+        for (k, v) in [("1", "a"), ("2", "b"), ("3", "c")] {
+            rows.push_row([Some(k), Some(v)]);
+        }
+        let cells = Cells::new(&p, Src::Rows(&rows)).dedupe_last(&p);
+        assert_eq!(notes(&cells), ["a", "b", "c"]);
+        rows.push_row([Some("2"), Some("d")]);
+        let cells = Cells::new(&p, Src::Rows(&rows)).dedupe_last(&p);
+        assert_eq!(notes(&cells), ["a", "d", "c"]);
+        rows.push_row([Some("02"), Some("e")]);
+        rows.push_row([None, Some("f")]);
+        rows.push_row([Some("x"), Some("g")]);
+        rows.push_row([Some("x"), Some("h")]);
+        let cells = Cells::new(&p, Src::Rows(&rows)).dedupe_last(&p);
+        assert_eq!(notes(&cells), ["a", "d", "c", "e", "f", "h"]);
     }
 
     #[test]
@@ -2115,7 +2261,8 @@ mod tests {
             vec![],
         );
         let sig = |items: &[Value]| -> Vec<ArrayType> {
-            let cells = Cells::new(&p, Src::Items(&maps(items)));
+            let rows = maps(items);
+            let cells = Cells::new(&p, Src::Items(&rows));
             (0..p.cols.len())
                 .map(|c| ArrayType::of(&p.cols[c], cells.column(c)))
                 .collect()
@@ -2126,6 +2273,68 @@ mod tests {
         use ArrayType::*;
         assert_eq!(sig(&[a.clone(), b]), [Int8, Float8, Bool, Text]);
         assert_eq!(sig(&[a, c]), [Text, Text, Text, Text]);
+    }
+
+    #[test]
+    fn canonical_integers() {
+        for (s, v) in [("0", Some(0)), ("7", Some(7)), ("-12", Some(-12))] {
+            assert_eq!(canonical_int(s), v, "{s}");
+        }
+        assert_eq!(canonical_int("-9223372036854775808"), Some(i64::MIN));
+        for s in [
+            "",
+            "-",
+            "-0",
+            "01",
+            "+1",
+            " 1",
+            "1 ",
+            "1.0",
+            "1e3",
+            "x",
+            "9223372036854775808",
+            "99999999999999999999",
+        ] {
+            assert_eq!(canonical_int(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn copy_escape_check() {
+        assert!(!needs_copy_escape(b""));
+        assert!(!needs_copy_escape(
+            "plain text, 측정소 and more than eight".as_bytes()
+        ));
+        for i in 0..20 {
+            for bad in [b'\t', b'\n', b'\r', b'\\'] {
+                let mut v = vec![b'a'; i + 1];
+                v[i] = bad;
+                assert!(needs_copy_escape(&v), "{v:?}");
+            }
+        }
+        let mut buf = Vec::new();
+        copy_escape(&mut buf, "0123456789abcdef\\x");
+        assert_eq!(buf, b"0123456789abcdef\\\\x");
+    }
+
+    #[test]
+    fn rows_as_cells() {
+        let p = plan(
+            &[("b", "text"), ("missing", "text"), ("a", "bigint")],
+            vec![],
+        );
+        let keys: Arc<[String]> = vec!["a".to_owned(), "b".to_owned()].into();
+        let mut rows = Rows::new(keys);
+        rows.push_row([Some("1"), Some("x\ty")]);
+        rows.push_row([None, Some("")]);
+        let cells = Cells::new(&p, Src::Rows(&rows));
+        let mut buf = Vec::new();
+        copy_text_row(&mut buf, &p, cells.row(0));
+        copy_text_row(&mut buf, &p, cells.row(1));
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "x\\ty\t\\N\t1\n\t\\N\t\\N\n"
+        );
     }
 
     #[test]
