@@ -439,7 +439,20 @@ async fn trigger_job(
     }
 }
 
-/// `POST /api/schedule/{id}/pause` and `…/resume`.
+/// `POST /api/schedule/{job}/{name}/pause` (a named trigger, `JOB/NAME`).
+async fn pause_named_trigger(
+    state: axum::extract::State<Arc<JobsApi>>,
+    axum::extract::Path((job, name, action)): axum::extract::Path<(String, String, String)>,
+) -> axum::response::Response {
+    pause_trigger(
+        state,
+        axum::extract::Path((format!("{job}/{name}"), action)),
+    )
+    .await
+}
+
+/// `POST /api/schedule/{id}/pause` (an unnamed trigger, `JOB#N`, with `#`
+/// written `%23`).
 async fn pause_trigger(
     axum::extract::State(api): axum::extract::State<Arc<JobsApi>>,
     axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
@@ -470,6 +483,10 @@ pub fn api_router(api: Arc<JobsApi>) -> axum::Router {
     axum::Router::new()
         .route("/api/jobs/{name}/trigger", post(trigger_job))
         .route("/api/schedule/{id}/{action}", post(pause_trigger))
+        .route(
+            "/api/schedule/{job}/{name}/{action}",
+            post(pause_named_trigger),
+        )
         .with_state(api)
 }
 

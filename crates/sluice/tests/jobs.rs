@@ -994,8 +994,17 @@ every = "1s"
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let r = sluice_cmd(&cfg, &["schedule", "resume", "stamp/tick"]);
-    assert!(r.status.success(), "{}", text(&r));
+    // Resume through the API (named trigger: /api/schedule/JOB/NAME/resume).
+    let r = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+        .args(["-H", "Authorization: Bearer s3cret-s3cret-s3cret"])
+        .arg(format!(
+            "http://127.0.0.1:{port}/api/schedule/stamp/tick/resume"
+        ))
+        .output()
+        .unwrap();
+    let r = String::from_utf8_lossy(&r.stdout).to_string();
+    assert!(r.ends_with("200") && r.contains("\"paused\":false"), "{r}");
     let n = lines(&out).len();
     let end = Instant::now() + Duration::from_secs(20);
     while lines(&out).len() < n + 2 {
