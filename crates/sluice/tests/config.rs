@@ -278,7 +278,7 @@ fn trigger_and_queue_mistakes_are_named() {
         ),
         (
             job("every = \"15m\"\ncron = \"@daily\""),
-            "exactly one of cron, every or at",
+            "exactly one of cron, every, at or watch",
             "2 given",
         ),
         (job("every = \"0s\""), "job[0].trigger[0].every", "0s"),
