@@ -276,6 +276,8 @@ async fn rows(
 pub struct SqlClaims {
     pool: Pool,
     kind: &'static str,
+    /// Triggers whose row is known to exist: claims skip the insert for them.
+    ensured: std::sync::Mutex<HashSet<String>>,
 }
 
 impl fmt::Debug for SqlClaims {
@@ -342,7 +344,11 @@ impl SqlClaims {
                         || e.to_string().contains("duplicate key")) => {}
             Err(e) => return Err(err(e)),
         }
-        Ok(Self { pool, kind })
+        Ok(Self {
+            pool,
+            kind,
+            ensured: std::sync::Mutex::new(HashSet::new()),
+        })
     }
 
     fn err(&self, e: sqlx::Error) -> ClaimError {
@@ -352,7 +358,16 @@ impl SqlClaims {
         }
     }
 
+    /// Creates `trigger`'s row once per process (claims are on the hot path).
     async fn ensure(&self, trigger: &str) -> Result<(), ClaimError> {
+        if self
+            .ensured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(trigger)
+        {
+            return Ok(());
+        }
         exec(
             &self.pool,
             "INSERT INTO sluice_schedule (trigger_id, last_claim) VALUES ($1, -1) ON CONFLICT (trigger_id) DO NOTHING",
@@ -360,6 +375,10 @@ impl SqlClaims {
         )
         .await
         .map_err(|e| self.err(e))?;
+        self.ensured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(trigger.to_owned());
         Ok(())
     }
 }

@@ -178,8 +178,7 @@ async fn wait_for(
             .executions(Some(&child), 10_000)
             .await
             .map_err(|e| e.to_string())?;
-        let mut done = 0;
-        let mut written = 0u64;
+        let mut done: Vec<i64> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
         for (i, p) in wanted.iter().enumerate() {
             // Newest first: the partition's latest execution.
@@ -187,12 +186,7 @@ async fn wait_for(
                 continue;
             };
             match e.status {
-                BatchStatus::Completed => {
-                    done += 1;
-                    if let Ok((_, steps)) = repo.execution(e.id).await {
-                        written += steps.iter().map(|s| s.counts.written).sum::<u64>();
-                    }
-                }
+                BatchStatus::Completed => done.push(e.id),
                 BatchStatus::Failed if e.created_at >= since => failed.push(format!(
                     "partition {i}/{} failed (execution {}): {}",
                     wanted.len(),
@@ -223,10 +217,18 @@ async fn wait_for(
         }
         // The step ends when every partition has ended, as Spring Batch's
         // partition handler does: completed ones stay completed for the restart.
-        if done + failed.len() >= wanted.len() {
+        if done.len() + failed.len() >= wanted.len() {
             if failed.is_empty() {
+                // Counts are read once, at the end, not on every poll.
+                let mut written = 0u64;
+                for id in &done {
+                    if let Ok((_, steps)) = repo.execution(*id).await {
+                        written += steps.iter().map(|s| s.counts.written).sum::<u64>();
+                    }
+                }
                 return Ok(format!(
-                    "{done} partitions completed, {written} items written"
+                    "{} partitions completed, {written} items written",
+                    done.len()
                 ));
             }
             return Err(failed.join("; "));
