@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use sluice_cache::{Entry, Freshness};
 use sluice_gateway::key::encode_component;
-use sluice_gateway::{ErrorKind, Gateway, GatewayError, Jq, Upstream, xml_to_json};
+use sluice_gateway::{ErrorKind, Gateway, GatewayError, Jq, Upstream, parse_json_or_xml};
 
 use crate::api::{ReadError, ReadItem, Reader};
 use crate::model::now_millis;
@@ -325,9 +325,8 @@ impl HttpPagesReader {
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
                     .map(|(_, v)| v.as_ref());
-                return parse(&e.body, ct).ok_or_else(|| {
-                    ReadError::Fatal(format!("{label}: the cached body is neither JSON nor XML"))
-                });
+                return parse_json_or_xml(&e.body, ct)
+                    .map_err(|e| ReadError::Fatal(format!("{label}: the cached page: {e}")));
             }
         }
         let resp = self
@@ -343,10 +342,10 @@ impl HttpPagesReader {
             )));
         }
         let ct = resp.headers.get("content-type").map(|v| v.as_bytes());
-        let json = parse(&resp.body, ct).ok_or_else(|| {
+        let json = parse_json_or_xml(&resp.body, ct).map_err(|e| {
             let ct = ct.map(String::from_utf8_lossy).unwrap_or_default();
             ReadError::Fatal(format!(
-                "{label}: the body is neither JSON nor XML (content-type {ct:?}, {} bytes)",
+                "{label}: {e} (content-type {ct:?}, {} bytes)",
                 resp.body.len()
             ))
         })?;
@@ -458,24 +457,6 @@ fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-/// Parses a JSON or XML body: as its content type says when it names JSON or XML,
-/// else by its first character. HTML is neither (an error page).
-fn parse(body: &[u8], content_type: Option<&[u8]>) -> Option<Value> {
-    let ct = content_type
-        .map(|c| String::from_utf8_lossy(c).to_ascii_lowercase())
-        .unwrap_or_default();
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
-    let body = &body[start..];
-    if ct.contains("html") {
-        None
-    } else if ct.contains("json") || (!ct.contains("xml") && body[0] != b'<') {
-        serde_json::from_slice(body).ok()
-    } else {
-        xml_to_json(body)
     }
 }
 

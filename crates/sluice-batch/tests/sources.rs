@@ -517,6 +517,7 @@ fn air_route(up: Arc<Upstream>) -> RouteSpec {
         negative_ttl: Duration::ZERO,
         key_query: None,
         vary: Vec::new(),
+        cache_redirects: false,
     }
 }
 

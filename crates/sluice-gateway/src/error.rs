@@ -47,6 +47,14 @@ pub enum ErrorKind {
         code: Option<String>,
         /// The upstream's own error message, when found.
         message: Option<String>,
+        /// Why the body failed (`predicate was false`, `the body nests deeper …`).
+        reason: String,
+    },
+    /// The upstream answered 429 Too Many Requests: its own rate limit, which
+    /// sluice respects for `retry_after` (upstream calls wait that long).
+    UpstreamThrottled {
+        /// The upstream's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
     },
     /// The upstream's answer could not be read (truncated, too large, bad framing).
     UpstreamBody,
@@ -99,6 +107,38 @@ impl GatewayError {
         self
     }
 
+    /// Replaces every form of a secret in the message parts (context, the
+    /// upstream's code, message and reason) with `[redacted]`.
+    pub fn scrub(mut self, scrubber: &crate::secret::Scrubber) -> Self {
+        if scrubber.is_empty() {
+            return self;
+        }
+        scrubber.scrub_string(&mut self.context);
+        if let ErrorKind::UpstreamRejected {
+            code,
+            message,
+            reason,
+        } = &mut self.kind
+        {
+            for part in [code.as_mut(), message.as_mut(), Some(reason)]
+                .into_iter()
+                .flatten()
+            {
+                scrubber.scrub_string(part);
+            }
+        }
+        self
+    }
+
+    /// When a client may try again, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.kind {
+            ErrorKind::QuotaExceeded { retry_after } => Some(retry_after),
+            ErrorKind::UpstreamThrottled { retry_after } => retry_after,
+            _ => None,
+        }
+    }
+
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self.kind {
@@ -120,6 +160,7 @@ impl GatewayError {
             ErrorKind::UpstreamConnect => "upstream_unreachable",
             ErrorKind::UpstreamStatus(_) => "upstream_status",
             ErrorKind::UpstreamRejected { .. } => "upstream_rejected",
+            ErrorKind::UpstreamThrottled { .. } => "upstream_throttled",
             ErrorKind::UpstreamBody => "upstream_bad_body",
             ErrorKind::QuotaExceeded { .. } => "quota_exceeded",
             ErrorKind::Internal => "internal",
@@ -133,7 +174,9 @@ impl GatewayError {
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::QuotaExceeded { .. } | ErrorKind::UpstreamThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -144,6 +187,7 @@ impl GatewayError {
         match self.kind {
             ErrorKind::UpstreamStatus(s) => Some(s),
             ErrorKind::UpstreamRejected { .. } => Some(200),
+            ErrorKind::UpstreamThrottled { .. } => Some(429),
             ErrorKind::UpstreamTimeout => Some(504),
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamBody => Some(502),
             _ => None,
@@ -159,10 +203,21 @@ impl GatewayError {
             ErrorKind::UpstreamTimeout => format!("upstream {up} did not answer in time"),
             ErrorKind::UpstreamConnect => format!("upstream {up} could not be reached"),
             ErrorKind::UpstreamStatus(s) => format!("upstream {up} answered HTTP {s}"),
-            ErrorKind::UpstreamRejected { code, message } => match (code, message) {
+            ErrorKind::UpstreamRejected {
+                code,
+                message,
+                reason,
+            } => match (code, message) {
                 (Some(c), Some(m)) => format!("upstream {up} answered with error code {c} ({m})"),
                 (Some(c), None) => format!("upstream {up} answered with error code {c}"),
-                _ => format!("upstream {up} answered with a body that fails ok_when"),
+                _ => format!("upstream {up} answered with a body that fails ok_when: {reason}"),
+            },
+            ErrorKind::UpstreamThrottled { retry_after } => match retry_after {
+                Some(d) => format!(
+                    "upstream {up} answered 429 Too Many Requests; retry in {}s",
+                    d.as_secs().max(1)
+                ),
+                None => format!("upstream {up} answered 429 Too Many Requests"),
             },
             ErrorKind::QuotaExceeded { retry_after } => format!(
                 "the call budget of upstream {up} is spent; retry in {}s ({})",
@@ -210,7 +265,7 @@ impl IntoResponse for GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let ErrorKind::QuotaExceeded { retry_after } = self.kind {
+        if let Some(retry_after) = self.retry_after() {
             let secs = retry_after.as_secs().max(1);
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

@@ -29,14 +29,16 @@ use crate::outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 use crate::route::{Route, RouteSpec, Ttl};
 use crate::upstream::{Upstream, UpstreamResponse};
 
-/// Response headers kept in an entry and replayed to clients.
-const KEPT_HEADERS: [HeaderName; 6] = [
+/// Response headers kept in an entry and replayed to clients. The upstream has
+/// scrubbed every secret from them already.
+const KEPT_HEADERS: [HeaderName; 7] = [
     header::CONTENT_TYPE,
     header::CONTENT_LANGUAGE,
     header::CONTENT_DISPOSITION,
     header::ETAG,
     header::LAST_MODIFIED,
     header::CONTENT_ENCODING,
+    header::LOCATION,
 ];
 
 /// What a leader's upstream call produced, shared with its followers.
@@ -93,6 +95,9 @@ impl GatewayBuilder {
         let mut router = matchit::Router::new();
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, spec) in self.routes.into_iter().enumerate() {
+            if let Some(p) = crate::route::check_route(&spec).into_iter().next() {
+                return Err(format!("route {:?} {}: {}", spec.name, p.field, p.message));
+            }
             if spec.name.is_empty() || spec.name.chars().any(char::is_whitespace) {
                 return Err(format!(
                     "route name {:?} must be non-empty and contain no whitespace",
@@ -272,14 +277,24 @@ impl Gateway {
     fn cache_key_query(&self, route: &Route, params: Vec<Param>) -> String {
         let mut kept: Vec<Param> = params
             .into_iter()
-            .filter(|p| !route.secret_names.contains(&p.name))
+            .filter(|p| {
+                !route
+                    .secret_names
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(&p.name))
+            })
             .filter(|p| {
                 route
                     .key_query
                     .as_ref()
                     .is_none_or(|names| names.binary_search(&p.name).is_ok())
             })
-            .filter(|p| !route.fixed_query.iter().any(|f| f.name == p.name))
+            .filter(|p| {
+                !route
+                    .fixed_query
+                    .iter()
+                    .any(|f| f.name.eq_ignore_ascii_case(&p.name))
+            })
             .collect();
         kept.extend(route.fixed_query.iter().cloned());
         kept.sort();
@@ -701,23 +716,19 @@ fn to_entry(
     now: i64,
 ) -> (Entry, Result<(), NoCacheReason>) {
     let spec = &route.spec;
-    let secrets: Vec<&str> = spec.upstream.secret_values().collect();
+    let scrubber = spec.upstream.scrubber();
     let mut headers = Vec::new();
     for name in &KEPT_HEADERS {
         for v in resp.headers.get_all(name) {
-            let b = v.as_bytes();
-            // Never replay a header that echoes a secret.
-            if secrets
-                .iter()
-                .any(|s| !s.is_empty() && b.windows(s.len()).any(|w| w == s.as_bytes()))
-            {
-                continue;
-            }
-            headers.push((name.as_str().to_owned(), Bytes::copy_from_slice(b)));
+            // Scrubbed by the upstream; checked again, as this is what is stored.
+            let b = scrubber.scrub_bytes(v.as_bytes());
+            headers.push((name.as_str().to_owned(), Bytes::copy_from_slice(&b)));
         }
     }
     let negative = matches!(resp.status, 404 | 410);
-    let cacheable_status = matches!(resp.status, 200..=205 | 300 | 301 | 308) || negative;
+    let redirect = (300..400).contains(&resp.status) && resp.status != 304;
+    let cacheable_status =
+        matches!(resp.status, 200..=205) || negative || (redirect && spec.cache_redirects);
     let (ttl, store_ok) = if !cacheable_status {
         (Duration::ZERO, Err(NoCacheReason::Status))
     } else if negative {

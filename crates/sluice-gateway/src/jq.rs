@@ -6,6 +6,8 @@ use jaq_core::{Ctx, Vars, data, unwrap_valr};
 use jaq_json::{Num, Val};
 use serde_json::Value;
 
+use crate::body::MAX_DEPTH;
+
 type JqFilter = jaq_core::Filter<data::JustLut<Val>>;
 
 /// A compiled jq filter.
@@ -69,13 +71,21 @@ impl Jq {
 ///
 /// # Errors
 ///
-/// Never for values from JSON; kept fallible for callers' uniformity.
+/// When the value nests deeper than [`MAX_DEPTH`] (values parsed by
+/// [`crate::body`] never do).
 pub fn to_val(v: &Value) -> Result<Val, String> {
-    Ok(to_val_direct(v))
+    to_val_direct(v, 0)
 }
 
-fn to_val_direct(v: &Value) -> Val {
-    match v {
+fn too_deep() -> String {
+    format!("the value nests deeper than {MAX_DEPTH} levels")
+}
+
+fn to_val_direct(v: &Value, depth: usize) -> Result<Val, String> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep());
+    }
+    Ok(match v {
         Value::Null => Val::Null,
         Value::Bool(b) => Val::Bool(*b),
         Value::Number(n) => {
@@ -88,21 +98,32 @@ fn to_val_direct(v: &Value) -> Val {
             }
         }
         Value::String(s) => Val::from(s.clone()),
-        Value::Array(a) => a.iter().map(to_val_direct).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|v| to_val_direct(v, depth + 1))
+            .collect::<Result<Val, String>>()?,
         Value::Object(o) => Val::obj(
             o.iter()
-                .map(|(k, v)| (Val::from(k.clone()), to_val_direct(v)))
-                .collect(),
+                .map(|(k, v)| Ok((Val::from(k.clone()), to_val_direct(v, depth + 1)?)))
+                .collect::<Result<_, String>>()?,
         ),
-    }
+    })
 }
 
 /// A jq value as a JSON value, converted directly.
 ///
 /// # Errors
 ///
-/// When the value has no JSON form (NaN or infinite numbers).
+/// When the value has no JSON form (NaN or infinite numbers) or nests deeper
+/// than [`MAX_DEPTH`] (a filter can build such a value from a small input).
 pub fn from_val(v: &Val) -> Result<Value, String> {
+    from_val_at(v, 0)
+}
+
+fn from_val_at(v: &Val, depth: usize) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("jq output: {}", too_deep()));
+    }
     Ok(match v {
         Val::Null => Value::Null,
         Val::Bool(b) => Value::Bool(*b),
@@ -113,7 +134,11 @@ pub fn from_val(v: &Val) -> Result<Value, String> {
         Val::Num(n) => serde_json::from_str(&n.to_string())
             .map_err(|e| format!("jq output {n} is not a JSON number: {e}"))?,
         Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
-        Val::Arr(a) => Value::Array(a.iter().map(from_val).collect::<Result<_, _>>()?),
+        Val::Arr(a) => Value::Array(
+            a.iter()
+                .map(|v| from_val_at(v, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
         Val::Obj(o) => {
             let mut m = serde_json::Map::with_capacity(o.len());
             for (k, v) in o.iter() {
@@ -121,7 +146,7 @@ pub fn from_val(v: &Val) -> Result<Value, String> {
                     Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
                     other => other.to_string(),
                 };
-                m.insert(key, from_val(v)?);
+                m.insert(key, from_val_at(v, depth + 1)?);
             }
             Value::Object(m)
         }
@@ -198,5 +223,17 @@ mod tests {
             Jq::compile("1.5").unwrap().run_json(&json!(null)).unwrap(),
             vec![json!(1.5)]
         );
+    }
+
+    #[test]
+    fn deep_outputs_are_errors_not_overflows() {
+        let jq = Jq::compile("reduce range(1000) as $i (0; [.])").unwrap();
+        let e = jq.run_json(&json!(null)).unwrap_err();
+        assert!(e.contains("deeper than 128"), "{e}");
+        let mut deep = json!(1);
+        for _ in 0..200 {
+            deep = json!([deep]);
+        }
+        assert!(to_val(&deep).unwrap_err().contains("deeper than 128"));
     }
 }

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod error;
 pub mod gateway;
 pub mod jq;
@@ -25,12 +26,13 @@ pub mod secret;
 pub mod upstream;
 mod xml;
 
+pub use body::{BodyError, MAX_DEPTH, parse_json_or_xml};
 pub use error::{ErrorKind, GatewayError, Side};
 pub use gateway::{Gateway, GatewayBuilder, Purged};
 pub use jq::Jq;
 pub use ok_when::{OkWhen, Rejection};
 pub use outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 pub use route::{RouteSpec, Ttl};
-pub use secret::Secret;
+pub use secret::{REDACTED, Scrubber, Secret};
 pub use upstream::{RetryPolicy, Upstream, UpstreamResponse, UpstreamSpec};
 pub use xml::xml_to_json;

@@ -12,8 +12,8 @@
 use jaq_json::Val;
 use serde_json::{Map, Value};
 
-use crate::jq::Jq;
-use crate::xml::xml_to_json;
+use crate::body::{BodyError, excerpt, parse_json_or_xml};
+use crate::jq::{Jq, to_val};
 
 /// A compiled `ok_when` predicate.
 pub struct OkWhen {
@@ -54,29 +54,34 @@ impl OkWhen {
         self.jq.source()
     }
 
-    /// Checks a body.
+    /// Checks a body, judged as JSON or XML by its first byte.
     ///
     /// # Errors
     ///
     /// A [`Rejection`] when the body is unreadable or the predicate is not truthy.
     pub fn check(&self, body: &[u8]) -> Result<(), Rejection> {
-        let (val, json) = match parse_body(body) {
-            Some(v) => v,
-            None => {
-                return Err(Rejection {
-                    reason: "body is neither JSON nor XML".into(),
-                    code: None,
-                    message: None,
-                });
-            }
-        };
+        self.check_typed(body, None)
+    }
+
+    /// Checks a body whose `Content-Type` is `content_type`.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] when the body is unreadable (not JSON or XML, nested too
+    /// deep) or the predicate is not truthy.
+    pub fn check_typed(&self, body: &[u8], content_type: Option<&[u8]>) -> Result<(), Rejection> {
+        let (val, json) = parse_body(body, content_type).map_err(|e| Rejection {
+            reason: e.to_string(),
+            code: None,
+            message: None,
+        })?;
         let first = self.jq.first(val);
         let ok = matches!(&first, Some(Ok(v)) if jaq_core::ValT::as_bool(v));
         if ok {
             return Ok(());
         }
         let reason = match first {
-            Some(Err(e)) => format!("predicate failed: {e}"),
+            Some(Err(e)) => format!("predicate failed: {}", excerpt(&e, 200)),
             None => "predicate produced no output".into(),
             _ => "predicate was false".into(),
         };
@@ -89,18 +94,16 @@ impl OkWhen {
     }
 }
 
-/// Parses a body as JSON, or converts XML to JSON. Returns the jq value and the
-/// serde value (for error-code lookup).
-pub fn parse_body(body: &[u8]) -> Option<(Val, Value)> {
-    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
-    let json: Value = if body[start] == b'<' {
-        xml_to_json(&body[start..])?
-    } else {
-        serde_json::from_slice(body).ok()?
-    };
-    let text = json.to_string();
-    let val = jaq_json::read::parse_single(text.as_bytes()).ok()?;
-    Some((val, json))
+/// Parses a body as JSON, or converts XML to JSON (see [`parse_json_or_xml`]).
+/// Returns the jq value and the serde value (for the error-code lookup).
+///
+/// # Errors
+///
+/// Why the body could not be read.
+pub fn parse_body(body: &[u8], content_type: Option<&[u8]>) -> Result<(Val, Value), BodyError> {
+    let json = parse_json_or_xml(body, content_type)?;
+    let val = to_val(&json).map_err(|_| BodyError::TooDeep { at: 0 })?;
+    Ok((val, json))
 }
 
 const CODE_KEYS: [&str; 4] = ["returnReasonCode", "resultCode", "CODE", "code"];
@@ -119,7 +122,7 @@ const MESSAGE_KEYS: [&str; 6] = [
 pub fn find_error_code(v: &Value) -> (Option<String>, Option<String>) {
     fn scalar(v: &Value) -> Option<String> {
         match v {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::String(s) if !s.trim().is_empty() => Some(excerpt(s.trim(), 200)),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         }
@@ -188,8 +191,34 @@ mod tests {
     fn garbage_is_rejected() {
         let ok = OkWhen::compile(PRED).unwrap();
         let r = ok.check(b"\x00\x01 not json").unwrap_err();
-        assert_eq!(r.reason, "body is neither JSON nor XML");
+        assert!(
+            r.reason.starts_with("the body is not valid JSON"),
+            "{}",
+            r.reason
+        );
         assert!(ok.check(br#"{"response":{"header":"#).is_err());
+    }
+
+    #[test]
+    fn deep_bodies_are_rejections_and_messages_are_excerpts() {
+        let ok = OkWhen::compile(PRED).unwrap();
+        for n in [200, 8_000, 100_000] {
+            let xml = format!("{}x{}", "<a>".repeat(n), "</a>".repeat(n));
+            let r = ok.check(xml.as_bytes()).unwrap_err();
+            assert!(r.reason.contains("deeper than 128"), "{}", r.reason);
+            let json = format!("{}1{}", "[".repeat(n), "]".repeat(n));
+            let r = ok.check(json.as_bytes()).unwrap_err();
+            assert!(r.reason.contains("deeper than 128"), "{}", r.reason);
+        }
+        let long = format!(
+            r#"{{"response":{{"header":{{"resultCode":"30","resultMsg":"{}\n{}"}}}}}}"#,
+            "m".repeat(500),
+            "x"
+        );
+        let r = ok.check(long.as_bytes()).unwrap_err();
+        let m = r.message.unwrap();
+        assert_eq!(m.chars().count(), 201);
+        assert!(!m.contains('\n'));
     }
 
     #[test]

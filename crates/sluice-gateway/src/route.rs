@@ -46,6 +46,187 @@ pub struct RouteSpec {
     pub key_query: Option<Vec<String>>,
     /// Request headers that form the key and are forwarded (lower case).
     pub vary: Vec<HeaderName>,
+    /// Store 3xx answers (except 304) like 200s. Off by default: redirects are
+    /// passed through, with their `Location`, and not stored.
+    pub cache_redirects: bool,
+}
+
+/// Paths served by sluice itself, never by a route.
+pub const RESERVED_PATHS: [&str; 6] = ["/admin", "/api", "/metrics", "/healthz", "/readyz", "/ui"];
+
+/// Request headers a route may not vary on (and so forward): hop-by-hop and
+/// framing headers, which belong to each connection, not to the request.
+pub const UNFORWARDABLE_HEADERS: [&str; 9] = [
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "expect",
+];
+
+/// A mistake in a route, found before it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteProblem {
+    /// The field at fault (`path`, `upstream_path`, `query`, `key_query`, `vary`).
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One piece of an `upstream_path` template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Param(String),
+}
+
+/// Splits an `upstream_path` template into text and `{param}` / `{*param}` pieces.
+fn parse_template(t: &str) -> Result<Vec<Piece>, String> {
+    let mut out = Vec::new();
+    let mut rest = t;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return Err(format!("{t:?} has a '}}' without a '{{'"));
+        }
+        if open > 0 {
+            out.push(Piece::Text(rest[..open].to_owned()));
+        }
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("{t:?} has a '{{' without a '}}'"))?;
+        let name = after[..close].trim_start_matches('*');
+        if name.is_empty() || name.contains('{') {
+            return Err(format!("{t:?} has an empty or nested placeholder"));
+        }
+        out.push(Piece::Param(name.to_owned()));
+        rest = &after[close + 1..];
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Names of the `{param}` / `{*param}` placeholders of a matchit pattern.
+fn pattern_params(path: &str) -> Vec<String> {
+    parse_template(path)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Param(n) => Some(n),
+            Piece::Text(_) => None,
+        })
+        .collect()
+}
+
+/// Every mistake in `spec` that would let a client steer what is sent upstream,
+/// or shadow sluice's own paths.
+pub fn check_route(spec: &RouteSpec) -> Vec<RouteProblem> {
+    let mut out = Vec::new();
+    let mut bad = |field, message: String| out.push(RouteProblem { field, message });
+    let literal = spec.path.split('{').next().unwrap_or("");
+    for r in RESERVED_PATHS {
+        let lit = literal.trim_end_matches('/');
+        if lit == r || lit.starts_with(&format!("{r}/")) {
+            bad(
+                "path",
+                format!(
+                    "{:?} is under {r}, which sluice serves itself; reserved: {}",
+                    spec.path,
+                    RESERVED_PATHS.join(", ")
+                ),
+            );
+        }
+    }
+    let params = pattern_params(&spec.path);
+    if let Some(t) = &spec.upstream_path {
+        match parse_template(t) {
+            Err(e) => bad("upstream_path", e),
+            Ok(pieces) => {
+                for p in &pieces {
+                    if let Piece::Param(n) = p
+                        && !params.contains(n)
+                    {
+                        bad(
+                            "upstream_path",
+                            format!(
+                                "{{{n}}} is not a parameter of the route path {:?} (it has: {})",
+                                spec.path,
+                                if params.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    params.join(", ")
+                                }
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if t.split(['/', '?']).any(|seg| {
+            let d = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+            d == "." || d == ".."
+        }) {
+            bad("upstream_path", format!("{t:?} has a '.' or '..' segment"));
+        }
+        if t.contains('?') || t.contains('#') {
+            bad(
+                "upstream_path",
+                format!("{t:?} may not carry a query or fragment; use query = {{ … }}"),
+            );
+        }
+    }
+    let secrets: Vec<&str> = spec.upstream.secret_query_names().collect();
+    let is_secret = |n: &str| secrets.iter().any(|s| s.eq_ignore_ascii_case(n));
+    for (n, _) in &spec.query {
+        if is_secret(n) {
+            bad(
+                "query",
+                format!(
+                    "{n:?} is a secret parameter of upstream {}; it is injected by sluice and cannot be set here",
+                    spec.upstream.name()
+                ),
+            );
+        }
+    }
+    for n in spec.key_query.iter().flatten() {
+        if is_secret(n) {
+            bad(
+                "key_query",
+                format!(
+                    "{n:?} is a secret parameter of upstream {}; clients may never set it",
+                    spec.upstream.name()
+                ),
+            );
+        }
+    }
+    for h in &spec.vary {
+        let name = h.as_str();
+        if spec
+            .upstream
+            .secret_header_names()
+            .any(|s| s.as_str().eq_ignore_ascii_case(name))
+        {
+            bad(
+                "vary",
+                format!(
+                    "{name:?} is a secret header of upstream {}; clients may never set it",
+                    spec.upstream.name()
+                ),
+            );
+        } else if UNFORWARDABLE_HEADERS.contains(&name) || name.starts_with("proxy-") {
+            bad(
+                "vary",
+                format!("{name:?} is a hop-by-hop or framing header and cannot be forwarded"),
+            );
+        }
+    }
+    out
 }
 
 /// A route inside a running gateway.
@@ -60,6 +241,7 @@ pub(crate) struct Route {
     /// Canonically encoded fixed query.
     pub(crate) fixed_query: Vec<crate::key::Param>,
     pub(crate) catch_all: Option<String>,
+    template: Option<Vec<Piece>>,
     pub(crate) metrics: RouteMetrics,
 }
 
@@ -92,24 +274,32 @@ impl Route {
             .find_map(|s| s.strip_prefix("{*").and_then(|s| s.strip_suffix('}')))
             .map(str::to_owned);
         let metrics = RouteMetrics::new(&spec.name);
+        let template = spec
+            .upstream_path
+            .as_deref()
+            .and_then(|t| parse_template(t).ok());
         Self {
             spec,
             key_query,
             secret_names,
             fixed_query,
             catch_all,
+            template,
             metrics,
         }
     }
 
     /// The upstream path suffix for matched parameters.
     pub(crate) fn suffix(&self, params: &matchit::Params<'_, '_>) -> String {
-        match &self.spec.upstream_path {
-            Some(t) => {
-                let mut s = t.clone();
-                for (k, v) in params.iter() {
-                    s = s.replace(&format!("{{{k}}}"), v);
-                    s = s.replace(&format!("{{*{k}}}"), v);
+        match &self.template {
+            // One pass: a value is never searched for placeholders again.
+            Some(pieces) => {
+                let mut s = String::new();
+                for p in pieces {
+                    match p {
+                        Piece::Text(t) => s.push_str(t),
+                        Piece::Param(n) => s.push_str(params.get(n).unwrap_or("")),
+                    }
                 }
                 s
             }
@@ -118,5 +308,27 @@ impl Route {
                 None => String::new(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_parse_into_pieces() {
+        assert_eq!(
+            parse_template("/a/{id}/b/{*rest}").unwrap(),
+            vec![
+                Piece::Text("/a/".into()),
+                Piece::Param("id".into()),
+                Piece::Text("/b/".into()),
+                Piece::Param("rest".into())
+            ]
+        );
+        for bad in ["/a/{id", "/a/id}", "/a/{}", "/{{x}}"] {
+            assert!(parse_template(bad).is_err(), "{bad}");
+        }
+        assert_eq!(pattern_params("/x/{a}/{*b}"), vec!["a", "b"]);
     }
 }

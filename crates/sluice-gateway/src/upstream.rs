@@ -17,11 +17,17 @@ use reqwest::Url;
 use sluice_cache::{Quota, QuotaExceeded};
 use tokio::sync::Semaphore;
 
+use crate::body::excerpt;
 use crate::error::{ErrorKind, GatewayError};
 use crate::key::encode_component;
 use crate::metrics::UpstreamMetrics;
 use crate::ok_when::OkWhen;
-use crate::secret::Secret;
+use crate::secret::{Scrubber, Secret};
+
+/// Longest hold-off an upstream's `Retry-After` can impose.
+const MAX_HOLD: Duration = Duration::from_secs(3600);
+/// Hold-off after a 429 without a usable `Retry-After`.
+const DEFAULT_HOLD: Duration = Duration::from_secs(1);
 
 /// Retry settings: `max` extra attempts, exponential backoff from `backoff` capped at
 /// `max_backoff`, full jitter (each wait is uniform in `[0, cap]`).
@@ -113,6 +119,9 @@ pub struct Upstream {
     max_response_bytes: usize,
     client: reqwest::Client,
     metrics: UpstreamMetrics,
+    scrubber: Scrubber,
+    /// No call before this instant: the upstream answered 429.
+    hold_until: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A successful (non-5xx, `ok_when`-approved) upstream answer.
@@ -146,6 +155,12 @@ impl Upstream {
                 GatewayError::new(ErrorKind::Internal, format!("building HTTP client: {e}"))
             })?;
         let base_path = spec.base_url.path().trim_end_matches('/').to_owned();
+        let scrubber = Scrubber::new(
+            spec.secret_query
+                .iter()
+                .map(|(_, s)| s.expose())
+                .chain(spec.secret_headers.iter().map(|(_, s)| s.expose())),
+        );
         let name: Arc<str> = Arc::from(spec.name.as_str());
         Ok(Self {
             metrics: UpstreamMetrics::new(&name),
@@ -163,6 +178,8 @@ impl Upstream {
             quota_codes: spec.quota_codes,
             max_response_bytes: spec.max_response_bytes,
             client,
+            scrubber,
+            hold_until: std::sync::Mutex::new(None),
         })
     }
 
@@ -272,11 +289,50 @@ impl Upstream {
         .retryable(false)
     }
 
+    /// The rest of a 429 hold-off, if one is running.
+    fn held(&self) -> Option<Duration> {
+        let mut h = self.hold_until.lock().unwrap_or_else(|e| e.into_inner());
+        match *h {
+            Some(until) => {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    *h = None;
+                    None
+                } else {
+                    Some(left)
+                }
+            }
+            None => None,
+        }
+    }
+
+    fn hold(&self, d: Duration) {
+        let until = Instant::now() + d.min(MAX_HOLD);
+        let mut h = self.hold_until.lock().unwrap_or_else(|e| e.into_inner());
+        if h.is_none_or(|t| t < until) {
+            *h = Some(until);
+        }
+    }
+
     async fn attempt(
         &self,
         url: &Url,
         forward_headers: &HeaderMap,
     ) -> Result<UpstreamResponse, GatewayError> {
+        if let Some(left) = self.held() {
+            // The upstream asked us to wait: no call, no budget spent.
+            return Err(GatewayError::new(
+                ErrorKind::UpstreamThrottled {
+                    retry_after: Some(left),
+                },
+                format!(
+                    "upstream {} asked to wait after a 429; {} ms left",
+                    self.name,
+                    left.as_millis()
+                ),
+            )
+            .upstream(&self.name));
+        }
         self.quota
             .acquire(self.timeout)
             .await
@@ -288,7 +344,12 @@ impl Upstream {
             .await
             .map_err(|_| GatewayError::new(ErrorKind::Internal, "upstream closed"))?;
         let started = Instant::now();
-        let out = self.send(url, forward_headers).await;
+        // Everything built from the upstream's answer is scrubbed here, before it
+        // is logged, cached or shown.
+        let out = self
+            .send(url, forward_headers)
+            .await
+            .map_err(|e| e.scrub(&self.scrubber));
         let result = match &out {
             Ok(_) => "ok",
             Err(e) => match e.kind {
@@ -296,6 +357,7 @@ impl Upstream {
                 ErrorKind::UpstreamConnect => "connect_error",
                 ErrorKind::UpstreamStatus(_) => "http_error",
                 ErrorKind::UpstreamRejected { .. } => "rejected",
+                ErrorKind::UpstreamThrottled { .. } => "throttled",
                 ErrorKind::QuotaExceeded { .. } => "quota_exceeded",
                 _ => "bad_body",
             },
@@ -328,12 +390,13 @@ impl Upstream {
         }
         let mut resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status().as_u16();
-        let headers = std::mem::take(resp.headers_mut());
+        let mut headers = std::mem::take(resp.headers_mut());
         if let Some(len) = resp.content_length()
             && len as usize > self.max_response_bytes
         {
             return Err(self.body_too_large());
         }
+        let encoded = self.check_encoding(&headers, forward_headers)?;
         let mut body = BytesMut::new();
         loop {
             match resp.chunk().await {
@@ -347,7 +410,24 @@ impl Upstream {
                 Err(e) => return Err(self.transport_error(e)),
             }
         }
-        let body = body.freeze();
+        let mut body = body.freeze();
+        self.scrub_headers(&mut headers);
+        if !encoded && let std::borrow::Cow::Owned(b) = self.scrubber.scrub_bytes(&body) {
+            body = Bytes::from(b);
+        }
+        if status == 429 {
+            let retry_after = headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| parse_retry_after(v.as_bytes()));
+            self.hold(retry_after.unwrap_or(DEFAULT_HOLD));
+            return Err(GatewayError::new(
+                ErrorKind::UpstreamThrottled {
+                    retry_after: retry_after.map(|d| d.min(MAX_HOLD)),
+                },
+                format!("upstream {} answered HTTP 429", self.name),
+            )
+            .upstream(&self.name));
+        }
         if status >= 500 {
             return Err(GatewayError::new(
                 ErrorKind::UpstreamStatus(status),
@@ -357,7 +437,12 @@ impl Upstream {
         }
         if (200..300).contains(&status)
             && let Some(ok) = &self.ok_when
-            && let Err(rej) = ok.check(&body)
+            && let Err(rej) = ok.check_typed(
+                &body,
+                headers
+                    .get(http::header::CONTENT_TYPE)
+                    .map(|v| v.as_bytes()),
+            )
         {
             let retryable = rej
                 .code
@@ -376,6 +461,7 @@ impl Upstream {
                 ErrorKind::UpstreamRejected {
                     code: rej.code,
                     message: rej.message,
+                    reason: rej.reason,
                 },
                 ctx,
             )
@@ -387,6 +473,100 @@ impl Upstream {
             headers,
             body,
         })
+    }
+
+    /// Whether the body is content-encoded. sluice sends no `Accept-Encoding` of
+    /// its own, so an encoding is legitimate only when the route forwarded the
+    /// client's `Accept-Encoding` naming it, and even then `ok_when` cannot read it.
+    fn check_encoding(
+        &self,
+        headers: &HeaderMap,
+        forward: &HeaderMap,
+    ) -> Result<bool, GatewayError> {
+        let mut encodings = Vec::new();
+        for v in headers.get_all(http::header::CONTENT_ENCODING) {
+            let text = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
+            encodings.extend(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty() && *e != "identity")
+                    .map(str::to_owned),
+            );
+        }
+        if encodings.is_empty() {
+            return Ok(false);
+        }
+        let accepted = |enc: &str| {
+            forward
+                .get_all(http::header::ACCEPT_ENCODING)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| {
+                    let mut parts = t.split(';');
+                    let name = parts.next()?.trim().to_ascii_lowercase();
+                    let q_zero = parts.any(|p| {
+                        p.trim()
+                            .strip_prefix("q=")
+                            .and_then(|q| q.trim().parse::<f32>().ok())
+                            == Some(0.0)
+                    });
+                    (!q_zero).then_some(name)
+                })
+                .any(|n| n == enc || n == "*")
+        };
+        let shown = excerpt(&encodings.join(", "), 40);
+        let fail = |msg: String| {
+            Err(GatewayError::new(ErrorKind::UpstreamBody, msg)
+                .upstream(&self.name)
+                .retryable(false))
+        };
+        if !encodings.iter().all(|e| accepted(e)) {
+            return fail(format!(
+                "upstream {} answered Content-Encoding: {shown}, which was not asked for \
+                 (sluice sends no Accept-Encoding unless a route varies on it and the client sent one); \
+                 the body is refused rather than passed on or judged",
+                self.name
+            ));
+        }
+        if self.ok_when.is_some() {
+            return fail(format!(
+                "upstream {} answered Content-Encoding: {shown}; ok_when cannot judge an encoded body \
+                 (remove accept-encoding from the route's vary)",
+                self.name
+            ));
+        }
+        Ok(true)
+    }
+
+    /// Replaces every secret form in every response header; a header that no
+    /// longer parses is dropped.
+    fn scrub_headers(&self, headers: &mut HeaderMap) {
+        if self.scrubber.is_empty()
+            || !headers
+                .values()
+                .any(|v| self.scrubber.contains(v.as_bytes()))
+        {
+            return;
+        }
+        let old = std::mem::take(headers);
+        let mut name = None;
+        for (n, v) in old {
+            if let Some(n) = n {
+                name = Some(n);
+            }
+            let Some(n) = name.clone() else { continue };
+            match self.scrubber.scrub_bytes(v.as_bytes()) {
+                std::borrow::Cow::Borrowed(_) => {
+                    headers.append(n, v);
+                }
+                std::borrow::Cow::Owned(b) => {
+                    if let Ok(v) = HeaderValue::from_bytes(&b) {
+                        headers.append(n, v);
+                    }
+                }
+            }
+        }
     }
 
     fn body_too_large(&self) -> GatewayError {
@@ -418,9 +598,7 @@ impl Upstream {
             msg.push_str(&s.to_string());
             src = s.source();
         }
-        for (_, v) in &self.secret_query {
-            msg = msg.replace(v.expose(), "[redacted]");
-        }
+        self.scrubber.scrub_string(&mut msg);
         GatewayError::new(kind, format!("upstream {}: {msg}", self.name)).upstream(&self.name)
     }
 }
@@ -431,18 +609,49 @@ impl Upstream {
         self.secret_query.iter().map(|(n, _)| n.as_str())
     }
 
-    /// The secret values, for scrubbing replayed headers.
-    pub(crate) fn secret_values(&self) -> impl Iterator<Item = &str> {
-        self.secret_query
-            .iter()
-            .map(|(_, s)| s.expose())
-            .chain(self.secret_headers.iter().map(|(_, s)| s.expose()))
+    /// Names of the injected headers (routes may not vary on them).
+    pub fn secret_header_names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.secret_headers.iter().map(|(n, _)| n)
     }
+
+    /// The scrubber for this upstream's secrets.
+    pub fn scrubber(&self) -> &Scrubber {
+        &self.scrubber
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn parse_retry_after(v: &[u8]) -> Option<Duration> {
+    let s = std::str::from_utf8(v).ok()?.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(Duration::from_secs(n));
+    }
+    let at = httpdate::parse_http_date(s).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(parse_retry_after(b" 7 "), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let d = parse_retry_after(httpdate::fmt_http_date(later).as_bytes()).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after(b"soon"), None);
+    }
 
     #[test]
     fn full_jitter_stays_under_the_cap() {

@@ -9,6 +9,8 @@ use quick_xml::Reader;
 use quick_xml::events::Event;
 use serde_json::{Map, Value};
 
+use crate::body::{BodyError, MAX_DEPTH};
+
 struct Frame {
     name: String,
     map: Map<String, Value>,
@@ -54,8 +56,17 @@ fn attrs(e: &quick_xml::events::BytesStart<'_>) -> Map<String, Value> {
     m
 }
 
-/// Converts an XML document into JSON; `None` when it is not well-formed.
-pub fn xml_to_json(xml: &[u8]) -> Option<Value> {
+/// Converts an XML document into JSON.
+///
+/// The walk is iterative and refuses documents nested deeper than
+/// [`MAX_DEPTH`] elements, so no document can exhaust the stack, here or in
+/// whoever serializes, converts or drops the value afterwards.
+///
+/// # Errors
+///
+/// [`BodyError::TooDeep`] past the depth limit, [`BodyError::Xml`] for a document
+/// that is not well-formed or is truncated (with the byte offset).
+pub fn xml_to_json(xml: &[u8]) -> Result<Value, BodyError> {
     let mut reader = Reader::from_reader(xml);
     reader.config_mut().trim_text(true);
     let mut stack: Vec<Frame> = vec![Frame {
@@ -64,13 +75,27 @@ pub fn xml_to_json(xml: &[u8]) -> Option<Value> {
         text: String::new(),
     }];
     let mut buf = Vec::new();
+    let bad = |reader: &Reader<&[u8]>, what: String| BodyError::Xml {
+        at: reader.buffer_position(),
+        reason: what,
+    };
     loop {
-        match reader.read_event_into(&mut buf).ok()? {
-            Event::Start(e) => stack.push(Frame {
-                name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
-                map: attrs(&e),
-                text: String::new(),
-            }),
+        let ev = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| bad(&reader, e.to_string()))?;
+        match ev {
+            Event::Start(e) => {
+                if stack.len() > MAX_DEPTH {
+                    return Err(BodyError::TooDeep {
+                        at: reader.buffer_position(),
+                    });
+                }
+                stack.push(Frame {
+                    name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
+                    map: attrs(&e),
+                    text: String::new(),
+                });
+            }
             Event::Empty(e) => {
                 let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
                 let m = attrs(&e);
@@ -79,22 +104,32 @@ pub fn xml_to_json(xml: &[u8]) -> Option<Value> {
                 } else {
                     Value::Object(m)
                 };
-                insert(&mut stack.last_mut()?.map, name, v);
+                if let Some(top) = stack.last_mut() {
+                    insert(&mut top.map, name, v);
+                }
             }
             Event::Text(t) => {
-                let s = t.unescape().ok()?;
-                stack.last_mut()?.text.push_str(&s);
+                let s = t.unescape().map_err(|e| bad(&reader, e.to_string()))?;
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&s);
+                }
             }
             Event::CData(c) => {
                 let s = String::from_utf8_lossy(&c.into_inner()).into_owned();
-                stack.last_mut()?.text.push_str(&s);
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&s);
+                }
             }
             Event::End(_) => {
                 if stack.len() < 2 {
-                    return None;
+                    return Err(bad(&reader, "a closing tag without an opening one".into()));
                 }
-                let (k, v) = finish(stack.pop()?);
-                insert(&mut stack.last_mut()?.map, k, v);
+                if let Some(f) = stack.pop() {
+                    let (k, v) = finish(f);
+                    if let Some(top) = stack.last_mut() {
+                        insert(&mut top.map, k, v);
+                    }
+                }
             }
             Event::Eof => break,
             _ => {}
@@ -102,13 +137,19 @@ pub fn xml_to_json(xml: &[u8]) -> Option<Value> {
         buf.clear();
     }
     if stack.len() != 1 {
-        return None; // unclosed elements: truncated document
+        return Err(bad(
+            &reader,
+            format!(
+                "{} element(s) not closed: the document is truncated",
+                stack.len() - 1
+            ),
+        ));
     }
-    let root = stack.pop()?.map;
+    let root = stack.pop().map(|f| f.map).unwrap_or_default();
     if root.is_empty() {
-        return None;
+        return Err(bad(&reader, "no element".into()));
     }
-    Some(Value::Object(root))
+    Ok(Value::Object(root))
 }
 
 #[cfg(test)]
@@ -127,7 +168,20 @@ mod tests {
 
     #[test]
     fn truncated_xml_is_not_a_document() {
-        assert!(xml_to_json(b"<response><header><resultCode>00</resultCode>").is_none());
-        assert!(xml_to_json(b"not xml at all").is_none());
+        let e = xml_to_json(b"<response><header><resultCode>00</resultCode>").unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        assert!(xml_to_json(b"not xml at all").is_err());
+    }
+
+    #[test]
+    fn deep_documents_are_refused_not_overflowed() {
+        for n in [MAX_DEPTH + 1, 8_000, 200_000] {
+            let doc = format!("{}x{}", "<a>".repeat(n), "</a>".repeat(n));
+            let e = xml_to_json(doc.as_bytes()).unwrap_err();
+            assert!(matches!(e, BodyError::TooDeep { .. }), "{n}: {e}");
+        }
+        let ok = format!("{}x{}", "<a>".repeat(MAX_DEPTH), "</a>".repeat(MAX_DEPTH));
+        let v = xml_to_json(ok.as_bytes()).unwrap();
+        assert_eq!(v.to_string().len(), MAX_DEPTH * 6 + 3);
     }
 }

@@ -257,8 +257,9 @@ pub struct RawRoute {
     /// Name of the upstream.
     pub upstream: Spanned<String>,
     /// Path appended to the upstream's base URL, with `{param}` placeholders.
-    /// Default: the catch-all parameter's value.
-    pub upstream_path: Option<String>,
+    /// Default: the catch-all parameter's value. Every placeholder must be a
+    /// parameter of `path`; no `.` or `..` segments.
+    pub upstream_path: Option<Spanned<String>>,
     /// Fixed query parameters added to every upstream call.
     #[serde(default)]
     pub query: BTreeMap<String, String>,
@@ -275,9 +276,16 @@ pub struct RawRoute {
     /// Query parameters that form the key and are forwarded (the others are
     /// dropped). Default: all of them.
     pub key_query: Option<Vec<String>>,
-    /// Request headers that form the key and are forwarded.
+    /// Request headers that form the key and are forwarded. Not a secret header
+    /// of the upstream, nor a hop-by-hop or framing header (`Host`, `Connection`,
+    /// `Content-Length`, `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade`,
+    /// `Keep-Alive`, `Expect`, `Proxy-*`).
     #[serde(default)]
     pub vary: Vec<Spanned<String>>,
+    /// Store 3xx answers (except 304) with the route's TTL. Default `false`:
+    /// redirects are passed through with their `Location` and not stored.
+    #[serde(default)]
+    pub cache_redirects: bool,
 }
 
 /// A configuration error with its place in the file.
@@ -720,7 +728,7 @@ impl RawConfig {
                     )),
                 }
             }
-            builder = builder.route(RouteSpec {
+            let spec = RouteSpec {
                 name: r
                     .name
                     .as_ref()
@@ -728,7 +736,7 @@ impl RawConfig {
                     .unwrap_or_else(|| path.clone()),
                 path: path.clone(),
                 upstream,
-                upstream_path: r.upstream_path.clone(),
+                upstream_path: r.upstream_path.as_ref().map(|p| p.get_ref().clone()),
                 query: r
                     .query
                     .iter()
@@ -743,7 +751,28 @@ impl RawConfig {
                     .unwrap_or(Duration::from_secs(30)),
                 key_query: r.key_query.clone(),
                 vary,
-            });
+                cache_redirects: r.cache_redirects,
+            };
+            let problems = sluice_gateway::route::check_route(&spec);
+            for p in &problems {
+                let at_span = match p.field {
+                    "path" => span(&r.path),
+                    "vary" => r
+                        .vary
+                        .iter()
+                        .find(|v| {
+                            p.message
+                                .contains(&format!("{:?}", v.get_ref().to_ascii_lowercase()))
+                        })
+                        .and_then(span),
+                    "upstream_path" => r.upstream_path.as_ref().and_then(span),
+                    _ => r.name.as_ref().and_then(span).or_else(|| span(&r.path)),
+                };
+                errs.push(src.err(at_span, at(p.field), p.message.clone()));
+            }
+            if problems.is_empty() {
+                builder = builder.route(spec);
+            }
         }
         let jobs = job::check_jobs(&self.repository, &self.jobs, src, &mut errs);
         let queue = queue::check_queue(&self.queue, &jobs.repository_url, src, &mut errs);
