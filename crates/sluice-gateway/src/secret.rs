@@ -76,39 +76,54 @@ fn escape_at(t: &[u8]) -> Option<u8> {
     }
 }
 
-/// The length of the form of `want` at the start of `t`, if one is there.
-fn byte_form(t: &[u8], want: u8) -> Option<usize> {
-    let first = *t.first()?;
+/// The lengths of every form of `want` at the start of `t` (a `%` may be
+/// literal or the start of an escape, so there can be several).
+fn byte_forms(t: &[u8], want: u8, out: &mut Vec<usize>) {
+    let Some(&first) = t.first() else { return };
     if first == want {
-        return Some(1);
+        out.push(1);
     }
     match first {
         b'%' => {
             if escape_at(t) == Some(want) {
-                return Some(3);
+                out.push(3);
             }
             // Encoded twice: `%25` then the two hex digits.
             if t.len() >= 5
                 && escape_at(t) == Some(b'%')
                 && hex_val(t[3]).zip(hex_val(t[4])).map(|(h, l)| h << 4 | l) == Some(want)
             {
-                return Some(5);
+                out.push(5);
             }
-            None
         }
-        b'+' if want == b' ' => Some(1),
-        b'\\' if want == b'/' && t.get(1) == Some(&b'/') => Some(2),
-        _ => None,
+        b'+' if want == b' ' => out.push(1),
+        b'\\' if want == b'/' && t.get(1) == Some(&b'/') => out.push(2),
+        _ => {}
     }
 }
 
-/// The end of a form of `secret` starting at `start` of `t`, if one starts there.
+/// The end of the longest form of `secret` starting at `start` of `t`, if one
+/// starts there. Every reading of each byte is followed (a set of positions, so
+/// the work stays linear in the secret's length).
 fn match_at(t: &[u8], start: usize, secret: &[u8]) -> Option<usize> {
-    let mut j = start;
+    let mut at = vec![start];
+    let mut next = Vec::new();
+    let mut lens = Vec::new();
     for &c in secret {
-        j += byte_form(&t[j..], c)?;
+        next.clear();
+        for &j in &at {
+            lens.clear();
+            byte_forms(&t[j..], c, &mut lens);
+            next.extend(lens.iter().map(|l| j + l));
+        }
+        if next.is_empty() {
+            return None;
+        }
+        next.sort_unstable();
+        next.dedup();
+        std::mem::swap(&mut at, &mut next);
     }
-    Some(j)
+    at.last().copied()
 }
 
 impl Scrubber {

@@ -31,11 +31,13 @@
 
 mod conn;
 mod data;
+pub mod hostile;
 /// Real `redis-server` and `memcached` processes for integration tests.
 pub mod servers;
 mod sim;
 
 pub use data::result_message;
+pub use hostile::{HostileRequest, HostileUpstream};
 pub use sim::{AIR_OPERATION, Fault, ItemsShape, RecordedRequest, SimConfig, SimUpstream};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close).
