@@ -327,3 +327,96 @@ fn trigger_and_queue_mistakes_are_named() {
     .unwrap_err();
     assert!(e.contains("partitions") && e.contains("\"json\""), "{e}");
 }
+
+/// GOOD with `extra` added to its route and the upstream given a secret header.
+fn route_with(extra: &str) -> String {
+    GOOD.replace(
+        "timeout = \"5s\"",
+        "secret_headers = { \"X-Api-Key\" = { env = \"AIRKOREA_KEY\" } }\ntimeout = \"5s\"",
+    )
+    .replace(
+        "key_query = [\"sidoName\", \"pageNo\", \"numOfRows\", \"returnType\", \"ver\"]",
+        extra,
+    )
+}
+
+#[test]
+fn routes_that_let_clients_steer_the_upstream_are_refused() {
+    for (extra, want) in [
+        (
+            "key_query = [\"sidoName\", \"SERVICEKEY\"]",
+            "route[0].key_query: \"SERVICEKEY\" is a secret parameter of upstream airkorea",
+        ),
+        (
+            "query = { servicekey = \"x\" }",
+            "route[0].query: \"servicekey\" is a secret parameter",
+        ),
+        (
+            "vary = [\"Accept\", \"X-API-KEY\"]",
+            "sluice.toml:25:19: route[0].vary: \"x-api-key\" is a secret header",
+        ),
+        (
+            "vary = [\"Host\"]",
+            "route[0].vary: \"host\" is a hop-by-hop or framing header",
+        ),
+        ("vary = [\"connection\"]", "\"connection\" is a hop-by-hop"),
+        (
+            "vary = [\"Transfer-Encoding\"]",
+            "\"transfer-encoding\" is a hop-by-hop",
+        ),
+        (
+            "vary = [\"Content-Length\"]",
+            "\"content-length\" is a hop-by-hop",
+        ),
+        ("vary = [\"TE\"]", "\"te\" is a hop-by-hop"),
+        ("vary = [\"Upgrade\"]", "\"upgrade\" is a hop-by-hop"),
+        ("vary = [\"Keep-Alive\"]", "\"keep-alive\" is a hop-by-hop"),
+        (
+            "vary = [\"Proxy-Authorization\"]",
+            "\"proxy-authorization\" is a hop-by-hop",
+        ),
+        (
+            "upstream_path = \"/x/{id}\"",
+            "sluice.toml:25:17: route[0].upstream_path: {id} is not a parameter of the route path \"/air/{*rest}\" (it has: rest)",
+        ),
+        (
+            "upstream_path = \"/x/../{rest}\"",
+            "route[0].upstream_path: \"/x/../{rest}\" has a '.' or '..' segment",
+        ),
+        (
+            "upstream_path = \"/x/%2e/{rest}\"",
+            "has a '.' or '..' segment",
+        ),
+        ("upstream_path = \"/x/{rest\"", "has a '{' without a '}'"),
+    ] {
+        let e = check(&route_with(extra)).unwrap_err();
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    // Harmless neighbours are accepted.
+    check(&route_with(
+        "vary = [\"Accept-Language\"]\nupstream_path = \"/get/{rest}\"\nquery = { returnType = \"json\" }",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn routes_on_reserved_paths_are_refused() {
+    for path in [
+        "/admin/{*rest}",
+        "/api/x",
+        "/api",
+        "/metrics",
+        "/healthz/{id}",
+        "/readyz",
+        "/ui/{*rest}",
+    ] {
+        let e = check(&GOOD.replace("/air/{*rest}", path)).unwrap_err();
+        assert!(
+            e.contains("route[0].path:") && e.contains("which sluice serves itself"),
+            "{path}: {e}"
+        );
+    }
+    for ok in ["/apix/{*rest}", "/{*rest}", "/uix"] {
+        check(&GOOD.replace("/air/{*rest}", ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}

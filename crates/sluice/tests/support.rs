@@ -18,6 +18,8 @@ pub(crate) const KEY: &str = "tEsT+sEcReT/kEy==";
 pub(crate) const KEY_ENCODED: &str = "tEsT%2BsEcReT%2FkEy%3D%3D";
 /// The admin token.
 pub(crate) const ADMIN: &str = "admin-token-0123456789";
+/// A header secret (`{ env = "HEADER_KEY" }`), beside the query secret `KEY`.
+pub(crate) const HEADER_KEY: &str = "hdr/Secret+Value==0123";
 
 static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
 
@@ -152,10 +154,16 @@ pub(crate) struct Node {
 
 impl Node {
     pub(crate) async fn start(sim: &SimUpstream, config: &str) -> Node {
+        Self::start_for(&sim.base_url(), &format!("http://{}", sim.addr()), config).await
+    }
+
+    /// A node whose `{SIM}` is `base_url` and `{ORIGIN}` is `origin`, for
+    /// upstreams other than the simulator.
+    pub(crate) async fn start_for(base_url: &str, origin: &str, config: &str) -> Node {
         init_logs();
         let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n{config}")
-            .replace("{SIM}", &sim.base_url())
-            .replace("{ORIGIN}", &format!("http://{}", sim.addr()));
+            .replace("{SIM}", base_url)
+            .replace("{ORIGIN}", origin);
         let clock = ManualClock::starting_now();
         let src = Source {
             file: PathBuf::from("test.toml"),
@@ -165,6 +173,7 @@ impl Node {
             var: &|n| match n {
                 "AIRKOREA_KEY" => Some(KEY.to_owned()),
                 "ADMIN_TOKEN" => Some(ADMIN.to_owned()),
+                "HEADER_KEY" => Some(HEADER_KEY.to_owned()),
                 _ => None,
             },
             clock: Arc::new(clock.clone()),
@@ -177,7 +186,12 @@ impl Node {
         let gateway = settings.gateway.clone();
         let gw = serve::start(settings).await.unwrap();
         let base = format!("http://{}", gw.addr);
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        // Redirects reach the test as they are: the gateway passes them through.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
         Node {
             gw,
             gateway,

@@ -17,3 +17,6 @@ mod cluster;
 
 // Batch jobs through the binary: load, skips, no double run, kill -9 and restart.
 mod jobs;
+
+// The gateway against a hostile upstream: deep documents, echoed secrets, redirects, drips.
+mod hostile;
