@@ -61,6 +61,10 @@ impl Default for Up {
 }
 
 fn upstream(sim: &SimUpstream, o: Up) -> Arc<Upstream> {
+    upstream_at(&sim.base_url(), o)
+}
+
+fn upstream_at(base_url: &str, o: Up) -> Arc<Upstream> {
     let quota = LocalQuota::new(
         None,
         o.per_day,
@@ -70,7 +74,7 @@ fn upstream(sim: &SimUpstream, o: Up) -> Arc<Upstream> {
     Arc::new(
         Upstream::new(UpstreamSpec {
             name: "airkorea".into(),
-            base_url: sim.base_url().parse().unwrap(),
+            base_url: base_url.parse().unwrap(),
             secret_query: vec![(
                 "serviceKey".into(),
                 Secret::new(SimConfig::default().service_key),
@@ -145,6 +149,46 @@ async fn first_error(r: &mut dyn Reader) -> ReadError {
 
 // ---------------------------------------------------------------------------
 // HTTP reader
+
+#[tokio::test]
+async fn http_reader_hostile_pages_are_errors_not_crashes_or_leaks() {
+    let h = sluice_testkit::HostileUpstream::start().await.unwrap();
+    let key = SimConfig::default().service_key;
+    for ok_when in [true, false] {
+        for (path, want) in [
+            ("/deep-xml/8000", "deeper than 128"),
+            ("/deep-xml/300000", "deeper than 128"),
+            ("/deep-json/100000", "deeper than 128"),
+            ("/deep-json-obj/20000", "deeper than 128"),
+            ("/garbage", "invalid HTTP"),
+            ("/echo-error-json", "error code 30"),
+            ("/gzip", "Content-Encoding: gzip"),
+        ] {
+            if path == "/echo-error-json" && !ok_when {
+                continue; // a valid body with no items: only ok_when knows it failed
+            }
+            let up = upstream_at(
+                &h.base_url(),
+                Up {
+                    ok_when,
+                    ..Up::default()
+                },
+            );
+            let mut r = HttpPagesReader::new(
+                up,
+                path,
+                Jq::compile(".response.body.items[]?").unwrap(),
+                Pagination::page("pageNo", "numOfRows", 10),
+            );
+            r.open(None).await.unwrap();
+            let e = first_error(&mut r).await.to_string();
+            assert!(e.contains(want), "{path} (ok_when {ok_when}): {e}");
+            for form in [key.as_str(), "sim+Key", "sim%2BKey", "sim%2bKey"] {
+                assert!(!e.contains(form), "{path}: the key leaked: {e}");
+            }
+        }
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_reader_reads_every_page_once() {
@@ -306,7 +350,7 @@ async fn http_reader_failures_are_transient_or_fatal() {
     sim.set_fault_for(Fault::Garbage, 1);
     let e = first_error(&mut r).await;
     assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("page 2") && m.contains("neither JSON nor XML")),
+        matches!(&e, ReadError::Fatal(m) if m.contains("page 2") && m.contains("the body is not valid JSON")),
         "{e:?}"
     );
 }

@@ -337,6 +337,55 @@ async fn written_so_far(repo: &Path) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_job_over_hostile_pages_fails_cleanly_and_leaks_nothing() {
+    crate::support::init_logs();
+    let h = sluice_testkit::HostileUpstream::start().await.unwrap();
+    for behaviour in ["deep-xml/8000", "deep-json/200000", "echo-error-xml"] {
+        let dir = tempfile::tempdir().unwrap();
+        let example = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs.toml"),
+        )
+        .unwrap()
+        .replace(
+            "http://127.0.0.1:9000/B552584/ArpltnInforInqireSvc",
+            &format!("{}/{behaviour}", h.base_url()),
+        )
+        .replace(
+            "sqlite://sluice.db",
+            &format!("sqlite://{}", dir.path().join("repo.db").display()),
+        )
+        .replace(
+            "sqlite://data.db",
+            &format!("sqlite://{}", dir.path().join("data.db").display()),
+        );
+        let cfg = dir.path().join("jobs.toml");
+        std::fs::write(&cfg, example).unwrap();
+        let out = Command::new(BIN)
+            .args(["job", "-c"])
+            .arg(&cfg)
+            .args(["run", "--local", "air-quality-load", "-p", "sido=서울"])
+            .env("AIRKOREA_KEY", crate::support::KEY)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        let all = text(&out);
+        // An exit code, not a signal: the process did not crash.
+        assert!(
+            matches!(out.status.code(), Some(c) if c != 0),
+            "{behaviour}: {all}"
+        );
+        let want = if behaviour.starts_with("deep") {
+            "deeper than 128"
+        } else {
+            "error code 30"
+        };
+        assert!(all.contains(want), "{behaviour}: {all}");
+        assert!(all.contains("FAILED"), "{behaviour}: {all}");
+        crate::support::assert_no_secret(behaviour, &all);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_portal_job_loads_every_page_through_the_upstream() {
     crate::support::init_logs();
     let sim = sluice_testkit::SimUpstream::start(sluice_testkit::SimConfig {
