@@ -715,3 +715,69 @@ async fn readers_work_on_a_multi_thread_runtime() {
     let out = read_all(JsonLinesReader::new(path)).await;
     assert_eq!(out.len(), 3);
 }
+
+#[tokio::test]
+async fn oversize_and_deep_items_are_bad_items_and_reading_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = format!("\"{}\"", "x".repeat(17 << 20));
+    let deep_arr = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let deep_obj = format!("{}1{}", "{\"a\":".repeat(5000), "}".repeat(5000));
+    let lines = format!("{{\"a\":1}}\n{huge}\n{deep_arr}\n{deep_obj}\n{{\"b\":2}}\n");
+    let path = write(&dir, "h.jsonl", &lines);
+    let out = assert_resumes(|| JsonLinesReader::new(&path), Some(vec![1, 2, 3])).await;
+    assert_eq!(
+        out.len(),
+        5,
+        "{:?}",
+        &out.iter()
+            .map(|o| format!("{o:?}").chars().take(80).collect::<String>())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(out[0], Out::Item(1, json!({"a": 1})));
+    assert!(
+        matches!(&out[1], Out::Bad(2, r) if r.contains("longer than the 16 MiB limit")),
+        "{:?}",
+        out[1]
+    );
+    assert!(
+        matches!(&out[2], Out::Bad(3, r) if r.contains("recursion limit")),
+        "{:?}",
+        out[2]
+    );
+    assert!(
+        matches!(&out[3], Out::Bad(4, r) if r.contains("recursion limit")),
+        "{:?}",
+        out[3]
+    );
+    assert_eq!(out[4], Out::Item(5, json!({"b": 2})));
+    // A skip record keeps 4 KiB of the line, not all of it.
+    let mut r = JsonLinesReader::new(&path);
+    r.open(None).await.unwrap();
+    r.read().await.unwrap();
+    match r.read().await {
+        Err(ReadError::Bad { raw: Some(raw), .. }) => assert!(raw.len() < 5000, "{}", raw.len()),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+
+    let arr = format!("[{{\"a\":1}}, {huge}, {deep_arr}, {deep_obj}, {{\"b\":2}}]");
+    let path = write(&dir, "h.json", &arr);
+    let out = assert_resumes(|| JsonArrayReader::new(&path), Some(vec![1, 2, 3])).await;
+    assert_eq!(out.len(), 5);
+    assert_eq!(out[0], Out::Item(1, json!({"a": 1})));
+    assert!(
+        matches!(&out[1], Out::Bad(2, r) if r.contains("larger than the 16 MiB limit")),
+        "{:?}",
+        out[1]
+    );
+    assert!(
+        matches!(&out[2], Out::Bad(3, r) if r.contains("recursion limit")),
+        "{:?}",
+        out[2]
+    );
+    assert!(
+        matches!(&out[3], Out::Bad(4, r) if r.contains("recursion limit")),
+        "{:?}",
+        out[3]
+    );
+    assert_eq!(out[4], Out::Item(5, json!({"b": 2})));
+}

@@ -20,6 +20,24 @@ pub(crate) const BATCH_ITEMS: usize = 1024;
 /// A batch stops once it has consumed this many bytes of input.
 pub(crate) const BATCH_BYTES: u64 = 4 << 20;
 
+/// The largest line or item a JSON reader parses; a larger one is a bad item
+/// (skipped or failed by the step's skip policy), never a reason to hold the
+/// whole of it in memory.
+pub(crate) const MAX_ITEM_BYTES: usize = 16 << 20;
+
+/// How much of a bad item's raw text is kept with its skip record.
+const RAW_EXCERPT: usize = 4096;
+
+/// A bad item's raw text for its skip record, cut at 4 KiB.
+pub(crate) fn raw_excerpt(bytes: &[u8]) -> String {
+    if bytes.len() <= RAW_EXCERPT {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let mut s = String::from_utf8_lossy(&bytes[..RAW_EXCERPT]).into_owned();
+    s.push_str(&format!("… ({} bytes in all)", bytes.len()));
+    s
+}
+
 /// A position in a file: the byte offset of what comes next, and how many rows,
 /// lines or items are behind it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::driver::{
-    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, Pos, Source, blocking, io_fatal, io_transient,
-    utf8_bom_len,
+    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, blocking, io_fatal,
+    io_transient, raw_excerpt, utf8_bom_len,
 };
 use crate::api::{ReadError, ReadItem, Reader};
 
@@ -161,6 +161,9 @@ struct Scanner {
     pos: u64,
     /// Closing brackets expected, innermost last.
     stack: Vec<u8>,
+    /// The last value copied out was longer than [`MAX_ITEM_BYTES`]; only its
+    /// start was kept.
+    overflow: bool,
 }
 
 impl Scanner {
@@ -204,6 +207,7 @@ impl Scanner {
     /// its bytes to `out`.
     fn value(&mut self, mut out: Option<&mut Vec<u8>>) -> Result<(), ScanError> {
         self.stack.clear();
+        self.overflow = false;
         let Some(first) = self.skip_ws()? else {
             return Err(self.syntax("unexpected end of file"));
         };
@@ -272,7 +276,14 @@ impl Scanner {
                 }
             }
             if let Some(out) = out.as_deref_mut() {
-                out.extend_from_slice(&buf[..i]);
+                if out.len() + i <= MAX_ITEM_BYTES {
+                    out.extend_from_slice(&buf[..i]);
+                } else {
+                    self.overflow = true;
+                    if out.len() < 4096 {
+                        out.extend_from_slice(&buf[..i.min(4096)]);
+                    }
+                }
             }
             self.rdr.consume(i);
             self.pos += i as u64;
@@ -416,6 +427,7 @@ impl ArraySource {
             rdr: BufReader::with_capacity(64 * 1024, file),
             pos: bom,
             stack: Vec::new(),
+            overflow: false,
         };
         let opening = |e: ScanError| e.into_read_error(&path, true);
         let where_ = if segments.is_empty() {
@@ -509,6 +521,13 @@ impl ArraySource {
     }
 
     fn parsed(&self) -> Result<ReadItem, ReadError> {
+        if self.scan.overflow {
+            return Err(ReadError::Bad {
+                position: self.index,
+                reason: format!("item is larger than the {} MiB limit", MAX_ITEM_BYTES >> 20),
+                raw: Some(raw_excerpt(&self.item)),
+            });
+        }
         match serde_json::from_slice::<Value>(&self.item) {
             Ok(item) => Ok(ReadItem {
                 item,
@@ -517,7 +536,7 @@ impl ArraySource {
             Err(e) => Err(ReadError::Bad {
                 position: self.index,
                 reason: format!("not JSON: {e}"),
-                raw: Some(String::from_utf8_lossy(&self.item).into_owned()),
+                raw: Some(raw_excerpt(&self.item)),
             }),
         }
     }

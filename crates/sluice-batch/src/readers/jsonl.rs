@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::driver::{
-    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, Pos, Source, blocking, byte_at, checkpoint_json,
-    io_fatal, io_transient, parse_checkpoint, utf8_bom_len,
+    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, blocking, byte_at,
+    checkpoint_json, io_fatal, io_transient, parse_checkpoint, raw_excerpt, utf8_bom_len,
 };
 use crate::api::{ReadError, ReadItem, Reader};
 
@@ -167,16 +167,42 @@ impl Source for JsonlSource {
                 return true;
             }
             self.line.clear();
-            let n = match self.rdr.read_until(b'\n', &mut self.line) {
-                Ok(0) => return true,
-                Ok(n) => n,
-                Err(e) => {
-                    out.push_back(Entry::stop(io_transient(&self.path, e)));
-                    return true;
-                }
-            };
+            let limit = MAX_ITEM_BYTES as u64 + 1;
+            let n =
+                match std::io::Read::take(&mut self.rdr, limit).read_until(b'\n', &mut self.line) {
+                    Ok(0) => return true,
+                    Ok(n) => n,
+                    Err(e) => {
+                        out.push_back(Entry::stop(io_transient(&self.path, e)));
+                        return true;
+                    }
+                };
             self.pos.offset += n as u64;
             self.pos.n += 1;
+            if n > MAX_ITEM_BYTES && self.line.last() != Some(&b'\n') {
+                // Too long to parse: pass over the rest of it without keeping it.
+                let rest = match skip_line(&mut self.rdr) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        out.push_back(Entry::stop(io_transient(&self.path, e)));
+                        return true;
+                    }
+                };
+                self.pos.offset += rest;
+                out.push_back(Entry {
+                    result: Err(ReadError::Bad {
+                        position: self.pos.n,
+                        reason: format!(
+                            "line of {} bytes is longer than the {} MiB limit",
+                            n as u64 + rest,
+                            MAX_ITEM_BYTES >> 20
+                        ),
+                        raw: Some(raw_excerpt(&self.line)),
+                    }),
+                    pos: self.pos,
+                });
+                continue;
+            }
             let Some(first) = self.line.iter().position(|b| !is_ws(b)) else {
                 continue; // blank line
             };
@@ -190,7 +216,7 @@ impl Source for JsonlSource {
                 Err(e) => Err(ReadError::Bad {
                     position: self.pos.n,
                     reason: format!("not JSON: {e}"),
-                    raw: Some(String::from_utf8_lossy(text).into_owned()),
+                    raw: Some(raw_excerpt(text)),
                 }),
             };
             out.push_back(Entry {
@@ -199,5 +225,27 @@ impl Source for JsonlSource {
             });
         }
         false
+    }
+}
+
+/// Consumes bytes up to and including the next newline; returns how many.
+fn skip_line(rdr: &mut impl BufRead) -> std::io::Result<u64> {
+    let mut n = 0u64;
+    loop {
+        let buf = rdr.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(n);
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                rdr.consume(i + 1);
+                return Ok(n + i as u64 + 1);
+            }
+            None => {
+                let len = buf.len();
+                rdr.consume(len);
+                n += len as u64;
+            }
+        }
     }
 }
