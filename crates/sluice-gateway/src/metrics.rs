@@ -7,7 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
 
 use crate::outcome::CacheOutcome;
 
@@ -37,6 +40,69 @@ pub mod names {
     pub const STORE_BYTES: &str = "sluice_store_bytes";
     /// Store operation failures, by `store` and `op` (declared by the store layer).
     pub use sluice_cache::metrics::names::STORE_ERRORS;
+}
+
+/// Registers the help text and unit of every metric in [`names`] with the
+/// current recorder, so the Prometheus page prints `# HELP` for each family
+/// whether or not it has been recorded yet. Call once, when the recorder is
+/// installed; the store layer's own names are described by
+/// [`sluice_cache::metrics::describe`].
+pub fn describe() {
+    describe_counter!(
+        names::REQUESTS,
+        Unit::Count,
+        "Proxied requests, by route and cache_status (hit, stale, miss, bypass, error)."
+    );
+    describe_counter!(
+        names::COALESCED,
+        Unit::Count,
+        "Requests that waited for another request's upstream call instead of making their own, by route."
+    );
+    describe_counter!(
+        names::REVALIDATIONS,
+        Unit::Count,
+        "Background refreshes started by stale-while-revalidate, by route."
+    );
+    describe_counter!(
+        names::NOT_STORED,
+        Unit::Count,
+        "Upstream answers that were not stored, by route and reason."
+    );
+    describe_counter!(
+        names::UPSTREAM_REQUESTS,
+        Unit::Count,
+        "Upstream call attempts (each retry counts), by upstream and result."
+    );
+    describe_histogram!(
+        names::UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Latency of one upstream call attempt in seconds, by upstream and result."
+    );
+    describe_counter!(
+        names::UPSTREAM_RETRIES,
+        Unit::Count,
+        "Upstream call retries, by upstream."
+    );
+    describe_counter!(
+        names::QUOTA_EXCEEDED,
+        Unit::Count,
+        "Upstream calls refused by the rate limit or daily quota, by upstream."
+    );
+    describe_gauge!(
+        names::QUOTA_REMAINING,
+        Unit::Count,
+        "Calls left in today's quota, by upstream."
+    );
+    describe_gauge!(
+        names::STORE_ENTRIES,
+        Unit::Count,
+        "Entries held by the store, by store (refreshed on each scrape)."
+    );
+    describe_gauge!(
+        names::STORE_BYTES,
+        Unit::Bytes,
+        "Bytes held by the store, by store (refreshed on each scrape)."
+    );
 }
 
 /// The `result` label values of upstream metrics.

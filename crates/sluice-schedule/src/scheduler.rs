@@ -31,8 +31,26 @@ use crate::trigger::{Misfire, Overlap, TriggerSpec};
 /// Lateness of claims after the due instant, seconds.
 pub const LATENESS: &str = "sluice_schedule_fire_lateness_seconds";
 /// Fires by trigger and outcome (`fired` | `lost` (another node claimed it) |
-/// `skipped_overlap` | `paused` | `error`).
+/// `skipped_overlap` | `queued` | `paused` | `error`).
 pub const FIRES: &str = "sluice_schedule_fires_total";
+
+/// Registers the help text and unit of [`LATENESS`] and [`FIRES`] with the
+/// current recorder, so the Prometheus page prints `# HELP` for each family
+/// whether or not it has been recorded yet. Call once, when the recorder is
+/// installed.
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_histogram!(
+        LATENESS,
+        Unit::Seconds,
+        "How late a fire was claimed after its due instant, in seconds."
+    );
+    describe_counter!(
+        FIRES,
+        Unit::Count,
+        "Trigger fires, by trigger and outcome (fired, lost, skipped_overlap, queued, paused, error)."
+    );
+}
 
 /// A configured trigger of a job.
 #[derive(Debug, Clone)]
