@@ -106,7 +106,7 @@ pub fn describe() {
 }
 
 /// The `result` label values of upstream metrics.
-pub const UPSTREAM_RESULTS: [&str; 7] = [
+pub const UPSTREAM_RESULTS: [&str; 8] = [
     "ok",
     "timeout",
     "connect_error",
@@ -114,6 +114,7 @@ pub const UPSTREAM_RESULTS: [&str; 7] = [
     "rejected",
     "bad_body",
     "quota_exceeded",
+    "throttled",
 ];
 
 /// Handles for one route.
