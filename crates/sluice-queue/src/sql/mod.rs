@@ -646,18 +646,9 @@ fn insert_sql(rows: usize, dialect: Dialect) -> String {
     sql
 }
 
-#[async_trait]
-impl Broker for SqlBroker {
-    fn kind(&self) -> &'static str {
-        self.dialect().name()
-    }
-
-    async fn enqueue(&self, task: NewTask) -> Result<Enqueued, QueueError> {
-        let mut out = self.enqueue_many(vec![task]).await?;
-        Ok(out.remove(0))
-    }
-
-    async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, QueueError> {
+impl SqlBroker {
+    /// Inserts tasks (the body of `enqueue_many`, without the counting).
+    async fn insert_tasks(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, QueueError> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -775,6 +766,29 @@ impl Broker for SqlBroker {
                 })
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl Broker for SqlBroker {
+    fn kind(&self) -> &'static str {
+        self.dialect().name()
+    }
+
+    async fn enqueue(&self, task: NewTask) -> Result<Enqueued, QueueError> {
+        let mut out = self.enqueue_many(vec![task]).await?;
+        Ok(out.remove(0))
+    }
+
+    async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, QueueError> {
+        let queues: Vec<String> = tasks.iter().map(|t| t.queue.clone()).collect();
+        let out = self.insert_tasks(tasks).await?;
+        for (e, queue) in out.iter().zip(queues) {
+            metrics::counter!(crate::metrics::ENQUEUED, "queue" => queue,
+                "outcome" => if e.duplicate { "duplicate" } else { "new" })
+            .increment(1);
+        }
+        Ok(out)
     }
 
     async fn lease(
