@@ -129,7 +129,7 @@ impl std::fmt::Debug for JobRunner {
 
 /// `{hostname}-{pid}`: who runs an execution.
 pub fn default_owner() -> String {
-    let host = sluice_cache::host_name().unwrap_or_else(|| "host".into());
+    let host = sluice_core::host_name().unwrap_or_else(|| "host".into());
     format!("{host}-{}", std::process::id())
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::clock::UnixMillis;
+use crate::UnixMillis;
 
 /// A stored upstream response.
 ///

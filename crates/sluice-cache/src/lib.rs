@@ -19,7 +19,6 @@
 
 #![forbid(unsafe_code)]
 
-mod clock;
 mod coalesce;
 pub mod codec;
 mod entry;
@@ -35,7 +34,6 @@ mod redis_store;
 mod store;
 mod tiered;
 
-pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use coalesce::{Coalescer, FlightError, Role};
 pub use entry::{Entry, Freshness};
 pub use error::StoreError;
@@ -46,15 +44,6 @@ pub use memory::{MemoryStore, MemoryStoreBuilder};
 pub use quota::{LocalQuota, Quota, QuotaExceeded, RedisQuota};
 pub use redis::{Redis, RedisOptions};
 pub use redis_store::RedisStore;
+pub use sluice_core::{Clock, ManualClock, SystemClock, UnixMillis, host_name};
 pub use store::{PutOutcome, Store, StoreStats};
 pub use tiered::TieredStore;
-
-/// This machine's host name (`$HOSTNAME`, else `/etc/hostname`), for the node ids
-/// of lock tokens and job executions.
-pub fn host_name() -> Option<String> {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-}

@@ -27,13 +27,13 @@ use async_trait::async_trait;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::sync::Mutex;
 
-use crate::clock::{Clock, SystemClock};
 use crate::codec;
 use crate::entry::Entry;
 use crate::error::StoreError;
 use crate::health::Backend;
 use crate::metrics;
 use crate::store::{PutOutcome, Store, StoreStats};
+use crate::{Clock, SystemClock};
 
 /// Memcached's limit for relative expiry times, in seconds.
 const RELATIVE_TTL_LIMIT: i64 = 30 * 24 * 3600;

@@ -12,10 +12,10 @@ use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
 
-use crate::clock::{Clock, SystemClock};
 use crate::entry::Entry;
 use crate::error::StoreError;
 use crate::store::{PutOutcome, Store, StoreStats};
+use crate::{Clock, SystemClock};
 
 /// Builder for [`MemoryStore`].
 #[derive(Debug)]
@@ -211,7 +211,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::ManualClock;
     use bytes::Bytes;
 
     fn entry(now: i64, body: usize, ttl: u64) -> Arc<Entry> {

@@ -18,7 +18,7 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota as Gcra, RateLimiter};
 use thiserror::Error;
 
-use crate::clock::Clock;
+use crate::Clock;
 
 /// The budget refused a call.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -352,7 +352,7 @@ impl Quota for RedisQuota {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::ManualClock;
 
     // 2026-11-25T14:59:00Z = 23:59 in Seoul.
     const BEFORE_KST_MIDNIGHT: i64 = 1_795_705_140_000;

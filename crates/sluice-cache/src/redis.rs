@@ -61,23 +61,7 @@ impl Default for RedisOptions {
     }
 }
 
-/// `url` with any password replaced by `***`, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                if userinfo.contains(':') {
-                    format!("{scheme}://{user}:***@{host}")
-                } else {
-                    format!("{scheme}://***@{host}")
-                }
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+pub use sluice_core::redact_url;
 
 /// A connection to a server or a cluster; cheap to clone (multiplexed).
 #[derive(Clone)]
@@ -589,16 +573,6 @@ async fn subscribe_loop(redis: Weak<Redis>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("redis://user:hunter2@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(redact_url("rediss://hunter2@host"), "rediss://***@host");
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-    }
 
     #[test]
     fn events_round_trip() {

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::clock::{Clock, SystemClock};
 use crate::codec;
 use crate::entry::Entry;
 use crate::error::StoreError;
 use crate::redis::Redis;
 use crate::store::{PutOutcome, Store, StoreStats};
+use crate::{Clock, SystemClock};
 
 /// Entries in Redis (a server or a cluster).
 #[derive(Debug, Clone)]

@@ -109,7 +109,7 @@ impl GatewayError {
 
     /// Replaces every form of a secret in the message parts (context, the
     /// upstream's code, message and reason) with `[redacted]`.
-    pub fn scrub(mut self, scrubber: &crate::secret::Scrubber) -> Self {
+    pub fn scrub(mut self, scrubber: &sluice_core::Scrubber) -> Self {
         if scrubber.is_empty() {
             return self;
         }

@@ -22,7 +22,6 @@ pub mod metrics;
 pub mod ok_when;
 pub mod outcome;
 pub mod route;
-pub mod secret;
 pub mod upstream;
 mod xml;
 
@@ -33,6 +32,6 @@ pub use jq::Jq;
 pub use ok_when::{OkWhen, Rejection};
 pub use outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 pub use route::{RouteSpec, Ttl};
-pub use secret::{REDACTED, Scrubber, Secret};
+pub use sluice_core::{REDACTED, Scrubber, Secret};
 pub use upstream::{RetryPolicy, Upstream, UpstreamResponse, UpstreamSpec};
 pub use xml::xml_to_json;

@@ -22,7 +22,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::key::encode_component;
 use crate::metrics::UpstreamMetrics;
 use crate::ok_when::OkWhen;
-use crate::secret::{Scrubber, Secret};
+use sluice_core::{Scrubber, Secret};
 
 /// Longest hold-off an upstream's `Retry-After` can impose.
 const MAX_HOLD: Duration = Duration::from_secs(3600);

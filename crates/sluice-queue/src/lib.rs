@@ -55,7 +55,7 @@ pub async fn connect(url: &str, namespace: &str) -> Result<std::sync::Arc<dyn Br
         }
         _ => Err(QueueError::Invalid(format!(
             "broker URL '{}' must start with redis://, rediss://, sqlite:// or postgres://",
-            sluice_cache::redis::redact_url(url)
+            sluice_core::redact_url(url)
         ))),
     }
 }

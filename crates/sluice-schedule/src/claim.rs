@@ -302,7 +302,7 @@ impl SqlClaims {
         };
         let err = |e: sqlx::Error| ClaimError {
             store: kind,
-            message: format!("{}: {e}", sluice_cache::redis::redact_url(url)),
+            message: format!("{}: {e}", sluice_core::redact_url(url)),
         };
         let pool = if kind == "sqlite" {
             let opts: SqliteConnectOptions = url

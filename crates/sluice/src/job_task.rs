@@ -234,7 +234,7 @@ pub async fn start_workers(settings: Arc<Settings>) -> Result<WorkerHandle, Stri
     for (q, n) in &settings.queue.concurrency {
         b = b.queue(q.clone(), *n);
     }
-    tracing::info!(broker = %sluice_cache::redis::redact_url(&settings.queue.url),
+    tracing::info!(broker = %sluice_core::redact_url(&settings.queue.url),
         queues = ?settings.queue.concurrency, "workers started");
     Ok(b.start())
 }

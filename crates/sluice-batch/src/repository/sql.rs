@@ -841,36 +841,7 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// `url` with its password (in the user info or a `password=` parameter) replaced
-/// by `***`, fit for error messages and logs.
-fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let auth_start = scheme_end + 3;
-        let auth_end = out[auth_start..]
-            .find(['/', '?', '#'])
-            .map_or(out.len(), |i| auth_start + i);
-        if let Some(at) = out[auth_start..auth_end].rfind('@') {
-            let userinfo = &out[auth_start..auth_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(auth_start + colon + 1..auth_start + at, "***");
-            }
-        }
-    }
-    if let Some(q) = out.find('?') {
-        let (base, query) = out.split_at(q + 1);
-        let query = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => pair.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        out = format!("{base}{query}");
-    }
-    out
-}
+use sluice_core::redact_url;
 
 /// The statements of one chunk commit: the lease check (a write to the instance
 /// row: on PostgreSQL it locks the row until commit, so a takeover cannot slip in
@@ -1098,20 +1069,5 @@ mod tests {
         assert_eq!(truncate("서울", 4), "서");
         assert_eq!(truncate("서울", 6), "서울");
         assert_eq!(truncate("", 0), "");
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:s3cret@db:5432/x"),
-            "postgres://u:***@db:5432/x"
-        );
-        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
-        assert_eq!(
-            redact_url("postgres://db/x?user=u&password=p&sslmode=require"),
-            "postgres://db/x?user=u&password=***&sslmode=require"
-        );
-        assert_eq!(redact_url("mysql://a:b@h/db"), "mysql://a:***@h/db");
-        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
     }
 }

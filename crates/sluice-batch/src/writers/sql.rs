@@ -475,11 +475,14 @@ impl SqlWriter {
         let kind = DbKind::from_url(url).ok_or_else(|| {
             WriteError::Fatal(format!(
                 "sql writer: unsupported database URL scheme in {:?}: use sqlite://, postgres:// or mysql://",
-                redact(url)
+                sluice_core::redact_url(url)
             ))
         })?;
         let bad_url = |e: sqlx::Error| {
-            WriteError::Fatal(format!("sql writer: invalid URL {:?}: {e}", redact(url)))
+            WriteError::Fatal(format!(
+                "sql writer: invalid URL {:?}: {e}",
+                sluice_core::redact_url(url)
+            ))
         };
         let connect = match kind {
             DbKind::Sqlite => Connect::Sqlite(
@@ -554,7 +557,7 @@ impl SqlWriter {
 
     /// The URL with any password replaced by `***`.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        sluice_core::redact_url(&self.url)
     }
 
     /// The target table as configured.
@@ -1591,24 +1594,6 @@ fn sqlite_options(o: &SqliteConnectOptions) -> SqliteConnectOptions {
     }
 }
 
-/// Replaces the password of a URL with `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 /// Binds the values of rows `range` of `cells` with their JSON types, row by row,
 /// column by column (text from [`Rows`] as a JSON string).
 fn bind_rows<'q, DB, A>(
@@ -2347,11 +2332,6 @@ mod tests {
         );
         assert_eq!(DbKind::from_url("mariadb://h/db"), Some(DbKind::MySql));
         assert_eq!(DbKind::from_url("redis://h"), None);
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub(super) fn check_queue(
                 "queue.url",
                 format!(
                     "queue url '{}' must start with sqlite://, postgres://, redis:// or rediss://",
-                    sluice_cache::redis::redact_url(u.get_ref())
+                    sluice_core::redact_url(u.get_ref())
                 ),
             ));
         }

@@ -144,7 +144,7 @@ impl RawStore {
                     key,
                     format!(
                         "{} is not a Redis URL; write redis://host:port or rediss://host:port",
-                        sluice_cache::redis::redact_url(u.get_ref())
+                        sluice_core::redact_url(u.get_ref())
                     ),
                 ));
             }
