@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use sluice_testkit::{Fault, SimConfig, SimUpstream};
+use sluice_sim::{Fault, SimConfig, SimUpstream};
 
 use crate::config::{Env, Source};
 use crate::serve;

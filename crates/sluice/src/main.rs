@@ -210,13 +210,13 @@ async fn run(cmd: Command) -> ExitCode {
             key,
             quota,
         } => {
-            let cfg = sluice_testkit::SimConfig {
+            let cfg = sluice_sim::SimConfig {
                 latency,
                 service_key: key,
                 daily_quota: quota,
                 ..Default::default()
             };
-            match sluice_testkit::SimUpstream::start_on(listen, cfg).await {
+            match sluice_sim::SimUpstream::start_on(listen, cfg).await {
                 Ok(sim) => {
                     println!("simulated upstream on {}", sim.base_url());
                     sluice::serve::shutdown_signal().await;
