@@ -336,38 +336,51 @@ async fn written_so_far(repo: &Path) -> u64 {
     n as u64
 }
 
+/// `examples/jobs.toml` in `dir`, its upstream at `base_url`, its databases in `dir`,
+/// `page` rows a page.
+fn example_jobs(dir: &Path, base_url: &str, page: u64) -> PathBuf {
+    let example = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs.toml"),
+    )
+    .unwrap()
+    .replace(
+        "http://127.0.0.1:9000/B552584/ArpltnInforInqireSvc",
+        base_url,
+    )
+    .replace(
+        "sqlite://sluice.db",
+        &format!("sqlite://{}", dir.join("repo.db").display()),
+    )
+    .replace(
+        "sqlite://data.db",
+        &format!("sqlite://{}", dir.join("data.db").display()),
+    )
+    .replace("size = 1000", &format!("size = {page}"));
+    let cfg = dir.join("jobs.toml");
+    std::fs::write(&cfg, example).unwrap();
+    cfg
+}
+
+/// `job run --local air-quality-load -p sido=서울` with the test key.
+fn run_air_load(cfg: &Path, log: &str) -> Output {
+    Command::new(BIN)
+        .args(["job", "-c"])
+        .arg(cfg)
+        .args(["run", "--local", "air-quality-load", "-p", "sido=서울"])
+        .env("AIRKOREA_KEY", crate::support::KEY)
+        .env("RUST_LOG", log)
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_job_over_hostile_pages_fails_cleanly_and_leaks_nothing() {
     crate::support::init_logs();
     let h = sluice_testkit::HostileUpstream::start().await.unwrap();
     for behaviour in ["deep-xml/8000", "deep-json/200000", "echo-error-xml"] {
         let dir = tempfile::tempdir().unwrap();
-        let example = std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs.toml"),
-        )
-        .unwrap()
-        .replace(
-            "http://127.0.0.1:9000/B552584/ArpltnInforInqireSvc",
-            &format!("{}/{behaviour}", h.base_url()),
-        )
-        .replace(
-            "sqlite://sluice.db",
-            &format!("sqlite://{}", dir.path().join("repo.db").display()),
-        )
-        .replace(
-            "sqlite://data.db",
-            &format!("sqlite://{}", dir.path().join("data.db").display()),
-        );
-        let cfg = dir.path().join("jobs.toml");
-        std::fs::write(&cfg, example).unwrap();
-        let out = Command::new(BIN)
-            .args(["job", "-c"])
-            .arg(&cfg)
-            .args(["run", "--local", "air-quality-load", "-p", "sido=서울"])
-            .env("AIRKOREA_KEY", crate::support::KEY)
-            .env("RUST_LOG", "info")
-            .output()
-            .unwrap();
+        let cfg = example_jobs(dir.path(), &format!("{}/{behaviour}", h.base_url()), 1000);
+        let out = run_air_load(&cfg, "info");
         let all = text(&out);
         // An exit code, not a signal: the process did not crash.
         assert!(
@@ -396,25 +409,7 @@ async fn the_example_portal_job_loads_every_page_through_the_upstream() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let example = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs.toml"),
-    )
-    .unwrap()
-    .replace(
-        "http://127.0.0.1:9000/B552584/ArpltnInforInqireSvc",
-        &sim.base_url(),
-    )
-    .replace(
-        "sqlite://sluice.db",
-        &format!("sqlite://{}", dir.path().join("repo.db").display()),
-    )
-    .replace(
-        "sqlite://data.db",
-        &format!("sqlite://{}", dir.path().join("data.db").display()),
-    )
-    .replace("size = 1000", "size = 7");
-    let cfg = dir.path().join("jobs.toml");
-    std::fs::write(&cfg, example).unwrap();
+    let cfg = example_jobs(dir.path(), &sim.base_url(), 7);
     // The total the portal reports for the province, asked directly.
     let body: serde_json::Value = serde_json::from_str(&reqwest::get(format!(
         "{}/getCtprvnRltmMesureDnsty?serviceKey={}&returnType=json&sidoName=%EC%84%9C%EC%9A%B8&numOfRows=1&pageNo=1",
@@ -430,14 +425,7 @@ async fn the_example_portal_job_loads_every_page_through_the_upstream() {
     let total = body["response"]["body"]["totalCount"].as_u64().unwrap();
     assert!(total > 7, "the province should span several pages: {total}");
 
-    let out = Command::new(BIN)
-        .args(["job", "-c"])
-        .arg(&cfg)
-        .args(["run", "--local", "air-quality-load", "-p", "sido=서울"])
-        .env("AIRKOREA_KEY", crate::support::KEY)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = run_air_load(&cfg, "warn");
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let load = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
