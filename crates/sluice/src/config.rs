@@ -161,6 +161,106 @@ pub struct RawServer {
     pub admin_token: Option<RawSecret>,
     /// How long shutdown waits for in-flight requests. Default `30s`.
     pub shutdown_grace: Option<Dur>,
+    /// Longest wait for a complete request header, counted from the connection's
+    /// accept for its first request and from the first byte of each later one;
+    /// bytes trickling in do not extend it. Then the connection is closed. Default
+    /// `10s`.
+    pub header_read_timeout: Option<Spanned<Dur>>,
+    /// A keep-alive connection with no request in flight and no bytes moving for
+    /// this long is closed. A slow request in flight is never cut by it (the
+    /// upstream `timeout` bounds those). Default `60s`.
+    pub idle_timeout: Option<Spanned<Dur>>,
+    /// Most client connections open at once. When reached, sluice stops accepting
+    /// (new clients wait in the kernel's listen backlog) until one closes. Default
+    /// `1024`.
+    pub max_connections: Option<Spanned<u32>>,
+    /// Largest request head (request line and headers); a larger one is answered
+    /// 431 and the connection closed. At least `1KiB`. Default `64KiB`.
+    pub max_header_bytes: Option<Spanned<Size>>,
+}
+
+impl RawServer {
+    /// Checks the connection limits: every one must be greater than zero.
+    fn connections(&self, src: &Source, errs: &mut Vec<ConfigError>) -> ConnectionSettings {
+        let d = ConnectionSettings::default();
+        let mut dur = |v: &Option<Spanned<Dur>>, key: &str, default: Duration| match v {
+            Some(s) if s.get_ref().0.is_zero() => {
+                errs.push(src.err(
+                    span(s),
+                    format!("server.{key}"),
+                    format!("{key} must be greater than zero"),
+                ));
+                default
+            }
+            Some(s) => s.get_ref().0,
+            None => default,
+        };
+        let header_read_timeout = dur(
+            &self.header_read_timeout,
+            "header_read_timeout",
+            d.header_read_timeout,
+        );
+        let idle_timeout = dur(&self.idle_timeout, "idle_timeout", d.idle_timeout);
+        let max_connections = match &self.max_connections {
+            Some(n) if *n.get_ref() == 0 => {
+                errs.push(src.err(
+                    span(n),
+                    "server.max_connections",
+                    "max_connections must be at least 1",
+                ));
+                d.max_connections
+            }
+            Some(n) => *n.get_ref() as usize,
+            None => d.max_connections,
+        };
+        let max_header_bytes = match &self.max_header_bytes {
+            Some(n) if n.get_ref().0 < 1024 => {
+                errs.push(src.err(
+                    span(n),
+                    "server.max_header_bytes",
+                    format!(
+                        "max_header_bytes must be at least 1KiB (got {} bytes): an ordinary browser request is larger",
+                        n.get_ref().0
+                    ),
+                ));
+                d.max_header_bytes
+            }
+            Some(n) => usize::try_from(n.get_ref().0).unwrap_or(usize::MAX),
+            None => d.max_header_bytes,
+        };
+        ConnectionSettings {
+            header_read_timeout,
+            idle_timeout,
+            max_connections,
+            max_header_bytes,
+        }
+    }
+}
+
+/// The checked client-connection limits of `[server]`; see [`RawServer`] for what
+/// each one means. [`Default`] gives the documented defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// Longest wait for a complete request head.
+    pub header_read_timeout: Duration,
+    /// Longest quiet time of a connection with no request in flight.
+    pub idle_timeout: Duration,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnectionSettings {
+    /// `10s`, `60s`, `1024` and `64KiB`.
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_header_bytes: 64 << 10,
+        }
+    }
 }
 
 /// `retries = { max = 2, backoff = "200ms" }`
@@ -440,6 +540,9 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Client-connection limits: header and idle timeouts, connection cap,
+    /// request head size.
+    pub connections: ConnectionSettings,
     /// The gateway.
     pub gateway: Gateway,
     /// Batch jobs and their repository.
@@ -455,6 +558,7 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("admin", &self.admin_token.is_some())
+            .field("connections", &self.connections)
             .field("gateway", &self.gateway)
             .finish()
     }
@@ -519,6 +623,7 @@ impl RawConfig {
                 "the admin token must be at least 16 characters",
             ));
         }
+        let connections = self.server.connections(src, &mut errs);
         let built = self.store.build(&self.cluster, src, env, &mut errs);
         let mut upstreams: BTreeMap<String, Arc<Upstream>> = BTreeMap::new();
         for (i, u) in self.upstreams.iter().enumerate() {
@@ -794,6 +899,7 @@ impl RawConfig {
                 .shutdown_grace
                 .map(|d| d.0)
                 .unwrap_or(Duration::from_secs(30)),
+            connections,
             gateway,
         })
     }

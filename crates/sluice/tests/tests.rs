@@ -15,8 +15,14 @@ mod cli;
 // Several nodes on one Redis: cluster-wide coalescing, quota, purges, outages.
 mod cluster;
 
+// Bounded client connections: header and idle timeouts, the cap, head size, reserved paths, draining.
+mod connections;
+
 // Batch jobs through the binary: load, skips, no double run, kill -9 and restart.
 mod jobs;
 
 // The gateway against a hostile upstream: deep documents, echoed secrets, redirects, drips.
 mod hostile;
+
+// `/metrics` lint: every family has HELP and TYPE, promtool warns about nothing, names match the spec.
+mod metrics_lint;
