@@ -34,7 +34,7 @@ impl Clock for SystemClock {
 /// A clock that only moves when told to; cheap to clone (clones share the time).
 ///
 /// ```
-/// use sluice_cache::{Clock, ManualClock};
+/// use sluice_core::{Clock, ManualClock};
 /// use std::time::Duration;
 /// let clock = ManualClock::new(1_000);
 /// clock.advance(Duration::from_secs(2));
