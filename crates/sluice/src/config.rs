@@ -111,14 +111,63 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// A secret read at start-up: `{ env = "NAME" }` or `{ file = "/run/secrets/key" }`.
-/// Never written inline, so config files can be committed.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Never written inline, so config files can be committed; an inline value is an
+/// error that never repeats the value.
+#[derive(Debug, Clone)]
 pub struct RawSecret {
     /// Name of the environment variable holding the secret.
     pub env: Option<Spanned<String>>,
     /// Path of a file holding the secret (surrounding whitespace trimmed).
     pub file: Option<Spanned<String>>,
+}
+
+/// The table form of [`RawSecret`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecretTable {
+    env: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+}
+
+const INLINE_SECRET: &str = "a secret is never written inline (the value is not repeated here); \
+     write { env = \"NAME\" } or { file = \"PATH\" }";
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawSecret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("{ env = \"NAME\" } or { file = \"PATH\" }")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawSecret, A::Error> {
+                let t = RawSecretTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawSecret {
+                    env: t.env,
+                    file: t.file,
+                })
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<RawSecret, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawSecret, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawSecret, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawSecret, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawSecret, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<RawSecret, A::Error> {
+                Err(de::Error::custom(INLINE_SECRET))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The whole configuration file.
@@ -511,19 +560,31 @@ impl Source {
         })
     }
 
-    /// The key written on the line of `offset`, with its table header.
+    /// The key written on the line of `offset`, with its table header
+    /// (`route[1].ttl`); the table itself when the line is its header.
     fn key_at(&self, offset: usize) -> Option<String> {
         let offset = offset.min(self.text.len());
         let start = self.text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
         let line = self.text[start..].lines().next().unwrap_or("");
-        let table = self.text[..start]
-            .lines()
-            .rev()
-            .find(|l| l.trim_start().starts_with('['))
-            .map(|l| l.trim().trim_matches(|c| c == '[' || c == ']').to_owned());
+        let end = start + line.len();
+        // The header this line is under (or is), with its index for arrays of tables.
+        let mut table = None;
+        let mut counts: std::collections::HashMap<String, usize> = Default::default();
+        for l in self.text[..end].lines() {
+            let t = l.trim();
+            if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+                let name = name.trim().to_owned();
+                let n = counts.entry(name.clone()).or_insert(0);
+                table = Some(format!("{name}[{n}]"));
+                *n += 1;
+            } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+                table = Some(name.trim().to_owned());
+            }
+        }
+        let header = line.trim_start().starts_with('[');
         let key = line.split_once('=').map(|(k, _)| k.trim().to_owned());
         match (table, key) {
-            (Some(t), Some(k)) if !line.trim_start().starts_with('[') => Some(format!("{t}.{k}")),
+            (Some(t), Some(k)) if !header => Some(format!("{t}.{k}")),
             (Some(t), _) => Some(t),
             (None, Some(k)) => Some(k),
             (None, None) => None,
@@ -793,6 +854,14 @@ impl RawConfig {
         for (i, r) in self.routes.iter().enumerate() {
             let at = |k: &str| format!("route[{i}].{k}");
             let Some(upstream) = upstreams.get(r.upstream.get_ref()).cloned() else {
+                if self
+                    .upstreams
+                    .iter()
+                    .any(|u| u.name.get_ref() == r.upstream.get_ref())
+                {
+                    // Defined, but its own errors are reported already: no cascade.
+                    continue;
+                }
                 let known: Vec<&str> = self
                     .upstreams
                     .iter()

@@ -81,7 +81,7 @@ async fn the_shipped_examples_are_valid() {
 fn unknown_key() {
     let e = check(&GOOD.replace("concurrency = 8", "concurency = 8")).unwrap_err();
     assert!(
-        e.starts_with("sluice.toml:14:1: upstream.concurency: unknown field `concurency`"),
+        e.starts_with("sluice.toml:14:1: upstream[0].concurency: unknown field `concurency`"),
         "{e}"
     );
 }
@@ -90,7 +90,7 @@ fn unknown_key() {
 fn bad_duration() {
     let e = check(&GOOD.replace("timeout = \"5s\"", "timeout = \"5 parsecs\"")).unwrap_err();
     assert!(
-        e.starts_with("sluice.toml:12:11: upstream.timeout: invalid duration \"5 parsecs\""),
+        e.starts_with("sluice.toml:12:11: upstream[0].timeout: invalid duration \"5 parsecs\""),
         "{e}"
     );
 }
@@ -156,7 +156,7 @@ fn other_mistakes_are_named() {
         (
             "ttl = \"10m\"",
             "ttl = \"forever\"",
-            "route.ttl: invalid duration",
+            "route[0].ttl: invalid duration",
         ),
         (
             "per_day = 10000 }",
@@ -419,4 +419,55 @@ fn routes_on_reserved_paths_are_refused() {
     for ok in ["/apix/{*rest}", "/{*rest}", "/uix"] {
         check(&GOOD.replace("/air/{*rest}", ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
+}
+
+#[test]
+fn inline_secrets_are_refused_without_repeating_them() {
+    for inline in [
+        "\"my-inline-key-123\"",
+        "12345678",
+        "true",
+        "[\"my-inline-key-123\"]",
+    ] {
+        let e = check(&GOOD.replace(
+            "{ serviceKey = { env = \"AIRKOREA_KEY\" } }",
+            &format!("{{ serviceKey = {inline} }}"),
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with(
+                "sluice.toml:11:31: upstream[0].secret_query: a secret is never written inline"
+            ),
+            "{inline}: {e}"
+        );
+        assert!(
+            e.contains("{ env = \"NAME\" } or { file = \"PATH\" }"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("my-inline-key") && !e.contains("12345678"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn parse_errors_name_the_table_they_are_in() {
+    // A missing field is reported at the table's header, as that table.
+    let e = check(&GOOD.replace("path = \"/air/{*rest}\"\n", "")).unwrap_err();
+    assert_eq!(e, "sluice.toml:18:1: route[0]: missing field `path`");
+    // The second of two routes is route[1].
+    let two =
+        format!("{GOOD}\n[[route]]\npath = \"/b/{{*rest}}\"\nupstream = \"airkorea\"\nttl = 5\n");
+    let e = check(&two).unwrap_err();
+    assert!(e.starts_with("sluice.toml:29:7: route[1].ttl:"), "{e}");
+}
+
+#[test]
+fn a_broken_upstream_does_not_cascade_into_its_routes() {
+    let e = check(&GOOD.replace("http://127.0.0.1:9/B552584/ArpltnInforInqireSvc", "ftp://x"))
+        .unwrap_err();
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("upstream[0].base_url"), "{e}");
+    assert!(!e.contains("unknown upstream"), "{e}");
 }
