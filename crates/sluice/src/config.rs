@@ -631,6 +631,10 @@ pub struct Env<'a> {
     pub var: &'a dyn Fn(&str) -> Option<String>,
     /// The clock for TTLs and quotas.
     pub clock: Arc<dyn Clock>,
+    /// For commands that never call an upstream or take admin requests (`queue
+    /// stats`, `job status`, `schedule list`, …): a secret whose variable or file
+    /// is missing is not an error; it resolves to a placeholder that is never sent.
+    pub secrets_optional: bool,
 }
 
 impl Env<'_> {
@@ -639,6 +643,16 @@ impl Env<'_> {
         Env {
             var: &|n| std::env::var(n).ok(),
             clock: Arc::new(sluice_cache::SystemClock),
+            secrets_optional: false,
+        }
+    }
+
+    /// The process environment for a command that only inspects state: missing
+    /// secrets are not errors (see [`Env::secrets_optional`]).
+    pub fn inspect() -> Env<'static> {
+        Env {
+            secrets_optional: true,
+            ..Env::process()
         }
     }
 }
@@ -981,6 +995,20 @@ fn read_secret(
     key: &str,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Secret> {
+    if env.secrets_optional && matches!((&s.env, &s.file), (Some(_), None) | (None, Some(_))) {
+        let found = match (&s.env, &s.file) {
+            (Some(name), _) => (env.var)(name.get_ref()).filter(|v| !v.is_empty()),
+            (_, Some(path)) => std::fs::read_to_string(path.get_ref())
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
+            _ => None,
+        };
+        // Never used by the commands that ask for this: they call no upstream.
+        return Some(Secret::new(
+            found.unwrap_or_else(|| "sluice-secret-not-loaded".to_owned()),
+        ));
+    }
     match (&s.env, &s.file) {
         (Some(name), None) => match (env.var)(name.get_ref()) {
             Some(v) if !v.is_empty() => Some(Secret::new(v)),

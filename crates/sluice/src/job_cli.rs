@@ -65,6 +65,13 @@ pub enum JobCommand {
     },
 }
 
+impl JobCommand {
+    /// Whether the command runs a job (and so calls upstreams with their secrets).
+    pub fn needs_secrets(&self) -> bool {
+        matches!(self, JobCommand::Run { .. } | JobCommand::Restart { .. })
+    }
+}
+
 fn parse_param(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')

@@ -167,7 +167,13 @@ async fn run(cmd: Command) -> ExitCode {
             }
         }
         Command::Job { config, cmd } => {
-            let settings = match config::load(&config, &Env::process()) {
+            // Only running a job calls upstreams; the rest reads the repository.
+            let env = if cmd.needs_secrets() {
+                Env::process()
+            } else {
+                Env::inspect()
+            };
+            let settings = match config::load(&config, &env) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("{e}");
@@ -176,21 +182,21 @@ async fn run(cmd: Command) -> ExitCode {
             };
             sluice::job_cli::run(cmd, &settings).await
         }
-        Command::Queue { config, cmd } => match config::load(&config, &Env::process()) {
+        Command::Queue { config, cmd } => match config::load(&config, &Env::inspect()) {
             Ok(s) => sluice::queue_cli::run_queue(cmd, &s).await,
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(2)
             }
         },
-        Command::Schedule { config, cmd } => match config::load(&config, &Env::process()) {
+        Command::Schedule { config, cmd } => match config::load(&config, &Env::inspect()) {
             Ok(s) => sluice::schedule::run(cmd, &s).await,
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(2)
             }
         },
-        Command::Task { config, cmd } => match config::load(&config, &Env::process()) {
+        Command::Task { config, cmd } => match config::load(&config, &Env::inspect()) {
             Ok(s) => sluice::queue_cli::run_task(cmd, &s).await,
             Err(e) => {
                 eprintln!("{e}");

@@ -147,3 +147,59 @@ impl Drop for KillOnDrop {
             .status();
     }
 }
+
+#[test]
+fn inspecting_commands_need_no_secrets_and_running_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs.toml"),
+    )
+    .unwrap()
+    .replace(
+        "sqlite://sluice.db",
+        &format!("sqlite://{}", dir.path().join("repo.db").display()),
+    )
+    .replace(
+        "sqlite://data.db",
+        &format!("sqlite://{}", dir.path().join("data.db").display()),
+    );
+    assert!(
+        text.contains("AIRKOREA_KEY"),
+        "the example should use a secret"
+    );
+    let cfg = dir.path().join("jobs.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(&args[..1])
+            .arg("-c")
+            .arg(&cfg)
+            .args(&args[1..])
+            .env_remove("AIRKOREA_KEY")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["queue", "stats"][..],
+        &["job", "status"],
+        &["job", "list"],
+        &["schedule", "list"],
+    ] {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(&["job", "run", "--local", "air-quality-load", "-p", "sido=x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("environment variable AIRKOREA_KEY is not set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -41,6 +41,7 @@ fn check(text: &str) -> Result<(), String> {
     let env = Env {
         var: &|n| (n == "AIRKOREA_KEY").then(|| "k".to_owned()),
         clock: Arc::new(sluice_cache::SystemClock),
+        secrets_optional: false,
     };
     let raw = src.parse().map_err(|e| e.to_string())?;
     raw.resolve(&src, &env)
@@ -64,6 +65,7 @@ async fn the_shipped_examples_are_valid() {
             let env = Env {
                 var: &|_| Some("example-secret-value-123".to_owned()),
                 clock: Arc::new(sluice_cache::SystemClock),
+                secrets_optional: false,
             };
             let settings = src
                 .parse()

@@ -177,6 +177,7 @@ impl Node {
                 _ => None,
             },
             clock: Arc::new(clock.clone()),
+            secrets_optional: false,
         };
         let settings = src
             .parse()
