@@ -150,6 +150,6 @@ async fn redis_broker_survives_sigkill_of_a_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_broker_survives_sigkill_of_a_worker() {
-    let db = common::PgDb::new("sluice_qk").await;
+    let db = common::pg_db("sluice_qk").await;
     kill_a_worker_repeatedly(&db.url).await;
 }

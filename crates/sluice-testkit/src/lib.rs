@@ -2,6 +2,8 @@
 //! memcached, clusters) on free ports, the hostile upstream, and the simulated portal
 //! re-exported from `sluice-sim` so that tests find everything in one place.
 
+/// Scratch PostgreSQL and MariaDB/MySQL databases, one per test.
+pub mod db;
 pub mod hostile;
 /// Real `redis-server` and `memcached` processes for integration tests.
 pub mod servers;

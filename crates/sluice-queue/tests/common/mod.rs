@@ -15,7 +15,6 @@
 use std::sync::Arc;
 
 use sluice_queue::{Broker, RedisBroker, SqlBroker};
-use sqlx::{Connection, Executor, PgConnection};
 
 const HOW: &str = "set SLUICE_TEST_REDIS_URL / SLUICE_TEST_POSTGRES_URL, or run scripts/test";
 
@@ -57,7 +56,7 @@ pub(crate) async fn sqlite() -> Backend {
 
 /// A broker on a new PostgreSQL database.
 pub(crate) async fn postgres() -> Backend {
-    let db = PgDb::new("sluice_q").await;
+    let db = pg_db("sluice_q").await;
     let broker = SqlBroker::connect(&db.url).await.unwrap();
     Backend {
         broker: Arc::new(broker),
@@ -90,66 +89,10 @@ impl Drop for RedisNamespace {
     }
 }
 
-/// A PostgreSQL database created for one test.
-pub(crate) struct PgDb {
-    /// URL of the test's own database.
-    pub(crate) url: String,
-    admin: String,
-    name: String,
-}
+/// A PostgreSQL database created for one test (the test kit's scratch database).
+pub(crate) type PgDb = sluice_testkit::db::ServerDb;
 
-impl PgDb {
-    /// A fresh database named `{prefix}_{random}`.
-    pub(crate) async fn new(prefix: &str) -> PgDb {
-        let name = format!("{prefix}_{:016x}", rand::random::<u64>());
-        let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let mut conn = PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} ({HOW}): {e}"));
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        PgDb {
-            url: with_database(&admin, &name),
-            admin,
-            name,
-        }
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // Drop may run inside the test's runtime: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = conn.execute(sql.as_str()).await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// `url` with its database (path) replaced by `db`, keeping any query.
-pub(crate) fn with_database(url: &str, db: &str) -> String {
-    let auth = url.find("://").map_or(0, |i| i + 3);
-    let (base, rest) = match url[auth..].find('/') {
-        Some(i) => url.split_at(auth + i),
-        None => match url[auth..].find('?') {
-            Some(i) => url.split_at(auth + i),
-            None => (url, ""),
-        },
-    };
-    let query = rest.find('?').map_or("", |i| &rest[i..]);
-    format!("{base}/{db}{query}")
+/// A fresh PostgreSQL database named `{prefix}_{random}`.
+pub(crate) async fn pg_db(prefix: &str) -> PgDb {
+    sluice_testkit::db::ServerDb::new(sluice_testkit::db::Server::Postgres, prefix).await
 }
