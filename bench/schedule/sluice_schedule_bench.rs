@@ -355,7 +355,7 @@ async fn run(a: Args) -> Result<serde_json::Value, String> {
         n: AtomicU64::new(0),
     });
     let period_ms = a.period_s * 1000;
-    let base = TriggerSpec::every(&format!("{}s", a.period_s), false).map_err(|e| e.0)?;
+    let base = TriggerSpec::every(&format!("{}s", a.period_s), false).map_err(|e| e.message)?;
     let defs: Vec<TriggerDef> = (0..a.triggers)
         .map(|i| {
             let offset = (i as u64 * period_ms / a.triggers as u64) as i64;

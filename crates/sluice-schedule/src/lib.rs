@@ -11,5 +11,5 @@ pub mod watch;
 
 pub use claim::{ClaimError, ClaimStore, LastFire, RedisClaims, SqlClaims};
 pub use scheduler::{Fired, Launcher, Scheduler, TriggerDef, misfires};
-pub use trigger::{EveryMode, Misfire, Overlap, TriggerError, TriggerSpec};
+pub use trigger::{EveryMode, Misfire, Overlap, TriggerError, TriggerField, TriggerSpec};
 pub use watch::{FileLauncher, FileTrigger, Watchers};

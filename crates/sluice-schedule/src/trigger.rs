@@ -49,10 +49,43 @@ pub const MIN_EVERY_PERIOD: Duration = Duration::from_millis(100);
 /// The default maximum number of missed fires `catch_up` runs.
 pub const DEFAULT_CATCH_UP_MAX: usize = 100;
 
-/// A parse/validation error with a message naming the field and the value.
+/// A parse/validation error: which field of a trigger is wrong, and a message
+/// naming the field and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TriggerError(pub String);
+#[error("{message}")]
+pub struct TriggerError {
+    /// The field at fault.
+    pub field: TriggerField,
+    /// What is wrong, naming the value.
+    pub message: String,
+}
+
+/// The field of a trigger an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TriggerField {
+    /// The cron pattern.
+    Cron,
+    /// The IANA time zone.
+    Timezone,
+    /// The `every` period.
+    Every,
+    /// The `at` instant.
+    At,
+    /// The misfire policy (or its `catch_up_max`).
+    Misfire,
+    /// The overlap policy.
+    Overlap,
+}
+
+impl TriggerError {
+    fn new(field: TriggerField, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
 
 /// A parsed cron pattern, kept inside [`TriggerSpec::Cron`] so that computing fire
 /// times never parses the expression again. Cloning it is cheap (shared).
@@ -71,7 +104,12 @@ impl CronSchedule {
             .sloppy_ranges(true)
             .build()
             .parse(expr)
-            .map_err(|e| TriggerError(format!("invalid cron expression \"{expr}\": {e}")))?;
+            .map_err(|e| {
+                TriggerError::new(
+                    TriggerField::Cron,
+                    format!("invalid cron expression \"{expr}\": {e}"),
+                )
+            })?;
         Ok(Self(Arc::new(cron)))
     }
 
@@ -177,9 +215,10 @@ impl TriggerSpec {
         // check deterministic (a pattern with a year field may still have no fire
         // left after today: `next_after` then answers `None`).
         if schedule.next_after(tz, DateTime::UNIX_EPOCH).is_none() {
-            return Err(TriggerError(format!(
-                "invalid cron expression \"{expr}\": it never fires (no date matches it)"
-            )));
+            return Err(TriggerError::new(
+                TriggerField::Cron,
+                format!("invalid cron expression \"{expr}\": it never fires (no date matches it)"),
+            ));
         }
         Ok(TriggerSpec::Cron {
             expr: expr.to_string(),
@@ -194,20 +233,22 @@ impl TriggerSpec {
     /// [`TriggerSpec::with_anchor`]).
     pub fn every(period: &str, fixed_delay: bool) -> Result<Self, TriggerError> {
         let d = humantime::parse_duration(period.trim()).map_err(|e| {
-            TriggerError(format!(
+            TriggerError::new(TriggerField::Every, format!(
                 "invalid every \"{period}\": {e} (expected a duration such as \"15m\", \"10s\" or \"1h30m\")"
             ))
         })?;
         if d < MIN_EVERY_PERIOD {
-            return Err(TriggerError(format!(
-                "invalid every \"{period}\": the period must be at least 100ms"
-            )));
+            return Err(TriggerError::new(
+                TriggerField::Every,
+                format!("invalid every \"{period}\": the period must be at least 100ms"),
+            ));
         }
         // The period must fit chrono's arithmetic.
         if TimeDelta::from_std(d).is_err() {
-            return Err(TriggerError(format!(
-                "invalid every \"{period}\": the period is too long"
-            )));
+            return Err(TriggerError::new(
+                TriggerField::Every,
+                format!("invalid every \"{period}\": the period is too long"),
+            ));
         }
         Ok(TriggerSpec::Every {
             period: d,
@@ -223,7 +264,7 @@ impl TriggerSpec {
     /// Parses an RFC 3339 instant with its offset (`"2026-12-01T00:00:00+09:00"`).
     pub fn at(at: &str) -> Result<Self, TriggerError> {
         let t = DateTime::parse_from_rfc3339(at.trim()).map_err(|e| {
-            TriggerError(format!(
+            TriggerError::new(TriggerField::At, format!(
                 "invalid at \"{at}\": {e} (expected RFC 3339 with an offset, such as \"2026-12-01T00:00:00+09:00\")"
             ))
         })?;
@@ -454,7 +495,7 @@ impl fmt::Display for TriggerSpec {
 /// Parses an IANA zone name.
 fn parse_tz(name: &str) -> Result<Tz, TriggerError> {
     name.trim().parse::<Tz>().map_err(|_| {
-        TriggerError(format!(
+        TriggerError::new(TriggerField::Timezone, format!(
             "unknown time zone \"{name}\": use an IANA zone name such as \"Asia/Seoul\", \"Europe/Berlin\", \"America/New_York\" or \"UTC\""
         ))
     })
@@ -510,13 +551,13 @@ impl Misfire {
             "fire_once" => Ok(Misfire::FireOnce),
             "skip" => Ok(Misfire::Skip),
             "catch_up" => match catch_up_max.unwrap_or(DEFAULT_CATCH_UP_MAX) {
-                0 => Err(TriggerError(
+                0 => Err(TriggerError::new(TriggerField::Misfire,
                     "invalid catch_up_max 0: must be at least 1 (use misfire = \"skip\" to run none)"
                         .to_string(),
                 )),
                 max => Ok(Misfire::CatchUp { max }),
             },
-            _ => Err(TriggerError(format!(
+            _ => Err(TriggerError::new(TriggerField::Misfire, format!(
                 "invalid misfire \"{s}\": expected \"fire_once\", \"skip\" or \"catch_up\""
             ))),
         }
@@ -581,9 +622,10 @@ impl Overlap {
             "skip" => Ok(Overlap::Skip),
             "queue" => Ok(Overlap::Queue),
             "allow" => Ok(Overlap::Allow),
-            _ => Err(TriggerError(format!(
-                "invalid overlap \"{s}\": expected \"skip\", \"queue\" or \"allow\""
-            ))),
+            _ => Err(TriggerError::new(
+                TriggerField::Overlap,
+                format!("invalid overlap \"{s}\": expected \"skip\", \"queue\" or \"allow\""),
+            )),
         }
     }
 
@@ -815,7 +857,7 @@ mod tests {
             ("", "empty"),
         ];
         for (expr, reason) in cases {
-            let e = TriggerSpec::cron(expr, "UTC").unwrap_err().0;
+            let e = TriggerSpec::cron(expr, "UTC").unwrap_err().message;
             assert!(e.contains(&format!("\"{expr}\"")), "{e}");
             assert!(e.contains(reason), "{expr}: {e}");
         }
@@ -824,7 +866,9 @@ mod tests {
     #[test]
     fn unknown_time_zone_is_named_with_a_hint() {
         for name in ["Asia/Seol", "KST+9", "", "Mars/Olympus"] {
-            let e = TriggerSpec::cron("0 0 * * *", name).unwrap_err().0;
+            let err = TriggerSpec::cron("0 0 * * *", name).unwrap_err();
+            assert_eq!(err.field, TriggerField::Timezone);
+            let e = err.message;
             assert!(e.contains(&format!("unknown time zone \"{name}\"")), "{e}");
             assert!(e.contains("IANA") && e.contains("Asia/Seoul"), "{e}");
         }
@@ -1196,7 +1240,7 @@ mod tests {
             ("-5m", "expected a duration"),
             ("15", "expected a duration"),
         ] {
-            let e = TriggerSpec::every(p, false).unwrap_err().0;
+            let e = TriggerSpec::every(p, false).unwrap_err().message;
             assert!(e.contains(&format!("invalid every \"{p}\"")), "{e}");
             assert!(e.contains(why), "{p}: {e}");
         }
@@ -1239,7 +1283,7 @@ mod tests {
     #[test]
     fn at_bad_instants_are_named() {
         for v in ["2026-12-01 00:00", "2026-12-01T00:00:00", "tomorrow", ""] {
-            let e = TriggerSpec::at(v).unwrap_err().0;
+            let e = TriggerSpec::at(v).unwrap_err().message;
             assert!(e.contains(&format!("invalid at \"{v}\"")), "{e}");
             assert!(e.contains("RFC 3339"), "{e}");
         }
@@ -1329,10 +1373,10 @@ mod tests {
         );
         assert_eq!(Misfire::parse("FIRE_ONCE", None), Ok(Misfire::FireOnce));
         assert_eq!(Misfire::default(), Misfire::FireOnce);
-        let e = Misfire::parse("run_all", None).unwrap_err().0;
+        let e = Misfire::parse("run_all", None).unwrap_err().message;
         assert!(e.contains("invalid misfire \"run_all\""), "{e}");
         assert!(e.contains("fire_once") && e.contains("catch_up"), "{e}");
-        let e = Misfire::parse("catch_up", Some(0)).unwrap_err().0;
+        let e = Misfire::parse("catch_up", Some(0)).unwrap_err().message;
         assert!(e.contains("catch_up_max 0"), "{e}");
         for m in [
             Misfire::FireOnce,
@@ -1407,7 +1451,7 @@ mod tests {
             assert_eq!(o.to_string(), o.as_str());
         }
         assert_eq!(Overlap::parse(" QUEUE "), Ok(Overlap::Queue));
-        let e = Overlap::parse("parallel").unwrap_err().0;
+        let e = Overlap::parse("parallel").unwrap_err().message;
         assert!(e.contains("invalid overlap \"parallel\""), "{e}");
         assert!(
             e.contains("skip") && e.contains("queue") && e.contains("allow"),

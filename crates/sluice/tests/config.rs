@@ -275,7 +275,7 @@ fn trigger_and_queue_mistakes_are_named() {
         ),
         (
             job("cron = \"0 20 * * * *\"\ntimezone = \"Asia/Seol\""),
-            "job[0].trigger[0].cron",
+            "job[0].trigger[0].timezone",
             "Asia/Seoul",
         ),
         (

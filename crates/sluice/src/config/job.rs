@@ -390,29 +390,27 @@ fn check_trigger(
     let spec = if let Some(c) = &t.cron {
         let tz = t.timezone.as_ref().map_or("UTC", |z| z.get_ref().as_str());
         TriggerSpec::cron(c.get_ref(), tz).map_err(|e| {
-            let sp = if e.0.contains("zone") {
-                t.timezone.as_ref().and_then(span)
+            if e.field == sluice_schedule::TriggerField::Timezone {
+                bad(t.timezone.as_ref().and_then(span), "timezone", e.message);
             } else {
-                span(c)
-            };
-            bad(sp, "cron", e.0);
+                bad(span(c), "cron", e.message);
+            }
         })
     } else if let Some(e) = &t.every {
         TriggerSpec::every(e.get_ref(), t.fixed_delay.unwrap_or(false))
-            .map_err(|x| bad(span(e), "every", x.0))
+            .map_err(|x| bad(span(e), "every", x.message))
     } else if let Some(a) = &t.at {
-        TriggerSpec::at(a.get_ref()).map_err(|x| bad(span(a), "at", x.0))
+        TriggerSpec::at(a.get_ref()).map_err(|x| bad(span(a), "at", x.message))
     } else {
         Err(())
     };
     let misfire = match &t.misfire {
-        Some(m) => {
-            Misfire::parse(m.get_ref(), t.catch_up_max).map_err(|e| bad(span(m), "misfire", e.0))
-        }
+        Some(m) => Misfire::parse(m.get_ref(), t.catch_up_max)
+            .map_err(|e| bad(span(m), "misfire", e.message)),
         None => Ok(Misfire::FireOnce),
     };
     let overlap = match &t.overlap {
-        Some(o) => Overlap::parse(o.get_ref()).map_err(|e| bad(span(o), "overlap", e.0)),
+        Some(o) => Overlap::parse(o.get_ref()).map_err(|e| bad(span(o), "overlap", e.message)),
         None => Ok(Overlap::Skip),
     };
     let (Ok(spec), Ok(misfire), Ok(overlap)) = (spec, misfire, overlap) else {
