@@ -219,6 +219,9 @@ pub struct RawServer {
     /// this long is closed. A slow request in flight is never cut by it (the
     /// upstream `timeout` bounds those). Default `60s`.
     pub idle_timeout: Option<Spanned<Dur>>,
+    /// A client that takes none of a response's bytes for this long (it stopped
+    /// reading) is cut off, as nginx's `send_timeout`. Default `60s`.
+    pub send_timeout: Option<Spanned<Dur>>,
     /// Most client connections open at once. When reached, sluice stops accepting
     /// (new clients wait in the kernel's listen backlog) until one closes. Default
     /// `1024`.
@@ -250,6 +253,7 @@ impl RawServer {
             d.header_read_timeout,
         );
         let idle_timeout = dur(&self.idle_timeout, "idle_timeout", d.idle_timeout);
+        let send_timeout = dur(&self.send_timeout, "send_timeout", d.send_timeout);
         let max_connections = match &self.max_connections {
             Some(n) if *n.get_ref() == 0 => {
                 errs.push(src.err(
@@ -280,6 +284,7 @@ impl RawServer {
         ConnectionSettings {
             header_read_timeout,
             idle_timeout,
+            send_timeout,
             max_connections,
             max_header_bytes,
         }
@@ -294,6 +299,8 @@ pub struct ConnectionSettings {
     pub header_read_timeout: Duration,
     /// Longest quiet time of a connection with no request in flight.
     pub idle_timeout: Duration,
+    /// Longest a response may wait for a client that stopped reading.
+    pub send_timeout: Duration,
     /// Most client connections open at once.
     pub max_connections: usize,
     /// Largest request head, in bytes.
@@ -301,11 +308,12 @@ pub struct ConnectionSettings {
 }
 
 impl Default for ConnectionSettings {
-    /// `10s`, `60s`, `1024` and `64KiB`.
+    /// `10s`, `60s`, `60s`, `1024` and `64KiB`.
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_header_bytes: 64 << 10,
         }

@@ -637,6 +637,9 @@ struct ConnWatch {
     /// When the first byte of a request head not yet parsed arrived, or
     /// [`NO_HEAD`]. Starts at 0: the first request is timed from the accept.
     head_since: AtomicU64,
+    /// Since when a write to the client has been refused (its window is full:
+    /// it is not reading), or [`NO_HEAD`].
+    blocked_since: AtomicU64,
 }
 
 const NO_HEAD: u64 = u64::MAX;
@@ -658,6 +661,7 @@ impl ConnWatch {
             in_flight: AtomicUsize::new(0),
             last_activity: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
+            blocked_since: AtomicU64::new(NO_HEAD),
         }
     }
 
@@ -683,6 +687,14 @@ impl ConnWatch {
     /// Bytes went out to the client.
     fn on_write(&self) {
         self.last_activity.store(self.now_ms(), Ordering::Relaxed);
+        self.blocked_since.store(NO_HEAD, Ordering::Relaxed);
+    }
+
+    /// The client's receive window is full: a write had to wait.
+    fn on_write_blocked(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) == NO_HEAD {
+            self.blocked_since.store(self.now_ms(), Ordering::Relaxed);
+        }
     }
 
     /// hyper parsed a request head and called the service.
@@ -708,9 +720,27 @@ impl ConnWatch {
     fn check(&self, limits: &ConnectionSettings) -> Check {
         let now = self.now_ms();
         let idle_ms = limits.idle_timeout.as_millis() as u64;
+        // A client that stopped taking a response is cut after send_timeout, in
+        // flight or not (hyper may hold the whole body in its buffer already).
+        let send_ms = limits.send_timeout.as_millis() as u64;
+        let blocked = self.blocked_since.load(Ordering::Relaxed);
+        let send_at = if blocked == NO_HEAD {
+            u64::MAX
+        } else {
+            let cut_at = blocked.saturating_add(send_ms);
+            if now >= cut_at {
+                return Check::Cut("the client took no response bytes for send_timeout");
+            }
+            cut_at
+        };
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             // Requests in flight are bounded by the upstream timeouts, not here.
-            return Check::Wait(self.at(now.saturating_add(idle_ms)));
+            let next = now.saturating_add(idle_ms.min(send_ms)).min(send_at);
+            return Check::Wait(self.at(next));
+        }
+        if blocked != NO_HEAD {
+            // Still writing the last response: not idle.
+            return Check::Wait(self.at(send_at));
         }
         let idle_at = self
             .last_activity
@@ -763,8 +793,10 @@ impl AsyncWrite for Metered {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.watch.on_write();
+        match r {
+            Poll::Ready(Ok(n)) if n > 0 => self.watch.on_write(),
+            Poll::Pending => self.watch.on_write_blocked(),
+            _ => {}
         }
         r
     }
@@ -775,8 +807,10 @@ impl AsyncWrite for Metered {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.watch.on_write();
+        match r {
+            Poll::Ready(Ok(n)) if n > 0 => self.watch.on_write(),
+            Poll::Pending => self.watch.on_write_blocked(),
+            _ => {}
         }
         r
     }

@@ -442,6 +442,7 @@ fn connection_limits_have_documented_defaults() {
     assert_eq!(d, ConnectionSettings::default());
     assert_eq!(d.header_read_timeout, Duration::from_secs(10));
     assert_eq!(d.idle_timeout, Duration::from_secs(60));
+    assert_eq!(d.send_timeout, Duration::from_secs(60));
     assert_eq!(d.max_connections, 1024);
     assert_eq!(d.max_header_bytes, 64 << 10);
     let set = resolve(
@@ -453,6 +454,7 @@ fn connection_limits_have_documented_defaults() {
         ConnectionSettings {
             header_read_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(300),
+            send_timeout: Duration::from_secs(60),
             max_connections: 10,
             max_header_bytes: 16 << 10,
         }
@@ -493,4 +495,59 @@ fn zero_connection_limits_are_refused_with_located_errors() {
         e.starts_with("test.toml:3:19: server.max_connections:"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_send_timeout() {
+    let up = sluice_testkit::HostileUpstream::start().await.unwrap();
+    let config = r#"
+header_read_timeout = "5s"
+idle_timeout = "1h"
+send_timeout = "1s"
+
+[[upstream]]
+name = "plain"
+base_url = "{SIM}"
+timeout = "20s"
+retries = { max = 0, backoff = "10ms" }
+
+[[route]]
+name = "p"
+path = "/p/{*rest}"
+upstream = "plain"
+ttl = "10m"
+"#;
+    let node = Node::start_for(&up.base_url(), &up.base_url(), config).await;
+    // About 22 MB: far more than the socket buffers of both ends hold.
+    let path = "/p/wide-xml/1000000";
+    let mut s = TcpStream::connect(node.gw.addr).await.unwrap();
+    s.write_all(get(path).as_bytes()).await.unwrap();
+    let mut first = vec![0u8; 1024];
+    let n = timeout(Duration::from_secs(30), s.read(&mut first))
+        .await
+        .expect("the answer starts")
+        .unwrap();
+    assert!(n > 0);
+    // Stop reading long enough for send_timeout (1 s) and a watchdog round.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut total = n;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = timeout(Duration::from_secs(20), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => total += k,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection was not closed");
+    let full = node.get(path).await.body.len();
+    assert!(full > 20_000_000, "{full}");
+    assert!(
+        total < full,
+        "the stalled client still got all {full} bytes"
+    );
+    // The server goes on serving.
+    assert_eq!(node.get("/p/ok").await.status, 200);
 }
