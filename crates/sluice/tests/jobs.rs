@@ -566,13 +566,8 @@ async fn two_processes_never_run_one_instance_at_once_on_sqlite() {
 
 #[tokio::test]
 async fn two_processes_never_run_one_instance_at_once_on_postgres() {
-    use sqlx::Executor;
-    let (mut admin, name, url) = scratch_postgres().await;
-    two_processes_one_instance(&url).await;
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await
-        .unwrap();
+    let db = scratch_postgres().await;
+    two_processes_one_instance(&db.url).await;
 }
 
 #[tokio::test]
@@ -659,34 +654,9 @@ impl Repo {
     }
 }
 
-/// A scratch PostgreSQL database for one test: `(admin connection, name, url)`.
-async fn scratch_postgres() -> (sqlx::PgConnection, String, String) {
-    use sqlx::{Connection, Executor};
-    let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!(
-        "sluice_j_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL at {admin} (set SLUICE_TEST_POSTGRES_URL, or run scripts/test): {e}")
-        });
-    conn.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) if base.len() > base.find("://").map_or(0, |i| i + 3) => {
-            format!("{base}/{name}")
-        }
-        _ => format!("{admin}/{name}"),
-    };
-    (conn, name, url)
+/// A scratch PostgreSQL database for one test (the test kit's), dropped with it.
+async fn scratch_postgres() -> sluice_testkit::db::ServerDb {
+    sluice_testkit::db::ServerDb::new(sluice_testkit::db::Server::Postgres, "sluice_j").await
 }
 
 /// Plain appends (no key) into the repository's own database, killed with -9
@@ -730,13 +700,8 @@ async fn appends_into_the_repository_database_are_exactly_once_across_a_kill() {
 
 #[tokio::test]
 async fn appends_into_a_postgres_repository_are_exactly_once_across_a_kill() {
-    use sqlx::Executor;
-    let (mut admin, name, url) = scratch_postgres().await;
-    exactly_once_across_a_kill(Repo::Postgres(url)).await;
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await
-        .unwrap();
+    let db = scratch_postgres().await;
+    exactly_once_across_a_kill(Repo::Postgres(db.url.clone())).await;
 }
 
 /// Starts `sluice serve` (gateway and workers) on a free port.
