@@ -233,6 +233,13 @@ impl Gateway {
             ));
         }
         let path = key::canonical_path(uri.path())?;
+        if crate::route::is_reserved(&path) {
+            // sluice's own paths are never proxied, whatever the routes say.
+            return Err(GatewayError::new(
+                ErrorKind::NoRoute,
+                format!("{path} is reserved for sluice and what serves it is not enabled"),
+            ));
+        }
         let matched =
             self.inner.router.at(&path).map_err(|_| {
                 GatewayError::new(ErrorKind::NoRoute, format!("no route for {path}"))
@@ -716,13 +723,13 @@ fn to_entry(
     now: i64,
 ) -> (Entry, Result<(), NoCacheReason>) {
     let spec = &route.spec;
-    let scrubber = spec.upstream.scrubber();
     let mut headers = Vec::new();
     for name in &KEPT_HEADERS {
         for v in resp.headers.get_all(name) {
-            // Scrubbed by the upstream; checked again, as this is what is stored.
-            let b = scrubber.scrub_bytes(v.as_bytes());
-            headers.push((name.as_str().to_owned(), Bytes::copy_from_slice(&b)));
+            headers.push((
+                name.as_str().to_owned(),
+                Bytes::copy_from_slice(v.as_bytes()),
+            ));
         }
     }
     let negative = matches!(resp.status, 404 | 410);

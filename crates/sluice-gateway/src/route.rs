@@ -54,6 +54,20 @@ pub struct RouteSpec {
 /// Paths served by sluice itself, never by a route.
 pub const RESERVED_PATHS: [&str; 6] = ["/admin", "/api", "/metrics", "/healthz", "/readyz", "/ui"];
 
+/// Whether a canonical path (see [`crate::key::canonical_path`]) is one of
+/// [`RESERVED_PATHS`] or below one: its first segment names a reserved path.
+pub fn is_reserved(canonical: &str) -> bool {
+    let first = canonical
+        .strip_prefix('/')
+        .unwrap_or(canonical)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    RESERVED_PATHS
+        .iter()
+        .any(|r| r.strip_prefix('/') == Some(first))
+}
+
 /// Request headers a route may not vary on (and so forward): hop-by-hop and
 /// framing headers, which belong to each connection, not to the request.
 pub const UNFORWARDABLE_HEADERS: [&str; 9] = [
@@ -330,5 +344,15 @@ mod tests {
             assert!(parse_template(bad).is_err(), "{bad}");
         }
         assert_eq!(pattern_params("/x/{a}/{*b}"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn reserved_paths_by_first_segment() {
+        for p in ["/admin", "/admin/", "/api/v1/x", "/ui", "/readyz/"] {
+            assert!(is_reserved(p), "{p}");
+        }
+        for p in ["/", "/administrator", "/air/admin", "/apix"] {
+            assert!(!is_reserved(p), "{p}");
+        }
     }
 }

@@ -54,6 +54,18 @@ impl Conns {
     }
 }
 
+/// Whether an `accept` error concerns only the connection being accepted (the
+/// next accept may succeed at once), as opposed to the listener or the process
+/// (`EMFILE`), where a server should back off.
+pub fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
 /// The listener handed to `axum::serve`.
 pub(crate) struct TrackedListener {
     pub(crate) listener: TcpListener,
@@ -73,13 +85,7 @@ impl axum::serve::Listener for TrackedListener {
                 },
                 // Per-connection errors: try the next one. Anything else (EMFILE, …):
                 // back off briefly instead of spinning.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::ConnectionReset
-                            | io::ErrorKind::ConnectionRefused
-                    ) => {}
+                Err(e) if is_per_connection(&e) => {}
                 Err(e) => {
                     tracing::warn!("sim: accept error: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;

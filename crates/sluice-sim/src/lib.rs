@@ -36,6 +36,7 @@ mod conn;
 mod data;
 mod sim;
 
+pub use conn::is_per_connection;
 pub use data::result_message;
 pub use sim::{AIR_OPERATION, Fault, ItemsShape, RecordedRequest, SimConfig, SimUpstream};
 

@@ -288,13 +288,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, addr: SocketAdd
             }
             // Per-connection errors: try the next one. Anything else (EMFILE, …): back
             // off briefly instead of spinning.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::ConnectionRefused
-                ) => {}
+            Err(e) if sluice_sim::is_per_connection(&e) => {}
             Err(e) => {
                 tracing::warn!("hostile: accept error: {e}");
                 sleep(Duration::from_millis(50)).await;

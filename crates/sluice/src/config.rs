@@ -1003,20 +1003,27 @@ fn read_secret(
     key: &str,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Secret> {
-    if env.secrets_optional && matches!((&s.env, &s.file), (Some(_), None) | (None, Some(_))) {
-        let found = match (&s.env, &s.file) {
-            (Some(name), _) => (env.var)(name.get_ref()).filter(|v| !v.is_empty()),
-            (_, Some(path)) => std::fs::read_to_string(path.get_ref())
-                .ok()
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty()),
-            _ => None,
-        };
-        // Never used by the commands that ask for this: they call no upstream.
-        return Some(Secret::new(
-            found.unwrap_or_else(|| "sluice-secret-not-loaded".to_owned()),
-        ));
+    if !env.secrets_optional {
+        return read_secret_strict(s, src, env, key, errs);
     }
+    let mut missing = Vec::new();
+    let found = read_secret_strict(s, src, env, key, &mut missing);
+    if s.env.is_some() == s.file.is_some() {
+        // Written wrongly, not merely absent: still an error.
+        errs.append(&mut missing);
+        return found;
+    }
+    // Never used by the commands that ask for this: they call no upstream.
+    found.or_else(|| Some(Secret::new("sluice-secret-not-loaded")))
+}
+
+fn read_secret_strict(
+    s: &RawSecret,
+    src: &Source,
+    env: &Env<'_>,
+    key: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Secret> {
     match (&s.env, &s.file) {
         (Some(name), None) => match (env.var)(name.get_ref()) {
             Some(v) if !v.is_empty() => Some(Secret::new(v)),

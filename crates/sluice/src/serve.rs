@@ -9,7 +9,7 @@
 //! sluice, never to a gateway route: even a catch-all route `/{*rest}`
 //! does not see them. Where the feature behind one is absent (no admin token, no
 //! job API, no dashboard) it answers the gateway's JSON 404 and nothing is proxied.
-//! The segment is compared after percent-decoding, the way the gateway matches its
+//! The gateway refuses them after canonicalising the path, the way it matches its
 //! routes, so `/%61dmin/x` is reserved too.
 //!
 //! # Connections
@@ -66,7 +66,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::json;
-use sluice_gateway::route::RESERVED_PATHS;
 use sluice_gateway::{Gateway, Secret};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -107,49 +106,6 @@ impl Readiness {
     }
 }
 
-/// Whether `path` (as sent, percent-encoded) is a reserved path: one of
-/// [`RESERVED_PATHS`] or anything below it. The first segment is compared after
-/// percent-decoding, without allocating.
-pub fn is_reserved(path: &str) -> bool {
-    let rest = path.strip_prefix('/').unwrap_or(path);
-    let seg = rest.split('/').next().unwrap_or("");
-    RESERVED_PATHS
-        .iter()
-        .any(|p| decoded_eq(seg.as_bytes(), p.trim_start_matches('/').as_bytes()))
-}
-
-/// `raw` percent-decoded equals `want`.
-fn decoded_eq(raw: &[u8], want: &[u8]) -> bool {
-    let hex = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    };
-    let (mut i, mut j) = (0, 0);
-    while i < raw.len() {
-        let byte = match (
-            raw[i],
-            raw.get(i + 1).copied().and_then(hex),
-            raw.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                i += 3;
-                h << 4 | l
-            }
-            (b, _, _) => {
-                i += 1;
-                b
-            }
-        };
-        if want.get(j) != Some(&byte) {
-            return false;
-        }
-        j += 1;
-    }
-    j == want.len()
-}
-
 /// Builds the application router: the reserved endpoints, the admin API when
 /// `admin_token` is set, and the gateway for every other path. `readiness` is what
 /// `/readyz` reports; pass the same handle to [`serve_until`].
@@ -174,16 +130,8 @@ pub fn app(gateway: Gateway, admin_token: Option<Secret>, readiness: Readiness) 
     router
         .fallback(move |req: Request| {
             let gw = gw.clone();
-            async move {
-                if is_reserved(req.uri().path()) {
-                    return json_error(
-                        StatusCode::NOT_FOUND,
-                        "no_route",
-                        "this path is reserved for sluice and what serves it is not enabled",
-                    );
-                }
-                gw.handle(req).await
-            }
+            // The gateway refuses reserved paths itself (see `route::is_reserved`).
+            async move { gw.handle(req).await }
         })
         .with_state(state)
 }
