@@ -18,6 +18,7 @@ pub mod cache_writer;
 pub mod http_reader;
 pub mod job;
 pub mod model;
+pub mod partition;
 pub mod processors;
 pub mod readers;
 pub mod repository;

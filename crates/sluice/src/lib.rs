@@ -1,19 +1,24 @@
-//! The `sluice` binary's library half: configuration, the server around the
-//! gateway, the demo and telemetry. `main.rs` is only the command line.
+//! The `sluice` binary's library half. `main.rs` only parses the command line.
+//!
+//! - [`config`]: pure, the TOML file → checked [`config::Settings`], every error
+//!   located;
+//! - [`runtime`]: the composition root, built once per process (broker,
+//!   repository, claims, job building, run parameters, partitions, launchers);
+//! - [`cli`]: one module per command group;
+//! - [`http`]: the endpoints sluice serves itself, with one `ApiError`;
+//! - [`serve`]: the server around them and the gateway;
+//! - [`demo`], [`telemetry`].
 //!
 //! Exit codes of the binary: `0` success, `1` runtime failure (cannot listen,
 //! server error), `2` bad command line or invalid configuration.
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod job_cli;
-pub mod job_task;
-pub mod jobs;
-pub mod partition;
-pub mod queue_cli;
-pub mod schedule;
+pub mod http;
+pub mod runtime;
 pub mod serve;
 pub mod telemetry;
 

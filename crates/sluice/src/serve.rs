@@ -1,6 +1,7 @@
-//! `sluice serve`: the HTTP server around the gateway, with the admin API,
-//! `/metrics`, `/healthz`, `/readyz`, bounded client connections and graceful
-//! shutdown.
+//! `sluice serve`: the HTTP server around the router of [`crate::http`] (the
+//! gateway, the admin and job APIs, `/metrics`, `/healthz`, `/readyz`), with
+//! bounded client connections and graceful shutdown; and the process around it,
+//! which builds one [`Runtime`] for its workers, scheduler and job API.
 //!
 //! # Reserved paths
 //!
@@ -47,26 +48,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use serde::Deserialize;
-use serde_json::json;
-use sluice_gateway::{Gateway, Secret};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -74,279 +66,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{ConnectionSettings, Settings};
-use crate::telemetry;
-
-#[derive(Clone)]
-struct AppState {
-    gateway: Gateway,
-    token: Option<Secret>,
-    readiness: Readiness,
-}
-
-/// Whether the server still takes traffic: `GET /readyz` answers from it.
-///
-/// Clones share one flag. [`serve_until`] sets it when shutdown begins.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    /// A server that is ready.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// True once shutdown has begun.
-    pub fn is_draining(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Marks the server as draining: `/readyz` answers 503 from now on.
-    pub fn begin_draining(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Builds the application router: the reserved endpoints, the admin API when
-/// `admin_token` is set, and the gateway for every other path. `readiness` is what
-/// `/readyz` reports; pass the same handle to [`serve_until`].
-pub fn app(gateway: Gateway, admin_token: Option<Secret>, readiness: Readiness) -> Router {
-    let state = AppState {
-        gateway: gateway.clone(),
-        token: admin_token.clone(),
-        readiness,
-    };
-    let mut router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_page));
-    if admin_token.is_some() {
-        let admin = Router::new()
-            .route("/admin/purge", post(purge))
-            .route("/admin/cache/stats", get(stats))
-            .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-        router = router.merge(admin);
-    }
-    let gw = gateway;
-    router
-        .fallback(move |req: Request| {
-            let gw = gw.clone();
-            // The gateway refuses reserved paths itself (see `route::is_reserved`).
-            async move { gw.handle(req).await }
-        })
-        .with_state(state)
-}
-
-/// `200 {"status":"ready"}` while serving; `503 {"status":"draining"}` once
-/// shutdown has begun, so that load balancers stop sending new requests.
-async fn readyz(State(s): State<AppState>) -> Response {
-    if s.readiness.is_draining() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining"})),
-        )
-            .into_response()
-    } else {
-        Json(json!({"status": "ready"})).into_response()
-    }
-}
-
-/// `200 {"status":"ok"}`, or `200 {"status":"degraded","reason":…}` while a
-/// shared backend is away: the node still serves (from L1, the upstream, local
-/// coalescing and rate limits), so a load balancer must keep sending it traffic.
-async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
-    match s.gateway.degraded() {
-        None => Json(json!({"status": "ok"})),
-        Some(reason) => Json(json!({"status": "degraded", "reason": reason})),
-    }
-}
-
-async fn metrics_page(State(s): State<AppState>) -> Response {
-    if let Err(e) = s.gateway.stats().await {
-        tracing::warn!(error = %e, "store stats unavailable for /metrics");
-    }
-    let body = telemetry::prometheus().render();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
-}
-
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": code, "message": message}))).into_response()
-}
-
-async fn require_token(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(token) = &s.token else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "no_route",
-            "the admin API is disabled",
-        );
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
-        let mut r = json_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid 'Authorization: Bearer <admin_token>' header is required",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return r;
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Body of `POST /admin/purge`: exactly one of the fields.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PurgeRequest {
-    /// An exact key, as logged and shown by `Cache-Status`-carrying responses.
-    key: Option<String>,
-    /// A route name: every key of the route.
-    route: Option<String>,
-    /// Every key starting with this prefix.
-    prefix: Option<String>,
-    /// A request path and query, e.g. `/air/x?sidoName=서울`: the key a GET of it uses.
-    url: Option<String>,
-}
-
-async fn purge(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
-    let req: PurgeRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!(
-                    "invalid purge request: {e}; send {{\"key\": …}}, {{\"route\": …}}, {{\"prefix\": …}} or {{\"url\": …}}"
-                ),
-            );
-        }
-    };
-    let given = [
-        req.key.is_some(),
-        req.route.is_some(),
-        req.prefix.is_some(),
-        req.url.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if given != 1 {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "give exactly one of key, route, prefix, url",
-        );
-    }
-    let gw = &s.gateway;
-    let result = if let Some(k) = req.key {
-        gw.purge_key(&k).await.map(|p| (p.0, json!({"key": k})))
-    } else if let Some(r) = req.route {
-        match gw.purge_route(&r).await {
-            Ok(Some(p)) => Ok((p.0, json!({"route": r}))),
-            Ok(None) => {
-                return json_error(
-                    StatusCode::NOT_FOUND,
-                    "unknown_route",
-                    &format!(
-                        "no route named {r:?}; routes: {}",
-                        gw.route_names().join(", ")
-                    ),
-                );
-            }
-            Err(e) => Err(e),
-        }
-    } else if let Some(p) = req.prefix {
-        if p.is_empty() {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "an empty prefix would purge everything; purge routes one by one",
-            );
-        }
-        gw.purge_prefix(&p)
-            .await
-            .map(|n| (n.0, json!({"prefix": p})))
-    } else {
-        let url = req.url.unwrap_or_default();
-        let key = match gw.key_for(&url) {
-            Ok(k) => k,
-            Err(e) => {
-                return json_error(StatusCode::BAD_REQUEST, "bad_request", &e.public_message());
-            }
-        };
-        gw.purge_key(&key).await.map(|p| (p.0, json!({"key": key})))
-    };
-    match result {
-        Ok((n, what)) => {
-            tracing::info!(purged = n, what = %what, "purge");
-            Json(json!({"purged": n, "target": what})).into_response()
-        }
-        Err(e @ sluice_cache::StoreError::Unsupported { .. }) => {
-            json_error(StatusCode::BAD_REQUEST, "unsupported", &e.to_string())
-        }
-        Err(e) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            &e.to_string(),
-        ),
-    }
-}
-
-async fn stats(State(s): State<AppState>) -> Response {
-    match s.gateway.stats().await {
-        Ok(st) => {
-            let upstreams: Vec<_> = s
-                .gateway
-                .upstreams()
-                .iter()
-                .map(|u| json!({"name": u.name().to_string(), "quota_remaining_today": u.quota().remaining_today()}))
-                .collect();
-            Json(json!({
-                "store": s.gateway.store().kind(),
-                "entries": st.entries,
-                "bytes": st.bytes,
-                "max_bytes": st.max_bytes,
-                "in_flight": s.gateway.in_flight(),
-                "routes": s.gateway.route_names(),
-                "upstreams": upstreams,
-            }))
-            .into_response()
-        }
-        Err(e @ sluice_cache::StoreError::Unsupported { .. }) => {
-            json_error(StatusCode::BAD_REQUEST, "unsupported", &e.to_string())
-        }
-        Err(e) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            &e.to_string(),
-        ),
-    }
-}
+use crate::http::{self, JobsApi, Readiness};
+use crate::runtime::{Runtime, launcher};
 
 /// A running server.
 pub struct Running {
@@ -874,7 +595,12 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
     let listener = bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     let readiness = Readiness::new();
-    let app = app(settings.gateway, settings.admin_token, readiness.clone());
+    let app = http::app(
+        settings.gateway,
+        settings.admin_token,
+        readiness.clone(),
+        None,
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(serve_until(
         listener,
@@ -960,30 +686,27 @@ pub async fn run(settings: Settings) -> io::Result<()> {
     let grace = settings.shutdown_grace;
     let limits = settings.connections;
     let readiness = Readiness::new();
-    let mut app = app(
+    let rt = Runtime::new(settings);
+    let settings = rt.settings().clone();
+    let jobs_api = if settings.admin_token.is_some() && !settings.jobs.jobs.is_empty() {
+        match JobsApi::new(rt.clone()).await {
+            Ok(api) => Some(Arc::new(api)),
+            Err(e) => {
+                tracing::warn!(error = %e, "job API disabled: the queue is unreachable");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let app = http::app(
         settings.gateway.clone(),
         settings.admin_token.clone(),
         readiness.clone(),
+        jobs_api,
     );
-    let settings = std::sync::Arc::new(settings);
-    if settings.admin_token.is_some() && !settings.jobs.jobs.is_empty() {
-        match crate::schedule::JobsApi::new(settings.clone()).await {
-            Ok(api) => {
-                let state = AppState {
-                    gateway: settings.gateway.clone(),
-                    token: settings.admin_token.clone(),
-                    readiness: readiness.clone(),
-                };
-                app = app.merge(
-                    crate::schedule::api_router(std::sync::Arc::new(api))
-                        .route_layer(middleware::from_fn_with_state(state, require_token)),
-                );
-            }
-            Err(e) => tracing::warn!(error = %e, "job API disabled: the queue is unreachable"),
-        }
-    }
     let workers = if settings.queue.workers {
-        match crate::job_task::start_workers(settings.clone()).await {
+        match rt.start_workers(None).await {
             Ok(w) => Some(w),
             Err(e) => {
                 return Err(io::Error::other(format!(
@@ -994,7 +717,7 @@ pub async fn run(settings: Settings) -> io::Result<()> {
     } else {
         None
     };
-    let scheduler = match crate::schedule::start(settings.clone()).await {
+    let scheduler = match launcher::start(&rt).await {
         Ok(s) => s,
         Err(e) => {
             return Err(io::Error::other(format!("cannot start the scheduler: {e}")));

@@ -71,7 +71,7 @@ async fn the_shipped_examples_are_valid() {
                 .parse()
                 .and_then(|r| r.resolve(&src, &env))
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let problems = sluice::jobs::check_all(&settings);
+            let problems = sluice::runtime::check_all(&settings);
             assert!(problems.is_empty(), "{}: {problems:?}", path.display());
             n += 1;
         }

@@ -65,6 +65,15 @@ pub struct RawStep {
     pub tasklet: Option<toml::Value>,
 }
 
+impl RawStep {
+    /// The step's `reader`, `processor`, `writer` and `tasklet` tables, those given.
+    pub fn tables(&self) -> impl Iterator<Item = &toml::Value> {
+        [&self.reader, &self.processor, &self.writer, &self.tasklet]
+            .into_iter()
+            .flatten()
+    }
+}
+
 /// `[[job.trigger]]`: when a job runs by itself. Exactly one of `cron`, `every`,
 /// `at`.
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +164,41 @@ pub struct JobsConfig {
     pub triggers: Vec<TriggerConfig>,
     /// Every job's directory triggers.
     pub watches: Vec<WatchConfig>,
+}
+
+impl JobsConfig {
+    /// The scheduled trigger `id` (`JOB#N` or `JOB/NAME`).
+    ///
+    /// # Errors
+    ///
+    /// An unknown id, naming the known ones.
+    pub fn trigger(&self, id: &str) -> Result<&TriggerConfig, String> {
+        self.triggers.iter().find(|t| t.def.id == id).ok_or_else(|| {
+            let ids: Vec<&str> = self.triggers.iter().map(|t| t.def.id.as_str()).collect();
+            format!("no trigger {id:?}; triggers: {}", none_or_list(&ids))
+        })
+    }
+
+    /// The job `name`.
+    ///
+    /// # Errors
+    ///
+    /// An unknown name, naming the known jobs.
+    pub fn job(&self, name: &str) -> Result<&RawJob, String> {
+        self.jobs.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.jobs.keys().map(String::as_str).collect();
+            format!("no job named {name:?}; jobs: {}", none_or_list(&known))
+        })
+    }
+}
+
+/// `a, b, c`, or `none` for an empty list.
+pub(crate) fn none_or_list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
 
 fn valid_name(n: &str) -> bool {
@@ -464,13 +508,10 @@ pub fn substitute_str(s: &str, params: &BTreeMap<String, String>) -> Result<Stri
         match seg {
             Segment::Text(t) => out.push_str(t),
             Segment::Param(name) => out.push_str(params.get(name).ok_or_else(|| {
+                let known: Vec<&str> = params.keys().map(String::as_str).collect();
                 format!(
                     "unknown parameter {name:?} in {s:?}; parameters: {}",
-                    if params.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        params.keys().cloned().collect::<Vec<_>>().join(", ")
-                    }
+                    none_or_list(&known)
                 )
             })?),
         }

@@ -21,6 +21,9 @@ use super::{ConfigError, Dur, Source, span};
 
 /// The queue job runs go on.
 pub const JOBS_QUEUE: &str = "jobs";
+/// The queue partitions of partitioned steps go on (apart from `jobs`, so a
+/// waiting parent never holds the slot its partitions need).
+pub const PARTITIONS_QUEUE: &str = "partitions";
 
 /// `[queue]`
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -103,7 +106,7 @@ pub(super) fn check_queue(
     }
     let mut concurrency: BTreeMap<String, usize> = BTreeMap::new();
     concurrency.insert(JOBS_QUEUE.into(), 2);
-    concurrency.insert(crate::partition::PARTITIONS_QUEUE.into(), 2);
+    concurrency.insert(PARTITIONS_QUEUE.into(), 2);
     for (name, n) in &q.concurrency {
         if *n.get_ref() == 0 || *n.get_ref() > 10_000 {
             errs.push(src.err(

@@ -1,7 +1,8 @@
 //! Partitioned chunk steps: `partitions = N` fans a step out as N tasks.
 //!
-//! In the parent job, a partitioned step becomes a [`PartitionStep`]: it enqueues
-//! one `job.partition` task per partition on the `partitions` queue and waits until
+//! In the parent job, a partitioned step becomes a
+//! [`sluice_batch::partition::PartitionedStep`] whose handler is
+//! [`QueuePartitions`]: it enqueues one `job.partition` task per partition on the `partitions` queue and waits until
 //! every partition completed (the step completes) or one failed (the step fails
 //! with that partition's message). Each partition runs as a child job instance of
 //! its own, named `JOB:STEP`, with the parent's parameters plus `partition = "i/N"`
@@ -21,18 +22,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sluice_batch::Tasklet;
 use sluice_batch::model::{BatchStatus, Params};
+use sluice_batch::partition::{PartitionError, PartitionHandler, PartitionRequest};
 use sluice_batch::repository::Repository;
 use sluice_queue::{Broker, NewTask, RetryPolicy, Task, TaskContext, TaskError};
 
-use crate::config::Settings;
+use super::Runtime;
+use crate::config::PARTITIONS_QUEUE;
 
 /// The task name of partitions.
 pub const JOB_PARTITION: &str = "job.partition";
-/// The queue partitions go on (apart from `jobs`, so a waiting parent never holds
-/// the slot its partitions need).
-pub const PARTITIONS_QUEUE: &str = "partitions";
 /// Parameter naming a partition, `"i/N"` (0-based `i`).
 pub const PARTITION_PARAM: &str = "partition";
 /// Parameter naming the parent run's generation.
@@ -58,7 +57,7 @@ pub struct PartitionInput {
 impl PartitionInput {
     /// The child job's name.
     pub fn child_job(&self) -> String {
-        child_job(&self.job, &self.step)
+        super::build::child_job(&self.job, &self.step)
     }
 
     /// The child instance's parameters.
@@ -73,11 +72,6 @@ impl PartitionInput {
     }
 }
 
-/// The child job name of `job`'s step `step`.
-pub fn child_job(job: &str, step: &str) -> String {
-    format!("{job}:{step}")
-}
-
 /// Parses `"i/N"`.
 pub fn parse_partition(s: &str) -> Option<(usize, usize)> {
     let (i, n) = s.split_once('/')?;
@@ -85,22 +79,17 @@ pub fn parse_partition(s: &str) -> Option<(usize, usize)> {
     (n > 0 && i < n).then_some((i, n))
 }
 
-/// The parent's side of a partitioned step.
-pub struct PartitionStep {
-    /// The parent job.
-    pub job: String,
-    /// The step.
-    pub step: String,
-    /// The parent's parameters.
-    pub params: Params,
-    /// Partitions.
-    pub of: usize,
-    /// Broker URL and namespace.
-    pub queue_url: String,
-    /// Redis namespace.
-    pub namespace: String,
-    /// Repository URL.
-    pub repository_url: String,
+/// The queue-backed partition handler: each partition is a `job.partition` task
+/// on the `partitions` queue, run by any worker as a child job instance.
+pub struct QueuePartitions {
+    rt: Arc<Runtime>,
+}
+
+impl QueuePartitions {
+    /// A handler enqueueing on the broker of `rt`.
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        Self { rt }
+    }
 }
 
 /// The first execution of the current run of the parent instance: the newest
@@ -125,22 +114,20 @@ async fn generation(repo: &dyn Repository, job: &str, params: &Params) -> Result
 }
 
 #[async_trait]
-impl Tasklet for PartitionStep {
-    async fn execute(&mut self) -> Result<String, String> {
-        let broker = sluice_queue::connect(&self.queue_url, &self.namespace)
+impl PartitionHandler for QueuePartitions {
+    async fn run_partitions(&self, req: &PartitionRequest) -> Result<String, PartitionError> {
+        let broker = self.rt.broker().await.map_err(PartitionError::Dispatch)?;
+        let repo = self.rt.repository().await.map_err(PartitionError::Dispatch)?;
+        let generation = generation(repo.as_ref(), &req.job, &req.params)
             .await
-            .map_err(|e| e.to_string())?;
-        let repo = sluice_batch::repository::SqlRepository::connect(&self.repository_url)
-            .await
-            .map_err(|e| e.to_string())?;
-        let generation = generation(&repo, &self.job, &self.params).await?;
-        let inputs: Vec<PartitionInput> = (0..self.of)
+            .map_err(PartitionError::Dispatch)?;
+        let inputs: Vec<PartitionInput> = (0..req.of)
             .map(|index| PartitionInput {
-                job: self.job.clone(),
-                step: self.step.clone(),
-                params: self.params.clone(),
+                job: req.job.clone(),
+                step: req.step.clone(),
+                params: req.params.clone(),
                 index,
-                of: self.of,
+                of: req.of,
                 generation,
             })
             .collect();
@@ -148,7 +135,8 @@ impl Tasklet for PartitionStep {
         let since = sluice_cache::Clock::now_millis(&sluice_cache::SystemClock);
         let mut tasks = Vec::with_capacity(inputs.len());
         for input in &inputs {
-            let payload = serde_json::to_value(input).map_err(|e| e.to_string())?;
+            let payload =
+                serde_json::to_value(input).map_err(|e| PartitionError::Dispatch(e.to_string()))?;
             tasks.push(
                 NewTask::new(JOB_PARTITION, payload)
                     .queue(PARTITIONS_QUEUE)
@@ -158,9 +146,9 @@ impl Tasklet for PartitionStep {
         broker
             .enqueue_many(tasks)
             .await
-            .map_err(|e| format!("could not enqueue the partitions: {e}"))?;
-        tracing::info!(job = %self.job, step = %self.step, partitions = self.of, generation, "partitions enqueued");
-        wait_for(&repo, broker.as_ref(), &inputs, since).await
+            .map_err(|e| PartitionError::Dispatch(format!("could not enqueue the partitions: {e}")))?;
+        tracing::info!(job = %req.job, step = %req.step, partitions = req.of, generation, "partitions enqueued");
+        wait_for(repo.as_ref(), broker.as_ref(), &inputs, since).await
     }
 }
 
@@ -170,14 +158,14 @@ async fn wait_for(
     broker: &dyn Broker,
     inputs: &[PartitionInput],
     since: i64,
-) -> Result<String, String> {
+) -> Result<String, PartitionError> {
     let child = inputs[0].child_job();
     let wanted: Vec<Params> = inputs.iter().map(PartitionInput::child_params).collect();
     loop {
         let list = repo
             .executions(Some(&child), 10_000)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| PartitionError::Dispatch(e.to_string()))?;
         let mut done: Vec<i64> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
         for (i, p) in wanted.iter().enumerate() {
@@ -231,7 +219,7 @@ async fn wait_for(
                     done.len()
                 ));
             }
-            return Err(failed.join("; "));
+            return Err(PartitionError::Failed(failed.join("; ")));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -239,8 +227,7 @@ async fn wait_for(
 
 /// The `job.partition` handler: runs one partition as a child job instance.
 pub struct PartitionTask {
-    settings: Arc<Settings>,
-    repo: Arc<dyn Repository>,
+    rt: Arc<Runtime>,
 }
 
 impl PartitionTask {
@@ -252,9 +239,9 @@ impl PartitionTask {
         jitter: true,
     };
 
-    /// A handler for the jobs of `settings`, recording into `repo`.
-    pub fn new(settings: Arc<Settings>, repo: Arc<dyn Repository>) -> Self {
-        Self { settings, repo }
+    /// A handler for the jobs of `rt`, recording into its repository.
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        Self { rt }
     }
 }
 
@@ -262,15 +249,15 @@ impl PartitionTask {
 impl Task for PartitionTask {
     const NAME: &'static str = JOB_PARTITION;
     type Input = PartitionInput;
-    type Output = crate::job_task::JobRunOutput;
+    type Output = super::job_task::JobRunOutput;
 
     async fn execute(
         &self,
         ctx: TaskContext,
         input: PartitionInput,
     ) -> Result<Self::Output, TaskError> {
-        let job = crate::jobs::build_partition(
-            &self.settings,
+        let job = super::build::build_partition(
+            self.rt.settings(),
             &input.job,
             &input.step,
             &input.params,
@@ -278,15 +265,7 @@ impl Task for PartitionTask {
             input.of,
         )
         .map_err(TaskError::Fatal)?;
-        crate::job_task::run_job_task(
-            &ctx,
-            self.repo.clone(),
-            self.settings.jobs.lease,
-            job,
-            &input.child_params(),
-            false,
-        )
-        .await
+        super::job_task::run_job_task(&ctx, &self.rt, job, &input.child_params(), false).await
     }
 
     fn retry_policy(&self) -> RetryPolicy {

@@ -28,11 +28,12 @@ use sluice_cache::{Clock, LocalQuota, Quota, RedisQuota};
 mod job;
 mod queue;
 mod store;
+pub(crate) use job::none_or_list;
 pub use job::{
     JobsConfig, RawJob, RawRepository, RawStep, RawStepRetry, RawTrigger, TriggerConfig,
     WatchConfig, placeholders, substitute, substitute_str,
 };
-pub use queue::{JOBS_QUEUE, QueueConfig, RawQueue};
+pub use queue::{JOBS_QUEUE, PARTITIONS_QUEUE, QueueConfig, RawQueue};
 use sluice_gateway::{
     Gateway, OkWhen, RetryPolicy, RouteSpec, Secret, Ttl, Upstream, UpstreamSpec,
 };
@@ -895,11 +896,7 @@ impl RawConfig {
                     format!(
                         "unknown upstream {:?}; defined upstreams: {}",
                         r.upstream.get_ref(),
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
+                        none_or_list(&known)
                     ),
                 ));
                 continue;

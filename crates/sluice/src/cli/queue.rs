@@ -1,12 +1,12 @@
-//! `sluice queue …` and `sluice task …`: look into the task queue, and handle its
-//! dead letters.
+//! `sluice queue …`: look into the task queue, and handle its dead letters.
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use sluice_queue::{Broker, TaskId, TaskStatus};
+use sluice_queue::TaskId;
 
-use crate::config::{JOBS_QUEUE, Settings};
+use crate::config::JOBS_QUEUE;
+use crate::runtime::Runtime;
 
 /// `sluice queue …`
 #[derive(Debug, Subcommand)]
@@ -53,37 +53,14 @@ pub enum DlqCommand {
     },
 }
 
-/// `sluice task …`
-#[derive(Debug, Subcommand)]
-pub enum TaskCommand {
-    /// A task's state, attempts, last error and result.
-    Status {
-        /// The task's id.
-        id: TaskId,
-        /// Its queue (default: look in every queue).
-        #[arg(long)]
-        queue: Option<String>,
-    },
-}
-
-fn fail(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(1)
-}
-
 /// Runs `sluice queue …`.
-pub async fn run_queue(cmd: QueueCommand, settings: &Settings) -> ExitCode {
-    let broker = match crate::job_task::broker(settings).await {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
-    match queue_inner(cmd, broker.as_ref()).await {
-        Ok(code) => code,
-        Err(e) => fail(e),
-    }
-}
-
-async fn queue_inner(cmd: QueueCommand, broker: &dyn Broker) -> Result<ExitCode, String> {
+///
+/// # Errors
+///
+/// The broker's errors; a task id that is not dead.
+pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
+    let broker = rt.broker().await?;
+    let broker = broker.as_ref();
     let e = |e: sluice_queue::QueueError| e.to_string();
     match cmd {
         QueueCommand::Stats => {
@@ -152,74 +129,3 @@ async fn queue_inner(cmd: QueueCommand, broker: &dyn Broker) -> Result<ExitCode,
     }
 }
 
-/// Finds task `id` in `queue`, or in every known queue.
-///
-/// # Errors
-///
-/// The broker's error.
-pub async fn find_task(
-    broker: &dyn Broker,
-    id: TaskId,
-    queue: Option<&str>,
-) -> Result<Option<TaskStatus>, String> {
-    let queues = match queue {
-        Some(q) => vec![q.to_owned()],
-        None => broker.queues().await.map_err(|e| e.to_string())?,
-    };
-    for q in queues {
-        if let Some(s) = broker.status(&q, id).await.map_err(|e| e.to_string())? {
-            return Ok(Some(s));
-        }
-    }
-    Ok(None)
-}
-
-/// Prints a task's status.
-pub fn print_task(s: &TaskStatus) {
-    let t = &s.task;
-    println!("task      {}", t.id);
-    println!(
-        "name      {}  (queue {}, priority {})",
-        t.name, t.queue, t.priority
-    );
-    println!("state     {}", s.state);
-    println!(
-        "attempts  {}/{}{}",
-        t.attempt,
-        t.max_attempts,
-        if s.redelivered > 0 {
-            format!(
-                "  (redelivered {} time(s) after a lease ran out)",
-                s.redelivered
-            )
-        } else {
-            String::new()
-        }
-    );
-    println!("payload   {}", t.payload);
-    if let Some(e) = &t.last_error {
-        println!("error     {e}");
-    }
-    if let Some(r) = &s.result {
-        println!("result    {r}");
-    }
-}
-
-/// Runs `sluice task …`.
-pub async fn run_task(cmd: TaskCommand, settings: &Settings) -> ExitCode {
-    let TaskCommand::Status { id, queue } = cmd;
-    let broker = match crate::job_task::broker(settings).await {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
-    match find_task(broker.as_ref(), id, queue.as_deref()).await {
-        Ok(Some(s)) => {
-            print_task(&s);
-            ExitCode::SUCCESS
-        }
-        Ok(None) => fail(format!(
-            "task {id} is unknown: never enqueued here, or completed without a result TTL, or its result expired"
-        )),
-        Err(e) => fail(e),
-    }
-}

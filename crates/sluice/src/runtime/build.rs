@@ -8,12 +8,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde::Deserialize;
 use sluice_batch::model::Params;
+use sluice_batch::partition::{
+    PartitionError, PartitionHandler, PartitionRequest, PartitionedStep,
+};
 use sluice_batch::step::Retry;
 use sluice_batch::{ChunkStep, Job, JqProcessor, Processor, Reader, Step, Writer};
 
-use crate::config::{RawStep, Settings, parse_duration, placeholders, substitute};
+use crate::config::{RawStep, Settings, none_or_list, parse_duration, placeholders, substitute};
 
 /// `reader = { kind = …, … }`
 #[derive(Debug, Deserialize)]
@@ -171,53 +175,62 @@ fn duration(s: &str, what: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| format!("{what}: {e}"))
 }
 
+/// The child job name of `job`'s step `step` (the job its partitions run as).
+pub fn child_job(job: &str, step: &str) -> String {
+    format!("{job}:{step}")
+}
+
+/// The partition handler of jobs that are built to be checked, never run.
+struct NotRunning;
+
+#[async_trait]
+impl PartitionHandler for NotRunning {
+    async fn run_partitions(&self, _: &PartitionRequest) -> Result<String, PartitionError> {
+        Err(PartitionError::Dispatch(
+            "this job was built to be checked, not run".into(),
+        ))
+    }
+}
+
 /// Builds every job once, as `sluice check` does: with its default parameters,
 /// and a stand-in value for each parameter it uses without a default (those come
 /// from `-p` at run time). Returns every problem found.
 pub fn check_all(settings: &Settings) -> Vec<String> {
+    let handler: Arc<dyn PartitionHandler> = Arc::new(NotRunning);
     let mut problems = Vec::new();
     for (name, raw) in &settings.jobs.jobs {
         let mut used = std::collections::BTreeSet::new();
-        for step in &raw.steps {
-            for table in [&step.reader, &step.processor, &step.writer, &step.tasklet]
-                .into_iter()
-                .flatten()
-            {
-                placeholders(table, &mut used);
-            }
+        for table in raw.steps.iter().flat_map(RawStep::tables) {
+            placeholders(table, &mut used);
         }
         let mut params: Params = raw.params.clone().into_iter().collect();
         for p in used {
             params.entry(p.clone()).or_insert_with(|| format!("<{p}>"));
         }
-        if let Err(e) = build(settings, name, &params) {
+        if let Err(e) = build(settings, &handler, name, &params) {
             problems.push(e);
         }
     }
     problems
 }
 
-/// Builds job `name` for a run with `params`.
+/// Builds job `name` for a run with `params`; its partitioned steps hand their
+/// partitions to `partitions`.
 ///
 /// # Errors
 ///
 /// An unknown job, or what is wrong in one of its steps (naming job, step and
 /// table).
-pub fn build(settings: &Settings, name: &str, params: &Params) -> Result<Job, String> {
-    let Some(raw) = settings.jobs.jobs.get(name) else {
-        let known: Vec<&str> = settings.jobs.jobs.keys().map(String::as_str).collect();
-        return Err(format!(
-            "no job named {name:?}; jobs: {}",
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        ));
-    };
+pub fn build(
+    settings: &Settings,
+    partitions: &Arc<dyn PartitionHandler>,
+    name: &str,
+    params: &Params,
+) -> Result<Job, String> {
+    let raw = settings.jobs.job(name)?;
     let mut job = Job::new(name);
     for s in &raw.steps {
-        let step = build_step(settings, name, s, params)?;
+        let step = build_step(settings, partitions, name, s, params)?;
         job = job.step(step);
     }
     Ok(job)
@@ -249,11 +262,12 @@ pub fn build_partition(
         .find(|s| s.name.get_ref() == step)
         .ok_or_else(|| format!("job {job:?} has no step {step:?}"))?;
     let built = build_chunk_step(settings, job, s, params, Some((index, of)))?;
-    Ok(Job::new(crate::partition::child_job(job, step)).step(built))
+    Ok(Job::new(child_job(job, step)).step(built))
 }
 
 fn build_step(
     settings: &Settings,
+    partitions: &Arc<dyn PartitionHandler>,
     job: &str,
     s: &RawStep,
     params: &Params,
@@ -264,15 +278,15 @@ fn build_step(
         build_chunk_step(settings, job, s, params, Some((0, of)))?;
         return Ok(Step::Tasklet {
             name: s.name.get_ref().clone(),
-            tasklet: Box::new(crate::partition::PartitionStep {
-                job: job.to_owned(),
-                step: s.name.get_ref().clone(),
-                params: params.clone(),
-                of,
-                queue_url: settings.queue.url.clone(),
-                namespace: settings.queue.namespace.clone(),
-                repository_url: settings.jobs.repository_url.clone(),
-            }),
+            tasklet: Box::new(PartitionedStep::new(
+                PartitionRequest {
+                    job: job.to_owned(),
+                    step: s.name.get_ref().clone(),
+                    params: params.clone(),
+                    of,
+                },
+                partitions.clone(),
+            )),
         });
     }
     build_chunk_step(settings, job, s, params, None)
@@ -343,11 +357,7 @@ fn upstream(
         let known: Vec<&str> = settings.upstreams.keys().map(String::as_str).collect();
         format!(
             "{what}: unknown upstream {name:?}; upstreams: {}",
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
+            none_or_list(&known)
         )
     })
 }

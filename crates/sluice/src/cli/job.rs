@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_batch::model::{BatchStatus, JobExecution, Params, StepCounts, StepExecution};
-use sluice_batch::repository::{RepoError, Repository};
+use sluice_batch::repository::RepoError;
 use sluice_batch::step::Progress;
 use sluice_batch::{JobRunner, RunOptions};
 
-use crate::config::Settings;
+use crate::config::{JOBS_QUEUE, PARTITIONS_QUEUE};
+use crate::runtime::Runtime;
+use crate::runtime::job_task::{JobRunInput, JobRunOutput, job_run_task};
+use crate::runtime::params::{self, Origin};
 
 /// `sluice job …`
 #[derive(Debug, Subcommand)]
@@ -82,45 +85,26 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     Ok((k.to_owned(), v.to_owned()))
 }
 
-/// Runs `cmd` with the jobs and repository of `settings`.
-pub async fn run(cmd: JobCommand, settings: &Settings) -> ExitCode {
-    match run_inner(cmd, settings).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-async fn repository(settings: &Settings) -> Result<Arc<dyn Repository>, String> {
-    crate::job_task::repository(settings).await
-}
-
 /// Enqueues a `job.run` task and follows it until it completes or dies.
 async fn enqueue_and_follow(
-    settings: &Settings,
+    rt: &Arc<Runtime>,
     name: &str,
     params: Params,
     rerun: bool,
 ) -> Result<ExitCode, String> {
-    use crate::job_task::{JobRunInput, JobRunOutput};
     use sluice_queue::TaskState;
     // A typo fails here, before anything is enqueued.
-    crate::jobs::build(settings, name, &params)?;
-    let broker = crate::job_task::broker(settings).await?;
-    let repo = repository(settings).await?;
+    rt.job(name, &params)?;
+    let broker = rt.broker().await?;
+    let repo = rt.repository().await?;
     let input = JobRunInput {
         job: name.to_owned(),
         params,
         rerun,
     };
-    let task = crate::job_task::job_run_task(&input);
+    let task = job_run_task(&input);
     let id = broker.enqueue(task).await.map_err(|e| e.to_string())?.id;
-    println!(
-        "enqueued job {name} as task {id} on queue {}",
-        crate::config::JOBS_QUEUE
-    );
+    println!("enqueued job {name} as task {id} on queue {JOBS_QUEUE}");
     let started = Instant::now();
     let mut last_state = None;
     let mut last_line = String::new();
@@ -129,7 +113,7 @@ async fn enqueue_and_follow(
     tokio::pin!(signal);
     loop {
         let Some(st) = broker
-            .status(crate::config::JOBS_QUEUE, id)
+            .status(JOBS_QUEUE, id)
             .await
             .map_err(|e| e.to_string())?
         else {
@@ -225,10 +209,16 @@ async fn enqueue_and_follow(
     }
 }
 
-async fn run_inner(cmd: JobCommand, settings: &Settings) -> Result<ExitCode, String> {
+/// Runs `sluice job …`.
+///
+/// # Errors
+///
+/// What went wrong, for `error: …`.
+pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String> {
+    let settings = rt.settings();
     match cmd {
         JobCommand::List => {
-            let repo = repository(settings).await?;
+            let repo = rt.repository().await?;
             if settings.jobs.jobs.is_empty() {
                 println!("no jobs configured ([[job]] in the config)");
             }
@@ -262,22 +252,16 @@ async fn run_inner(cmd: JobCommand, settings: &Settings) -> Result<ExitCode, Str
             rerun,
             local,
         } => {
-            let mut p: Params = settings
-                .jobs
-                .jobs
-                .get(&name)
-                .map(|j| j.params.clone().into_iter().collect())
-                .unwrap_or_default();
-            p.extend(params);
-            crate::schedule::add_manual_fire_params(settings, &name, &mut p);
+            let given = params.into_iter().collect();
+            let p = params::resolve(settings, &name, Origin::Manual(&given))?;
             if local {
-                run_job(settings, &name, p, rerun).await
+                run_job(rt, &name, p, rerun).await
             } else {
-                enqueue_and_follow(settings, &name, p, rerun).await
+                enqueue_and_follow(rt, &name, p, rerun).await
             }
         }
         JobCommand::Restart { exec } => {
-            let repo = repository(settings).await?;
+            let repo = rt.repository().await?;
             let (e, _) = repo.execution(exec).await.map_err(|e| e.to_string())?;
             if e.status == BatchStatus::Completed {
                 return Err(format!(
@@ -285,23 +269,23 @@ async fn run_inner(cmd: JobCommand, settings: &Settings) -> Result<ExitCode, Str
                     e.job_name
                 ));
             }
-            run_job(settings, &e.job_name, e.params, false).await
+            run_job(rt, &e.job_name, e.params, false).await
         }
         JobCommand::Status { exec: Some(id) } => {
-            let repo = repository(settings).await?;
+            let repo = rt.repository().await?;
             let (e, steps) = repo.execution(id).await.map_err(|e| e.to_string())?;
             print_execution(&e);
             print_steps(&steps);
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Status { exec: None } => {
-            let repo = repository(settings).await?;
+            let repo = rt.repository().await?;
             let list = repo.executions(None, 20).await.map_err(|e| e.to_string())?;
             print_executions(&list);
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::History { name, limit } => {
-            let repo = repository(settings).await?;
+            let repo = rt.repository().await?;
             let list = repo
                 .executions(Some(&name), limit)
                 .await
@@ -310,7 +294,7 @@ async fn run_inner(cmd: JobCommand, settings: &Settings) -> Result<ExitCode, Str
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Stop { exec } => {
-            let repo = repository(settings).await?;
+            let repo = rt.repository().await?;
             if repo.request_stop(exec).await.map_err(|e| e.to_string())? {
                 println!("execution {exec}: stop requested; it stops at its next chunk boundary");
                 Ok(ExitCode::SUCCESS)
@@ -319,7 +303,7 @@ async fn run_inner(cmd: JobCommand, settings: &Settings) -> Result<ExitCode, Str
             }
         }
         JobCommand::Skips { exec } => {
-            let repo = repository(settings).await?;
+            let repo = rt.repository().await?;
             let skips = repo.skips(exec).await.map_err(|e| e.to_string())?;
             if skips.is_empty() {
                 println!("execution {exec} skipped nothing");
@@ -340,13 +324,14 @@ async fn run_inner(cmd: JobCommand, settings: &Settings) -> Result<ExitCode, Str
 }
 
 async fn run_job(
-    settings: &Settings,
+    rt: &Arc<Runtime>,
     name: &str,
     params: Params,
     rerun: bool,
 ) -> Result<ExitCode, String> {
-    let job = crate::jobs::build(settings, name, &params)?;
-    let repo = repository(settings).await?;
+    let settings = rt.settings();
+    let job = rt.job(name, &params)?;
+    let repo = rt.repository().await?;
     // Partitioned steps fan out as tasks: run a worker for them here too.
     let partitioned = settings.jobs.jobs.get(name).is_some_and(|j| {
         j.steps
@@ -354,24 +339,7 @@ async fn run_job(
             .any(|s| s.partitions.as_ref().is_some_and(|p| *p.get_ref() > 1))
     });
     let partition_worker = if partitioned {
-        let broker = crate::job_task::broker(settings).await?;
-        let n = settings
-            .queue
-            .concurrency
-            .get(crate::partition::PARTITIONS_QUEUE)
-            .copied()
-            .unwrap_or(2);
-        Some(
-            sluice_queue::Worker::builder(broker)
-                .visibility(settings.queue.visibility)
-                .grace(settings.queue.grace)
-                .queue(crate::partition::PARTITIONS_QUEUE, n)
-                .task(crate::partition::PartitionTask::new(
-                    Arc::new(settings.clone()),
-                    repo.clone(),
-                ))
-                .start(),
-        )
+        Some(rt.start_workers(Some(PARTITIONS_QUEUE)).await?)
     } else {
         None
     };

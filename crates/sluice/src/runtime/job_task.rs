@@ -22,14 +22,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sluice_batch::model::{BatchStatus, Params};
-use sluice_batch::repository::{RepoError, Repository, SqlRepository};
+use sluice_batch::repository::RepoError;
 use sluice_batch::step::NoProgress;
 use sluice_batch::{JobRunner, RunOptions};
-use sluice_queue::{
-    Broker, NewTask, RetryPolicy, Task, TaskContext, TaskError, Worker, WorkerHandle,
-};
+use sluice_queue::{NewTask, RetryPolicy, Task, TaskContext, TaskError};
 
-use crate::config::{JOBS_QUEUE, Settings};
+use super::Runtime;
+use crate::config::JOBS_QUEUE;
 
 /// The task name of job runs.
 pub const JOB_RUN: &str = "job.run";
@@ -77,14 +76,13 @@ pub struct JobRunOutput {
 
 /// The `job.run` handler: builds the job from the config and runs it.
 pub struct JobRunTask {
-    settings: Arc<Settings>,
-    repo: Arc<dyn Repository>,
+    rt: Arc<Runtime>,
 }
 
 impl JobRunTask {
-    /// A handler for the jobs of `settings`, recording into `repo`.
-    pub fn new(settings: Arc<Settings>, repo: Arc<dyn Repository>) -> Self {
-        Self { settings, repo }
+    /// A handler for the jobs of `rt`, recording into its repository.
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        Self { rt }
     }
 }
 
@@ -99,17 +97,11 @@ impl Task for JobRunTask {
         ctx: TaskContext,
         input: JobRunInput,
     ) -> Result<JobRunOutput, TaskError> {
-        let job = crate::jobs::build(&self.settings, &input.job, &input.params)
+        let job = self
+            .rt
+            .job(&input.job, &input.params)
             .map_err(TaskError::Fatal)?;
-        run_job_task(
-            &ctx,
-            self.repo.clone(),
-            self.settings.jobs.lease,
-            job,
-            &input.params,
-            input.rerun,
-        )
-        .await
+        run_job_task(&ctx, &self.rt, job, &input.params, input.rerun).await
     }
 
     fn retry_policy(&self) -> RetryPolicy {
@@ -140,14 +132,14 @@ impl Task for JobRunTask {
 /// a live lease or an unreachable repository → [`TaskError::Retryable`].
 pub async fn run_job_task(
     ctx: &TaskContext,
-    repo: Arc<dyn Repository>,
-    lease: Duration,
+    rt: &Runtime,
     job: sluice_batch::Job,
     params: &Params,
     rerun: bool,
 ) -> Result<JobRunOutput, TaskError> {
     let name = job.name.clone();
-    let runner = JobRunner::new(repo).lease(lease);
+    let repo = rt.repository().await.map_err(TaskError::Retryable)?;
+    let runner = JobRunner::new(repo).lease(rt.settings().jobs.lease);
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (stop, ctx) = (stop.clone(), ctx.clone());
@@ -191,50 +183,4 @@ pub async fn run_job_task(
         }),
         Err(e) => Err(TaskError::Retryable(e.to_string())),
     }
-}
-
-/// The broker of `settings`.
-///
-/// # Errors
-///
-/// The broker's connect error.
-pub async fn broker(settings: &Settings) -> Result<Arc<dyn Broker>, String> {
-    sluice_queue::connect(&settings.queue.url, &settings.queue.namespace)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// The job repository of `settings`, migrated.
-///
-/// # Errors
-///
-/// The repository's connect or migration error.
-pub async fn repository(settings: &Settings) -> Result<Arc<dyn Repository>, String> {
-    let repo = SqlRepository::connect(&settings.jobs.repository_url)
-        .await
-        .map_err(|e| e.to_string())?;
-    repo.migrate().await.map_err(|e| e.to_string())?;
-    Ok(Arc::new(repo))
-}
-
-/// Starts this node's workers: every configured queue with its concurrency,
-/// `job.run` on the `jobs` queue.
-///
-/// # Errors
-///
-/// When the broker or the repository cannot be reached.
-pub async fn start_workers(settings: Arc<Settings>) -> Result<WorkerHandle, String> {
-    let broker = broker(&settings).await?;
-    let repo = repository(&settings).await?;
-    let mut b = Worker::builder(broker)
-        .visibility(settings.queue.visibility)
-        .grace(settings.queue.grace)
-        .task(JobRunTask::new(settings.clone(), repo.clone()))
-        .task(crate::partition::PartitionTask::new(settings.clone(), repo));
-    for (q, n) in &settings.queue.concurrency {
-        b = b.queue(q.clone(), *n);
-    }
-    tracing::info!(broker = %sluice_core::redact_url(&settings.queue.url),
-        queues = ?settings.queue.concurrency, "workers started");
-    Ok(b.start())
 }

@@ -1,0 +1,117 @@
+//! `sluice schedule …`: list the triggers with their next fires, pause and resume
+//! them (on every node: the pause is kept in the claim store).
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use sluice_schedule::ClaimStore;
+
+use crate::config::Settings;
+use crate::runtime::Runtime;
+
+/// `sluice schedule …`
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Every trigger: its job, last fire, and next three fire times in its zone and UTC.
+    List,
+    /// Pauses a trigger (on every node).
+    Pause {
+        /// The trigger's id (`JOB#N` or `JOB/NAME`, see `list`).
+        id: String,
+    },
+    /// Resumes a paused trigger.
+    Resume {
+        /// The trigger's id.
+        id: String,
+    },
+}
+
+/// Runs `sluice schedule …`.
+///
+/// # Errors
+///
+/// The claim store's errors; an unknown trigger.
+pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String> {
+    let settings = rt.settings();
+    let store = rt.claims().await?;
+    match cmd {
+        ScheduleCommand::Pause { id } => set_paused(store.as_ref(), settings, &id, true).await?,
+        ScheduleCommand::Resume { id } => set_paused(store.as_ref(), settings, &id, false).await?,
+        ScheduleCommand::List => {
+            let last = store.last_fires().await.map_err(|e| e.to_string())?;
+            if settings.jobs.triggers.is_empty() && settings.jobs.watches.is_empty() {
+                println!("no triggers ([[job.trigger]] in the config)");
+            }
+            for w in &settings.jobs.watches {
+                let t = &w.trigger;
+                println!(
+                    "{}  job {}  watch {} ({}), the path in parameter {}",
+                    t.id,
+                    t.job,
+                    t.dir.display(),
+                    t.pattern.as_deref().unwrap_or("*"),
+                    w.param,
+                );
+                match last.get(&t.id) {
+                    Some(l) => println!("  last fire  {}", l.outcome),
+                    None => println!("  last fire  never"),
+                }
+            }
+            let paused = store.paused().await.map_err(|e| e.to_string())?;
+            let now = Utc::now();
+            for t in &settings.jobs.triggers {
+                let d = &t.def;
+                println!(
+                    "{}  job {}  {}  misfire {:?}  overlap {}{}",
+                    d.id,
+                    d.job,
+                    d.spec.describe(),
+                    d.misfire,
+                    d.overlap.as_str(),
+                    if paused.contains(&d.id) {
+                        "  PAUSED"
+                    } else {
+                        ""
+                    }
+                );
+                match last.get(&d.id) {
+                    Some(l) => {
+                        let at = DateTime::<Utc>::from_timestamp_millis(l.at).unwrap_or_default();
+                        println!(
+                            "  last fire  {}  {}",
+                            at.with_timezone(&d.spec.tz()).to_rfc3339(),
+                            l.outcome
+                        );
+                    }
+                    None => println!("  last fire  never"),
+                }
+                for next in d.spec.upcoming(now, 3) {
+                    println!(
+                        "  next       {}  ({} UTC)",
+                        next.with_timezone(&d.spec.tz()).to_rfc3339(),
+                        next.format("%Y-%m-%d %H:%M:%S")
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pauses or resumes a trigger the config knows.
+async fn set_paused(
+    store: &dyn ClaimStore,
+    settings: &Settings,
+    id: &str,
+    paused: bool,
+) -> Result<(), String> {
+    settings.jobs.trigger(id)?;
+    store
+        .set_paused(id, paused)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("trigger {id} {}", if paused { "paused" } else { "resumed" });
+    Ok(())
+}
+

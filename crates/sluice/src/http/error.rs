@@ -1,0 +1,79 @@
+//! [`ApiError`]: the one error type of every endpoint sluice serves itself (not
+//! the proxied gateway routes, whose errors are the gateway's).
+//!
+//! Every error answers `{"error": CODE, "message": TEXT}` with its status, so
+//! clients and tests see one shape whatever endpoint failed.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answer of a non-proxied endpoint: status, machine-readable code and
+/// a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable code, e.g. `bad_request`, `no_job`, `store_unavailable`.
+    pub code: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `400` with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// `404` with `code`.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// `503` with `code`: a backend (store, queue, claims) is unreachable.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+}
+
+impl From<sluice_cache::StoreError> for ApiError {
+    /// An operation the store does not support is the client's `400
+    /// unsupported`; any other store error is `503 store_unavailable`.
+    fn from(e: sluice_cache::StoreError) -> Self {
+        match e {
+            e @ sluice_cache::StoreError::Unsupported { .. } => {
+                Self::bad_request("unsupported", e.to_string())
+            }
+            e => Self::unavailable("store_unavailable", e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}

@@ -1,0 +1,140 @@
+//! Scheduling jobs: the scheduler and the directory watchers `serve` runs, and
+//! their launcher: a fire enqueues a `job.run` task.
+//!
+//! Claims (who fired what, paused triggers) come from the runtime's claim store:
+//! see [`Runtime::claims`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sluice_queue::TaskState;
+use sluice_schedule::{FileLauncher, FileTrigger, Launcher, Scheduler, TriggerDef, Watchers};
+
+use super::Runtime;
+use super::job_task::{JobRunInput, job_run_task};
+use super::params::{self, Origin};
+use crate::config::JOBS_QUEUE;
+
+/// Enqueues `job.run` tasks for fires.
+pub struct JobLauncher {
+    rt: Arc<Runtime>,
+}
+
+impl JobLauncher {
+    /// A launcher enqueueing on the broker of `rt`.
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        Self { rt }
+    }
+
+    /// Enqueues a run of `job` with `params`, under `idempotency_key` if given.
+    async fn enqueue(
+        &self,
+        job: &str,
+        params: sluice_batch::model::Params,
+        idempotency_key: Option<String>,
+    ) -> Result<String, String> {
+        let input = JobRunInput {
+            job: job.to_owned(),
+            params,
+            rerun: false,
+        };
+        let mut task = job_run_task(&input);
+        if let Some(k) = idempotency_key {
+            task = task.idempotency_key(k);
+        }
+        let broker = self.rt.broker().await?;
+        let e = broker.enqueue(task).await.map_err(|e| e.to_string())?;
+        Ok(e.id.to_string())
+    }
+}
+
+#[async_trait]
+impl Launcher for JobLauncher {
+    async fn launch(&self, trigger: &TriggerDef, at: DateTime<Utc>) -> Result<String, String> {
+        let params = params::resolve(self.rt.settings(), &trigger.job, Origin::Fire(trigger, at))?;
+        // A second guard besides the claim: one task per fire.
+        let key = format!("fire:{}:{}", trigger.id, at.timestamp_millis());
+        self.enqueue(&trigger.job, params, Some(key)).await
+    }
+
+    async fn running(&self, task: &str) -> bool {
+        let (Ok(id), Ok(broker)) = (task.parse(), self.rt.broker().await) else {
+            return false;
+        };
+        matches!(
+            broker.status(JOBS_QUEUE, id).await,
+            Ok(Some(s)) if matches!(s.state, TaskState::Ready | TaskState::Delayed | TaskState::Running)
+        )
+    }
+}
+
+#[async_trait]
+impl FileLauncher for JobLauncher {
+    async fn launch_file(
+        &self,
+        trigger: &FileTrigger,
+        path: &std::path::Path,
+    ) -> Result<String, String> {
+        let params = params::resolve(
+            self.rt.settings(),
+            &trigger.job,
+            Origin::File(trigger, path),
+        )?;
+        self.enqueue(&trigger.job, params, None).await
+    }
+}
+
+/// The scheduler and the directory watchers of a node.
+#[derive(Debug)]
+pub struct Running {
+    scheduler: Option<Scheduler>,
+    watchers: Option<Watchers>,
+}
+
+impl Running {
+    /// Stops firing.
+    pub async fn shutdown(self) {
+        drop(self.watchers);
+        if let Some(s) = self.scheduler {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Starts the scheduler and the directory watchers, when jobs have triggers.
+///
+/// # Errors
+///
+/// When the claim store or the broker cannot be reached, or a watched directory
+/// does not exist.
+pub async fn start(rt: &Arc<Runtime>) -> Result<Option<Running>, String> {
+    let jobs = &rt.settings().jobs;
+    if jobs.triggers.is_empty() && jobs.watches.is_empty() {
+        return Ok(None);
+    }
+    rt.broker().await?;
+    let store = rt.claims().await?;
+    let launcher = Arc::new(JobLauncher::new(rt.clone()));
+    let watchers = if jobs.watches.is_empty() {
+        None
+    } else {
+        let files: Vec<FileTrigger> = jobs.watches.iter().map(|w| w.trigger.clone()).collect();
+        Some(sluice_schedule::watch::start(
+            files,
+            store.clone(),
+            launcher.clone(),
+        )?)
+    };
+    let scheduler = if jobs.triggers.is_empty() {
+        None
+    } else {
+        let defs: Vec<TriggerDef> = jobs.triggers.iter().map(|t| t.def.clone()).collect();
+        tracing::info!(triggers = defs.len(), "scheduler started");
+        Some(Scheduler::start(defs, store, launcher, Arc::new(sluice_cache::SystemClock)).await)
+    };
+    Ok(Some(Running {
+        scheduler,
+        watchers,
+    }))
+}
