@@ -128,4 +128,3 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
         }
     }
 }
-

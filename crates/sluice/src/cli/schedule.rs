@@ -114,4 +114,3 @@ async fn set_paused(
     println!("trigger {id} {}", if paused { "paused" } else { "resumed" });
     Ok(())
 }
-

@@ -173,10 +173,13 @@ impl JobsConfig {
     ///
     /// An unknown id, naming the known ones.
     pub fn trigger(&self, id: &str) -> Result<&TriggerConfig, String> {
-        self.triggers.iter().find(|t| t.def.id == id).ok_or_else(|| {
-            let ids: Vec<&str> = self.triggers.iter().map(|t| t.def.id.as_str()).collect();
-            format!("no trigger {id:?}; triggers: {}", none_or_list(&ids))
-        })
+        self.triggers
+            .iter()
+            .find(|t| t.def.id == id)
+            .ok_or_else(|| {
+                let ids: Vec<&str> = self.triggers.iter().map(|t| t.def.id.as_str()).collect();
+                format!("no trigger {id:?}; triggers: {}", none_or_list(&ids))
+            })
     }
 
     /// The job `name`.
@@ -212,13 +215,15 @@ fn valid_name(n: &str) -> bool {
 pub(super) fn check_jobs(
     repo: &RawRepository,
     jobs: &[RawJob],
+    positions: &[usize],
     src: &Source,
     errs: &mut Vec<ConfigError>,
 ) -> JobsConfig {
     let mut out = BTreeMap::new();
     let mut triggers = Vec::new();
     let mut watches: Vec<WatchConfig> = Vec::new();
-    for (i, j) in jobs.iter().enumerate() {
+    for (n, j) in jobs.iter().enumerate() {
+        let i = positions.get(n).copied().unwrap_or(n);
         let at = |k: &str| format!("job[{i}].{k}");
         let name = j.name.get_ref();
         if !valid_name(name) {

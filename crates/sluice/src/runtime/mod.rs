@@ -130,8 +130,11 @@ impl Runtime {
                     let redis = sluice_cache::Redis::connect(&opts)?;
                     Ok(Arc::new(RedisClaims::new(redis)) as Arc<dyn ClaimStore>)
                 } else {
-                    Ok(Arc::new(SqlClaims::connect(&q.url).await.map_err(|e| e.to_string())?)
-                        as Arc<dyn ClaimStore>)
+                    Ok(Arc::new(
+                        SqlClaims::connect(&q.url)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    ) as Arc<dyn ClaimStore>)
                 }
             })
             .await
@@ -157,7 +160,10 @@ impl Runtime {
     /// # Errors
     ///
     /// When the broker or the repository cannot be reached.
-    pub async fn start_workers(self: &Arc<Self>, only: Option<&str>) -> Result<WorkerHandle, String> {
+    pub async fn start_workers(
+        self: &Arc<Self>,
+        only: Option<&str>,
+    ) -> Result<WorkerHandle, String> {
         let q = &self.settings.queue;
         let mut b = Worker::builder(self.broker().await?)
             .visibility(q.visibility)

@@ -117,7 +117,11 @@ async fn generation(repo: &dyn Repository, job: &str, params: &Params) -> Result
 impl PartitionHandler for QueuePartitions {
     async fn run_partitions(&self, req: &PartitionRequest) -> Result<String, PartitionError> {
         let broker = self.rt.broker().await.map_err(PartitionError::Dispatch)?;
-        let repo = self.rt.repository().await.map_err(PartitionError::Dispatch)?;
+        let repo = self
+            .rt
+            .repository()
+            .await
+            .map_err(PartitionError::Dispatch)?;
         let generation = generation(repo.as_ref(), &req.job, &req.params)
             .await
             .map_err(PartitionError::Dispatch)?;
@@ -143,10 +147,9 @@ impl PartitionHandler for QueuePartitions {
                     .max_attempts(PartitionTask::RETRY.max_attempts),
             );
         }
-        broker
-            .enqueue_many(tasks)
-            .await
-            .map_err(|e| PartitionError::Dispatch(format!("could not enqueue the partitions: {e}")))?;
+        broker.enqueue_many(tasks).await.map_err(|e| {
+            PartitionError::Dispatch(format!("could not enqueue the partitions: {e}"))
+        })?;
         tracing::info!(job = %req.job, step = %req.step, partitions = req.of, generation, "partitions enqueued");
         wait_for(repo.as_ref(), broker.as_ref(), &inputs, since).await
     }

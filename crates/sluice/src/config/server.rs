@@ -1,0 +1,179 @@
+//! `[server]`: the listener, the admin token and the client-connection limits.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use sluice_gateway::Secret;
+
+use super::values::{Dur, RawSecret, Size, read_secret};
+use super::{ConfigError, Env, Source, span};
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: Option<Spanned<String>>,
+    /// Bearer token for `/admin/*`. Without it the admin API is disabled.
+    pub admin_token: Option<RawSecret>,
+    /// How long shutdown waits for in-flight requests. Default `30s`.
+    pub shutdown_grace: Option<Dur>,
+    /// Longest wait for a complete request header, counted from the connection's
+    /// accept for its first request and from the first byte of each later one;
+    /// bytes trickling in do not extend it. Then the connection is closed. Default
+    /// `10s`.
+    pub header_read_timeout: Option<Spanned<Dur>>,
+    /// A keep-alive connection with no request in flight and no bytes moving for
+    /// this long is closed. A slow request in flight is never cut by it (the
+    /// upstream `timeout` bounds those). Default `60s`.
+    pub idle_timeout: Option<Spanned<Dur>>,
+    /// A client that takes none of a response's bytes for this long (it stopped
+    /// reading) is cut off, as nginx's `send_timeout`. Default `60s`.
+    pub send_timeout: Option<Spanned<Dur>>,
+    /// Most client connections open at once. When reached, sluice stops accepting
+    /// (new clients wait in the kernel's listen backlog) until one closes. Default
+    /// `1024`.
+    pub max_connections: Option<Spanned<u32>>,
+    /// Largest request head (request line and headers); a larger one is answered
+    /// 431 and the connection closed. At least `1KiB`. Default `64KiB`.
+    pub max_header_bytes: Option<Spanned<Size>>,
+}
+
+/// `[server]`, checked.
+pub(super) struct CheckedServer {
+    pub(super) listen: SocketAddr,
+    pub(super) admin_token: Option<Secret>,
+    pub(super) shutdown_grace: Duration,
+    pub(super) connections: ConnectionSettings,
+}
+
+impl RawServer {
+    /// Checks the listen address, the admin token and the connection limits.
+    pub(super) fn check(
+        &self,
+        src: &Source,
+        env: &Env<'_>,
+        errs: &mut Vec<ConfigError>,
+    ) -> CheckedServer {
+        let listen = match &self.listen {
+            Some(l) => l.get_ref().parse::<SocketAddr>().unwrap_or_else(|e| {
+                errs.push(src.err(
+                    span(l),
+                    "server.listen",
+                    format!(
+                        "invalid address {:?}: {e}; write host:port like \"127.0.0.1:8080\"",
+                        l.get_ref()
+                    ),
+                ));
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }),
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let admin_token = self
+            .admin_token
+            .as_ref()
+            .and_then(|s| read_secret(s, src, env, "server.admin_token", errs));
+        if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            errs.push(src.err(
+                None,
+                "server.admin_token",
+                "the admin token must be at least 16 characters",
+            ));
+        }
+        CheckedServer {
+            listen,
+            admin_token,
+            shutdown_grace: self.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+            connections: self.connections(src, errs),
+        }
+    }
+
+    /// Checks the connection limits: every one must be greater than zero.
+    fn connections(&self, src: &Source, errs: &mut Vec<ConfigError>) -> ConnectionSettings {
+        let d = ConnectionSettings::default();
+        let mut dur = |v: &Option<Spanned<Dur>>, key: &str, default: Duration| match v {
+            Some(s) if s.get_ref().0.is_zero() => {
+                errs.push(src.err(
+                    span(s),
+                    format!("server.{key}"),
+                    format!("{key} must be greater than zero"),
+                ));
+                default
+            }
+            Some(s) => s.get_ref().0,
+            None => default,
+        };
+        let header_read_timeout = dur(
+            &self.header_read_timeout,
+            "header_read_timeout",
+            d.header_read_timeout,
+        );
+        let idle_timeout = dur(&self.idle_timeout, "idle_timeout", d.idle_timeout);
+        let send_timeout = dur(&self.send_timeout, "send_timeout", d.send_timeout);
+        let max_connections = match &self.max_connections {
+            Some(n) if *n.get_ref() == 0 => {
+                errs.push(src.err(
+                    span(n),
+                    "server.max_connections",
+                    "max_connections must be at least 1",
+                ));
+                d.max_connections
+            }
+            Some(n) => *n.get_ref() as usize,
+            None => d.max_connections,
+        };
+        let max_header_bytes = match &self.max_header_bytes {
+            Some(n) if n.get_ref().0 < 1024 => {
+                errs.push(src.err(
+                    span(n),
+                    "server.max_header_bytes",
+                    format!(
+                        "max_header_bytes must be at least 1KiB (got {} bytes): an ordinary browser request is larger",
+                        n.get_ref().0
+                    ),
+                ));
+                d.max_header_bytes
+            }
+            Some(n) => usize::try_from(n.get_ref().0).unwrap_or(usize::MAX),
+            None => d.max_header_bytes,
+        };
+        ConnectionSettings {
+            header_read_timeout,
+            idle_timeout,
+            send_timeout,
+            max_connections,
+            max_header_bytes,
+        }
+    }
+}
+
+/// The checked client-connection limits of `[server]`; see [`RawServer`] for what
+/// each one means. [`Default`] gives the documented defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// Longest wait for a complete request head.
+    pub header_read_timeout: Duration,
+    /// Longest quiet time of a connection with no request in flight.
+    pub idle_timeout: Duration,
+    /// Longest a response may wait for a client that stopped reading.
+    pub send_timeout: Duration,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnectionSettings {
+    /// `10s`, `60s`, `60s`, `1024` and `64KiB`.
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_header_bytes: 64 << 10,
+        }
+    }
+}

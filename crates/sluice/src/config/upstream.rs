@@ -1,0 +1,267 @@
+//! `[[upstream]]`: the APIs sluice calls, checked into [`Upstream`] clients.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use sluice_cache::{LocalQuota, Quota, Redis, RedisQuota};
+use sluice_gateway::{OkWhen, RetryPolicy, Upstream, UpstreamSpec};
+
+use super::values::{Dur, RawSecret, Size, read_secret};
+use super::{ConfigError, Env, Source, span};
+
+/// `retries = { max = 2, backoff = "200ms" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Retries after the first attempt (GET only, on connect errors, timeouts, 5xx
+    /// and `retry_codes`). Default 2.
+    pub max: Option<u32>,
+    /// Base of the exponential backoff; each wait is uniform in
+    /// `[0, min(max_backoff, backoff × 2^attempt)]`. Default `200ms`.
+    pub backoff: Option<Dur>,
+    /// Longest single wait. Default `5s`.
+    pub max_backoff: Option<Dur>,
+}
+
+/// `rate_limit = { per_second = 10, per_day = 10000, timezone = "Asia/Seoul" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Calls per second (burst of the same size). Callers wait up to the upstream
+    /// timeout for a slot.
+    pub per_second: Option<u32>,
+    /// Calls per day; when spent, stale entries are served, else 429 with
+    /// `Retry-After` until the reset.
+    pub per_day: Option<u64>,
+    /// IANA zone whose midnight resets the daily quota. Default `UTC`.
+    pub timezone: Option<Spanned<String>>,
+}
+
+/// `[[upstream]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Name used by routes, metrics and errors.
+    pub name: Spanned<String>,
+    /// Base URL (`http` or `https`); route paths are appended to its path.
+    pub base_url: Spanned<String>,
+    /// Query parameters injected into every call, e.g.
+    /// `{ serviceKey = { env = "AIRKOREA_KEY" } }`. Store the raw ("Decoding") key:
+    /// sluice percent-encodes it exactly once. Clients cannot set these parameters.
+    #[serde(default)]
+    pub secret_query: BTreeMap<String, RawSecret>,
+    /// Headers injected into every call, e.g. `{ "X-Api-Key" = { env = "K" } }`.
+    #[serde(default)]
+    pub secret_headers: BTreeMap<String, RawSecret>,
+    /// Per-attempt timeout (connect, send, whole body). Default `5s`.
+    pub timeout: Option<Dur>,
+    /// Retry policy.
+    pub retries: Option<RawRetries>,
+    /// Maximum concurrent calls. Default 8.
+    pub concurrency: Option<usize>,
+    /// Rate limit and daily quota.
+    pub rate_limit: Option<RawRateLimit>,
+    /// jq predicate over the body (JSON, or XML converted to JSON); a 2xx answer
+    /// that fails it is an upstream error and is not cached.
+    pub ok_when: Option<Spanned<String>>,
+    /// Upstream error codes (found in a rejected body) that are retried, e.g.
+    /// `["01", "02", "04", "05", "99"]` for the data portal.
+    #[serde(default)]
+    pub retry_codes: Vec<String>,
+    /// Upstream error codes that mean the upstream's own daily quota is spent
+    /// (`["22"]` for the data portal): the local budget is then spent until reset.
+    #[serde(default)]
+    pub quota_codes: Vec<String>,
+    /// Largest upstream body read. Default `32MiB`.
+    pub max_response: Option<Size>,
+}
+
+impl RawUpstream {
+    /// Checks upstream number `i` and builds its client; `taken` when an
+    /// earlier upstream has its name. Quotas are counted in `quota_redis` when
+    /// given (shared quotas), else in this process.
+    pub(super) fn check(
+        &self,
+        i: usize,
+        taken: bool,
+        quota_redis: Option<Arc<Redis>>,
+        src: &Source,
+        env: &Env<'_>,
+        errs: &mut Vec<ConfigError>,
+    ) -> Option<Arc<Upstream>> {
+        let at = |k: &str| format!("upstream[{i}].{k}");
+        let u = self;
+        let name = u.name.get_ref().clone();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            errs.push(src.err(
+                span(&u.name),
+                at("name"),
+                format!("upstream name {name:?} must be letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if taken {
+            errs.push(src.err(
+                span(&u.name),
+                at("name"),
+                format!("upstream {name:?} is defined twice"),
+            ));
+        }
+        let base_url = match reqwest::Url::parse(u.base_url.get_ref()) {
+            Ok(url)
+                if (url.scheme() == "http" || url.scheme() == "https")
+                    && url.host_str().is_some() =>
+            {
+                if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
+                    errs.push(src.err(span(&u.base_url), at("base_url"), "base_url must not carry a query or credentials; use secret_query / secret_headers"));
+                }
+                Some(url)
+            }
+            Ok(_) => {
+                errs.push(src.err(
+                    span(&u.base_url),
+                    at("base_url"),
+                    "base_url must be an http:// or https:// URL with a host",
+                ));
+                None
+            }
+            Err(e) => {
+                errs.push(src.err(
+                    span(&u.base_url),
+                    at("base_url"),
+                    format!("invalid URL: {e}"),
+                ));
+                None
+            }
+        };
+        let mut secret_query = Vec::new();
+        for (k, s) in &u.secret_query {
+            if let Some(v) = read_secret(s, src, env, &at(&format!("secret_query.{k}")), errs) {
+                secret_query.push((k.clone(), v));
+            }
+        }
+        let mut secret_headers = Vec::new();
+        for (k, s) in &u.secret_headers {
+            match http::HeaderName::from_bytes(k.as_bytes()) {
+                Ok(h) => {
+                    if let Some(v) =
+                        read_secret(s, src, env, &at(&format!("secret_headers.{k}")), errs)
+                    {
+                        secret_headers.push((h, v));
+                    }
+                }
+                Err(_) => errs.push(src.err(
+                    None,
+                    at(&format!("secret_headers.{k}")),
+                    format!("{k:?} is not a valid header name"),
+                )),
+            }
+        }
+        let ok_when = u
+            .ok_when
+            .as_ref()
+            .and_then(|p| match OkWhen::compile(p.get_ref()) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    errs.push(src.err(span(p), at("ok_when"), e));
+                    None
+                }
+            });
+        let (per_second, per_day, tz) = match &u.rate_limit {
+            Some(r) => {
+                let tz = match &r.timezone {
+                    Some(t) => t.get_ref().parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                        errs.push(src.err(span(t), at("rate_limit.timezone"), format!("unknown time zone {:?}; use an IANA name like \"Asia/Seoul\" or \"UTC\"", t.get_ref())));
+                        chrono_tz::UTC
+                    }),
+                    None => chrono_tz::UTC,
+                };
+                if r.per_second == Some(0) || r.per_day == Some(0) {
+                    errs.push(src.err(
+                        None,
+                        at("rate_limit"),
+                        "limits must be greater than zero (leave a limit out to disable it)",
+                    ));
+                }
+                (
+                    r.per_second.and_then(NonZeroU32::new),
+                    r.per_day.filter(|d| *d > 0),
+                    tz,
+                )
+            }
+            None => (None, None, chrono_tz::UTC),
+        };
+        let retries = u
+            .retries
+            .as_ref()
+            .map(|r| RetryPolicy {
+                max: r.max.unwrap_or(2),
+                backoff: r.backoff.map(|d| d.0).unwrap_or(Duration::from_millis(200)),
+                max_backoff: r.max_backoff.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+            })
+            .unwrap_or_default();
+        let concurrency = u.concurrency.unwrap_or(8);
+        if concurrency == 0 {
+            errs.push(src.err(None, at("concurrency"), "concurrency must be at least 1"));
+        }
+        let timeout = u.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5));
+        if timeout.is_zero() {
+            errs.push(src.err(None, at("timeout"), "timeout must be greater than zero"));
+        }
+        if let Some(url) = base_url {
+            let spec = UpstreamSpec {
+                name: name.clone(),
+                base_url: url,
+                secret_query,
+                secret_headers,
+                timeout,
+                retries,
+                concurrency,
+                quota: {
+                    let local = LocalQuota::new(per_second, per_day, tz, env.clock.clone());
+                    match quota_redis {
+                        Some(r) => Arc::new(RedisQuota::new(r, &name, local)) as Arc<dyn Quota>,
+                        None => Arc::new(local),
+                    }
+                },
+                ok_when,
+                retry_codes: u.retry_codes.clone(),
+                quota_codes: u.quota_codes.clone(),
+                max_response_bytes: u.max_response.map(|s| s.0 as usize).unwrap_or(32 << 20),
+            };
+            match Upstream::new(spec) {
+                Ok(up) => return Some(Arc::new(up)),
+                Err(e) => errs.push(src.err(span(&u.name), at("name"), e.to_string())),
+            }
+        }
+        None
+    }
+}
+
+/// Checks every upstream, `at[n]` being the position in the file of the `n`th
+/// (the ones that did not parse are left out), and builds their clients by name.
+pub(super) fn check_upstreams(
+    upstreams: &[RawUpstream],
+    at: &[usize],
+    quota_redis: Option<&Arc<Redis>>,
+    src: &Source,
+    env: &Env<'_>,
+    errs: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Arc<Upstream>> {
+    let mut out = BTreeMap::new();
+    for (n, u) in upstreams.iter().enumerate() {
+        let i = at.get(n).copied().unwrap_or(n);
+        let taken = out.contains_key(u.name.get_ref());
+        if let Some(up) = u.check(i, taken, quota_redis.cloned(), src, env, errs) {
+            out.insert(u.name.get_ref().clone(), up);
+        }
+    }
+    out
+}
