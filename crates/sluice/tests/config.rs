@@ -473,3 +473,96 @@ fn a_broken_upstream_does_not_cascade_into_its_routes() {
     assert!(e.contains("upstream[0].base_url"), "{e}");
     assert!(!e.contains("unknown upstream"), "{e}");
 }
+
+#[test]
+fn three_broken_places_give_three_located_lines() {
+    // A bad duration in the upstream, an unknown key in the route, a zero
+    // concurrency in the queue: three parts, each reported, each located.
+    let bad = format!(
+        "{}\n[queue]\nconcurrency = {{ jobs = 0 }}\n",
+        GOOD.replace("timeout = \"5s\"", "timeout = \"5 parsecs\"")
+            .replace("ttl = \"10m\"", "ttl = \"10m\"\ncolour = 1")
+    );
+    let e = check(&bad).unwrap_err();
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 3, "{e}");
+    for want in [
+        "sluice.toml:12:11: upstream[0].timeout: invalid duration",
+        "sluice.toml:22:1: route[0].colour: unknown field `colour`",
+        "queue.concurrency.jobs: concurrency must be 1 to 10000",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}\n---\n{e}");
+    }
+    for l in &lines {
+        let at = l.strip_prefix("sluice.toml:").unwrap_or("");
+        let mut parts = at.splitn(3, ':');
+        assert!(
+            parts.next().is_some_and(|n| n.parse::<usize>().is_ok())
+                && parts.next().is_some_and(|n| n.parse::<usize>().is_ok()),
+            "not located: {l}"
+        );
+    }
+}
+
+#[test]
+fn tables_inside_steps_and_triggers_are_each_reported_with_their_key() {
+    let text = "[[job]]\nname = \"a\"\n[[job.step]]\nname = \"s\"\ntasklet = { kind = \"shell\", command = \"true\" }\n\
+                [[job]]\nname = \"b\"\n[[job.step]]\nname = \"s\"\ntasklet = { kind = \"shell\", command = \"true\" }\n\
+                [[job.step]]\nname = \"t\"\nchunk = \"big\"\n[[job.trigger]]\nevery = \"1m\"\nsoon = true\n";
+    let e = check(text).unwrap_err();
+    assert_eq!(e.lines().count(), 2, "{e}");
+    assert!(
+        e.contains("sluice.toml:13:9: job[1].step[1].chunk: invalid type"),
+        "{e}"
+    );
+    assert!(
+        e.contains("sluice.toml:16:1: job[1].trigger[0].soon: unknown field `soon`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn semantic_checks_are_located() {
+    for (from, to, want) in [
+        (
+            "concurrency = 8",
+            "concurrency = 0",
+            "sluice.toml:14:15: upstream[0].concurrency: concurrency must be at least 1",
+        ),
+        (
+            "timeout = \"5s\"",
+            "secret_headers = { \"bad header\" = { env = \"AIRKOREA_KEY\" } }",
+            "sluice.toml:12:35: upstream[0].secret_headers.bad header: \"bad header\" is not a valid header name",
+        ),
+        (
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nadmin_token = { env = \"AIRKOREA_KEY\" }",
+            "sluice.toml:3:15: server.admin_token: the admin token must be at least 16 characters",
+        ),
+    ] {
+        let e = check(&GOOD.replace(from, to)).unwrap_err();
+        assert_eq!(e, want);
+    }
+}
+
+#[test]
+fn an_upstream_that_does_not_parse_does_not_cascade_either() {
+    // The inline secret breaks upstream[0] while parsing; its route says nothing.
+    let e = check(&GOOD.replace(
+        "{ serviceKey = { env = \"AIRKOREA_KEY\" } }",
+        "{ serviceKey = \"inline-key-123\" }",
+    ))
+    .unwrap_err();
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("{ env = \"NAME\" } or { file = \"PATH\" }"), "{e}");
+    // A missing route path is a route[N] error, and the second route keeps its
+    // index when the first is broken.
+    let two = format!(
+        "{}\n[[route]]\npath = \"/b/{{*rest}}\"\nupstream = \"nope\"\nttl = \"1m\"\n",
+        GOOD.replace("path = \"/air/{*rest}\"\n", "")
+    );
+    let e = check(&two).unwrap_err();
+    assert!(e.contains("route[0]: missing field `path`"), "{e}");
+    assert!(e.contains("route[1].upstream: unknown upstream \"nope\""), "{e}");
+    assert_eq!(e.lines().count(), 2, "{e}");
+}
