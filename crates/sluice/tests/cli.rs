@@ -203,3 +203,33 @@ fn inspecting_commands_need_no_secrets_and_running_does() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn check_locates_every_broken_step_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.toml");
+    std::fs::write(
+        &path,
+        "[[job]]\nname = \"a\"\n[[job.step]]\nname = \"s\"\ntasklet = { kind = \"shell\", comand = \"true\" }\n\
+         [[job.step]]\nname = \"t\"\nreader = { kind = \"jsonl\", path = \"in.jsonl\" }\nwriter = { kind = \"csv\", path = \"out.csv\", delimiter = \"ab\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(
+        err.contains("jobs.toml:5:11: job[0].step[0].tasklet: unknown field `comand`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "jobs.toml:9:10: job[0].step[1].writer: delimiter \"ab\" must be one ASCII character"
+        ),
+        "{err}"
+    );
+}

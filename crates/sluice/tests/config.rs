@@ -554,7 +554,10 @@ fn an_upstream_that_does_not_parse_does_not_cascade_either() {
     ))
     .unwrap_err();
     assert_eq!(e.lines().count(), 1, "{e}");
-    assert!(e.contains("{ env = \"NAME\" } or { file = \"PATH\" }"), "{e}");
+    assert!(
+        e.contains("{ env = \"NAME\" } or { file = \"PATH\" }"),
+        "{e}"
+    );
     // A missing route path is a route[N] error, and the second route keeps its
     // index when the first is broken.
     let two = format!(
@@ -563,6 +566,9 @@ fn an_upstream_that_does_not_parse_does_not_cascade_either() {
     );
     let e = check(&two).unwrap_err();
     assert!(e.contains("route[0]: missing field `path`"), "{e}");
-    assert!(e.contains("route[1].upstream: unknown upstream \"nope\""), "{e}");
+    assert!(
+        e.contains("route[1].upstream: unknown upstream \"nope\""),
+        "{e}"
+    );
     assert_eq!(e.lines().count(), 2, "{e}");
 }

@@ -115,7 +115,7 @@ impl Source {
 
     /// An error at `span`; without one, at the place of `key` in the file (the
     /// value of the longest prefix of `key` written there).
-    pub(super) fn err(
+    pub fn err(
         &self,
         span: Option<Range<usize>>,
         key: impl Into<String>,
@@ -320,7 +320,7 @@ impl Source {
 
     /// The key written on the line of `offset`, with its table header
     /// (`route[1].ttl`); the table itself when the line is its header.
-    fn key_at(&self, offset: usize) -> Option<String> {
+    pub fn key_at(&self, offset: usize) -> Option<String> {
         let offset = offset.min(self.text.len());
         let start = self.text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
         let line = self.text[start..].lines().next().unwrap_or("");

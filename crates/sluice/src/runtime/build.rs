@@ -151,28 +151,24 @@ enum TaskletCfg {
     },
 }
 
-fn typed<T: serde::de::DeserializeOwned>(
-    v: &toml::Value,
-    params: &Params,
-    what: &str,
-) -> Result<T, String> {
-    let v = substitute(v, params).map_err(|e| format!("{what}: {e}"))?;
-    T::deserialize(v).map_err(|e| format!("{what}: {}", e.message()))
+fn typed<T: serde::de::DeserializeOwned>(v: &toml::Value, params: &Params) -> Result<T, String> {
+    let v = substitute(v, params).map_err(|e| e.to_string())?;
+    T::deserialize(v).map_err(|e| e.message().to_owned())
 }
 
-fn one_byte(s: Option<&str>, what: &str) -> Result<Option<u8>, String> {
+fn one_byte(s: Option<&str>) -> Result<Option<u8>, String> {
     match s {
         None => Ok(None),
         Some(d) if d.len() == 1 => Ok(Some(d.as_bytes()[0])),
         Some("\\t") => Ok(Some(b'\t')),
         Some(d) => Err(format!(
-            "{what}: delimiter {d:?} must be one ASCII character (or \"\\t\")"
+            "delimiter {d:?} must be one ASCII character (or \"\\t\")"
         )),
     }
 }
 
-fn duration(s: &str, what: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| format!("{what}: {e}"))
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// The child job name of `job`'s step `step` (the job its partitions run as).
@@ -192,10 +188,31 @@ impl PartitionHandler for NotRunning {
     }
 }
 
-/// Builds every job once, as `sluice check` does: with its default parameters,
-/// and a stand-in value for each parameter it uses without a default (those come
-/// from `-p` at run time). Returns every problem found.
-pub fn check_all(settings: &Settings) -> Vec<String> {
+/// Why a job could not be built for a run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No such job (or step of a partition).
+    #[error("{0}")]
+    Job(String),
+    /// A table of a step is wrong.
+    #[error("job {job:?} step {step:?} {part}: {message}")]
+    Step {
+        /// The job.
+        job: String,
+        /// The step.
+        step: String,
+        /// `reader`, `processor`, `writer` or `tasklet`.
+        part: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Builds every step of every job once, as `sluice check` does: with the job's
+/// default parameters, and a stand-in value for each parameter it uses without a
+/// default (those come from `-p` at run time). Returns every problem found.
+pub fn check_all(settings: &Settings) -> Vec<BuildError> {
     let handler: Arc<dyn PartitionHandler> = Arc::new(NotRunning);
     let mut problems = Vec::new();
     for (name, raw) in &settings.jobs.jobs {
@@ -207,8 +224,10 @@ pub fn check_all(settings: &Settings) -> Vec<String> {
         for p in used {
             params.entry(p.clone()).or_insert_with(|| format!("<{p}>"));
         }
-        if let Err(e) = build(settings, &handler, name, &params) {
-            problems.push(e);
+        for step in &raw.steps {
+            if let Err(e) = build_step(settings, &handler, name, step, &params) {
+                problems.push(e);
+            }
         }
     }
     problems
@@ -226,8 +245,8 @@ pub fn build(
     partitions: &Arc<dyn PartitionHandler>,
     name: &str,
     params: &Params,
-) -> Result<Job, String> {
-    let raw = settings.jobs.job(name)?;
+) -> Result<Job, BuildError> {
+    let raw = settings.jobs.job(name).map_err(BuildError::Job)?;
     let mut job = Job::new(name);
     for s in &raw.steps {
         let step = build_step(settings, partitions, name, s, params)?;
@@ -250,17 +269,17 @@ pub fn build_partition(
     params: &Params,
     index: usize,
     of: usize,
-) -> Result<Job, String> {
+) -> Result<Job, BuildError> {
     let raw = settings
         .jobs
         .jobs
         .get(job)
-        .ok_or_else(|| format!("no job named {job:?}"))?;
+        .ok_or_else(|| BuildError::Job(format!("no job named {job:?}")))?;
     let s = raw
         .steps
         .iter()
         .find(|s| s.name.get_ref() == step)
-        .ok_or_else(|| format!("job {job:?} has no step {step:?}"))?;
+        .ok_or_else(|| BuildError::Job(format!("job {job:?} has no step {step:?}")))?;
     let built = build_chunk_step(settings, job, s, params, Some((index, of)))?;
     Ok(Job::new(child_job(job, step)).step(built))
 }
@@ -271,7 +290,7 @@ fn build_step(
     job: &str,
     s: &RawStep,
     params: &Params,
-) -> Result<Step, String> {
+) -> Result<Step, BuildError> {
     let of = s.partitions.as_ref().map_or(1, |p| *p.get_ref());
     if of > 1 && s.tasklet.is_none() {
         // Built once here so that mistakes show before anything is enqueued.
@@ -298,34 +317,38 @@ fn build_chunk_step(
     s: &RawStep,
     params: &Params,
     partition: Option<(usize, usize)>,
-) -> Result<Step, String> {
+) -> Result<Step, BuildError> {
     let sname = s.name.get_ref().clone();
-    let at = |part: &str| format!("job {job:?} step {sname:?} {part}");
+    let at = |part: &'static str| {
+        let (job, step) = (job.to_owned(), sname.clone());
+        move |message: String| BuildError::Step {
+            job,
+            step,
+            part,
+            message,
+        }
+    };
     if let Some(t) = &s.tasklet {
-        let cfg: TaskletCfg = typed(t, params, &at("tasklet"))?;
+        let tasklet = typed(t, params).and_then(|cfg| build_tasklet(settings, cfg));
         return Ok(Step::Tasklet {
             name: sname.clone(),
-            tasklet: build_tasklet(settings, cfg, &at("tasklet"))?,
+            tasklet: tasklet.map_err(at("tasklet"))?,
         });
     }
     let (Some(r), Some(w)) = (&s.reader, &s.writer) else {
-        return Err(format!(
-            "{}: a chunk step needs a reader and a writer",
-            at("")
-        ));
+        return Err(at("")("a chunk step needs a reader and a writer".into()));
     };
-    let reader = build_reader(
-        settings,
-        typed(r, params, &at("reader"))?,
-        &at("reader"),
-        partition,
-    )?;
-    let writer = build_writer(settings, typed(w, params, &at("writer"))?, &at("writer"))?;
+    let reader = typed(r, params)
+        .and_then(|cfg| build_reader(settings, cfg, partition))
+        .map_err(at("reader"))?;
+    let writer = typed(w, params)
+        .and_then(|cfg| build_writer(settings, cfg))
+        .map_err(at("writer"))?;
     let processor: Option<Arc<dyn Processor>> = match &s.processor {
         None => None,
-        Some(p) => match typed::<ProcessorCfg>(p, params, &at("processor"))? {
+        Some(p) => match typed::<ProcessorCfg>(p, params).map_err(at("processor"))? {
             ProcessorCfg::Jq { expr } => Some(Arc::new(
-                JqProcessor::new(&expr).map_err(|e| format!("{}: {e}", at("processor")))?,
+                JqProcessor::new(&expr).map_err(|e| at("processor")(e.to_string()))?,
             )),
         },
     };
@@ -348,15 +371,11 @@ fn build_chunk_step(
     }))
 }
 
-fn upstream(
-    settings: &Settings,
-    name: &str,
-    what: &str,
-) -> Result<Arc<sluice_gateway::Upstream>, String> {
+fn upstream(settings: &Settings, name: &str) -> Result<Arc<sluice_gateway::Upstream>, String> {
     settings.upstreams.get(name).cloned().ok_or_else(|| {
         let known: Vec<&str> = settings.upstreams.keys().map(String::as_str).collect();
         format!(
-            "{what}: unknown upstream {name:?}; upstreams: {}",
+            "unknown upstream {name:?}; upstreams: {}",
             none_or_list(&known)
         )
     })
@@ -365,7 +384,6 @@ fn upstream(
 fn build_reader(
     settings: &Settings,
     cfg: ReaderCfg,
-    what: &str,
     partition: Option<(usize, usize)>,
 ) -> Result<Box<dyn Reader>, String> {
     use sluice_batch::readers::{CsvReader, JsonArrayReader, JsonLinesReader};
@@ -378,7 +396,7 @@ fn build_reader(
             columns,
         } => {
             let mut r = CsvReader::new(path);
-            if let Some(d) = one_byte(delimiter.as_deref(), what)? {
+            if let Some(d) = one_byte(delimiter.as_deref())? {
                 r = r.delimiter(d);
             }
             if let Some(label) = encoding {
@@ -390,7 +408,7 @@ fn build_reader(
                     encoding_rs::Encoding::for_label(label.as_bytes())
                 };
                 let enc = enc.ok_or_else(|| {
-                    format!("{what}: unknown encoding {label:?}; use utf-8, euc-kr (also cp949) or another WHATWG label")
+                    format!("unknown encoding {label:?}; use utf-8, euc-kr (also cp949) or another WHATWG label")
                 })?;
                 r = r.encoding(enc);
             }
@@ -435,13 +453,13 @@ fn build_reader(
         } => {
             use sluice_batch::http_reader::{HttpPagesReader, Pagination};
             let jq = |src: &str, key: &str| {
-                sluice_gateway::Jq::compile(src).map_err(|e| format!("{what}: {key}: {e}"))
+                sluice_gateway::Jq::compile(src).map_err(|e| format!("{key}: {e}"))
             };
             let sized = |kind: &str| -> Result<(String, u64), String> {
                 Ok((
                     size_param
                         .clone()
-                        .ok_or_else(|| format!("{what}: {kind} pagination needs size_param"))?,
+                        .ok_or_else(|| format!("{kind} pagination needs size_param"))?,
                     size.unwrap_or(100).max(1),
                 ))
             };
@@ -466,20 +484,19 @@ fn build_reader(
                 (None, None, Some(param)) => Pagination::Cursor {
                     param,
                     next: jq(
-                        next.as_deref().ok_or_else(|| {
-                            format!("{what}: cursor pagination needs next = \"<jq>\"")
-                        })?,
+                        next.as_deref()
+                            .ok_or_else(|| format!("cursor pagination needs next = \"<jq>\""))?,
                         "next",
                     )?,
                 },
                 _ => {
                     return Err(format!(
-                        "{what}: give exactly one of page_param, offset_param or cursor_param"
+                        "give exactly one of page_param, offset_param or cursor_param"
                     ));
                 }
             };
             let mut r = HttpPagesReader::new(
-                upstream(settings, &up, what)?,
+                upstream(settings, &up)?,
                 path,
                 jq(&items, "items")?,
                 pagination,
@@ -502,14 +519,12 @@ fn build_reader(
         } => {
             use sluice_batch::sql_reader::SqlReader;
             if key.is_empty() {
-                return Err(format!(
-                    "{what}: key must name the unique, ordered column(s)"
-                ));
+                return Err(format!("key must name the unique, ordered column(s)"));
             }
             let mut r = match (table, query) {
                 (Some(t), None) => SqlReader::table(url, t, key),
                 (None, Some(q)) => SqlReader::query(url, q, key),
-                _ => return Err(format!("{what}: give exactly one of table or query")),
+                _ => return Err(format!("give exactly one of table or query")),
             };
             if let Some(c) = columns {
                 r = r.columns(c);
@@ -518,7 +533,7 @@ fn build_reader(
                 r = r.page_size(p.max(1));
             }
             if let Some((i, n)) = partition {
-                r = r.partition(i, n).map_err(|e| format!("{what}: {e}"))?;
+                r = r.partition(i, n).map_err(|e| e.to_string())?;
             }
             Box::new(r.count_total(true))
         }
@@ -526,12 +541,10 @@ fn build_reader(
 }
 
 /// `"name TYPE [NOT NULL]"` → a column.
-fn column(spec: &str, what: &str) -> Result<sluice_batch::writers::Column, String> {
+fn column(spec: &str) -> Result<sluice_batch::writers::Column, String> {
     let spec = spec.trim();
     let (name, ty) = spec.split_once(char::is_whitespace).ok_or_else(|| {
-        format!(
-            "{what}: column {spec:?} must be written \"name TYPE\", like \"pm10 DOUBLE PRECISION\""
-        )
+        format!("column {spec:?} must be written \"name TYPE\", like \"pm10 DOUBLE PRECISION\"")
     })?;
     let ty = ty.trim();
     let upper = ty.to_ascii_uppercase();
@@ -552,7 +565,6 @@ fn sql_writer(
     create: bool,
     indexes: Vec<Vec<String>>,
     mode: sluice_batch::writers::WriteMode,
-    what: &str,
 ) -> Result<Box<dyn Writer>, String> {
     use sluice_batch::writers::{SqlWriter, SqlWriterOptions};
     let mut o = SqlWriterOptions::new(table)
@@ -562,23 +574,17 @@ fn sql_writer(
     if let Some(cols) = columns {
         o = o.columns(
             cols.iter()
-                .map(|c| column(c, what))
+                .map(|c| column(c))
                 .collect::<Result<Vec<_>, _>>()?,
         );
     }
     for ix in indexes {
         o = o.index(ix);
     }
-    Ok(Box::new(
-        SqlWriter::new(url, o).map_err(|e| format!("{what}: {e}"))?,
-    ))
+    Ok(Box::new(SqlWriter::new(url, o).map_err(|e| e.to_string())?))
 }
 
-fn build_writer(
-    settings: &Settings,
-    cfg: WriterCfg,
-    what: &str,
-) -> Result<Box<dyn Writer>, String> {
+fn build_writer(settings: &Settings, cfg: WriterCfg) -> Result<Box<dyn Writer>, String> {
     use sluice_batch::writers::{FileWriter, WriteMode};
     Ok(match cfg {
         WriterCfg::SqlUpsert {
@@ -591,7 +597,7 @@ fn build_writer(
         } => {
             if key.is_empty() {
                 return Err(format!(
-                    "{what}: sql_upsert needs key = [\"column\", …]; use sql_append for plain inserts"
+                    "sql_upsert needs key = [\"column\", …]; use sql_append for plain inserts"
                 ));
             }
             sql_writer(
@@ -602,7 +608,6 @@ fn build_writer(
                 create,
                 indexes,
                 WriteMode::Upsert,
-                what,
             )?
         }
         WriterCfg::SqlAppend {
@@ -619,7 +624,6 @@ fn build_writer(
             create,
             indexes,
             WriteMode::Append,
-            what,
         )?,
         WriterCfg::Csv {
             path,
@@ -627,7 +631,7 @@ fn build_writer(
             columns,
         } => {
             let mut w = FileWriter::csv(path);
-            if let Some(d) = one_byte(delimiter.as_deref(), what)? {
+            if let Some(d) = one_byte(delimiter.as_deref())? {
                 w = w.delimiter(d);
             }
             if let Some(c) = columns {
@@ -640,9 +644,9 @@ fn build_writer(
             sluice_batch::cache_writer::CacheWriter::new(
                 settings.gateway.clone(),
                 &path,
-                duration(&ttl, what)?,
+                duration(&ttl)?,
             )
-            .map_err(|e| format!("{what}: {e}"))?,
+            .map_err(|e| e.to_string())?,
         ),
     })
 }
@@ -650,7 +654,6 @@ fn build_writer(
 fn build_tasklet(
     settings: &Settings,
     cfg: TaskletCfg,
-    what: &str,
 ) -> Result<Box<dyn sluice_batch::Tasklet>, String> {
     use sluice_batch::tasklets::{BatchLoop, HttpTasklet, ShellTasklet, SqlTasklet};
     Ok(match cfg {
@@ -669,7 +672,7 @@ fn build_tasklet(
             cwd,
         } => {
             let timeout = match timeout {
-                Some(t) => duration(&t, what)?,
+                Some(t) => duration(&t)?,
                 None => Duration::from_secs(3600),
             };
             let mut t = ShellTasklet::new(command, timeout);
@@ -686,7 +689,7 @@ fn build_tasklet(
             path,
             query,
         } => {
-            let mut t = HttpTasklet::new(upstream(settings, &up, what)?, path);
+            let mut t = HttpTasklet::new(upstream(settings, &up)?, path);
             for (k, v) in query {
                 t = t.query(k, v);
             }

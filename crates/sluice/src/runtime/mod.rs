@@ -33,7 +33,7 @@ pub mod launcher;
 pub mod params;
 pub mod partition;
 
-pub use build::check_all;
+pub use build::{BuildError, check_all};
 
 /// The process's shared parts, built once from the settings.
 pub struct Runtime {
@@ -150,7 +150,7 @@ impl Runtime {
     pub fn job(self: &Arc<Self>, name: &str, params: &Params) -> Result<Job, String> {
         let partitions: Arc<dyn PartitionHandler> =
             Arc::new(partition::QueuePartitions::new(self.clone()));
-        build::build(&self.settings, &partitions, name, params)
+        build::build(&self.settings, &partitions, name, params).map_err(|e| e.to_string())
     }
 
     /// Starts this node's workers: every configured queue with its concurrency,

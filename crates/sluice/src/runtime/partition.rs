@@ -267,7 +267,7 @@ impl Task for PartitionTask {
             input.index,
             input.of,
         )
-        .map_err(TaskError::Fatal)?;
+        .map_err(|e| TaskError::Fatal(e.to_string()))?;
         super::job_task::run_job_task(&ctx, &self.rt, job, &input.child_params(), false).await
     }
 
