@@ -32,7 +32,8 @@ impl<'de> Deserialize<'de> for RawTtl {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
-    /// Unique name, the first part of the route's keys. Default: the path.
+    /// Unique name without spaces, the first part of the route's keys. Default:
+    /// the path.
     pub name: Option<Spanned<String>>,
     /// Path pattern: `/air/{*rest}` (catch-all), `/station/{id}` (one segment).
     pub path: Spanned<String>,
@@ -40,12 +41,14 @@ pub struct RawRoute {
     pub upstream: Spanned<String>,
     /// Path appended to the upstream's base URL, with `{param}` placeholders.
     /// Default: the catch-all parameter's value. Every placeholder must be a
-    /// parameter of `path`; no `.` or `..` segments.
+    /// parameter of `path`; no `.` or `..` segments, no query.
     pub upstream_path: Option<Spanned<String>>,
-    /// Fixed query parameters added to every upstream call.
+    /// Fixed query parameters added to every upstream call
+    /// (`{ returnType = "json" }`); not a secret parameter of the upstream.
     #[serde(default)]
     pub query: BTreeMap<String, String>,
-    /// Freshness: a duration, or `"upstream"` to follow Cache-Control / Expires.
+    /// Freshness: a duration, or `"upstream"` to follow `Cache-Control`
+    /// (`s-maxage`, `max-age`, `no-store`, `private`) / `Expires`.
     pub ttl: RawTtl,
     /// Serve stale this long after freshness ends while one background call
     /// refreshes. Default `0s`.
@@ -56,7 +59,7 @@ pub struct RawRoute {
     /// Freshness of 404 and 410 answers. Default `30s`; `"0s"` disables.
     pub negative_ttl: Option<Dur>,
     /// Query parameters that form the key and are forwarded (the others are
-    /// dropped). Default: all of them.
+    /// dropped). Not a secret parameter of the upstream. Default: all of them.
     pub key_query: Option<Vec<String>>,
     /// Request headers that form the key and are forwarded. Not a secret header
     /// of the upstream, nor a hop-by-hop or framing header (`Host`, `Connection`,

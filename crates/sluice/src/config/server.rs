@@ -16,9 +16,12 @@ use super::{ConfigError, Env, Source, span};
 pub struct RawServer {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub listen: Option<Spanned<String>>,
-    /// Bearer token for `/admin/*`. Without it the admin API is disabled.
+    /// Bearer token for `/admin/*` and `/api/*`, at least 16 characters. Without
+    /// it the admin API does not exist.
     pub admin_token: Option<RawSecret>,
-    /// How long shutdown waits for in-flight requests. Default `30s`.
+    /// On SIGINT/SIGTERM sluice stops accepting (`/readyz` answers 503 from then
+    /// on), closes idle connections and waits this long for requests in flight.
+    /// Default `30s`.
     pub shutdown_grace: Option<Dur>,
     /// Longest wait for a complete request header, counted from the connection's
     /// accept for its first request and from the first byte of each later one;

@@ -31,14 +31,15 @@ pub enum StoreKind {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
-    /// `memory` (default), `redis`, `memcached` or `tiered`.
+    /// `memory` (default: in-process, moka TinyLFU), `redis`, `memcached`, or
+    /// `tiered` (a memory L1 in front of Redis or Memcached).
     #[serde(default)]
     pub kind: StoreKind,
     /// Byte bound of the memory store, and of each node's L1 with `tiered`.
-    /// Default `256MiB` (memory), `64MiB` (L1).
+    /// Weighted by body + headers + key. Default `256MiB` (memory), `64MiB` (L1).
     pub max_bytes: Option<Size>,
-    /// Largest response stored; larger ones are passed through uncached.
-    /// Default `8MiB`.
+    /// Largest response stored; larger ones are passed through uncached
+    /// (`detail=too-large`). Default `8MiB`.
     pub max_body: Option<Size>,
     /// The shared store: `redis://[user:password@]host:port[/db]`, `rediss://…`
     /// (TLS) or `memcache://host:port`. With `tiered` the scheme picks the L2.
@@ -53,14 +54,19 @@ pub struct RawStore {
     /// PEM file of the CA that signed the Redis server's certificate, for
     /// `rediss://` with a private CA (default: the system's roots).
     pub tls_ca_file: Option<Spanned<String>>,
-    /// Prefix of every key and channel, so deployments can share one server.
+    /// Prefix of every key and channel (`{namespace}:e:{key}`), so deployments
+    /// can share one server.
     /// Default `sluice`.
     pub namespace: Option<Spanned<String>>,
-    /// Longest wait for one command to the shared store. Default `250ms`.
+    /// Longest wait for one command to the shared store; then it counts as down.
+    /// Default `250ms`.
     pub timeout: Option<Dur>,
-    /// `tiered`: longest an entry stays in a node's L1. Default `5s`.
+    /// `tiered`: longest an entry stays in a node's L1 (purges evict it at once
+    /// anyway). Default `5s`.
     pub l1_ttl: Option<Dur>,
-    /// `memcached`: the server's item size limit (`memcached -I`). Default `1MiB`.
+    /// `memcached`: the server's item size limit (`memcached -I`); larger entries
+    /// pass through uncached, counted in `sluice_store_too_large_total`. Default
+    /// `1MiB`.
     pub max_item_size: Option<Size>,
     /// `memcached`: connections per node. Default 8.
     pub pool_size: Option<usize>,
@@ -74,13 +80,15 @@ pub struct RawCluster {
     /// the store is `redis` or `tiered` over Redis. Required for these with a
     /// Memcached store.
     pub redis_url: Option<Spanned<String>>,
-    /// One upstream call per cold key across all nodes. Default `true` when a
-    /// Redis is known.
+    /// One upstream call per cold key across all nodes (a `SET NX PX` lock,
+    /// token-checked release, waiters woken by pub/sub with a polling fallback).
+    /// Default `true` when a Redis is known.
     pub coalesce: Option<bool>,
-    /// Rate limits and daily quotas counted in Redis, across all nodes. Default
-    /// `true` when a Redis is known.
+    /// Rate limits (GCRA) and daily quotas counted in Redis by one Lua script,
+    /// across all nodes. Default `true` when a Redis is known.
     pub shared_quota: Option<bool>,
-    /// How long a flight lock lives unless its holder extends it; a crashed
+    /// How long a flight lock lives unless its holder extends it (every third of
+    /// it while the call runs); a crashed
     /// holder's lock is free after this. Default `5s`.
     pub lock_ttl: Option<Dur>,
     /// How long a node waits for another node's flight before calling the

@@ -47,11 +47,13 @@ pub struct RawRateLimit {
 pub struct RawUpstream {
     /// Name used by routes, metrics and errors.
     pub name: Spanned<String>,
-    /// Base URL (`http` or `https`); route paths are appended to its path.
+    /// Base URL (`http` or `https`); route paths are appended to its path. No
+    /// query, no credentials.
     pub base_url: Spanned<String>,
     /// Query parameters injected into every call, e.g.
     /// `{ serviceKey = { env = "AIRKOREA_KEY" } }`. Store the raw ("Decoding") key:
-    /// sluice percent-encodes it exactly once. Clients cannot set these parameters.
+    /// sluice percent-encodes it exactly once (`+`→`%2B`, `/`→`%2F`, `=`→`%3D`).
+    /// Clients cannot set or override these parameters.
     #[serde(default)]
     pub secret_query: BTreeMap<String, RawSecret>,
     /// Headers injected into every call, e.g. `{ "X-Api-Key" = { env = "K" } }`.
@@ -63,10 +65,13 @@ pub struct RawUpstream {
     pub retries: Option<RawRetries>,
     /// Maximum concurrent calls. Default 8.
     pub concurrency: Option<usize>,
-    /// Rate limit and daily quota.
+    /// Rate limit and daily quota: the daily quota resets at midnight in its
+    /// `timezone`; callers wait up to `timeout` for a per-second slot, then get
+    /// `429`.
     pub rate_limit: Option<RawRateLimit>,
     /// jq predicate over the body (JSON, or XML converted to JSON); a 2xx answer
-    /// that fails it is an upstream error and is not cached.
+    /// that fails it (its first output is not truthy) is an upstream error and is
+    /// not cached.
     pub ok_when: Option<Spanned<String>>,
     /// Upstream error codes (found in a rejected body) that are retried, e.g.
     /// `["01", "02", "04", "05", "99"]` for the data portal.
@@ -76,7 +81,7 @@ pub struct RawUpstream {
     /// (`["22"]` for the data portal): the local budget is then spent until reset.
     #[serde(default)]
     pub quota_codes: Vec<String>,
-    /// Largest upstream body read. Default `32MiB`.
+    /// Largest upstream body read; a larger one is a `502`. Default `32MiB`.
     pub max_response: Option<Size>,
 }
 

@@ -4,12 +4,10 @@
 //! after `{{params.NAME}}` substitution, so their errors name the job, the step
 //! and the table: `job "air" step "load" writer: unknown field `tabel``.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use sluice_batch::model::Params;
 use sluice_batch::partition::{
     PartitionError, PartitionHandler, PartitionRequest, PartitionedStep,
@@ -17,139 +15,10 @@ use sluice_batch::partition::{
 use sluice_batch::step::Retry;
 use sluice_batch::{ChunkStep, Job, JqProcessor, Processor, Reader, Step, Writer};
 
-use crate::config::{RawStep, Settings, none_or_list, parse_duration, placeholders, substitute};
-
-/// `reader = { kind = …, … }`
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum ReaderCfg {
-    /// A CSV file.
-    Csv {
-        path: String,
-        delimiter: Option<String>,
-        /// `utf-8` (default), `euc-kr` / `cp949`, or any WHATWG label.
-        encoding: Option<String>,
-        header: Option<bool>,
-        /// Keys of the fields, in order (renames the header, or names the fields
-        /// of a file without one).
-        columns: Option<Vec<String>>,
-    },
-    /// JSON Lines.
-    Jsonl { path: String },
-    /// One JSON array (optionally inside an object, at `pointer`).
-    Json {
-        path: String,
-        pointer: Option<String>,
-    },
-    /// Pages of an upstream API.
-    HttpPages {
-        upstream: String,
-        path: String,
-        #[serde(default)]
-        query: BTreeMap<String, String>,
-        /// Page-number pagination: the page parameter.
-        page_param: Option<String>,
-        /// First page number. Default 1.
-        start: Option<u64>,
-        /// Offset pagination: the offset parameter.
-        offset_param: Option<String>,
-        /// Cursor pagination: the cursor parameter…
-        cursor_param: Option<String>,
-        /// …and the jq expression yielding the next cursor (null at the end).
-        next: Option<String>,
-        /// The page-size parameter.
-        size_param: Option<String>,
-        /// Items per page.
-        size: Option<u64>,
-        /// jq: the items of a page (each output is one item).
-        items: String,
-        /// jq: the total number of items.
-        total: Option<String>,
-    },
-    /// Rows of a table or query, by keyset pagination.
-    Sql {
-        url: String,
-        table: Option<String>,
-        query: Option<String>,
-        key: Vec<String>,
-        columns: Option<Vec<String>>,
-        page: Option<usize>,
-    },
-}
-
-/// `processor = { kind = "jq", expr = "…" }`
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum ProcessorCfg {
-    Jq { expr: String },
-}
-
-/// `writer = { kind = …, … }`
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum WriterCfg {
-    /// Multi-row upserts (insert or update on `key`).
-    SqlUpsert {
-        url: String,
-        table: String,
-        key: Vec<String>,
-        /// `"name TYPE [NOT NULL]"`, in order (for `create`, and typed binds).
-        columns: Option<Vec<String>>,
-        #[serde(default)]
-        create: bool,
-        #[serde(default)]
-        indexes: Vec<Vec<String>>,
-    },
-    /// Plain inserts (PostgreSQL: COPY).
-    SqlAppend {
-        url: String,
-        table: String,
-        columns: Option<Vec<String>>,
-        #[serde(default)]
-        create: bool,
-        #[serde(default)]
-        indexes: Vec<Vec<String>>,
-    },
-    /// A CSV file (written under a temp name, renamed when the step completes).
-    Csv {
-        path: String,
-        delimiter: Option<String>,
-        columns: Option<Vec<String>>,
-    },
-    /// A JSON Lines file (same).
-    Jsonl { path: String },
-    /// Entries in the gateway's store, under the key a client request for `path`
-    /// (with `{field}` placeholders) would use.
-    Cache { path: String, ttl: String },
-}
-
-/// `tasklet = { kind = …, … }`
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum TaskletCfg {
-    /// One SQL statement; with `repeat = true`, run until it affects no row.
-    Sql {
-        url: String,
-        sql: String,
-        #[serde(default)]
-        repeat: bool,
-    },
-    /// A shell command (`sh -c`).
-    Shell {
-        command: String,
-        #[serde(default)]
-        env: BTreeMap<String, String>,
-        timeout: Option<String>,
-        cwd: Option<String>,
-    },
-    /// One GET through an upstream.
-    Http {
-        upstream: String,
-        path: String,
-        #[serde(default)]
-        query: BTreeMap<String, String>,
-    },
-}
+use crate::config::{
+    RawProcessor, RawReader, RawStep, RawTasklet, RawWriter, Settings, none_or_list,
+    parse_duration, placeholders, substitute,
+};
 
 fn typed<T: serde::de::DeserializeOwned>(v: &toml::Value, params: &Params) -> Result<T, String> {
     let v = substitute(v, params).map_err(|e| e.to_string())?;
@@ -346,8 +215,8 @@ fn build_chunk_step(
         .map_err(at("writer"))?;
     let processor: Option<Arc<dyn Processor>> = match &s.processor {
         None => None,
-        Some(p) => match typed::<ProcessorCfg>(p, params).map_err(at("processor"))? {
-            ProcessorCfg::Jq { expr } => Some(Arc::new(
+        Some(p) => match typed::<RawProcessor>(p, params).map_err(at("processor"))? {
+            RawProcessor::Jq { expr } => Some(Arc::new(
                 JqProcessor::new(&expr).map_err(|e| at("processor")(e.to_string()))?,
             )),
         },
@@ -383,12 +252,12 @@ fn upstream(settings: &Settings, name: &str) -> Result<Arc<sluice_gateway::Upstr
 
 fn build_reader(
     settings: &Settings,
-    cfg: ReaderCfg,
+    cfg: RawReader,
     partition: Option<(usize, usize)>,
 ) -> Result<Box<dyn Reader>, String> {
     use sluice_batch::readers::{CsvReader, JsonArrayReader, JsonLinesReader};
     Ok(match cfg {
-        ReaderCfg::Csv {
+        RawReader::Csv {
             path,
             delimiter,
             encoding,
@@ -423,21 +292,21 @@ fn build_reader(
             }
             Box::new(r)
         }
-        ReaderCfg::Jsonl { path } => {
+        RawReader::Jsonl { path } => {
             let mut r = JsonLinesReader::new(path);
             if let Some((i, n)) = partition {
                 r = r.partition(i, n);
             }
             Box::new(r)
         }
-        ReaderCfg::Json { path, pointer } => {
+        RawReader::Json { path, pointer } => {
             let mut r = JsonArrayReader::new(path).object_as_single_item(true);
             if let Some(p) = pointer {
                 r = r.pointer(p);
             }
             Box::new(r)
         }
-        ReaderCfg::HttpPages {
+        RawReader::HttpPages {
             upstream: up,
             path,
             query,
@@ -509,7 +378,7 @@ fn build_reader(
             }
             Box::new(r)
         }
-        ReaderCfg::Sql {
+        RawReader::Sql {
             url,
             table,
             query,
@@ -584,10 +453,10 @@ fn sql_writer(
     Ok(Box::new(SqlWriter::new(url, o).map_err(|e| e.to_string())?))
 }
 
-fn build_writer(settings: &Settings, cfg: WriterCfg) -> Result<Box<dyn Writer>, String> {
+fn build_writer(settings: &Settings, cfg: RawWriter) -> Result<Box<dyn Writer>, String> {
     use sluice_batch::writers::{FileWriter, WriteMode};
     Ok(match cfg {
-        WriterCfg::SqlUpsert {
+        RawWriter::SqlUpsert {
             url,
             table,
             key,
@@ -610,7 +479,7 @@ fn build_writer(settings: &Settings, cfg: WriterCfg) -> Result<Box<dyn Writer>, 
                 WriteMode::Upsert,
             )?
         }
-        WriterCfg::SqlAppend {
+        RawWriter::SqlAppend {
             url,
             table,
             columns,
@@ -625,7 +494,7 @@ fn build_writer(settings: &Settings, cfg: WriterCfg) -> Result<Box<dyn Writer>, 
             indexes,
             WriteMode::Append,
         )?,
-        WriterCfg::Csv {
+        RawWriter::Csv {
             path,
             delimiter,
             columns,
@@ -639,8 +508,8 @@ fn build_writer(settings: &Settings, cfg: WriterCfg) -> Result<Box<dyn Writer>, 
             }
             Box::new(w)
         }
-        WriterCfg::Jsonl { path } => Box::new(FileWriter::json_lines(path)),
-        WriterCfg::Cache { path, ttl } => Box::new(
+        RawWriter::Jsonl { path } => Box::new(FileWriter::json_lines(path)),
+        RawWriter::Cache { path, ttl } => Box::new(
             sluice_batch::cache_writer::CacheWriter::new(
                 settings.gateway.clone(),
                 &path,
@@ -653,11 +522,11 @@ fn build_writer(settings: &Settings, cfg: WriterCfg) -> Result<Box<dyn Writer>, 
 
 fn build_tasklet(
     settings: &Settings,
-    cfg: TaskletCfg,
+    cfg: RawTasklet,
 ) -> Result<Box<dyn sluice_batch::Tasklet>, String> {
     use sluice_batch::tasklets::{BatchLoop, HttpTasklet, ShellTasklet, SqlTasklet};
     Ok(match cfg {
-        TaskletCfg::Sql { url, sql, repeat } => {
+        RawTasklet::Sql { url, sql, repeat } => {
             let t = SqlTasklet::new(url, sql);
             Box::new(if repeat {
                 t.batch(BatchLoop::default())
@@ -665,7 +534,7 @@ fn build_tasklet(
                 t
             })
         }
-        TaskletCfg::Shell {
+        RawTasklet::Shell {
             command,
             env,
             timeout,
@@ -684,7 +553,7 @@ fn build_tasklet(
             }
             Box::new(t)
         }
-        TaskletCfg::Http {
+        RawTasklet::Http {
             upstream: up,
             path,
             query,
