@@ -72,6 +72,25 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<(u16, String, Durati
     Ok((status, cs, t.elapsed()))
 }
 
+/// One request, as a row of the tour's table, with its HTTP status and latency.
+async fn one(
+    client: &reqwest::Client,
+    sim: &SimUpstream,
+    url: &str,
+    step: &'static str,
+) -> Result<(u16, Duration, Row)> {
+    let c0 = sim.calls();
+    let (status, cache_status, took) = get(client, url).await?;
+    let row = Row {
+        step,
+        requests: 1,
+        upstream_calls: sim.calls() - c0,
+        latency: ms(took),
+        cache_status,
+    };
+    Ok((status, took, row))
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -116,30 +135,16 @@ pub async fn run(keep_running: bool) -> Result<()> {
     let mut rows = Vec::new();
     let mut served = 0usize;
 
-    let c0 = sim.calls();
-    let (st, cs, cold) = get(&client, &url("서울")).await?;
+    let (st, cold, row) = one(&client, &sim, &url("서울"), "cold request (miss)").await?;
     if st != 200 {
         bail!("cold request answered HTTP {st}");
     }
     served += 1;
-    rows.push(Row {
-        step: "cold request (miss)",
-        requests: 1,
-        upstream_calls: sim.calls() - c0,
-        latency: ms(cold),
-        cache_status: cs,
-    });
+    rows.push(row);
 
-    let c0 = sim.calls();
-    let (_, cs, warm) = get(&client, &url("서울")).await?;
+    let (_, warm, row) = one(&client, &sim, &url("서울"), "same request again (hit)").await?;
     served += 1;
-    rows.push(Row {
-        step: "same request again (hit)",
-        requests: 1,
-        upstream_calls: sim.calls() - c0,
-        latency: ms(warm),
-        cache_status: cs,
-    });
+    rows.push(row);
 
     let c0 = sim.calls();
     let t = Instant::now();
@@ -185,31 +190,25 @@ pub async fn run(keep_running: bool) -> Result<()> {
     // Let the entry go stale (ttl 2 s), then take the upstream down.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     sim.set_fault(Fault::Status(503));
-    let c0 = sim.calls();
-    let (st, cs, t_stale) = get(&client, &url("서울")).await?;
+    let (st, _, row) = one(
+        &client,
+        &sim,
+        &url("서울"),
+        "upstream down (503), entry stale",
+    )
+    .await?;
     served += 1;
     if st != 200 {
         bail!("stale-if-error did not serve the stored entry (HTTP {st})");
     }
-    rows.push(Row {
-        step: "upstream down (503), entry stale",
-        requests: 1,
-        upstream_calls: sim.calls() - c0,
-        latency: ms(t_stale),
-        cache_status: cs,
-    });
+    rows.push(row);
 
     sim.set_fault(Fault::GatewayError(30));
-    let c0 = sim.calls();
-    let (st, cs, t_err) = get(&client, &url("대구")).await?;
+    let step = "HTTP 200 with error code 30, nothing stored";
+    let (st, _, mut row) = one(&client, &sim, &url("대구"), step).await?;
     served += 1;
-    rows.push(Row {
-        step: "HTTP 200 with error code 30, nothing stored",
-        requests: 1,
-        upstream_calls: sim.calls() - c0,
-        latency: format!("{} → HTTP {st}", ms(t_err)),
-        cache_status: cs,
-    });
+    row.latency = format!("{} → HTTP {st}", row.latency);
+    rows.push(row);
     sim.set_fault(Fault::None);
 
     let w = [44, 8, 8, 22];

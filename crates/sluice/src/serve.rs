@@ -359,6 +359,15 @@ impl ConnWatch {
         self.blocked_since.store(NO_HEAD, Ordering::Relaxed);
     }
 
+    /// What a write to the client returned: bytes went out, or it had to wait.
+    fn on_poll_write(&self, r: &Poll<io::Result<usize>>) {
+        match r {
+            Poll::Ready(Ok(n)) if *n > 0 => self.on_write(),
+            Poll::Pending => self.on_write_blocked(),
+            _ => {}
+        }
+    }
+
     /// The client's receive window is full: a write had to wait.
     fn on_write_blocked(&self) {
         if self.blocked_since.load(Ordering::Relaxed) == NO_HEAD {
@@ -462,11 +471,7 @@ impl AsyncWrite for Metered {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        match r {
-            Poll::Ready(Ok(n)) if n > 0 => self.watch.on_write(),
-            Poll::Pending => self.watch.on_write_blocked(),
-            _ => {}
-        }
+        self.watch.on_poll_write(&r);
         r
     }
 
@@ -476,11 +481,7 @@ impl AsyncWrite for Metered {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        match r {
-            Poll::Ready(Ok(n)) if n > 0 => self.watch.on_write(),
-            Poll::Pending => self.watch.on_write_blocked(),
-            _ => {}
-        }
+        self.watch.on_poll_write(&r);
         r
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice_batch::model::{BatchStatus, JobExecution, Params, StepCounts, StepExecution};
+use sluice_batch::model::{BatchStatus, JobExecution, StepCounts, StepExecution};
 use sluice_batch::repository::RepoError;
 use sluice_batch::step::Progress;
 use sluice_batch::{JobRunner, RunOptions};
@@ -86,22 +86,13 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 }
 
 /// Enqueues a `job.run` task and follows it until it completes or dies.
-async fn enqueue_and_follow(
-    rt: &Arc<Runtime>,
-    name: &str,
-    params: Params,
-    rerun: bool,
-) -> Result<ExitCode, String> {
+async fn enqueue_and_follow(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, String> {
     use sluice_queue::TaskState;
+    let name = input.job.as_str();
     // A typo fails here, before anything is enqueued.
-    rt.job(name, &params)?;
+    rt.job(name, &input.params)?;
     let broker = rt.broker().await?;
     let repo = rt.repository().await?;
-    let input = JobRunInput {
-        job: name.to_owned(),
-        params,
-        rerun,
-    };
     let task = job_run_task(&input);
     let id = broker.enqueue(task).await.map_err(|e| e.to_string())?.id;
     println!("enqueued job {name} as task {id} on queue {JOBS_QUEUE}");
@@ -254,10 +245,15 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
         } => {
             let given = params.into_iter().collect();
             let p = params::resolve(settings, &name, Origin::Manual(&given))?;
+            let input = JobRunInput {
+                job: name,
+                params: p,
+                rerun,
+            };
             if local {
-                run_job(rt, &name, p, rerun).await
+                run_job(rt, input).await
             } else {
-                enqueue_and_follow(rt, &name, p, rerun).await
+                enqueue_and_follow(rt, input).await
             }
         }
         JobCommand::Restart { exec } => {
@@ -269,7 +265,12 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
                     e.job_name
                 ));
             }
-            run_job(rt, &e.job_name, e.params, false).await
+            let input = JobRunInput {
+                job: e.job_name,
+                params: e.params,
+                rerun: false,
+            };
+            run_job(rt, input).await
         }
         JobCommand::Status { exec: Some(id) } => {
             let repo = rt.repository().await?;
@@ -323,12 +324,14 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
     }
 }
 
-async fn run_job(
-    rt: &Arc<Runtime>,
-    name: &str,
-    params: Params,
-    rerun: bool,
-) -> Result<ExitCode, String> {
+/// Runs a job in this process, with progress bars.
+async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, String> {
+    let JobRunInput {
+        job: name,
+        params,
+        rerun,
+    } = input;
+    let name = name.as_str();
     let settings = rt.settings();
     let job = rt.job(name, &params)?;
     let repo = rt.repository().await?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use sluice_schedule::ClaimStore;
+use sluice_schedule::{ClaimStore, LastFire};
 
 use crate::config::Settings;
 use crate::runtime::Runtime;
@@ -53,10 +53,7 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
                     t.pattern.as_deref().unwrap_or("*"),
                     w.param,
                 );
-                match last.get(&t.id) {
-                    Some(l) => println!("  last fire  {}", l.outcome),
-                    None => println!("  last fire  never"),
-                }
+                print_last_fire(last.get(&t.id), None);
             }
             let paused = store.paused().await.map_err(|e| e.to_string())?;
             let now = Utc::now();
@@ -75,17 +72,7 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
                         ""
                     }
                 );
-                match last.get(&d.id) {
-                    Some(l) => {
-                        let at = DateTime::<Utc>::from_timestamp_millis(l.at).unwrap_or_default();
-                        println!(
-                            "  last fire  {}  {}",
-                            at.with_timezone(&d.spec.tz()).to_rfc3339(),
-                            l.outcome
-                        );
-                    }
-                    None => println!("  last fire  never"),
-                }
+                print_last_fire(last.get(&d.id), Some(d.spec.tz()));
                 for next in d.spec.upcoming(now, 3) {
                     println!(
                         "  next       {}  ({} UTC)",
@@ -97,6 +84,26 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `  last fire  …`: its outcome, after its instant in `tz` for scheduled
+/// triggers (a file fire's instant is the file's arrival, not shown).
+fn print_last_fire(last: Option<&LastFire>, tz: Option<chrono_tz::Tz>) {
+    let Some(l) = last else {
+        println!("  last fire  never");
+        return;
+    };
+    match tz {
+        Some(tz) => {
+            let at = DateTime::<Utc>::from_timestamp_millis(l.at).unwrap_or_default();
+            println!(
+                "  last fire  {}  {}",
+                at.with_timezone(&tz).to_rfc3339(),
+                l.outcome
+            );
+        }
+        None => println!("  last fire  {}", l.outcome),
+    }
 }
 
 /// Pauses or resumes a trigger the config knows.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use super::{ConfigError, Dur, Source, span};
+use super::{ConfigError, Dur, RawRetry, Source, span};
 
 /// `[repository]`
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -23,18 +23,6 @@ pub struct RawRepository {
     /// How long after its process dies a running execution counts as dead (its
     /// lease); heartbeats go out every third of it. Default `30s`.
     pub lease: Option<Dur>,
-}
-
-/// `retry = { max = 3, backoff = "1s" }` of a step.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStepRetry {
-    /// Attempts after the first. Default 3.
-    pub max: Option<u32>,
-    /// Base of the exponential backoff (full jitter). Default `1s`.
-    pub backoff: Option<Dur>,
-    /// Longest wait. Default `30s`.
-    pub max_backoff: Option<Dur>,
 }
 
 /// `[[job.step]]`
@@ -50,8 +38,9 @@ pub struct RawStep {
     pub partitions: Option<Spanned<usize>>,
     /// Items that may be skipped before the step fails. Default 0.
     pub skip_limit: Option<u64>,
-    /// Retry of transient errors.
-    pub retry: Option<RawStepRetry>,
+    /// Retries of a chunk on transient errors. Default `{ max = 3, backoff =
+    /// "1s", max_backoff = "30s" }`.
+    pub retry: Option<RawRetry>,
     /// Chunk step: where items come from (`kind = "csv" | "jsonl" | "json" |
     /// "http_pages" | "sql"`).
     pub reader: Option<toml::Value>,

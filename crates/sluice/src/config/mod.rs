@@ -40,8 +40,8 @@ mod values;
 
 pub(crate) use job::none_or_list;
 pub use job::{
-    JobsConfig, RawJob, RawRepository, RawStep, RawStepRetry, RawTrigger, TriggerConfig,
-    WatchConfig, placeholders, substitute, substitute_str,
+    JobsConfig, RawJob, RawRepository, RawStep, RawTrigger, TriggerConfig, WatchConfig,
+    placeholders, substitute, substitute_str,
 };
 pub use queue::{JOBS_QUEUE, PARTITIONS_QUEUE, QueueConfig, RawQueue};
 pub use route::{RawRoute, RawTtl};
@@ -49,9 +49,9 @@ pub use server::{ConnectionSettings, RawServer};
 pub use source::{ConfigError, ConfigErrors, Source};
 pub use step::{RawProcessor, RawReader, RawTasklet, RawWriter};
 pub use store::{RawCluster, RawStore, StoreKind};
-pub use upstream::{RawRateLimit, RawRetries, RawUpstream};
+pub use upstream::{RawRateLimit, RawUpstream};
 use values::read_secret;
-pub use values::{Dur, RawSecret, Size, parse_duration, parse_size};
+pub use values::{Dur, RawRetry, RawSecret, Size, parse_duration, parse_size};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -275,6 +275,23 @@ impl Source {
         }
     }
 
+    /// Every element of an array of tables that parses (the others' errors
+    /// recorded); none when the array is absent.
+    fn each<T: DeserializeOwned>(
+        &self,
+        value: Option<Spanned<DeValue<'_>>>,
+        errs: &mut Vec<ConfigError>,
+    ) -> Vec<T> {
+        let elements = match value {
+            Some(v) => self.elements::<T>(v, errs),
+            None => Vec::new(),
+        };
+        elements
+            .into_iter()
+            .filter_map(|(_, v)| self.de(v, errs))
+            .collect()
+    }
+
     /// A `[[job]]`, its steps and triggers parsed one by one; `None` (every
     /// error recorded) when any part is broken.
     fn job(&self, value: Spanned<DeValue<'_>>, errs: &mut Vec<ConfigError>) -> Option<RawJob> {
@@ -296,18 +313,8 @@ impl Source {
         }
         let before = errs.len();
         let job = self.de::<RawJob>(Spanned::new(span, DeValue::Table(rest)), errs);
-        let steps: Vec<RawStep> = steps
-            .map(|v| self.elements::<RawStep>(v, errs))
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(_, v)| self.de(v, errs))
-            .collect();
-        let triggers: Vec<RawTrigger> = triggers
-            .map(|v| self.elements::<RawTrigger>(v, errs))
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(_, v)| self.de(v, errs))
-            .collect();
+        let steps: Vec<RawStep> = self.each(steps, errs);
+        let triggers: Vec<RawTrigger> = self.each(triggers, errs);
         if errs.len() > before {
             return None;
         }

@@ -10,22 +10,8 @@ use serde_spanned::Spanned;
 use sluice_cache::{LocalQuota, Quota, Redis, RedisQuota};
 use sluice_gateway::{OkWhen, RetryPolicy, Upstream, UpstreamSpec};
 
-use super::values::{Dur, RawSecret, Size, read_secret};
+use super::values::{Dur, RawRetry, RawSecret, Size, read_secret};
 use super::{ConfigError, Env, Source, span};
-
-/// `retries = { max = 2, backoff = "200ms" }`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRetries {
-    /// Retries after the first attempt (GET only, on connect errors, timeouts, 5xx
-    /// and `retry_codes`). Default 2.
-    pub max: Option<u32>,
-    /// Base of the exponential backoff; each wait is uniform in
-    /// `[0, min(max_backoff, backoff × 2^attempt)]`. Default `200ms`.
-    pub backoff: Option<Dur>,
-    /// Longest single wait. Default `5s`.
-    pub max_backoff: Option<Dur>,
-}
 
 /// `rate_limit = { per_second = 10, per_day = 10000, timezone = "Asia/Seoul" }`
 #[derive(Debug, Clone, Deserialize)]
@@ -61,8 +47,9 @@ pub struct RawUpstream {
     pub secret_headers: BTreeMap<String, RawSecret>,
     /// Per-attempt timeout (connect, send, whole body). Default `5s`.
     pub timeout: Option<Dur>,
-    /// Retry policy.
-    pub retries: Option<RawRetries>,
+    /// Retries of a GET on connect errors, timeouts, 5xx and `retry_codes`.
+    /// Default `{ max = 2, backoff = "200ms", max_backoff = "5s" }`.
+    pub retries: Option<RawRetry>,
     /// Maximum concurrent calls. Default 8.
     pub concurrency: Option<usize>,
     /// Rate limit and daily quota: the daily quota resets at midnight in its
@@ -206,10 +193,14 @@ impl RawUpstream {
         let retries = u
             .retries
             .as_ref()
-            .map(|r| RetryPolicy {
-                max: r.max.unwrap_or(2),
-                backoff: r.backoff.map(|d| d.0).unwrap_or(Duration::from_millis(200)),
-                max_backoff: r.max_backoff.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+            .map(|r| {
+                let (max, backoff, max_backoff) =
+                    r.or((2, Duration::from_millis(200), Duration::from_secs(5)));
+                RetryPolicy {
+                    max,
+                    backoff,
+                    max_backoff,
+                }
             })
             .unwrap_or_default();
         let concurrency = u.concurrency.unwrap_or(8);

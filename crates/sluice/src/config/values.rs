@@ -82,6 +82,31 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// `retries = { max = 2, backoff = "200ms", max_backoff = "5s" }`: how often
+/// and how long to retry (the defaults are those of the table it is in).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Retries after the first attempt.
+    pub max: Option<u32>,
+    /// Base of the exponential backoff (full jitter): each wait is uniform in
+    /// `[0, min(max_backoff, backoff × 2^attempt)]`.
+    pub backoff: Option<Dur>,
+    /// Longest single wait.
+    pub max_backoff: Option<Dur>,
+}
+
+impl RawRetry {
+    /// `(max, backoff, max_backoff)`, each given or from `default`.
+    pub fn or(&self, default: (u32, Duration, Duration)) -> (u32, Duration, Duration) {
+        (
+            self.max.unwrap_or(default.0),
+            self.backoff.map_or(default.1, |d| d.0),
+            self.max_backoff.map_or(default.2, |d| d.0),
+        )
+    }
+}
+
 /// A secret read at start-up: `{ env = "NAME" }` or `{ file = "/run/secrets/key" }`.
 /// Never written inline, so config files can be committed; an inline value is an
 /// error that never repeats the value.
@@ -170,50 +195,38 @@ fn read_secret_strict(
     key: &str,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Secret> {
-    match (&s.env, &s.file) {
+    // Where the secret was written, and what is wrong with it.
+    let (at, problem) = match (&s.env, &s.file) {
         (Some(name), None) => match (env.var)(name.get_ref()) {
-            Some(v) if !v.is_empty() => Some(Secret::new(v)),
-            Some(_) => {
-                errs.push(src.err(
-                    span(name),
-                    key,
-                    format!("environment variable {} is empty", name.get_ref()),
-                ));
-                None
-            }
-            None => {
-                errs.push(src.err(
-                    span(name),
-                    key,
-                    format!("environment variable {} is not set", name.get_ref()),
-                ));
-                None
-            }
+            Some(v) if !v.is_empty() => return Some(Secret::new(v)),
+            Some(_) => (
+                span(name),
+                format!("environment variable {} is empty", name.get_ref()),
+            ),
+            None => (
+                span(name),
+                format!("environment variable {} is not set", name.get_ref()),
+            ),
         },
         (None, Some(path)) => match std::fs::read_to_string(path.get_ref()) {
-            Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_owned())),
-            Ok(_) => {
-                errs.push(src.err(
-                    span(path),
-                    key,
-                    format!("secret file {} is empty", path.get_ref()),
-                ));
-                None
-            }
-            Err(e) => {
-                errs.push(src.err(
-                    span(path),
-                    key,
-                    format!("cannot read secret file {}: {e}", path.get_ref()),
-                ));
-                None
-            }
+            Ok(v) if !v.trim().is_empty() => return Some(Secret::new(v.trim().to_owned())),
+            Ok(_) => (
+                span(path),
+                format!("secret file {} is empty", path.get_ref()),
+            ),
+            Err(e) => (
+                span(path),
+                format!("cannot read secret file {}: {e}", path.get_ref()),
+            ),
         },
-        _ => {
-            errs.push(src.err(None, key, "a secret is written { env = \"NAME\" } or { file = \"PATH\" }, exactly one of them"));
-            None
-        }
-    }
+        _ => (
+            None,
+            "a secret is written { env = \"NAME\" } or { file = \"PATH\" }, exactly one of them"
+                .to_owned(),
+        ),
+    };
+    errs.push(src.err(at, key, problem));
+    None
 }
 
 #[cfg(test)]

@@ -221,14 +221,16 @@ fn build_chunk_step(
             )),
         },
     };
-    let retry = s.retry.as_ref().map_or(Retry::default(), |r| {
-        let d = Retry::default();
-        Retry {
-            max: r.max.unwrap_or(d.max),
-            backoff: r.backoff.map_or(d.backoff, |b| b.0),
-            max_backoff: r.max_backoff.map_or(d.max_backoff, |b| b.0),
-        }
-    });
+    let d = Retry::default();
+    let (max, backoff, max_backoff) =
+        s.retry
+            .unwrap_or_default()
+            .or((d.max, d.backoff, d.max_backoff));
+    let retry = Retry {
+        max,
+        backoff,
+        max_backoff,
+    };
     Ok(Step::Chunk(ChunkStep {
         name: sname,
         chunk: s.chunk.unwrap_or(500),
