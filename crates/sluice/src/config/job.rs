@@ -1,10 +1,10 @@
 //! `[repository]` and `[[job]]`: batch jobs and where their runs are recorded.
 //!
 //! A step's `reader`, `processor`, `writer` and `tasklet` tables are kept as TOML
-//! values here and typed when a job is built for a run (`crate::jobs`), after
-//! `{{params.NAME}}` placeholders in their strings are replaced by the run's
-//! parameters. `sluice check` builds every job once with its default parameters,
-//! so typos are still found before anything runs.
+//! values here and typed (as the enums of `step.rs`) when a job is built for a
+//! run, after `{{params.NAME}}` placeholders in their strings are replaced by the
+//! run's parameters. `sluice check` builds every step once with its default
+//! parameters, so typos are still found before anything runs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -122,7 +122,7 @@ pub struct RawJob {
 
 /// A configured directory trigger, checked.
 #[derive(Debug, Clone)]
-pub struct WatchConfig {
+pub struct WatchSettings {
     /// The watcher's view.
     pub trigger: sluice_schedule::FileTrigger,
     /// The parameter that gets the file's path.
@@ -133,7 +133,7 @@ pub struct WatchConfig {
 
 /// A configured trigger, checked.
 #[derive(Debug, Clone)]
-pub struct TriggerConfig {
+pub struct TriggerSettings {
     /// The scheduler's view.
     pub def: sluice_schedule::TriggerDef,
     /// Parameters of its runs.
@@ -142,7 +142,7 @@ pub struct TriggerConfig {
 
 /// The jobs of a config, checked for shape.
 #[derive(Debug, Clone, Default)]
-pub struct JobsConfig {
+pub struct JobsSettings {
     /// Repository URL.
     pub repository_url: String,
     /// Lease of running executions.
@@ -150,18 +150,18 @@ pub struct JobsConfig {
     /// The jobs, by name.
     pub jobs: BTreeMap<String, RawJob>,
     /// Every job's scheduled triggers.
-    pub triggers: Vec<TriggerConfig>,
+    pub triggers: Vec<TriggerSettings>,
     /// Every job's directory triggers.
-    pub watches: Vec<WatchConfig>,
+    pub watches: Vec<WatchSettings>,
 }
 
-impl JobsConfig {
+impl JobsSettings {
     /// The scheduled trigger `id` (`JOB#N` or `JOB/NAME`).
     ///
     /// # Errors
     ///
     /// An unknown id, naming the known ones.
-    pub fn trigger(&self, id: &str) -> Result<&TriggerConfig, String> {
+    pub fn trigger(&self, id: &str) -> Result<&TriggerSettings, String> {
         self.triggers
             .iter()
             .find(|t| t.def.id == id)
@@ -200,6 +200,26 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
+/// An error at `name` (the name of a `what`) unless it is a valid name.
+fn check_name(
+    what: &str,
+    name: &Spanned<String>,
+    key: String,
+    src: &Source,
+    errs: &mut Vec<ConfigError>,
+) {
+    if !valid_name(name.get_ref()) {
+        errs.push(src.err(
+            span(name),
+            key,
+            format!(
+                "{what} name {:?} must be 1 to 100 letters, digits, '-', '_' or '.'",
+                name.get_ref()
+            ),
+        ));
+    }
+}
+
 /// Checks names and the shape of every step; the tables are typed later.
 pub(super) fn check_jobs(
     repo: &RawRepository,
@@ -207,21 +227,15 @@ pub(super) fn check_jobs(
     positions: &[usize],
     src: &Source,
     errs: &mut Vec<ConfigError>,
-) -> JobsConfig {
+) -> JobsSettings {
     let mut out = BTreeMap::new();
     let mut triggers = Vec::new();
-    let mut watches: Vec<WatchConfig> = Vec::new();
+    let mut watches: Vec<WatchSettings> = Vec::new();
     for (n, j) in jobs.iter().enumerate() {
         let i = positions.get(n).copied().unwrap_or(n);
         let at = |k: &str| format!("job[{i}].{k}");
         let name = j.name.get_ref();
-        if !valid_name(name) {
-            errs.push(src.err(
-                span(&j.name),
-                at("name"),
-                format!("job name {name:?} must be 1 to 100 letters, digits, '-', '_' or '.'"),
-            ));
-        }
+        check_name("job", &j.name, at("name"), src, errs);
         if out.contains_key(name) {
             errs.push(src.err(
                 span(&j.name),
@@ -240,15 +254,7 @@ pub(super) fn check_jobs(
         for (k, s) in j.steps.iter().enumerate() {
             let at = |f: &str| format!("job[{i}].step[{k}].{f}");
             let sname = s.name.get_ref();
-            if !valid_name(sname) {
-                errs.push(src.err(
-                    span(&s.name),
-                    at("name"),
-                    format!(
-                        "step name {sname:?} must be 1 to 100 letters, digits, '-', '_' or '.'"
-                    ),
-                ));
-            }
+            check_name("step", &s.name, at("name"), src, errs);
             if seen.contains(sname) {
                 errs.push(src.err(
                     span(&s.name),
@@ -321,7 +327,7 @@ pub(super) fn check_jobs(
                         format!("trigger {id}: param {param:?} must be a plain name"),
                     ));
                 }
-                watches.push(WatchConfig {
+                watches.push(WatchSettings {
                     trigger: sluice_schedule::FileTrigger {
                         id,
                         job: name.clone(),
@@ -339,7 +345,7 @@ pub(super) fn check_jobs(
             }) {
                 if triggers
                     .iter()
-                    .any(|x: &TriggerConfig| x.def.id == tc.def.id)
+                    .any(|x: &TriggerSettings| x.def.id == tc.def.id)
                 {
                     errs.push(src.err(
                         t.name.as_ref().and_then(span),
@@ -352,7 +358,7 @@ pub(super) fn check_jobs(
         }
         out.insert(name.clone(), j.clone());
     }
-    JobsConfig {
+    JobsSettings {
         repository_url: repo
             .url
             .as_ref()
@@ -371,20 +377,11 @@ fn check_trigger(
     src: &Source,
     errs: &mut Vec<ConfigError>,
     at: &dyn Fn(&str) -> String,
-) -> Option<TriggerConfig> {
+) -> Option<TriggerSettings> {
     use sluice_schedule::{Misfire, Overlap, TriggerDef, TriggerSpec};
     let id = match &t.name {
         Some(n) => {
-            if !valid_name(n.get_ref()) {
-                errs.push(src.err(
-                    span(n),
-                    at("name"),
-                    format!(
-                        "trigger name {:?} must be 1 to 100 letters, digits, '-', '_' or '.'",
-                        n.get_ref()
-                    ),
-                ));
-            }
+            check_name("trigger", n, at("name"), src, errs);
             format!("{job}/{}", n.get_ref())
         }
         None => format!("{job}#{k}"),
@@ -454,7 +451,7 @@ fn check_trigger(
     let (Ok(spec), Ok(misfire), Ok(overlap)) = (spec, misfire, overlap) else {
         return None;
     };
-    Some(TriggerConfig {
+    Some(TriggerSettings {
         def: TriggerDef {
             id,
             job: job.to_owned(),

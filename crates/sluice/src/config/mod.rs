@@ -7,11 +7,12 @@
 //!    reference in `docs/config.md` is generated from these comments).
 //!    [`Source::parse`] parses each section and each element of an array of
 //!    tables on its own, so every broken one is reported, not just the first.
-//! 2. [`RawConfig::resolve`] turns it into [`Settings`] (checked: `*Settings`,
-//!    `*Config`): secrets read from the environment, jq predicates compiled,
-//!    routes checked against upstreams, the gateway built. It reports the parse
-//!    errors together with its own; every error points back into the file through
-//!    the byte spans kept by `serde_spanned`, or the place of its key.
+//! 2. [`RawConfig::resolve`] turns it into [`Settings`] (checked types are
+//!    `*Settings`; what a library takes is its `*Spec`): secrets read from the
+//!    environment, jq predicates compiled, routes checked against upstreams, the
+//!    gateway built. It reports the parse errors together with its own; every
+//!    error points back into the file through the byte spans kept by
+//!    `serde_spanned`, or the place of its key.
 //!
 //! Every error renders as `FILE:LINE:COLUMN: KEY: what is wrong`.
 
@@ -40,10 +41,10 @@ mod values;
 
 pub(crate) use job::none_or_list;
 pub use job::{
-    JobsConfig, RawJob, RawRepository, RawStep, RawTrigger, TriggerConfig, WatchConfig,
+    JobsSettings, RawJob, RawRepository, RawStep, RawTrigger, TriggerSettings, WatchSettings,
     placeholders, substitute, substitute_str,
 };
-pub use queue::{JOBS_QUEUE, PARTITIONS_QUEUE, QueueConfig, RawQueue};
+pub use queue::{JOBS_QUEUE, PARTITIONS_QUEUE, QueueSettings, RawQueue};
 pub use route::{RawRoute, RawTtl};
 pub use server::{ConnectionSettings, RawServer};
 pub use source::{ConfigError, ConfigErrors, Source};
@@ -114,9 +115,9 @@ pub struct Settings {
     /// The gateway.
     pub gateway: Gateway,
     /// Batch jobs and their repository.
-    pub jobs: JobsConfig,
+    pub jobs: JobsSettings,
     /// The task queue.
-    pub queue: QueueConfig,
+    pub queue: QueueSettings,
     /// Every configured upstream, by name (jobs may use ones no route uses).
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
 }

@@ -46,7 +46,7 @@ pub struct RawQueue {
 
 /// `[queue]`, checked.
 #[derive(Debug, Clone)]
-pub struct QueueConfig {
+pub struct QueueSettings {
     /// Broker URL.
     pub url: String,
     /// Redis key prefix.
@@ -66,7 +66,7 @@ pub(super) fn check_queue(
     repository_url: &str,
     src: &Source,
     errs: &mut Vec<ConfigError>,
-) -> QueueConfig {
+) -> QueueSettings {
     let url = q
         .url
         .as_ref()
@@ -117,7 +117,7 @@ pub(super) fn check_queue(
         }
         concurrency.insert(name.clone(), *n.get_ref());
     }
-    QueueConfig {
+    QueueSettings {
         url,
         namespace,
         visibility,

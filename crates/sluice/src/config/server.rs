@@ -45,7 +45,7 @@ pub struct RawServer {
 }
 
 /// `[server]`, checked.
-pub(super) struct CheckedServer {
+pub(super) struct ServerSettings {
     pub(super) listen: SocketAddr,
     pub(super) admin_token: Option<Secret>,
     pub(super) shutdown_grace: Duration,
@@ -59,7 +59,7 @@ impl RawServer {
         src: &Source,
         env: &Env<'_>,
         errs: &mut Vec<ConfigError>,
-    ) -> CheckedServer {
+    ) -> ServerSettings {
         let listen = match &self.listen {
             Some(l) => l.get_ref().parse::<SocketAddr>().unwrap_or_else(|e| {
                 errs.push(src.err(
@@ -85,7 +85,7 @@ impl RawServer {
                 "the admin token must be at least 16 characters",
             ));
         }
-        CheckedServer {
+        ServerSettings {
             listen,
             admin_token,
             shutdown_grace: self.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),

@@ -1,6 +1,7 @@
 //! The value types of the config file: durations, sizes and secrets.
 
 use std::fmt;
+use std::ops::Range;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -167,6 +168,45 @@ impl<'de> Deserialize<'de> for RawSecret {
     }
 }
 
+impl RawSecret {
+    /// The secret's value, or where it is written and what is wrong with it.
+    fn value(&self, env: &Env<'_>) -> Result<Secret, (Option<Range<usize>>, String)> {
+        Err(match (&self.env, &self.file) {
+            (Some(name), None) => match (env.var)(name.get_ref()) {
+                Some(v) if !v.is_empty() => return Ok(Secret::new(v)),
+                Some(_) => (
+                    span(name),
+                    format!("environment variable {} is empty", name.get_ref()),
+                ),
+                None => (
+                    span(name),
+                    format!("environment variable {} is not set", name.get_ref()),
+                ),
+            },
+            (None, Some(path)) => match std::fs::read_to_string(path.get_ref()) {
+                Ok(v) if !v.trim().is_empty() => return Ok(Secret::new(v.trim().to_owned())),
+                Ok(_) => (
+                    span(path),
+                    format!("secret file {} is empty", path.get_ref()),
+                ),
+                Err(e) => (
+                    span(path),
+                    format!("cannot read secret file {}: {e}", path.get_ref()),
+                ),
+            },
+            _ => (
+                None,
+                "a secret is written { env = \"NAME\" } or { file = \"PATH\" }, exactly one of them"
+                    .to_owned(),
+            ),
+        })
+    }
+}
+
+/// Reads a secret; an error at `key` when it cannot be. With
+/// [`Env::secrets_optional`], a missing variable or file is no error: the secret
+/// is a placeholder, never used by the commands that allow it (they call no
+/// upstream). A secret written wrongly is an error anyway.
 pub(super) fn read_secret(
     s: &RawSecret,
     src: &Source,
@@ -174,59 +214,16 @@ pub(super) fn read_secret(
     key: &str,
     errs: &mut Vec<ConfigError>,
 ) -> Option<Secret> {
-    if !env.secrets_optional {
-        return read_secret_strict(s, src, env, key, errs);
+    match s.value(env) {
+        Ok(v) => Some(v),
+        Err(_) if env.secrets_optional && s.env.is_some() != s.file.is_some() => {
+            Some(Secret::new("sluice-secret-not-loaded"))
+        }
+        Err((at, problem)) => {
+            errs.push(src.err(at, key, problem));
+            None
+        }
     }
-    let mut missing = Vec::new();
-    let found = read_secret_strict(s, src, env, key, &mut missing);
-    if s.env.is_some() == s.file.is_some() {
-        // Written wrongly, not merely absent: still an error.
-        errs.append(&mut missing);
-        return found;
-    }
-    // Never used by the commands that ask for this: they call no upstream.
-    found.or_else(|| Some(Secret::new("sluice-secret-not-loaded")))
-}
-
-fn read_secret_strict(
-    s: &RawSecret,
-    src: &Source,
-    env: &Env<'_>,
-    key: &str,
-    errs: &mut Vec<ConfigError>,
-) -> Option<Secret> {
-    // Where the secret was written, and what is wrong with it.
-    let (at, problem) = match (&s.env, &s.file) {
-        (Some(name), None) => match (env.var)(name.get_ref()) {
-            Some(v) if !v.is_empty() => return Some(Secret::new(v)),
-            Some(_) => (
-                span(name),
-                format!("environment variable {} is empty", name.get_ref()),
-            ),
-            None => (
-                span(name),
-                format!("environment variable {} is not set", name.get_ref()),
-            ),
-        },
-        (None, Some(path)) => match std::fs::read_to_string(path.get_ref()) {
-            Ok(v) if !v.trim().is_empty() => return Some(Secret::new(v.trim().to_owned())),
-            Ok(_) => (
-                span(path),
-                format!("secret file {} is empty", path.get_ref()),
-            ),
-            Err(e) => (
-                span(path),
-                format!("cannot read secret file {}: {e}", path.get_ref()),
-            ),
-        },
-        _ => (
-            None,
-            "a secret is written { env = \"NAME\" } or { file = \"PATH\" }, exactly one of them"
-                .to_owned(),
-        ),
-    };
-    errs.push(src.err(at, key, problem));
-    None
 }
 
 #[cfg(test)]
