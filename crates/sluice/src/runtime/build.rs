@@ -356,14 +356,14 @@ fn build_reader(
                     param,
                     next: jq(
                         next.as_deref()
-                            .ok_or_else(|| format!("cursor pagination needs next = \"<jq>\""))?,
+                            .ok_or_else(|| "cursor pagination needs next = \"<jq>\"".to_owned())?,
                         "next",
                     )?,
                 },
                 _ => {
-                    return Err(format!(
-                        "give exactly one of page_param, offset_param or cursor_param"
-                    ));
+                    return Err(
+                        "give exactly one of page_param, offset_param or cursor_param".to_owned(),
+                    );
                 }
             };
             let mut r = HttpPagesReader::new(
@@ -390,12 +390,12 @@ fn build_reader(
         } => {
             use sluice_batch::sql_reader::SqlReader;
             if key.is_empty() {
-                return Err(format!("key must name the unique, ordered column(s)"));
+                return Err("key must name the unique, ordered column(s)".to_owned());
             }
             let mut r = match (table, query) {
                 (Some(t), None) => SqlReader::table(url, t, key),
                 (None, Some(q)) => SqlReader::query(url, q, key),
-                _ => return Err(format!("give exactly one of table or query")),
+                _ => return Err("give exactly one of table or query".to_owned()),
             };
             if let Some(c) = columns {
                 r = r.columns(c);
@@ -467,9 +467,10 @@ fn build_writer(settings: &Settings, cfg: RawWriter) -> Result<Box<dyn Writer>, 
             indexes,
         } => {
             if key.is_empty() {
-                return Err(format!(
+                return Err(
                     "sql_upsert needs key = [\"column\", …]; use sql_append for plain inserts"
-                ));
+                        .to_owned(),
+                );
             }
             sql_writer(
                 &url,
