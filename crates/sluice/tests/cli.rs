@@ -8,16 +8,21 @@ use sluice_testkit::{SimConfig, SimUpstream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
+/// `sluice check -c PATH`.
+fn check(path: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_reports_errors_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\ncolour = 1\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -27,11 +32,7 @@ fn check_reports_errors_with_exit_code_2() {
 
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = check(&good);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -214,11 +215,7 @@ fn check_locates_every_broken_step_table() {
          [[job.step]]\nname = \"t\"\nreader = { kind = \"jsonl\", path = \"in.jsonl\" }\nwriter = { kind = \"csv\", path = \"out.csv\", delimiter = \"ab\" }\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 2, "{err}");

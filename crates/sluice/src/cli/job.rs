@@ -306,19 +306,16 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
         JobCommand::Skips { exec } => {
             let repo = rt.repository().await?;
             let skips = repo.skips(exec).await.map_err(|e| e.to_string())?;
-            if skips.is_empty() {
-                println!("execution {exec} skipped nothing");
-            }
-            for s in skips {
-                println!(
+            super::print_lines(skips, &format!("execution {exec} skipped nothing"), |s| {
+                format!(
                     "{}\t{}\t#{}\t{}{}",
                     s.step_name,
                     s.phase,
                     s.position,
                     s.reason,
                     s.item.map(|i| format!("\t{i}")).unwrap_or_default()
-                );
-            }
+                )
+            });
             Ok(ExitCode::SUCCESS)
         }
     }

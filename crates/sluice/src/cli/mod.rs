@@ -209,6 +209,16 @@ fn invalid(e: &config::ConfigErrors) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Prints one line per item, or `empty` when there is none.
+fn print_lines<T>(items: Vec<T>, empty: &str, line: impl Fn(T) -> String) {
+    if items.is_empty() {
+        println!("{empty}");
+    }
+    for item in items {
+        println!("{}", line(item));
+    }
+}
+
 /// A runtime failure: `error: …` on stderr, exit 1.
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");

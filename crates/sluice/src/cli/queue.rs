@@ -85,11 +85,8 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
             cmd: DlqCommand::List { queue, limit },
         } => {
             let dead = broker.dead(&queue, limit).await.map_err(e)?;
-            if dead.is_empty() {
-                println!("no dead tasks on queue {queue}");
-            }
-            for t in dead {
-                println!(
+            super::print_lines(dead, &format!("no dead tasks on queue {queue}"), |t| {
+                format!(
                     "{}  {}  attempts {}/{}  {}  {}",
                     t.id,
                     t.name,
@@ -97,8 +94,8 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
                     t.max_attempts,
                     t.payload,
                     t.last_error.unwrap_or_default()
-                );
-            }
+                )
+            });
             Ok(ExitCode::SUCCESS)
         }
         QueueCommand::Dlq {

@@ -45,33 +45,31 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
             }
             for w in &settings.jobs.watches {
                 let t = &w.trigger;
-                println!(
-                    "{}  job {}  watch {} ({}), the path in parameter {}",
-                    t.id,
-                    t.job,
+                let what = format!(
+                    "watch {} ({}), the path in parameter {}",
                     t.dir.display(),
                     t.pattern.as_deref().unwrap_or("*"),
-                    w.param,
+                    w.param
                 );
+                println!("{}  job {}  {what}", t.id, t.job);
                 print_last_fire(last.get(&t.id), None);
             }
             let paused = store.paused().await.map_err(|e| e.to_string())?;
             let now = Utc::now();
             for t in &settings.jobs.triggers {
                 let d = &t.def;
-                println!(
-                    "{}  job {}  {}  misfire {:?}  overlap {}{}",
-                    d.id,
-                    d.job,
+                let state = if paused.contains(&d.id) {
+                    "  PAUSED"
+                } else {
+                    ""
+                };
+                let what = format!(
+                    "{}  misfire {:?}  overlap {}{state}",
                     d.spec.describe(),
                     d.misfire,
-                    d.overlap.as_str(),
-                    if paused.contains(&d.id) {
-                        "  PAUSED"
-                    } else {
-                        ""
-                    }
+                    d.overlap.as_str()
                 );
+                println!("{}  job {}  {what}", d.id, d.job);
                 print_last_fire(last.get(&d.id), Some(d.spec.tz()));
                 for next in d.spec.upcoming(now, 3) {
                     println!(

@@ -236,19 +236,14 @@ pub(super) fn check_jobs(
         let at = |k: &str| format!("job[{i}].{k}");
         let name = j.name.get_ref();
         check_name("job", &j.name, at("name"), src, errs);
-        if out.contains_key(name) {
-            errs.push(src.err(
-                span(&j.name),
-                at("name"),
-                format!("job {name:?} is defined twice"),
-            ));
-        }
-        if j.steps.is_empty() {
-            errs.push(src.err(
-                span(&j.name),
-                at("step"),
-                format!("job {name:?} has no [[job.step]]"),
-            ));
+        // Mistakes of the job as a whole are shown at its name.
+        for (wrong, key, what) in [
+            (out.contains_key(name), "name", "is defined twice"),
+            (j.steps.is_empty(), "step", "has no [[job.step]]"),
+        ] {
+            if wrong {
+                errs.push(src.err(span(&j.name), at(key), format!("job {name:?} {what}")));
+            }
         }
         let mut seen = Vec::new();
         for (k, s) in j.steps.iter().enumerate() {
