@@ -13,12 +13,13 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Env};
 use crate::runtime::Runtime;
-use crate::telemetry::{self, LogFormat};
+use crate::telemetry::LogFormat;
 
 pub mod check;
 pub mod job;
 pub mod queue;
 pub mod schedule;
+pub mod serve;
 pub mod task;
 
 /// Keep slow, quota-limited upstream APIs fast and fresh.
@@ -116,21 +117,7 @@ pub enum Command {
 pub async fn run(cmd: Command) -> ExitCode {
     match cmd {
         Command::Check { config } => check::run(&config),
-        Command::Serve { config, listen } => {
-            let settings = match config::load(&config, &Env::process()) {
-                Ok(s) => config::Settings {
-                    listen: listen.unwrap_or(s.listen),
-                    ..s
-                },
-                Err(e) => return invalid(&e),
-            };
-            let _ = telemetry::prometheus();
-            telemetry::spawn_upkeep();
-            match crate::serve::run(settings).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
+        Command::Serve { config, listen } => serve::serve(&config, listen).await,
         Command::Job { config, cmd } => {
             // Only running a job calls upstreams; the rest reads the repository.
             let env = if cmd.needs_secrets() {
@@ -170,23 +157,7 @@ pub async fn run(cmd: Command) -> ExitCode {
             latency,
             key,
             quota,
-        } => {
-            let cfg = sluice_sim::SimConfig {
-                latency,
-                service_key: key,
-                daily_quota: quota,
-                ..Default::default()
-            };
-            match sluice_sim::SimUpstream::start_on(listen, cfg).await {
-                Ok(sim) => {
-                    println!("simulated upstream on {}", sim.base_url());
-                    crate::serve::shutdown_signal().await;
-                    sim.shutdown().await;
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(format!("cannot listen on {listen}: {e}")),
-            }
-        }
+        } => serve::sim(listen, latency, key, quota).await,
     }
 }
 
@@ -204,7 +175,7 @@ where
 }
 
 /// An invalid config: every problem on stderr, exit 2.
-fn invalid(e: &config::ConfigErrors) -> ExitCode {
+pub(crate) fn invalid(e: &config::ConfigErrors) -> ExitCode {
     eprintln!("{e}");
     ExitCode::from(2)
 }
@@ -220,7 +191,7 @@ fn print_lines<T>(items: Vec<T>, empty: &str, line: impl Fn(T) -> String) {
 }
 
 /// A runtime failure: `error: …` on stderr, exit 1.
-fn fail(e: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(1)
 }
