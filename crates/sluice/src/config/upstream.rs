@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use sluice_cache::{LocalQuota, Quota, Redis, RedisQuota};
-use sluice_gateway::{OkWhen, RetryPolicy, Upstream, UpstreamSpec};
+use sluice_gateway::{OkWhen, RetryPolicy, Secret, Upstream, UpstreamSpec};
 
 use super::values::{Dur, RawRetry, RawSecret, Size, read_secret};
 use super::{ConfigError, Env, Source, span};
@@ -106,56 +106,8 @@ impl RawUpstream {
                 format!("upstream {name:?} is defined twice"),
             ));
         }
-        let base_url = match reqwest::Url::parse(u.base_url.get_ref()) {
-            Ok(url)
-                if (url.scheme() == "http" || url.scheme() == "https")
-                    && url.host_str().is_some() =>
-            {
-                if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
-                    errs.push(src.err(span(&u.base_url), at("base_url"), "base_url must not carry a query or credentials; use secret_query / secret_headers"));
-                }
-                Some(url)
-            }
-            Ok(_) => {
-                errs.push(src.err(
-                    span(&u.base_url),
-                    at("base_url"),
-                    "base_url must be an http:// or https:// URL with a host",
-                ));
-                None
-            }
-            Err(e) => {
-                errs.push(src.err(
-                    span(&u.base_url),
-                    at("base_url"),
-                    format!("invalid URL: {e}"),
-                ));
-                None
-            }
-        };
-        let mut secret_query = Vec::new();
-        for (k, s) in &u.secret_query {
-            if let Some(v) = read_secret(s, src, env, &at(&format!("secret_query.{k}")), errs) {
-                secret_query.push((k.clone(), v));
-            }
-        }
-        let mut secret_headers = Vec::new();
-        for (k, s) in &u.secret_headers {
-            match http::HeaderName::from_bytes(k.as_bytes()) {
-                Ok(h) => {
-                    if let Some(v) =
-                        read_secret(s, src, env, &at(&format!("secret_headers.{k}")), errs)
-                    {
-                        secret_headers.push((h, v));
-                    }
-                }
-                Err(_) => errs.push(src.err(
-                    None,
-                    at(&format!("secret_headers.{k}")),
-                    format!("{k:?} is not a valid header name"),
-                )),
-            }
-        }
+        let base_url = self.base_url(&at, src, errs);
+        let (secret_query, secret_headers) = self.secrets(&at, src, env, errs);
         let ok_when = u
             .ok_when
             .as_ref()
@@ -167,27 +119,7 @@ impl RawUpstream {
                 }
             });
         let (per_second, per_day, tz) = match &u.rate_limit {
-            Some(r) => {
-                let tz = match &r.timezone {
-                    Some(t) => t.get_ref().parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
-                        errs.push(src.err(span(t), at("rate_limit.timezone"), format!("unknown time zone {:?}; use an IANA name like \"Asia/Seoul\" or \"UTC\"", t.get_ref())));
-                        chrono_tz::UTC
-                    }),
-                    None => chrono_tz::UTC,
-                };
-                if r.per_second == Some(0) || r.per_day == Some(0) {
-                    errs.push(src.err(
-                        None,
-                        at("rate_limit"),
-                        "limits must be greater than zero (leave a limit out to disable it)",
-                    ));
-                }
-                (
-                    r.per_second.and_then(NonZeroU32::new),
-                    r.per_day.filter(|d| *d > 0),
-                    tz,
-                )
-            }
+            Some(r) => r.check(&at, src, errs),
             None => (None, None, chrono_tz::UTC),
         };
         let retries = u
@@ -238,6 +170,112 @@ impl RawUpstream {
             }
         }
         None
+    }
+    /// The base URL, when it is an `http(s)://` URL with a host.
+    fn base_url(
+        &self,
+        at: &dyn Fn(&str) -> String,
+        src: &Source,
+        errs: &mut Vec<ConfigError>,
+    ) -> Option<reqwest::Url> {
+        match reqwest::Url::parse(self.base_url.get_ref()) {
+            Ok(url)
+                if (url.scheme() == "http" || url.scheme() == "https")
+                    && url.host_str().is_some() =>
+            {
+                if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
+                    errs.push(src.err(span(&self.base_url), at("base_url"), "base_url must not carry a query or credentials; use secret_query / secret_headers"));
+                }
+                Some(url)
+            }
+            Ok(_) => {
+                errs.push(src.err(
+                    span(&self.base_url),
+                    at("base_url"),
+                    "base_url must be an http:// or https:// URL with a host",
+                ));
+                None
+            }
+            Err(e) => {
+                errs.push(src.err(
+                    span(&self.base_url),
+                    at("base_url"),
+                    format!("invalid URL: {e}"),
+                ));
+                None
+            }
+        }
+    }
+
+    /// The secret query parameters and headers, read.
+    fn secrets(
+        &self,
+        at: &dyn Fn(&str) -> String,
+        src: &Source,
+        env: &Env<'_>,
+        errs: &mut Vec<ConfigError>,
+    ) -> (Vec<(String, Secret)>, Vec<(http::HeaderName, Secret)>) {
+        let mut secret_query = Vec::new();
+        for (k, s) in &self.secret_query {
+            if let Some(v) = read_secret(s, src, env, &at(&format!("secret_query.{k}")), errs) {
+                secret_query.push((k.clone(), v));
+            }
+        }
+        let mut secret_headers = Vec::new();
+        for (k, s) in &self.secret_headers {
+            match http::HeaderName::from_bytes(k.as_bytes()) {
+                Ok(h) => {
+                    if let Some(v) =
+                        read_secret(s, src, env, &at(&format!("secret_headers.{k}")), errs)
+                    {
+                        secret_headers.push((h, v));
+                    }
+                }
+                Err(_) => errs.push(src.err(
+                    None,
+                    at(&format!("secret_headers.{k}")),
+                    format!("{k:?} is not a valid header name"),
+                )),
+            }
+        }
+        (secret_query, secret_headers)
+    }
+}
+
+impl RawRateLimit {
+    /// Per-second and daily limits (`None`: unlimited) and the quota's zone.
+    fn check(
+        &self,
+        at: &dyn Fn(&str) -> String,
+        src: &Source,
+        errs: &mut Vec<ConfigError>,
+    ) -> (Option<NonZeroU32>, Option<u64>, chrono_tz::Tz) {
+        let tz = match &self.timezone {
+            Some(t) => t.get_ref().parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                errs.push(src.err(
+                    span(t),
+                    at("rate_limit.timezone"),
+                    format!(
+                        "unknown time zone {:?}; use an IANA name like \"Asia/Seoul\" or \"UTC\"",
+                        t.get_ref()
+                    ),
+                ));
+                chrono_tz::UTC
+            }),
+            None => chrono_tz::UTC,
+        };
+        if self.per_second == Some(0) || self.per_day == Some(0) {
+            errs.push(src.err(
+                None,
+                at("rate_limit"),
+                "limits must be greater than zero (leave a limit out to disable it)",
+            ));
+        }
+        (
+            self.per_second.and_then(NonZeroU32::new),
+            self.per_day.filter(|d| *d > 0),
+            tz,
+        )
     }
 }
 
