@@ -77,3 +77,20 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn errors_answer_one_json_shape() {
+        let r = ApiError::not_found("no_job", "no job named \"x\"").into_response();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"error": "no_job", "message": "no job named \"x\""})
+        );
+    }
+}
