@@ -72,6 +72,11 @@ pub struct RawUpstream {
     pub max_response: Option<Size>,
 }
 
+/// Secret query parameters, read: name and value.
+type SecretQuery = Vec<(String, Secret)>;
+/// Secret headers, read: name and value.
+type SecretHeaders = Vec<(http::HeaderName, Secret)>;
+
 impl RawUpstream {
     /// Checks upstream number `i` and builds its client; `taken` when an
     /// earlier upstream has its name. Quotas are counted in `quota_redis` when
@@ -214,7 +219,7 @@ impl RawUpstream {
         src: &Source,
         env: &Env<'_>,
         errs: &mut Vec<ConfigError>,
-    ) -> (Vec<(String, Secret)>, Vec<(http::HeaderName, Secret)>) {
+    ) -> (SecretQuery, SecretHeaders) {
         let mut secret_query = Vec::new();
         for (k, s) in &self.secret_query {
             if let Some(v) = read_secret(s, src, env, &at(&format!("secret_query.{k}")), errs) {
