@@ -60,6 +60,16 @@ impl Default for Up {
     }
 }
 
+impl Up {
+    /// The defaults with a daily quota of `n` calls.
+    fn per_day(n: u64) -> Up {
+        Up {
+            per_day: Some(n),
+            ..Up::default()
+        }
+    }
+}
+
 fn upstream(sim: &SimUpstream, o: Up) -> Arc<Upstream> {
     upstream_at(&sim.base_url(), o)
 }
@@ -357,13 +367,7 @@ async fn http_reader_failures_are_transient_or_fatal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_reader_spent_quota_is_transient() {
     let sim = sim(40).await;
-    let up = upstream(
-        &sim,
-        Up {
-            per_day: Some(2),
-            ..Up::default()
-        },
-    );
+    let up = upstream(&sim, Up::per_day(2));
     let mut r = opened(pages_reader(up, 10, true)).await;
     let e = first_error(&mut r).await;
     assert!(
@@ -374,13 +378,7 @@ async fn http_reader_spent_quota_is_transient() {
 
     // The upstream's own quota code (22) spends the local budget too: transient.
     let sim2 = self::sim(40).await;
-    let up = upstream(
-        &sim2,
-        Up {
-            per_day: Some(1000),
-            ..Up::default()
-        },
-    );
+    let up = upstream(&sim2, Up::per_day(1000));
     let e = error_on(&sim2, Fault::GatewayError(22), &up).await;
     assert!(
         matches!(&e, ReadError::Transient(m) if m.contains("quota exceeded") && m.contains("22")),

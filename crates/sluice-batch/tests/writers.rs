@@ -92,15 +92,33 @@ async fn one_connection<DB: sqlx::Database>(url: &str) -> sqlx::Pool<DB> {
         .unwrap()
 }
 
-/// `$body` with `$p` bound to the pool of `$check`, whatever its database.
-macro_rules! on_pool {
-    ($check:expr, $p:ident => $body:expr) => {
-        match $check {
-            Check::Sqlite($p) => $body,
-            Check::Postgres($p) => $body,
-            Check::MySql($p) => $body,
-        }
-    };
+/// Every row of `sql` (its `?`/`$n` parameters bound to `binds`) on `pool`, each
+/// column read as text.
+async fn text_rows<DB>(pool: &sqlx::Pool<DB>, sql: &str, binds: &[&str]) -> Vec<Vec<Option<String>>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    use sqlx::Row;
+    let mut query = sqlx::query::<DB>(sql);
+    for b in binds {
+        query = query.bind(*b);
+    }
+    let rows = query
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| r.get::<Option<String>, _>(i))
+                .collect()
+        })
+        .collect()
 }
 
 /// A connection to read back what was written, every value as text.
@@ -122,10 +140,33 @@ impl Check {
     /// `column` as text, quoted for this database.
     fn text(&self, column: &str) -> String {
         match self.kind() {
-            DbKind::Sqlite => format!("CAST(\"{column}\" AS TEXT)"),
-            DbKind::Postgres => format!("\"{column}\"::text"),
-            DbKind::MySql => format!("CAST(`{column}` AS CHAR)"),
+            DbKind::MySql => self.cast(&format!("`{column}`")),
+            _ => self.cast(&format!("\"{column}\"")),
         }
+    }
+
+    /// The SQL expression `expr` cast to text on this database.
+    fn cast(&self, expr: &str) -> String {
+        match self.kind() {
+            DbKind::Sqlite => format!("CAST({expr} AS TEXT)"),
+            DbKind::Postgres => format!("{expr}::text"),
+            DbKind::MySql => format!("CAST({expr} AS CHAR)"),
+        }
+    }
+
+    /// Every row of `sql` with `binds`, as text.
+    async fn query(&self, sql: &str, binds: &[&str]) -> Vec<Vec<Option<String>>> {
+        match self {
+            Check::Sqlite(p) => text_rows(p, sql, binds).await,
+            Check::Postgres(p) => text_rows(p, sql, binds).await,
+            Check::MySql(p) => text_rows(p, sql, binds).await,
+        }
+    }
+
+    /// The first column of every row of `sql` with `binds` (never NULL).
+    async fn strings(&self, sql: &str, binds: &[&str]) -> Vec<String> {
+        let rows = self.query(sql, binds).await;
+        rows.into_iter().map(|r| r[0].clone().unwrap()).collect()
     }
 
     /// Rows of `SELECT <columns as text> FROM table <rest>`.
@@ -136,18 +177,7 @@ impl Check {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("SELECT {cols} FROM {table} {rest}");
-        use sqlx::Row;
-        on_pool!(self, p => sqlx::query(&sql)
-            .fetch_all(p)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .iter()
-            .map(|r| {
-                (0..columns.len())
-                    .map(|i| r.get::<Option<String>, _>(i))
-                    .collect()
-            })
-            .collect())
+        self.query(&sql, &[]).await
     }
 
     /// Every row of `table` in `id` order.
@@ -156,8 +186,8 @@ impl Check {
     }
 
     async fn count(&self, table: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) FROM {table}");
-        on_pool!(self, p => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap())
+        let sql = format!("SELECT {} FROM {table}", self.cast("COUNT(*)"));
+        self.strings(&sql, &[]).await[0].parse().unwrap()
     }
 
     /// Names of the tables of the database.
@@ -170,7 +200,7 @@ impl Check {
                  WHERE table_schema = DATABASE()"
             }
         };
-        on_pool!(self, p => sqlx::query_scalar(sql).fetch_all(p).await.unwrap())
+        self.strings(sql, &[]).await
     }
 
     /// Names of the indexes of `table` (other than the primary key) and the
@@ -198,14 +228,10 @@ impl Check {
                  ORDER BY seq_in_index",
             ),
         };
-        on_pool!(self, p => {
-            let mut lists = Vec::new();
-            for sql in [indexes, key] {
-                lists.push(sqlx::query_scalar(sql).bind(table).fetch_all(p).await.unwrap());
-            }
-            let key = lists.pop().unwrap();
-            (lists.pop().unwrap(), key)
-        })
+        (
+            self.strings(indexes, &[table]).await,
+            self.strings(key, &[table]).await,
+        )
     }
 }
 

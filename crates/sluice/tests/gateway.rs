@@ -297,11 +297,8 @@ async fn ok_when_rejections_are_errors_naming_the_upstream_code() {
         .await;
     assert_eq!(xml.status, 200);
     assert!(xml.body.starts_with("<?xml"));
-    let text = h.get("/metrics").await.body;
-    assert!(
-        text.contains(r#"sluice_upstream_requests_total{upstream="airkorea",result="rejected"}"#),
-        "{text}"
-    );
+    h.expect_metric(r#"sluice_upstream_requests_total{upstream="airkorea",result="rejected"}"#)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -329,11 +326,8 @@ async fn two_hundred_concurrent_cold_requests_make_one_upstream_call() {
         assert_eq!(t.await.unwrap().status, 502);
     }
     assert_eq!(h.sim.calls(), 2);
-    let m = h.get("/metrics").await.body;
-    assert!(
-        m.contains("sluice_gateway_coalesced_waiters_total{route=\"air\"}"),
-        "{m}"
-    );
+    h.expect_metric("sluice_gateway_coalesced_waiters_total{route=\"air\"}")
+        .await;
 }
 
 #[tokio::test]
@@ -431,11 +425,8 @@ async fn daily_quota_serves_stale_then_429_and_resets_at_midnight() {
     for s in ["a", "b", "c"] {
         assert_eq!(h.get(&air(s)).await.status, 200);
     }
-    let m = h.get("/metrics").await.body;
-    assert!(
-        m.contains("sluice_upstream_quota_remaining_calls{upstream=\"airkorea\"} 0"),
-        "{m}"
-    );
+    h.expect_metric("sluice_upstream_quota_remaining_calls{upstream=\"airkorea\"} 0")
+        .await;
     let r = h.get(&air("d")).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), (12 * 3600).to_string());
@@ -473,11 +464,8 @@ async fn large_bodies_pass_through_uncached() {
             .cache_status()
             .contains("hit")
     );
-    let m = h.get("/metrics").await.body;
-    assert!(
-        m.contains("sluice_gateway_requests_total{route=\"air\",cache_status=\"bypass\"}"),
-        "{m}"
-    );
+    h.expect_metric("sluice_gateway_requests_total{route=\"air\",cache_status=\"bypass\"}")
+        .await;
 }
 
 #[tokio::test]

@@ -257,6 +257,12 @@ impl Node {
     pub(crate) async fn get(&self, path: &str) -> Resp {
         self.get_with(path, &[]).await
     }
+
+    /// Asserts that `/metrics` contains `needle` (the page in the message).
+    pub(crate) async fn expect_metric(&self, needle: &str) {
+        let m = self.get("/metrics").await.body;
+        assert!(m.contains(needle), "{m}");
+    }
 }
 
 /// A sim answering in 10 ms.
