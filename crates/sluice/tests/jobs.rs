@@ -353,9 +353,9 @@ async fn a_killed_load_restarts_from_its_last_chunk_and_loads_every_row_once() {
         ROWS / 1000,
         "one commit per chunk across both runs: {line}"
     );
-    assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
+    assert_eq!(sqlite_rows(data).await, expected_sums(ROWS, &[]));
 
-    let status = sluice(&cfg, &["status", "1"]);
+    let status = sluice(cfg, &["status", "1"]);
     assert!(
         String::from_utf8_lossy(&status.stdout).contains("ABANDONED"),
         "{}",
@@ -494,7 +494,7 @@ async fn stop_ends_a_run_at_a_chunk_boundary_and_restart_finishes_it() {
     const ROWS: u64 = 100_000;
     let (load, child) = load_running(ROWS, 10_000).await;
     let (cfg, data) = (&load.cfg, &load.data);
-    let stop = sluice(&cfg, &["stop", "1"]);
+    let stop = sluice(cfg, &["stop", "1"]);
     assert!(stop.status.success(), "{}", text(&stop));
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
@@ -509,15 +509,15 @@ async fn stop_ends_a_run_at_a_chunk_boundary_and_restart_finishes_it() {
         "stopped at a chunk boundary: {line}"
     );
     assert_eq!(
-        sqlite_rows(&data).await.0 as u64,
+        sqlite_rows(data).await.0 as u64,
         written,
         "nothing after the boundary"
     );
 
-    let out = sluice(&cfg, &["restart", "1"]);
+    let out = sluice(cfg, &["restart", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("resumed execution 1"));
-    assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
+    assert_eq!(sqlite_rows(data).await, expected_sums(ROWS, &[]));
 }
 
 /// Two `sluice job run` processes started together on one repository: exactly one
@@ -590,10 +590,10 @@ async fn sigterm_stops_a_run_cleanly_and_it_restarts_at_once() {
         text(&out)
     );
     // No lease to wait for: the run released it.
-    let again = sluice(&cfg, &["run", "--local", "air-load"]);
+    let again = sluice(cfg, &["run", "--local", "air-load"]);
     assert!(again.status.success(), "{}", text(&again));
     assert!(String::from_utf8_lossy(&again.stdout).contains("resumed execution 1"));
-    assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
+    assert_eq!(sqlite_rows(data).await, expected_sums(ROWS, &[]));
 }
 
 /// Where a test's repository (and, for the exactly-once test, its data) lives.
@@ -798,7 +798,7 @@ async fn a_partitioned_step_fans_out_and_restarts_only_unfinished_partitions() {
     let (csv, cfg, data) = (&load.csv, &load.cfg, &load.data);
     // Row 5900 (in the last third) gets a pm10 that is not a number, of the same
     // length, so the fixed file has the same byte offsets.
-    let good = std::fs::read_to_string(&csv).unwrap();
+    let good = std::fs::read_to_string(csv).unwrap();
     let row = good
         .lines()
         .find(|l| l.starts_with("5900,"))
