@@ -157,6 +157,11 @@ async fn opened<R: Reader>(mut r: R) -> R {
 /// answer of `sim` is `fault`.
 async fn error_on(sim: &SimUpstream, fault: Fault, up: &Arc<Upstream>) -> ReadError {
     sim.set_fault_for(fault, 1);
+    error_of(up).await
+}
+
+/// The first error of a new pages reader on `up` (10 a page, JSON).
+async fn error_of(up: &Arc<Upstream>) -> ReadError {
     first_error(&mut opened(pages_reader(up.clone(), 10, true)).await).await
 }
 
@@ -367,9 +372,7 @@ async fn http_reader_failures_are_transient_or_fatal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_reader_spent_quota_is_transient() {
     let sim = sim(40).await;
-    let up = upstream(&sim, Up::per_day(2));
-    let mut r = opened(pages_reader(up, 10, true)).await;
-    let e = first_error(&mut r).await;
+    let e = error_of(&upstream(&sim, Up::per_day(2))).await;
     assert!(
         matches!(&e, ReadError::Transient(m) if m.contains("quota exceeded") && m.contains("page 3")),
         "{e:?}"
