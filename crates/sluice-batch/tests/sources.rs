@@ -173,6 +173,21 @@ fn pages_asked(sim: &SimUpstream) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that `e` is transient (or, with `transient` false, fatal) and that its
+/// message contains each of `needles`.
+#[track_caller]
+fn expect_error(e: &ReadError, transient: bool, needles: &[&str]) {
+    let (kind_ok, message) = match e {
+        ReadError::Transient(m) => (transient, m.as_str()),
+        ReadError::Fatal(m) => (!transient, m.as_str()),
+        _ => (false, ""),
+    };
+    assert!(
+        kind_ok && needles.iter().all(|n| message.contains(n)),
+        "{e:?}"
+    );
+}
+
 async fn first_error(r: &mut dyn Reader) -> ReadError {
     loop {
         match r.read().await {
@@ -306,10 +321,7 @@ async fn http_reader_failures_are_transient_or_fatal() {
     let head = read_n(&mut r, 20).await;
     sim.set_fault_for(Fault::Status(503), 1);
     let e = first_error(&mut r).await;
-    assert!(
-        matches!(&e, ReadError::Transient(m) if m.contains("503") && m.contains("page 3")),
-        "{e:?}"
-    );
+    expect_error(&e, true, &["503", "page 3"]);
     let cp = r.checkpoint();
     r.open(Some(&cp)).await.unwrap();
     let rest = read_all(&mut r).await;
@@ -324,31 +336,19 @@ async fn http_reader_failures_are_transient_or_fatal() {
         },
     );
     let e = error_on(&sim, Fault::Hang, &slow).await;
-    assert!(
-        matches!(&e, ReadError::Transient(m) if m.contains("timeout")),
-        "{e:?}"
-    );
+    expect_error(&e, true, &["timeout"]);
 
     // A result code in an HTTP 200: fatal, naming the code.
     let e = error_on(&sim, Fault::ResultCode("01".into()), &up).await;
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("error code 01") && m.contains("page 1")),
-        "{e:?}"
-    );
+    expect_error(&e, false, &["error code 01", "page 1"]);
 
     // The portal's gateway error (XML whatever was asked for): fatal, with its code.
     let e = error_on(&sim, Fault::GatewayError(30), &up).await;
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("30")),
-        "{e:?}"
-    );
+    expect_error(&e, false, &["30"]);
 
     // Another status: fatal.
     let e = error_on(&sim, Fault::Status(404), &up).await;
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("HTTP 404")),
-        "{e:?}"
-    );
+    expect_error(&e, false, &["HTTP 404"]);
 
     // A body that is neither JSON nor XML (no ok_when to catch it): fatal, naming
     // the page.
@@ -363,30 +363,21 @@ async fn http_reader_failures_are_transient_or_fatal() {
     read_n(&mut r, 10).await;
     sim.set_fault_for(Fault::Garbage, 1);
     let e = first_error(&mut r).await;
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("page 2") && m.contains("the body is not valid JSON")),
-        "{e:?}"
-    );
+    expect_error(&e, false, &["page 2", "the body is not valid JSON"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_reader_spent_quota_is_transient() {
     let sim = sim(40).await;
     let e = error_of(&upstream(&sim, Up::per_day(2))).await;
-    assert!(
-        matches!(&e, ReadError::Transient(m) if m.contains("quota exceeded") && m.contains("page 3")),
-        "{e:?}"
-    );
+    expect_error(&e, true, &["quota exceeded", "page 3"]);
     assert_eq!(sim.calls(), 2);
 
     // The upstream's own quota code (22) spends the local budget too: transient.
     let sim2 = self::sim(40).await;
     let up = upstream(&sim2, Up::per_day(1000));
     let e = error_on(&sim2, Fault::GatewayError(22), &up).await;
-    assert!(
-        matches!(&e, ReadError::Transient(m) if m.contains("quota exceeded") && m.contains("22")),
-        "{e:?}"
-    );
+    expect_error(&e, true, &["quota exceeded", "22"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -747,16 +738,10 @@ async fn sql_reader_suite(url: &str) {
     // SQL errors are fatal, with the database's message.
     let mut bad = SqlReader::table(url, "no_such_table", ["id"]);
     let e = bad.open(None).await.unwrap_err();
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("no_such_table")),
-        "{e:?}"
-    );
+    expect_error(&e, false, &["no_such_table"]);
     let mut bad = reader().columns(["nope"]);
     let e = bad.open(None).await.unwrap_err();
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("nope")),
-        "{e:?}"
-    );
+    expect_error(&e, false, &["nope"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
