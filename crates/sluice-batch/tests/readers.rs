@@ -20,6 +20,24 @@ fn write(dir: &tempfile::TempDir, name: &str, bytes: impl AsRef<[u8]>) -> PathBu
     path
 }
 
+/// A scratch directory holding one file `name` with `bytes`, and the file's path.
+fn scratch(name: &str, bytes: impl AsRef<[u8]>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, name, bytes);
+    (dir, path)
+}
+
+/// `assert_resumes` over a scratch file `name` holding `bytes`, read by
+/// `open(path)`.
+async fn resumes_over<R: Reader>(
+    name: &str,
+    bytes: impl AsRef<[u8]>,
+    open: impl Fn(&Path) -> R,
+) -> Vec<Out> {
+    let (_dir, path) = scratch(name, bytes);
+    assert_resumes(|| open(&path), None).await
+}
+
 /// Reads up to `limit` outcomes (all when `None`); panics on a fatal or transient
 /// error.
 async fn collect(reader: &mut impl Reader, limit: Option<usize>) -> Vec<Out> {
@@ -88,17 +106,6 @@ async fn assert_resumes<R: Reader>(make: impl Fn() -> R, ks: Option<Vec<usize>>)
     full
 }
 
-fn csv_row(pos: u64, pairs: &[(&str, Option<&str>)]) -> Out {
-    let mut map = serde_json::Map::new();
-    for (k, v) in pairs {
-        map.insert(
-            (*k).into(),
-            v.map_or(Value::Null, |s| Value::String(s.into())),
-        );
-    }
-    Out::Item(pos, Value::Object(map))
-}
-
 // ---------------------------------------------------------------- CSV
 
 #[tokio::test]
@@ -110,18 +117,8 @@ async fn csv_header_mapping_and_custom_delimiter() {
     assert_eq!(
         out,
         vec![
-            csv_row(
-                1,
-                &[
-                    ("id", Some("1")),
-                    ("name", Some("Kim")),
-                    ("city", Some("Seoul"))
-                ]
-            ),
-            csv_row(
-                2,
-                &[("id", Some("2")), ("name", None), ("city", Some("Busan"))]
-            ),
+            Out::Item(1, json!({"id": "1", "name": "Kim", "city": "Seoul"})),
+            Out::Item(2, json!({"id": "2", "name": null, "city": "Busan"})),
         ]
     );
 
@@ -135,14 +132,7 @@ async fn csv_header_mapping_and_custom_delimiter() {
     .await;
     assert_eq!(
         out[0],
-        csv_row(
-            1,
-            &[
-                ("id", Some("1")),
-                ("이름", Some("Kim")),
-                ("도시", Some("Seoul"))
-            ]
-        )
+        Out::Item(1, json!({"id": "1", "이름": "Kim", "도시": "Seoul"}))
     );
 
     // Keys by position replace the header; empty fields kept as "".
@@ -155,10 +145,7 @@ async fn csv_header_mapping_and_custom_delimiter() {
     .await;
     assert_eq!(
         out[1],
-        csv_row(
-            2,
-            &[("a", Some("2")), ("b", Some("")), ("c", Some("Busan"))]
-        )
+        Out::Item(2, json!({"a": "2", "b": "", "c": "Busan"}))
     );
 
     // No header: c1..cN, and the header line is data.
@@ -166,20 +153,13 @@ async fn csv_header_mapping_and_custom_delimiter() {
     assert_eq!(out.len(), 3);
     assert_eq!(
         out[0],
-        csv_row(
-            1,
-            &[
-                ("c1", Some("id")),
-                ("c2", Some("name")),
-                ("c3", Some("city"))
-            ]
-        )
+        Out::Item(1, json!({"c1": "id", "c2": "name", "c3": "city"}))
     );
 
     // Tab-delimited, trimmed.
     let tsv = write(&dir, "a.tsv", " x \t y\n 1\t2 \n");
     let out = read_all(CsvReader::new(&tsv).delimiter(b'\t').trim(true)).await;
-    assert_eq!(out, vec![csv_row(1, &[("x", Some("1")), ("y", Some("2"))])]);
+    assert_eq!(out, vec![Out::Item(1, json!({"x": "1", "y": "2"}))]);
 }
 
 #[tokio::test]
@@ -192,10 +172,7 @@ async fn csv_configuration_errors_are_fatal() {
     let out = read_all(CsvReader::new(&path).columns(["a", "b", "a2"])).await;
     assert_eq!(
         out,
-        vec![csv_row(
-            1,
-            &[("a", Some("1")), ("b", Some("2")), ("a2", Some("3"))]
-        )]
+        vec![Out::Item(1, json!({"a": "1", "b": "2", "a2": "3"}))]
     );
 
     let mut r = CsvReader::new(&path).rename("nope", "x");
@@ -231,21 +208,13 @@ async fn csv_euc_kr_reads_back_as_utf8() {
     assert_eq!(
         out,
         vec![
-            csv_row(
+            Out::Item(
                 1,
-                &[
-                    ("시도", Some("서울")),
-                    ("측정소명", Some("종로구")),
-                    ("비고", Some("쉼표, 그리고 줄\n바꿈"))
-                ]
+                json!({"시도": "서울", "측정소명": "종로구", "비고": "쉼표, 그리고 줄\n바꿈"})
             ),
-            csv_row(
+            Out::Item(
                 2,
-                &[
-                    ("시도", Some("부산")),
-                    ("측정소명", Some("광복동")),
-                    ("비고", Some("똠방각하"))
-                ]
+                json!({"시도": "부산", "측정소명": "광복동", "비고": "똠방각하"})
             ),
         ]
     );
@@ -268,35 +237,24 @@ async fn csv_euc_kr_reads_back_as_utf8() {
     let path = write(&dir, "bad-kr.csv", &bytes);
     let out = read_all(CsvReader::new(&path).encoding(encoding_rs::EUC_KR)).await;
     assert_eq!(out.len(), 3);
-    assert_eq!(
-        out[0],
-        csv_row(1, &[("이름", Some("가")), ("값", Some("1"))])
-    );
+    assert_eq!(out[0], Out::Item(1, json!({"이름": "가", "값": "1"})));
     assert!(
         matches!(&out[1], Out::Bad(2, reason) if reason.contains("EUC-KR")),
         "{out:?}"
     );
-    assert_eq!(
-        out[2],
-        csv_row(3, &[("이름", Some("다")), ("값", Some("3"))])
-    );
+    assert_eq!(out[2], Out::Item(3, json!({"이름": "다", "값": "3"})));
 }
 
 #[tokio::test]
 async fn csv_bom_overrides_the_encoding() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "bom.csv", "\u{feff}이름,값\n가,1\n");
+    let (_dir, path) = scratch("bom.csv", "\u{feff}이름,값\n가,1\n");
     let out = read_all(CsvReader::new(&path).encoding(encoding_rs::EUC_KR)).await;
-    assert_eq!(
-        out,
-        vec![csv_row(1, &[("이름", Some("가")), ("값", Some("1"))])]
-    );
+    assert_eq!(out, vec![Out::Item(1, json!({"이름": "가", "값": "1"}))]);
 }
 
 #[tokio::test]
 async fn csv_bad_row_is_reported_and_reading_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "bad.csv", "a,b\n1,2\n3\n\n4,5,6\n7,8\n");
+    let (_dir, path) = scratch("bad.csv", "a,b\n1,2\n3\n\n4,5,6\n7,8\n");
     let mut r = CsvReader::new(&path);
     r.open(None).await.unwrap();
     assert_eq!(r.read().await.unwrap().unwrap().position, 1);
@@ -327,13 +285,12 @@ async fn csv_bad_row_is_reported_and_reading_goes_on() {
 
 #[tokio::test]
 async fn csv_quoted_fields_with_newlines_and_delimiters() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(
-        &dir,
+    let out = resumes_over(
         "q.csv",
         "name,note\n\"Kim, Y\",\"line 1\nline 2\"\n\"say \"\"hi\"\"\",\"a,\r\nb\"\nplain,\"\"\n",
-    );
-    let out = assert_resumes(|| CsvReader::new(&path), None).await;
+        |p| CsvReader::new(p),
+    )
+    .await;
     assert_eq!(
         items(&out),
         vec![
@@ -406,8 +363,7 @@ async fn csv_checkpoints_are_exact() {
 
 #[tokio::test]
 async fn csv_checkpoint_that_does_not_fit_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "a.csv", "a,b\n1,2\n3,4\n");
+    let (_dir, path) = scratch("a.csv", "a,b\n1,2\n3,4\n");
     let mut r = CsvReader::new(&path);
     for cp in [
         json!({"offset": 6, "row": 1}),
@@ -423,7 +379,7 @@ async fn csv_checkpoint_that_does_not_fit_is_refused() {
     r.open(Some(&json!({"offset": 8, "row": 1}))).await.unwrap();
     assert_eq!(
         collect(&mut r, None).await,
-        vec![csv_row(2, &[("a", Some("3")), ("b", Some("4"))])]
+        vec![Out::Item(2, json!({"a": "3", "b": "4"}))]
     );
 }
 
@@ -481,9 +437,7 @@ async fn a_dropped_read_loses_nothing() {
 
 #[tokio::test]
 async fn jsonl_reads_values_skips_blanks_and_reports_bad_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(
-        &dir,
+    let (_dir, path) = scratch(
         "a.jsonl",
         "{\"a\":1}\n\n  \n[1,2]\r\n{not json}\n\"s\"\n  {\"b\": null}  ",
     );

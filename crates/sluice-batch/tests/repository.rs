@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_batch::repository::{Heartbeat, RepoError, Repository, SqlRepository};
-use sluice_batch::{BatchStatus, Params, SkipRecord, StepCounts};
+use sluice_batch::repository::{Heartbeat, Launch, RepoError, Repository, SqlRepository};
+use sluice_batch::{BatchStatus, Params, SkipRecord, StepCounts, StepExecution};
 
 mod common;
 use common::{Server, ServerDb};
@@ -55,6 +55,22 @@ fn params(pairs: &[(&str, &str)]) -> Params {
         .collect()
 }
 
+/// Starts (or resumes) an execution of `job` for `owner` with a long lease, no
+/// rerun.
+async fn start(repo: &SqlRepository, job: &str, params: &Params, owner: &str) -> Launch {
+    repo.start_execution(job, params, owner, LONG, false)
+        .await
+        .unwrap()
+}
+
+/// The last execution of `step` in instance `instance_id`; it must exist.
+async fn last_step(repo: &SqlRepository, instance_id: i64, step: &str) -> StepExecution {
+    repo.last_step_execution(instance_id, step)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL, as separate tests.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -99,10 +115,7 @@ async fn migrate_is_idempotent_and_concurrent(db: &TestDb) {
     a.migrate().await.unwrap();
     b.migrate().await.unwrap();
     // The schema works.
-    let launch = a
-        .start_execution("j", &Params::new(), "a", LONG, false)
-        .await
-        .unwrap();
+    let launch = start(&a, "j", &Params::new(), "a").await;
     assert_eq!(
         b.execution(launch.execution.id).await.unwrap().0.id,
         launch.execution.id
@@ -112,10 +125,7 @@ async fn migrate_is_idempotent_and_concurrent(db: &TestDb) {
 async fn full_lifecycle(db: &TestDb) {
     let repo = db.repo().await;
     let p = params(&[("date", "2025-01-01"), ("city", "서울")]);
-    let launch = repo
-        .start_execution("load", &p, "host-1", LONG, false)
-        .await
-        .unwrap();
+    let launch = start(&repo, "load", &p, "host-1").await;
     assert!(launch.previous.is_none());
     assert_eq!(launch.instance.job_name, "load");
     assert_eq!(launch.instance.params, p);
@@ -203,11 +213,7 @@ async fn full_lifecycle(db: &TestDb) {
     assert_eq!(steps[1].id, step2.id);
     assert_eq!(steps[1].checkpoint, json!({"k": [1, 2]}));
 
-    let last = repo
-        .last_step_execution(launch.instance.id, "read-csv")
-        .await
-        .unwrap()
-        .unwrap();
+    let last = last_step(&repo, launch.instance.id, "read-csv").await;
     assert_eq!(last.id, step.id);
     assert!(
         repo.last_step_execution(launch.instance.id, "nope")
@@ -225,10 +231,7 @@ async fn full_lifecycle(db: &TestDb) {
     assert!(huge.starts_with(item));
 
     // A second job, to see the listing filter.
-    let other = repo
-        .start_execution("other", &Params::new(), "host-1", LONG, false)
-        .await
-        .unwrap();
+    let other = start(&repo, "other", &Params::new(), "host-1").await;
     let mine = repo.executions(Some("load"), 10).await.unwrap();
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].id, exec.id);
@@ -249,10 +252,7 @@ async fn full_lifecycle(db: &TestDb) {
 async fn live_lease_means_already_running(db: &TestDb) {
     let repo = db.repo().await;
     let p = params(&[("day", "1")]);
-    let first = repo
-        .start_execution("j", &p, "host-a", LONG, false)
-        .await
-        .unwrap();
+    let first = start(&repo, "j", &p, "host-a").await;
     match repo.start_execution("j", &p, "host-b", LONG, true).await {
         Err(RepoError::AlreadyRunning {
             job,
@@ -268,17 +268,12 @@ async fn live_lease_means_already_running(db: &TestDb) {
         other => panic!("expected AlreadyRunning, got {other:?}"),
     }
     // Other parameters are another instance.
-    repo.start_execution("j", &params(&[("day", "2")]), "host-b", LONG, false)
-        .await
-        .unwrap();
+    start(&repo, "j", &params(&[("day", "2")]), "host-b").await;
     // Once finished, the instance is free again.
     repo.finish_execution(first.execution.id, BatchStatus::Failed, "boom")
         .await
         .unwrap();
-    let again = repo
-        .start_execution("j", &p, "host-b", LONG, false)
-        .await
-        .unwrap();
+    let again = start(&repo, "j", &p, "host-b").await;
     assert_eq!(again.instance.id, first.instance.id);
     assert_eq!(again.previous.unwrap().status, BatchStatus::Failed);
 }
@@ -355,10 +350,7 @@ async fn expired_lease_is_taken_over(db: &TestDb) {
 
     tokio::time::sleep(Duration::from_millis(400)).await;
 
-    let next = repo
-        .start_execution("import", &p, "new-host", LONG, false)
-        .await
-        .unwrap();
+    let next = start(&repo, "import", &p, "new-host").await;
     assert_eq!(next.instance.id, dead.instance.id);
     let previous = next.previous.expect("the dead execution");
     assert_eq!(previous.id, dead.execution.id);
@@ -377,11 +369,7 @@ async fn expired_lease_is_taken_over(db: &TestDb) {
     assert_eq!(steps[0].status, BatchStatus::Abandoned);
 
     // The new execution resumes from the dead one's last committed chunk.
-    let resume = repo
-        .last_step_execution(next.instance.id, "load")
-        .await
-        .unwrap()
-        .unwrap();
+    let resume = last_step(&repo, next.instance.id, "load").await;
     assert_eq!(resume.id, step.id);
     assert_eq!(resume.checkpoint, json!({"line": 501}));
     assert_eq!(resume.counts.read, 500);
@@ -396,11 +384,7 @@ async fn expired_lease_is_taken_over(db: &TestDb) {
         repo.commit_chunk(&step, "dead-host", &[]).await,
         Err(RepoError::LeaseLost(id)) if id == dead.execution.id
     ));
-    let unchanged = repo
-        .last_step_execution(next.instance.id, "load")
-        .await
-        .unwrap()
-        .unwrap();
+    let unchanged = last_step(&repo, next.instance.id, "load").await;
     assert_eq!(unchanged.checkpoint, json!({"line": 501}));
     // The same owner name with another execution id does not pass either.
     assert!(matches!(
@@ -430,10 +414,7 @@ async fn expired_lease_is_taken_over(db: &TestDb) {
 async fn completed_needs_rerun(db: &TestDb) {
     let repo = db.repo().await;
     let p = params(&[("month", "2025-01")]);
-    let first = repo
-        .start_execution("report", &p, "h", LONG, false)
-        .await
-        .unwrap();
+    let first = start(&repo, "report", &p, "h").await;
     repo.finish_execution(first.execution.id, BatchStatus::Completed, "")
         .await
         .unwrap();
@@ -460,10 +441,7 @@ async fn completed_needs_rerun(db: &TestDb) {
 async fn request_stop_reaches_heartbeat(db: &TestDb) {
     let repo = db.repo().await;
     let p = Params::new();
-    let launch = repo
-        .start_execution("long", &p, "h", LONG, false)
-        .await
-        .unwrap();
+    let launch = start(&repo, "long", &p, "h").await;
     let id = launch.execution.id;
     assert_eq!(
         repo.heartbeat(id, "h", LONG).await.unwrap(),
@@ -492,10 +470,7 @@ async fn request_stop_reaches_heartbeat(db: &TestDb) {
         Err(RepoError::NoSuchExecution(999_999))
     ));
     // A stopped execution is resumed by the next run.
-    let next = repo
-        .start_execution("long", &p, "h", LONG, false)
-        .await
-        .unwrap();
+    let next = start(&repo, "long", &p, "h").await;
     let previous = next.previous.unwrap();
     assert_eq!(previous.id, id);
     assert_eq!(previous.status, BatchStatus::Stopped);
@@ -540,10 +515,7 @@ async fn in_memory_sqlite_works() {
     let repo = SqlRepository::connect("sqlite::memory:").await.unwrap();
     repo.migrate().await.unwrap();
     repo.migrate().await.unwrap();
-    let launch = repo
-        .start_execution("j", &Params::new(), "h", LONG, false)
-        .await
-        .unwrap();
+    let launch = start(&repo, "j", &Params::new(), "h").await;
     let step = repo
         .start_step(launch.execution.id, "s", StepCounts::default(), &json!(1))
         .await

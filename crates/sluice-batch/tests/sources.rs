@@ -60,6 +60,16 @@ impl Default for Up {
     }
 }
 
+impl Up {
+    /// The defaults with a daily quota of `n` calls.
+    fn per_day(n: u64) -> Up {
+        Up {
+            per_day: Some(n),
+            ..Up::default()
+        }
+    }
+}
+
 fn upstream(sim: &SimUpstream, o: Up) -> Arc<Upstream> {
     upstream_at(&sim.base_url(), o)
 }
@@ -137,6 +147,47 @@ fn stations(items: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// `r`, opened without a checkpoint.
+async fn opened<R: Reader>(mut r: R) -> R {
+    r.open(None).await.unwrap();
+    r
+}
+
+/// The first error of a new pages reader on `up` (10 a page, JSON) when the next
+/// answer of `sim` is `fault`.
+async fn error_on(sim: &SimUpstream, fault: Fault, up: &Arc<Upstream>) -> ReadError {
+    sim.set_fault_for(fault, 1);
+    error_of(up).await
+}
+
+/// The first error of a new pages reader on `up` (10 a page, JSON).
+async fn error_of(up: &Arc<Upstream>) -> ReadError {
+    first_error(&mut opened(pages_reader(up.clone(), 10, true)).await).await
+}
+
+/// The `pageNo` of every request `sim` received, in order.
+fn pages_asked(sim: &SimUpstream) -> Vec<String> {
+    sim.requests()
+        .iter()
+        .map(|q| q.param("pageNo").unwrap())
+        .collect()
+}
+
+/// Asserts that `e` is transient (or, with `transient` false, fatal) and that its
+/// message contains each of `needles`.
+#[track_caller]
+fn expect_error(e: &ReadError, transient: bool, needles: &[&str]) {
+    let (kind_ok, message) = match e {
+        ReadError::Transient(m) => (transient, m.as_str()),
+        ReadError::Fatal(m) => (!transient, m.as_str()),
+        _ => (false, ""),
+    };
+    assert!(
+        kind_ok && needles.iter().all(|n| message.contains(n)),
+        "{e:?}"
+    );
+}
+
 async fn first_error(r: &mut dyn Reader) -> ReadError {
     loop {
         match r.read().await {
@@ -195,8 +246,7 @@ async fn http_reader_reads_every_page_once() {
     // 91 rows in pages of 10: the last page holds one row, which the portal sends
     // as a lone object instead of a list.
     let sim = sim(91).await;
-    let mut r = pages_reader(upstream(&sim, Up::default()), 10, true);
-    r.open(None).await.unwrap();
+    let mut r = opened(pages_reader(upstream(&sim, Up::default()), 10, true)).await;
     let items = read_all(&mut r).await;
     assert_eq!(items.len(), 91);
     assert_eq!(r.total(), Some(91));
@@ -206,11 +256,7 @@ async fn http_reader_reads_every_page_once() {
     assert!(items.iter().all(|i| i["sidoName"] == SIDO));
     // The total stops the reading after the last page: no empty page is asked for.
     assert_eq!(sim.calls(), 10);
-    let pages: Vec<String> = sim
-        .requests()
-        .iter()
-        .map(|q| q.param("pageNo").unwrap())
-        .collect();
+    let pages = pages_asked(&sim);
     assert_eq!(pages, (1..=10).map(|p| p.to_string()).collect::<Vec<_>>());
     assert_eq!(r.checkpoint()["page"], json!(10));
     assert_eq!(r.checkpoint()["index"], json!(1));
@@ -221,11 +267,9 @@ async fn http_reader_reads_every_page_once() {
 async fn http_reader_reads_xml_pages_too() {
     let sim = sim(25).await;
     let up = upstream(&sim, Up::default());
-    let mut xml = pages_reader(up.clone(), 10, false);
-    xml.open(None).await.unwrap();
+    let mut xml = opened(pages_reader(up.clone(), 10, false)).await;
     let from_xml = read_all(&mut xml).await;
-    let mut js = pages_reader(up, 10, true);
-    js.open(None).await.unwrap();
+    let mut js = opened(pages_reader(up, 10, true)).await;
     let from_json = read_all(&mut js).await;
     assert_eq!(from_xml.len(), 25);
     assert_eq!(xml.total(), Some(25));
@@ -241,8 +285,7 @@ async fn http_reader_reads_xml_pages_too() {
 async fn http_reader_checkpoint_resumes_exactly_mid_page() {
     let sim = sim(91).await;
     let up = upstream(&sim, Up::default());
-    let mut all = pages_reader(up.clone(), 10, true);
-    all.open(None).await.unwrap();
+    let mut all = opened(pages_reader(up.clone(), 10, true)).await;
     let full = stations(&read_all(&mut all).await);
 
     for cut in [23usize, 30, 1, 90] {
@@ -274,15 +317,11 @@ async fn http_reader_failures_are_transient_or_fatal() {
     // A 5xx after the upstream's retries: transient, and reopening at the
     // checkpoint carries on.
     let up = upstream(&sim, Up::default());
-    let mut r = pages_reader(up.clone(), 10, true);
-    r.open(None).await.unwrap();
+    let mut r = opened(pages_reader(up.clone(), 10, true)).await;
     let head = read_n(&mut r, 20).await;
     sim.set_fault_for(Fault::Status(503), 1);
     let e = first_error(&mut r).await;
-    assert!(
-        matches!(&e, ReadError::Transient(m) if m.contains("503") && m.contains("page 3")),
-        "{e:?}"
-    );
+    expect_error(&e, true, &["503", "page 3"]);
     let cp = r.checkpoint();
     r.open(Some(&cp)).await.unwrap();
     let rest = read_all(&mut r).await;
@@ -296,44 +335,20 @@ async fn http_reader_failures_are_transient_or_fatal() {
             ..Up::default()
         },
     );
-    sim.set_fault_for(Fault::Hang, 1);
-    let mut r = pages_reader(slow, 10, true);
-    r.open(None).await.unwrap();
-    let e = first_error(&mut r).await;
-    assert!(
-        matches!(&e, ReadError::Transient(m) if m.contains("timeout")),
-        "{e:?}"
-    );
+    let e = error_on(&sim, Fault::Hang, &slow).await;
+    expect_error(&e, true, &["timeout"]);
 
     // A result code in an HTTP 200: fatal, naming the code.
-    sim.set_fault_for(Fault::ResultCode("01".into()), 1);
-    let mut r = pages_reader(up.clone(), 10, true);
-    r.open(None).await.unwrap();
-    let e = first_error(&mut r).await;
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("error code 01") && m.contains("page 1")),
-        "{e:?}"
-    );
+    let e = error_on(&sim, Fault::ResultCode("01".into()), &up).await;
+    expect_error(&e, false, &["error code 01", "page 1"]);
 
     // The portal's gateway error (XML whatever was asked for): fatal, with its code.
-    sim.set_fault_for(Fault::GatewayError(30), 1);
-    let mut r = pages_reader(up.clone(), 10, true);
-    r.open(None).await.unwrap();
-    let e = first_error(&mut r).await;
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("30")),
-        "{e:?}"
-    );
+    let e = error_on(&sim, Fault::GatewayError(30), &up).await;
+    expect_error(&e, false, &["30"]);
 
     // Another status: fatal.
-    sim.set_fault_for(Fault::Status(404), 1);
-    let mut r = pages_reader(up, 10, true);
-    r.open(None).await.unwrap();
-    let e = first_error(&mut r).await;
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("HTTP 404")),
-        "{e:?}"
-    );
+    let e = error_on(&sim, Fault::Status(404), &up).await;
+    expect_error(&e, false, &["HTTP 404"]);
 
     // A body that is neither JSON nor XML (no ok_when to catch it): fatal, naming
     // the page.
@@ -344,53 +359,25 @@ async fn http_reader_failures_are_transient_or_fatal() {
             ..Up::default()
         },
     );
-    let mut r = pages_reader(lax, 10, true);
-    r.open(None).await.unwrap();
+    let mut r = opened(pages_reader(lax, 10, true)).await;
     read_n(&mut r, 10).await;
     sim.set_fault_for(Fault::Garbage, 1);
     let e = first_error(&mut r).await;
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("page 2") && m.contains("the body is not valid JSON")),
-        "{e:?}"
-    );
+    expect_error(&e, false, &["page 2", "the body is not valid JSON"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_reader_spent_quota_is_transient() {
     let sim = sim(40).await;
-    let up = upstream(
-        &sim,
-        Up {
-            per_day: Some(2),
-            ..Up::default()
-        },
-    );
-    let mut r = pages_reader(up, 10, true);
-    r.open(None).await.unwrap();
-    let e = first_error(&mut r).await;
-    assert!(
-        matches!(&e, ReadError::Transient(m) if m.contains("quota exceeded") && m.contains("page 3")),
-        "{e:?}"
-    );
+    let e = error_of(&upstream(&sim, Up::per_day(2))).await;
+    expect_error(&e, true, &["quota exceeded", "page 3"]);
     assert_eq!(sim.calls(), 2);
 
     // The upstream's own quota code (22) spends the local budget too: transient.
     let sim2 = self::sim(40).await;
-    let up = upstream(
-        &sim2,
-        Up {
-            per_day: Some(1000),
-            ..Up::default()
-        },
-    );
-    sim2.set_fault_for(Fault::GatewayError(22), 1);
-    let mut r = pages_reader(up.clone(), 10, true);
-    r.open(None).await.unwrap();
-    let e = first_error(&mut r).await;
-    assert!(
-        matches!(&e, ReadError::Transient(m) if m.contains("quota exceeded") && m.contains("22")),
-        "{e:?}"
-    );
+    let up = upstream(&sim2, Up::per_day(1000));
+    let e = error_on(&sim2, Fault::GatewayError(22), &up).await;
+    expect_error(&e, true, &["quota exceeded", "22"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,8 +586,13 @@ async fn gw_get(gw: &Gateway, path_and_query: &str) -> (u16, String, Vec<u8>) {
     (status, cache, body)
 }
 
-fn air_path(query: &str) -> String {
-    format!("/air{OP}?{query}")
+/// `GET` of the air route with `query` through the gateway; asserts a 200 whose
+/// `Cache-Status` contains `cache_has`, and returns the body.
+async fn gw_air_ok(gw: &Gateway, query: &str, cache_has: &str) -> Vec<u8> {
+    let (status, cache, body) = gw_get(gw, &format!("/air{OP}?{query}")).await;
+    assert_eq!(status, 200);
+    assert!(cache.contains(cache_has), "{cache}");
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,44 +602,27 @@ async fn http_reader_takes_fresh_pages_from_the_gateway_cache() {
     let gw = gateway(up.clone());
     let sido = encode_component(SIDO);
     for page in [1, 2] {
-        let (status, cache, _) = gw_get(
-            &gw,
-            &air_path(&format!(
-                "returnType=json&numOfRows=10&pageNo={page}&sidoName={sido}"
-            )),
-        )
-        .await;
-        assert_eq!(status, 200);
-        assert!(cache.contains("fwd=miss"), "{cache}");
+        let query = format!("returnType=json&numOfRows=10&pageNo={page}&sidoName={sido}");
+        gw_air_ok(&gw, &query, "fwd=miss").await;
     }
     sim.reset_calls();
-    let mut r = pages_reader(up, 10, true).cache(gw.clone(), "air");
-    r.open(None).await.unwrap();
+    let mut r = opened(pages_reader(up, 10, true).cache(gw.clone(), "air")).await;
     assert_eq!(read_all(&mut r).await.len(), 45);
     // Pages 1 and 2 came from the cache.
     assert_eq!(sim.calls(), 3);
-    let pages: Vec<String> = sim
-        .requests()
-        .iter()
-        .map(|q| q.param("pageNo").unwrap())
-        .collect();
+    let pages = pages_asked(&sim);
     assert_eq!(pages, ["3", "4", "5"]);
 
     // With a TTL, pages fetched are stored for the gateway's clients.
-    let mut r = pages_reader(gw.upstreams()[0].clone(), 15, true)
-        .cache(gw.clone(), "air")
-        .cache_ttl(Duration::from_secs(60));
-    r.open(None).await.unwrap();
-    assert_eq!(read_all(&mut r).await.len(), 45);
-    let (status, cache, body) = gw_get(
-        &gw,
-        &air_path(&format!(
-            "sidoName={sido}&returnType=json&pageNo=2&numOfRows=15"
-        )),
+    let mut r = opened(
+        pages_reader(gw.upstreams()[0].clone(), 15, true)
+            .cache(gw.clone(), "air")
+            .cache_ttl(Duration::from_secs(60)),
     )
     .await;
-    assert_eq!(status, 200);
-    assert!(cache.contains("hit"), "{cache}");
+    assert_eq!(read_all(&mut r).await.len(), 45);
+    let query = format!("sidoName={sido}&returnType=json&pageNo=2&numOfRows=15");
+    let body = gw_air_ok(&gw, &query, "hit").await;
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["response"]["body"]["pageNo"], json!(2));
 }
@@ -763,16 +738,10 @@ async fn sql_reader_suite(url: &str) {
     // SQL errors are fatal, with the database's message.
     let mut bad = SqlReader::table(url, "no_such_table", ["id"]);
     let e = bad.open(None).await.unwrap_err();
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("no_such_table")),
-        "{e:?}"
-    );
+    expect_error(&e, false, &["no_such_table"]);
     let mut bad = reader().columns(["nope"]);
     let e = bad.open(None).await.unwrap_err();
-    assert!(
-        matches!(&e, ReadError::Fatal(m) if m.contains("nope")),
-        "{e:?}"
-    );
+    expect_error(&e, false, &["nope"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

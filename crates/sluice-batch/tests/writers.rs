@@ -11,9 +11,6 @@ use sluice_batch::writers::{
     Column, DbKind, FileFormat, FileWriter, SqlWriter, SqlWriterOptions, WriteMode,
 };
 use sluice_batch::{WriteError, Writer};
-use sqlx::mysql::MySqlPoolOptions;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{MySqlPool, PgPool, SqlitePool};
 
 mod common;
@@ -56,30 +53,24 @@ impl TestDb {
         SqlWriter::new(&self.url, options).unwrap()
     }
 
+    /// A writer opened without a checkpoint, and a pool to check what it writes.
+    async fn opened_and_check(&self, options: SqlWriterOptions) -> (SqlWriter, Check) {
+        (self.opened(options).await, self.check().await)
+    }
+
+    /// A writer, opened without a checkpoint.
+    async fn opened(&self, options: SqlWriterOptions) -> SqlWriter {
+        let mut w = self.writer(options);
+        w.open(None).await.unwrap();
+        w
+    }
+
     /// A pool to check what the writer wrote.
     async fn check(&self) -> Check {
         match self.kind {
-            DbKind::Sqlite => Check::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect(&self.url)
-                    .await
-                    .unwrap(),
-            ),
-            DbKind::Postgres => Check::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&self.url)
-                    .await
-                    .unwrap(),
-            ),
-            DbKind::MySql => Check::MySql(
-                MySqlPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&self.url)
-                    .await
-                    .unwrap(),
-            ),
+            DbKind::Sqlite => Check::Sqlite(one_connection(&self.url).await),
+            DbKind::Postgres => Check::Postgres(one_connection(&self.url).await),
+            DbKind::MySql => Check::MySql(one_connection(&self.url).await),
         }
     }
 
@@ -90,6 +81,44 @@ impl TestDb {
             _ => "JSON",
         }
     }
+}
+
+/// A pool of one connection to `url`.
+async fn one_connection<DB: sqlx::Database>(url: &str) -> sqlx::Pool<DB> {
+    sqlx::pool::PoolOptions::<DB>::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+/// Every row of `sql` (its `?`/`$n` parameters bound to `binds`) on `pool`, each
+/// column read as text.
+async fn text_rows<DB>(pool: &sqlx::Pool<DB>, sql: &str, binds: &[&str]) -> Vec<Vec<Option<String>>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    use sqlx::Row;
+    let mut query = sqlx::query::<DB>(sql);
+    for b in binds {
+        query = query.bind(*b);
+    }
+    let rows = query
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| r.get::<Option<String>, _>(i))
+                .collect()
+        })
+        .collect()
 }
 
 /// A connection to read back what was written, every value as text.
@@ -111,10 +140,33 @@ impl Check {
     /// `column` as text, quoted for this database.
     fn text(&self, column: &str) -> String {
         match self.kind() {
-            DbKind::Sqlite => format!("CAST(\"{column}\" AS TEXT)"),
-            DbKind::Postgres => format!("\"{column}\"::text"),
-            DbKind::MySql => format!("CAST(`{column}` AS CHAR)"),
+            DbKind::MySql => self.cast(&format!("`{column}`")),
+            _ => self.cast(&format!("\"{column}\"")),
         }
+    }
+
+    /// The SQL expression `expr` cast to text on this database.
+    fn cast(&self, expr: &str) -> String {
+        match self.kind() {
+            DbKind::Sqlite => format!("CAST({expr} AS TEXT)"),
+            DbKind::Postgres => format!("{expr}::text"),
+            DbKind::MySql => format!("CAST({expr} AS CHAR)"),
+        }
+    }
+
+    /// Every row of `sql` with `binds`, as text.
+    async fn query(&self, sql: &str, binds: &[&str]) -> Vec<Vec<Option<String>>> {
+        match self {
+            Check::Sqlite(p) => text_rows(p, sql, binds).await,
+            Check::Postgres(p) => text_rows(p, sql, binds).await,
+            Check::MySql(p) => text_rows(p, sql, binds).await,
+        }
+    }
+
+    /// The first column of every row of `sql` with `binds` (never NULL).
+    async fn strings(&self, sql: &str, binds: &[&str]) -> Vec<String> {
+        let rows = self.query(sql, binds).await;
+        rows.into_iter().map(|r| r[0].clone().unwrap()).collect()
     }
 
     /// Rows of `SELECT <columns as text> FROM table <rest>`.
@@ -125,127 +177,61 @@ impl Check {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("SELECT {cols} FROM {table} {rest}");
-        use sqlx::Row;
-        macro_rules! fetch {
-            ($pool:expr) => {
-                sqlx::query(&sql)
-                    .fetch_all($pool)
-                    .await
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
-                    .iter()
-                    .map(|r| {
-                        (0..columns.len())
-                            .map(|i| r.get::<Option<String>, _>(i))
-                            .collect()
-                    })
-                    .collect()
-            };
-        }
-        match self {
-            Check::Sqlite(p) => fetch!(p),
-            Check::Postgres(p) => fetch!(p),
-            Check::MySql(p) => fetch!(p),
-        }
+        self.query(&sql, &[]).await
+    }
+
+    /// Every row of `table` in `id` order.
+    async fn rows_by_id(&self, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+        self.rows(table, columns, "ORDER BY id").await
     }
 
     async fn count(&self, table: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) FROM {table}");
-        match self {
-            Check::Sqlite(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
-            Check::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
-            Check::MySql(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
-        }
+        let sql = format!("SELECT {} FROM {table}", self.cast("COUNT(*)"));
+        self.strings(&sql, &[]).await[0].parse().unwrap()
     }
 
     /// Names of the tables of the database.
     async fn tables(&self) -> Vec<String> {
-        match self {
-            Check::Sqlite(p) => {
-                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-                    .fetch_all(p)
-                    .await
-                    .unwrap()
-            }
-            Check::Postgres(p) => sqlx::query_scalar(
-                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
-            )
-            .fetch_all(p)
-            .await
-            .unwrap(),
-            Check::MySql(p) => sqlx::query_scalar(
+        let sql = match self.kind() {
+            DbKind::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
+            DbKind::Postgres => "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+            DbKind::MySql => {
                 "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
-                 WHERE table_schema = DATABASE()",
-            )
-            .fetch_all(p)
-            .await
-            .unwrap(),
-        }
+                 WHERE table_schema = DATABASE()"
+            }
+        };
+        self.strings(sql, &[]).await
     }
 
     /// Names of the indexes of `table` (other than the primary key) and the
     /// columns of its primary key.
     async fn indexes_and_key(&self, table: &str) -> (Vec<String>, Vec<String>) {
-        match self {
-            Check::Sqlite(p) => {
-                let idx = sqlx::query_scalar(
-                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? \
-                     AND sql IS NOT NULL ORDER BY name",
-                )
-                .bind(table)
-                .fetch_all(p)
-                .await
-                .unwrap();
-                let key = sqlx::query_scalar(
-                    "SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk",
-                )
-                .bind(table)
-                .fetch_all(p)
-                .await
-                .unwrap();
-                (idx, key)
-            }
-            Check::Postgres(p) => {
-                let idx = sqlx::query_scalar(
-                    "SELECT indexname::text FROM pg_indexes WHERE tablename = $1 \
-                     AND indexname NOT LIKE '%_pkey' ORDER BY 1",
-                )
-                .bind(table)
-                .fetch_all(p)
-                .await
-                .unwrap();
-                let key = sqlx::query_scalar(
-                    "SELECT a.attname::text FROM pg_index i \
-                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                     WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY a.attnum",
-                )
-                .bind(table)
-                .fetch_all(p)
-                .await
-                .unwrap();
-                (idx, key)
-            }
-            Check::MySql(p) => {
-                let idx = sqlx::query_scalar(
-                    "SELECT DISTINCT CAST(index_name AS CHAR) FROM information_schema.statistics \
-                     WHERE table_schema = DATABASE() AND table_name = ? AND index_name <> 'PRIMARY' \
-                     ORDER BY 1",
-                )
-                .bind(table)
-                .fetch_all(p)
-                .await
-                .unwrap();
-                let key = sqlx::query_scalar(
-                    "SELECT CAST(column_name AS CHAR) FROM information_schema.statistics \
-                     WHERE table_schema = DATABASE() AND table_name = ? AND index_name = 'PRIMARY' \
-                     ORDER BY seq_in_index",
-                )
-                .bind(table)
-                .fetch_all(p)
-                .await
-                .unwrap();
-                (idx, key)
-            }
-        }
+        let (indexes, key) = match self.kind() {
+            DbKind::Sqlite => (
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? \
+                 AND sql IS NOT NULL ORDER BY name",
+                "SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk",
+            ),
+            DbKind::Postgres => (
+                "SELECT indexname::text FROM pg_indexes WHERE tablename = $1 \
+                 AND indexname NOT LIKE '%_pkey' ORDER BY 1",
+                "SELECT a.attname::text FROM pg_index i \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                 WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY a.attnum",
+            ),
+            DbKind::MySql => (
+                "SELECT DISTINCT CAST(index_name AS CHAR) FROM information_schema.statistics \
+                 WHERE table_schema = DATABASE() AND table_name = ? AND index_name <> 'PRIMARY' \
+                 ORDER BY 1",
+                "SELECT CAST(column_name AS CHAR) FROM information_schema.statistics \
+                 WHERE table_schema = DATABASE() AND table_name = ? AND index_name = 'PRIMARY' \
+                 ORDER BY seq_in_index",
+            ),
+        };
+        (
+            self.strings(indexes, &[table]).await,
+            self.strings(key, &[table]).await,
+        )
     }
 }
 
@@ -285,6 +271,11 @@ fn measurement(id: i64, version: &str) -> Value {
     item
 }
 
+/// `measurement(id, version)` for each id of `ids`.
+fn measurements(ids: std::ops::Range<i64>, version: &str) -> Vec<Value> {
+    ids.map(|id| measurement(id, version)).collect()
+}
+
 fn measurement_options() -> SqlWriterOptions {
     SqlWriterOptions::new("measurements")
         .key(["id"])
@@ -293,10 +284,20 @@ fn measurement_options() -> SqlWriterOptions {
         .index(["station", "ts"])
 }
 
+/// Options for a table `name` created with a `BIGINT` key `id` and `columns`.
+fn keyed_table(name: &str, columns: &[(&str, &str)]) -> SqlWriterOptions {
+    let columns = std::iter::once(Column::new("id", "BIGINT"))
+        .chain(columns.iter().map(|(c, t)| Column::new(*c, *t)))
+        .collect();
+    SqlWriterOptions::new(name)
+        .key(["id"])
+        .columns(columns)
+        .create(true)
+}
+
 /// `CREATE TABLE` with declared types, primary key and an index.
 async fn create_with_types_key_and_index(db: &TestDb) {
-    let mut w = db.writer(measurement_options());
-    w.open(None).await.unwrap();
+    let mut w = db.opened(measurement_options()).await;
     assert_eq!(w.kind(), db.kind);
     assert_eq!(w.url(), db.url);
     let check = db.check().await;
@@ -305,8 +306,7 @@ async fn create_with_types_key_and_index(db: &TestDb) {
     assert_eq!(indexes, vec!["measurements_station_ts_idx".to_string()]);
     assert_eq!(key, vec!["id".to_string()]);
     // Opening again (a restart) is harmless.
-    let mut again = db.writer(measurement_options());
-    again.open(None).await.unwrap();
+    let _again = db.opened(measurement_options()).await;
     w.write(&[measurement(1, "v1")]).await.unwrap();
     assert_eq!(check.count("measurements").await, 1);
     // Declared types are applied: a numeric column refuses text.
@@ -337,19 +337,17 @@ fn multirow(mut options: SqlWriterOptions) -> SqlWriterOptions {
 /// 2,500 items in one chunk (split across statements), then an overlapping set
 /// that updates rather than duplicates.
 async fn upsert_splits_and_updates(db: &TestDb) {
-    let mut w = db.writer(multirow(measurement_options()));
-    w.open(None).await.unwrap();
-    let first: Vec<Value> = (0..2500).map(|id| measurement(id, "v1")).collect();
+    let (mut w, check) = db.opened_and_check(multirow(measurement_options())).await;
+    let first = measurements(0..2500, "v1");
     w.write(&first).await.unwrap();
     assert!(
         w.statements() >= 2,
         "2,500 rows × 30 columns must take more than one statement, took {}",
         w.statements()
     );
-    let check = db.check().await;
     assert_eq!(check.count("measurements").await, 2500);
 
-    let second: Vec<Value> = (2000..3000).map(|id| measurement(id, "v2")).collect();
+    let second = measurements(2000..3000, "v2");
     w.write(&second).await.unwrap();
     assert_eq!(check.count("measurements").await, 3000);
     // Writing the same chunk again changes nothing (idempotent).
@@ -406,9 +404,10 @@ async fn upsert_splits_and_updates(db: &TestDb) {
 /// A chunk with one item violating NOT NULL: an item error, and nothing of the
 /// chunk committed, even the statements before the bad one.
 async fn not_null_violation_rolls_back_the_chunk(db: &TestDb) {
-    let mut w = db.writer(multirow(measurement_options()).max_params(90));
-    w.open(None).await.unwrap();
-    let mut chunk: Vec<Value> = (0..10).map(|id| measurement(id, "v1")).collect();
+    let (mut w, check) = db
+        .opened_and_check(multirow(measurement_options()).max_params(90))
+        .await;
+    let mut chunk = measurements(0..10, "v1");
     chunk[8]["station"] = Value::Null;
     let err = w.write(&chunk).await.unwrap_err();
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
@@ -418,7 +417,6 @@ async fn not_null_violation_rolls_back_the_chunk(db: &TestDb) {
         "three rows a statement: {}",
         w.statements()
     );
-    let check = db.check().await;
     assert_eq!(check.count("measurements").await, 0);
     // The step then writes the items one by one: all but the bad one go in.
     for item in &chunk {
@@ -436,8 +434,9 @@ async fn not_null_violation_rolls_back_the_chunk(db: &TestDb) {
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
     assert_eq!(check.count("measurements").await, 9);
     // A duplicate key in append mode is an item error as well.
-    let mut append = db.writer(measurement_options().mode(WriteMode::Append));
-    append.open(None).await.unwrap();
+    let mut append = db
+        .opened(measurement_options().mode(WriteMode::Append))
+        .await;
     let err = append
         .write(&[measurement(100, "v1"), measurement(1, "v1")])
         .await
@@ -449,20 +448,18 @@ async fn not_null_violation_rolls_back_the_chunk(db: &TestDb) {
 /// JSON types (int, float, bool, null, nested object) round-trip, and a numeric
 /// string in a numeric column is cast by the database.
 async fn json_types_round_trip(db: &TestDb) {
-    let options = SqlWriterOptions::new("typed")
-        .key(["id"])
-        .columns(vec![
-            Column::new("id", "BIGINT"),
-            Column::new("i", "BIGINT"),
-            Column::new("f", "DOUBLE PRECISION"),
-            Column::new("b", "BOOLEAN"),
-            Column::new("n", "TEXT"),
-            Column::new("obj", db.json_type()),
-            Column::new("txt", "TEXT"),
-        ])
-        .create(true);
-    let mut w = db.writer(options);
-    w.open(None).await.unwrap();
+    let options = keyed_table(
+        "typed",
+        &[
+            ("i", "BIGINT"),
+            ("f", "DOUBLE PRECISION"),
+            ("b", "BOOLEAN"),
+            ("n", "TEXT"),
+            ("obj", db.json_type()),
+            ("txt", "TEXT"),
+        ],
+    );
+    let (mut w, check) = db.opened_and_check(options).await;
     let obj = json!({"a": 1, "b": [true, null, "x"], "c": {"d": 2.5}});
     w.write(&[
         json!({"id": 1, "i": 42, "f": 1.25, "b": true, "n": null, "obj": obj, "txt": "plain", "ignored": 1}),
@@ -477,13 +474,8 @@ async fn json_types_round_trip(db: &TestDb) {
     ])
     .await
     .unwrap();
-    let check = db.check().await;
     let rows = check
-        .rows(
-            "typed",
-            &["id", "i", "f", "b", "n", "obj", "txt"],
-            "ORDER BY id",
-        )
+        .rows_by_id("typed", &["id", "i", "f", "b", "n", "obj", "txt"])
         .await;
     let (t, f) = match db.kind {
         DbKind::Postgres => ("true", "false"),
@@ -525,17 +517,9 @@ async fn json_types_round_trip(db: &TestDb) {
 /// Append mode (PostgreSQL: COPY) with tabs, newlines, backslashes, quotes and
 /// Korean text.
 async fn append_keeps_special_characters(db: &TestDb) {
-    let options = SqlWriterOptions::new("notes")
-        .key(["id"])
-        .columns(vec![
-            Column::new("id", "BIGINT"),
-            Column::new("body", "TEXT"),
-            Column::new("extra", "TEXT"),
-        ])
-        .create(true)
-        .mode(WriteMode::Append);
-    let mut w = db.writer(options);
-    w.open(None).await.unwrap();
+    let options =
+        keyed_table("notes", &[("body", "TEXT"), ("extra", "TEXT")]).mode(WriteMode::Append);
+    let (mut w, check) = db.opened_and_check(options).await;
     let bodies = [
         "tab\there",
         "new\nline and\r\ncrlf",
@@ -556,10 +540,7 @@ async fn append_keeps_special_characters(db: &TestDb) {
     if db.kind == DbKind::Postgres {
         assert_eq!(w.statements(), 1, "one COPY for the chunk");
     }
-    let check = db.check().await;
-    let rows = check
-        .rows("notes", &["id", "body", "extra"], "ORDER BY id")
-        .await;
+    let rows = check.rows_by_id("notes", &["id", "body", "extra"]).await;
     assert_eq!(rows.len(), bodies.len());
     for (i, b) in bodies.iter().enumerate() {
         assert_eq!(rows[i][1].as_deref(), Some(*b), "row {i}");
@@ -589,53 +570,37 @@ async fn append_keeps_special_characters(db: &TestDb) {
 
 /// Bad identifiers and types are refused before any SQL runs.
 async fn bad_identifiers_are_refused(db: &TestDb) {
-    let fatal = |r: Result<SqlWriter, WriteError>| match r {
+    let fatal_at = |url: &str, options: SqlWriterOptions| match SqlWriter::new(url, options) {
         Err(WriteError::Fatal(m)) => m,
         other => panic!("expected a fatal error, got {other:?}"),
     };
-    let m = fatal(SqlWriter::new(
-        &db.url,
-        SqlWriterOptions::new("t; DROP TABLE x").create(true),
-    ));
+    let fatal = |options| fatal_at(&db.url, options);
+    let one_column = |name: &str, ty: &str| {
+        SqlWriterOptions::new("t")
+            .columns(vec![Column::new(name, ty)])
+            .create(true)
+    };
+    let m = fatal(SqlWriterOptions::new("t; DROP TABLE x").create(true));
     assert!(m.contains("invalid table name"), "{m}");
-    fatal(SqlWriter::new(&db.url, SqlWriterOptions::new("a.b.c")));
-    fatal(SqlWriter::new(&db.url, SqlWriterOptions::new("\"t\"")));
-    let m = fatal(SqlWriter::new(
-        &db.url,
-        SqlWriterOptions::new("t")
-            .columns(vec![Column::new("a\" TEXT); DROP TABLE x; --", "TEXT")])
-            .create(true),
-    ));
+    fatal(SqlWriterOptions::new("a.b.c"));
+    fatal(SqlWriterOptions::new("\"t\""));
+    let m = fatal(one_column("a\" TEXT); DROP TABLE x; --", "TEXT"));
     assert!(m.contains("invalid column name"), "{m}");
-    let m = fatal(SqlWriter::new(
-        &db.url,
-        SqlWriterOptions::new("t")
-            .columns(vec![Column::new("a", "TEXT); DROP TABLE x; --")])
-            .create(true),
-    ));
+    let m = fatal(one_column("a", "TEXT); DROP TABLE x; --"));
     assert!(m.contains("invalid SQL type"), "{m}");
-    fatal(SqlWriter::new(
-        &db.url,
-        SqlWriterOptions::new("t").key(["id`"]).create(true),
-    ));
-    fatal(SqlWriter::new(
-        &db.url,
+    fatal(SqlWriterOptions::new("t").key(["id`"]).create(true));
+    fatal(
         SqlWriterOptions::new("t")
             .key(["id"])
             .columns(vec![Column::new("a", "TEXT")]),
-    ));
-    fatal(SqlWriter::new(
-        &db.url,
-        SqlWriterOptions::new("t").index(["x y"]),
-    ));
-    fatal(SqlWriter::new(
-        "redis://127.0.0.1/",
-        SqlWriterOptions::new("t"),
-    ));
+    );
+    fatal(SqlWriterOptions::new("t").index(["x y"]));
+    fatal_at("redis://127.0.0.1/", SqlWriterOptions::new("t"));
 
     // Columns from the first item: a bad key is refused before CREATE TABLE.
-    let mut w = db.writer(SqlWriterOptions::new("from_items").create(true));
-    w.open(None).await.unwrap();
+    let mut w = db
+        .opened(SqlWriterOptions::new("from_items").create(true))
+        .await;
     let err = w
         .write(&[json!({"ok": 1, "bad key); DROP TABLE x; --": 2})])
         .await
@@ -657,8 +622,9 @@ async fn bad_identifiers_are_refused(db: &TestDb) {
 
 /// Columns taken from the first item, typed TEXT, created on the first chunk.
 async fn columns_from_the_first_item(db: &TestDb) {
-    let mut w = db.writer(SqlWriterOptions::new("loose").key(["code"]).create(true));
-    w.open(None).await.unwrap();
+    let (mut w, check) = db
+        .opened_and_check(SqlWriterOptions::new("loose").key(["code"]).create(true))
+        .await;
     w.write(&[
         json!({"code": "A1", "name": "서울", "value": 1.5}),
         json!({"code": "B2", "name": "부산"}),
@@ -668,7 +634,6 @@ async fn columns_from_the_first_item(db: &TestDb) {
     w.write(&[json!({"code": "A1", "name": "Seoul", "value": 2, "other": "ignored"})])
         .await
         .unwrap();
-    let check = db.check().await;
     let rows = check
         .rows("loose", &["code", "name", "value"], "ORDER BY code")
         .await;
@@ -742,19 +707,18 @@ on_all!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_bulk_upserts() {
     let db = TestDb::new(DbKind::Postgres).await;
-    let mut w = db.writer(measurement_options());
-    w.open(None).await.unwrap();
+    let mut w = db.opened(measurement_options()).await;
     let check = db.check().await;
 
     // New keys: one COPY.
-    let first: Vec<Value> = (0..2500).map(|id| measurement(id, "v1")).collect();
+    let first = measurements(0..2500, "v1");
     w.write(&first).await.unwrap();
     assert_eq!(w.statements(), 1);
     assert_eq!(check.count("measurements").await, 2500);
 
     // Existing keys: the COPY fails as a whole, then one MERGE; a key twice in
     // the chunk keeps the last item.
-    let mut second: Vec<Value> = (2000..3000).map(|id| measurement(id, "v2")).collect();
+    let mut second = measurements(2000..3000, "v2");
     second.push(measurement(2001, "v3"));
     w.write(&second).await.unwrap();
     assert_eq!(w.statements(), 3);
@@ -788,11 +752,11 @@ async fn postgres_bulk_upserts() {
 
     // A NOT NULL violation among new keys (COPY) and among existing ones
     // (MERGE): an item error, nothing written.
-    let mut bad: Vec<Value> = (4000..4010).map(|id| measurement(id, "v1")).collect();
+    let mut bad = measurements(4000..4010, "v1");
     bad[5]["station"] = Value::Null;
     let err = w.write(&bad).await.unwrap_err();
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
-    let mut bad: Vec<Value> = (0..10).map(|id| measurement(id, "v9")).collect();
+    let mut bad = measurements(0..10, "v9");
     bad[7]["station"] = Value::Null;
     let err = w.write(&bad).await.unwrap_err();
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
@@ -806,20 +770,18 @@ async fn postgres_bulk_upserts() {
     assert_eq!(notes, vec![vec![s("v9 3")]]);
 
     // Through MERGE, typed arrays and text cast by the server alike.
-    let options = SqlWriterOptions::new("typed")
-        .key(["id"])
-        .columns(vec![
-            Column::new("id", "BIGINT"),
-            Column::new("i", "INTEGER"),
-            Column::new("f", "DOUBLE PRECISION"),
-            Column::new("b", "BOOLEAN"),
-            Column::new("j", "JSONB"),
-            Column::new("t", "TEXT"),
-            Column::new("n", "NUMERIC(10,2)"),
-        ])
-        .create(true);
-    let mut w = db.writer(options);
-    w.open(None).await.unwrap();
+    let options = keyed_table(
+        "typed",
+        &[
+            ("i", "INTEGER"),
+            ("f", "DOUBLE PRECISION"),
+            ("b", "BOOLEAN"),
+            ("j", "JSONB"),
+            ("t", "TEXT"),
+            ("n", "NUMERIC(10,2)"),
+        ],
+    );
+    let mut w = db.opened(options).await;
     w.write(&[json!({"id": 1, "i": 1}), json!({"id": 2, "i": 2})])
         .await
         .unwrap();
@@ -830,11 +792,7 @@ async fn postgres_bulk_upserts() {
     .await
     .unwrap();
     let rows = check
-        .rows(
-            "typed",
-            &["id", "i", "f", "b", "j", "t", "n"],
-            "ORDER BY id",
-        )
+        .rows_by_id("typed", &["id", "i", "f", "b", "j", "t", "n"])
         .await;
     assert_eq!(
         rows,

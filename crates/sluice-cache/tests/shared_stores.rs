@@ -207,22 +207,33 @@ async fn redis_cluster_store_spreads_keys_and_purges_on_every_master() {
     assert_eq!(quota.remaining_today(), Some(0));
 }
 
+/// Three "nodes" of quota `portal` (`per_second`, `per_day` in `tz`) on the shared
+/// Redis in a fresh namespace `test…`, each with its own connection.
+fn three_nodes(
+    test: &str,
+    per_second: Option<std::num::NonZeroU32>,
+    per_day: Option<u64>,
+    tz: chrono_tz::Tz,
+) -> Vec<RedisQuota> {
+    let namespace = ns(test);
+    (0..3)
+        .map(|_| {
+            let redis =
+                Redis::connect(&redis_opts(vec![shared_redis_url()], false, &namespace)).unwrap();
+            let local = LocalQuota::new(per_second, per_day, tz, Arc::new(SystemClock));
+            RedisQuota::new(redis, "portal", local)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn redis_quota_is_shared_and_atomic() {
-    let namespace = ns("quota");
-    let mut quotas = Vec::new();
-    for _ in 0..3 {
-        // Three "nodes": separate connections, one budget.
-        let redis =
-            Redis::connect(&redis_opts(vec![shared_redis_url()], false, &namespace)).unwrap();
-        let local = LocalQuota::new(
-            None,
-            Some(100),
-            chrono_tz::Asia::Seoul,
-            Arc::new(SystemClock),
-        );
-        quotas.push(Arc::new(RedisQuota::new(redis, "portal", local)));
-    }
+    // Three "nodes": separate connections, one budget.
+    let quotas: Vec<Arc<RedisQuota>> =
+        three_nodes("quota", None, Some(100), chrono_tz::Asia::Seoul)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
     let mut tasks = Vec::new();
     for i in 0..300 {
         let q = quotas[i % 3].clone();
@@ -245,19 +256,7 @@ async fn redis_quota_is_shared_and_atomic() {
     }
 
     // Per second: 5/s with no waiting allowed lets about 5 through at once, not 15.
-    let namespace = ns("rate");
-    let mut rated = Vec::new();
-    for _ in 0..3 {
-        let redis =
-            Redis::connect(&redis_opts(vec![shared_redis_url()], false, &namespace)).unwrap();
-        let local = LocalQuota::new(
-            std::num::NonZeroU32::new(5),
-            None,
-            chrono_tz::UTC,
-            Arc::new(SystemClock),
-        );
-        rated.push(RedisQuota::new(redis, "portal", local));
-    }
+    let rated = three_nodes("rate", std::num::NonZeroU32::new(5), None, chrono_tz::UTC);
     let mut passed = 0;
     for i in 0..15 {
         if rated[i % 3].acquire(Duration::ZERO).await.is_ok() {

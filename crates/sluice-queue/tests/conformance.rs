@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice_queue::{
-    Broker, Completion, FailOutcome, Lease, NewTask, QueueError, QueueStats, TaskId, TaskState,
+    Broker, Completion, FailOutcome, Lease, LeaseRef, NewTask, QueueError, QueueStats, TaskId,
+    TaskState,
 };
 
 /// Each case as `redis::case`, `sqlite::case` and `postgres::case`.
@@ -78,10 +79,20 @@ fn stats(ready: u64, delayed: u64, running: u64, dead: u64) -> QueueStats {
 }
 
 fn done(lease: &Lease) -> Completion {
+    done_ref(lease.as_ref())
+}
+
+/// A completion of `lease` without a result.
+fn done_ref(lease: LeaseRef) -> Completion {
     Completion {
-        lease: lease.as_ref(),
+        lease,
         result: None,
     }
+}
+
+/// Enqueues `task` on `b` and returns its id.
+async fn put(b: &Arc<dyn Broker>, task: NewTask) -> TaskId {
+    b.enqueue(task).await.unwrap().id
 }
 
 /// Leases from `queue` every 20 ms until something comes or `bound` passes.
@@ -186,15 +197,13 @@ async fn higher_priority_first_then_fifo(b: Arc<dyn Broker>) {
 async fn delayed_task_waits_for_its_time(b: Arc<dyn Broker>) {
     let q = "conf-delay";
     let start = Instant::now();
-    let id = b
-        .enqueue(
-            NewTask::new("later", json!(1))
-                .queue(q)
-                .delay(Duration::from_secs(1)),
-        )
-        .await
-        .unwrap()
-        .id;
+    let id = put(
+        &b,
+        NewTask::new("later", json!(1))
+            .queue(q)
+            .delay(Duration::from_secs(1)),
+    )
+    .await;
     assert_eq!(b.stats(q).await.unwrap(), stats(0, 1, 0, 0));
     assert_eq!(
         b.status(q, id).await.unwrap().unwrap().state,
@@ -275,11 +284,7 @@ async fn idempotency_key_deduplicates_within_its_window(b: Arc<dyn Broker>) {
 
 async fn expired_lease_is_redelivered_and_the_old_token_is_void(b: Arc<dyn Broker>) {
     let q = "conf-expiry";
-    let id = b
-        .enqueue(NewTask::new("t", json!(1)).queue(q).max_attempts(3))
-        .await
-        .unwrap()
-        .id;
+    let id = put(&b, NewTask::new("t", json!(1)).queue(q).max_attempts(3)).await;
     let first = b.lease(q, 1, Duration::from_millis(300)).await.unwrap();
     assert_eq!(first.len(), 1);
     let old = first[0].as_ref();
@@ -308,15 +313,7 @@ async fn expired_lease_is_redelivered_and_the_old_token_is_void(b: Arc<dyn Broke
         b.extend(std::slice::from_ref(&old), LONG).await.unwrap(),
         [false]
     );
-    assert_eq!(
-        b.complete(&[Completion {
-            lease: old.clone(),
-            result: None
-        }])
-        .await
-        .unwrap(),
-        0
-    );
+    assert_eq!(b.complete(&[done_ref(old.clone())]).await.unwrap(), 0);
     assert_eq!(
         b.fail(&old, "late failure", Some(Duration::ZERO))
             .await
@@ -364,26 +361,14 @@ async fn extended_lease_is_not_handed_out(b: Arc<dyn Broker>) {
     assert_eq!(st.state, TaskState::Running);
     assert_eq!(st.redelivered, 0);
     assert_eq!(st.task.attempt, 1);
-    assert_eq!(
-        b.complete(&[Completion {
-            lease: held.clone(),
-            result: None
-        }])
-        .await
-        .unwrap(),
-        1
-    );
+    assert_eq!(b.complete(&[done_ref(held.clone())]).await.unwrap(), 1);
     // Extending a completed task fails.
     assert_eq!(b.extend(&[held], LONG).await.unwrap(), [false]);
 }
 
 async fn retry_then_dead_letter_then_retry_dead_and_purge(b: Arc<dyn Broker>) {
     let q = "conf-retry";
-    let id = b
-        .enqueue(NewTask::new("t", json!(1)).queue(q).max_attempts(2))
-        .await
-        .unwrap()
-        .id;
+    let id = put(&b, NewTask::new("t", json!(1)).queue(q).max_attempts(2)).await;
     let l1 = b.lease(q, 1, LONG).await.unwrap().remove(0);
     assert_eq!(l1.task.attempt, 1);
     let outcome = b
@@ -459,11 +444,7 @@ async fn retry_then_dead_letter_then_retry_dead_and_purge(b: Arc<dyn Broker>) {
 
 async fn release_returns_the_task_without_using_an_attempt(b: Arc<dyn Broker>) {
     let q = "conf-release";
-    let id = b
-        .enqueue(NewTask::new("t", json!(1)).queue(q).max_attempts(1))
-        .await
-        .unwrap()
-        .id;
+    let id = put(&b, NewTask::new("t", json!(1)).queue(q).max_attempts(1)).await;
     let l1 = b.lease(q, 1, LONG).await.unwrap().remove(0);
     assert_eq!(l1.task.attempt, 1);
     assert!(b.release(&l1.as_ref()).await.unwrap());
@@ -482,29 +463,17 @@ async fn release_returns_the_task_without_using_an_attempt(b: Arc<dyn Broker>) {
 
 async fn results_are_kept_only_with_a_ttl(b: Arc<dyn Broker>) {
     let q = "conf-results";
-    let kept = b
-        .enqueue(
-            NewTask::new("t", json!("kept"))
-                .queue(q)
-                .result_ttl(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap()
-        .id;
-    let short = b
-        .enqueue(
-            NewTask::new("t", json!("short"))
-                .queue(q)
-                .result_ttl(Duration::from_millis(300)),
-        )
-        .await
-        .unwrap()
-        .id;
-    let dropped = b
-        .enqueue(NewTask::new("t", json!("dropped")).queue(q))
-        .await
-        .unwrap()
-        .id;
+    // A task whose payload is `name`, its result kept for `ttl` (if any).
+    let task = |name: &str, ttl: Option<Duration>| {
+        let t = NewTask::new("t", json!(name)).queue(q);
+        match ttl {
+            Some(d) => t.result_ttl(d),
+            None => t,
+        }
+    };
+    let kept = put(&b, task("kept", Some(Duration::from_secs(60)))).await;
+    let short = put(&b, task("short", Some(Duration::from_millis(300)))).await;
+    let dropped = put(&b, task("dropped", None)).await;
     let leases = b.lease(q, 10, LONG).await.unwrap();
     assert_eq!(leases.len(), 3);
     let completions: Vec<Completion> = leases
@@ -583,11 +552,7 @@ async fn concurrent_leasers_get_each_task_once(b: Arc<dyn Broker>) {
 
 async fn lease_expiry_on_the_last_attempt_dead_letters(b: Arc<dyn Broker>) {
     let q = "conf-expiry-dead";
-    let id = b
-        .enqueue(NewTask::new("t", json!(1)).queue(q).max_attempts(1))
-        .await
-        .unwrap()
-        .id;
+    let id = put(&b, NewTask::new("t", json!(1)).queue(q).max_attempts(1)).await;
     let l = b.lease(q, 1, Duration::from_millis(200)).await.unwrap();
     assert_eq!(l.len(), 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -612,11 +577,11 @@ async fn long_delay_is_delivered_once(b: Arc<dyn Broker>) {
     let q = "conf-long-delay";
     let visibility = Duration::from_millis(300);
     let start = Instant::now();
-    let id = b
-        .enqueue(NewTask::new("t", json!(1)).queue(q).delay(visibility * 3))
-        .await
-        .unwrap()
-        .id;
+    let id = put(
+        &b,
+        NewTask::new("t", json!(1)).queue(q).delay(visibility * 3),
+    )
+    .await;
     let mut deliveries = 0;
     let mut held = None;
     while start.elapsed() < Duration::from_millis(1_800) {
@@ -641,15 +606,7 @@ async fn long_delay_is_delivered_once(b: Arc<dyn Broker>) {
     }
     assert_eq!(deliveries, 1);
     let held = held.expect("leased once");
-    assert_eq!(
-        b.complete(&[Completion {
-            lease: held,
-            result: None
-        }])
-        .await
-        .unwrap(),
-        1
-    );
+    assert_eq!(b.complete(&[done_ref(held)]).await.unwrap(), 1);
 }
 
 async fn queues_lists_queues_in_use(b: Arc<dyn Broker>) {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sluice_queue::{
-    Broker, NewTask, RedisBroker, RetryPolicy, SqlBroker, Task, TaskContext, TaskError, TaskState,
-    Worker,
+    Broker, NewTask, RedisBroker, RetryPolicy, SqlBroker, Task, TaskContext, TaskError, TaskId,
+    TaskState, Worker, WorkerBuilder,
 };
 
 fn redis_url() -> String {
@@ -50,12 +50,113 @@ async fn until(max: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
     f().await
 }
 
+/// A worker on `broker` serving `queue` (`concurrency` at once), polling every 20 ms.
+fn worker(broker: &Arc<dyn Broker>, queue: &str, concurrency: usize) -> WorkerBuilder {
+    Worker::builder(broker.clone())
+        .queue(queue, concurrency)
+        .poll(Duration::from_millis(20))
+}
+
+/// Adds a handler for `name` that calls `note` with the payload, sleeps its `ms`
+/// milliseconds and returns `result`.
+fn sleeper(
+    builder: WorkerBuilder,
+    name: &str,
+    note: impl Fn(&serde_json::Value) + Send + Sync + 'static,
+    result: Option<serde_json::Value>,
+) -> WorkerBuilder {
+    builder.handler_fn(name, move |_ctx, p| {
+        note(&p);
+        let result = result.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(p["ms"].as_u64().unwrap())).await;
+            Ok(result)
+        }
+    })
+}
+
+/// Waits up to `secs` seconds for task `id` of `queue` to complete.
+async fn completes(broker: &Arc<dyn Broker>, queue: &str, id: TaskId, secs: u64) -> bool {
+    until(Duration::from_secs(secs), async || {
+        broker
+            .status(queue, id)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.state == TaskState::Completed)
+    })
+    .await
+}
+
+/// Waits up to `secs` seconds for `queue` to hold `n` dead tasks.
+async fn dead_reach(broker: &Arc<dyn Broker>, queue: &str, n: u64, secs: u64) -> bool {
+    until(Duration::from_secs(secs), async || {
+        broker.stats(queue).await.unwrap().dead == n
+    })
+    .await
+}
+
+/// Enqueues a task on `q` whose result is kept a minute.
+async fn enqueue_kept(broker: &Arc<dyn Broker>, name: &str, payload: serde_json::Value) -> TaskId {
+    let task = NewTask::new(name, payload)
+        .queue("q")
+        .result_ttl(Duration::from_secs(60));
+    broker.enqueue(task).await.unwrap().id
+}
+
+/// When each `limited` task started.
+type Starts = Arc<Mutex<Vec<Instant>>>;
+
+/// Adds a `limited` handler that notes when each task starts in `starts`.
+fn limited(builder: WorkerBuilder, starts: &Starts) -> WorkerBuilder {
+    let s = starts.clone();
+    builder.handler_fn("limited", move |_ctx, _p| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push(Instant::now());
+            Ok(None)
+        }
+    })
+}
+
+/// Enqueues `n` `limited` tasks on `q`.
+async fn enqueue_limited(broker: &Arc<dyn Broker>, n: usize) {
+    for _ in 0..n {
+        broker
+            .enqueue(NewTask::new("limited", json!({})).queue("q"))
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits up to `secs` seconds for `n` `limited` tasks to have started, and
+/// returns the time from the first start to the last.
+async fn limited_span(starts: &Starts, n: usize, secs: u64) -> Duration {
+    assert!(
+        until(Duration::from_secs(secs), async || starts
+            .lock()
+            .unwrap()
+            .len()
+            == n)
+        .await
+    );
+    let st = starts.lock().unwrap().clone();
+    *st.iter().max().unwrap() - *st.iter().min().unwrap()
+}
+
+/// A local quota of `n` a second (no daily budget).
+fn per_second(n: u32) -> sluice_cache::LocalQuota {
+    sluice_cache::LocalQuota::new(
+        std::num::NonZeroU32::new(n),
+        None,
+        chrono_tz::UTC,
+        Arc::new(sluice_cache::SystemClock),
+    )
+}
+
 async fn retries_then_succeeds(broker: Arc<dyn Broker>) {
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
-    let w = Worker::builder(broker.clone())
-        .queue("q", 4)
-        .poll(Duration::from_millis(20))
+    let w = worker(&broker, "q", 4)
         .handler_fn("flaky", move |ctx: TaskContext, _p| {
             let c = c.clone();
             async move {
@@ -74,24 +175,10 @@ async fn retries_then_succeeds(broker: Arc<dyn Broker>) {
         })
         .retry("flaky", fast_retry(5))
         .start();
-    let t = broker
-        .enqueue(
-            NewTask::new("flaky", json!({}))
-                .queue("q")
-                .result_ttl(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
-    let done = until(Duration::from_secs(10), async || {
-        broker
-            .status("q", t.id)
-            .await
-            .unwrap()
-            .is_some_and(|s| s.state == TaskState::Completed)
-    })
-    .await;
+    let t = enqueue_kept(&broker, "flaky", json!({})).await;
+    let done = completes(&broker, "q", t, 10).await;
     assert!(done, "the task should complete on its third attempt");
-    let s = broker.status("q", t.id).await.unwrap().unwrap();
+    let s = broker.status("q", t).await.unwrap().unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(
         s.result,
@@ -102,9 +189,7 @@ async fn retries_then_succeeds(broker: Arc<dyn Broker>) {
 }
 
 async fn panics_and_fatal_errors_dead_letter_with_their_error(broker: Arc<dyn Broker>) {
-    let w = Worker::builder(broker.clone())
-        .queue("q", 2)
-        .poll(Duration::from_millis(20))
+    let w = worker(&broker, "q", 2)
         .handler_fn("boom", |_ctx, p| async move {
             if p.get("survive").is_none() {
                 panic!("index out of bounds in the handler");
@@ -133,22 +218,9 @@ async fn panics_and_fatal_errors_dead_letter_with_their_error(broker: Arc<dyn Br
         )
         .await
         .unwrap();
-    let ok = broker
-        .enqueue(
-            NewTask::new("ok", json!({"n": 1}))
-                .queue("q")
-                .result_ttl(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
+    let ok = enqueue_kept(&broker, "ok", json!({"n": 1})).await;
     assert!(
-        until(Duration::from_secs(10), async || broker
-            .stats("q")
-            .await
-            .unwrap()
-            .dead
-            == 3)
-        .await,
+        dead_reach(&broker, "q", 3, 10).await,
         "three tasks should be dead: {:?}",
         broker.stats("q").await
     );
@@ -178,25 +250,10 @@ async fn panics_and_fatal_errors_dead_letter_with_their_error(broker: Arc<dyn Br
             .contains("no handler for task name 'nobody.handles'")
     );
     // The worker lived through the panics.
-    assert!(
-        until(Duration::from_secs(5), async || broker
-            .status("q", ok.id)
-            .await
-            .unwrap()
-            .is_some_and(|s| s.state == TaskState::Completed))
-        .await
-    );
+    assert!(completes(&broker, "q", ok, 5).await);
     // Retry from the dead-letter queue: it fails again and comes back.
     assert_eq!(broker.retry_dead("q", Some(&[bad.id])).await.unwrap(), 1);
-    assert!(
-        until(Duration::from_secs(5), async || broker
-            .stats("q")
-            .await
-            .unwrap()
-            .dead
-            == 3)
-        .await
-    );
+    assert!(dead_reach(&broker, "q", 3, 5).await);
     assert_eq!(broker.purge_dead("q").await.unwrap(), 3);
     w.shutdown().await;
 }
@@ -204,23 +261,12 @@ async fn panics_and_fatal_errors_dead_letter_with_their_error(broker: Arc<dyn Br
 async fn heartbeats_keep_a_long_task_and_delays_wait_outside_leases(broker: Arc<dyn Broker>) {
     let runs = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
     let r = runs.clone();
-    let w = Worker::builder(broker.clone())
-        .queue("q", 4)
-        .visibility(Duration::from_millis(300))
-        .poll(Duration::from_millis(20))
-        .handler_fn("slow", move |_ctx, p| {
-            let r = r.clone();
-            async move {
-                *r.lock()
-                    .unwrap()
-                    .entry(p["k"].as_str().unwrap().to_owned())
-                    .or_default() += 1;
-                let ms = p["ms"].as_u64().unwrap();
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                Ok(None)
-            }
-        })
-        .start();
+    let note = move |p: &serde_json::Value| {
+        let k = p["k"].as_str().unwrap().to_owned();
+        *r.lock().unwrap().entry(k).or_default() += 1;
+    };
+    let builder = worker(&broker, "q", 4).visibility(Duration::from_millis(300));
+    let w = sleeper(builder, "slow", note, None).start();
     // Runs 3x the visibility timeout: heartbeats keep the lease.
     broker
         .enqueue(NewTask::new("slow", json!({"k": "long", "ms": 900})).queue("q"))
@@ -255,27 +301,12 @@ async fn heartbeats_keep_a_long_task_and_delays_wait_outside_leases(broker: Arc<
 async fn shutdown_finishes_in_flight_and_gives_back_the_rest(broker: Arc<dyn Broker>) {
     let started = Arc::new(AtomicU32::new(0));
     let s = started.clone();
-    let w = Worker::builder(broker.clone())
-        .queue("q", 4)
-        .poll(Duration::from_millis(20))
-        .grace(Duration::from_millis(500))
-        .handler_fn("sleep", move |_ctx, p| {
-            let s = s.clone();
-            async move {
-                s.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(p["ms"].as_u64().unwrap())).await;
-                Ok(Some(json!("done")))
-            }
-        })
-        .start();
-    let quick = broker
-        .enqueue(
-            NewTask::new("sleep", json!({"ms": 200}))
-                .queue("q")
-                .result_ttl(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
+    let note = move |_: &serde_json::Value| {
+        s.fetch_add(1, Ordering::SeqCst);
+    };
+    let builder = worker(&broker, "q", 4).grace(Duration::from_millis(500));
+    let w = sleeper(builder, "sleep", note, Some(json!("done"))).start();
+    let quick = enqueue_kept(&broker, "sleep", json!({"ms": 200})).await;
     let long = broker
         .enqueue(NewTask::new("sleep", json!({"ms": 60_000})).queue("q"))
         .await
@@ -287,7 +318,7 @@ async fn shutdown_finishes_in_flight_and_gives_back_the_rest(broker: Arc<dyn Bro
         .await
     );
     w.shutdown().await;
-    let q = broker.status("q", quick.id).await.unwrap().unwrap();
+    let q = broker.status("q", quick).await.unwrap().unwrap();
     assert_eq!(
         q.state,
         TaskState::Completed,
@@ -326,27 +357,9 @@ impl Task for Add {
 }
 
 async fn typed_tasks_and_rate_limits(broker: Arc<dyn Broker>) {
-    let starts = Arc::new(Mutex::new(Vec::new()));
-    let s = starts.clone();
-    let quota = sluice_cache::LocalQuota::new(
-        std::num::NonZeroU32::new(5),
-        None,
-        chrono_tz::UTC,
-        Arc::new(sluice_cache::SystemClock),
-    );
-    let w = Worker::builder(broker.clone())
-        .queue("math", 4)
-        .queue("q", 8)
-        .poll(Duration::from_millis(20))
-        .task(Add)
-        .handler_fn("limited", move |_ctx, _p| {
-            let s = s.clone();
-            async move {
-                s.lock().unwrap().push(Instant::now());
-                Ok(None)
-            }
-        })
-        .rate_limit("limited", Arc::new(quota))
+    let starts = Starts::default();
+    let w = limited(worker(&broker, "math", 4).queue("q", 8).task(Add), &starts)
+        .rate_limit("limited", Arc::new(per_second(5)))
         .start();
     let t = broker
         .enqueue(Add.build(&Sum { a: 2, b: 40 }).unwrap().priority(9))
@@ -356,33 +369,13 @@ async fn typed_tasks_and_rate_limits(broker: Arc<dyn Broker>) {
         .enqueue(NewTask::new("math.add", json!({"a": "two"})).queue("math"))
         .await
         .unwrap();
-    for _ in 0..10 {
-        broker
-            .enqueue(NewTask::new("limited", json!({})).queue("q"))
-            .await
-            .unwrap();
-    }
-    assert!(
-        until(Duration::from_secs(10), async || broker
-            .status("math", t.id)
-            .await
-            .unwrap()
-            .is_some_and(|s| s.state == TaskState::Completed))
-        .await
-    );
+    enqueue_limited(&broker, 10).await;
+    assert!(completes(&broker, "math", t.id, 10).await);
     assert_eq!(
         broker.status("math", t.id).await.unwrap().unwrap().result,
         Some(json!(42))
     );
-    assert!(
-        until(Duration::from_secs(5), async || broker
-            .stats("math")
-            .await
-            .unwrap()
-            .dead
-            == 1)
-        .await
-    );
+    assert!(dead_reach(&broker, "math", 1, 5).await);
     let d = broker.status("math", wrong.id).await.unwrap().unwrap();
     assert!(
         d.task
@@ -390,16 +383,7 @@ async fn typed_tasks_and_rate_limits(broker: Arc<dyn Broker>) {
             .unwrap()
             .contains("payload does not fit math.add")
     );
-    assert!(
-        until(Duration::from_secs(10), async || starts
-            .lock()
-            .unwrap()
-            .len()
-            == 10)
-        .await
-    );
-    let st = starts.lock().unwrap().clone();
-    let span = *st.iter().max().unwrap() - *st.iter().min().unwrap();
+    let span = limited_span(&starts, 10, 10).await;
     // 10 starts at 5 a second with a burst of 5 cannot take less than ~1 s.
     assert!(
         span >= Duration::from_millis(800),
@@ -443,52 +427,21 @@ on_brokers!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_on_redis_is_shared_by_every_worker() {
     let ns = format!("tw-{:016x}", rand::random::<u64>());
-    let broker = Arc::new(RedisBroker::connect(&redis_url(), &ns).unwrap());
-    let starts = Arc::new(Mutex::new(Vec::new()));
+    let redis = RedisBroker::connect(&redis_url(), &ns).unwrap();
+    let shared = redis.redis().clone();
+    let broker: Arc<dyn Broker> = Arc::new(redis);
+    let starts = Starts::default();
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let quota = sluice_cache::RedisQuota::new(
-            broker.redis().clone(),
-            "task:limited",
-            sluice_cache::LocalQuota::new(
-                std::num::NonZeroU32::new(4),
-                None,
-                chrono_tz::UTC,
-                Arc::new(sluice_cache::SystemClock),
-            ),
-        );
-        let s = starts.clone();
+        let quota = sluice_cache::RedisQuota::new(shared.clone(), "task:limited", per_second(4));
         workers.push(
-            Worker::builder(broker.clone())
-                .queue("q", 8)
-                .poll(Duration::from_millis(20))
-                .handler_fn("limited", move |_ctx, _p| {
-                    let s = s.clone();
-                    async move {
-                        s.lock().unwrap().push(Instant::now());
-                        Ok(None)
-                    }
-                })
+            limited(worker(&broker, "q", 8), &starts)
                 .rate_limit("limited", Arc::new(quota))
                 .start(),
         );
     }
-    for _ in 0..12 {
-        broker
-            .enqueue(NewTask::new("limited", json!({})).queue("q"))
-            .await
-            .unwrap();
-    }
-    assert!(
-        until(Duration::from_secs(15), async || starts
-            .lock()
-            .unwrap()
-            .len()
-            == 12)
-        .await
-    );
-    let st = starts.lock().unwrap().clone();
-    let span = *st.iter().max().unwrap() - *st.iter().min().unwrap();
+    enqueue_limited(&broker, 12).await;
+    let span = limited_span(&starts, 12, 15).await;
     // 12 starts at 4 a second shared: at least ~2 s, whatever the split between
     // the workers (each alone would allow 4 a second, 8 together).
     assert!(

@@ -76,14 +76,36 @@ impl Clock for Behind {
     }
 }
 
+/// Trigger `id` of job `j`, every second.
 fn every_second(id: &str) -> TriggerDef {
+    cron_trigger(id, "j", "*/1 * * * * *")
+}
+
+/// Trigger `id` of `job` on the UTC `cron` expression, firing a missed run once,
+/// overlaps allowed.
+fn cron_trigger(id: &str, job: &str, cron: &str) -> TriggerDef {
     TriggerDef {
         id: id.into(),
-        job: "j".into(),
-        spec: TriggerSpec::cron("*/1 * * * * *", "UTC").unwrap(),
+        job: job.into(),
+        spec: TriggerSpec::cron(cron, "UTC").unwrap(),
         misfire: Misfire::FireOnce,
         overlap: Overlap::Allow,
     }
+}
+
+/// A scheduler (node 0, system clock) of `defs` on `store`, recording in `rec`.
+async fn start_node(
+    defs: Vec<TriggerDef>,
+    store: &Arc<dyn ClaimStore>,
+    rec: &Arc<Recorder>,
+) -> Scheduler {
+    Scheduler::start(
+        defs,
+        store.clone(),
+        Arc::new(NodeLauncher(rec.clone(), 0)),
+        Arc::new(SystemClock),
+    )
+    .await
 }
 
 async fn three_nodes(secs: u64, kill_one: bool) {
@@ -273,20 +295,7 @@ async fn a_restarted_scheduler_makes_up_a_missed_fire_once() {
     let ten_ago = SystemClock.now_millis() / 60_000 * 60_000 - 600_000;
     assert!(store.claim("m#0", ten_ago).await.unwrap());
     let rec = Arc::new(Recorder::default());
-    let def = TriggerDef {
-        id: "m#0".into(),
-        job: "m".into(),
-        spec: TriggerSpec::cron("0 * * * * *", "UTC").unwrap(),
-        misfire: Misfire::FireOnce,
-        overlap: Overlap::Allow,
-    };
-    let s = Scheduler::start(
-        vec![def],
-        store.clone(),
-        Arc::new(NodeLauncher(rec.clone(), 0)),
-        Arc::new(SystemClock),
-    )
-    .await;
+    let s = start_node(vec![cron_trigger("m#0", "m", "0 * * * * *")], &store, &rec).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while rec.fires.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -317,13 +326,7 @@ async fn overlap_skip_and_pause() {
     let allow = every_second("o#allow");
     let paused = every_second("o#paused");
     store.set_paused("o#paused", true).await.unwrap();
-    let s = Scheduler::start(
-        vec![skip, allow, paused],
-        store.clone(),
-        Arc::new(NodeLauncher(rec.clone(), 0)),
-        Arc::new(SystemClock),
-    )
-    .await;
+    let s = start_node(vec![skip, allow, paused], &store, &rec).await;
     tokio::time::sleep(Duration::from_millis(6200)).await;
     s.shutdown().await;
     let fires = rec.fires.lock().unwrap().clone();

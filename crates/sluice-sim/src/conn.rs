@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -54,18 +53,6 @@ impl Conns {
     }
 }
 
-/// Whether an `accept` error concerns only the connection being accepted (the
-/// next accept may succeed at once), as opposed to the listener or the process
-/// (`EMFILE`), where a server should back off.
-pub fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-    )
-}
-
 /// The listener handed to `axum::serve`.
 pub(crate) struct TrackedListener {
     pub(crate) listener: TcpListener,
@@ -78,18 +65,10 @@ impl axum::serve::Listener for TrackedListener {
 
     async fn accept(&mut self) -> (Tracked, SocketAddr) {
         loop {
-            match self.listener.accept().await {
-                Ok((stream, addr)) => match self.conns.track(stream) {
-                    Ok(io) => return (io, addr),
-                    Err(e) => tracing::debug!("sim: dropping connection from {addr}: {e}"),
-                },
-                // Per-connection errors: try the next one. Anything else (EMFILE, …):
-                // back off briefly instead of spinning.
-                Err(e) if is_per_connection(&e) => {}
-                Err(e) => {
-                    tracing::warn!("sim: accept error: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+            let (stream, addr) = crate::server::accept(&self.listener, "sim").await;
+            match self.conns.track(stream) {
+                Ok(io) => return (io, addr),
+                Err(e) => tracing::debug!("sim: dropping connection from {addr}: {e}"),
             }
         }
     }

@@ -34,10 +34,11 @@
 
 mod conn;
 mod data;
+pub mod server;
 mod sim;
 
-pub use conn::is_per_connection;
 pub use data::result_message;
+pub use server::is_per_connection;
 pub use sim::{AIR_OPERATION, Fault, ItemsShape, RecordedRequest, SimConfig, SimUpstream};
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 //! synchronous and can be called from anywhere, and hundreds of concurrent requests only
 //! contend for microseconds. The handlers never hold a lock across an `.await`.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::conn::{Conns, TrackedListener};
 use crate::data::{self, Format, Page};
+use crate::server::RequestLog;
 
 /// The operation the simulator serves: real-time readings per province (`sidoName`).
 pub const AIR_OPERATION: &str = "getCtprvnRltmMesureDnsty";
@@ -129,10 +129,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::server::header(&self.headers, name)
     }
 
     /// The first value of query parameter `name`, decoded once the way the portal
@@ -153,10 +150,7 @@ pub struct SimUpstream {
 
 impl std::fmt::Debug for SimUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimUpstream")
-            .field("addr", &self.addr)
-            .field("calls", &self.calls())
-            .finish_non_exhaustive()
+        crate::server::fmt_handle(f, "SimUpstream", self.addr, self.calls())
     }
 }
 
@@ -213,12 +207,12 @@ impl SimUpstream {
     /// Requests received outside `/__sim/`, failed and faulted ones included (counted on
     /// arrival, before the latency).
     pub fn calls(&self) -> u64 {
-        self.shared.calls.load(Ordering::SeqCst)
+        self.shared.log.calls()
     }
 
     /// Sets [`calls`](Self::calls) to zero and clears the request log.
     pub fn reset_calls(&self) {
-        self.shared.reset_calls();
+        self.shared.log.reset();
     }
 
     /// Injects `f` into every call from now on ([`Fault::None`] to stop).
@@ -238,12 +232,12 @@ impl SimUpstream {
 
     /// The most recent request, if any.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared.log.lock().unwrap().back().cloned()
+        self.shared.log.last()
     }
 
     /// All recorded requests, oldest first (the last 10 000 at most).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.log.lock().unwrap().iter().cloned().collect()
+        self.shared.log.requests()
     }
 
     /// Calls charged against today's quota (KST day), whether or not a quota is set.
@@ -279,12 +273,12 @@ struct Shared {
     cfg: SimConfig,
     latency_ns: AtomicU64,
     jitter_ns: AtomicU64,
-    calls: AtomicU64,
+    /// The calls and the request log.
+    log: RequestLog<RecordedRequest>,
     /// The fault and how many more calls it applies to (`None` = until changed).
     fault: Mutex<(Fault, Option<u64>)>,
     /// The KST day the count is for, and the calls charged on it.
     quota: Mutex<(NaiveDate, u64)>,
-    log: Mutex<VecDeque<RecordedRequest>>,
     /// Flips to `true` on shutdown, releasing hung requests.
     stop: watch::Sender<bool>,
 }
@@ -294,19 +288,12 @@ impl Shared {
         Self {
             latency_ns: AtomicU64::new(nanos(cfg.latency)),
             jitter_ns: AtomicU64::new(nanos(cfg.jitter)),
-            calls: AtomicU64::new(0),
             fault: Mutex::new((Fault::None, None)),
             quota: Mutex::new((kst_today(), 0)),
-            log: Mutex::new(VecDeque::new()),
+            log: RequestLog::new(LOG_CAP),
             stop: watch::Sender::new(false),
             cfg,
         }
-    }
-
-    fn reset_calls(&self) {
-        let mut log = self.log.lock().unwrap();
-        log.clear();
-        self.calls.store(0, Ordering::SeqCst);
     }
 
     fn record(&self, req: &Request) {
@@ -323,12 +310,7 @@ impl Shared {
                 })
                 .collect(),
         };
-        let mut log = self.log.lock().unwrap();
-        if log.len() == LOG_CAP {
-            log.pop_front();
-        }
-        log.push_back(rec);
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.log.record(rec);
     }
 
     /// The fault for one call, consuming one use of a counted fault.
@@ -561,13 +543,13 @@ async fn data_call(State(sh): State<Arc<Shared>>, req: Request) -> Response {
 
 /// `GET /__sim/stats` → `{"calls":n,"quota_used":n}`.
 async fn stats(State(sh): State<Arc<Shared>>) -> Response {
-    let body = json!({"calls": sh.calls.load(Ordering::SeqCst), "quota_used": sh.quota_used()});
+    let body = json!({"calls": sh.log.calls(), "quota_used": sh.quota_used()});
     reply(StatusCode::OK, JSON_CT, body.to_string())
 }
 
 /// `POST /__sim/reset`: zero the call counter and clear the request log.
 async fn reset(State(sh): State<Arc<Shared>>) -> Response {
-    sh.reset_calls();
+    sh.log.reset();
     reply(StatusCode::OK, JSON_CT, r#"{"ok":true}"#)
 }
 

@@ -35,25 +35,14 @@ impl ServerDb {
         let name = format!("{prefix}_{:016x}", rand::random::<u64>());
         let admin = admin_url(server);
         let how = "set SLUICE_TEST_POSTGRES_URL / SLUICE_TEST_MYSQL_URL, or run scripts/test";
-        match server {
-            Server::Postgres => {
-                let mut conn = PgConnection::connect(&admin)
-                    .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin} ({how}): {e}"));
-                conn.execute(format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .unwrap();
-                let _ = conn.close().await;
-            }
-            Server::MySql => {
-                let mut conn = MySqlConnection::connect(&admin)
-                    .await
-                    .unwrap_or_else(|e| panic!("MariaDB/MySQL at {admin} ({how}): {e}"));
-                conn.execute(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4").as_str())
-                    .await
-                    .unwrap();
-                let _ = conn.close().await;
-            }
+        let sql = match server {
+            Server::Postgres => format!("CREATE DATABASE {name}"),
+            Server::MySql => format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"),
+        };
+        match run_as_admin(server, &admin, &sql).await {
+            Ok(()) => {}
+            Err(Failed::Connect(e)) => panic!("{} at {admin} ({how}): {e}", server.label()),
+            Err(Failed::Run(e)) => panic!("{e}"),
         }
         ServerDb {
             url: with_database(&admin, &name),
@@ -74,26 +63,51 @@ impl Drop for ServerDb {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                match server {
-                    Server::Postgres => {
-                        if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                            let _ = conn.execute(sql.as_str()).await;
-                            let _ = conn.close().await;
-                        }
-                    }
-                    Server::MySql => {
-                        if let Ok(mut conn) = MySqlConnection::connect(&admin).await {
-                            let sql = format!("DROP DATABASE IF EXISTS {name}");
-                            let _ = conn.execute(sql.as_str()).await;
-                            let _ = conn.close().await;
-                        }
-                    }
-                }
+                let sql = match server {
+                    Server::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    Server::MySql => format!("DROP DATABASE IF EXISTS {name}"),
+                };
+                let _ = run_as_admin(server, &admin, &sql).await;
             });
         })
         .join();
     }
+}
+
+impl Server {
+    /// The server's name in messages.
+    fn label(self) -> &'static str {
+        match self {
+            Server::Postgres => "PostgreSQL",
+            Server::MySql => "MariaDB/MySQL",
+        }
+    }
+}
+
+/// Why [`run_as_admin`] failed.
+enum Failed {
+    Connect(sqlx::Error),
+    Run(sqlx::Error),
+}
+
+/// Runs one statement on a new connection to `server` at `admin`, then closes it.
+async fn run_as_admin(server: Server, admin: &str, sql: &str) -> Result<(), Failed> {
+    match server {
+        Server::Postgres => run_on::<PgConnection>(admin, sql).await,
+        Server::MySql => run_on::<MySqlConnection>(admin, sql).await,
+    }
+}
+
+/// [`run_as_admin`] over a connection of type `C`.
+async fn run_on<C>(admin: &str, sql: &str) -> Result<(), Failed>
+where
+    C: Connection,
+    for<'c> &'c mut C: Executor<'c>,
+{
+    let mut conn = C::connect(admin).await.map_err(Failed::Connect)?;
+    let ran = conn.execute(sql).await.map(drop).map_err(Failed::Run);
+    let _ = conn.close().await;
+    ran
 }
 
 /// The admin URL of `server`, from the environment or its default.

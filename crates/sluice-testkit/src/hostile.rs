@@ -54,17 +54,17 @@
 //! hang then closes the connection. Dropping the [`HostileUpstream`] stops it and cuts
 //! every open connection at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::poll_fn;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
+use sluice_sim::server::RequestLog;
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -130,10 +130,7 @@ pub struct HostileRequest {
 impl HostileRequest {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        sluice_sim::server::header(&self.headers, name)
     }
 }
 
@@ -149,10 +146,7 @@ pub struct HostileUpstream {
 
 impl std::fmt::Debug for HostileUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostileUpstream")
-            .field("addr", &self.addr)
-            .field("calls", &self.calls())
-            .finish_non_exhaustive()
+        sluice_sim::server::fmt_handle(f, "HostileUpstream", self.addr, self.calls())
     }
 }
 
@@ -183,17 +177,17 @@ impl HostileUpstream {
 
     /// Requests whose head was read completely and parsed, whatever the behaviour.
     pub fn calls(&self) -> u64 {
-        self.shared.calls.load(Ordering::SeqCst)
+        self.shared.log.calls()
     }
 
     /// The recorded requests, oldest first (the last 1000 at most).
     pub fn requests(&self) -> Vec<HostileRequest> {
-        self.shared.log.lock().unwrap().iter().cloned().collect()
+        self.shared.log.requests()
     }
 
     /// The most recent request, if any.
     pub fn last_request(&self) -> Option<HostileRequest> {
-        self.shared.log.lock().unwrap().back().cloned()
+        self.shared.log.last()
     }
 }
 
@@ -213,11 +207,18 @@ impl Drop for HostileUpstream {
 }
 
 /// State shared by the handle, the accept loop and the connection tasks.
-#[derive(Default)]
 struct Shared {
-    calls: AtomicU64,
-    log: Mutex<VecDeque<HostileRequest>>,
+    log: RequestLog<HostileRequest>,
     conns: Mutex<Conns>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            log: RequestLog::new(LOG_CAP),
+            conns: Mutex::default(),
+        }
+    }
 }
 
 /// The open connections: a duplicate of each socket (to shut it down from `Drop`, which
@@ -230,15 +231,6 @@ struct Conns {
 }
 
 impl Shared {
-    fn record(&self, req: HostileRequest) {
-        let mut log = self.log.lock().unwrap();
-        if log.len() == LOG_CAP {
-            log.pop_front();
-        }
-        log.push_back(req);
-        self.calls.fetch_add(1, Ordering::SeqCst);
-    }
-
     /// Registers `stream` and serves it in its own task.
     fn spawn_conn(self: &Arc<Self>, stream: TcpStream, addr: SocketAddr) -> io::Result<()> {
         let std = stream.into_std()?;
@@ -280,19 +272,9 @@ impl Drop for Deregister {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, addr: SocketAddr) {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                if let Err(e) = shared.spawn_conn(stream, addr) {
-                    tracing::debug!("hostile: dropping connection from {peer}: {e}");
-                }
-            }
-            // Per-connection errors: try the next one. Anything else (EMFILE, …): back
-            // off briefly instead of spinning.
-            Err(e) if sluice_sim::is_per_connection(&e) => {}
-            Err(e) => {
-                tracing::warn!("hostile: accept error: {e}");
-                sleep(Duration::from_millis(50)).await;
-            }
+        let (stream, peer) = sluice_sim::server::accept(&listener, "hostile").await;
+        if let Err(e) = shared.spawn_conn(stream, addr) {
+            tracing::debug!("hostile: dropping connection from {peer}: {e}");
         }
     }
 }
@@ -335,7 +317,7 @@ async fn serve(stream: TcpStream, shared: &Shared, addr: SocketAddr) {
         return;
     };
     let action = behave(&req, addr);
-    shared.record(req);
+    shared.log.record(req);
     let _ = act(stream, action).await;
 }
 
@@ -857,6 +839,13 @@ mod tests {
         (raw, err)
     }
 
+    /// A new hostile upstream and its answer to `GET target`.
+    async fn start_and_get(target: &str) -> (HostileUpstream, Wire) {
+        let up = HostileUpstream::start().await.unwrap();
+        let r = get(up.addr(), target).await;
+        (up, r)
+    }
+
     async fn get(addr: SocketAddr, target: &str) -> Wire {
         let (raw, err) = raw_get(addr, target).await;
         assert!(err.is_none(), "{target}: {err:?}");
@@ -892,8 +881,7 @@ mod tests {
 
     #[tokio::test]
     async fn deep_documents_nest_exactly() {
-        let up = HostileUpstream::start().await.unwrap();
-        let r = get(up.addr(), "/deep-xml/3").await;
+        let (up, r) = start_and_get("/deep-xml/3").await;
         assert_eq!(r.header("content-type"), Some("text/xml;charset=UTF-8"));
         assert_eq!(r.body, br#"<?xml version="1.0"?><a><a><a>x</a></a></a>"#);
         assert_eq!(get(up.addr(), "/deep-json/3").await.body, b"[[[1]]]");
@@ -933,8 +921,7 @@ mod tests {
 
     #[tokio::test]
     async fn echo_bodies_escape_what_they_quote() {
-        let up = HostileUpstream::start().await.unwrap();
-        let r = get(up.addr(), "/echo-error-xml?serviceKey=a%3Cb%26%2B").await;
+        let (up, r) = start_and_get("/echo-error-xml?serviceKey=a%3Cb%26%2B").await;
         let body = String::from_utf8(r.body).unwrap();
         assert!(
             body.contains(
@@ -962,8 +949,7 @@ mod tests {
 
     #[tokio::test]
     async fn redirect_throttle_and_status() {
-        let up = HostileUpstream::start().await.unwrap();
-        let r = get(up.addr(), "/redirect/302?serviceKey=ab%2Bc&x=1").await;
+        let (up, r) = start_and_get("/redirect/302?serviceKey=ab%2Bc&x=1").await;
         assert_eq!(r.status(), 302);
         let want = format!("http://{}/moved?serviceKey=ab%2Bc&x=1", up.addr());
         assert_eq!(r.header("location"), Some(want.as_str()));
@@ -988,8 +974,7 @@ mod tests {
 
     #[tokio::test]
     async fn gzip_is_a_real_gzip_of_ok_body() {
-        let up = HostileUpstream::start().await.unwrap();
-        let r = get(up.addr(), "/gzip").await;
+        let (_up, r) = start_and_get("/gzip").await;
         assert_eq!(r.header("content-encoding"), Some("gzip"));
         assert_eq!(r.body[..2], [0x1f, 0x8b]);
         // The gzip trailer: CRC-32 and length of the uncompressed data.
@@ -1027,8 +1012,7 @@ mod tests {
 
     #[tokio::test]
     async fn truncations_garbage_and_big_heads() {
-        let up = HostileUpstream::start().await.unwrap();
-        let r = get(up.addr(), "/short-body").await;
+        let (up, r) = start_and_get("/short-body").await;
         assert_eq!(r.header("content-length"), Some("1000"));
         assert_eq!(r.body, &OK_BODY.as_bytes()[..20]);
 

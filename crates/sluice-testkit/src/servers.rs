@@ -97,6 +97,20 @@ struct Proc {
 }
 
 impl Proc {
+    /// A server of `kind` on `port` with `args`, its files (log included) in `dir`,
+    /// not started yet.
+    fn new(kind: Kind, port: u16, args: Vec<String>, dir: PathBuf) -> Proc {
+        Proc {
+            kind,
+            port,
+            args,
+            log: dir.join("server.log"),
+            dir,
+            child: Mutex::new(None),
+            paused: false,
+        }
+    }
+
     /// Starts a new server on a fresh port, trying another port when the chosen one is
     /// taken. `make_args` gets the port and the server's dir, and may itself pick more
     /// ports (the cluster bus port).
@@ -130,15 +144,7 @@ impl Proc {
                 ));
             }
             let args = make_args(port, &dir);
-            let mut p = Proc {
-                kind,
-                port,
-                args,
-                log: dir.join("server.log"),
-                dir,
-                child: Mutex::new(None),
-                paused: false,
-            };
+            let mut p = Proc::new(kind, port, args, dir);
             match p.launch() {
                 Ok(child) => {
                     *p.child_mut() = Some(child);
@@ -324,21 +330,26 @@ impl Proc {
     }
 
     fn pause(&mut self) {
-        let pid = self.live_pid("pause");
-        if let Err(e) = signal(pid, "STOP") {
-            self.fail(&format!("cannot pause: {e}"));
-        }
-        wait_for_state(pid, true);
-        self.paused = true;
+        self.stop_or_continue(true);
     }
 
     fn resume(&mut self) {
-        let pid = self.live_pid("resume");
-        if let Err(e) = signal(pid, "CONT") {
-            self.fail(&format!("cannot resume: {e}"));
+        self.stop_or_continue(false);
+    }
+
+    /// SIGSTOP (`stop`) or SIGCONT, then waits until the process is in that state.
+    fn stop_or_continue(&mut self, stop: bool) {
+        let (what, sig) = if stop {
+            ("pause", "STOP")
+        } else {
+            ("resume", "CONT")
+        };
+        let pid = self.live_pid(what);
+        if let Err(e) = signal(pid, sig) {
+            self.fail(&format!("cannot {what}: {e}"));
         }
-        wait_for_state(pid, false);
-        self.paused = false;
+        wait_for_state(pid, stop);
+        self.paused = stop;
     }
 }
 
@@ -1067,15 +1078,7 @@ mod tests {
                 Kind::Redis => redis_base_args(port, &dir),
                 Kind::Memcached => memcached_args(port, None, ChunkUnit::Bytes),
             };
-            let p = Proc {
-                kind,
-                port,
-                args,
-                log: dir.join("server.log"),
-                dir,
-                child: Mutex::new(None),
-                paused: false,
-            };
+            let p = Proc::new(kind, port, args, dir);
             match p.launch() {
                 Err(LaunchError::AddrInUse) => {}
                 Err(LaunchError::Fatal(msg)) => panic!("{}", p.failure(&msg)),

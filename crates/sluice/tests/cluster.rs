@@ -66,17 +66,9 @@ fn store_config(kind: &str, url: &str, ns: &str, extra: &str) -> String {
 }
 
 async fn purge(node: &Node, body: serde_json::Value) -> serde_json::Value {
-    let r = node
-        .client
-        .post(format!("{}/admin/purge", node.base))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    serde_json::from_str(&r.text().await.unwrap()).unwrap()
+    let r = node.purge(&body.to_string(), Some(ADMIN)).await;
+    assert_eq!(r.status, 200);
+    serde_json::from_str(&r.body).unwrap()
 }
 
 async fn wait_for<F, Fut>(max: Duration, mut f: F) -> Option<Duration>
@@ -222,6 +214,18 @@ async fn a_daily_quota_of_100_holds_across_three_nodes() {
     assert_eq!(sim.calls(), 100);
 }
 
+/// Waits up to 15 s for every node's `/healthz` to say `ok`; else fails with
+/// "node I WHAT".
+async fn all_healthy(nodes: &[Node], what: &str) {
+    for (i, n) in nodes.iter().enumerate() {
+        let back = wait_for(Duration::from_secs(15), || async {
+            n.get("/healthz").await.json()["status"] == "ok"
+        })
+        .await;
+        assert!(back.is_some(), "node {i} {what}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_costs_no_client_a_5xx_and_shared_behaviour_resumes() {
     init_logs();
@@ -277,13 +281,7 @@ async fn a_redis_outage_costs_no_client_a_5xx_and_shared_behaviour_resumes() {
     );
 
     redis.restart();
-    for (i, n) in nodes.iter().enumerate() {
-        let back = wait_for(Duration::from_secs(15), || async {
-            n.get("/healthz").await.json()["status"] == "ok"
-        })
-        .await;
-        assert!(back.is_some(), "node {i} did not reconnect");
-    }
+    all_healthy(&nodes, "did not reconnect").await;
     // Shared again: what node 0 fetches, node 1 reads from Redis.
     let after = air("after-outage");
     assert_eq!(nodes[0].get(&after).await.status, 200);
@@ -311,13 +309,7 @@ async fn a_redis_outage_costs_no_client_a_5xx_and_shared_behaviour_resumes() {
     }
     assert!(degraded >= 1, "a hung Redis is noticed");
     redis.resume();
-    for (i, n) in nodes.iter().enumerate() {
-        let back = wait_for(Duration::from_secs(15), || async {
-            n.get("/healthz").await.json()["status"] == "ok"
-        })
-        .await;
-        assert!(back.is_some(), "node {i} did not recover from the pause");
-    }
+    all_healthy(&nodes, "did not recover from the pause").await;
 }
 
 /// A `sluice serve` process, killed when dropped.

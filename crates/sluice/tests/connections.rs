@@ -22,9 +22,25 @@ use crate::support::*;
 /// How long a "the server closes it eventually" wait may take.
 const EVENTUALLY: Duration = Duration::from_secs(15);
 
-/// `UPSTREAM` with a timeout long enough for a slow simulated upstream.
-fn patient_upstream() -> String {
-    UPSTREAM.replace("timeout = \"2s\"", "timeout = \"20s\"")
+/// A sim answering in `latency_ms` behind `UPSTREAM` (with a timeout long enough
+/// for it) and `ROUTE`, with `server` lines first.
+async fn slow_upstream(latency_ms: u64, server: &str) -> Harness {
+    let sim = SimConfig {
+        latency: Duration::from_millis(latency_ms),
+        ..Default::default()
+    };
+    let upstream = UPSTREAM.replace("timeout = \"2s\"", "timeout = \"20s\"");
+    Harness::start(sim, &format!("{server}\n{upstream}{ROUTE}")).await
+}
+
+/// Asserts that what a closing server sent is nothing or an answer with `status`.
+#[track_caller]
+fn assert_nothing_or(sent: &[u8], status: &str) {
+    let text = String::from_utf8_lossy(sent);
+    assert!(
+        text.is_empty() || text.starts_with(&format!("HTTP/1.1 {status}")),
+        "answered {text:?}"
+    );
 }
 
 /// A complete keep-alive `GET`.
@@ -93,11 +109,7 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
 
 #[tokio::test]
 async fn half_a_header_is_cut_off_after_header_read_timeout() {
-    let h = Harness::start(
-        fast_sim(),
-        &format!("header_read_timeout = \"500ms\"\n{UPSTREAM}{ROUTE}"),
-    )
-    .await;
+    let h = Harness::with_server("header_read_timeout = \"500ms\"").await;
     let mut s = TcpStream::connect(h.gw.addr).await.unwrap();
     let started = Instant::now();
     s.write_all(format!("GET {} HTTP/1.1\r\nHost: sluice\r\n", air("서울")).as_bytes())
@@ -110,21 +122,13 @@ async fn half_a_header_is_cut_off_after_header_read_timeout() {
         started.elapsed() >= Duration::from_millis(400),
         "closed before header_read_timeout"
     );
-    let text = String::from_utf8_lossy(&sent);
-    assert!(
-        text.is_empty() || text.starts_with("HTTP/1.1 408"),
-        "answered {text:?}"
-    );
+    assert_nothing_or(&sent, "408");
     assert_eq!(h.sim.calls(), 0);
 }
 
 #[tokio::test]
 async fn bytes_trickling_in_do_not_extend_header_read_timeout() {
-    let h = Harness::start(
-        fast_sim(),
-        &format!("header_read_timeout = \"1s\"\n{UPSTREAM}{ROUTE}"),
-    )
-    .await;
+    let h = Harness::with_server("header_read_timeout = \"1s\"").await;
     let mut s = TcpStream::connect(h.gw.addr).await.unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
         .await
@@ -148,11 +152,7 @@ async fn bytes_trickling_in_do_not_extend_header_read_timeout() {
 
 #[tokio::test]
 async fn slow_clients_do_not_hold_up_a_normal_request() {
-    let h = Harness::start(
-        fast_sim(),
-        &format!("header_read_timeout = \"5s\"\n{UPSTREAM}{ROUTE}"),
-    )
-    .await;
+    let h = Harness::with_server("header_read_timeout = \"5s\"").await;
     let mut slow = Vec::new();
     for _ in 0..20 {
         let mut s = TcpStream::connect(h.gw.addr).await.unwrap();
@@ -177,11 +177,7 @@ async fn slow_clients_do_not_hold_up_a_normal_request() {
 async fn idle_keep_alive_connections_close_after_idle_timeout_only() {
     // header_read_timeout is much shorter than idle_timeout: it must not cut the
     // wait between two requests of a keep-alive connection.
-    let h = Harness::start(
-        fast_sim(),
-        &format!("header_read_timeout = \"500ms\"\nidle_timeout = \"3s\"\n{UPSTREAM}{ROUTE}"),
-    )
-    .await;
+    let h = Harness::with_server("header_read_timeout = \"500ms\"\nidle_timeout = \"3s\"").await;
     let mut s = TcpStream::connect(h.gw.addr).await.unwrap();
     assert_eq!(exchange(&mut s, &get("/healthz")).await.0, 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -203,15 +199,9 @@ async fn idle_keep_alive_connections_close_after_idle_timeout_only() {
 
 #[tokio::test]
 async fn a_slow_request_in_flight_outlives_idle_timeout() {
-    let h = Harness::start(
-        SimConfig {
-            latency: Duration::from_millis(2500),
-            ..Default::default()
-        },
-        &format!(
-            "header_read_timeout = \"500ms\"\nidle_timeout = \"1s\"\n{}{ROUTE}",
-            patient_upstream()
-        ),
+    let h = slow_upstream(
+        2500,
+        "header_read_timeout = \"500ms\"\nidle_timeout = \"1s\"",
     )
     .await;
     let mut s = TcpStream::connect(h.gw.addr).await.unwrap();
@@ -224,11 +214,8 @@ async fn a_slow_request_in_flight_outlives_idle_timeout() {
 
 #[tokio::test]
 async fn max_connections_holds_back_the_next_connection_until_one_closes() {
-    let h = Harness::start(
-        fast_sim(),
-        &format!(
-            "max_connections = 4\nheader_read_timeout = \"30s\"\nidle_timeout = \"30s\"\n{UPSTREAM}{ROUTE}"
-        ),
+    let h = Harness::with_server(
+        "max_connections = 4\nheader_read_timeout = \"30s\"\nidle_timeout = \"30s\"",
     )
     .await;
     // Four keep-alive connections, each proven accepted by one answered request.
@@ -264,11 +251,7 @@ async fn max_connections_holds_back_the_next_connection_until_one_closes() {
 
 #[tokio::test]
 async fn oversize_request_heads_get_431_or_a_close() {
-    let h = Harness::start(
-        fast_sim(),
-        &format!("max_header_bytes = \"8KiB\"\n{UPSTREAM}{ROUTE}"),
-    )
-    .await;
+    let h = Harness::with_server("max_header_bytes = \"8KiB\"").await;
     let mut s = TcpStream::connect(h.gw.addr).await.unwrap();
     let fits = format!(
         "GET /healthz HTTP/1.1\r\nHost: sluice\r\nX-Big: {}\r\n\r\n",
@@ -287,23 +270,13 @@ async fn oversize_request_heads_get_431_or_a_close() {
     let sent = closed_within(&mut s, EVENTUALLY)
         .await
         .expect("an oversize request head neither answered nor closed");
-    let text = String::from_utf8_lossy(&sent);
-    assert!(
-        text.is_empty() || text.starts_with("HTTP/1.1 431"),
-        "answered {text:?}"
-    );
+    assert_nothing_or(&sent, "431");
     assert_eq!(h.sim.calls(), 0);
 }
 
 #[tokio::test]
 async fn reserved_paths_never_reach_a_catch_all_route() {
-    let catch_all = r#"
-[[route]]
-name = "everything"
-path = "/{*rest}"
-upstream = "airkorea"
-ttl = "1m"
-"#;
+    let catch_all = route_toml("everything", "/{*rest}", "airkorea", "1m", "");
     let h = Harness::start(fast_sim(), &format!("{UPSTREAM}{catch_all}")).await;
     for path in [
         "/admin",
@@ -329,14 +302,8 @@ ttl = "1m"
         assert_eq!(r.status, 404, "{path}: {}", r.body);
         assert_eq!(r.json()["error"], "no_route", "{path}");
     }
-    let post = h
-        .client
-        .post(format!("{}/admin/purge", h.base))
-        .body("{\"route\":\"everything\"}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(post.status(), 404);
+    let post = h.purge("{\"route\":\"everything\"}", None).await;
+    assert_eq!(post.status, 404);
     let ready = h.get("/readyz").await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["status"], "ready");
@@ -356,18 +323,13 @@ ttl = "1m"
 
 #[tokio::test]
 async fn shutdown_turns_readyz_503_closes_idle_connections_and_drains_in_flight_requests() {
-    let Harness { sim, gw, .. } = Harness::start(
-        SimConfig {
-            latency: Duration::from_millis(1500),
-            ..Default::default()
-        },
-        &format!(
-            "header_read_timeout = \"20s\"\nshutdown_grace = \"20s\"\n{}{ROUTE}",
-            patient_upstream()
-        ),
+    let Harness { sim, node } = slow_upstream(
+        1500,
+        "header_read_timeout = \"20s\"\nshutdown_grace = \"20s\"",
     )
     .await;
-    let addr = gw.addr;
+    let addr = node.gw.addr;
+    let gw = node.gw;
     // An idle keep-alive connection.
     let mut idle = TcpStream::connect(addr).await.unwrap();
     assert_eq!(exchange(&mut idle, &get("/healthz")).await.0, 200);
@@ -500,24 +462,11 @@ fn zero_connection_limits_are_refused_with_located_errors() {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_after_send_timeout() {
     let up = sluice_testkit::HostileUpstream::start().await.unwrap();
-    let config = r#"
-header_read_timeout = "5s"
-idle_timeout = "1h"
-send_timeout = "1s"
-
-[[upstream]]
-name = "plain"
-base_url = "{SIM}"
-timeout = "20s"
-retries = { max = 0, backoff = "10ms" }
-
-[[route]]
-name = "p"
-path = "/p/{*rest}"
-upstream = "plain"
-ttl = "10m"
-"#;
-    let node = Node::start_for(&up.base_url(), &up.base_url(), config).await;
+    let config = "header_read_timeout = \"5s\"\nidle_timeout = \"1h\"\nsend_timeout = \"1s\"\n"
+        .to_owned()
+        + &upstream_toml("plain", "{SIM}", "20s", "")
+        + &route_toml("p", "/p/{*rest}", "plain", "10m", "");
+    let node = Node::start_for(&up.base_url(), &up.base_url(), &config).await;
     // About 22 MB: far more than the socket buffers of both ends hold.
     let path = "/p/wide-xml/1000000";
     let mut s = TcpStream::connect(node.gw.addr).await.unwrap();

@@ -59,11 +59,7 @@ async fn keys_are_normalized_and_only_keyed_params_are_forwarded() {
     let h = Harness::default_with("").await;
     let a = h.get("/air/getCtprvnRltmMesureDnsty?sidoName=%EC%84%9C%EC%9A%B8&returnType=json&numOfRows=10&pageNo=1&utm=1").await;
     assert_eq!(a.status, 200);
-    assert!(
-        a.cache_status().contains("fwd=miss"),
-        "{}",
-        a.cache_status()
-    );
+    a.expect_cache_status("fwd=miss", "");
     // Other order, lower-case escapes, '+'-free, an unkeyed param: same key.
     let b = h.get("/air/getCtprvnRltmMesureDnsty?pageNo=1&numOfRows=10&returnType=json&sidoName=%ec%84%9c%ec%9a%b8&other=2").await;
     assert!(b.cache_status().contains("hit"), "{}", b.cache_status());
@@ -138,14 +134,8 @@ async fn secrets_never_leak() {
         .await,
     );
     let purge = h
-        .client
-        .post(format!("{}/admin/purge", h.base))
-        .bearer_auth(ADMIN)
-        .body(format!("{{\"url\":\"{}\"}}", air("서울")))
-        .send()
-        .await
-        .unwrap();
-    let purge = Resp::from(purge).await;
+        .purge(&format!("{{\"url\":\"{}\"}}", air("서울")), Some(ADMIN))
+        .await;
     assert_eq!(purge.json()["purged"], 1);
     seen.push(purge);
     for r in &seen {
@@ -240,37 +230,22 @@ async fn ttl_upstream_follows_cache_control() {
     let h2 = Harness::start(fast_sim(), &format!("{UPSTREAM}{route}")).await;
     let r = h2.get(&p).await;
     assert_eq!(r.status, 200);
-    assert!(
-        r.cache_status().contains("detail=upstream-no-store"),
-        "{}",
-        r.cache_status()
-    );
+    r.expect_cache_status("detail=upstream-no-store", "");
 }
 
 #[tokio::test]
 async fn not_found_is_cached_negatively_and_5xx_never() {
-    let raw = r#"
-[[route]]
-name = "raw"
-path = "/raw/{*rest}"
-upstream = "root"
-ttl = "10m"
-negative_ttl = "30s"
-
-[[upstream]]
-name = "root"
-base_url = "{ORIGIN}/"
-timeout = "2s"
-retries = { max = 0 }
-"#;
-    let h = Harness::default_with(raw).await;
+    let raw = route_toml(
+        "raw",
+        "/raw/{*rest}",
+        "root",
+        "10m",
+        "negative_ttl = \"30s\"\n",
+    ) + &upstream_toml("root", "{ORIGIN}/", "2s", "");
+    let h = Harness::default_with(&raw).await;
     let a = h.get("/raw/nothing/here").await;
     assert_eq!(a.status, 404);
-    assert!(
-        a.cache_status().contains("ttl=30; stored"),
-        "{}",
-        a.cache_status()
-    );
+    a.expect_cache_status("ttl=30; stored", "");
     let b = h.get("/raw/nothing/here").await;
     assert_eq!(b.status, 404);
     assert!(b.cache_status().contains("hit"));
@@ -286,11 +261,7 @@ retries = { max = 0 }
     h.sim.set_fault(Fault::None);
     let ok = h.get(&air("광주")).await;
     assert_eq!(ok.status, 200);
-    assert!(
-        ok.cache_status().contains("fwd=miss"),
-        "5xx was cached: {}",
-        ok.cache_status()
-    );
+    ok.expect_cache_status("fwd=miss", "5xx was cached: ");
 }
 
 #[tokio::test]
@@ -326,11 +297,8 @@ async fn ok_when_rejections_are_errors_naming_the_upstream_code() {
         .await;
     assert_eq!(xml.status, 200);
     assert!(xml.body.starts_with("<?xml"));
-    let text = h.get("/metrics").await.body;
-    assert!(
-        text.contains(r#"sluice_upstream_requests_total{upstream="airkorea",result="rejected"}"#),
-        "{text}"
-    );
+    h.expect_metric(r#"sluice_upstream_requests_total{upstream="airkorea",result="rejected"}"#)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -358,11 +326,8 @@ async fn two_hundred_concurrent_cold_requests_make_one_upstream_call() {
         assert_eq!(t.await.unwrap().status, 502);
     }
     assert_eq!(h.sim.calls(), 2);
-    let m = h.get("/metrics").await.body;
-    assert!(
-        m.contains("sluice_gateway_coalesced_waiters_total{route=\"air\"}"),
-        "{m}"
-    );
+    h.expect_metric("sluice_gateway_coalesced_waiters_total{route=\"air\"}")
+        .await;
 }
 
 #[tokio::test]
@@ -460,11 +425,8 @@ async fn daily_quota_serves_stale_then_429_and_resets_at_midnight() {
     for s in ["a", "b", "c"] {
         assert_eq!(h.get(&air(s)).await.status, 200);
     }
-    let m = h.get("/metrics").await.body;
-    assert!(
-        m.contains("sluice_upstream_quota_remaining_calls{upstream=\"airkorea\"} 0"),
-        "{m}"
-    );
+    h.expect_metric("sluice_upstream_quota_remaining_calls{upstream=\"airkorea\"} 0")
+        .await;
     let r = h.get(&air("d")).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), (12 * 3600).to_string());
@@ -472,11 +434,7 @@ async fn daily_quota_serves_stale_then_429_and_resets_at_midnight() {
     h.clock.advance(Duration::from_secs(11 * 60));
     let st = h.get(&air("a")).await;
     assert_eq!(st.status, 200);
-    assert!(
-        st.cache_status().contains("detail=quota-exceeded"),
-        "{}",
-        st.cache_status()
-    );
+    st.expect_cache_status("detail=quota-exceeded", "");
     assert_eq!(h.sim.calls(), 3);
     // Midnight in Seoul: a new budget.
     h.clock.set(noon_kst + 12 * 3600 * 1000);
@@ -494,11 +452,7 @@ async fn large_bodies_pass_through_uncached() {
     let a = h.get(p).await;
     assert_eq!(a.status, 200);
     assert!(a.body.len() > 2048);
-    assert!(
-        a.cache_status().contains("detail=too-large"),
-        "{}",
-        a.cache_status()
-    );
+    a.expect_cache_status("detail=too-large", "");
     h.get(p).await;
     assert_eq!(h.sim.calls(), 2);
     // Small ones are cached.
@@ -510,11 +464,8 @@ async fn large_bodies_pass_through_uncached() {
             .cache_status()
             .contains("hit")
     );
-    let m = h.get("/metrics").await.body;
-    assert!(
-        m.contains("sluice_gateway_requests_total{route=\"air\",cache_status=\"bypass\"}"),
-        "{m}"
-    );
+    h.expect_metric("sluice_gateway_requests_total{route=\"air\",cache_status=\"bypass\"}")
+        .await;
 }
 
 #[tokio::test]
@@ -522,39 +473,22 @@ async fn head_is_served_from_the_get_entry() {
     let h = Harness::default_with("").await;
     h.get(&air("서울")).await;
     let r = h
-        .client
-        .head(format!("{}{}", h.base, air("서울")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(
-        r.headers()["cache-status"]
-            .to_str()
-            .unwrap()
-            .contains("hit")
-    );
+        .admin(reqwest::Method::HEAD, &air("서울"), None, None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers["cache-status"].to_str().unwrap().contains("hit"));
     assert_eq!(h.sim.calls(), 1);
     let post = h
-        .client
-        .post(format!("{}{}", h.base, air("서울")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(post.status(), 405);
+        .admin(reqwest::Method::POST, &air("서울"), None, None)
+        .await;
+    assert_eq!(post.status, 405);
 }
 
 #[tokio::test]
 async fn admin_is_disabled_without_a_token() {
     let h = Harness::default_with("").await;
-    let r = h
-        .client
-        .post(format!("{}/admin/purge", h.base))
-        .body("{\"route\":\"air\"}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let r = h.purge("{\"route\":\"air\"}", None).await;
+    assert_eq!(r.status, 404);
     let r = h.get("/admin/cache/stats").await;
     assert_eq!(r.status, 404);
 }
@@ -563,55 +497,31 @@ async fn admin_is_disabled_without_a_token() {
 async fn admin_purges_by_key_route_prefix_and_url() {
     let cfg = with_admin(&format!("{UPSTREAM}{ROUTE}"));
     let h = Harness::start(fast_sim(), &cfg).await;
-    let purge = |body: &str| {
-        h.client
-            .post(format!("{}/admin/purge", h.base))
-            .bearer_auth(ADMIN)
-            .body(body.to_owned())
-            .send()
+    let purge = async |body: &str| h.purge(body, Some(ADMIN)).await;
+    let stats = async |token: &str| {
+        h.admin(
+            reqwest::Method::GET,
+            "/admin/cache/stats",
+            Some(token),
+            None,
+        )
+        .await
     };
     // Auth.
-    let r = h
-        .client
-        .post(format!("{}/admin/purge", h.base))
-        .body("{\"route\":\"air\"}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = h
-        .client
-        .get(format!("{}/admin/cache/stats", h.base))
-        .bearer_auth("wrong-token-000000000")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    let r = h.purge("{\"route\":\"air\"}", None).await;
+    assert_eq!(r.status, 401);
+    let r = stats("wrong-token-000000000").await;
+    assert_eq!(r.status, 401);
 
     for s in ["a", "b", "c"] {
         h.get(&air(s)).await;
     }
-    let stats = Resp::from(
-        h.client
-            .get(format!("{}/admin/cache/stats", h.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-    .json();
+    let stats = stats(ADMIN).await.json();
     assert_eq!(stats["entries"], 3);
     assert_eq!(stats["store"], "memory");
 
     // By URL (the key a GET of it uses), then by exact key.
-    let r = Resp::from(
-        purge(&format!("{{\"url\":\"{}\"}}", air("a")))
-            .await
-            .unwrap(),
-    )
-    .await
-    .json();
+    let r = purge(&format!("{{\"url\":\"{}\"}}", air("a"))).await.json();
     assert_eq!(r["purged"], 1);
     let key = r["target"]["key"].as_str().unwrap().to_owned();
     assert!(
@@ -620,27 +530,21 @@ async fn admin_purges_by_key_route_prefix_and_url() {
     );
     assert_no_secret("a key", &key);
     assert!(h.get(&air("a")).await.cache_status().contains("fwd=miss"));
-    let r = Resp::from(
-        purge(&serde_json::json!({"key": key}).to_string())
-            .await
-            .unwrap(),
-    )
-    .await
-    .json();
-    assert_eq!(r["purged"], 1);
-    // By prefix.
-    let r = Resp::from(purge("{\"prefix\":\"air GET /air/getCtprvnRltmMesureDnsty?numOfRows=10&pageNo=1&returnType=json&sidoName=b\"}").await.unwrap()).await.json();
-    assert_eq!(r["purged"], 1);
-    // By route.
-    let r = Resp::from(purge("{\"route\":\"air\"}").await.unwrap())
+    let r = purge(&serde_json::json!({"key": key}).to_string())
         .await
         .json();
     assert_eq!(r["purged"], 1);
+    // By prefix.
+    let r = purge("{\"prefix\":\"air GET /air/getCtprvnRltmMesureDnsty?numOfRows=10&pageNo=1&returnType=json&sidoName=b\"}").await.json();
+    assert_eq!(r["purged"], 1);
+    // By route.
+    let r = purge("{\"route\":\"air\"}").await.json();
+    assert_eq!(r["purged"], 1);
     assert!(h.get(&air("c")).await.cache_status().contains("fwd=miss"));
     // Bad requests.
-    assert_eq!(purge("{\"route\":\"nope\"}").await.unwrap().status(), 404);
-    assert_eq!(purge("{}").await.unwrap().status(), 400);
-    assert_eq!(purge("{\"colour\":1}").await.unwrap().status(), 400);
+    assert_eq!(purge("{\"route\":\"nope\"}").await.status, 404);
+    assert_eq!(purge("{}").await.status, 400);
+    assert_eq!(purge("{\"colour\":1}").await.status, 400);
 }
 
 #[tokio::test]

@@ -9,42 +9,25 @@ use sluice_testkit::{Fault, HostileUpstream};
 use crate::support::*;
 
 /// `hostile` checks bodies with `ok_when`; `plain` (same server) does not.
-const HOSTILE: &str = r#"
-[[upstream]]
-name = "hostile"
-base_url = "{SIM}"
-secret_query = { serviceKey = { env = "AIRKOREA_KEY" } }
-secret_headers = { "X-Api-Key" = { env = "HEADER_KEY" } }
-timeout = "1s"
-retries = { max = 0, backoff = "10ms" }
-ok_when = '.response.header.resultCode == "00"'
-
-[[upstream]]
-name = "plain"
-base_url = "{SIM}"
-secret_query = { serviceKey = { env = "AIRKOREA_KEY" } }
-timeout = "1s"
-retries = { max = 0, backoff = "10ms" }
-
-[[route]]
-name = "h"
-path = "/h/{*rest}"
-upstream = "hostile"
-ttl = "10m"
-
-[[route]]
-name = "p"
-path = "/p/{*rest}"
-upstream = "plain"
-ttl = "10m"
-
-[[route]]
-name = "pr"
-path = "/pr/{*rest}"
-upstream = "plain"
-ttl = "10m"
-cache_redirects = true
-"#;
+fn hostile_config() -> String {
+    let key = "secret_query = { serviceKey = { env = \"AIRKOREA_KEY\" } }\n";
+    let header = "secret_headers = { \"X-Api-Key\" = { env = \"HEADER_KEY\" } }\n";
+    let ok_when = "ok_when = '.response.header.resultCode == \"00\"'\n";
+    [
+        upstream_toml("hostile", "{SIM}", "1s", &format!("{key}{header}{ok_when}")),
+        upstream_toml("plain", "{SIM}", "1s", key),
+        route_toml("h", "/h/{*rest}", "hostile", "10m", ""),
+        route_toml("p", "/p/{*rest}", "plain", "10m", ""),
+        route_toml(
+            "pr",
+            "/pr/{*rest}",
+            "plain",
+            "10m",
+            "cache_redirects = true\n",
+        ),
+    ]
+    .concat()
+}
 
 struct Hostile {
     up: HostileUpstream,
@@ -53,7 +36,7 @@ struct Hostile {
 
 async fn hostile() -> Hostile {
     let up = HostileUpstream::start().await.unwrap();
-    let node = Node::start_for(&up.base_url(), &up.base_url(), HOSTILE).await;
+    let node = Node::start_for(&up.base_url(), &up.base_url(), &hostile_config()).await;
     Hostile { up, node }
 }
 

@@ -7,15 +7,65 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-fn sluice(config: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("job")
+/// The admin token the configs that need one read from `SLUICE_TEST_ADMIN`.
+const ADMIN_TOKEN: &str = "s3cret-s3cret-s3cret";
+
+/// `sluice ARGS -c CONFIG`, quiet logs, the test admin token in the environment.
+fn command(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
         .arg("-c")
         .arg(config)
-        .args(args)
         .env("RUST_LOG", "warn")
-        .output()
+        .env("SLUICE_TEST_ADMIN", ADMIN_TOKEN);
+    c
+}
+
+/// `command` in the background, output piped.
+fn spawn_piped(mut c: Command) -> std::process::Child {
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap()
+}
+
+/// `sluice job ARGS -c CONFIG`.
+fn sluice(config: &Path, args: &[&str]) -> Output {
+    sluice_cmd(config, &[&["job"], args].concat())
+}
+
+/// `sluice ARGS -c CONFIG`.
+fn sluice_cmd(config: &Path, args: &[&str]) -> Output {
+    command(config, args).output().unwrap()
+}
+
+/// Ends a `sluice serve` child with SIGTERM and reaps it.
+fn terminate(mut child: std::process::Child) {
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
+/// Polls `done` every 200 ms until it holds; after `secs` seconds fails with `what()`.
+fn wait_until(secs: u64, mut done: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < end, "{}", what());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The `STEP ` line of a run's output and its counts (those after the state).
+fn step_counts<'a>(stdout: &'a str, step: &str) -> (&'a str, Vec<u64>) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{step} ")))
+        .unwrap();
+    let counts = line
+        .split_whitespace()
+        .skip(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    (line, counts)
 }
 
 fn text(o: &Output) -> String {
@@ -50,7 +100,8 @@ fn write_csv(path: &Path, n: u64, bad_rows: &[u64]) {
     f.flush().unwrap();
 }
 
-fn config(dir: &Path, csv: &Path, data_url: &str, extra_step: &str) -> PathBuf {
+/// `jobs.toml` in `dir`: job `air-load` loads `csv` into `data_url`.
+fn config(dir: &Path, csv: &Path, data_url: &str) -> PathBuf {
     let cfg = dir.join("jobs.toml");
     std::fs::write(
         &cfg,
@@ -71,7 +122,7 @@ retry = {{ max = 2, backoff = "50ms" }}
 reader = {{ kind = "csv", path = "{{{{params.file}}}}" }}
 processor = {{ kind = "jq", expr = "{{id: (.id | tonumber), station, ts, pm10: (.pm10 | tonumber), pm25: (.pm25 | tonumber), note}}" }}
 writer = {{ kind = "sql_upsert", url = "{data_url}", table = "air_quality", key = ["id"], create = true, columns = ["id BIGINT NOT NULL", "station TEXT NOT NULL", "ts TEXT", "pm10 DOUBLE PRECISION", "pm25 DOUBLE PRECISION", "note TEXT"] }}
-{extra_step}"#,
+"#,
             repo = dir.join("repo.db").display(),
             csv = csv.display(),
         ),
@@ -80,18 +131,12 @@ writer = {{ kind = "sql_upsert", url = "{data_url}", table = "air_quality", key 
     cfg
 }
 
+/// Count, sum of ids and sum of pm25 in the `air_quality` table of a SQLite file.
 async fn sqlite_rows(db: &Path) -> (i64, i64, f64) {
-    use sqlx::Row;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    let row = sqlx::query(
-        "SELECT COUNT(*), COALESCE(SUM(id), 0), COALESCE(SUM(pm25), 0) FROM air_quality",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    (row.get(0), row.get(1), row.get(2))
+    let url = format!("sqlite://{}", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let sql = "SELECT COUNT(*), COALESCE(SUM(id), 0), COALESCE(SUM(pm25), 0) FROM air_quality";
+    sqlx::query_as(sql).fetch_one(&pool).await.unwrap()
 }
 
 fn expected_sums(n: u64, bad: &[u64]) -> (i64, i64, f64) {
@@ -107,16 +152,7 @@ fn expected_sums(n: u64, bad: &[u64]) -> (i64, i64, f64) {
 
 #[tokio::test]
 async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("air.csv");
-    write_csv(&csv, 5_000, &[17, 4242]);
-    let data = dir.path().join("data.db");
-    let cfg = config(
-        dir.path(),
-        &csv,
-        &format!("sqlite://{}", data.display()),
-        "",
-    );
+    let Load { dir, cfg, data, .. } = load_with(5_000, &[17, 4242]);
     let out = sluice(&cfg, &["run", "--local", "air-load"]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -148,18 +184,7 @@ async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
     );
 
     // New parameters are a new instance.
-    let other = dir.path().join("other.csv");
-    write_csv(&other, 10, &[]);
-    let out = sluice(
-        &cfg,
-        &[
-            "run",
-            "--local",
-            "air-load",
-            "-p",
-            &format!("file={}", other.display()),
-        ],
-    );
+    let out = run_on_new_csv(&cfg, &dir.path().join("other.csv"), 10, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let history = sluice(&cfg, &["history", "air-load"]);
     assert_eq!(
@@ -172,17 +197,11 @@ async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
     );
 
     // Too many bad rows: the step fails naming the limit and the last reason.
-    let worse = dir.path().join("worse.csv");
-    write_csv(&worse, 100, &[1, 2, 3, 4, 5, 6, 7]);
-    let out = sluice(
+    let out = run_on_new_csv(
         &cfg,
-        &[
-            "run",
-            "--local",
-            "air-load",
-            "-p",
-            &format!("file={}", worse.display()),
-        ],
+        &dir.path().join("worse.csv"),
+        100,
+        &[1, 2, 3, 4, 5, 6, 7],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
@@ -192,45 +211,77 @@ async fn a_csv_job_loads_skips_bad_rows_and_does_not_run_twice() {
     );
 }
 
-/// `sluice job -c cfg run air-load` in the background, output piped.
-fn spawn_run(cfg: &Path) -> std::process::Child {
-    Command::new(BIN)
-        .args(["job", "-c"])
-        .arg(cfg)
-        .args(["run", "--local", "air-load"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// Writes a `rows`-row CSV at `csv` and runs `air-load` on it (a new instance).
+fn run_on_new_csv(cfg: &Path, csv: &Path, rows: u64, bad_rows: &[u64]) -> Output {
+    write_csv(csv, rows, bad_rows);
+    let file = format!("file={}", csv.display());
+    sluice(cfg, &["run", "--local", "air-load", "-p", &file])
 }
 
-/// A temp dir with a `rows`-row CSV and a config loading it into `data.db`.
+/// `sluice job run --local air-load -c cfg` in the background, output piped.
+fn spawn_run(cfg: &Path) -> std::process::Child {
+    spawn_piped(command(cfg, &["job", "run", "--local", "air-load"]))
+}
+
+/// A temp dir with a CSV and a config loading it into `data.db`, its repository
+/// in `repo.db`.
 struct Load {
     dir: tempfile::TempDir,
+    csv: PathBuf,
     cfg: PathBuf,
     data: PathBuf,
     repo: PathBuf,
 }
 
+/// A `rows`-row CSV without bad rows.
 fn load(rows: u64) -> Load {
+    load_with(rows, &[])
+}
+
+/// A `rows`-row CSV whose `bad_rows` are broken.
+fn load_with(rows: u64, bad_rows: &[u64]) -> Load {
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("big.csv");
-    write_csv(&csv, rows, &[]);
+    let csv = dir.path().join("air.csv");
+    write_csv(&csv, rows, bad_rows);
     let data = dir.path().join("data.db");
-    let cfg = config(
-        dir.path(),
-        &csv,
-        &format!("sqlite://{}", data.display()),
-        "",
-    );
+    let cfg = config(dir.path(), &csv, &format!("sqlite://{}", data.display()));
     let repo = dir.path().join("repo.db");
     Load {
         dir,
+        csv,
         cfg,
         data,
         repo,
     }
+}
+
+impl Load {
+    /// Rewrites the config, each `(from, to)` in turn.
+    fn edit_config(&self, edits: &[(&str, &str)]) {
+        let mut text = std::fs::read_to_string(&self.cfg).unwrap();
+        for (from, to) in edits {
+            text = text.replace(from, to);
+        }
+        std::fs::write(&self.cfg, text).unwrap();
+    }
+
+    /// The repository the config names.
+    fn repository(&self) -> Repo {
+        Repo::Sqlite(self.repo.clone())
+    }
+
+    /// The repository URL the config names.
+    fn repo_url(&self) -> String {
+        format!("sqlite://{}", self.repo.display())
+    }
+}
+
+/// A `rows`-row load, started and past its first `n` committed rows.
+async fn load_running(rows: u64, n: u64) -> (Load, std::process::Child) {
+    let load = load(rows);
+    let mut child = spawn_run(&load.cfg);
+    wait_written(&load.repository(), n, &mut child).await;
+    (load, child)
 }
 
 /// Waits until committed chunks hold `n` rows (the child must still be running).
@@ -248,6 +299,16 @@ async fn wait_written(repo: &Repo, n: u64, child: &mut std::process::Child) -> u
         );
         tokio::time::sleep(Duration::from_millis(7)).await;
     }
+}
+
+/// Starts the load, kills it (SIGKILL) once `n` rows are committed, and runs it
+/// again after the lease: the rows committed before the kill, and that run.
+async fn kill_and_run_again(cfg: &Path, repo: &Repo, n: u64) -> (u64, Output) {
+    let mut child = spawn_run(cfg);
+    let committed = wait_written(repo, n, &mut child).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    (committed, run_after_lease(cfg))
 }
 
 /// `run` again until the dead process's lease has expired (exit 3 meanwhile).
@@ -271,31 +332,16 @@ fn run_after_lease(cfg: &Path) -> Output {
 #[tokio::test]
 async fn a_killed_load_restarts_from_its_last_chunk_and_loads_every_row_once() {
     const ROWS: u64 = 200_000;
-    let Load {
-        dir: _dir,
-        cfg,
-        data,
-        repo,
-    } = load(ROWS);
-    let mut child = spawn_run(&cfg);
-    // Kill it once a good part is committed.
-    let committed = wait_written(&Repo::Sqlite(repo.clone()), 40_000, &mut child).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let load = load(ROWS);
+    let (cfg, data) = (&load.cfg, &load.data);
+    // Kill it once a good part is committed. Running again: AlreadyRunning until
+    // the dead process's lease expires, then it resumes (no manual clean-up).
+    let (committed, out) = kill_and_run_again(cfg, &load.repository(), 40_000).await;
     assert!(committed < ROWS, "killed too late: {committed}");
-
-    // Running again: AlreadyRunning until the dead process's lease expires, then it
-    // resumes (no manual clean-up).
-    let out = run_after_lease(&cfg);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("resumed execution 1"), "{stdout}");
-    let line = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
-    let nums: Vec<u64> = line
-        .split_whitespace()
-        .skip(2)
-        .map(|n| n.parse().unwrap())
-        .collect();
+    let (line, nums) = step_counts(&stdout, "load");
     // read, processed, filtered, written, skipped, commits, rollbacks
     assert_eq!(
         &nums[..5],
@@ -307,33 +353,14 @@ async fn a_killed_load_restarts_from_its_last_chunk_and_loads_every_row_once() {
         ROWS / 1000,
         "one commit per chunk across both runs: {line}"
     );
-    assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
+    assert_eq!(sqlite_rows(data).await, expected_sums(ROWS, &[]));
 
-    let status = sluice(&cfg, &["status", "1"]);
+    let status = sluice(cfg, &["status", "1"]);
     assert!(
         String::from_utf8_lossy(&status.stdout).contains("ABANDONED"),
         "{}",
         text(&status)
     );
-}
-
-/// Rows written by committed chunks, read from the repository.
-async fn written_so_far(repo: &Path) -> u64 {
-    use sqlx::Row;
-    if !repo.exists() {
-        return 0;
-    }
-    let Ok(pool) = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", repo.display())).await
-    else {
-        return 0;
-    };
-    let n = sqlx::query("SELECT COALESCE(MAX(written_count), 0) FROM batch_step_execution")
-        .fetch_one(&pool)
-        .await
-        .map(|r| r.get::<i64, _>(0))
-        .unwrap_or(0);
-    pool.close().await;
-    n as u64
 }
 
 /// `examples/jobs.toml` in `dir`, its upstream at `base_url`, its databases in `dir`,
@@ -363,14 +390,21 @@ fn example_jobs(dir: &Path, base_url: &str, page: u64) -> PathBuf {
 
 /// `job run --local air-quality-load -p sido=서울` with the test key.
 fn run_air_load(cfg: &Path, log: &str) -> Output {
-    Command::new(BIN)
-        .args(["job", "-c"])
-        .arg(cfg)
-        .args(["run", "--local", "air-quality-load", "-p", "sido=서울"])
-        .env("AIRKOREA_KEY", crate::support::KEY)
-        .env("RUST_LOG", log)
-        .output()
-        .unwrap()
+    command(
+        cfg,
+        &[
+            "job",
+            "run",
+            "--local",
+            "air-quality-load",
+            "-p",
+            "sido=서울",
+        ],
+    )
+    .env("AIRKOREA_KEY", crate::support::KEY)
+    .env("RUST_LOG", log)
+    .output()
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,12 +462,7 @@ async fn the_example_portal_job_loads_every_page_through_the_upstream() {
     let out = run_air_load(&cfg, "warn");
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let load = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
-    let counts: Vec<u64> = load
-        .split_whitespace()
-        .skip(2)
-        .map(|n| n.parse().unwrap())
-        .collect();
+    let (_, counts) = step_counts(&stdout, "load");
     // read, processed, filtered, written: every item of every page, once.
     assert_eq!(&counts[..4], [total, total, 0, total], "{stdout}");
     assert!(
@@ -463,15 +492,9 @@ async fn the_example_portal_job_loads_every_page_through_the_upstream() {
 #[tokio::test]
 async fn stop_ends_a_run_at_a_chunk_boundary_and_restart_finishes_it() {
     const ROWS: u64 = 100_000;
-    let Load {
-        dir: _dir,
-        cfg,
-        data,
-        repo,
-    } = load(ROWS);
-    let mut child = spawn_run(&cfg);
-    wait_written(&Repo::Sqlite(repo), 10_000, &mut child).await;
-    let stop = sluice(&cfg, &["stop", "1"]);
+    let (load, child) = load_running(ROWS, 10_000).await;
+    let (cfg, data) = (&load.cfg, &load.data);
+    let stop = sluice(cfg, &["stop", "1"]);
     assert!(stop.status.success(), "{}", text(&stop));
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
@@ -486,50 +509,27 @@ async fn stop_ends_a_run_at_a_chunk_boundary_and_restart_finishes_it() {
         "stopped at a chunk boundary: {line}"
     );
     assert_eq!(
-        sqlite_rows(&data).await.0 as u64,
+        sqlite_rows(data).await.0 as u64,
         written,
         "nothing after the boundary"
     );
 
-    let out = sluice(&cfg, &["restart", "1"]);
+    let out = sluice(cfg, &["restart", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("resumed execution 1"));
-    assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
+    assert_eq!(sqlite_rows(data).await, expected_sums(ROWS, &[]));
 }
 
 /// Two `sluice job run` processes started together on one repository: exactly one
 /// runs the instance, the other is told it is already running (exit 3).
 async fn two_processes_one_instance(repo_url: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("air.csv");
-    write_csv(&csv, 30_000, &[]);
-    let data = dir.path().join("data.db");
-    let cfg = config(
-        dir.path(),
-        &csv,
-        &format!("sqlite://{}", data.display()),
-        "",
-    );
-    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(
-        &format!("sqlite://{}", dir.path().join("repo.db").display()),
-        repo_url,
-    );
-    std::fs::write(&cfg, text_cfg).unwrap();
+    let load = load(30_000);
+    load.edit_config(&[(&load.repo_url(), repo_url)]);
+    let (cfg, data) = (&load.cfg, &load.data);
     // Create the schema first, so both start on equal terms.
-    let list = sluice(&cfg, &["list"]);
+    let list = sluice(cfg, &["list"]);
     assert!(list.status.success(), "{}", text(&list));
-    let spawn = || {
-        Command::new(BIN)
-            .args(["job", "-c"])
-            .arg(&cfg)
-            .args(["run", "--local", "air-load"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (spawn(), spawn());
+    let (a, b) = (spawn_run(cfg), spawn_run(cfg));
     let (a, b) = tokio::task::spawn_blocking(move || {
         (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())
     })
@@ -544,8 +544,8 @@ async fn two_processes_one_instance(repo_url: &str) {
         "{}",
         text(loser)
     );
-    assert_eq!(sqlite_rows(&data).await, expected_sums(30_000, &[]));
-    let history = sluice(&cfg, &["history", "air-load"]);
+    assert_eq!(sqlite_rows(data).await, expected_sums(30_000, &[]));
+    let history = sluice(cfg, &["history", "air-load"]);
     assert_eq!(
         String::from_utf8_lossy(&history.stdout).lines().count(),
         1,
@@ -573,14 +573,8 @@ async fn two_processes_never_run_one_instance_at_once_on_postgres() {
 #[tokio::test]
 async fn sigterm_stops_a_run_cleanly_and_it_restarts_at_once() {
     const ROWS: u64 = 100_000;
-    let Load {
-        dir: _dir,
-        cfg,
-        data,
-        repo,
-    } = load(ROWS);
-    let mut child = spawn_run(&cfg);
-    wait_written(&Repo::Sqlite(repo), 10_000, &mut child).await;
+    let (load, child) = load_running(ROWS, 10_000).await;
+    let (cfg, data) = (&load.cfg, &load.data);
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -596,10 +590,10 @@ async fn sigterm_stops_a_run_cleanly_and_it_restarts_at_once() {
         text(&out)
     );
     // No lease to wait for: the run released it.
-    let again = sluice(&cfg, &["run", "--local", "air-load"]);
+    let again = sluice(cfg, &["run", "--local", "air-load"]);
     assert!(again.status.success(), "{}", text(&again));
     assert!(String::from_utf8_lossy(&again.stdout).contains("resumed execution 1"));
-    assert_eq!(sqlite_rows(&data).await, expected_sums(ROWS, &[]));
+    assert_eq!(sqlite_rows(data).await, expected_sums(ROWS, &[]));
 }
 
 /// Where a test's repository (and, for the exactly-once test, its data) lives.
@@ -616,39 +610,40 @@ impl Repo {
         }
     }
 
+    /// Rows written by committed chunks, read from the repository (0 before it
+    /// exists).
     async fn written(&self) -> u64 {
-        use sqlx::Row;
         let sql = "SELECT COALESCE(MAX(written_count), 0) FROM batch_step_execution";
-        match self {
-            Repo::Sqlite(p) => written_so_far(p).await,
+        let n: i64 = match self {
+            Repo::Sqlite(p) => {
+                let url = format!("sqlite://{}?mode=ro", p.display());
+                let Ok(pool) = sqlx::SqlitePool::connect(&url).await else {
+                    return 0;
+                };
+                let n = sqlx::query_scalar(sql).fetch_one(&pool).await;
+                pool.close().await;
+                n.unwrap_or(0)
+            }
             Repo::Postgres(u) => {
                 let Ok(pool) = sqlx::PgPool::connect(u).await else {
                     return 0;
                 };
-                let n = sqlx::query(sql)
-                    .fetch_one(&pool)
-                    .await
-                    .map(|r| r.get::<i64, _>(0))
-                    .unwrap_or(0);
+                let n = sqlx::query_scalar(sql).fetch_one(&pool).await;
                 pool.close().await;
-                n as u64
+                n.unwrap_or(0)
             }
-        }
+        };
+        n as u64
     }
 
     async fn rows(&self) -> (i64, i64, f64) {
-        use sqlx::Row;
         match self {
             Repo::Sqlite(p) => sqlite_rows(p).await,
             Repo::Postgres(u) => {
                 let pool = sqlx::PgPool::connect(u).await.unwrap();
-                let row = sqlx::query(
-                    "SELECT COUNT(*), COALESCE(SUM(id), 0)::BIGINT, COALESCE(SUM(pm25), 0)::FLOAT8 FROM air_quality",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                (row.get(0), row.get(1), row.get(2))
+                let sql = "SELECT COUNT(*), COALESCE(SUM(id), 0)::BIGINT, \
+                           COALESCE(SUM(pm25), 0)::FLOAT8 FROM air_quality";
+                sqlx::query_as(sql).fetch_one(&pool).await.unwrap()
             }
         }
     }
@@ -664,25 +659,16 @@ async fn scratch_postgres() -> sluice_testkit::db::ServerDb {
 /// only data and checkpoint committing in one transaction gets exactly `ROWS`.
 async fn exactly_once_across_a_kill(repo: Repo) {
     const ROWS: u64 = 200_000;
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("big.csv");
-    write_csv(&csv, ROWS, &[]);
-    let cfg = config(dir.path(), &csv, &repo.url(), "");
-    let text_cfg = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace(
-            &format!("sqlite://{}", dir.path().join("repo.db").display()),
-            &repo.url(),
-        )
-        .replace("kind = \"sql_upsert\"", "kind = \"sql_append\"")
-        .replace("key = [\"id\"], ", "")
-        .replace("\"id BIGINT NOT NULL\"", "\"id BIGINT\"");
-    std::fs::write(&cfg, text_cfg).unwrap();
-    let mut child = spawn_run(&cfg);
-    wait_written(&repo, 40_000, &mut child).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let out = run_after_lease(&cfg);
+    let load = load(ROWS);
+    let cfg = &load.cfg;
+    load.edit_config(&[
+        (&format!("sqlite://{}", load.data.display()), &repo.url()),
+        (&load.repo_url(), &repo.url()),
+        ("kind = \"sql_upsert\"", "kind = \"sql_append\""),
+        ("key = [\"id\"], ", ""),
+        ("\"id BIGINT NOT NULL\"", "\"id BIGINT\""),
+    ]);
+    let (_, out) = kill_and_run_again(cfg, &repo, 40_000).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("resumed execution 1"));
     assert_eq!(
@@ -707,25 +693,15 @@ async fn appends_into_a_postgres_repository_are_exactly_once_across_a_kill() {
 /// Starts `sluice serve` (gateway and workers) on a free port.
 fn serve(cfg: &Path) -> std::process::Child {
     let port = sluice_testkit::free_port();
-    Command::new(BIN)
-        .args(["serve", "-c"])
-        .arg(cfg)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
+    serve_with(cfg, &["--listen", &format!("127.0.0.1:{port}")])
+}
+
+/// Starts `sluice serve ARGS`, its output dropped.
+fn serve_with(cfg: &Path, args: &[&str]) -> std::process::Child {
+    command(cfg, &[&["serve"], args].concat())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
-}
-
-fn sluice_cmd(cfg: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("-c")
-        .arg(cfg)
-        .env("RUST_LOG", "warn")
-        .env("SLUICE_TEST_ADMIN", "s3cret-s3cret-s3cret")
-        .output()
         .unwrap()
 }
 
@@ -734,17 +710,8 @@ fn sluice_cmd(cfg: &Path, args: &[&str]) -> Output {
 /// error and `sluice queue dlq retry` runs it again.
 #[tokio::test]
 async fn job_runs_go_through_the_queue_to_a_serve_worker() {
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("air.csv");
-    write_csv(&csv, 3_000, &[]);
-    let data = dir.path().join("data.db");
-    let cfg = config(
-        dir.path(),
-        &csv,
-        &format!("sqlite://{}", data.display()),
-        "",
-    );
-    let mut server = serve(&cfg);
+    let Load { dir, cfg, data, .. } = load(3_000);
+    let server = serve(&cfg);
 
     let out = sluice(&cfg, &["run", "air-load"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -797,30 +764,29 @@ async fn job_runs_go_through_the_queue_to_a_serve_worker() {
         "{}",
         text(&retry)
     );
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
+    let jobs_line = || {
         let s = sluice_cmd(&cfg, &["queue", "stats"]);
-        let line = String::from_utf8_lossy(&s.stdout)
+        String::from_utf8_lossy(&s.stdout)
             .lines()
             .find(|l| l.starts_with("jobs"))
             .map(str::to_owned)
-            .unwrap_or_default();
-        let nums: Vec<&str> = line.split_whitespace().skip(1).collect();
-        if nums == ["0", "0", "0", "0"] {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "the retried run did not finish: {line}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            .unwrap_or_default()
+    };
+    wait_until(
+        30,
+        || {
+            jobs_line()
+                .split_whitespace()
+                .skip(1)
+                .eq(["0", "0", "0", "0"])
+        },
+        || format!("the retried run did not finish: {}", jobs_line()),
+    );
     let hist = sluice(&cfg, &["history", "air-load"]);
     let h = String::from_utf8_lossy(&hist.stdout);
     assert!(h.matches("COMPLETED").count() >= 2, "{h}");
 
-    let _ = Command::new("kill").arg(server.id().to_string()).status();
-    let _ = server.wait();
+    terminate(server);
 }
 
 /// `partitions = 3`: the CSV is split by file offset into three partition tasks;
@@ -828,12 +794,11 @@ async fn job_runs_go_through_the_queue_to_a_serve_worker() {
 /// again (from its checkpoint), not the completed ones.
 #[tokio::test]
 async fn a_partitioned_step_fans_out_and_restarts_only_unfinished_partitions() {
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("air.csv");
-    write_csv(&csv, 6_000, &[]);
+    let load = load(6_000);
+    let (csv, cfg, data) = (&load.csv, &load.cfg, &load.data);
     // Row 5900 (in the last third) gets a pm10 that is not a number, of the same
     // length, so the fixed file has the same byte offsets.
-    let good = std::fs::read_to_string(&csv).unwrap();
+    let good = std::fs::read_to_string(csv).unwrap();
     let row = good
         .lines()
         .find(|l| l.starts_with("5900,"))
@@ -845,41 +810,59 @@ async fn a_partitioned_step_fans_out_and_restarts_only_unfinished_partitions() {
         fields[0], fields[1], fields[2], &bad_pm10, fields[4], fields[5],
     ]
     .join(",");
-    std::fs::write(&csv, good.replace(&row, &bad_row)).unwrap();
-    let data = dir.path().join("data.db");
-    let cfg = config(
-        dir.path(),
-        &csv,
-        &format!("sqlite://{}", data.display()),
-        "",
-    );
-    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(
+    std::fs::write(csv, good.replace(&row, &bad_row)).unwrap();
+    load.edit_config(&[(
         "chunk = 1000\nskip_limit = 5",
         "chunk = 500\nskip_limit = 0\npartitions = 3",
-    );
-    std::fs::write(&cfg, text_cfg).unwrap();
+    )]);
 
-    let out = sluice(&cfg, &["run", "--local", "air-load"]);
+    let out = sluice(cfg, &["run", "--local", "air-load"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let all = text(&out);
     assert!(all.contains("partition 2/3 failed"), "{all}");
-    let hist = sluice(&cfg, &["history", "air-load:load"]);
+    let hist = sluice(cfg, &["history", "air-load:load"]);
     let h = String::from_utf8_lossy(&hist.stdout).to_string();
     assert_eq!(h.matches("COMPLETED").count(), 2, "{h}");
     assert_eq!(h.matches("FAILED").count(), 1, "{h}");
     assert!(h.contains("partition=2/3"), "{h}");
 
     // Fix the row (same length) and restart: only partition 2 runs again.
-    std::fs::write(&csv, &good).unwrap();
-    let out = sluice(&cfg, &["run", "--local", "air-load"]);
+    std::fs::write(csv, &good).unwrap();
+    let out = sluice(cfg, &["run", "--local", "air-load"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(sqlite_rows(&data).await, expected_sums(6_000, &[]));
-    let hist = sluice(&cfg, &["history", "air-load:load"]);
+    assert_eq!(sqlite_rows(data).await, expected_sums(6_000, &[]));
+    let hist = sluice(cfg, &["history", "air-load:load"]);
     let h = String::from_utf8_lossy(&hist.stdout).to_string();
     assert_eq!(h.lines().count(), 4, "3 partitions + 1 resumed: {h}");
     assert_eq!(h.matches("COMPLETED").count(), 3, "{h}");
     let first_two: Vec<&str> = h.lines().filter(|l| !l.contains("partition=2/3")).collect();
     assert_eq!(first_two.len(), 2, "completed partitions ran once: {h}");
+}
+
+/// `jobs.toml` in `dir` (after `head`): a job of one shell step that runs `echo
+/// ECHO`, with one trigger (`names`: job, step, trigger) whose rule is `rule`; its
+/// repository in `dir/repo.db`.
+fn shell_job(dir: &Path, head: &str, names: [&str; 3], echo: &str, rule: &str) -> PathBuf {
+    let [job, step, trigger] = names;
+    let cfg = dir.join("jobs.toml");
+    let text = format!(
+        r#"{head}[repository]
+url = "sqlite://{repo}"
+
+[[job]]
+name = "{job}"
+
+[[job.step]]
+name = "{step}"
+tasklet = {{ kind = "shell", command = "echo {echo}" }}
+
+[[job.trigger]]
+name = "{trigger}"
+{rule}"#,
+        repo = dir.join("repo.db").display(),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
 }
 
 /// A job with `every = "1s"` runs by itself under `sluice serve` (embedded: SQLite
@@ -890,43 +873,18 @@ async fn a_partitioned_step_fans_out_and_restarts_only_unfinished_partitions() {
 async fn triggers_fire_jobs_under_serve_and_can_be_paused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("fires.txt");
-    let cfg = dir.path().join("sched.toml");
     let port = sluice_testkit::free_port();
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[server]
-listen = "127.0.0.1:{port}"
-admin_token = {{ env = "SLUICE_TEST_ADMIN" }}
-
-[repository]
-url = "sqlite://{repo}"
-
-[[job]]
-name = "stamp"
-
-[[job.step]]
-name = "write"
-tasklet = {{ kind = "shell", command = "echo {{{{fire_time}}}} {{{{fire_date}}}} >> {out}" }}
-
-[[job.trigger]]
-name = "tick"
-every = "1s"
-"#,
-            repo = dir.path().join("repo.db").display(),
-            out = out.display(),
-        ),
-    )
-    .unwrap();
-    let mut server = Command::new(BIN)
-        .args(["serve", "-c"])
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .env("SLUICE_TEST_ADMIN", "s3cret-s3cret-s3cret")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let server_table = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_token = {{ env = \"SLUICE_TEST_ADMIN\" }}\n\n"
+    );
+    let cfg = shell_job(
+        dir.path(),
+        &server_table,
+        ["stamp", "write", "tick"],
+        &format!("{{{{fire_time}}}} {{{{fire_date}}}} >> {}", out.display()),
+        "every = \"1s\"\n",
+    );
+    let server = serve_with(&cfg, &[]);
     let lines = |p: &Path| -> Vec<String> {
         std::fs::read_to_string(p)
             .unwrap_or_default()
@@ -934,15 +892,11 @@ every = "1s"
             .map(str::to_owned)
             .collect()
     };
-    let end = Instant::now() + Duration::from_secs(30);
-    while lines(&out).len() < 3 {
-        assert!(
-            Instant::now() < end,
-            "the trigger did not fire 3 times: {:?}",
-            lines(&out)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        30,
+        || lines(&out).len() >= 3,
+        || format!("the trigger did not fire 3 times: {:?}", lines(&out)),
+    );
     let seen = lines(&out);
     let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
     assert_eq!(
@@ -978,43 +932,39 @@ every = "1s"
     );
 
     // The API: without the token 401, with it 202 and a task id.
-    let post = |auth: Option<&str>| {
+    let post = |path: &str, auth: Option<&str>| {
         let mut c = Command::new("curl");
         c.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"]);
         if let Some(a) = auth {
             c.args(["-H", &format!("Authorization: Bearer {a}")]);
         }
-        c.arg(format!("http://127.0.0.1:{port}/api/jobs/stamp/trigger"));
+        c.arg(format!("http://127.0.0.1:{port}{path}"));
         String::from_utf8_lossy(&c.output().unwrap().stdout).to_string()
     };
-    assert!(post(None).ends_with("401"), "{}", post(None));
-    let ok = post(Some("s3cret-s3cret-s3cret"));
+    let trigger = "/api/jobs/stamp/trigger";
+    assert!(
+        post(trigger, None).ends_with("401"),
+        "{}",
+        post(trigger, None)
+    );
+    let ok = post(trigger, Some(ADMIN_TOKEN));
     assert!(ok.ends_with("202") && ok.contains("\"task\""), "{ok}");
-    let end = Instant::now() + Duration::from_secs(20);
-    while lines(&out).len() == before {
-        assert!(Instant::now() < end, "the API-triggered run did not happen");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        20,
+        || lines(&out).len() != before,
+        || "the API-triggered run did not happen".into(),
+    );
 
     // Resume through the API (named trigger: /api/schedule/JOB/NAME/resume).
-    let r = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
-        .args(["-H", "Authorization: Bearer s3cret-s3cret-s3cret"])
-        .arg(format!(
-            "http://127.0.0.1:{port}/api/schedule/stamp/tick/resume"
-        ))
-        .output()
-        .unwrap();
-    let r = String::from_utf8_lossy(&r.stdout).to_string();
+    let r = post("/api/schedule/stamp/tick/resume", Some(ADMIN_TOKEN));
     assert!(r.ends_with("200") && r.contains("\"paused\":false"), "{r}");
     let n = lines(&out).len();
-    let end = Instant::now() + Duration::from_secs(20);
-    while lines(&out).len() < n + 2 {
-        assert!(Instant::now() < end, "a resumed trigger fires again");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let _ = Command::new("kill").arg(server.id().to_string()).status();
-    let _ = server.wait();
+    wait_until(
+        20,
+        || lines(&out).len() >= n + 2,
+        || "a resumed trigger fires again".into(),
+    );
+    terminate(server);
 }
 
 /// `watch`: files arriving in a directory run the job with their path, once each
@@ -1027,33 +977,16 @@ async fn files_arriving_in_a_watched_directory_run_the_job_once_each() {
     std::fs::create_dir(&inbox).unwrap();
     std::fs::write(inbox.join("early.csv"), "x\n").unwrap();
     let out = dir.path().join("seen.txt");
-    let cfg = dir.path().join("watch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[repository]
-url = "sqlite://{repo}"
-
-[[job]]
-name = "ingest"
-
-[[job.step]]
-name = "note"
-tasklet = {{ kind = "shell", command = "echo {{{{params.path}}}} >> {out}" }}
-
-[[job.trigger]]
-name = "inbox"
-watch = "{inbox}"
-pattern = "*.csv"
-param = "path"
-settle = "300ms"
-"#,
-            repo = dir.path().join("repo.db").display(),
-            out = out.display(),
-            inbox = inbox.display(),
+    let cfg = shell_job(
+        dir.path(),
+        "",
+        ["ingest", "note", "inbox"],
+        &format!("{{{{params.path}}}} >> {}", out.display()),
+        &format!(
+            "watch = \"{}\"\npattern = \"*.csv\"\nparam = \"path\"\nsettle = \"300ms\"\n",
+            inbox.display()
         ),
-    )
-    .unwrap();
+    );
     let nodes: Vec<_> = (0..2).map(|_| serve(&cfg)).collect();
     std::thread::sleep(Duration::from_millis(1500));
     std::fs::write(inbox.join("a.csv"), "1\n").unwrap();
@@ -1068,11 +1001,11 @@ settle = "300ms"
         v.sort();
         v
     };
-    let end = Instant::now() + Duration::from_secs(30);
-    while seen().len() < 3 {
-        assert!(Instant::now() < end, "files not picked up: {:?}", seen());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        30,
+        || seen().len() >= 3,
+        || format!("files not picked up: {:?}", seen()),
+    );
     // Both nodes saw every event; wait for a possible second run.
     std::thread::sleep(Duration::from_millis(2000));
     assert_eq!(seen(), ["a.csv", "b.csv", "early.csv"]);
@@ -1082,8 +1015,5 @@ settle = "300ms"
         l.contains("ingest/inbox") && l.contains("watch") && l.contains("*.csv"),
         "{l}"
     );
-    for mut n in nodes {
-        let _ = Command::new("kill").arg(n.id().to_string()).status();
-        let _ = n.wait();
-    }
+    nodes.into_iter().for_each(terminate);
 }

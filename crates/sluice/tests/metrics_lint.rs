@@ -132,15 +132,9 @@ async fn tiered_store_purges(h: &Harness, redis_url: &str) {
     let path = air("대구");
     assert_eq!(node.get(&path).await.status, 200);
     let r = node
-        .client
-        .post(format!("{}/admin/purge", node.base))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(json!({ "url": path }).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+        .purge(&json!({ "url": path }).to_string(), Some(ADMIN))
+        .await;
+    assert_eq!(r.status, 200);
     wait_for_metric("sluice_store_purge_notices_total{").await;
 }
 

@@ -57,13 +57,18 @@ pub(crate) fn logs() -> String {
     String::from_utf8_lossy(&init_logs().lock().unwrap()).into_owned()
 }
 
-/// A running simulated upstream and gateway.
+/// A running simulated upstream and a gateway node in front of it (the node's
+/// fields and methods are the harness's: `h.base`, `h.get(…)`).
 pub(crate) struct Harness {
     pub(crate) sim: SimUpstream,
-    pub(crate) gw: Running,
-    pub(crate) base: String,
-    pub(crate) clock: ManualClock,
-    pub(crate) client: reqwest::Client,
+    pub(crate) node: Node,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
 }
 
 /// Default pieces of the config; `{SIM}` is replaced by the sim's base URL and
@@ -90,6 +95,23 @@ stale_if_error = "6h"
 key_query = ["sidoName", "pageNo", "numOfRows", "returnType", "ver"]
 "#;
 
+/// An `[[upstream]]` table: `name` at `base_url`, no retries, `timeout`, then
+/// the `extra` lines (secrets, `ok_when`).
+pub(crate) fn upstream_toml(name: &str, base_url: &str, timeout: &str, extra: &str) -> String {
+    format!(
+        "\n[[upstream]]\nname = \"{name}\"\nbase_url = \"{base_url}\"\ntimeout = \"{timeout}\"\n\
+         retries = {{ max = 0, backoff = \"10ms\" }}\n{extra}"
+    )
+}
+
+/// A `[[route]]` table: `name` serves `path` from `upstream`, fresh for `ttl`,
+/// then the `extra` lines.
+pub(crate) fn route_toml(name: &str, path: &str, upstream: &str, ttl: &str, extra: &str) -> String {
+    format!(
+        "\n[[route]]\nname = \"{name}\"\npath = \"{path}\"\nupstream = \"{upstream}\"\nttl = \"{ttl}\"\n{extra}"
+    )
+}
+
 impl Harness {
     /// Starts a sim with `sim_cfg` (its key forced to [`KEY`]) and a gateway
     /// configured by `config` (a TOML text with `{SIM}` placeholders).
@@ -98,13 +120,7 @@ impl Harness {
         sim_cfg.service_key = KEY.into();
         let sim = SimUpstream::start(sim_cfg).await.unwrap();
         let node = Node::start(&sim, config).await;
-        Harness {
-            sim,
-            gw: node.gw,
-            base: node.base,
-            clock: node.clock,
-            client: node.client,
-        }
+        Harness { sim, node }
     }
 
     /// The default sim (10 ms latency) behind `UPSTREAM` + `ROUTE` + `extra`.
@@ -112,11 +128,14 @@ impl Harness {
         Self::start(fast_sim(), &format!("{UPSTREAM}{ROUTE}{extra}")).await
     }
 
-    /// `GET base + path`.
-    pub(crate) async fn get(&self, path: &str) -> Resp {
-        self.get_with(path, &[]).await
+    /// The default sim behind `UPSTREAM` + `ROUTE`, with `server` (lines of the
+    /// `[server]` table) before them.
+    pub(crate) async fn with_server(server: &str) -> Harness {
+        Self::start(fast_sim(), &format!("{server}\n{UPSTREAM}{ROUTE}")).await
     }
+}
 
+impl Node {
     /// Starts one `GET` per path, all at once, and returns their tasks.
     pub(crate) fn spawn_gets(
         &self,
@@ -139,6 +158,38 @@ impl Harness {
             r = r.header(*k, *v);
         }
         Resp::from(r.send().await.unwrap()).await
+    }
+
+    /// A `method` request for `base + path`.
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    /// `method base + path` with `token` as bearer (or none) and a JSON `body`
+    /// (or none), read.
+    pub(crate) async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Resp {
+        let mut r = self.request(method, path);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        Resp::from(r.send().await.unwrap()).await
+    }
+
+    /// `POST /admin/purge` with a JSON `body` and `token` (or none), read.
+    pub(crate) async fn purge(&self, body: &str, token: Option<&str>) -> Resp {
+        self.admin(reqwest::Method::POST, "/admin/purge", token, Some(body))
+            .await
     }
 }
 
@@ -204,14 +255,13 @@ impl Node {
 
     /// `GET base + path`.
     pub(crate) async fn get(&self, path: &str) -> Resp {
-        Resp::from(
-            self.client
-                .get(format!("{}{path}", self.base))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        self.get_with(path, &[]).await
+    }
+
+    /// Asserts that `/metrics` contains `needle` (the page in the message).
+    pub(crate) async fn expect_metric(&self, needle: &str) {
+        let m = self.get("/metrics").await.body;
+        assert!(m.contains(needle), "{m}");
     }
 }
 
@@ -245,6 +295,14 @@ impl Resp {
 
     pub(crate) fn cache_status(&self) -> String {
         self.header("cache-status")
+    }
+
+    /// Asserts that `Cache-Status` contains `needle`; the message is `what` and
+    /// the header.
+    #[track_caller]
+    pub(crate) fn expect_cache_status(&self, needle: &str, what: &str) {
+        let cs = self.cache_status();
+        assert!(cs.contains(needle), "{what}{cs}");
     }
 
     pub(crate) fn header(&self, name: &str) -> String {
