@@ -34,3 +34,12 @@ pub enum StoreError {
         message: String,
     },
 }
+
+impl From<sluice_core::Unavailable> for StoreError {
+    fn from(e: sluice_core::Unavailable) -> Self {
+        Self::Unavailable {
+            store: e.store,
+            message: e.message,
+        }
+    }
+}

@@ -30,10 +30,10 @@ use tokio::sync::Mutex;
 use crate::codec;
 use crate::entry::Entry;
 use crate::error::StoreError;
-use crate::health::Backend;
+use sluice_core::Backend;
 use crate::metrics;
 use crate::store::{PutOutcome, Store, StoreStats};
-use crate::{Clock, SystemClock};
+use sluice_core::{Clock, SystemClock};
 
 /// Memcached's limit for relative expiry times, in seconds.
 const RELATIVE_TTL_LIMIT: i64 = 30 * 24 * 3600;

@@ -15,7 +15,7 @@ use moka::future::Cache;
 use crate::entry::Entry;
 use crate::error::StoreError;
 use crate::store::{PutOutcome, Store, StoreStats};
-use crate::{Clock, SystemClock};
+use sluice_core::{Clock, SystemClock};
 
 /// Builder for [`MemoryStore`].
 #[derive(Debug)]
@@ -211,7 +211,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ManualClock;
+    use sluice_core::ManualClock;
     use bytes::Bytes;
 
     fn entry(now: i64, body: usize, ttl: u64) -> Arc<Entry> {

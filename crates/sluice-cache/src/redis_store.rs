@@ -12,9 +12,9 @@ use bytes::Bytes;
 use crate::codec;
 use crate::entry::Entry;
 use crate::error::StoreError;
-use crate::redis::Redis;
+use sluice_core::Redis;
 use crate::store::{PutOutcome, Store, StoreStats};
-use crate::{Clock, SystemClock};
+use sluice_core::{Clock, SystemClock};
 
 /// Entries in Redis (a server or a cluster).
 #[derive(Debug, Clone)]

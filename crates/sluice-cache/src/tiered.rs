@@ -18,7 +18,7 @@ use crate::entry::Entry;
 use crate::error::StoreError;
 use crate::memory::MemoryStore;
 use crate::metrics;
-use crate::redis::{Event, Redis};
+use sluice_core::redis::{Event, Redis};
 use crate::store::{PutOutcome, Store, StoreStats};
 
 /// Memory in front of a shared store.

@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 use redis::Script;
-use sluice_cache::{Redis, RedisOptions, StoreError};
+use sluice_core::{Redis, RedisOptions, Unavailable};
 
 use crate::broker::{Broker, QueueError};
 use crate::task::{
@@ -298,7 +298,7 @@ impl fmt::Debug for RedisBroker {
     }
 }
 
-fn unavailable(e: StoreError) -> QueueError {
+fn unavailable(e: Unavailable) -> QueueError {
     metrics::counter!(crate::metrics::BROKER_ERRORS, "broker" => "redis").increment(1);
     QueueError::Unavailable {
         broker: "redis",
@@ -343,7 +343,7 @@ impl RedisBroker {
             timeout: Duration::from_secs(2),
             ..RedisOptions::default()
         };
-        let redis = Redis::connect(&opts).map_err(QueueError::Invalid)?;
+        let redis = Redis::connect(&opts).map_err(|e| QueueError::Invalid(e.to_string()))?;
         Ok(Self::new(redis))
     }
 
@@ -399,7 +399,7 @@ impl RedisBroker {
     ) -> Result<Vec<Enqueued>, QueueError> {
         let k = self.keys(queue);
         // The envelope's created_at is this node's clock; deadlines use Redis's.
-        let now = sluice_cache::Clock::now_millis(&sluice_cache::SystemClock);
+        let now = sluice_core::Clock::now_millis(&sluice_core::SystemClock);
         let mut inv = self.scripts.enqueue.key(&k.ready);
         inv.key(&k.delayed).arg(&k.task).arg(&k.idem);
         for t in tasks {

@@ -328,11 +328,11 @@ impl Task for Add {
 async fn typed_tasks_and_rate_limits(broker: Arc<dyn Broker>) {
     let starts = Arc::new(Mutex::new(Vec::new()));
     let s = starts.clone();
-    let quota = sluice_cache::LocalQuota::new(
+    let quota = sluice_core::LocalQuota::new(
         std::num::NonZeroU32::new(5),
         None,
         chrono_tz::UTC,
-        Arc::new(sluice_cache::SystemClock),
+        Arc::new(sluice_core::SystemClock),
     );
     let w = Worker::builder(broker.clone())
         .queue("math", 4)
@@ -447,14 +447,14 @@ async fn a_rate_limit_on_redis_is_shared_by_every_worker() {
     let starts = Arc::new(Mutex::new(Vec::new()));
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let quota = sluice_cache::RedisQuota::new(
+        let quota = sluice_core::RedisQuota::new(
             broker.redis().clone(),
             "task:limited",
-            sluice_cache::LocalQuota::new(
+            sluice_core::LocalQuota::new(
                 std::num::NonZeroU32::new(4),
                 None,
                 chrono_tz::UTC,
-                Arc::new(sluice_cache::SystemClock),
+                Arc::new(sluice_core::SystemClock),
             ),
         );
         let s = starts.clone();

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use sluice_cache::{Clock, UnixMillis};
+use sluice_core::{Clock, UnixMillis};
 use tokio::sync::{Notify, watch};
 
 use crate::claim::{ClaimStore, LastFire};

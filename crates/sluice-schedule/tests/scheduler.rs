@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use sluice_cache::{Clock, Redis, RedisOptions, SystemClock};
+use sluice_core::{Clock, Redis, RedisOptions, SystemClock};
 use sluice_schedule::{
     ClaimStore, Launcher, Misfire, Overlap, RedisClaims, Scheduler, SqlClaims, TriggerDef,
     TriggerSpec, misfires,

@@ -231,7 +231,7 @@ return {0, wait, used}
 /// While Redis does not answer, each node falls back to its own [`LocalQuota`]
 /// (the outage is logged once by [`crate::Backend`]).
 pub struct RedisQuota {
-    redis: Arc<crate::redis::Redis>,
+    redis: Arc<crate::Redis>,
     name: String,
     local: LocalQuota,
     script: redis::Script,
@@ -251,7 +251,7 @@ impl fmt::Debug for RedisQuota {
 impl RedisQuota {
     /// The budget of upstream `name`, with the same limits as `local`, which is
     /// also the fallback while Redis is down.
-    pub fn new(redis: Arc<crate::redis::Redis>, name: &str, local: LocalQuota) -> Self {
+    pub fn new(redis: Arc<crate::Redis>, name: &str, local: LocalQuota) -> Self {
         Self {
             redis,
             name: name.to_owned(),
