@@ -18,16 +18,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use sluice_cache::{
-    Acquire, Clock, Coalescer, Entry, Freshness, PutOutcome, SharedFlights, Store, StoreError,
-    StoreStats, SystemClock,
+    Acquire, CacheTarget, Coalescer, Entry, Freshness, KeyError, KeyErrorKind, PutOutcome,
+    SharedFlights, Store, StoreError, StoreStats,
 };
+use sluice_core::{Clock, SystemClock};
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::key::{self, Param};
 use crate::metrics;
 use crate::outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 use crate::route::{Route, RouteSpec, Ttl};
-use crate::upstream::{Upstream, UpstreamResponse};
+use sluice_upstream::{Upstream, UpstreamErrorKind, UpstreamResponse};
 
 /// Response headers kept in an entry and replayed to clients. The upstream has
 /// scrubbed every secret from them already.
@@ -384,7 +385,10 @@ impl Gateway {
         fallback: Option<Arc<Entry>>,
         now: i64,
     ) -> (Response, CacheOutcome) {
-        let quota = matches!(err.kind, ErrorKind::QuotaExceeded { .. });
+        let quota = matches!(
+            err.kind,
+            ErrorKind::Upstream(UpstreamErrorKind::QuotaExceeded { .. })
+        );
         // A quota refusal may use any entry still held; other failures only one in
         // its stale window (the store may hold one we have not looked at yet when the
         // failure came from a coalesced call).
@@ -809,6 +813,25 @@ fn upstream_ttl(h: &HeaderMap, now: i64) -> Option<Duration> {
         .map(|x| x.as_millis() as i64)
         .unwrap_or(0);
     Some(Duration::from_millis((exp_ms - base).max(0) as u64))
+}
+
+/// Batch jobs write entries under the keys clients' requests have: the cache
+/// writer and the HTTP reader's cache-through reach the gateway through this.
+impl CacheTarget for Gateway {
+    fn key_for(&self, path_and_query: &str) -> Result<String, KeyError> {
+        Gateway::key_for(self, path_and_query).map_err(|e| KeyError {
+            kind: if e.kind == ErrorKind::NoRoute {
+                KeyErrorKind::NoRoute
+            } else {
+                KeyErrorKind::Refused
+            },
+            message: e.to_string(),
+        })
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        Gateway::store(self)
+    }
 }
 
 #[cfg(test)]
