@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_spanned::Spanned;
-use sluice_cache::{Clock, LocalQuota, Quota, RedisQuota};
+use sluice_core::{Clock, LocalQuota, Quota, RedisQuota, Secret};
 
 mod job;
 mod queue;
@@ -33,9 +33,8 @@ pub use job::{
     WatchConfig, placeholders, substitute, substitute_str,
 };
 pub use queue::{JOBS_QUEUE, QueueConfig, RawQueue};
-use sluice_gateway::{
-    Gateway, OkWhen, RetryPolicy, RouteSpec, Secret, Ttl, Upstream, UpstreamSpec,
-};
+use sluice_gateway::{Gateway, RouteSpec, Ttl};
+use sluice_upstream::{OkWhen, RetryPolicy, Upstream, UpstreamSpec};
 pub use store::{RawCluster, RawStore, StoreKind};
 
 /// A duration written as text: `"200ms"`, `"5s"`, `"10m"`, `"6h"`, `"1d"`.
@@ -650,7 +649,7 @@ impl Env<'_> {
     pub fn process() -> Env<'static> {
         Env {
             var: &|n| std::env::var(n).ok(),
-            clock: Arc::new(sluice_cache::SystemClock),
+            clock: Arc::new(sluice_core::SystemClock),
             secrets_optional: false,
         }
     }
@@ -791,7 +790,7 @@ impl RawConfig {
                 .and_then(|p| match OkWhen::compile(p.get_ref()) {
                     Ok(o) => Some(o),
                     Err(e) => {
-                        errs.push(src.err(span(p), at("ok_when"), e));
+                        errs.push(src.err(span(p), at("ok_when"), e.to_string()));
                         None
                     }
                 });

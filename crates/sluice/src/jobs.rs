@@ -338,7 +338,7 @@ fn upstream(
     settings: &Settings,
     name: &str,
     what: &str,
-) -> Result<Arc<sluice_gateway::Upstream>, String> {
+) -> Result<Arc<sluice_upstream::Upstream>, String> {
     settings.upstreams.get(name).cloned().ok_or_else(|| {
         let known: Vec<&str> = settings.upstreams.keys().map(String::as_str).collect();
         format!(
@@ -423,9 +423,9 @@ fn build_reader(
             items,
             total,
         } => {
-            use sluice_batch::http_reader::{HttpPagesReader, Pagination};
+            use sluice_batch::readers::{HttpPagesReader, Pagination};
             let jq = |src: &str, key: &str| {
-                sluice_gateway::Jq::compile(src).map_err(|e| format!("{what}: {key}: {e}"))
+                sluice_upstream::Jq::compile(src).map_err(|e| format!("{what}: {key}: {e}"))
             };
             let sized = |kind: &str| -> Result<(String, u64), String> {
                 Ok((
@@ -627,7 +627,7 @@ fn build_writer(
         }
         WriterCfg::Jsonl { path } => Box::new(FileWriter::json_lines(path)),
         WriterCfg::Cache { path, ttl } => Box::new(
-            sluice_batch::cache_writer::CacheWriter::new(
+            sluice_batch::writers::CacheWriter::new(
                 settings.gateway.clone(),
                 &path,
                 duration(&ttl, what)?,

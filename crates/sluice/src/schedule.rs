@@ -28,12 +28,12 @@ use crate::job_task::{JobRunInput, job_run_task};
 pub async fn claims(settings: &Settings) -> Result<Arc<dyn ClaimStore>, String> {
     let url = &settings.queue.url;
     if url.starts_with("redis") {
-        let opts = sluice_cache::RedisOptions {
+        let opts = sluice_core::RedisOptions {
             urls: vec![url.clone()],
             namespace: settings.queue.namespace.clone(),
-            ..sluice_cache::RedisOptions::default()
+            ..sluice_core::RedisOptions::default()
         };
-        let redis = sluice_cache::Redis::connect(&opts)?;
+        let redis = sluice_core::Redis::connect(&opts).map_err(|e| e.to_string())?;
         Ok(Arc::new(RedisClaims::new(redis)))
     } else {
         Ok(Arc::new(
@@ -200,7 +200,7 @@ pub async fn start(settings: Arc<Settings>) -> Result<Option<Running>, String> {
             .map(|t| t.def.clone())
             .collect();
         tracing::info!(triggers = defs.len(), "scheduler started");
-        Some(Scheduler::start(defs, store, launcher, Arc::new(sluice_cache::SystemClock)).await)
+        Some(Scheduler::start(defs, store, launcher, Arc::new(sluice_core::SystemClock)).await)
     };
     Ok(Some(Running {
         scheduler,

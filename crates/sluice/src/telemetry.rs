@@ -62,6 +62,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 fn describe_metrics() {
     sluice_cache::metrics::describe();
     sluice_gateway::metrics::describe();
+    sluice_upstream::metrics::describe();
     sluice_queue::metrics::describe();
     sluice_schedule::scheduler::describe_metrics();
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sluice_cache::SystemClock;
+use sluice_core::SystemClock;
 use sluice_queue::{
     Broker, Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, NewTask, QueueError,
     QueueStats, RedisBroker, RetryPolicy, TaskError, TaskId, TaskState, TaskStatus, Worker,
