@@ -52,8 +52,8 @@ use serde_json::json;
 use sluice_core::{Redis, RedisOptions, SystemClock, UnixMillis};
 use sluice_queue::{Broker, NewTask, RedisBroker};
 use sluice_schedule::{
-    ClaimError, ClaimStore, LastFire, Launcher, Misfire, Overlap, RedisClaims, Scheduler,
-    TriggerDef, TriggerSpec,
+    ClaimError, ClaimStore, LastFire, LaunchError, Launcher, Misfire, Overlap, RedisClaims,
+    Scheduler, TriggerDef, TriggerSpec,
 };
 
 struct Args {
@@ -203,7 +203,7 @@ struct BenchLauncher {
 
 #[async_trait]
 impl Launcher for BenchLauncher {
-    async fn launch(&self, t: &TriggerDef, at: DateTime<Utc>) -> Result<String, String> {
+    async fn launch(&self, t: &TriggerDef, at: DateTime<Utc>) -> Result<String, LaunchError> {
         let at_ms = at.timestamp_millis();
         let late = unix_micros() - at_ms * 1000;
         self.fires
@@ -224,7 +224,7 @@ impl Launcher for BenchLauncher {
             Ok(e) => Ok(e.id.to_string()),
             Err(e) => {
                 self.enqueue_errors.fetch_add(1, Ordering::Relaxed);
-                Err(e.to_string())
+                Err(LaunchError::Enqueue(e.to_string()))
             }
         }
     }

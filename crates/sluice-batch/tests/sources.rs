@@ -16,15 +16,15 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sluice_batch::readers::{HttpPagesReader, Pagination};
-use sluice_batch::writers::CacheWriter;
 use sluice_batch::sql_reader::SqlReader;
 use sluice_batch::tasklets::{BatchLoop, HttpTasklet, ShellTasklet, SqlTasklet};
+use sluice_batch::writers::CacheWriter;
 use sluice_batch::{ReadError, Reader, Tasklet, WriteError, Writer};
 use sluice_cache::{Entry, MemoryStore, PutOutcome, Store, StoreError, StoreStats};
 use sluice_core::{LocalQuota, Secret};
 use sluice_gateway::{Gateway, RouteSpec, Ttl};
-use sluice_upstream::{Jq, OkWhen, RetryPolicy, Upstream, UpstreamSpec, encode_component};
 use sluice_testkit::{Fault, SimConfig, SimUpstream};
+use sluice_upstream::{Jq, OkWhen, RetryPolicy, Upstream, UpstreamSpec, encode_component};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const OP: &str = "/getCtprvnRltmMesureDnsty";

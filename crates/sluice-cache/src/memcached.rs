@@ -30,9 +30,9 @@ use tokio::sync::Mutex;
 use crate::codec;
 use crate::entry::Entry;
 use crate::error::StoreError;
-use sluice_core::Backend;
 use crate::metrics;
 use crate::store::{PutOutcome, Store, StoreStats};
+use sluice_core::Backend;
 use sluice_core::{Clock, SystemClock};
 
 /// Memcached's limit for relative expiry times, in seconds.

@@ -211,8 +211,8 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::ManualClock;
     use bytes::Bytes;
+    use sluice_core::ManualClock;
 
     fn entry(now: i64, body: usize, ttl: u64) -> Arc<Entry> {
         Arc::new(Entry::new(

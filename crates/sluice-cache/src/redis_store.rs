@@ -12,8 +12,8 @@ use bytes::Bytes;
 use crate::codec;
 use crate::entry::Entry;
 use crate::error::StoreError;
-use sluice_core::Redis;
 use crate::store::{PutOutcome, Store, StoreStats};
+use sluice_core::Redis;
 use sluice_core::{Clock, SystemClock};
 
 /// Entries in Redis (a server or a cluster).

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_cache::{Entry, MemcachedOptions, MemcachedStore, PutOutcome, RedisStore, Store, StoreError};
+use sluice_cache::{
+    Entry, MemcachedOptions, MemcachedStore, PutOutcome, RedisStore, Store, StoreError,
+};
 use sluice_core::{
     Clock, LocalQuota, Quota, QuotaExceeded, Redis, RedisOptions, RedisQuota, SystemClock,
 };

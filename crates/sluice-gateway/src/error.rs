@@ -152,9 +152,10 @@ impl GatewayError {
         match &self.kind {
             ErrorKind::NoRoute => "no route matches this path".into(),
             ErrorKind::Internal => "internal error; see the sluice log".into(),
-            ErrorKind::Upstream(k) => {
-                k.public_message(self.upstream.as_deref().unwrap_or("upstream"), &self.context)
-            }
+            ErrorKind::Upstream(k) => k.public_message(
+                self.upstream.as_deref().unwrap_or("upstream"),
+                &self.context,
+            ),
             _ => self.context.clone(),
         }
     }
@@ -183,13 +184,7 @@ impl fmt::Display for GatewayError {
             self.kind,
             ErrorKind::Upstream(UpstreamErrorKind::QuotaExceeded { .. })
         );
-        write_error(
-            f,
-            self.code(),
-            &self.public_message(),
-            &self.context,
-            quota,
-        )
+        write_error(f, self.code(), &self.public_message(), &self.context, quota)
     }
 }
 

@@ -67,6 +67,20 @@ pub struct TriggerDef {
     pub overlap: Overlap,
 }
 
+/// Why a fire (or an arrived file) could not start its job's run. The fire is
+/// recorded as an error with this message.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// The queue refused the run or did not answer.
+    #[error("{0}")]
+    Enqueue(String),
+    /// What the fire asks for cannot be done (an unknown trigger or job, bad
+    /// parameters).
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// What a fire asks of the outside world: enqueue a job run, and say whether an
 /// earlier one is still going.
 #[async_trait]
@@ -76,8 +90,9 @@ pub trait Launcher: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// Why it could not (the fire is recorded as an error).
-    async fn launch(&self, trigger: &TriggerDef, at: DateTime<Utc>) -> Result<String, String>;
+    /// A [`LaunchError`] saying why it could not (the fire is recorded as an
+    /// error).
+    async fn launch(&self, trigger: &TriggerDef, at: DateTime<Utc>) -> Result<String, LaunchError>;
 
     /// Whether the task `task` (an earlier fire's) is still queued or running.
     async fn running(&self, task: &str) -> bool;
@@ -421,7 +436,7 @@ async fn launch(state: &Arc<State>, i: usize, at: DateTime<Utc>) -> Fired {
                     },
                 )
                 .await;
-            Fired::Error(e)
+            Fired::Error(e.to_string())
         }
     }
 }

@@ -218,8 +218,10 @@ impl UpstreamError {
 
     /// The message a client sees.
     pub fn public_message(&self) -> String {
-        self.kind
-            .public_message(self.upstream.as_deref().unwrap_or("upstream"), &self.context)
+        self.kind.public_message(
+            self.upstream.as_deref().unwrap_or("upstream"),
+            &self.context,
+        )
     }
 }
 

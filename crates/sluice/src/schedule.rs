@@ -13,8 +13,8 @@ use clap::Subcommand;
 use sluice_batch::model::Params;
 use sluice_queue::{Broker, TaskState};
 use sluice_schedule::{
-    ClaimStore, FileLauncher, FileTrigger, Launcher, RedisClaims, Scheduler, SqlClaims, TriggerDef,
-    Watchers,
+    ClaimStore, FileLauncher, FileTrigger, LaunchError, Launcher, RedisClaims, Scheduler,
+    SqlClaims, TriggerDef, Watchers,
 };
 
 use crate::config::{JOBS_QUEUE, Settings};
@@ -80,7 +80,7 @@ impl JobLauncher {
 
 #[async_trait]
 impl Launcher for JobLauncher {
-    async fn launch(&self, trigger: &TriggerDef, at: DateTime<Utc>) -> Result<String, String> {
+    async fn launch(&self, trigger: &TriggerDef, at: DateTime<Utc>) -> Result<String, LaunchError> {
         let params = fire_params(&self.settings, trigger, at);
         let input = JobRunInput {
             job: trigger.job.clone(),
@@ -93,7 +93,11 @@ impl Launcher for JobLauncher {
             trigger.id,
             at.timestamp_millis()
         ));
-        let e = self.broker.enqueue(task).await.map_err(|e| e.to_string())?;
+        let e = self
+            .broker
+            .enqueue(task)
+            .await
+            .map_err(|e| LaunchError::Enqueue(e.to_string()))?;
         Ok(e.id.to_string())
     }
 
@@ -114,7 +118,7 @@ impl FileLauncher for JobLauncher {
         &self,
         trigger: &FileTrigger,
         path: &std::path::Path,
-    ) -> Result<String, String> {
+    ) -> Result<String, LaunchError> {
         let Some(w) = self
             .settings
             .jobs
@@ -122,7 +126,10 @@ impl FileLauncher for JobLauncher {
             .iter()
             .find(|w| w.trigger.id == trigger.id)
         else {
-            return Err(format!("unknown trigger {}", trigger.id));
+            return Err(LaunchError::Invalid(format!(
+                "unknown trigger {}",
+                trigger.id
+            )));
         };
         let mut params: Params = self
             .settings
@@ -140,7 +147,11 @@ impl FileLauncher for JobLauncher {
             rerun: false,
         };
         let task = job_run_task(&input);
-        let e = self.broker.enqueue(task).await.map_err(|e| e.to_string())?;
+        let e = self
+            .broker
+            .enqueue(task)
+            .await
+            .map_err(|e| LaunchError::Enqueue(e.to_string()))?;
         Ok(e.id.to_string())
     }
 }
