@@ -4,6 +4,9 @@
 //! things happen; the depth gauges are refreshed by [`Worker`](crate::Worker)s
 //! from [`Broker::stats`](crate::Broker::stats) every few seconds.
 
+use metrics::Unit;
+use sluice_core::metrics::{Family, Kind};
+
 /// Tasks enqueued, by queue (`queue`) and outcome (`new` | `duplicate`).
 pub const ENQUEUED: &str = "sluice_tasks_enqueued_total";
 /// Tasks acknowledged as completed, by queue.
@@ -23,57 +26,69 @@ pub const LEASES_LOST: &str = "sluice_task_leases_lost_total";
 /// Broker calls that failed, by broker kind (`broker`).
 pub const BROKER_ERRORS: &str = "sluice_queue_broker_errors_total";
 
+const FAMILIES: &[Family] = &[
+    (
+        Kind::Counter,
+        ENQUEUED,
+        Unit::Count,
+        "Tasks enqueued, by queue and outcome (new, or duplicate of an idempotency key).",
+    ),
+    (
+        Kind::Counter,
+        COMPLETED,
+        Unit::Count,
+        "Tasks acknowledged after their handler returned, by queue.",
+    ),
+    (
+        Kind::Counter,
+        FAILED,
+        Unit::Count,
+        "Failed task attempts, by queue, task and outcome (retry, dead, lease_lost).",
+    ),
+    (
+        Kind::Counter,
+        RETRIED,
+        Unit::Count,
+        "Task retries scheduled with backoff, by queue and task.",
+    ),
+    (
+        Kind::Histogram,
+        DURATION,
+        Unit::Seconds,
+        "Handler run time of one task attempt in seconds, by queue and task.",
+    ),
+    (
+        Kind::Gauge,
+        IN_FLIGHT,
+        Unit::Count,
+        "Task handlers running in this process, by queue.",
+    ),
+    (
+        Kind::Gauge,
+        DEPTH,
+        Unit::Count,
+        "Tasks per queue and state (ready, delayed, running, dead), refreshed by each worker every 5 s.",
+    ),
+    (
+        Kind::Counter,
+        LEASES_LOST,
+        Unit::Count,
+        "Task leases that ran out before the handler finished (the task may run twice), by queue.",
+    ),
+    (
+        Kind::Counter,
+        BROKER_ERRORS,
+        Unit::Count,
+        "Broker calls that failed, by broker.",
+    ),
+];
+
 /// Registers the help text and unit of every metric of this module with the
 /// current recorder, so the Prometheus page prints `# HELP` for each family
 /// whether or not it has been recorded yet. Call once, when the recorder is
 /// installed.
 pub fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        ENQUEUED,
-        Unit::Count,
-        "Tasks enqueued, by queue and outcome (new, or duplicate of an idempotency key)."
-    );
-    describe_counter!(
-        COMPLETED,
-        Unit::Count,
-        "Tasks acknowledged after their handler returned, by queue."
-    );
-    describe_counter!(
-        FAILED,
-        Unit::Count,
-        "Failed task attempts, by queue, task and outcome (retry, dead, lease_lost)."
-    );
-    describe_counter!(
-        RETRIED,
-        Unit::Count,
-        "Task retries scheduled with backoff, by queue and task."
-    );
-    describe_histogram!(
-        DURATION,
-        Unit::Seconds,
-        "Handler run time of one task attempt in seconds, by queue and task."
-    );
-    describe_gauge!(
-        IN_FLIGHT,
-        Unit::Count,
-        "Task handlers running in this process, by queue."
-    );
-    describe_gauge!(
-        DEPTH,
-        Unit::Count,
-        "Tasks per queue and state (ready, delayed, running, dead), refreshed by each worker every 5 s."
-    );
-    describe_counter!(
-        LEASES_LOST,
-        Unit::Count,
-        "Task leases that ran out before the handler finished (the task may run twice), by queue."
-    );
-    describe_counter!(
-        BROKER_ERRORS,
-        Unit::Count,
-        "Broker calls that failed, by broker."
-    );
+    sluice_core::metrics::describe(FAMILIES);
 }
 
 /// Records `stats` of `queue` as depth gauges.

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+use metrics::Unit;
+use sluice_core::metrics::{Family, Kind};
 use sluice_core::{Clock, UnixMillis};
 use tokio::sync::{Notify, watch};
 
@@ -34,22 +36,27 @@ pub const LATENESS: &str = "sluice_schedule_fire_lateness_seconds";
 /// `skipped_overlap` | `queued` | `paused` | `error`).
 pub const FIRES: &str = "sluice_schedule_fires_total";
 
+const FAMILIES: &[Family] = &[
+    (
+        Kind::Histogram,
+        LATENESS,
+        Unit::Seconds,
+        "How late a fire was claimed after its due instant, in seconds.",
+    ),
+    (
+        Kind::Counter,
+        FIRES,
+        Unit::Count,
+        "Trigger fires, by trigger and outcome (fired, lost, skipped_overlap, queued, paused, error).",
+    ),
+];
+
 /// Registers the help text and unit of [`LATENESS`] and [`FIRES`] with the
 /// current recorder, so the Prometheus page prints `# HELP` for each family
 /// whether or not it has been recorded yet. Call once, when the recorder is
 /// installed.
 pub fn describe_metrics() {
-    use metrics::{Unit, describe_counter, describe_histogram};
-    describe_histogram!(
-        LATENESS,
-        Unit::Seconds,
-        "How late a fire was claimed after its due instant, in seconds."
-    );
-    describe_counter!(
-        FIRES,
-        Unit::Count,
-        "Trigger fires, by trigger and outcome (fired, lost, skipped_overlap, queued, paused, error)."
-    );
+    sluice_core::metrics::describe(FAMILIES);
 }
 
 /// A configured trigger of a job.
