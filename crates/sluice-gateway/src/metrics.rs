@@ -7,76 +7,16 @@
 
 use std::sync::Arc;
 
-use metrics::{Counter, Unit, counter, gauge};
-use sluice_core::metrics::{Family, Kind};
+use metrics::{Counter, counter, gauge};
 
 use crate::outcome::CacheOutcome;
 
-/// Every metric name the gateway emits.
+/// Every metric name the gateway emits (declared in the workspace catalogue,
+/// `sluice_core::metrics`).
 pub mod names {
-    /// Requests by `route` and `cache_status` (hit, stale, miss, bypass, error).
-    pub const REQUESTS: &str = "sluice_gateway_requests_total";
-    /// Requests that waited for another request's upstream call, by `route`.
-    pub const COALESCED: &str = "sluice_gateway_coalesced_waiters_total";
-    /// Background refreshes started by stale-while-revalidate, by `route`.
-    pub const REVALIDATIONS: &str = "sluice_gateway_revalidations_total";
-    /// Responses not stored, by `route` and `reason`.
-    pub const NOT_STORED: &str = "sluice_gateway_not_stored_total";
-    /// Entries held, by `store`.
-    pub const STORE_ENTRIES: &str = "sluice_store_entries";
-    /// Bytes held, by `store`.
-    pub const STORE_BYTES: &str = "sluice_store_bytes";
-    /// Store operation failures, by `store` and `op` (declared by the store layer).
-    pub use sluice_cache::metrics::names::STORE_ERRORS;
-}
-
-const FAMILIES: &[Family] = &[
-    (
-        Kind::Counter,
-        names::REQUESTS,
-        Unit::Count,
-        "Proxied requests, by route and cache_status (hit, stale, miss, bypass, error).",
-    ),
-    (
-        Kind::Counter,
-        names::COALESCED,
-        Unit::Count,
-        "Requests that waited for another request's upstream call instead of making their own, by route.",
-    ),
-    (
-        Kind::Counter,
-        names::REVALIDATIONS,
-        Unit::Count,
-        "Background refreshes started by stale-while-revalidate, by route.",
-    ),
-    (
-        Kind::Counter,
-        names::NOT_STORED,
-        Unit::Count,
-        "Upstream answers that were not stored, by route and reason.",
-    ),
-    (
-        Kind::Gauge,
-        names::STORE_ENTRIES,
-        Unit::Count,
-        "Entries held by the store, by store (refreshed on each scrape).",
-    ),
-    (
-        Kind::Gauge,
-        names::STORE_BYTES,
-        Unit::Bytes,
-        "Bytes held by the store, by store (refreshed on each scrape).",
-    ),
-];
-
-/// Registers the help text and unit of every metric in [`names`] with the
-/// current recorder, so the Prometheus page prints `# HELP` for each family
-/// whether or not it has been recorded yet. Call once, when the recorder is
-/// installed; the store layer's own names are described by
-/// [`sluice_cache::metrics::describe`], the upstream client's by
-/// [`sluice_upstream::metrics::describe`].
-pub fn describe() {
-    sluice_core::metrics::describe(FAMILIES);
+    pub use sluice_core::metrics::names::{
+        COALESCED, NOT_STORED, REQUESTS, REVALIDATIONS, STORE_BYTES, STORE_ENTRIES, STORE_ERRORS,
+    };
 }
 
 /// Handles for one route.

@@ -22,42 +22,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use metrics::Unit;
-use sluice_core::metrics::{Family, Kind};
 use sluice_core::{Clock, UnixMillis};
 use tokio::sync::{Notify, watch};
 
 use crate::claim::{ClaimStore, LastFire};
 use crate::trigger::{Misfire, Overlap, TriggerSpec};
 
-/// Lateness of claims after the due instant, seconds.
-pub const LATENESS: &str = "sluice_schedule_fire_lateness_seconds";
-/// Fires by trigger and outcome (`fired` | `lost` (another node claimed it) |
-/// `skipped_overlap` | `queued` | `paused` | `error`).
-pub const FIRES: &str = "sluice_schedule_fires_total";
-
-const FAMILIES: &[Family] = &[
-    (
-        Kind::Histogram,
-        LATENESS,
-        Unit::Seconds,
-        "How late a fire was claimed after its due instant, in seconds.",
-    ),
-    (
-        Kind::Counter,
-        FIRES,
-        Unit::Count,
-        "Trigger fires, by trigger and outcome (fired, lost, skipped_overlap, queued, paused, error).",
-    ),
-];
-
-/// Registers the help text and unit of [`LATENESS`] and [`FIRES`] with the
-/// current recorder, so the Prometheus page prints `# HELP` for each family
-/// whether or not it has been recorded yet. Call once, when the recorder is
-/// installed.
-pub fn describe_metrics() {
-    sluice_core::metrics::describe(FAMILIES);
-}
+/// The scheduler's metric names (declared in the workspace catalogue,
+/// `sluice_core::metrics`): claim lateness, and fires by trigger and outcome.
+pub use sluice_core::metrics::names::{FIRES, LATENESS};
 
 /// A configured trigger of a job.
 #[derive(Debug, Clone)]

@@ -6,62 +6,14 @@
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, Unit, counter, gauge, histogram};
-use sluice_core::metrics::{Family, Kind};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
-/// Every metric name the upstream client emits.
+/// Every metric name the upstream client emits (declared in the workspace
+/// catalogue, `sluice_core::metrics`).
 pub mod names {
-    /// Upstream calls (attempts) by `upstream` and `result`.
-    pub const UPSTREAM_REQUESTS: &str = "sluice_upstream_requests_total";
-    /// Upstream call latency by `upstream` and `result`.
-    pub const UPSTREAM_DURATION: &str = "sluice_upstream_request_duration_seconds";
-    /// Retries by `upstream`.
-    pub const UPSTREAM_RETRIES: &str = "sluice_upstream_retries_total";
-    /// Calls refused by the budget, by `upstream`.
-    pub const QUOTA_EXCEEDED: &str = "sluice_upstream_quota_exceeded_total";
-    /// Calls left in today's quota, by `upstream`.
-    pub const QUOTA_REMAINING: &str = "sluice_upstream_quota_remaining_calls";
-}
-
-const FAMILIES: &[Family] = &[
-    (
-        Kind::Counter,
-        names::UPSTREAM_REQUESTS,
-        Unit::Count,
-        "Upstream call attempts (each retry counts), by upstream and result.",
-    ),
-    (
-        Kind::Histogram,
-        names::UPSTREAM_DURATION,
-        Unit::Seconds,
-        "Latency of one upstream call attempt in seconds, by upstream and result.",
-    ),
-    (
-        Kind::Counter,
-        names::UPSTREAM_RETRIES,
-        Unit::Count,
-        "Upstream call retries, by upstream.",
-    ),
-    (
-        Kind::Counter,
-        names::QUOTA_EXCEEDED,
-        Unit::Count,
-        "Upstream calls refused by the rate limit or daily quota, by upstream.",
-    ),
-    (
-        Kind::Gauge,
-        names::QUOTA_REMAINING,
-        Unit::Count,
-        "Calls left in today's quota, by upstream.",
-    ),
-];
-
-/// Registers the help text and unit of every metric in [`names`] with the
-/// current recorder, so the Prometheus page prints `# HELP` for each family
-/// whether or not it has been recorded yet. Call once, when the recorder is
-/// installed.
-pub fn describe() {
-    sluice_core::metrics::describe(FAMILIES);
+    pub use sluice_core::metrics::names::{
+        QUOTA_EXCEEDED, QUOTA_REMAINING, UPSTREAM_DURATION, UPSTREAM_REQUESTS, UPSTREAM_RETRIES,
+    };
 }
 
 /// The `result` label values of upstream metrics.
