@@ -354,6 +354,16 @@ mod tests {
     use super::*;
     use crate::ManualClock;
 
+    /// A budget of `n` calls a second on the system clock, no daily quota.
+    fn per_second(n: u32) -> LocalQuota {
+        LocalQuota::new(
+            NonZeroU32::new(n),
+            None,
+            chrono_tz::UTC,
+            Arc::new(crate::SystemClock),
+        )
+    }
+
     // 2026-11-25T14:59:00Z = 23:59 in Seoul.
     const BEFORE_KST_MIDNIGHT: i64 = 1_795_705_140_000;
 
@@ -395,12 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn per_second_refuses_beyond_the_wait_bound() {
-        let q = LocalQuota::new(
-            NonZeroU32::new(5),
-            None,
-            chrono_tz::UTC,
-            Arc::new(crate::SystemClock),
-        );
+        let q = per_second(5);
         for _ in 0..5 {
             q.acquire(Duration::ZERO).await.unwrap();
         }
@@ -415,12 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_per_second_means_one() {
-        let q = LocalQuota::new(
-            NonZeroU32::new(1),
-            None,
-            chrono_tz::UTC,
-            Arc::new(crate::SystemClock),
-        );
+        let q = per_second(1);
         q.acquire(Duration::ZERO).await.unwrap();
         let r = q.acquire(Duration::from_millis(300)).await;
         assert!(r.is_err(), "{r:?}");
