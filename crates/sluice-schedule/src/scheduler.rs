@@ -363,21 +363,28 @@ async fn fire_inner(state: &Arc<State>, i: usize, at: DateTime<Utc>) -> Fired {
             }
             let reason = format!("skipped: the previous run (task {prev}) is still going");
             tracing::info!(trigger = %t.id, at = %at, "{reason}");
-            let _ = state
-                .store
-                .record(
-                    &t.id,
-                    &LastFire {
-                        at: at.timestamp_millis(),
-                        outcome: reason.clone(),
-                        task: Some(prev),
-                    },
-                )
-                .await;
+            record(state, t, at, reason.clone(), Some(prev)).await;
             return Fired::SkippedOverlap(reason);
         }
     }
     launch(state, i, at).await
+}
+
+/// Records the outcome of `t`'s fire at `at` (best effort: a store that does not
+/// answer only loses the record).
+async fn record(
+    state: &State,
+    t: &TriggerDef,
+    at: DateTime<Utc>,
+    outcome: String,
+    task: Option<String>,
+) {
+    let fire = LastFire {
+        at: at.timestamp_millis(),
+        outcome,
+        task,
+    };
+    let _ = state.store.record(&t.id, &fire).await;
 }
 
 async fn launch(state: &Arc<State>, i: usize, at: DateTime<Utc>) -> Fired {
@@ -389,33 +396,13 @@ async fn launch(state: &Arc<State>, i: usize, at: DateTime<Utc>) -> Fired {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(t.id.clone(), task.clone());
-            let _ = state
-                .store
-                .record(
-                    &t.id,
-                    &LastFire {
-                        at: at.timestamp_millis(),
-                        outcome: format!("fired task {task}"),
-                        task: Some(task.clone()),
-                    },
-                )
-                .await;
+            record(state, t, at, format!("fired task {task}"), Some(task.clone())).await;
             tracing::info!(trigger = %t.id, job = %t.job, at = %at, task = %task, "fired");
             Fired::Fired(task)
         }
         Err(e) => {
             tracing::warn!(trigger = %t.id, at = %at, error = %e, "claimed a fire but could not enqueue its run");
-            let _ = state
-                .store
-                .record(
-                    &t.id,
-                    &LastFire {
-                        at: at.timestamp_millis(),
-                        outcome: format!("error: {e}"),
-                        task: None,
-                    },
-                )
-                .await;
+            record(state, t, at, format!("error: {e}"), None).await;
             Fired::Error(e.to_string())
         }
     }
