@@ -396,7 +396,14 @@ async fn launch(state: &Arc<State>, i: usize, at: DateTime<Utc>) -> Fired {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(t.id.clone(), task.clone());
-            record(state, t, at, format!("fired task {task}"), Some(task.clone())).await;
+            record(
+                state,
+                t,
+                at,
+                format!("fired task {task}"),
+                Some(task.clone()),
+            )
+            .await;
             tracing::info!(trigger = %t.id, job = %t.job, at = %at, task = %task, "fired");
             Fired::Fired(task)
         }
