@@ -133,10 +133,10 @@ impl Store for RedisStore {
                 key: key.to_owned(),
                 message: format!("holds the entry of another key {k:?}"),
             }),
-            Err(message) => Err(StoreError::Corrupt {
+            Err(e) => Err(StoreError::Corrupt {
                 store: "redis",
                 key: key.to_owned(),
-                message,
+                message: e.message,
             }),
         }
     }

@@ -53,6 +53,21 @@ struct Fetched {
 
 type FlightResult = Result<Fetched, GatewayError>;
 
+/// Routes that cannot make a gateway (a conflict, an invalid pattern, a name
+/// used twice), with the message naming the route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    /// What is wrong, naming the route.
+    pub message: String,
+}
+
+impl BuildError {
+    fn new(message: String) -> Self {
+        Self { message }
+    }
+}
+
 /// Builder for [`Gateway`].
 pub struct GatewayBuilder {
     routes: Vec<RouteSpec>,
@@ -91,26 +106,33 @@ impl GatewayBuilder {
     ///
     /// # Errors
     ///
-    /// When two routes conflict, a pattern is invalid or a name repeats.
-    pub fn build(self) -> Result<Gateway, String> {
+    /// A [`BuildError`] when two routes conflict, a pattern is invalid or a name
+    /// repeats.
+    pub fn build(self) -> Result<Gateway, BuildError> {
         let mut router = matchit::Router::new();
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, spec) in self.routes.into_iter().enumerate() {
             if let Some(p) = crate::route::check_route(&spec).into_iter().next() {
-                return Err(format!("route {:?} {}: {}", spec.name, p.field, p.message));
+                return Err(BuildError::new(format!(
+                    "route {:?} {}: {}",
+                    spec.name, p.field, p.message
+                )));
             }
             if spec.name.is_empty() || spec.name.chars().any(char::is_whitespace) {
-                return Err(format!(
+                return Err(BuildError::new(format!(
                     "route name {:?} must be non-empty and contain no whitespace",
                     spec.name
-                ));
+                )));
             }
             if routes.iter().any(|r: &Route| r.spec.name == spec.name) {
-                return Err(format!("route name {:?} is used twice", spec.name));
+                return Err(BuildError::new(format!(
+                    "route name {:?} is used twice",
+                    spec.name
+                )));
             }
-            router
-                .insert(spec.path.clone(), i)
-                .map_err(|e| format!("route {:?} path {:?}: {e}", spec.name, spec.path))?;
+            router.insert(spec.path.clone(), i).map_err(|e| {
+                BuildError::new(format!("route {:?} path {:?}: {e}", spec.name, spec.path))
+            })?;
             routes.push(Route::new(spec));
         }
         let store = self.store.unwrap_or_else(|| {

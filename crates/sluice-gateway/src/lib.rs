@@ -23,6 +23,6 @@ pub mod outcome;
 pub mod route;
 
 pub use error::{ErrorKind, GatewayError, Side};
-pub use gateway::{Gateway, GatewayBuilder, Purged};
+pub use gateway::{BuildError, Gateway, GatewayBuilder, Purged};
 pub use outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 pub use route::{RouteSpec, Ttl};

@@ -976,7 +976,7 @@ impl RawConfig {
         }
         let gateway = builder.build().map_err(|e| {
             let first = self.routes.first().map(|r| r.path.span());
-            ConfigErrors(vec![src.err(first, "route", e)])
+            ConfigErrors(vec![src.err(first, "route", e.to_string())])
         })?;
         Ok(Settings {
             jobs,
