@@ -1,5 +1,5 @@
 //! `sluice-queue-bench`: enqueues tasks, or runs one worker process, for
-//! `bench/queue/run` and the kill -9 tests of sluice-queue.
+//! `bench/queue/run` and the kill -9 tests (`bench/sluice-bench/tests/kill.rs`).
 //!
 //! ```text
 //! sluice-queue-bench enqueue --broker URL [--namespace NS] [--queue Q] --tasks N [--batch 1000]
@@ -66,33 +66,26 @@ fn parse() -> Args {
         sleep_ms_max: 0,
         exit_when_empty: false,
     };
-    while let Some(flag) = it.next() {
-        if flag == "--exit-when-empty" {
+    sluice_bench::flags(it, &["--exit-when-empty"], usage, |flag, v| {
+        let Some(v) = v else {
             a.exit_when_empty = true;
-            continue;
-        }
-        let v = it
-            .next()
-            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        let num = |v: &str| -> u64 {
-            v.parse()
-                .unwrap_or_else(|_| usage(&format!("{flag} takes a number, not '{v}'")))
+            return;
         };
-        match flag.as_str() {
-            "--broker" => a.broker = v,
-            "--namespace" => a.namespace = v,
-            "--queue" => a.queue = v,
-            "--tasks" => a.tasks = num(&v) as usize,
-            "--batch" => a.batch = num(&v) as usize,
-            "--concurrency" => a.concurrency = num(&v) as usize,
-            "--visibility-ms" => a.visibility_ms = num(&v),
-            "--handler" => a.handler = v,
-            "--record-url" => a.record_url = v,
-            "--record-prefix" => a.record_prefix = v,
-            "--sleep-ms-max" => a.sleep_ms_max = num(&v),
+        match flag {
+            "--broker" => a.broker = v.text(),
+            "--namespace" => a.namespace = v.text(),
+            "--queue" => a.queue = v.text(),
+            "--tasks" => a.tasks = v.num() as usize,
+            "--batch" => a.batch = v.num() as usize,
+            "--concurrency" => a.concurrency = v.num() as usize,
+            "--visibility-ms" => a.visibility_ms = v.num(),
+            "--handler" => a.handler = v.text(),
+            "--record-url" => a.record_url = v.text(),
+            "--record-prefix" => a.record_prefix = v.text(),
+            "--sleep-ms-max" => a.sleep_ms_max = v.num(),
             _ => usage(&format!("unknown option '{flag}'")),
         }
-    }
+    });
     if a.broker.is_empty() {
         usage("--broker URL is required");
     }
@@ -104,21 +97,7 @@ fn parse() -> Args {
 
 fn main() {
     let a = parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    if let Err(e) = rt.block_on(run(a)) {
-        eprintln!("sluice-queue-bench: {e}");
-        std::process::exit(1);
-    }
+    sluice_bench::run_main("sluice-queue-bench", run(a));
 }
 
 async fn run(a: Args) -> Result<(), String> {

@@ -49,11 +49,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
-use sluice_cache::{Redis, RedisOptions, SystemClock, UnixMillis};
+use sluice_core::{Redis, RedisOptions, SystemClock, UnixMillis};
 use sluice_queue::{Broker, NewTask, RedisBroker};
 use sluice_schedule::{
-    ClaimError, ClaimStore, LastFire, Launcher, Misfire, Overlap, RedisClaims, Scheduler,
-    TriggerDef, TriggerSpec,
+    ClaimError, ClaimStore, LastFire, LaunchError, Launcher, Misfire, Overlap, RedisClaims,
+    Scheduler, TriggerDef, TriggerSpec,
 };
 
 struct Args {
@@ -86,37 +86,29 @@ fn parse() -> Args {
         keep: false,
         naive: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--keep" {
+    sluice_bench::flags(std::env::args().skip(1), &["--keep"], usage, |flag, v| {
+        let Some(v) = v else {
             a.keep = true;
-            continue;
-        }
-        let v = it
-            .next()
-            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        let num = |v: &str| -> u64 {
-            v.parse()
-                .unwrap_or_else(|_| usage(&format!("{flag} takes a number, not '{v}'")))
+            return;
         };
-        match flag.as_str() {
-            "--redis" => a.redis = v,
-            "--triggers" => a.triggers = num(&v) as usize,
-            "--period" => a.period_s = num(&v),
-            "--duration" => a.duration_s = num(&v),
-            "--enqueue" => a.enqueue = num(&v) != 0,
-            "--metrics" => a.metrics = num(&v) != 0,
-            "--namespace" => a.namespace = v,
+        match flag {
+            "--redis" => a.redis = v.text(),
+            "--triggers" => a.triggers = v.num() as usize,
+            "--period" => a.period_s = v.num(),
+            "--duration" => a.duration_s = v.num(),
+            "--enqueue" => a.enqueue = v.num() != 0,
+            "--metrics" => a.metrics = v.num() != 0,
+            "--namespace" => a.namespace = v.text(),
             "--mode" => {
-                a.naive = match v.as_str() {
+                a.naive = match v.text().as_str() {
                     "scheduler" => false,
                     "naive" => true,
-                    _ => usage(&format!("--mode is scheduler or naive, not '{v}'")),
+                    other => usage(&format!("--mode is scheduler or naive, not '{other}'")),
                 }
             }
             _ => usage(&format!("unknown option '{flag}'")),
         }
-    }
+    });
     if a.triggers == 0 || a.period_s == 0 || a.duration_s == 0 {
         usage("--triggers, --period and --duration must be positive");
     }
@@ -211,7 +203,7 @@ struct BenchLauncher {
 
 #[async_trait]
 impl Launcher for BenchLauncher {
-    async fn launch(&self, t: &TriggerDef, at: DateTime<Utc>) -> Result<String, String> {
+    async fn launch(&self, t: &TriggerDef, at: DateTime<Utc>) -> Result<String, LaunchError> {
         let at_ms = at.timestamp_millis();
         let late = unix_micros() - at_ms * 1000;
         self.fires
@@ -232,7 +224,7 @@ impl Launcher for BenchLauncher {
             Ok(e) => Ok(e.id.to_string()),
             Err(e) => {
                 self.enqueue_errors.fetch_add(1, Ordering::Relaxed);
-                Err(e.to_string())
+                Err(LaunchError::Enqueue(e.to_string()))
             }
         }
     }
@@ -290,24 +282,8 @@ fn lateness_json(mut v: Vec<i32>) -> serde_json::Value {
 
 fn main() {
     let a = parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match rt.block_on(run(a)) {
-        Ok(out) => println!("{out}"),
-        Err(e) => {
-            eprintln!("sluice-schedule-bench: {e}");
-            std::process::exit(1);
-        }
-    }
+    let out = sluice_bench::run_main("sluice-schedule-bench", run(a));
+    println!("{out}");
 }
 
 async fn run(a: Args) -> Result<serde_json::Value, String> {
@@ -331,7 +307,7 @@ async fn run(a: Args) -> Result<serde_json::Value, String> {
         namespace: a.namespace.clone(),
         ..RedisOptions::default()
     };
-    let redis = Redis::connect(&opts)?;
+    let redis = Redis::connect(&opts).map_err(|e| e.to_string())?;
     let claims = Arc::new(Counting {
         inner: RedisClaims::new(redis.clone()),
         won: AtomicU64::new(0),
@@ -649,6 +625,6 @@ async fn naive_trigger(
 }
 
 fn wall_ms() -> i64 {
-    use sluice_cache::Clock;
+    use sluice_core::Clock;
     SystemClock.now_millis()
 }

@@ -14,8 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod cache_writer;
-pub mod http_reader;
 pub mod job;
 pub mod model;
 pub mod partition;

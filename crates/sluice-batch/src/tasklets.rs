@@ -5,7 +5,7 @@
 //!   `DELETE`/`UPDATE`s that must not lock a table for minutes;
 //! - [`ShellTasklet`]: a shell command with a timeout, its output captured into the
 //!   exit message;
-//! - [`HttpTasklet`]: one `GET` through a gateway [`Upstream`] (secrets, quota and
+//! - [`HttpTasklet`]: one `GET` through an [`Upstream`] (secrets, quota and
 //!   `ok_when` apply).
 
 use std::collections::VecDeque;
@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sluice_gateway::Upstream;
-use sluice_gateway::key::encode_component;
+use sluice_upstream::{Upstream, encode_component};
 use sqlx::Executor;
 use tokio::io::{AsyncRead, AsyncReadExt};
 

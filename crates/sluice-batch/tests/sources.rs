@@ -15,17 +15,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sluice_batch::cache_writer::CacheWriter;
-use sluice_batch::http_reader::{HttpPagesReader, Pagination};
+use sluice_batch::readers::{HttpPagesReader, Pagination};
 use sluice_batch::sql_reader::SqlReader;
 use sluice_batch::tasklets::{BatchLoop, HttpTasklet, ShellTasklet, SqlTasklet};
+use sluice_batch::writers::CacheWriter;
 use sluice_batch::{ReadError, Reader, Tasklet, WriteError, Writer};
-use sluice_cache::{Entry, LocalQuota, MemoryStore, PutOutcome, Store, StoreError, StoreStats};
-use sluice_gateway::key::encode_component;
-use sluice_gateway::{
-    Gateway, Jq, OkWhen, RetryPolicy, RouteSpec, Secret, Ttl, Upstream, UpstreamSpec,
-};
+use sluice_cache::{Entry, MemoryStore, PutOutcome, Store, StoreError, StoreStats};
+use sluice_core::{LocalQuota, Secret};
+use sluice_gateway::{Gateway, RouteSpec, Ttl};
 use sluice_testkit::{Fault, SimConfig, SimUpstream};
+use sluice_upstream::{Jq, OkWhen, RetryPolicy, Upstream, UpstreamSpec, encode_component};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const OP: &str = "/getCtprvnRltmMesureDnsty";
@@ -79,7 +78,7 @@ fn upstream_at(base_url: &str, o: Up) -> Arc<Upstream> {
         None,
         o.per_day,
         "Asia/Seoul".parse().unwrap(),
-        Arc::new(sluice_cache::SystemClock),
+        Arc::new(sluice_core::SystemClock),
     );
     Arc::new(
         Upstream::new(UpstreamSpec {
@@ -485,7 +484,7 @@ async fn http_reader_pages_by_offset() {
                 None,
                 None,
                 "UTC".parse().unwrap(),
-                Arc::new(sluice_cache::SystemClock),
+                Arc::new(sluice_core::SystemClock),
             )),
             ok_when: None,
             retry_codes: Vec::new(),

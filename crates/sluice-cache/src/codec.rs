@@ -58,14 +58,33 @@ pub fn encode(key: &str, entry: &Entry) -> Bytes {
     b.freeze()
 }
 
+/// A stored value that is not an entry this version can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    /// What is wrong: an unknown version, a truncated buffer, a header name that
+    /// is not UTF-8.
+    pub message: String,
+}
+
+impl From<String> for DecodeError {
+    fn from(message: String) -> Self {
+        Self { message }
+    }
+}
+
 /// Decodes a buffer written by [`encode`], returning the key it was stored under
 /// and the entry. The body shares `buf`'s memory.
 ///
 /// # Errors
 ///
-/// A message naming what is wrong: an unknown version, a truncated buffer, a
-/// header name that is not UTF-8.
-pub fn decode(mut buf: Bytes) -> Result<(String, Entry), String> {
+/// A [`DecodeError`] naming what is wrong: an unknown version, a truncated
+/// buffer, a header name that is not UTF-8.
+pub fn decode(buf: Bytes) -> Result<(String, Entry), DecodeError> {
+    decode_text(buf).map_err(DecodeError::from)
+}
+
+fn decode_text(mut buf: Bytes) -> Result<(String, Entry), String> {
     fn need(buf: &Bytes, n: usize, what: &str) -> Result<(), String> {
         if buf.remaining() < n {
             Err(format!(
@@ -167,7 +186,10 @@ mod tests {
         assert_eq!(raw[0], VERSION);
         raw[0] = 2;
         let err = decode(Bytes::from(raw)).unwrap_err();
-        assert!(err.contains("unknown entry format version 2"), "{err}");
+        assert!(
+            err.message.contains("unknown entry format version 2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -176,7 +198,7 @@ mod tests {
         let body_len = sample().body.len();
         for cut in 0..raw.len() - body_len {
             let err = decode(raw.slice(..cut)).unwrap_err();
-            assert!(err.contains("truncated"), "cut {cut}: {err}");
+            assert!(err.message.contains("truncated"), "cut {cut}: {err}");
         }
     }
 }

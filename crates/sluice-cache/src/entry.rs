@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::UnixMillis;
+use sluice_core::UnixMillis;
 
 /// A stored upstream response.
 ///

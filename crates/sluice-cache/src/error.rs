@@ -23,6 +23,14 @@ pub enum StoreError {
         /// What cannot be done, and what can.
         message: String,
     },
+    /// The store's own settings are unusable (a malformed URL, a bad namespace).
+    #[error("{message}")]
+    Invalid {
+        /// Store kind.
+        store: &'static str,
+        /// What is wrong and how it should look.
+        message: String,
+    },
     /// A stored value could not be decoded.
     #[error("{store} store holds an undecodable entry under {key:?}: {message}")]
     Corrupt {
@@ -33,4 +41,13 @@ pub enum StoreError {
         /// Why decoding failed.
         message: String,
     },
+}
+
+impl From<sluice_core::Unavailable> for StoreError {
+    fn from(e: sluice_core::Unavailable) -> Self {
+        Self::Unavailable {
+            store: e.store,
+            message: e.message,
+        }
+    }
 }

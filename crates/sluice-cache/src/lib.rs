@@ -10,12 +10,16 @@
 //!   embedded default; shared stores implement the same trait.
 //! - [`Coalescer`]: single-flight per key, so that many concurrent misses cost one
 //!   upstream call.
-//! - [`LocalQuota`]: the per-second rate limit and the daily budget of an upstream.
 //! - Shared stores: [`RedisStore`], [`MemcachedStore`], and [`TieredStore`] (a memory
-//!   L1 in front of either), with [`Redis`] as the one handle to a shared Redis
-//!   (connections, outage tracking, the event channel that carries purges).
-//! - [`Clock`]: all time goes through it, so TTL, stale windows and quota resets are
-//!   tested without sleeping.
+//!   L1 in front of either), over `sluice_core::Redis`, the one handle to a shared
+//!   Redis (connections, outage tracking, the event channel that carries purges).
+//! - [`CacheTarget`]: what a writer outside the gateway (the batch cache writer,
+//!   the HTTP reader's cache-through) needs of a gateway's cache: the key a
+//!   client's request has, and the store.
+//!
+//! All time goes through `sluice_core::Clock`, so TTL and stale windows are tested
+//! without sleeping. The Redis handle and the quotas live in `sluice-core`: the
+//! queue and the scheduler use them without caching anything.
 
 #![forbid(unsafe_code)]
 
@@ -24,26 +28,21 @@ pub mod codec;
 mod entry;
 mod error;
 mod flights;
-mod health;
 mod memcached;
 mod memory;
 pub mod metrics;
-mod quota;
-pub mod redis;
 mod redis_store;
 mod store;
+mod target;
 mod tiered;
 
 pub use coalesce::{Coalescer, FlightError, Role};
 pub use entry::{Entry, Freshness};
 pub use error::StoreError;
 pub use flights::{Acquire, FlightLease, SharedFlights};
-pub use health::Backend;
 pub use memcached::{MemcachedOptions, MemcachedStore};
 pub use memory::{MemoryStore, MemoryStoreBuilder};
-pub use quota::{LocalQuota, Quota, QuotaExceeded, RedisQuota};
-pub use redis::{Redis, RedisOptions};
 pub use redis_store::RedisStore;
-pub use sluice_core::{Clock, ManualClock, SystemClock, UnixMillis, host_name};
 pub use store::{PutOutcome, Store, StoreStats};
+pub use target::{CacheTarget, KeyError, KeyErrorKind};
 pub use tiered::TieredStore;

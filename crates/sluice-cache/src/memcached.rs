@@ -30,10 +30,10 @@ use tokio::sync::Mutex;
 use crate::codec;
 use crate::entry::Entry;
 use crate::error::StoreError;
-use crate::health::Backend;
 use crate::metrics;
 use crate::store::{PutOutcome, Store, StoreStats};
-use crate::{Clock, SystemClock};
+use sluice_core::Backend;
+use sluice_core::{Clock, SystemClock};
 
 /// Memcached's limit for relative expiry times, in seconds.
 const RELATIVE_TTL_LIMIT: i64 = 30 * 24 * 3600;
@@ -108,8 +108,14 @@ impl MemcachedStore {
     ///
     /// # Errors
     ///
-    /// When the URL is not `memcache://host:port`, `tcp://host:port` or `host:port`.
-    pub fn new(opts: &MemcachedOptions) -> Result<Self, String> {
+    /// [`StoreError::Invalid`] when the URL is not `memcache://host:port`,
+    /// `tcp://host:port` or `host:port`, or the namespace is empty, too long or
+    /// holds spaces or control characters.
+    pub fn new(opts: &MemcachedOptions) -> Result<Self, StoreError> {
+        let invalid = |message: String| StoreError::Invalid {
+            store: "memcached",
+            message,
+        };
         let rest = opts
             .url
             .strip_prefix("memcache://")
@@ -121,19 +127,19 @@ impl MemcachedStore {
             .rsplit_once(':')
             .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
         if !valid || rest.contains('/') || rest.contains('@') {
-            return Err(format!(
+            return Err(invalid(format!(
                 "Memcached URL {:?} must be memcache://host:port",
                 opts.url
-            ));
+            )));
         }
         if opts.namespace.is_empty()
             || opts.namespace.len() > 64
             || opts.namespace.bytes().any(|b| b <= b' ' || b == 0x7f)
         {
-            return Err(format!(
+            return Err(invalid(format!(
                 "namespace {:?} must be 1 to 64 characters without spaces or control characters",
                 opts.namespace
-            ));
+            )));
         }
         Ok(Self {
             dsn: format!("tcp://{rest}"),
@@ -321,7 +327,7 @@ impl Store for MemcachedStore {
             Ok((k, e)) if k == key => Ok(Some(Arc::new(e))),
             // Another key with the same hash: a miss.
             Ok(_) => Ok(None),
-            Err(m) => Err(corrupt(m)),
+            Err(e) => Err(corrupt(e.message)),
         }
     }
 
@@ -441,7 +447,10 @@ mod tests {
                 ..Default::default()
             };
             let err = MemcachedStore::new(&o).unwrap_err();
-            assert!(err.contains("memcache://host:port"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("memcache://host:port"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -15,7 +15,7 @@ use moka::future::Cache;
 use crate::entry::Entry;
 use crate::error::StoreError;
 use crate::store::{PutOutcome, Store, StoreStats};
-use crate::{Clock, SystemClock};
+use sluice_core::{Clock, SystemClock};
 
 /// Builder for [`MemoryStore`].
 #[derive(Debug)]
@@ -211,8 +211,8 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ManualClock;
     use bytes::Bytes;
+    use sluice_core::ManualClock;
 
     fn entry(now: i64, body: usize, ttl: u64) -> Arc<Entry> {
         Arc::new(Entry::new(

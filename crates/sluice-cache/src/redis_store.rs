@@ -12,9 +12,9 @@ use bytes::Bytes;
 use crate::codec;
 use crate::entry::Entry;
 use crate::error::StoreError;
-use crate::redis::Redis;
 use crate::store::{PutOutcome, Store, StoreStats};
-use crate::{Clock, SystemClock};
+use sluice_core::Redis;
+use sluice_core::{Clock, SystemClock};
 
 /// Entries in Redis (a server or a cluster).
 #[derive(Debug, Clone)]
@@ -133,10 +133,10 @@ impl Store for RedisStore {
                 key: key.to_owned(),
                 message: format!("holds the entry of another key {k:?}"),
             }),
-            Err(message) => Err(StoreError::Corrupt {
+            Err(e) => Err(StoreError::Corrupt {
                 store: "redis",
                 key: key.to_owned(),
-                message,
+                message: e.message,
             }),
         }
     }

@@ -18,8 +18,8 @@ use crate::entry::Entry;
 use crate::error::StoreError;
 use crate::memory::MemoryStore;
 use crate::metrics;
-use crate::redis::{Event, Redis};
 use crate::store::{PutOutcome, Store, StoreStats};
+use sluice_core::redis::{Event, Redis};
 
 /// Memory in front of a shared store.
 #[derive(Debug, Clone)]

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_cache::{
-    Clock, Entry, LocalQuota, MemcachedOptions, MemcachedStore, PutOutcome, Quota, QuotaExceeded,
-    Redis, RedisOptions, RedisQuota, RedisStore, Store, StoreError, SystemClock,
+    Entry, MemcachedOptions, MemcachedStore, PutOutcome, RedisStore, Store, StoreError,
+};
+use sluice_core::{
+    Clock, LocalQuota, Quota, QuotaExceeded, Redis, RedisOptions, RedisQuota, SystemClock,
 };
 use sluice_testkit::servers::{Memcached, RedisCluster, RedisServer};
 

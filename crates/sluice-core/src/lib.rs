@@ -1,17 +1,29 @@
 //! What every sluice crate shares, and nothing else: time ([`Clock`]), secrets
-//! ([`Secret`], [`Scrubber`]), URL redaction ([`redact_url`], the only one) and the
-//! host name used in node ids.
+//! ([`Secret`], [`Scrubber`]), URL redaction ([`redact_url`], the only one), the
+//! host name used in node ids, the one handle to a shared Redis ([`redis::Redis`],
+//! with its outage breaker [`Backend`]) and an upstream's call budget
+//! ([`quota::Quota`]).
 //!
-//! It depends on no other crate, so every crate may depend on it.
+//! The Redis handle and the quota live here rather than in the cache crate
+//! because the queue, the scheduler's claims and the workers use them too, and
+//! none of those caches anything. This crate depends on no other sluice crate, so
+//! every crate may depend on it.
 
 #![forbid(unsafe_code)]
 
 mod clock;
+pub mod health;
+pub mod metrics;
+pub mod quota;
 mod redact;
+pub mod redis;
 mod secret;
 
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
+pub use health::{Backend, Unavailable};
+pub use quota::{LocalQuota, Quota, QuotaExceeded, RedisQuota};
 pub use redact::redact_url;
+pub use redis::{Redis, RedisOptions};
 pub use secret::{REDACTED, Scrubber, Secret};
 
 /// This machine's host name (`$HOSTNAME`, else `/etc/hostname`), for the node ids

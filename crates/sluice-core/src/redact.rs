@@ -108,4 +108,43 @@ mod tests {
             assert_eq!(redact_url(url), want, "{url}");
         }
     }
+
+    /// The union of the cases the former copies tested, and their edges: a user
+    /// without a password stays (except Redis), `password=` in any case and
+    /// place, a password that itself holds `@` or an escape, no path at all.
+    #[test]
+    fn user_info_and_query_edges() {
+        for (url, want) in [
+            (
+                "mysql://root@127.0.0.1:3306/db",
+                "mysql://root@127.0.0.1:3306/db",
+            ),
+            ("postgres://u@db", "postgres://u@db"),
+            ("postgres://u:p@db", "postgres://u:***@db"),
+            (
+                "postgres://u:p%40ss@db/x?sslmode=require&password=q",
+                "postgres://u:***@db/x?sslmode=require&password=***",
+            ),
+            (
+                "postgresql://user@db/x?Password=secret",
+                "postgresql://user@db/x?Password=***",
+            ),
+            (
+                "postgres://db/x?passwordless=1",
+                "postgres://db/x?passwordless=1",
+            ),
+            (
+                "sqlite://file.db?password=x",
+                "sqlite://file.db?password=***",
+            ),
+            ("redis://user@host:6379", "redis://***@host:6379"),
+            ("http://user@h/p", "http://user@h/p"),
+            (
+                "postgres://u:p@db/x#password=f",
+                "postgres://u:***@db/x#password=f",
+            ),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
 }

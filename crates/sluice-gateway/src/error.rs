@@ -13,6 +13,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use sluice_upstream::error::write_error;
+use sluice_upstream::{UpstreamError, UpstreamErrorKind};
 
 /// Which side of the proxy is at fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,34 +37,9 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// The request target is malformed or tries to leave the route's upstream.
     BadRequest,
-    /// The upstream did not answer in time.
-    UpstreamTimeout,
-    /// The upstream could not be reached.
-    UpstreamConnect,
-    /// The upstream answered with a server error status.
-    UpstreamStatus(u16),
-    /// The upstream answered 2xx with a body that fails `ok_when`.
-    UpstreamRejected {
-        /// The upstream's own error code, when one was found in the body.
-        code: Option<String>,
-        /// The upstream's own error message, when found.
-        message: Option<String>,
-        /// Why the body failed (`predicate was false`, `the body nests deeper …`).
-        reason: String,
-    },
-    /// The upstream answered 429 Too Many Requests: its own rate limit, which
-    /// sluice respects for `retry_after` (upstream calls wait that long).
-    UpstreamThrottled {
-        /// The upstream's `Retry-After`, when it sent one.
-        retry_after: Option<Duration>,
-    },
-    /// The upstream's answer could not be read (truncated, too large, bad framing).
-    UpstreamBody,
-    /// The upstream's call budget is spent.
-    QuotaExceeded {
-        /// When to try again.
-        retry_after: Duration,
-    },
+    /// The upstream failed, refused or is out of budget (its codes, statuses and
+    /// messages are the upstream client's).
+    Upstream(UpstreamErrorKind),
     /// A bug or resource failure inside sluice.
     Internal,
 }
@@ -83,10 +60,7 @@ pub struct GatewayError {
 impl GatewayError {
     /// A new error of `kind` with `context`.
     pub fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
-        let retryable = matches!(
-            kind,
-            ErrorKind::UpstreamTimeout | ErrorKind::UpstreamConnect | ErrorKind::UpstreamBody
-        ) || matches!(kind, ErrorKind::UpstreamStatus(s) if s >= 500);
+        let retryable = matches!(&kind, ErrorKind::Upstream(k) if k.transient());
         Self {
             kind,
             retryable,
@@ -114,27 +88,16 @@ impl GatewayError {
             return self;
         }
         scrubber.scrub_string(&mut self.context);
-        if let ErrorKind::UpstreamRejected {
-            code,
-            message,
-            reason,
-        } = &mut self.kind
-        {
-            for part in [code.as_mut(), message.as_mut(), Some(reason)]
-                .into_iter()
-                .flatten()
-            {
-                scrubber.scrub_string(part);
-            }
+        if let ErrorKind::Upstream(k) = &mut self.kind {
+            k.scrub(scrubber);
         }
         self
     }
 
     /// When a client may try again, for `Retry-After`.
     pub fn retry_after(&self) -> Option<Duration> {
-        match self.kind {
-            ErrorKind::QuotaExceeded { retry_after } => Some(retry_after),
-            ErrorKind::UpstreamThrottled { retry_after } => retry_after,
+        match &self.kind {
+            ErrorKind::Upstream(k) => k.retry_after(),
             _ => None,
         }
     }
@@ -152,31 +115,25 @@ impl GatewayError {
 
     /// A stable snake_case code for the JSON body and the `error_type` label.
     pub fn code(&self) -> &'static str {
-        match self.kind {
+        match &self.kind {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::BadRequest => "bad_request",
-            ErrorKind::UpstreamTimeout => "upstream_timeout",
-            ErrorKind::UpstreamConnect => "upstream_unreachable",
-            ErrorKind::UpstreamStatus(_) => "upstream_status",
-            ErrorKind::UpstreamRejected { .. } => "upstream_rejected",
-            ErrorKind::UpstreamThrottled { .. } => "upstream_throttled",
-            ErrorKind::UpstreamBody => "upstream_bad_body",
-            ErrorKind::QuotaExceeded { .. } => "quota_exceeded",
+            ErrorKind::Upstream(k) => k.code(),
             ErrorKind::Internal => "internal",
         }
     }
 
     /// The HTTP status a client receives.
     pub fn status(&self) -> StatusCode {
-        match self.kind {
+        match &self.kind {
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::QuotaExceeded { .. } | ErrorKind::UpstreamThrottled { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ErrorKind::Upstream(UpstreamErrorKind::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Upstream(
+                UpstreamErrorKind::QuotaExceeded { .. } | UpstreamErrorKind::Throttled { .. },
+            ) => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -184,61 +141,50 @@ impl GatewayError {
 
     /// The status reported as `fwd-status` in `Cache-Status`.
     pub fn fwd_status(&self) -> Option<u16> {
-        match self.kind {
-            ErrorKind::UpstreamStatus(s) => Some(s),
-            ErrorKind::UpstreamRejected { .. } => Some(200),
-            ErrorKind::UpstreamThrottled { .. } => Some(429),
-            ErrorKind::UpstreamTimeout => Some(504),
-            ErrorKind::UpstreamConnect | ErrorKind::UpstreamBody => Some(502),
+        match &self.kind {
+            ErrorKind::Upstream(k) => k.fwd_status(),
             _ => None,
         }
     }
 
     /// The message a client sees.
     pub fn public_message(&self) -> String {
-        let up = self.upstream.as_deref().unwrap_or("upstream");
         match &self.kind {
             ErrorKind::NoRoute => "no route matches this path".into(),
             ErrorKind::Internal => "internal error; see the sluice log".into(),
-            ErrorKind::UpstreamTimeout => format!("upstream {up} did not answer in time"),
-            ErrorKind::UpstreamConnect => format!("upstream {up} could not be reached"),
-            ErrorKind::UpstreamStatus(s) => format!("upstream {up} answered HTTP {s}"),
-            ErrorKind::UpstreamRejected {
-                code,
-                message,
-                reason,
-            } => match (code, message) {
-                (Some(c), Some(m)) => format!("upstream {up} answered with error code {c} ({m})"),
-                (Some(c), None) => format!("upstream {up} answered with error code {c}"),
-                _ => format!("upstream {up} answered with a body that fails ok_when: {reason}"),
-            },
-            ErrorKind::UpstreamThrottled { retry_after } => match retry_after {
-                Some(d) => format!(
-                    "upstream {up} answered 429 Too Many Requests; retry in {}s",
-                    d.as_secs().max(1)
-                ),
-                None => format!("upstream {up} answered 429 Too Many Requests"),
-            },
-            ErrorKind::QuotaExceeded { retry_after } => format!(
-                "the call budget of upstream {up} is spent; retry in {}s ({})",
-                retry_after.as_secs().max(1),
-                self.context
+            ErrorKind::Upstream(k) => k.public_message(
+                self.upstream.as_deref().unwrap_or("upstream"),
+                &self.context,
             ),
             _ => self.context.clone(),
         }
     }
 }
 
+impl From<UpstreamError> for GatewayError {
+    fn from(e: UpstreamError) -> Self {
+        let kind = match e.kind {
+            UpstreamErrorKind::LeavesOrigin => ErrorKind::BadRequest,
+            UpstreamErrorKind::Internal => ErrorKind::Internal,
+            k => ErrorKind::Upstream(k),
+        };
+        Self {
+            kind,
+            retryable: e.retryable,
+            upstream: e.upstream,
+            context: e.context,
+        }
+    }
+}
+
 impl fmt::Display for GatewayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let msg = self.public_message();
-        write!(f, "{}: {msg}", self.code())?;
         // The quota message already embeds the context.
-        let quota = matches!(self.kind, ErrorKind::QuotaExceeded { .. });
-        if !quota && !self.context.is_empty() && msg != self.context {
-            write!(f, " ({})", self.context)?;
-        }
-        Ok(())
+        let quota = matches!(
+            self.kind,
+            ErrorKind::Upstream(UpstreamErrorKind::QuotaExceeded { .. })
+        );
+        write_error(f, self.code(), &self.public_message(), &self.context, quota)
     }
 }
 
@@ -253,10 +199,10 @@ impl IntoResponse for GatewayError {
         if let Some(u) = &self.upstream {
             body["upstream"] = serde_json::Value::String(u.to_string());
         }
-        if let ErrorKind::UpstreamRejected { code: Some(c), .. } = &self.kind {
+        if let ErrorKind::Upstream(UpstreamErrorKind::Rejected { code: Some(c), .. }) = &self.kind {
             body["upstream_code"] = serde_json::Value::String(c.clone());
         }
-        if let ErrorKind::UpstreamStatus(s) = self.kind {
+        if let ErrorKind::Upstream(UpstreamErrorKind::Status(s)) = self.kind {
             body["upstream_status"] = serde_json::Value::from(s);
         }
         let mut resp = Response::new(Body::from(body.to_string()));

@@ -18,16 +18,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use sluice_cache::{
-    Acquire, Clock, Coalescer, Entry, Freshness, PutOutcome, SharedFlights, Store, StoreError,
-    StoreStats, SystemClock,
+    Acquire, CacheTarget, Coalescer, Entry, Freshness, KeyError, KeyErrorKind, PutOutcome,
+    SharedFlights, Store, StoreError, StoreStats,
 };
+use sluice_core::{Clock, SystemClock};
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::key::{self, Param};
 use crate::metrics;
 use crate::outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 use crate::route::{Route, RouteSpec, Ttl};
-use crate::upstream::{Upstream, UpstreamResponse};
+use sluice_upstream::{Upstream, UpstreamErrorKind, UpstreamResponse};
 
 /// Response headers kept in an entry and replayed to clients. The upstream has
 /// scrubbed every secret from them already.
@@ -51,6 +52,21 @@ struct Fetched {
 }
 
 type FlightResult = Result<Fetched, GatewayError>;
+
+/// Routes that cannot make a gateway (a conflict, an invalid pattern, a name
+/// used twice), with the message naming the route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    /// What is wrong, naming the route.
+    pub message: String,
+}
+
+impl BuildError {
+    fn new(message: String) -> Self {
+        Self { message }
+    }
+}
 
 /// Builder for [`Gateway`].
 pub struct GatewayBuilder {
@@ -90,26 +106,33 @@ impl GatewayBuilder {
     ///
     /// # Errors
     ///
-    /// When two routes conflict, a pattern is invalid or a name repeats.
-    pub fn build(self) -> Result<Gateway, String> {
+    /// A [`BuildError`] when two routes conflict, a pattern is invalid or a name
+    /// repeats.
+    pub fn build(self) -> Result<Gateway, BuildError> {
         let mut router = matchit::Router::new();
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, spec) in self.routes.into_iter().enumerate() {
             if let Some(p) = crate::route::check_route(&spec).into_iter().next() {
-                return Err(format!("route {:?} {}: {}", spec.name, p.field, p.message));
+                return Err(BuildError::new(format!(
+                    "route {:?} {}: {}",
+                    spec.name, p.field, p.message
+                )));
             }
             if spec.name.is_empty() || spec.name.chars().any(char::is_whitespace) {
-                return Err(format!(
+                return Err(BuildError::new(format!(
                     "route name {:?} must be non-empty and contain no whitespace",
                     spec.name
-                ));
+                )));
             }
             if routes.iter().any(|r: &Route| r.spec.name == spec.name) {
-                return Err(format!("route name {:?} is used twice", spec.name));
+                return Err(BuildError::new(format!(
+                    "route name {:?} is used twice",
+                    spec.name
+                )));
             }
-            router
-                .insert(spec.path.clone(), i)
-                .map_err(|e| format!("route {:?} path {:?}: {e}", spec.name, spec.path))?;
+            router.insert(spec.path.clone(), i).map_err(|e| {
+                BuildError::new(format!("route {:?} path {:?}: {e}", spec.name, spec.path))
+            })?;
             routes.push(Route::new(spec));
         }
         let store = self.store.unwrap_or_else(|| {
@@ -384,7 +407,10 @@ impl Gateway {
         fallback: Option<Arc<Entry>>,
         now: i64,
     ) -> (Response, CacheOutcome) {
-        let quota = matches!(err.kind, ErrorKind::QuotaExceeded { .. });
+        let quota = matches!(
+            err.kind,
+            ErrorKind::Upstream(UpstreamErrorKind::QuotaExceeded { .. })
+        );
         // A quota refusal may use any entry still held; other failures only one in
         // its stale window (the store may hold one we have not looked at yet when the
         // failure came from a coalesced call).
@@ -809,6 +835,25 @@ fn upstream_ttl(h: &HeaderMap, now: i64) -> Option<Duration> {
         .map(|x| x.as_millis() as i64)
         .unwrap_or(0);
     Some(Duration::from_millis((exp_ms - base).max(0) as u64))
+}
+
+/// Batch jobs write entries under the keys clients' requests have: the cache
+/// writer and the HTTP reader's cache-through reach the gateway through this.
+impl CacheTarget for Gateway {
+    fn key_for(&self, path_and_query: &str) -> Result<String, KeyError> {
+        Gateway::key_for(self, path_and_query).map_err(|e| KeyError {
+            kind: if e.kind == ErrorKind::NoRoute {
+                KeyErrorKind::NoRoute
+            } else {
+                KeyErrorKind::Refused
+            },
+            message: e.to_string(),
+        })
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        Gateway::store(self)
+    }
 }
 
 #[cfg(test)]

@@ -7,18 +7,11 @@
 //! form, so two requests with one key can never fetch different upstream answers,
 //! and nothing in a request can steer sluice to another host.
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, percent_decode_str, utf8_percent_encode};
+use sluice_upstream::encode::COMPONENT;
+use sluice_upstream::encode_component;
 
 use crate::error::{ErrorKind, GatewayError};
-
-/// Characters left as they are in a canonical query component: the RFC 3986
-/// unreserved set (`A-Z a-z 0-9 - . _ ~`). Everything else is percent-encoded, which
-/// is also how a portal service key (`+`, `/`, `=`) must be sent: encoded once.
-pub const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// Characters left as they are in a canonical path segment: unreserved plus the
 /// sub-delimiters and `:` that RFC 3986 allows in a segment.
@@ -35,11 +28,6 @@ const SEGMENT: &AsciiSet = &COMPONENT
     .remove(b';')
     .remove(b'=')
     .remove(b':');
-
-/// Percent-encodes `s` for a query name or value (unreserved characters kept).
-pub fn encode_component(s: &str) -> String {
-    utf8_percent_encode(s, COMPONENT).to_string()
-}
 
 fn bad(msg: impl Into<String>) -> GatewayError {
     GatewayError::new(ErrorKind::BadRequest, msg)

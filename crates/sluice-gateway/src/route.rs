@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::metrics::RouteMetrics;
-use crate::upstream::Upstream;
+use sluice_upstream::Upstream;
 
 /// How long a response stays fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +264,7 @@ impl Route {
         let key_query = spec.key_query.as_ref().map(|names| {
             let mut v: Vec<String> = names
                 .iter()
-                .map(|n| crate::key::encode_component(n))
+                .map(|n| sluice_upstream::encode_component(n))
                 .collect();
             v.sort();
             v
@@ -273,14 +273,14 @@ impl Route {
             .query
             .iter()
             .map(|(n, v)| crate::key::Param {
-                name: crate::key::encode_component(n),
-                value: crate::key::encode_component(v),
+                name: sluice_upstream::encode_component(n),
+                value: sluice_upstream::encode_component(v),
             })
             .collect();
         let secret_names = spec
             .upstream
             .secret_query_names()
-            .map(crate::key::encode_component)
+            .map(sluice_upstream::encode_component)
             .collect();
         let catch_all = spec
             .path

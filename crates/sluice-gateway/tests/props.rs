@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use sluice_cache::{LocalQuota, SystemClock};
+use sluice_core::{LocalQuota, Scrubber, Secret, SystemClock};
 use sluice_gateway::key::{canonical_path, canonical_query, join_query};
-use sluice_gateway::{
-    BodyError, MAX_DEPTH, OkWhen, Scrubber, Secret, Upstream, UpstreamSpec, parse_json_or_xml,
-    xml_to_json,
+use sluice_upstream::{
+    BodyError, MAX_DEPTH, OkWhen, Upstream, UpstreamSpec, parse_json_or_xml, xml_to_json,
 };
 
 fn cases(n: u32) -> ProptestConfig {
@@ -127,7 +126,7 @@ proptest! {
         pairs in prop::collection::vec(("[a-zA-Z0-9 +%/=&]{1,8}", "[ -~]{0,10}"), 0..6),
         rot in 0usize..6,
     ) {
-        let enc = |s: &str| sluice_gateway::key::encode_component(s);
+        let enc = |s: &str| sluice_upstream::encode_component(s);
         let pieces: Vec<String> = pairs.iter().map(|(n, v)| format!("{}={}", enc(n), enc(v))).collect();
         let a = canonical_query(Some(&pieces.join("&"))).unwrap();
         let mut rotated = pieces.clone();

@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 use redis::Script;
-use sluice_cache::{Redis, RedisOptions, StoreError};
+use sluice_core::{Redis, RedisOptions, Unavailable};
 
 use crate::broker::{Broker, QueueError};
 use crate::task::{
@@ -298,7 +298,7 @@ impl fmt::Debug for RedisBroker {
     }
 }
 
-fn unavailable(e: StoreError) -> QueueError {
+fn unavailable(e: Unavailable) -> QueueError {
     metrics::counter!(crate::metrics::BROKER_ERRORS, "broker" => "redis").increment(1);
     QueueError::Unavailable {
         broker: "redis",
@@ -343,8 +343,26 @@ impl RedisBroker {
             timeout: Duration::from_secs(2),
             ..RedisOptions::default()
         };
-        let redis = Redis::connect(&opts).map_err(QueueError::Invalid)?;
+        let redis = Redis::connect(&opts).map_err(|e| QueueError::Invalid(e.to_string()))?;
         Ok(Self::new(redis))
+    }
+
+    /// Runs `cmd` on the shared handle; a failure is a broker error.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, QueueError> {
+        self.redis.query(op, cmd).await.map_err(unavailable)
+    }
+
+    /// Runs a script on the shared handle; a failure is a broker error.
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, QueueError> {
+        self.redis.eval(op, inv).await.map_err(unavailable)
     }
 
     /// The shared Redis handle.
@@ -381,10 +399,7 @@ impl RedisBroker {
             .arg(self.names_key())
             .arg(queue)
             .to_owned();
-        self.redis
-            .query::<i64>("queue.names", &cmd)
-            .await
-            .map_err(unavailable)?;
+        self.query::<i64>("queue.names", &cmd).await?;
         self.known_queues
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -399,7 +414,7 @@ impl RedisBroker {
     ) -> Result<Vec<Enqueued>, QueueError> {
         let k = self.keys(queue);
         // The envelope's created_at is this node's clock; deadlines use Redis's.
-        let now = sluice_cache::Clock::now_millis(&sluice_cache::SystemClock);
+        let now = sluice_core::Clock::now_millis(&sluice_core::SystemClock);
         let mut inv = self.scripts.enqueue.key(&k.ready);
         inv.key(&k.delayed).arg(&k.task).arg(&k.idem);
         for t in tasks {
@@ -414,11 +429,7 @@ impl RedisBroker {
                 .arg(t.idempotency_key.as_deref().unwrap_or(""))
                 .arg(t.idempotency_window.as_millis().max(1) as u64);
         }
-        let out: Vec<String> = self
-            .redis
-            .eval("queue.enqueue", inv)
-            .await
-            .map_err(unavailable)?;
+        let out: Vec<String> = self.eval("queue.enqueue", inv).await?;
         let mut res = Vec::with_capacity(tasks.len());
         for pair in out.chunks(2) {
             let [id, dup] = pair else {
@@ -495,11 +506,7 @@ impl Broker for RedisBroker {
             .arg(max)
             .arg(visibility.as_millis().max(1) as u64)
             .arg(token_base());
-        let out: Vec<String> = self
-            .redis
-            .eval("queue.lease", inv)
-            .await
-            .map_err(unavailable)?;
+        let out: Vec<String> = self.eval("queue.lease", inv).await?;
         let mut it = out.into_iter();
         let now: i64 = it
             .next()
@@ -545,11 +552,7 @@ impl Broker for RedisBroker {
             for &i in &idx {
                 inv.arg(leases[i].id.to_string()).arg(&leases[i].token);
             }
-            let out: Vec<i64> = self
-                .redis
-                .eval("queue.extend", inv)
-                .await
-                .map_err(unavailable)?;
+            let out: Vec<i64> = self.eval("queue.extend", inv).await?;
             for (j, &i) in idx.iter().enumerate() {
                 flags[i] = out.get(j).copied() == Some(1);
             }
@@ -575,11 +578,7 @@ impl Broker for RedisBroker {
                     .arg(&c.lease.token)
                     .arg(result);
             }
-            n += self
-                .redis
-                .eval::<usize>("queue.complete", inv)
-                .await
-                .map_err(unavailable)?;
+            n += self.eval::<usize>("queue.complete", inv).await?;
         }
         Ok(n)
     }
@@ -600,11 +599,7 @@ impl Broker for RedisBroker {
             .arg(error)
             .arg(retry_in.map_or(-1, |d| d.as_millis() as i64))
             .arg(lease.id.to_string());
-        let (what, at): (String, String) = self
-            .redis
-            .eval("queue.fail", inv)
-            .await
-            .map_err(unavailable)?;
+        let (what, at): (String, String) = self.eval("queue.fail", inv).await?;
         Ok(match what.as_str() {
             "retry" => FailOutcome::Retry(at.parse().unwrap_or(0)),
             "dead" => FailOutcome::Dead,
@@ -620,11 +615,7 @@ impl Broker for RedisBroker {
             .key(&h)
             .arg(&lease.token)
             .arg(lease.id.to_string());
-        let n: i64 = self
-            .redis
-            .eval("queue.release", inv)
-            .await
-            .map_err(unavailable)?;
+        let n: i64 = self.eval("queue.release", inv).await?;
         Ok(n == 1)
     }
 
@@ -633,11 +624,8 @@ impl Broker for RedisBroker {
         let cmd = redis::cmd("HGETALL")
             .arg(format!("{}{}", k.task, id))
             .to_owned();
-        let map: std::collections::HashMap<String, String> = self
-            .redis
-            .query("queue.status", &cmd)
-            .await
-            .map_err(unavailable)?;
+        let map: std::collections::HashMap<String, String> =
+            self.query("queue.status", &cmd).await?;
         let Some(env) = map.get("env") else {
             return Ok(None);
         };
@@ -694,11 +682,7 @@ impl Broker for RedisBroker {
 
     async fn queues(&self) -> Result<Vec<String>, QueueError> {
         let cmd = redis::cmd("SMEMBERS").arg(self.names_key()).to_owned();
-        let mut v: Vec<String> = self
-            .redis
-            .query("queue.names", &cmd)
-            .await
-            .map_err(unavailable)?;
+        let mut v: Vec<String> = self.query("queue.names", &cmd).await?;
         v.sort();
         Ok(v)
     }
@@ -710,11 +694,7 @@ impl Broker for RedisBroker {
             .arg(0)
             .arg(limit.max(1) as i64 - 1)
             .to_owned();
-        let ids: Vec<String> = self
-            .redis
-            .query("queue.dead", &cmd)
-            .await
-            .map_err(unavailable)?;
+        let ids: Vec<String> = self.query("queue.dead", &cmd).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let tid: TaskId = id.parse().map_err(|e: String| corrupt(&id, e))?;
@@ -739,11 +719,7 @@ impl Broker for RedisBroker {
                     inv.arg(id.to_string());
                 }
             }
-            let n: u64 = self
-                .redis
-                .eval("queue.retry_dead", inv)
-                .await
-                .map_err(unavailable)?;
+            let n: u64 = self.eval("queue.retry_dead", inv).await?;
             total += n;
             if ids.is_some() || n == 0 {
                 return Ok(total);
@@ -757,11 +733,7 @@ impl Broker for RedisBroker {
         loop {
             let mut inv = self.scripts.purge_dead.key(&k.dead);
             inv.arg(&k.task);
-            let n: u64 = self
-                .redis
-                .eval("queue.purge_dead", inv)
-                .await
-                .map_err(unavailable)?;
+            let n: u64 = self.eval("queue.purge_dead", inv).await?;
             total += n;
             if n == 0 {
                 return Ok(total);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice_cache::UnixMillis;
+use sluice_core::UnixMillis;
 use uuid::Uuid;
 
 /// Highest priority; tasks of higher priority are leased first.

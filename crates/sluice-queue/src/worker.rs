@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sluice_cache::Quota;
+use sluice_core::Quota;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -326,8 +326,8 @@ impl WorkerBuilder {
         self
     }
 
-    /// Limits how fast tasks named `name` start: a [`sluice_cache::LocalQuota`]
-    /// per process, or a [`sluice_cache::RedisQuota`] shared by every node.
+    /// Limits how fast tasks named `name` start: a [`sluice_core::LocalQuota`]
+    /// per process, or a [`sluice_core::RedisQuota`] shared by every node.
     pub fn rate_limit(mut self, name: &str, quota: Arc<dyn Quota>) -> Self {
         if let Some(r) = self.handlers.get_mut(name) {
             r.rate = Some(quota);
@@ -652,7 +652,7 @@ async fn run_one(shared: &Arc<Shared>, lease: Lease, ack_tx: &mpsc::UnboundedSen
         loop {
             match q.acquire(Duration::from_secs(1)).await {
                 Ok(()) => break,
-                Err(sluice_cache::QuotaExceeded::PerSecond { .. }) if !shared.stopping() => {}
+                Err(sluice_core::QuotaExceeded::PerSecond { .. }) if !shared.stopping() => {}
                 Err(e) => {
                     let retry = Some(e.retry_after());
                     finish_failed(shared, &lref, &name, format!("rate limit: {e}"), retry).await;

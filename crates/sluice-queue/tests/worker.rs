@@ -144,12 +144,12 @@ async fn limited_span(starts: &Starts, n: usize, secs: u64) -> Duration {
 }
 
 /// A local quota of `n` a second (no daily budget).
-fn per_second(n: u32) -> sluice_cache::LocalQuota {
-    sluice_cache::LocalQuota::new(
+fn per_second(n: u32) -> sluice_core::LocalQuota {
+    sluice_core::LocalQuota::new(
         std::num::NonZeroU32::new(n),
         None,
         chrono_tz::UTC,
-        Arc::new(sluice_cache::SystemClock),
+        Arc::new(sluice_core::SystemClock),
     )
 }
 
@@ -433,7 +433,7 @@ async fn a_rate_limit_on_redis_is_shared_by_every_worker() {
     let starts = Starts::default();
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let quota = sluice_cache::RedisQuota::new(shared.clone(), "task:limited", per_second(4));
+        let quota = sluice_core::RedisQuota::new(shared.clone(), "task:limited", per_second(4));
         workers.push(
             limited(worker(&broker, "q", 8), &starts)
                 .rate_limit("limited", Arc::new(quota))

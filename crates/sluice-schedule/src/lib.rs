@@ -10,6 +10,6 @@ pub mod trigger;
 pub mod watch;
 
 pub use claim::{ClaimError, ClaimStore, LastFire, RedisClaims, SqlClaims};
-pub use scheduler::{Fired, Launcher, Scheduler, TriggerDef, misfires};
+pub use scheduler::{Fired, LaunchError, Launcher, Scheduler, TriggerDef, misfires};
 pub use trigger::{EveryMode, Misfire, Overlap, TriggerError, TriggerField, TriggerSpec};
 pub use watch::{FileLauncher, FileTrigger, Watchers};

@@ -22,35 +22,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use sluice_cache::{Clock, UnixMillis};
+use sluice_core::{Clock, UnixMillis};
 use tokio::sync::{Notify, watch};
 
 use crate::claim::{ClaimStore, LastFire};
 use crate::trigger::{Misfire, Overlap, TriggerSpec};
 
-/// Lateness of claims after the due instant, seconds.
-pub const LATENESS: &str = "sluice_schedule_fire_lateness_seconds";
-/// Fires by trigger and outcome (`fired` | `lost` (another node claimed it) |
-/// `skipped_overlap` | `queued` | `paused` | `error`).
-pub const FIRES: &str = "sluice_schedule_fires_total";
-
-/// Registers the help text and unit of [`LATENESS`] and [`FIRES`] with the
-/// current recorder, so the Prometheus page prints `# HELP` for each family
-/// whether or not it has been recorded yet. Call once, when the recorder is
-/// installed.
-pub fn describe_metrics() {
-    use metrics::{Unit, describe_counter, describe_histogram};
-    describe_histogram!(
-        LATENESS,
-        Unit::Seconds,
-        "How late a fire was claimed after its due instant, in seconds."
-    );
-    describe_counter!(
-        FIRES,
-        Unit::Count,
-        "Trigger fires, by trigger and outcome (fired, lost, skipped_overlap, queued, paused, error)."
-    );
-}
+/// The scheduler's metric names (declared in the workspace catalogue,
+/// `sluice_core::metrics`): claim lateness, and fires by trigger and outcome.
+pub use sluice_core::metrics::names::{FIRES, LATENESS};
 
 /// A configured trigger of a job.
 #[derive(Debug, Clone)]
@@ -67,6 +47,20 @@ pub struct TriggerDef {
     pub overlap: Overlap,
 }
 
+/// Why a fire (or an arrived file) could not start its job's run. The fire is
+/// recorded as an error with this message.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// The queue refused the run or did not answer.
+    #[error("{0}")]
+    Enqueue(String),
+    /// What the fire asks for cannot be done (an unknown trigger or job, bad
+    /// parameters).
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// What a fire asks of the outside world: enqueue a job run, and say whether an
 /// earlier one is still going.
 #[async_trait]
@@ -76,8 +70,9 @@ pub trait Launcher: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// Why it could not (the fire is recorded as an error).
-    async fn launch(&self, trigger: &TriggerDef, at: DateTime<Utc>) -> Result<String, String>;
+    /// A [`LaunchError`] saying why it could not (the fire is recorded as an
+    /// error).
+    async fn launch(&self, trigger: &TriggerDef, at: DateTime<Utc>) -> Result<String, LaunchError>;
 
     /// Whether the task `task` (an earlier fire's) is still queued or running.
     async fn running(&self, task: &str) -> bool;
@@ -368,21 +363,28 @@ async fn fire_inner(state: &Arc<State>, i: usize, at: DateTime<Utc>) -> Fired {
             }
             let reason = format!("skipped: the previous run (task {prev}) is still going");
             tracing::info!(trigger = %t.id, at = %at, "{reason}");
-            let _ = state
-                .store
-                .record(
-                    &t.id,
-                    &LastFire {
-                        at: at.timestamp_millis(),
-                        outcome: reason.clone(),
-                        task: Some(prev),
-                    },
-                )
-                .await;
+            record(state, t, at, reason.clone(), Some(prev)).await;
             return Fired::SkippedOverlap(reason);
         }
     }
     launch(state, i, at).await
+}
+
+/// Records the outcome of `t`'s fire at `at` (best effort: a store that does not
+/// answer only loses the record).
+async fn record(
+    state: &State,
+    t: &TriggerDef,
+    at: DateTime<Utc>,
+    outcome: String,
+    task: Option<String>,
+) {
+    let fire = LastFire {
+        at: at.timestamp_millis(),
+        outcome,
+        task,
+    };
+    let _ = state.store.record(&t.id, &fire).await;
 }
 
 async fn launch(state: &Arc<State>, i: usize, at: DateTime<Utc>) -> Fired {
@@ -394,34 +396,21 @@ async fn launch(state: &Arc<State>, i: usize, at: DateTime<Utc>) -> Fired {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(t.id.clone(), task.clone());
-            let _ = state
-                .store
-                .record(
-                    &t.id,
-                    &LastFire {
-                        at: at.timestamp_millis(),
-                        outcome: format!("fired task {task}"),
-                        task: Some(task.clone()),
-                    },
-                )
-                .await;
+            record(
+                state,
+                t,
+                at,
+                format!("fired task {task}"),
+                Some(task.clone()),
+            )
+            .await;
             tracing::info!(trigger = %t.id, job = %t.job, at = %at, task = %task, "fired");
             Fired::Fired(task)
         }
         Err(e) => {
             tracing::warn!(trigger = %t.id, at = %at, error = %e, "claimed a fire but could not enqueue its run");
-            let _ = state
-                .store
-                .record(
-                    &t.id,
-                    &LastFire {
-                        at: at.timestamp_millis(),
-                        outcome: format!("error: {e}"),
-                        task: None,
-                    },
-                )
-                .await;
-            Fired::Error(e)
+            record(state, t, at, format!("error: {e}"), None).await;
+            Fired::Error(e.to_string())
         }
     }
 }

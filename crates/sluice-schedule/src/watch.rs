@@ -20,6 +20,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::claim::{ClaimStore, LastFire};
+use crate::scheduler::LaunchError;
 
 /// A directory trigger.
 #[derive(Debug, Clone)]
@@ -44,8 +45,8 @@ pub trait FileLauncher: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// Why it could not.
-    async fn launch_file(&self, trigger: &FileTrigger, path: &Path) -> Result<String, String>;
+    /// A [`LaunchError`] saying why it could not.
+    async fn launch_file(&self, trigger: &FileTrigger, path: &Path) -> Result<String, LaunchError>;
 }
 
 /// Whether `name` matches `pattern` (`*` wildcards only).

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use sluice_cache::{Clock, Redis, RedisOptions, SystemClock};
+use sluice_core::{Clock, Redis, RedisOptions, SystemClock};
 use sluice_schedule::{
-    ClaimStore, Launcher, Misfire, Overlap, RedisClaims, Scheduler, SqlClaims, TriggerDef,
-    TriggerSpec, misfires,
+    ClaimStore, LaunchError, Launcher, Misfire, Overlap, RedisClaims, Scheduler, SqlClaims,
+    TriggerDef, TriggerSpec, misfires,
 };
 
 fn redis_url() -> String {
@@ -42,7 +42,7 @@ struct NodeLauncher(Arc<Recorder>, usize);
 
 #[async_trait]
 impl Launcher for NodeLauncher {
-    async fn launch(&self, t: &TriggerDef, at: DateTime<Utc>) -> Result<String, String> {
+    async fn launch(&self, t: &TriggerDef, at: DateTime<Utc>) -> Result<String, LaunchError> {
         let id = format!("task-{}", self.0.n.fetch_add(1, Ordering::SeqCst));
         self.0
             .fires

@@ -114,7 +114,7 @@ pub async fn run(keep_running: bool) -> Result<()> {
     };
     let env = Env {
         var: &|n| (n == "AIRKOREA_KEY").then(|| KEY.to_owned()),
-        clock: Arc::new(sluice_cache::SystemClock),
+        clock: Arc::new(sluice_core::SystemClock),
         secrets_optional: false,
     };
     let settings = src.parse()?.resolve(&src, &env)?;

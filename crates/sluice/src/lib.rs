@@ -25,5 +25,5 @@ pub mod telemetry;
 /// Installs the process-wide TLS crypto provider (ring) for upstream `https://`
 /// calls. Idempotent.
 pub fn init_tls() {
-    sluice_gateway::upstream::init_tls();
+    sluice_upstream::init_tls();
 }

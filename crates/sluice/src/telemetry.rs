@@ -49,21 +49,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Descriptions go to this recorder itself, before any metric is recorded,
         // so every family gets its `# HELP` line from the first scrape on.
-        metrics::with_local_recorder(&recorder, describe_metrics);
+        metrics::with_local_recorder(&recorder, sluice_core::metrics::describe);
         // Another recorder may already be installed (e.g. by an embedding
         // application); then our handle renders an empty page but nothing breaks.
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
-}
-
-/// Describes every metric family of the workspace (help text and unit), one
-/// call per crate that records metrics (`docs/specs/metrics.md` lists them).
-fn describe_metrics() {
-    sluice_cache::metrics::describe();
-    sluice_gateway::metrics::describe();
-    sluice_queue::metrics::describe();
-    sluice_schedule::scheduler::describe_metrics();
 }
 
 /// Drains recorded histogram samples into their buckets every 5 s, so memory

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_cache::{Redis, RedisOptions};
+use sluice_core::{Redis, RedisOptions};
 use sluice_testkit::servers::{Memcached, RedisServer};
 use sluice_testkit::{SimConfig, SimUpstream};
 

@@ -40,7 +40,7 @@ fn check(text: &str) -> Result<(), String> {
     };
     let env = Env {
         var: &|n| (n == "AIRKOREA_KEY").then(|| "k".to_owned()),
-        clock: Arc::new(sluice_cache::SystemClock),
+        clock: Arc::new(sluice_core::SystemClock),
         secrets_optional: false,
     };
     let raw = src.parse().map_err(|e| e.to_string())?;
@@ -64,7 +64,7 @@ async fn the_shipped_examples_are_valid() {
             let src = Source::read(&path).unwrap();
             let env = Env {
                 var: &|_| Some("example-secret-value-123".to_owned()),
-                clock: Arc::new(sluice_cache::SystemClock),
+                clock: Arc::new(sluice_core::SystemClock),
                 secrets_optional: false,
             };
             let settings = src

@@ -389,7 +389,7 @@ fn resolve(server: &str) -> Result<ConnectionSettings, String> {
     };
     let env = Env {
         var: &|n| (n == "AIRKOREA_KEY").then(|| KEY.to_owned()),
-        clock: Arc::new(sluice_cache::SystemClock),
+        clock: Arc::new(sluice_core::SystemClock),
         secrets_optional: false,
     };
     let raw = src.parse().map_err(|e| e.to_string())?;

@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sluice_cache::SystemClock;
+use sluice_core::SystemClock;
 use sluice_queue::{
     Broker, Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, NewTask, QueueError,
     QueueStats, RedisBroker, RetryPolicy, TaskError, TaskId, TaskState, TaskStatus, Worker,
 };
-use sluice_schedule::{Launcher, Misfire, Overlap, Scheduler, SqlClaims, TriggerDef, TriggerSpec};
+use sluice_schedule::{
+    LaunchError, Launcher, Misfire, Overlap, Scheduler, SqlClaims, TriggerDef, TriggerSpec,
+};
 use sluice_testkit::servers::RedisServer;
 
 use crate::support::{ADMIN, Harness, Node, ROUTE, UPSTREAM, air};
@@ -367,7 +369,7 @@ struct Notifying(Arc<tokio::sync::Notify>);
 
 #[async_trait]
 impl Launcher for Notifying {
-    async fn launch(&self, _t: &TriggerDef, _at: DateTime<Utc>) -> Result<String, String> {
+    async fn launch(&self, _t: &TriggerDef, _at: DateTime<Utc>) -> Result<String, LaunchError> {
         self.0.notify_one();
         Ok("lint-task".into())
     }

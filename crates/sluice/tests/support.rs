@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sluice::config::{Env, Source};
 use sluice::serve::{self, Running};
-use sluice_cache::ManualClock;
+use sluice_core::ManualClock;
 use sluice_testkit::{SimConfig, SimUpstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,4 +1,5 @@
-//! Built-in readers of local files.
+//! Built-in readers: local files, and the pages of an HTTP API
+//! ([`HttpPagesReader`], through a `sluice_upstream::Upstream`).
 //!
 //! | reader | input | item | checkpoint |
 //! |---|---|---|---|
@@ -39,10 +40,12 @@
 
 mod csv_file;
 mod driver;
+mod http;
 mod json_array;
 mod jsonl;
 mod split;
 
 pub use csv_file::CsvReader;
+pub use http::{HttpPagesReader, Pagination};
 pub use json_array::JsonArrayReader;
 pub use jsonl::JsonLinesReader;

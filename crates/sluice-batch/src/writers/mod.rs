@@ -10,8 +10,11 @@
 //! - [`FileWriter`]: CSV or JSON Lines into `<path>.tmp-sluice`, synced after each
 //!   chunk, renamed to `<path>` when the step completes; its checkpoint (the temp
 //!   file's length) lets a restart drop the chunks written after the last commit.
+//! - [`CacheWriter`]: items become entries of a gateway's cache, under the keys
+//!   of the requests a client would send for them (through
+//!   `sluice_cache::CacheTarget`, so batch does not depend on the gateway).
 //!
-//! Both follow the [`Writer`](crate::api::Writer) contract: a chunk is written all
+//! All follow the [`Writer`](crate::api::Writer) contract: a chunk is written all
 //! or nothing and is durable when `write` returns; a refused item is a
 //! [`WriteError::Item`](crate::api::WriteError::Item), so that the step can find it
 //! by writing the chunk again item by item; identifiers are checked before any SQL
@@ -40,10 +43,12 @@
 //! # }
 //! ```
 
+mod cache;
 mod file;
 mod ident;
 mod sql;
 
+pub use cache::{CacheWriter, CacheWriterError};
 pub use file::{FileFormat, FileWriter, TEMP_SUFFIX};
 pub use sql::{
     Column, DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS, SqlWriter,

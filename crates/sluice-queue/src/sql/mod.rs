@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sluice_cache::{Clock, SystemClock, UnixMillis};
+use sluice_core::{Clock, SystemClock, UnixMillis};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::sqlite::{
@@ -1513,7 +1513,7 @@ mod tests {
 
     #[tokio::test]
     async fn expired_results_and_keys_are_swept() {
-        let clock = sluice_cache::ManualClock::new(1_000_000);
+        let clock = sluice_core::ManualClock::new(1_000_000);
         let b = SqlBroker::connect("sqlite::memory:")
             .await
             .unwrap()
@@ -1559,7 +1559,7 @@ mod tests {
     async fn a_manual_clock_drives_sqlite_leases() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("q.db").display());
-        let clock = sluice_cache::ManualClock::new(1_000_000);
+        let clock = sluice_core::ManualClock::new(1_000_000);
         let b = SqlBroker::connect(&url)
             .await
             .unwrap()

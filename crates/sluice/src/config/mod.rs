@@ -26,8 +26,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
-use sluice_cache::Clock;
-use sluice_gateway::{Gateway, Secret, Upstream};
+use sluice_core::Clock;
+use sluice_core::Secret;
+use sluice_gateway::Gateway;
+use sluice_upstream::Upstream;
 
 mod job;
 mod queue;
@@ -150,7 +152,7 @@ impl Env<'_> {
     pub fn process() -> Env<'static> {
         Env {
             var: &|n| std::env::var(n).ok(),
-            clock: Arc::new(sluice_cache::SystemClock),
+            clock: Arc::new(sluice_core::SystemClock),
             secrets_optional: false,
         }
     }
@@ -225,7 +227,7 @@ impl RawConfig {
         }
         let gateway = builder.build().map_err(|e| {
             let first = self.routes.first().map(|r| r.path.span());
-            ConfigErrors(vec![src.err(first, "route", e)])
+            ConfigErrors(vec![src.err(first, "route", e.to_string())])
         })?;
         Ok(Settings {
             jobs,

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_spanned::Spanned;
-use sluice_gateway::{RouteSpec, Ttl, Upstream};
+use sluice_gateway::{RouteSpec, Ttl};
+use sluice_upstream::Upstream;
 
 use super::values::{Dur, parse_duration};
 use super::{ConfigError, Source, none_or_list, span};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
-use sluice_gateway::Secret;
+use sluice_core::Secret;
 
 use super::values::{Dur, RawSecret, Size, read_secret};
 use super::{ConfigError, Env, Source, span};

@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use sluice_cache::{
-    MemcachedOptions, MemcachedStore, MemoryStore, Redis, RedisOptions, RedisStore, SharedFlights,
-    Store, TieredStore,
+    MemcachedOptions, MemcachedStore, MemoryStore, RedisStore, SharedFlights, Store, TieredStore,
 };
+use sluice_core::{Redis, RedisOptions};
 
 use super::{ConfigError, Dur, Env, RawSecret, Size, Source, read_secret, span};
 
@@ -255,7 +255,7 @@ impl RawStore {
             return match MemcachedStore::new(&opts) {
                 Ok(s) => Some(Shared::Memcached(Arc::new(s.with_clock(env.clock.clone())))),
                 Err(e) => {
-                    errs.push(src.err(span(&first), "store.url", e));
+                    errs.push(src.err(span(&first), "store.url", e.to_string()));
                     None
                 }
             };
@@ -275,7 +275,7 @@ impl RawStore {
         match Redis::connect(&opts) {
             Ok(r) => Some(Shared::Redis(r)),
             Err(e) => {
-                errs.push(src.err(span(&first), "store.url", e));
+                errs.push(src.err(span(&first), "store.url", e.to_string()));
                 None
             }
         }
@@ -404,7 +404,7 @@ fn cluster_redis(
     match Redis::connect(&opts) {
         Ok(r) => Some(r),
         Err(e) => {
-            errs.push(src.err(span(url), "cluster.redis_url", e));
+            errs.push(src.err(span(url), "cluster.redis_url", e.to_string()));
             None
         }
     }

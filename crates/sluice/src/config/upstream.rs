@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
-use sluice_cache::{LocalQuota, Quota, Redis, RedisQuota};
-use sluice_gateway::{OkWhen, RetryPolicy, Secret, Upstream, UpstreamSpec};
+use sluice_core::{LocalQuota, Quota, Redis, RedisQuota, Secret};
+use sluice_upstream::{OkWhen, RetryPolicy, Upstream, UpstreamSpec};
 
 use super::values::{Dur, RawRetry, RawSecret, Size, read_secret};
 use super::{ConfigError, Env, Source, span};
@@ -119,7 +119,7 @@ impl RawUpstream {
             .and_then(|p| match OkWhen::compile(p.get_ref()) {
                 Ok(o) => Some(o),
                 Err(e) => {
-                    errs.push(src.err(span(p), at("ok_when"), e));
+                    errs.push(src.err(span(p), at("ok_when"), e.to_string()));
                     None
                 }
             });

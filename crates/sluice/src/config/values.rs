@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_spanned::Spanned;
-use sluice_gateway::Secret;
+use sluice_core::Secret;
 
 use super::{ConfigError, Env, Source, span};
 

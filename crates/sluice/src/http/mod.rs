@@ -15,7 +15,8 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sluice_gateway::{Gateway, Secret};
+use sluice_core::Secret;
+use sluice_gateway::Gateway;
 
 mod admin;
 mod error;

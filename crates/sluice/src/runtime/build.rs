@@ -242,7 +242,7 @@ fn build_chunk_step(
     }))
 }
 
-fn upstream(settings: &Settings, name: &str) -> Result<Arc<sluice_gateway::Upstream>, String> {
+fn upstream(settings: &Settings, name: &str) -> Result<Arc<sluice_upstream::Upstream>, String> {
     settings.upstreams.get(name).cloned().ok_or_else(|| {
         let known: Vec<&str> = settings.upstreams.keys().map(String::as_str).collect();
         format!(
@@ -322,9 +322,9 @@ fn build_reader(
             items,
             total,
         } => {
-            use sluice_batch::http_reader::{HttpPagesReader, Pagination};
+            use sluice_batch::readers::{HttpPagesReader, Pagination};
             let jq = |src: &str, key: &str| {
-                sluice_gateway::Jq::compile(src).map_err(|e| format!("{key}: {e}"))
+                sluice_upstream::Jq::compile(src).map_err(|e| format!("{key}: {e}"))
             };
             let sized = |kind: &str| -> Result<(String, u64), String> {
                 Ok((
@@ -513,7 +513,7 @@ fn build_writer(settings: &Settings, cfg: RawWriter) -> Result<Box<dyn Writer>, 
         }
         RawWriter::Jsonl { path } => Box::new(FileWriter::json_lines(path)),
         RawWriter::Cache { path, ttl } => Box::new(
-            sluice_batch::cache_writer::CacheWriter::new(
+            sluice_batch::writers::CacheWriter::new(
                 settings.gateway.clone(),
                 &path,
                 duration(&ttl)?,

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sluice_queue::TaskState;
-use sluice_schedule::{FileLauncher, FileTrigger, Launcher, Scheduler, TriggerDef, Watchers};
+use sluice_schedule::{
+    FileLauncher, FileTrigger, LaunchError, Launcher, Scheduler, TriggerDef, Watchers,
+};
 
 use super::Runtime;
 use super::job_task::{JobRunInput, job_run_task};
@@ -33,7 +35,7 @@ impl JobLauncher {
         job: &str,
         params: sluice_batch::model::Params,
         idempotency_key: Option<String>,
-    ) -> Result<String, String> {
+    ) -> Result<String, LaunchError> {
         let input = JobRunInput {
             job: job.to_owned(),
             params,
@@ -43,16 +45,24 @@ impl JobLauncher {
         if let Some(k) = idempotency_key {
             task = task.idempotency_key(k);
         }
-        let broker = self.rt.broker().await?;
-        let e = broker.enqueue(task).await.map_err(|e| e.to_string())?;
+        let broker = self
+            .rt
+            .broker()
+            .await
+            .map_err(|e| LaunchError::Enqueue(e.to_string()))?;
+        let e = broker
+            .enqueue(task)
+            .await
+            .map_err(|e| LaunchError::Enqueue(e.to_string()))?;
         Ok(e.id.to_string())
     }
 }
 
 #[async_trait]
 impl Launcher for JobLauncher {
-    async fn launch(&self, trigger: &TriggerDef, at: DateTime<Utc>) -> Result<String, String> {
-        let params = params::resolve(self.rt.settings(), &trigger.job, Origin::Fire(trigger, at))?;
+    async fn launch(&self, trigger: &TriggerDef, at: DateTime<Utc>) -> Result<String, LaunchError> {
+        let params = params::resolve(self.rt.settings(), &trigger.job, Origin::Fire(trigger, at))
+            .map_err(|e| LaunchError::Invalid(e.to_string()))?;
         // A second guard besides the claim: one task per fire.
         let key = format!("fire:{}:{}", trigger.id, at.timestamp_millis());
         self.enqueue(&trigger.job, params, Some(key)).await
@@ -75,12 +85,13 @@ impl FileLauncher for JobLauncher {
         &self,
         trigger: &FileTrigger,
         path: &std::path::Path,
-    ) -> Result<String, String> {
+    ) -> Result<String, LaunchError> {
         let params = params::resolve(
             self.rt.settings(),
             &trigger.job,
             Origin::File(trigger, path),
-        )?;
+        )
+        .map_err(|e| LaunchError::Invalid(e.to_string()))?;
         self.enqueue(&trigger.job, params, None).await
     }
 }
@@ -131,7 +142,7 @@ pub async fn start(rt: &Arc<Runtime>) -> Result<Option<Running>, String> {
     } else {
         let defs: Vec<TriggerDef> = jobs.triggers.iter().map(|t| t.def.clone()).collect();
         tracing::info!(triggers = defs.len(), "scheduler started");
-        Some(Scheduler::start(defs, store, launcher, Arc::new(sluice_cache::SystemClock)).await)
+        Some(Scheduler::start(defs, store, launcher, Arc::new(sluice_core::SystemClock)).await)
     };
     Ok(Some(Running {
         scheduler,

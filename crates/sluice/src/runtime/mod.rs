@@ -122,12 +122,12 @@ impl Runtime {
         self.claims
             .get_or_try_init(|| async {
                 if q.url.starts_with("redis") {
-                    let opts = sluice_cache::RedisOptions {
+                    let opts = sluice_core::RedisOptions {
                         urls: vec![q.url.clone()],
                         namespace: q.namespace.clone(),
-                        ..sluice_cache::RedisOptions::default()
+                        ..sluice_core::RedisOptions::default()
                     };
-                    let redis = sluice_cache::Redis::connect(&opts)?;
+                    let redis = sluice_core::Redis::connect(&opts).map_err(|e| e.to_string())?;
                     Ok(Arc::new(RedisClaims::new(redis)) as Arc<dyn ClaimStore>)
                 } else {
                     Ok(Arc::new(

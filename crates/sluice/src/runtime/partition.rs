@@ -136,7 +136,7 @@ impl PartitionHandler for QueuePartitions {
             })
             .collect();
         // Failures recorded before this point belong to an earlier run.
-        let since = sluice_cache::Clock::now_millis(&sluice_cache::SystemClock);
+        let since = sluice_core::Clock::now_millis(&sluice_core::SystemClock);
         let mut tasks = Vec::with_capacity(inputs.len());
         for input in &inputs {
             let payload =

@@ -13,6 +13,7 @@ pub const MAX_DEPTH: usize = 128;
 
 /// Why a body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BodyError {
     /// Nothing but whitespace.
     #[error("the body is empty")]

@@ -1,4 +1,4 @@
-//! The health of a shared backend (Redis, Memcached), as the gateway sees it.
+//! The health of a shared backend (Redis, Memcached), as sluice sees it.
 //!
 //! A shared backend can go away at any time. Every caller reports each outcome
 //! here; the tracker:
@@ -15,8 +15,21 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::StoreError;
+use thiserror::Error;
+
 use crate::metrics;
+
+/// A shared backend could not be reached, answered with an error, or is skipped
+/// by the breaker while it is down. Stores turn it into their own error; the
+/// queue and the claims into theirs.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{store} store unavailable: {message}")]
+pub struct Unavailable {
+    /// The backend's name (`redis`, `memcached`).
+    pub store: &'static str,
+    /// What went wrong, without secrets.
+    pub message: String,
+}
 
 /// Tracks whether one shared backend answers.
 #[derive(Debug)]
@@ -74,9 +87,9 @@ impl Backend {
     }
 
     /// The error returned when [`should_try`](Self::should_try) said no.
-    pub fn skipped(&self, op: &'static str) -> StoreError {
+    pub fn skipped(&self, op: &'static str) -> Unavailable {
         metrics::store_error(self.name, op);
-        StoreError::Unavailable {
+        Unavailable {
             store: self.name,
             message: self
                 .last_error
@@ -98,7 +111,7 @@ impl Backend {
     }
 
     /// Reports a failed call and returns the error to hand up.
-    pub fn failed(&self, op: &'static str, message: impl Into<String>) -> StoreError {
+    pub fn failed(&self, op: &'static str, message: impl Into<String>) -> Unavailable {
         let message = message.into();
         metrics::store_error(self.name, op);
         if let Ok(mut last) = self.last_error.lock() {
@@ -112,7 +125,7 @@ impl Backend {
             tracing::warn!(store = self.name, op, error = %message,
                 "{} unavailable; falling back to local caching, coalescing and rate limits until it answers again", self.name);
         }
-        StoreError::Unavailable {
+        Unavailable {
             store: self.name,
             message,
         }

@@ -13,7 +13,7 @@ use jaq_json::Val;
 use serde_json::{Map, Value};
 
 use crate::body::{BodyError, excerpt, parse_json_or_xml};
-use crate::jq::{Jq, to_val};
+use crate::jq::{Jq, JqError, to_val};
 
 /// A compiled `ok_when` predicate.
 pub struct OkWhen {
@@ -42,8 +42,8 @@ impl OkWhen {
     ///
     /// # Errors
     ///
-    /// A message describing the parse or compile error.
-    pub fn compile(source: &str) -> Result<Self, String> {
+    /// A [`JqError`] describing the parse or compile error.
+    pub fn compile(source: &str) -> Result<Self, JqError> {
         Ok(Self {
             jq: Jq::compile(source)?,
         })
@@ -81,7 +81,7 @@ impl OkWhen {
             return Ok(());
         }
         let reason = match first {
-            Some(Err(e)) => format!("predicate failed: {}", excerpt(&e, 200)),
+            Some(Err(e)) => format!("predicate failed: {}", excerpt(&e.message, 200)),
             None => "predicate produced no output".into(),
             _ => "predicate was false".into(),
         };
@@ -224,8 +224,8 @@ mod tests {
     #[test]
     fn invalid_predicates_are_reported() {
         let e = OkWhen::compile(".response.header.resultCode ==").unwrap_err();
-        assert!(e.starts_with("invalid jq expression"), "{e}");
+        assert!(e.message.starts_with("invalid jq expression"), "{e}");
         let e = OkWhen::compile("nosuchfn(1)").unwrap_err();
-        assert!(e.contains("nosuchfn"), "{e}");
+        assert!(e.message.contains("nosuchfn"), "{e}");
     }
 }

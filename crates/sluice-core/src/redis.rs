@@ -23,8 +23,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
 use tokio::sync::Notify;
 
-use crate::error::StoreError;
-use crate::health::Backend;
+use thiserror::Error;
+
+use crate::health::{Backend, Unavailable};
+use crate::redact_url;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -61,7 +63,21 @@ impl Default for RedisOptions {
     }
 }
 
-pub use sluice_core::redact_url;
+/// A Redis configuration that cannot work (the message never holds a password).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct ConfigError {
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
 
 /// A connection to a server or a cluster; cheap to clone (multiplexed).
 #[derive(Clone)]
@@ -195,9 +211,9 @@ fn open_client(
     url: &str,
     password: Option<&str>,
     ca: Option<&[u8]>,
-) -> Result<redis::Client, String> {
+) -> Result<redis::Client, ConfigError> {
     let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
-        .map_err(|e| format!("invalid Redis URL {}: {e}", redact_url(url)))?;
+        .map_err(|e| ConfigError::new(format!("invalid Redis URL {}: {e}", redact_url(url))))?;
     if let Some(p) = password {
         let redis_info = info.redis_settings().clone().set_password(p);
         info = info.set_redis_settings(redis_info);
@@ -206,7 +222,7 @@ fn open_client(
         Some(certs) => redis::Client::build_with_tls(info, certs),
         None => redis::Client::open(info),
     }
-    .map_err(|e| format!("Redis URL {}: {e}", redact_url(url)))
+    .map_err(|e| ConfigError::new(format!("Redis URL {}: {e}", redact_url(url))))
 }
 
 impl Redis {
@@ -216,10 +232,13 @@ impl Redis {
     /// # Errors
     ///
     /// An invalid URL (the message never contains the password).
-    pub fn connect(opts: &RedisOptions) -> Result<Arc<Self>, String> {
+    pub fn connect(opts: &RedisOptions) -> Result<Arc<Self>, ConfigError> {
         let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| "connecting to Redis needs a running tokio runtime")?;
-        let first = opts.urls.first().ok_or("no Redis URL given")?;
+            .map_err(|_| ConfigError::new("connecting to Redis needs a running tokio runtime"))?;
+        let first = opts
+            .urls
+            .first()
+            .ok_or_else(|| ConfigError::new("no Redis URL given"))?;
         let ca = opts.tls_ca_pem.as_deref();
         let sub_client = open_client(first, opts.password.as_deref(), ca)?;
         let mut sub_clients = vec![sub_client.clone()];
@@ -239,17 +258,17 @@ impl Redis {
             }
             let client = b
                 .build()
-                .map_err(|e| format!("Redis Cluster configuration: {e}"))?;
+                .map_err(|e| ConfigError::new(format!("Redis Cluster configuration: {e}")))?;
             let cfg = redis::cluster::ClusterConfig::new()
                 .set_connection_timeout(opts.connect_timeout)
                 .set_response_timeout(opts.timeout);
             RedisConn::Cluster(client.get_pending_async_connection_with_config(cfg))
         } else {
             if opts.urls.len() > 1 {
-                return Err(format!(
+                return Err(ConfigError::new(format!(
                     "{} Redis URLs given without `cluster = true`; give one URL, or mark them as a cluster",
                     opts.urls.len()
-                ));
+                )));
             }
             let cfg = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(opts.connect_timeout))
@@ -258,7 +277,7 @@ impl Redis {
                 .set_min_delay(Duration::from_millis(50))
                 .set_max_delay(Duration::from_millis(500));
             let mgr = ConnectionManager::new_lazy_with_config(sub_client.clone(), cfg)
-                .map_err(|e| format!("Redis {}: {e}", redact_url(first)))?;
+                .map_err(|e| ConfigError::new(format!("Redis {}: {e}", redact_url(first))))?;
             RedisConn::Single(mgr)
         };
         let this = Arc::new(Self {
@@ -282,7 +301,10 @@ impl Redis {
             // even when no request needs it.
             tokio::join!(subscribe_loop(weak.clone()), probe_loop(weak));
         });
-        *this.subscriber.lock().map_err(|e| e.to_string())? = Some(handle);
+        *this
+            .subscriber
+            .lock()
+            .map_err(|e| ConfigError::new(e.to_string()))? = Some(handle);
         Ok(this)
     }
 
@@ -331,12 +353,12 @@ impl Redis {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] when Redis is down, slow or refuses.
+    /// [`Unavailable`] when Redis is down, slow or refuses.
     pub async fn query<T: FromRedisValue>(
         &self,
         op: &'static str,
         cmd: &Cmd,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Unavailable> {
         let mut c = self.conn.clone();
         self.guarded(op, async move { cmd.query_async::<T>(&mut c).await })
             .await
@@ -347,7 +369,7 @@ impl Redis {
         &self,
         op: &'static str,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Unavailable> {
         if !self.health.should_try() {
             return Err(self.health.skipped(op));
         }
@@ -372,7 +394,7 @@ impl Redis {
         &self,
         op: &'static str,
         inv: redis::ScriptInvocation<'_>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Unavailable> {
         let mut c = self.conn.clone();
         self.guarded(op, async move { inv.invoke_async::<T>(&mut c).await })
             .await
@@ -431,7 +453,7 @@ impl Redis {
     /// # Errors
     ///
     /// When Redis cannot be asked.
-    pub async fn masters(&self) -> Result<Vec<(String, u16)>, StoreError> {
+    pub async fn masters(&self) -> Result<Vec<(String, u16)>, Unavailable> {
         let RedisConn::Cluster(c) = &self.conn else {
             return Ok(Vec::new());
         };
@@ -475,7 +497,7 @@ impl Redis {
         host: &str,
         port: u16,
         cmd: Cmd,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Unavailable> {
         use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
         let RedisConn::Cluster(c) = &self.conn else {
             return Err(self.health.failed(op, "not a cluster"));

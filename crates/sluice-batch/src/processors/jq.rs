@@ -1,6 +1,6 @@
-//! Built-in processors: jq.
+//! The jq processor.
 
-use sluice_gateway::Jq;
+use sluice_upstream::{Jq, JqError};
 
 use crate::api::Processor;
 use crate::model::Item;
@@ -17,8 +17,8 @@ impl JqProcessor {
     ///
     /// # Errors
     ///
-    /// `invalid jq expression: …`.
-    pub fn new(expr: &str) -> Result<Self, String> {
+    /// A [`JqError`]: `invalid jq expression: …`.
+    pub fn new(expr: &str) -> Result<Self, JqError> {
         Ok(Self {
             jq: Jq::compile(expr)?,
         })
@@ -27,7 +27,7 @@ impl JqProcessor {
 
 impl Processor for JqProcessor {
     fn process(&self, item: &Item) -> Result<Option<Item>, String> {
-        let mut out = self.jq.run_json(item)?;
+        let mut out = self.jq.run_json(item).map_err(|e| e.to_string())?;
         match out.len() {
             0 => Ok(None),
             1 => Ok(Some(out.remove(0)).filter(|v| !v.is_null())),
@@ -71,6 +71,11 @@ mod tests {
                 .unwrap_err()
                 .contains("2 outputs")
         );
-        assert!(JqProcessor::new(".a |").unwrap_err().contains("invalid jq"));
+        assert!(
+            JqProcessor::new(".a |")
+                .unwrap_err()
+                .to_string()
+                .contains("invalid jq")
+        );
     }
 }

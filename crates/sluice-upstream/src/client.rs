@@ -2,8 +2,8 @@
 //! cap, timeout, retries with exponential backoff and full jitter, `ok_when`.
 //!
 //! The upstream's origin (scheme, host, port) comes only from configuration. A
-//! request contributes a canonical path suffix and canonical query parameters (see
-//! [`crate::key`]); the finished URL is checked against the configured origin before
+//! request contributes a canonical path suffix and canonical query parameters (the
+//! gateway's canonical form, or a batch job's own); the finished URL is checked against the configured origin before
 //! any byte is sent. Redirects are not followed, so an upstream cannot send sluice
 //! elsewhere either.
 
@@ -14,15 +14,14 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 use reqwest::Url;
-use sluice_cache::{Quota, QuotaExceeded};
+use sluice_core::{Quota, QuotaExceeded, Scrubber, Secret};
 use tokio::sync::Semaphore;
 
 use crate::body::excerpt;
-use crate::error::{ErrorKind, GatewayError};
-use crate::key::encode_component;
+use crate::encode::encode_component;
+use crate::error::{UpstreamError, UpstreamErrorKind as Kind};
 use crate::metrics::UpstreamMetrics;
 use crate::ok_when::OkWhen;
-use sluice_core::{Scrubber, Secret};
 
 /// Longest hold-off an upstream's `Retry-After` can impose.
 const MAX_HOLD: Duration = Duration::from_secs(3600);
@@ -141,7 +140,7 @@ impl Upstream {
     /// # Errors
     ///
     /// When the HTTP client cannot be built (TLS setup).
-    pub fn new(spec: UpstreamSpec) -> Result<Self, GatewayError> {
+    pub fn new(spec: UpstreamSpec) -> Result<Self, UpstreamError> {
         init_tls();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -152,7 +151,7 @@ impl Upstream {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| {
-                GatewayError::new(ErrorKind::Internal, format!("building HTTP client: {e}"))
+                UpstreamError::new(Kind::Internal, format!("building HTTP client: {e}"))
             })?;
         let base_path = spec.base_url.path().trim_end_matches('/').to_owned();
         let scrubber = Scrubber::new(
@@ -207,7 +206,7 @@ impl Upstream {
     ///
     /// A client error if the URL would leave the origin (defence in depth; canonical
     /// input cannot cause it).
-    pub fn url_for(&self, suffix: &str, query: &str) -> Result<Url, GatewayError> {
+    pub fn url_for(&self, suffix: &str, query: &str) -> Result<Url, UpstreamError> {
         let mut url = self.base.clone();
         let mut path = String::with_capacity(self.base_path.len() + suffix.len() + 1);
         path.push_str(&self.base_path);
@@ -236,8 +235,8 @@ impl Upstream {
             || url.port_or_known_default() != self.base.port_or_known_default()
             || !url.username().is_empty()
         {
-            return Err(GatewayError::new(
-                ErrorKind::BadRequest,
+            return Err(UpstreamError::new(
+                Kind::LeavesOrigin,
                 "the request would leave the route's upstream",
             ));
         }
@@ -255,7 +254,7 @@ impl Upstream {
         suffix: &str,
         query: &str,
         forward_headers: &HeaderMap,
-    ) -> Result<UpstreamResponse, GatewayError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let url = self.url_for(suffix, query)?;
         let mut attempt = 0;
         loop {
@@ -277,10 +276,10 @@ impl Upstream {
         }
     }
 
-    fn quota_error(&self, q: QuotaExceeded) -> GatewayError {
+    fn quota_error(&self, q: QuotaExceeded) -> UpstreamError {
         self.metrics.quota_exceeded.increment(1);
-        GatewayError::new(
-            ErrorKind::QuotaExceeded {
+        UpstreamError::new(
+            Kind::QuotaExceeded {
                 retry_after: q.retry_after(),
             },
             q.to_string(),
@@ -318,11 +317,11 @@ impl Upstream {
         &self,
         url: &Url,
         forward_headers: &HeaderMap,
-    ) -> Result<UpstreamResponse, GatewayError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
         if let Some(left) = self.held() {
             // The upstream asked us to wait: no call, no budget spent.
-            return Err(GatewayError::new(
-                ErrorKind::UpstreamThrottled {
+            return Err(UpstreamError::new(
+                Kind::Throttled {
                     retry_after: Some(left),
                 },
                 format!(
@@ -342,7 +341,7 @@ impl Upstream {
             .permits
             .acquire()
             .await
-            .map_err(|_| GatewayError::new(ErrorKind::Internal, "upstream closed"))?;
+            .map_err(|_| UpstreamError::new(Kind::Internal, "upstream closed"))?;
         let started = Instant::now();
         // Everything built from the upstream's answer is scrubbed here, before it
         // is logged, cached or shown.
@@ -353,12 +352,12 @@ impl Upstream {
         let result = match &out {
             Ok(_) => "ok",
             Err(e) => match e.kind {
-                ErrorKind::UpstreamTimeout => "timeout",
-                ErrorKind::UpstreamConnect => "connect_error",
-                ErrorKind::UpstreamStatus(_) => "http_error",
-                ErrorKind::UpstreamRejected { .. } => "rejected",
-                ErrorKind::UpstreamThrottled { .. } => "throttled",
-                ErrorKind::QuotaExceeded { .. } => "quota_exceeded",
+                Kind::Timeout => "timeout",
+                Kind::Connect => "connect_error",
+                Kind::Status(_) => "http_error",
+                Kind::Rejected { .. } => "rejected",
+                Kind::Throttled { .. } => "throttled",
+                Kind::QuotaExceeded { .. } => "quota_exceeded",
                 _ => "bad_body",
             },
         };
@@ -376,7 +375,7 @@ impl Upstream {
         &self,
         url: &Url,
         forward_headers: &HeaderMap,
-    ) -> Result<UpstreamResponse, GatewayError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let mut req = self.client.get(url.clone());
         for (k, v) in forward_headers {
             req = req.header(k, v);
@@ -420,8 +419,8 @@ impl Upstream {
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| parse_retry_after(v.as_bytes()));
             self.hold(retry_after.unwrap_or(DEFAULT_HOLD));
-            return Err(GatewayError::new(
-                ErrorKind::UpstreamThrottled {
+            return Err(UpstreamError::new(
+                Kind::Throttled {
                     retry_after: retry_after.map(|d| d.min(MAX_HOLD)),
                 },
                 format!("upstream {} answered HTTP 429", self.name),
@@ -429,8 +428,8 @@ impl Upstream {
             .upstream(&self.name));
         }
         if status >= 500 {
-            return Err(GatewayError::new(
-                ErrorKind::UpstreamStatus(status),
+            return Err(UpstreamError::new(
+                Kind::Status(status),
                 format!("upstream {} answered HTTP {status}", self.name),
             )
             .upstream(&self.name));
@@ -457,8 +456,8 @@ impl Upstream {
                 self.report_quota();
             }
             let ctx = format!("ok_when rejected the body: {}", rej.reason);
-            return Err(GatewayError::new(
-                ErrorKind::UpstreamRejected {
+            return Err(UpstreamError::new(
+                Kind::Rejected {
                     code: rej.code,
                     message: rej.message,
                     reason: rej.reason,
@@ -482,7 +481,7 @@ impl Upstream {
         &self,
         headers: &HeaderMap,
         forward: &HeaderMap,
-    ) -> Result<bool, GatewayError> {
+    ) -> Result<bool, UpstreamError> {
         let mut encodings = Vec::new();
         for v in headers.get_all(http::header::CONTENT_ENCODING) {
             let text = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
@@ -517,7 +516,7 @@ impl Upstream {
         };
         let shown = excerpt(&encodings.join(", "), 40);
         let fail = |msg: String| {
-            Err(GatewayError::new(ErrorKind::UpstreamBody, msg)
+            Err(UpstreamError::new(Kind::Body, msg)
                 .upstream(&self.name)
                 .retryable(false))
         };
@@ -569,9 +568,9 @@ impl Upstream {
         }
     }
 
-    fn body_too_large(&self) -> GatewayError {
-        GatewayError::new(
-            ErrorKind::UpstreamBody,
+    fn body_too_large(&self) -> UpstreamError {
+        UpstreamError::new(
+            Kind::Body,
             format!(
                 "upstream {} answered more than {} bytes",
                 self.name, self.max_response_bytes
@@ -581,15 +580,15 @@ impl Upstream {
         .retryable(false)
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> GatewayError {
+    fn transport_error(&self, e: reqwest::Error) -> UpstreamError {
         // `without_url`: the URL carries the injected secret.
         let e = e.without_url();
         let kind = if e.is_timeout() {
-            ErrorKind::UpstreamTimeout
+            Kind::Timeout
         } else if e.is_connect() {
-            ErrorKind::UpstreamConnect
+            Kind::Connect
         } else {
-            ErrorKind::UpstreamBody
+            Kind::Body
         };
         let mut msg = e.to_string();
         let mut src = std::error::Error::source(&e);
@@ -599,7 +598,7 @@ impl Upstream {
             src = s.source();
         }
         self.scrubber.scrub_string(&mut msg);
-        GatewayError::new(kind, format!("upstream {}: {msg}", self.name)).upstream(&self.name)
+        UpstreamError::new(kind, format!("upstream {}: {msg}", self.name)).upstream(&self.name)
     }
 }
 

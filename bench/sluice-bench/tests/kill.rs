@@ -7,13 +7,12 @@
 //! increments the task's counter in a Redis hash and remembers its first runner's
 //! pid.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sluice_queue::NewTask;
+use sluice_testkit::db::{Server, ServerDb};
 
 const TASKS: usize = 10_000;
 const KILLS: usize = 4;
@@ -150,6 +149,6 @@ async fn redis_broker_survives_sigkill_of_a_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_broker_survives_sigkill_of_a_worker() {
-    let db = common::pg_db("sluice_qk").await;
+    let db = ServerDb::new(Server::Postgres, "sluice_qk").await;
     kill_a_worker_repeatedly(&db.url).await;
 }

@@ -1,4 +1,4 @@
-//! Reading the items of a paged HTTP API through a gateway [`Upstream`].
+//! Reading the items of a paged HTTP API through an [`Upstream`].
 //!
 //! Every page is one [`Upstream::fetch`], so a batch job spends the same budget,
 //! uses the same injected secrets, retries and `ok_when` as the gateway's clients.
@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use sluice_cache::{Entry, Freshness};
-use sluice_gateway::key::encode_component;
-use sluice_gateway::{ErrorKind, Gateway, GatewayError, Jq, Upstream, parse_json_or_xml};
+use sluice_cache::{CacheTarget, Entry, Freshness};
+use sluice_upstream::{
+    Jq, Upstream, UpstreamError, UpstreamErrorKind, encode_component, parse_json_or_xml,
+};
 
 use crate::api::{ReadError, ReadItem, Reader};
 use crate::model::now_millis;
@@ -92,7 +93,7 @@ enum Items {
 /// Reading through the gateway's cache.
 #[derive(Debug)]
 struct CacheThrough {
-    gateway: Gateway,
+    gateway: Arc<dyn CacheTarget>,
     prefix: String,
     store_ttl: Option<Duration>,
 }
@@ -109,9 +110,9 @@ struct Loaded {
 ///
 /// ```no_run
 /// # use std::sync::Arc;
-/// # use sluice_batch::http_reader::{HttpPagesReader, Pagination};
-/// # use sluice_gateway::Jq;
-/// # fn f(upstream: Arc<sluice_gateway::Upstream>) -> Result<(), String> {
+/// # use sluice_batch::readers::{HttpPagesReader, Pagination};
+/// # use sluice_upstream::Jq;
+/// # fn f(upstream: Arc<sluice_upstream::Upstream>) -> Result<(), String> {
 /// let reader = HttpPagesReader::new(
 ///     upstream,
 ///     "/getCtprvnRltmMesureDnsty",
@@ -213,13 +214,14 @@ impl HttpPagesReader {
 
     /// Reads through `gateway`'s cache: before calling the upstream for a page, the
     /// reader looks up the key a client's `GET /{route_prefix}{path}?{query}`
-    /// would have (see [`Gateway::key_for`]) and uses a fresh entry found there.
+    /// would have (see [`CacheTarget::key_for`]; the gateway is one) and uses a
+    /// fresh entry found there.
     /// `route_prefix` is what the route's pattern puts before the upstream path
     /// (`air` for `/air/{*rest}`).
     #[must_use]
-    pub fn cache(mut self, gateway: Gateway, route_prefix: &str) -> Self {
+    pub fn cache(mut self, gateway: impl CacheTarget, route_prefix: &str) -> Self {
         self.cache = Some(CacheThrough {
-            gateway,
+            gateway: Arc::new(gateway),
             prefix: route_prefix.trim_matches('/').to_owned(),
             store_ttl: None,
         });
@@ -378,14 +380,14 @@ impl HttpPagesReader {
         Ok(json)
     }
 
-    fn map_error(&self, label: &str, e: &GatewayError) -> ReadError {
-        if matches!(e.kind, ErrorKind::QuotaExceeded { .. }) {
+    fn map_error(&self, label: &str, e: &UpstreamError) -> ReadError {
+        if matches!(e.kind, UpstreamErrorKind::QuotaExceeded { .. }) {
             return ReadError::Transient(format!("{label}: quota exceeded: {e}"));
         }
         if e.retryable {
             return ReadError::Transient(format!("{label}: {e}"));
         }
-        if matches!(e.kind, ErrorKind::UpstreamRejected { .. })
+        if matches!(e.kind, UpstreamErrorKind::Rejected { .. })
             && self.upstream.quota().remaining_today() == Some(0)
         {
             // The upstream said its own quota is spent (one of its quota codes).

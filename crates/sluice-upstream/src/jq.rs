@@ -6,7 +6,44 @@ use jaq_core::{Ctx, Vars, data, unwrap_valr};
 use jaq_json::{Num, Val};
 use serde_json::Value;
 
+use thiserror::Error;
+
 use crate::body::MAX_DEPTH;
+
+/// What a jq error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JqErrorKind {
+    /// The source does not compile (syntax, undefined names).
+    Compile,
+    /// The filter raised an error on its input.
+    Run,
+    /// A value has no form on the other side (too deep, NaN in JSON).
+    Convert,
+}
+
+/// A jq filter that does not compile, fails, or yields a value JSON cannot hold.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct JqError {
+    /// What the error is about.
+    pub kind: JqErrorKind,
+    /// What went wrong, and where in the source for compile errors.
+    pub message: String,
+}
+
+impl JqError {
+    fn new(kind: JqErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+fn convert(message: String) -> JqError {
+    JqError::new(JqErrorKind::Convert, message)
+}
 
 type JqFilter = jaq_core::Filter<data::JustLut<Val>>;
 
@@ -29,10 +66,10 @@ impl Jq {
     ///
     /// `invalid jq expression: …` naming what was expected where, or the undefined
     /// names.
-    pub fn compile(source: &str) -> Result<Self, String> {
+    pub fn compile(source: &str) -> Result<Self, JqError> {
         Ok(Self {
             source: source.to_owned(),
-            filter: compile(source)?,
+            filter: compile(source).map_err(|m| JqError::new(JqErrorKind::Compile, m))?,
         })
     }
 
@@ -42,14 +79,14 @@ impl Jq {
     }
 
     /// The first output for `input` (`None` when it produces nothing).
-    pub fn first(&self, input: Val) -> Option<Result<Val, String>> {
+    pub fn first(&self, input: Val) -> Option<Result<Val, JqError>> {
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         self.filter
             .id
             .run((ctx, input))
             .map(unwrap_valr)
             .next()
-            .map(|r| r.map_err(|e| e.to_string()))
+            .map(|r| r.map_err(|e| JqError::new(JqErrorKind::Run, e.to_string())))
     }
 
     /// Every output for `input`, as JSON values.
@@ -57,11 +94,13 @@ impl Jq {
     /// # Errors
     ///
     /// The first error the filter raises.
-    pub fn run_json(&self, input: &Value) -> Result<Vec<Value>, String> {
+    pub fn run_json(&self, input: &Value) -> Result<Vec<Value>, JqError> {
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut out = Vec::new();
         for r in self.filter.id.run((ctx, to_val(input)?)).map(unwrap_valr) {
-            out.push(from_val(&r.map_err(|e| e.to_string())?)?);
+            out.push(from_val(
+                &r.map_err(|e| JqError::new(JqErrorKind::Run, e.to_string()))?,
+            )?);
         }
         Ok(out)
     }
@@ -73,8 +112,8 @@ impl Jq {
 ///
 /// When the value nests deeper than [`MAX_DEPTH`] (values parsed by
 /// [`crate::body`] never do).
-pub fn to_val(v: &Value) -> Result<Val, String> {
-    to_val_direct(v, 0)
+pub fn to_val(v: &Value) -> Result<Val, JqError> {
+    to_val_direct(v, 0).map_err(convert)
 }
 
 fn too_deep() -> String {
@@ -116,8 +155,8 @@ fn to_val_direct(v: &Value, depth: usize) -> Result<Val, String> {
 ///
 /// When the value has no JSON form (NaN or infinite numbers) or nests deeper
 /// than [`MAX_DEPTH`] (a filter can build such a value from a small input).
-pub fn from_val(v: &Val) -> Result<Value, String> {
-    from_val_at(v, 0)
+pub fn from_val(v: &Val) -> Result<Value, JqError> {
+    from_val_at(v, 0).map_err(convert)
 }
 
 fn from_val_at(v: &Val, depth: usize) -> Result<Value, String> {
@@ -229,11 +268,16 @@ mod tests {
     fn deep_outputs_are_errors_not_overflows() {
         let jq = Jq::compile("reduce range(1000) as $i (0; [.])").unwrap();
         let e = jq.run_json(&json!(null)).unwrap_err();
-        assert!(e.contains("deeper than 128"), "{e}");
+        assert!(e.to_string().contains("deeper than 128"), "{e}");
         let mut deep = json!(1);
         for _ in 0..200 {
             deep = json!([deep]);
         }
-        assert!(to_val(&deep).unwrap_err().contains("deeper than 128"));
+        assert!(
+            to_val(&deep)
+                .unwrap_err()
+                .to_string()
+                .contains("deeper than 128")
+        );
     }
 }

@@ -16,12 +16,28 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
-use sluice_cache::{Entry, PutOutcome, Store, StoreError};
-use sluice_gateway::key::encode_component;
-use sluice_gateway::{ErrorKind, Gateway};
+use sluice_cache::{CacheTarget, Entry, KeyErrorKind, PutOutcome, Store, StoreError};
+use sluice_upstream::encode_component;
+use thiserror::Error;
 
 use crate::api::{WriteError, Writer};
 use crate::model::{Item, now_millis};
+
+/// A cache writer that cannot be built, or an item that has no path.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheWriterError {
+    /// The key template is not a path template (no leading `/`, an unclosed
+    /// `{`, an empty `{}`).
+    #[error("{0}")]
+    Template(String),
+    /// The TTL is zero.
+    #[error("the cache writer's TTL must be more than zero")]
+    ZeroTtl,
+    /// The item lacks (or has `null`) a field the template names.
+    #[error("{0}")]
+    MissingField(String),
+}
 
 /// One piece of a path template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +46,8 @@ enum Piece {
     Field(String),
 }
 
-/// Writes items into a gateway's store as cache entries.
+/// Writes items into a gateway's store as cache entries (any
+/// [`CacheTarget`]; the gateway is one).
 ///
 /// The key template is the path and query a client would request, with `{field}`
 /// replaced by the item's field (percent-encoded; `{a.b}` reads a nested field;
@@ -45,7 +62,7 @@ enum Piece {
 /// chunk does no harm.
 #[derive(Debug)]
 pub struct CacheWriter {
-    gateway: Gateway,
+    gateway: Arc<dyn CacheTarget>,
     store: Arc<dyn Store>,
     template: Vec<Piece>,
     source: String,
@@ -63,19 +80,23 @@ impl CacheWriter {
     ///
     /// When the template has an unclosed `{`, an empty `{}`, or does not start
     /// with `/`, or `ttl` is zero.
-    pub fn new(gateway: Gateway, key_template: &str, ttl: Duration) -> Result<Self, String> {
+    pub fn new(
+        gateway: impl CacheTarget,
+        key_template: &str,
+        ttl: Duration,
+    ) -> Result<Self, CacheWriterError> {
         if !key_template.starts_with('/') {
-            return Err(format!(
+            return Err(CacheWriterError::Template(format!(
                 "the key template {key_template:?} must be a path starting with '/'"
-            ));
+            )));
         }
         if ttl.is_zero() {
-            return Err("the cache writer's TTL must be more than zero".into());
+            return Err(CacheWriterError::ZeroTtl);
         }
         Ok(Self {
             store: gateway.store().clone(),
-            gateway,
-            template: parse_template(key_template)?,
+            gateway: Arc::new(gateway),
+            template: parse_template(key_template).map_err(CacheWriterError::Template)?,
             source: key_template.to_owned(),
             ttl,
             stale_while_revalidate: Duration::ZERO,
@@ -107,14 +128,17 @@ impl CacheWriter {
     /// # Errors
     ///
     /// Naming the field the item lacks.
-    pub fn path_for(&self, item: &Item) -> Result<String, String> {
+    pub fn path_for(&self, item: &Item) -> Result<String, CacheWriterError> {
         let mut out = String::with_capacity(self.source.len() + 16);
         for piece in &self.template {
             match piece {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Field(f) => {
                     let v = field(item, f).ok_or_else(|| {
-                        format!("the item has no field {f:?} (key template {})", self.source)
+                        CacheWriterError::MissingField(format!(
+                            "the item has no field {f:?} (key template {})",
+                            self.source
+                        ))
                     })?;
                     let text = match v {
                         Value::String(s) => s.clone(),
@@ -171,10 +195,12 @@ impl Writer for CacheWriter {
         let now = now_millis();
         let mut entries = Vec::with_capacity(items.len());
         for item in items {
-            let path = self.path_for(item).map_err(WriteError::Item)?;
+            let path = self
+                .path_for(item)
+                .map_err(|e| WriteError::Item(e.to_string()))?;
             let key = self.gateway.key_for(&path).map_err(|e| {
                 let msg = format!("no cache key for {path}: {e}");
-                if e.kind == ErrorKind::NoRoute {
+                if e.kind == KeyErrorKind::NoRoute {
                     WriteError::Fatal(msg)
                 } else {
                     WriteError::Item(msg)

@@ -231,7 +231,7 @@ return {0, wait, used}
 /// While Redis does not answer, each node falls back to its own [`LocalQuota`]
 /// (the outage is logged once by [`crate::Backend`]).
 pub struct RedisQuota {
-    redis: Arc<crate::redis::Redis>,
+    redis: Arc<crate::Redis>,
     name: String,
     local: LocalQuota,
     script: redis::Script,
@@ -251,7 +251,7 @@ impl fmt::Debug for RedisQuota {
 impl RedisQuota {
     /// The budget of upstream `name`, with the same limits as `local`, which is
     /// also the fallback while Redis is down.
-    pub fn new(redis: Arc<crate::redis::Redis>, name: &str, local: LocalQuota) -> Self {
+    pub fn new(redis: Arc<crate::Redis>, name: &str, local: LocalQuota) -> Self {
         Self {
             redis,
             name: name.to_owned(),
@@ -354,6 +354,16 @@ mod tests {
     use super::*;
     use crate::ManualClock;
 
+    /// A budget of `n` calls a second on the system clock, no daily quota.
+    fn per_second(n: u32) -> LocalQuota {
+        LocalQuota::new(
+            NonZeroU32::new(n),
+            None,
+            chrono_tz::UTC,
+            Arc::new(crate::SystemClock),
+        )
+    }
+
     // 2026-11-25T14:59:00Z = 23:59 in Seoul.
     const BEFORE_KST_MIDNIGHT: i64 = 1_795_705_140_000;
 
@@ -395,12 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn per_second_refuses_beyond_the_wait_bound() {
-        let q = LocalQuota::new(
-            NonZeroU32::new(5),
-            None,
-            chrono_tz::UTC,
-            Arc::new(crate::SystemClock),
-        );
+        let q = per_second(5);
         for _ in 0..5 {
             q.acquire(Duration::ZERO).await.unwrap();
         }
@@ -415,12 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_per_second_means_one() {
-        let q = LocalQuota::new(
-            NonZeroU32::new(1),
-            None,
-            chrono_tz::UTC,
-            Arc::new(crate::SystemClock),
-        );
+        let q = per_second(1);
         q.acquire(Duration::ZERO).await.unwrap();
         let r = q.acquire(Duration::from_millis(300)).await;
         assert!(r.is_err(), "{r:?}");

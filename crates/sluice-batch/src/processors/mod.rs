@@ -1,0 +1,6 @@
+//! Built-in processors, one file per kind: [`JqProcessor`] (a jq expression over
+//! each item).
+
+mod jq;
+
+pub use jq::JqProcessor;
