@@ -26,7 +26,7 @@ use sluice_cache::{Clock, UnixMillis};
 use tokio::sync::{Notify, watch};
 
 use crate::claim::{ClaimStore, LastFire};
-use crate::trigger::{Misfire, Overlap, TriggerSpec};
+use crate::triggers::{Misfire, Overlap, TriggerSpec};
 
 /// Lateness of claims after the due instant, seconds.
 pub const LATENESS: &str = "sluice_schedule_fire_lateness_seconds";
