@@ -910,6 +910,7 @@ name = "write"
 tasklet = {{ kind = "shell", command = "echo {{{{fire_time}}}} {{{{fire_date}}}} >> {out}" }}
 
 [[job.trigger]]
+kind = "every"
 name = "tick"
 every = "1s"
 "#,
@@ -1042,6 +1043,7 @@ name = "note"
 tasklet = {{ kind = "shell", command = "echo {{{{params.path}}}} >> {out}" }}
 
 [[job.trigger]]
+kind = "watch"
 name = "inbox"
 watch = "{inbox}"
 pattern = "*.csv"

@@ -22,8 +22,8 @@ use super::{
 };
 use crate::scheduler::TriggerDef;
 
-/// `[[job.trigger]]`: when a job runs by itself. `kind` picks what fires it
-/// ([RawTriggerKind]); the keys of [RawTriggerShared] go with every kind.
+/// `[[job.trigger]]`: when a job runs by itself. `kind` picks what fires it (see
+/// `RawTriggerKind`); the keys of `RawTriggerShared` go with every kind.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawTrigger {
     /// The keys every kind has.
@@ -113,7 +113,6 @@ impl RawTriggerKind {
 
 /// A trigger, checked: what the scheduler or the watcher takes.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub enum TriggerPlan {
     /// A cron, every or at trigger, for the scheduler.
     Scheduled(TriggerDef),
