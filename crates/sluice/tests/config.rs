@@ -540,6 +540,41 @@ fn tables_inside_steps_and_triggers_are_each_reported_with_their_key() {
 }
 
 #[test]
+fn a_trigger_without_kind_or_with_a_key_of_another_kind_is_located() {
+    let head = "[[job]]\nname = \"a\"\n[[job.step]]\nname = \"s\"\ntasklet = { kind = \"shell\", command = \"true\" }\n";
+    let e = check(&format!(
+        "{head}[[job.trigger]]\ncron = \"0 * * * *\"\n[[job.trigger]]\nkind = \"every\"\nevery = \"1m\"\ntimezone = \"UTC\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.lines().count(), 2, "{e}");
+    // The trigger's table is where the key is missing.
+    assert!(
+        e.contains("sluice.toml:6:1: job[0].trigger[0].kind: missing `kind`: add kind = \"cron\""),
+        "{e}"
+    );
+    assert!(
+        e.contains("sluice.toml:11:1: job[0].trigger[1].timezone: unknown field `timezone`"),
+        "{e}"
+    );
+    // Checks of a kind's values, once every trigger of the job parses.
+    let e = check(&format!(
+        "{head}[[job.trigger]]\nkind = \"watch\"\nwatch = \"/tmp\"\nsettle = \"soon\"\noverlap = \"queue\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.lines().count(), 2, "{e}");
+    assert!(
+        e.contains(
+            "sluice.toml:9:10: job[0].trigger[0].settle: trigger a#0: invalid settle \"soon\""
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("job[0].trigger[0].overlap: trigger a#0: overlap applies to cron, every and at, not watch"),
+        "{e}"
+    );
+}
+
+#[test]
 fn semantic_checks_are_located() {
     for (from, to, want) in [
         (
