@@ -103,9 +103,10 @@ impl RawTriggerKind {
         let keys: Vec<&str> = keys.into_iter().collect();
         let message = match Self::KINDS.iter().find(|k| keys.contains(k)) {
             Some(k) => format!("missing `kind`: add kind = \"{k}\""),
-            None => format!(
+            None => {
                 "missing `kind`: add kind = \"cron\", \"every\", \"at\" or \"watch\" with its keys"
-            ),
+                    .to_owned()
+            }
         };
         TriggerError::new(TriggerField::Kind, message)
     }

@@ -3,7 +3,8 @@
 //! config enum that is the registry of kinds (`config.rs`), [`TriggerSpec`] and
 //! its fire computations (`spec.rs`), the misfire and overlap policies
 //! (`policy.rs`) and the error type (`error.rs`). A new kind is a file here plus
-//! one variant of [`RawTriggerKind`].
+//! one variant of [`RawTriggerKind`] (with its word in [`RawTriggerKind::KINDS`] and
+//! its arm in [`RawTriggerKind::deserialize_kind`] and [`RawTrigger::build`]).
 //!
 //! # Scheduled triggers
 //!

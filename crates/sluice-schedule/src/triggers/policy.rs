@@ -63,7 +63,7 @@ impl Misfire {
     }
 
     /// How many of the newest missed fires [`Misfire::select`] can pick: the `limit`
-    /// to pass to [`TriggerSpec::latest_between`].
+    /// to pass to [`TriggerSpec::latest_between`](super::TriggerSpec::latest_between).
     pub fn lookback(&self) -> usize {
         match self {
             Misfire::FireOnce => 1,

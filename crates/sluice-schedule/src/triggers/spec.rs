@@ -158,7 +158,8 @@ impl TriggerSpec {
 
     /// The *newest* fire instants in `(from, to]`, at most `limit` of them, oldest
     /// first. After downtime the scheduler calls this with the last fire it handled,
-    /// now and [`Misfire::lookback`], then [`Misfire::select`]: the work is bounded by
+    /// now and [`Misfire::lookback`](super::Misfire::lookback), then
+    /// [`Misfire::select`](super::Misfire::select): the work is bounded by
     /// the policy, not by the length of the downtime.
     pub fn latest_between(
         &self,
