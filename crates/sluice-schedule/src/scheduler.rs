@@ -26,7 +26,7 @@ use sluice_core::{Clock, UnixMillis};
 use tokio::sync::{Notify, watch};
 
 use crate::claim::{ClaimStore, LastFire};
-use crate::trigger::{Misfire, Overlap, TriggerSpec};
+use crate::triggers::{Misfire, Overlap, TriggerSpec};
 
 /// The scheduler's metric names (declared in the workspace catalogue,
 /// `sluice_core::metrics`): claim lateness, and fires by trigger and outcome.

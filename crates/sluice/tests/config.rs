@@ -269,41 +269,59 @@ fn trigger_and_queue_mistakes_are_named() {
     };
     let cases = [
         (
-            job("cron = \"61 * * * *\""),
+            job("kind = \"cron\"\ncron = \"61 * * * *\""),
             "job[0].trigger[0].cron",
             "61 * * * *",
         ),
         (
-            job("cron = \"0 20 * * * *\"\ntimezone = \"Asia/Seol\""),
+            job("kind = \"cron\"\ncron = \"0 20 * * * *\"\ntimezone = \"Asia/Seol\""),
             "job[0].trigger[0].timezone",
             "Asia/Seoul",
         ),
         (
-            job("every = \"15m\"\ncron = \"@daily\""),
-            "exactly one of cron, every, at or watch",
-            "2 given",
+            job("kind = \"every\"\nevery = \"15m\"\ncron = \"@daily\""),
+            "job[0].trigger[0].cron",
+            "unknown field `cron`",
         ),
-        (job("every = \"0s\""), "job[0].trigger[0].every", "0s"),
-        (job("at = \"tomorrow\""), "job[0].trigger[0].at", "tomorrow"),
         (
-            job("every = \"1m\"\nmisfire = \"sometimes\""),
+            job("kind = \"every\"\nevery = \"0s\""),
+            "job[0].trigger[0].every",
+            "0s",
+        ),
+        (
+            job("kind = \"at\"\nat = \"tomorrow\""),
+            "job[0].trigger[0].at",
+            "tomorrow",
+        ),
+        (
+            job("cron = \"0 * * * *\""),
+            "job[0].trigger[0].kind",
+            "add kind = \"cron\"",
+        ),
+        (
+            job("kind = \"hourly\""),
+            "job[0].trigger[0].kind",
+            "unknown trigger kind \"hourly\"",
+        ),
+        (
+            job("kind = \"every\"\nevery = \"1m\"\nmisfire = \"sometimes\""),
             "job[0].trigger[0].misfire",
             "sometimes",
         ),
         (
-            job("every = \"1m\"\noverlap = \"maybe\""),
+            job("kind = \"every\"\nevery = \"1m\"\noverlap = \"maybe\""),
             "job[0].trigger[0].overlap",
             "maybe",
         ),
         (
-            job("every = \"1m\"\ntimezone = \"UTC\""),
-            "timezone applies to cron only",
-            "",
+            job("kind = \"every\"\nevery = \"1m\"\ntimezone = \"UTC\""),
+            "job[0].trigger[0].timezone",
+            "unknown field `timezone`",
         ),
         (
             format!(
                 "[queue]\nurl = \"mysql://root@localhost/x\"\n{}",
-                job("every = \"1m\"")
+                job("kind = \"every\"\nevery = \"1m\"")
             ),
             "queue.url",
             "must start with sqlite://, postgres://, redis://",
@@ -311,7 +329,7 @@ fn trigger_and_queue_mistakes_are_named() {
         (
             format!(
                 "[queue]\nconcurrency = {{ jobs = 0 }}\n{}",
-                job("every = \"1m\"")
+                job("kind = \"every\"\nevery = \"1m\"")
             ),
             "queue.concurrency.jobs",
             "1 to 10000",
@@ -508,7 +526,7 @@ fn three_broken_places_give_three_located_lines() {
 fn tables_inside_steps_and_triggers_are_each_reported_with_their_key() {
     let text = "[[job]]\nname = \"a\"\n[[job.step]]\nname = \"s\"\ntasklet = { kind = \"shell\", command = \"true\" }\n\
                 [[job]]\nname = \"b\"\n[[job.step]]\nname = \"s\"\ntasklet = { kind = \"shell\", command = \"true\" }\n\
-                [[job.step]]\nname = \"t\"\nchunk = \"big\"\n[[job.trigger]]\nevery = \"1m\"\nsoon = true\n";
+                [[job.step]]\nname = \"t\"\nchunk = \"big\"\n[[job.trigger]]\nkind = \"every\"\nevery = \"1m\"\nsoon = true\n";
     let e = check(text).unwrap_err();
     assert_eq!(e.lines().count(), 2, "{e}");
     assert!(
@@ -516,7 +534,42 @@ fn tables_inside_steps_and_triggers_are_each_reported_with_their_key() {
         "{e}"
     );
     assert!(
-        e.contains("sluice.toml:16:1: job[1].trigger[0].soon: unknown field `soon`"),
+        e.contains("sluice.toml:17:1: job[1].trigger[0].soon: unknown field `soon`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_trigger_without_kind_or_with_a_key_of_another_kind_is_located() {
+    let head = "[[job]]\nname = \"a\"\n[[job.step]]\nname = \"s\"\ntasklet = { kind = \"shell\", command = \"true\" }\n";
+    let e = check(&format!(
+        "{head}[[job.trigger]]\ncron = \"0 * * * *\"\n[[job.trigger]]\nkind = \"every\"\nevery = \"1m\"\ntimezone = \"UTC\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.lines().count(), 2, "{e}");
+    // The trigger's table is where the key is missing.
+    assert!(
+        e.contains("sluice.toml:6:1: job[0].trigger[0].kind: missing `kind`: add kind = \"cron\""),
+        "{e}"
+    );
+    assert!(
+        e.contains("sluice.toml:11:1: job[0].trigger[1].timezone: unknown field `timezone`"),
+        "{e}"
+    );
+    // Checks of a kind's values, once every trigger of the job parses.
+    let e = check(&format!(
+        "{head}[[job.trigger]]\nkind = \"watch\"\nwatch = \"/tmp\"\nsettle = \"soon\"\noverlap = \"queue\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.lines().count(), 2, "{e}");
+    assert!(
+        e.contains(
+            "sluice.toml:9:10: job[0].trigger[0].settle: trigger a#0: invalid settle \"soon\""
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("job[0].trigger[0].overlap: trigger a#0: overlap applies to cron, every and at, not watch"),
         "{e}"
     );
 }

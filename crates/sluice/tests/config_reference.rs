@@ -1,22 +1,30 @@
 //! The config reference, `docs/config.md`, is generated from the doc comments of
-//! the `Raw*` types in `crates/sluice/src/config/`: this test renders it and fails
-//! when the file is stale, or when a field has no doc comment.
+//! the `Raw*` types in `crates/sluice/src/config/` and of the component configs that
+//! live beside their implementation (the trigger kinds in
+//! `crates/sluice-schedule/src/triggers/`): this test renders it and fails when the
+//! file is stale, or when a field has no doc comment.
 //!
 //! Regenerate with `SLUICE_BLESS=1 cargo test -p sluice --test config_reference`.
 
 use std::path::PathBuf;
 
-/// The config sources, in the order their sections appear in the reference.
+/// The config sources (relative to `crates/`), in the order their sections appear
+/// in the reference.
 const FILES: &[&str] = &[
-    "mod.rs",
-    "server.rs",
-    "store.rs",
-    "upstream.rs",
-    "route.rs",
-    "values.rs",
-    "job.rs",
-    "step.rs",
-    "queue.rs",
+    "sluice/src/config/mod.rs",
+    "sluice/src/config/server.rs",
+    "sluice/src/config/store.rs",
+    "sluice/src/config/upstream.rs",
+    "sluice/src/config/route.rs",
+    "sluice/src/config/values.rs",
+    "sluice/src/config/job.rs",
+    "sluice-schedule/src/triggers/config.rs",
+    "sluice-schedule/src/triggers/cron.rs",
+    "sluice-schedule/src/triggers/every.rs",
+    "sluice-schedule/src/triggers/at.rs",
+    "sluice-schedule/src/triggers/watch.rs",
+    "sluice/src/config/step.rs",
+    "sluice/src/config/queue.rs",
 ];
 
 #[derive(Debug, Default)]
@@ -32,6 +40,8 @@ struct Variant {
     name: String,
     docs: Vec<String>,
     fields: Vec<Field>,
+    /// The struct of a newtype variant (`Cron(RawCron)`), whose keys it has.
+    newtype: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -105,7 +115,22 @@ fn items(text: &str) -> Vec<Item> {
                     name: t.trim_end_matches('{').trim().to_owned(),
                     docs: std::mem::take(&mut docs),
                     fields: Vec::new(),
+                    newtype: None,
                 });
+                attrs.clear();
+            } else if let Some((name, inner)) = t
+                .strip_suffix("),")
+                .and_then(|r| r.split_once('('))
+                .filter(|_| is_enum)
+            {
+                if let Some(vs) = item.variants.as_mut() {
+                    vs.push(Variant {
+                        name: name.to_owned(),
+                        docs: std::mem::take(&mut docs),
+                        fields: Vec::new(),
+                        newtype: Some(inner.to_owned()),
+                    });
+                }
                 attrs.clear();
             } else if is_enum && t == "}," {
                 if let (Some(v), Some(vs)) = (variant.take(), item.variants.as_mut()) {
@@ -194,6 +219,15 @@ fn snake(name: &str) -> String {
 fn table(out: &mut String, fields: &[Field]) {
     out.push_str("| Key | Type | Required | Description |\n|---|---|---|---|\n");
     for f in fields {
+        // A flattened struct's keys are written in the same table.
+        if f.attrs.iter().any(|a| a.contains("flatten")) {
+            out.push_str(&format!(
+                "| *(its keys)* | {} | | {} |\n",
+                toml_type(&f.ty),
+                f.docs.join(" ").replace('|', "\\|")
+            ));
+            continue;
+        }
         // A step's tables are kept as TOML values and typed when the job is
         // built: their types are the Raw* enum of the same name.
         let ty = if f.ty.contains("toml::Value") {
@@ -216,10 +250,11 @@ fn table(out: &mut String, fields: &[Field]) {
 
 /// The reference, and the fields (`RawX.field`) without a doc comment.
 fn render() -> (String, Vec<String>) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut out = String::from(
         "# Configuration reference\n\n\
-         <!-- Generated from the doc comments of the `Raw*` types in `crates/sluice/src/config/`;\n     \
+         <!-- Generated from the doc comments of the `Raw*` types in `crates/sluice/src/config/`\n     \
+         and `crates/sluice-schedule/src/triggers/`;\n     \
          do not edit: regenerate with `SLUICE_BLESS=1 cargo test -p sluice --test config_reference`. -->\n\n\
          Every key of `sluice.toml`, by table. Durations are written `\"200ms\"`, `\"5s\"`, `\"10m\"`,\n\
          `\"6h\"`, `\"1d\"`; sizes `\"512KiB\"`, `\"256MiB\"`, `\"10MB\"` or a number of bytes; secrets\n\
@@ -257,7 +292,10 @@ fn render() -> (String, Vec<String>) {
                         undocumented.push(format!("{}::{}.{}", item.name, v.name, f.name));
                     }
                 }
-                table(&mut out, &v.fields);
+                match &v.newtype {
+                    Some(inner) => out.push_str(&format!("The keys of {}.\n\n", toml_type(inner))),
+                    None => table(&mut out, &v.fields),
+                }
             }
         }
     }

@@ -882,7 +882,7 @@ async fn triggers_fire_jobs_under_serve_and_can_be_paused() {
         &server_table,
         ["stamp", "write", "tick"],
         &format!("{{{{fire_time}}}} {{{{fire_date}}}} >> {}", out.display()),
-        "every = \"1s\"\n",
+        "kind = \"every\"\nevery = \"1s\"\n",
     );
     let server = serve_with(&cfg, &[]);
     let lines = |p: &Path| -> Vec<String> {
@@ -983,7 +983,7 @@ async fn files_arriving_in_a_watched_directory_run_the_job_once_each() {
         ["ingest", "note", "inbox"],
         &format!("{{{{params.path}}}} >> {}", out.display()),
         &format!(
-            "watch = \"{}\"\npattern = \"*.csv\"\nparam = \"path\"\nsettle = \"300ms\"\n",
+            "kind = \"watch\"\nwatch = \"{}\"\npattern = \"*.csv\"\nparam = \"path\"\nsettle = \"300ms\"\n",
             inbox.display()
         ),
     );

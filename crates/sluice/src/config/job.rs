@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+use sluice_schedule::{RawTrigger, TriggerPlan};
+
 use super::{ConfigError, Dur, RawRetry, Source, span};
 
 /// `[repository]`
@@ -61,43 +63,6 @@ impl RawStep {
             .into_iter()
             .flatten()
     }
-}
-
-/// `[[job.trigger]]`: when a job runs by itself. Exactly one of `cron`, `every`,
-/// `at`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTrigger {
-    /// Names the trigger (`JOB/NAME`); default `JOB#N` by position.
-    pub name: Option<Spanned<String>>,
-    /// A cron pattern, 5 or 6 fields (seconds first), `L`, `W`, `#`, `@daily`…
-    pub cron: Option<Spanned<String>>,
-    /// IANA zone of `cron` (default `UTC`).
-    pub timezone: Option<Spanned<String>>,
-    /// A period, `"15m"`: fixed rate (aligned to the epoch), or fixed delay.
-    pub every: Option<Spanned<String>>,
-    /// With `every`: the next run starts `every` after the previous one ends.
-    pub fixed_delay: Option<bool>,
-    /// Once, at this RFC 3339 instant.
-    pub at: Option<Spanned<String>>,
-    /// Runs the job for each file arriving in this directory.
-    pub watch: Option<Spanned<String>>,
-    /// With `watch`: file names to take, `*` wildcards (`*.csv`); default: all
-    /// not starting with `.`.
-    pub pattern: Option<String>,
-    /// With `watch`: quiet time before a file counts as arrived. Default `1s`.
-    pub settle: Option<Dur>,
-    /// With `watch`: the job parameter that gets the file's path. Default `file`.
-    pub param: Option<String>,
-    /// `fire_once` (default), `skip` or `catch_up`.
-    pub misfire: Option<Spanned<String>>,
-    /// Most missed fires `catch_up` makes up (default 100).
-    pub catch_up_max: Option<usize>,
-    /// `skip` (default), `queue` or `allow`: while the previous run goes on.
-    pub overlap: Option<Spanned<String>>,
-    /// Parameters of the runs it starts (over the job's defaults).
-    #[serde(default)]
-    pub params: BTreeMap<String, String>,
 }
 
 /// `[[job]]`
@@ -208,14 +173,23 @@ fn check_name(
     src: &Source,
     errs: &mut Vec<ConfigError>,
 ) {
-    if !valid_name(name.get_ref()) {
+    check_name_at(what, name.get_ref(), span(name), key, src, errs);
+}
+
+/// [`check_name`] for a name without a span (located by its key).
+fn check_name_at(
+    what: &str,
+    name: &str,
+    at: Option<std::ops::Range<usize>>,
+    key: String,
+    src: &Source,
+    errs: &mut Vec<ConfigError>,
+) {
+    if !valid_name(name) {
         errs.push(src.err(
-            span(name),
+            at,
             key,
-            format!(
-                "{what} name {:?} must be 1 to 100 letters, digits, '-', '_' or '.'",
-                name.get_ref()
-            ),
+            format!("{what} name {name:?} must be 1 to 100 letters, digits, '-', '_' or '.'"),
         ));
     }
 }
@@ -300,55 +274,40 @@ pub(super) fn check_jobs(
             }
         }
         for (k, t) in j.triggers.iter().enumerate() {
-            if let Some(w) = &t.watch {
-                let id = match &t.name {
-                    Some(n) => format!("{name}/{}", n.get_ref()),
-                    None => format!("{name}#{k}"),
-                };
-                let others = [t.cron.is_some(), t.every.is_some(), t.at.is_some()];
-                if others.iter().any(|x| *x) {
-                    errs.push(src.err(
-                        span(w),
-                        format!("job[{i}].trigger[{k}].watch"),
-                        format!("trigger {id}: give exactly one of cron, every, at or watch"),
-                    ));
-                    continue;
-                }
-                let param = t.param.clone().unwrap_or_else(|| "file".into());
-                if !valid_name(&param) {
-                    errs.push(src.err(
-                        span(w),
-                        format!("job[{i}].trigger[{k}].param"),
-                        format!("trigger {id}: param {param:?} must be a plain name"),
-                    ));
-                }
-                watches.push(WatchSettings {
-                    trigger: sluice_schedule::FileTrigger {
-                        id,
-                        job: name.clone(),
-                        dir: std::path::PathBuf::from(w.get_ref()),
-                        pattern: t.pattern.clone(),
-                        settle: t.settle.map_or(Duration::from_secs(1), |d| d.0),
-                    },
-                    param,
-                    params: t.params.clone(),
-                });
-                continue;
+            let at = |f: &str| format!("job[{i}].trigger[{k}].{f}");
+            if let Some(n) = &t.shared.name {
+                check_name_at("trigger", n, None, at("name"), src, errs);
             }
-            if let Some(tc) = check_trigger(name, k, t, src, errs, &|f: &str| {
-                format!("job[{i}].trigger[{k}].{f}")
-            }) {
-                if triggers
-                    .iter()
-                    .any(|x: &TriggerSettings| x.def.id == tc.def.id)
-                {
-                    errs.push(src.err(
-                        t.name.as_ref().and_then(span),
-                        format!("job[{i}].trigger[{k}].name"),
-                        format!("trigger {:?} is defined twice", tc.def.id),
-                    ));
+            let id = t.id(name, k);
+            match t.build(name, k) {
+                Ok(TriggerPlan::Scheduled(def)) => {
+                    if triggers
+                        .iter()
+                        .any(|x: &TriggerSettings| x.def.id == def.id)
+                    {
+                        errs.push(src.err(
+                            None,
+                            at("name"),
+                            format!("trigger {:?} is defined twice", def.id),
+                        ));
+                    }
+                    triggers.push(TriggerSettings {
+                        def,
+                        params: t.shared.params.clone(),
+                    });
                 }
-                triggers.push(tc);
+                Ok(TriggerPlan::Watch { trigger, param }) => watches.push(WatchSettings {
+                    trigger,
+                    param,
+                    params: t.shared.params.clone(),
+                }),
+                Err(found) => errs.extend(found.into_iter().map(|e| {
+                    src.err(
+                        None,
+                        at(e.field.key()),
+                        format!("trigger {id}: {}", e.message),
+                    )
+                })),
             }
         }
         out.insert(name.clone(), j.clone());
@@ -363,99 +322,6 @@ pub(super) fn check_jobs(
         triggers,
         watches,
     }
-}
-
-fn check_trigger(
-    job: &str,
-    k: usize,
-    t: &RawTrigger,
-    src: &Source,
-    errs: &mut Vec<ConfigError>,
-    at: &dyn Fn(&str) -> String,
-) -> Option<TriggerSettings> {
-    use sluice_schedule::{Misfire, Overlap, TriggerDef, TriggerSpec};
-    let id = match &t.name {
-        Some(n) => {
-            check_name("trigger", n, at("name"), src, errs);
-            format!("{job}/{}", n.get_ref())
-        }
-        None => format!("{job}#{k}"),
-    };
-    let given = [t.cron.is_some(), t.every.is_some(), t.at.is_some()]
-        .iter()
-        .filter(|x| **x)
-        .count();
-    if given != 1 {
-        errs.push(src.err(
-            t.name.as_ref().and_then(span),
-            at("cron"),
-            format!("trigger {id}: give exactly one of cron, every, at or watch ({given} given)"),
-        ));
-        return None;
-    }
-    let mut bad = |sp: Option<std::ops::Range<usize>>, key: &str, msg: String| {
-        errs.push(src.err(sp, at(key), format!("trigger {id}: {msg}")));
-    };
-    if t.timezone.is_some() && t.cron.is_none() {
-        bad(
-            t.timezone.as_ref().and_then(span),
-            "timezone",
-            "timezone applies to cron only".into(),
-        );
-    }
-    if t.pattern.is_some() || t.settle.is_some() || t.param.is_some() {
-        bad(
-            None,
-            "pattern",
-            "pattern, settle and param apply to watch only".into(),
-        );
-    }
-    if t.fixed_delay.is_some() && t.every.is_none() {
-        bad(
-            None,
-            "fixed_delay",
-            "fixed_delay applies to every only".into(),
-        );
-    }
-    let spec = if let Some(c) = &t.cron {
-        let tz = t.timezone.as_ref().map_or("UTC", |z| z.get_ref().as_str());
-        TriggerSpec::cron(c.get_ref(), tz).map_err(|e| {
-            if e.field == sluice_schedule::TriggerField::Timezone {
-                bad(t.timezone.as_ref().and_then(span), "timezone", e.message);
-            } else {
-                bad(span(c), "cron", e.message);
-            }
-        })
-    } else if let Some(e) = &t.every {
-        TriggerSpec::every(e.get_ref(), t.fixed_delay.unwrap_or(false))
-            .map_err(|x| bad(span(e), "every", x.message))
-    } else if let Some(a) = &t.at {
-        TriggerSpec::at(a.get_ref()).map_err(|x| bad(span(a), "at", x.message))
-    } else {
-        Err(())
-    };
-    let misfire = match &t.misfire {
-        Some(m) => Misfire::parse(m.get_ref(), t.catch_up_max)
-            .map_err(|e| bad(span(m), "misfire", e.message)),
-        None => Ok(Misfire::FireOnce),
-    };
-    let overlap = match &t.overlap {
-        Some(o) => Overlap::parse(o.get_ref()).map_err(|e| bad(span(o), "overlap", e.message)),
-        None => Ok(Overlap::Skip),
-    };
-    let (Ok(spec), Ok(misfire), Ok(overlap)) = (spec, misfire, overlap) else {
-        return None;
-    };
-    Some(TriggerSettings {
-        def: TriggerDef {
-            id,
-            job: job.to_owned(),
-            spec,
-            misfire,
-            overlap,
-        },
-        params: t.params.clone(),
-    })
 }
 
 /// Replaces `{{params.NAME}}` in every string of `v`; unknown names are errors.

@@ -43,12 +43,13 @@ mod values;
 
 pub(crate) use job::none_or_list;
 pub use job::{
-    JobsSettings, RawJob, RawRepository, RawStep, RawTrigger, TriggerSettings, WatchSettings,
-    placeholders, substitute, substitute_str,
+    JobsSettings, RawJob, RawRepository, RawStep, TriggerSettings, WatchSettings, placeholders,
+    substitute, substitute_str,
 };
 pub use queue::{JOBS_QUEUE, PARTITIONS_QUEUE, QueueSettings, RawQueue};
 pub use route::{RawRoute, RawTtl};
 pub use server::{ConnectionSettings, RawServer};
+pub use sluice_schedule::RawTrigger;
 pub use source::{ConfigError, ConfigErrors, Source};
 pub use step::{RawProcessor, RawReader, RawTasklet, RawWriter};
 pub use store::{RawCluster, RawStore, StoreKind};

@@ -8,6 +8,8 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use sluice_schedule::{RawTriggerKind, RawTriggerShared};
+
 use super::{RawConfig, RawJob, RawRoute, RawStep, RawTrigger, RawUpstream};
 
 /// The top-level keys, as serde would list them.
@@ -314,7 +316,14 @@ impl Source {
         let before = errs.len();
         let job = self.de::<RawJob>(Spanned::new(span, DeValue::Table(rest)), errs);
         let steps: Vec<RawStep> = self.each(steps, errs);
-        let triggers: Vec<RawTrigger> = self.each(triggers, errs);
+        let triggers: Vec<RawTrigger> = match triggers {
+            Some(v) => self
+                .elements::<RawTrigger>(v, errs)
+                .into_iter()
+                .filter_map(|(_, v)| self.trigger(v, errs))
+                .collect(),
+            None => Vec::new(),
+        };
         if errs.len() > before {
             return None;
         }
@@ -322,6 +331,72 @@ impl Source {
             steps,
             triggers,
             ..j
+        })
+    }
+
+    /// A `[[job.trigger]]`: its `kind`, the keys every kind shares and the kind's
+    /// own keys, each read straight from the TOML (not through serde's buffering
+    /// of tagged enums, which would lose the position of every error); `None`
+    /// (every error recorded) when any part is broken.
+    fn trigger(
+        &self,
+        value: Spanned<DeValue<'_>>,
+        errs: &mut Vec<ConfigError>,
+    ) -> Option<RawTrigger> {
+        let span = value.span();
+        let t = match value.into_inner() {
+            DeValue::Table(t) => t,
+            other => return self.de(Spanned::new(span, other), errs),
+        };
+        let (mut kind, mut shared, mut own) = (None, DeTable::new(), DeTable::new());
+        for (k, v) in t {
+            match k.get_ref().as_ref() {
+                "kind" => kind = Some(v),
+                key if RawTriggerShared::KEYS.contains(&key) => {
+                    shared.insert(k, v);
+                }
+                _ => {
+                    own.insert(k, v);
+                }
+            }
+        }
+        let Some(kind) = kind else {
+            let e = RawTriggerKind::missing(own.keys().map(|k| k.get_ref().as_ref()));
+            errs.push(ConfigError {
+                file: self.file.clone(),
+                at: Some(self.line_col(span.start)),
+                key: self.key_at(span.start).map(|k| format!("{k}.kind")),
+                message: e.message,
+            });
+            return None;
+        };
+        let kind_span = kind.span();
+        let kind: Option<String> = self.de(kind, errs);
+        let shared: Option<RawTriggerShared> =
+            self.de(Spanned::new(span.clone(), DeValue::Table(shared)), errs);
+        let kind = kind.and_then(|k| {
+            if !RawTriggerKind::KINDS.contains(&k.as_str()) {
+                errs.push(
+                    self.err(
+                        Some(kind_span.clone()),
+                        self.key_at(kind_span.start)
+                            .unwrap_or_else(|| "kind".into()),
+                        format!(
+                            "unknown trigger kind {k:?}; kinds: {}",
+                            RawTriggerKind::KINDS.join(", ")
+                        ),
+                    ),
+                );
+                return None;
+            }
+            let own = Spanned::new(span.clone(), DeValue::Table(own)).into_deserializer();
+            RawTriggerKind::deserialize_kind(&k, own)
+                .map_err(|e| errs.push(self.toml_err(&e, Some(span.clone()))))
+                .ok()
+        });
+        Some(RawTrigger {
+            shared: shared?,
+            kind: kind?,
         })
     }
 

@@ -131,7 +131,7 @@ pub async fn start(rt: &Arc<Runtime>) -> Result<Option<Running>, String> {
         None
     } else {
         let files: Vec<FileTrigger> = jobs.watches.iter().map(|w| w.trigger.clone()).collect();
-        Some(sluice_schedule::watch::start(
+        Some(sluice_schedule::triggers::watch::start(
             files,
             store.clone(),
             launcher.clone(),

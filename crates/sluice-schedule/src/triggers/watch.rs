@@ -17,10 +17,73 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use notify::{RecursiveMode, Watcher};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use super::{TriggerError, TriggerField};
 use crate::claim::{ClaimStore, LastFire};
 use crate::scheduler::LaunchError;
+
+/// `kind = "watch"`: runs the job for each file arriving in a directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    /// The directory whose arriving files run the job.
+    pub watch: String,
+    /// File names to take, `*` wildcards (`*.csv`); default: all not starting
+    /// with `.`.
+    pub pattern: Option<String>,
+    /// Quiet time before a file counts as arrived. Default `1s`.
+    pub settle: Option<String>,
+    /// The job parameter that gets the file's path. Default `file`.
+    pub param: Option<String>,
+}
+
+impl RawWatch {
+    /// The watcher's view of trigger `id` of `job`, and the parameter that gets
+    /// the file's path.
+    ///
+    /// # Errors
+    ///
+    /// A settle time that is not a duration ([`TriggerField::Settle`]), a param
+    /// that is not a plain name ([`TriggerField::Param`]); all of them.
+    pub fn build(&self, id: String, job: &str) -> Result<(FileTrigger, String), Vec<TriggerError>> {
+        let mut errs = Vec::new();
+        let settle = match &self.settle {
+            None => Duration::from_secs(1),
+            Some(s) => humantime::parse_duration(s.trim()).unwrap_or_else(|e| {
+                errs.push(TriggerError::new(
+                    TriggerField::Settle,
+                    format!("invalid settle \"{s}\": {e} (expected a duration such as \"1s\" or \"300ms\")"),
+                ));
+                Duration::ZERO
+            }),
+        };
+        let param = self.param.clone().unwrap_or_else(|| "file".into());
+        let plain = !param.is_empty()
+            && param.len() <= 100
+            && param
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !plain {
+            errs.push(TriggerError::new(
+                TriggerField::Param,
+                format!("param {param:?} must be a plain name"),
+            ));
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let trigger = FileTrigger {
+            id,
+            job: job.to_owned(),
+            dir: PathBuf::from(&self.watch),
+            pattern: self.pattern.clone(),
+            settle,
+        };
+        Ok((trigger, param))
+    }
+}
 
 /// A directory trigger.
 #[derive(Debug, Clone)]
