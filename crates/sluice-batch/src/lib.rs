@@ -21,7 +21,6 @@ pub mod model;
 pub mod processors;
 pub mod readers;
 pub mod repository;
-pub mod sql_reader;
 pub mod step;
 pub mod tasklets;
 pub mod writers;

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use sluice_batch::Reader;
 use sluice_batch::readers::{CsvReader, JsonLinesReader};
-use sluice_batch::sql_reader::SqlReader;
+use sluice_batch::readers::SqlReader;
 
 async fn ids(r: &mut dyn Reader, cp: Option<&serde_json::Value>) -> Vec<i64> {
     r.open(cp).await.unwrap();

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sluice_batch::cache_writer::CacheWriter;
 use sluice_batch::http_reader::{HttpPagesReader, Pagination};
-use sluice_batch::sql_reader::SqlReader;
+use sluice_batch::readers::SqlReader;
 use sluice_batch::tasklets::{BatchLoop, HttpTasklet, ShellTasklet, SqlTasklet};
 use sluice_batch::{ReadError, Reader, Tasklet, WriteError, Writer};
 use sluice_cache::{Entry, LocalQuota, MemoryStore, PutOutcome, Store, StoreError, StoreStats};

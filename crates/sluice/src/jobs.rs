@@ -490,7 +490,7 @@ fn build_reader(
             columns,
             page,
         } => {
-            use sluice_batch::sql_reader::SqlReader;
+            use sluice_batch::readers::SqlReader;
             if key.is_empty() {
                 return Err(format!(
                     "{what}: key must name the unique, ordered column(s)"

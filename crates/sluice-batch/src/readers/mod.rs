@@ -1,4 +1,4 @@
-//! Built-in readers of local files.
+//! Built-in readers: local files, and SQL tables or queries ([`SqlReader`]).
 //!
 //! | reader | input | item | checkpoint |
 //! |---|---|---|---|
@@ -42,7 +42,9 @@ mod driver;
 mod json_array;
 mod jsonl;
 mod split;
+pub(crate) mod sql;
 
 pub use csv_file::CsvReader;
 pub use json_array::JsonArrayReader;
 pub use jsonl::JsonLinesReader;
+pub use sql::{SqlReader, SqlSource};

@@ -29,7 +29,6 @@ use crate::model::{
 mod sql;
 
 pub use sql::SqlRepository;
-pub(crate) use sql::build_statement;
 
 /// A repository operation failed.
 #[derive(Debug, Error)]

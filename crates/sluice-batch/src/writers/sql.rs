@@ -1510,7 +1510,7 @@ where
     for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
 {
     for st in extra {
-        let done = crate::repository::build_statement::<DB>(&st.sql, &st.args)
+        let done = sluice_sql::build_query::<DB>(&st.sql, &st.args)
             .execute(&mut **tx)
             .await?;
         if st.must_affect && rows(&done) == 0 {
