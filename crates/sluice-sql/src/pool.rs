@@ -509,6 +509,10 @@ mod tests {
         assert_eq!(url_secrets("postgres://u@h/db?password=x&a=b"), ["x"]);
         assert!(url_secrets("sqlite::memory:").is_empty());
         assert_eq!(scrub("mysql://u:s3@h/d", "bad s3 here"), "bad *** here");
+        assert_eq!(
+            url_secrets("postgres://u:s3cret@db/x?password=p2"),
+            vec!["s3cret".to_owned(), "p2".to_owned()]
+        );
     }
 
     #[test]

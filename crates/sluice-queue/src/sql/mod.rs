@@ -42,16 +42,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sluice_cache::{Clock, SystemClock, UnixMillis};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::query::Query;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+use sluice_sql::{
+    Arg, ConnectSettings, Db, DbKind, Journal, Migration, Migrator, Row, Statement,
+    push_placeholder,
 };
-use sqlx::{
-    Connection as _, Database, Decode, Encode, Executor as _, Postgres, Row as _, Sqlite,
-    Transaction, Type,
-};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Decode, MySql, Postgres, Row as _, Sqlite, Type};
 
 use crate::broker::{Broker, QueueError};
 use crate::task::{
@@ -59,18 +56,11 @@ use crate::task::{
     TaskState, TaskStatus,
 };
 
-/// How long a SQLite writer waits for another process's write lock.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Readers of a SQLite file (writes go through one connection).
 const SQLITE_READERS: u32 = 4;
 
 /// Connections to PostgreSQL.
 const PG_CONNECTIONS: u32 = 16;
-
-/// The PostgreSQL advisory lock key that serialises concurrent migrations
-/// (`"sluiceQU"` as big-endian bytes).
-const PG_MIGRATION_LOCK: i64 = 0x736C_7569_6365_5155;
 
 /// PostgreSQL's clock in milliseconds. A scalar sub-select is evaluated once per
 /// statement (an init plan), so it can bound an index scan.
@@ -88,17 +78,18 @@ const INSERT_CHUNK: usize = 500;
 /// Ids per `IN (…)` list.
 const ID_CHUNK: usize = 500;
 
-/// One embedded migration (the same text on both databases).
-struct Migration {
-    version: i64,
-    script: &'static str,
-}
-
-/// The schema's history, oldest first. Append only: never edit an applied file.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    script: include_str!("0001_init.sql"),
-}];
+/// The schema's history, oldest first (the same text on both databases).
+/// Append only: never edit an applied file. The advisory lock key is
+/// `"sluiceQU"` as big-endian bytes.
+const MIGRATOR: Migrator = Migrator {
+    table: "sluice_queue_migrations",
+    lock_key: 0x736C_7569_6365_5155,
+    migrations: &[Migration {
+        version: 1,
+        sqlite: include_str!("0001_init.sql"),
+        postgres: include_str!("0001_init.sql"),
+    }],
+};
 
 /// The columns of `sluice_tasks`, as [`stored_from_row`] reads them.
 const COLUMNS: &str = "id, queue, name, payload, priority, attempt, max_attempts, state, \
@@ -127,30 +118,22 @@ const PICK_SQL: &str = "WITH picked AS (SELECT id FROM sluice_tasks \
      WHERE id IN (SELECT id FROM picked) AND state = 'ready' \
      RETURNING {columns}";
 
-/// Where the broker stores tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dialect {
-    Sqlite,
-    Postgres,
+/// The broker's pools. On SQLite one connection writes (so this process's
+/// workers queue in memory rather than on the file lock) and a few read; on
+/// PostgreSQL (and for `:memory:`) both are the same pool.
+#[derive(Debug, Clone)]
+struct Pools {
+    writer: Db,
+    reader: Db,
 }
 
-impl Dialect {
-    fn name(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "sqlite",
-            Dialect::Postgres => "postgres",
+impl Pools {
+    fn one(db: Db) -> Self {
+        Pools {
+            writer: db.clone(),
+            reader: db,
         }
     }
-}
-
-#[derive(Debug, Clone)]
-enum Pool {
-    /// One connection writes (the same pool as `reader` for `:memory:`).
-    Sqlite {
-        writer: SqlitePool,
-        reader: SqlitePool,
-    },
-    Postgres(PgPool),
 }
 
 /// A [`Broker`] on SQLite (`sqlite://path/to/queue.db`) or PostgreSQL
@@ -173,7 +156,7 @@ enum Pool {
 /// ```
 #[derive(Clone)]
 pub struct SqlBroker {
-    pool: Pool,
+    pool: Pools,
     /// The URL, password redacted, for error messages.
     url: String,
     /// SQLite's clock (PostgreSQL uses the database's).
@@ -187,7 +170,7 @@ pub struct SqlBroker {
 impl fmt::Debug for SqlBroker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlBroker")
-            .field("kind", &self.dialect().name())
+            .field("kind", &self.dialect().as_str())
             .field("url", &self.url)
             .finish()
     }
@@ -212,75 +195,45 @@ impl SqlBroker {
     /// the scheme is neither of the above or the database cannot be opened.
     pub async fn connect(url: &str) -> Result<SqlBroker, QueueError> {
         let shown = redact_url(url);
-        let lower = url.to_ascii_lowercase();
-        let (dialect, pool) = if lower.starts_with("sqlite:") {
-            let fail = |e: sqlx::Error| open_error(Dialect::Sqlite, url, &shown, &e);
-            let memory = lower.contains(":memory:") || lower.contains("mode=memory");
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(fail)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT);
-            let pool = if memory {
-                // Each connection to `:memory:` would be its own database: keep
-                // exactly one, forever, for reads and writes.
-                let pool = SqlitePoolOptions::new()
-                    .min_connections(1)
-                    .max_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .connect_with(options)
-                    .await
-                    .map_err(fail)?;
-                Pool::Sqlite {
-                    writer: pool.clone(),
-                    reader: pool,
-                }
-            } else {
+        let kind = DbKind::from_url(url);
+        let fail = |e: sluice_sql::SqlError| QueueError::Unavailable {
+            broker: kind.map_or("sqlite", DbKind::as_str),
+            message: e.to_string(),
+        };
+        let pool = match kind {
+            Some(DbKind::Sqlite) => {
+                let settings = ConnectSettings::new()
+                    .create(Journal::Wal)
+                    .synchronous_normal();
                 // The writer first: it creates the file and switches it to WAL.
-                let writer = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(options.clone())
-                    .await
-                    .map_err(fail)?;
-                let reader = SqlitePoolOptions::new()
-                    .max_connections(SQLITE_READERS)
-                    .connect_with(options)
-                    .await
-                    .map_err(fail)?;
-                Pool::Sqlite { writer, reader }
-            };
-            (Dialect::Sqlite, pool)
-        } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            let fail = |e: sqlx::Error| open_error(Dialect::Postgres, url, &shown, &e);
-            let options = PgConnectOptions::from_str(url).map_err(fail)?;
-            // One direct attempt first: the pool retries a refused connection until
-            // its acquire timeout and then reports only "pool timed out", while this
-            // says at once what is wrong (refused, unknown host, bad password, …).
-            PgConnection::connect_with(&options)
-                .await
-                .map_err(fail)?
-                .close()
-                .await
-                .map_err(fail)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(PG_CONNECTIONS)
-                .connect_with(options)
-                .await
-                .map_err(fail)?;
-            (Dialect::Postgres, Pool::Postgres(pool))
-        } else {
-            return Err(QueueError::Unavailable {
-                broker: "sqlite",
-                message: format!(
-                    "unsupported queue URL {shown}: use sqlite://path/to/queue.db, \
-                     sqlite::memory: or postgres://user@host/db"
-                ),
-            });
+                let writer = Db::connect(url, &settings).await.map_err(fail)?;
+                if sluice_sql::is_memory_url(url) {
+                    // One connection, for reads and writes.
+                    Pools::one(writer)
+                } else {
+                    let reader = Db::connect(url, &settings.max_connections(SQLITE_READERS))
+                        .await
+                        .map_err(fail)?;
+                    Pools { writer, reader }
+                }
+            }
+            Some(DbKind::Postgres) => {
+                let settings = ConnectSettings::new()
+                    .max_connections(PG_CONNECTIONS)
+                    .check_first();
+                Pools::one(Db::connect(url, &settings).await.map_err(fail)?)
+            }
+            _ => {
+                return Err(QueueError::Unavailable {
+                    broker: "sqlite",
+                    message: format!(
+                        "unsupported queue URL {shown}: use sqlite://path/to/queue.db, \
+                         sqlite::memory: or postgres://user@host/db"
+                    ),
+                });
+            }
         };
         let broker = SqlBroker::new(pool, shown);
-        debug_assert_eq!(broker.dialect(), dialect);
         broker.migrate().await?;
         Ok(broker)
     }
@@ -292,13 +245,7 @@ impl SqlBroker {
     ///
     /// [`QueueError::Unavailable`] when the tables cannot be created.
     pub async fn from_sqlite_pool(pool: SqlitePool) -> Result<SqlBroker, QueueError> {
-        let broker = SqlBroker::new(
-            Pool::Sqlite {
-                writer: pool.clone(),
-                reader: pool,
-            },
-            "sqlite (pool)".into(),
-        );
+        let broker = SqlBroker::new(Pools::one(pool.into()), "sqlite (pool)".into());
         broker.migrate().await?;
         Ok(broker)
     }
@@ -309,7 +256,7 @@ impl SqlBroker {
     ///
     /// [`QueueError::Unavailable`] when the tables cannot be created.
     pub async fn from_pg_pool(pool: PgPool) -> Result<SqlBroker, QueueError> {
-        let broker = SqlBroker::new(Pool::Postgres(pool), "postgres (pool)".into());
+        let broker = SqlBroker::new(Pools::one(pool.into()), "postgres (pool)".into());
         broker.migrate().await?;
         Ok(broker)
     }
@@ -329,16 +276,11 @@ impl SqlBroker {
 
     /// Closes the connection pools, waiting for connections in use to return.
     pub async fn close(&self) {
-        match &self.pool {
-            Pool::Sqlite { writer, reader } => {
-                writer.close().await;
-                reader.close().await;
-            }
-            Pool::Postgres(p) => p.close().await,
-        }
+        self.pool.writer.close().await;
+        self.pool.reader.close().await;
     }
 
-    fn new(pool: Pool, url: String) -> SqlBroker {
+    fn new(pool: Pools, url: String) -> SqlBroker {
         SqlBroker {
             pool,
             url,
@@ -348,129 +290,65 @@ impl SqlBroker {
         }
     }
 
-    fn dialect(&self) -> Dialect {
-        match self.pool {
-            Pool::Sqlite { .. } => Dialect::Sqlite,
-            Pool::Postgres(_) => Dialect::Postgres,
-        }
+    fn dialect(&self) -> DbKind {
+        self.pool.writer.kind()
     }
 
     /// Maps a database error to [`QueueError::Unavailable`].
     fn err(&self) -> impl Fn(sqlx::Error) -> QueueError + '_ {
         move |e| QueueError::Unavailable {
-            broker: self.dialect().name(),
+            broker: self.dialect().as_str(),
             message: format!("{} ({})", e, self.url),
         }
     }
 
     async fn migrate(&self) -> Result<(), QueueError> {
-        for m in MIGRATIONS {
-            let mut tx = self.begin().await?;
-            if let TxInner::Postgres(_) = tx.inner {
-                // Serialise with any other process migrating the same database;
-                // released at commit.
-                tx.execute(Q::new("SELECT pg_advisory_xact_lock($1)").bind(PG_MIGRATION_LOCK))
-                    .await?;
-            }
-            tx.execute(Q::new(
-                "CREATE TABLE IF NOT EXISTS sluice_queue_migrations \
-                 (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-            ))
-            .await?;
-            let applied = !tx
-                .fetch_all(
-                    Q::new("SELECT version FROM sluice_queue_migrations WHERE version = $1")
-                        .bind(m.version),
-                )
-                .await?
-                .is_empty();
-            if !applied {
-                tx.raw(m.script).await?;
-                tx.execute(
-                    Q::new(
-                        "INSERT INTO sluice_queue_migrations (version, applied_at) \
-                         VALUES ($1, {now})",
-                    )
-                    .bind(m.version),
-                )
-                .await?;
-            }
-            tx.commit().await?;
-        }
-        Ok(())
+        MIGRATOR
+            .run(&self.pool.writer, self.clock.now_millis())
+            .await
+            .map_err(|e| QueueError::Unavailable {
+                broker: self.dialect().as_str(),
+                message: format!("{e} ({})", self.url),
+            })
     }
 
     /// Begins a writing transaction. On SQLite it takes the database's write lock
     /// at once (waiting up to the busy timeout), so that it never reads a snapshot
     /// it then fails to upgrade, and reads the clock once the lock is held.
     async fn begin(&self) -> Result<Tx<'_>, QueueError> {
-        let err = self.err();
-        Ok(match &self.pool {
-            Pool::Sqlite { writer, .. } => {
-                let tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(&err)?;
-                Tx {
-                    inner: TxInner::Sqlite(tx),
-                    now: Some(self.clock.now_millis()),
-                    broker: self,
-                }
-            }
-            Pool::Postgres(p) => Tx {
-                inner: TxInner::Postgres(p.begin().await.map_err(&err)?),
-                now: None,
-                broker: self,
-            },
+        let inner = self.pool.writer.begin_write().await.map_err(self.err())?;
+        let now = (self.dialect() == DbKind::Sqlite).then(|| self.clock.now_millis());
+        Ok(Tx {
+            inner,
+            now,
+            broker: self,
         })
+    }
+
+    /// The time a statement outside a transaction runs at: SQLite's clock (bound
+    /// for `{now}`), or 0 on PostgreSQL (which reads its own).
+    fn statement_now(&self) -> UnixMillis {
+        match self.dialect() {
+            DbKind::Sqlite => self.clock.now_millis(),
+            _ => 0,
+        }
     }
 
     /// Runs one statement outside a transaction; `write` picks SQLite's writer.
     async fn fetch_all(&self, write: bool, q: Q) -> Result<Vec<Row>, QueueError> {
-        let err = self.err();
-        Ok(match &self.pool {
-            Pool::Sqlite { writer, reader } => {
-                let (sql, args) = q.render(Dialect::Sqlite, self.clock.now_millis());
-                let pool = if write { writer } else { reader };
-                build(&sql, &args)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(err)?
-                    .into_iter()
-                    .map(Row::Sqlite)
-                    .collect()
-            }
-            Pool::Postgres(p) => {
-                let (sql, args) = q.render(Dialect::Postgres, 0);
-                build(&sql, &args)
-                    .fetch_all(p)
-                    .await
-                    .map_err(err)?
-                    .into_iter()
-                    .map(Row::Postgres)
-                    .collect()
-            }
-        })
+        let pool = if write {
+            &self.pool.writer
+        } else {
+            &self.pool.reader
+        };
+        let st = q.render(self.dialect(), self.statement_now());
+        pool.fetch_all(&st).await.map_err(self.err())
     }
 
     /// Runs one writing statement outside a transaction; returns rows affected.
     async fn execute(&self, q: Q) -> Result<u64, QueueError> {
-        let err = self.err();
-        Ok(match &self.pool {
-            Pool::Sqlite { writer, .. } => {
-                let (sql, args) = q.render(Dialect::Sqlite, self.clock.now_millis());
-                build(&sql, &args)
-                    .execute(writer)
-                    .await
-                    .map_err(err)?
-                    .rows_affected()
-            }
-            Pool::Postgres(p) => {
-                let (sql, args) = q.render(Dialect::Postgres, 0);
-                build(&sql, &args)
-                    .execute(p)
-                    .await
-                    .map_err(err)?
-                    .rows_affected()
-            }
-        })
+        let st = q.render(self.dialect(), self.statement_now());
+        self.pool.writer.execute(&st).await.map_err(self.err())
     }
 
     /// Deletes expired results and idempotency keys, at most every
@@ -499,7 +377,7 @@ impl SqlBroker {
         .bind(SWEEP_LIMIT);
         for q in [results, keys] {
             if let Err(e) = self.execute(q).await {
-                tracing::warn!(broker = self.dialect().name(), error = %e, "queue sweep failed");
+                tracing::warn!(broker = self.dialect().as_str(), error = %e, "queue sweep failed");
             }
         }
     }
@@ -539,7 +417,7 @@ impl SqlBroker {
 
     /// Reads a task row back.
     fn stored(&self, row: &Row) -> Result<Stored, QueueError> {
-        stored_from_row(row, self.dialect().name())
+        stored_from_row(row, self.dialect().as_str())
     }
 }
 
@@ -556,40 +434,40 @@ struct Stored {
 }
 
 fn stored_from_row(r: &Row, broker: &'static str) -> Result<Stored, QueueError> {
-    let id: String = r.get("id", broker)?;
+    let id: String = r.col("id", broker)?;
     let corrupt = |message: String| QueueError::Corrupt {
         broker,
         id: id.clone(),
         message,
     };
     let task_id = TaskId::from_str(&id).map_err(&corrupt)?;
-    let payload: String = r.get("payload", broker)?;
+    let payload: String = r.col("payload", broker)?;
     let payload: Value =
         serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload is not JSON: {e}")))?;
-    let priority: i64 = r.get("priority", broker)?;
+    let priority: i64 = r.col("priority", broker)?;
     Ok(Stored {
         task: Envelope {
             id: task_id,
-            name: r.get("name", broker)?,
+            name: r.col("name", broker)?,
             payload,
-            queue: r.get("queue", broker)?,
+            queue: r.col("queue", broker)?,
             priority: u8::try_from(priority.clamp(0, i64::from(crate::task::MAX_PRIORITY)))
                 .unwrap_or(0),
-            attempt: to_u32(r.get("attempt", broker)?),
-            max_attempts: to_u32(r.get("max_attempts", broker)?),
-            not_before: r.get("not_before", broker)?,
-            idempotency_key: r.get("idempotency_key", broker)?,
-            created_at: r.get("created_at", broker)?,
-            last_error: r.get("last_error", broker)?,
-            result_ttl_ms: u64::try_from(r.get::<i64>("result_ttl_ms", broker)?).unwrap_or(0),
+            attempt: to_u32(r.col("attempt", broker)?),
+            max_attempts: to_u32(r.col("max_attempts", broker)?),
+            not_before: r.col("not_before", broker)?,
+            idempotency_key: r.col("idempotency_key", broker)?,
+            created_at: r.col("created_at", broker)?,
+            last_error: r.col("last_error", broker)?,
+            result_ttl_ms: u64::try_from(r.col::<i64>("result_ttl_ms", broker)?).unwrap_or(0),
         },
-        state: r.get("state", broker)?,
-        lease_token: r.get("lease_token", broker)?,
-        lease_until: r.get("lease_until", broker)?,
-        result: r.get("result", broker)?,
-        expires_at: r.get("expires_at", broker)?,
-        finished_at: r.get("finished_at", broker)?,
-        redelivered: r.get("redelivered", broker)?,
+        state: r.col("state", broker)?,
+        lease_token: r.col("lease_token", broker)?,
+        lease_until: r.col("lease_until", broker)?,
+        result: r.col("result", broker)?,
+        expires_at: r.col("expires_at", broker)?,
+        finished_at: r.col("finished_at", broker)?,
+        redelivered: r.col("redelivered", broker)?,
     })
 }
 
@@ -623,7 +501,7 @@ fn bind_new(q: Q, t: &NewTask, payload: String, now: UnixMillis) -> Q {
 /// `INSERT … VALUES (…), (…)` for `rows` new tasks. SQLite gets anonymous `?`
 /// parameters: sqlx looks each numbered one up by name, which SQLite does in
 /// linear time, so thousands of `$n` cost quadratic time.
-fn insert_sql(rows: usize, dialect: Dialect) -> String {
+fn insert_sql(rows: usize, dialect: DbKind) -> String {
     let mut sql = format!("INSERT INTO sluice_tasks ({INSERT_COLUMNS}) VALUES ");
     for r in 0..rows {
         let b = r * 10;
@@ -632,13 +510,7 @@ fn insert_sql(rows: usize, dialect: Dialect) -> String {
         }
         sql.push('(');
         for c in 1..=10 {
-            match dialect {
-                Dialect::Sqlite => sql.push('?'),
-                Dialect::Postgres => {
-                    sql.push('$');
-                    sql.push_str(&(b + c).to_string());
-                }
-            }
+            push_placeholder(&mut sql, dialect, b + c);
             sql.push_str(", ");
         }
         sql.push_str("0, 'ready')");
@@ -727,9 +599,9 @@ impl SqlBroker {
                             .bind(key.as_str()),
                         )
                         .await?;
-                    let broker = self.dialect().name();
+                    let broker = self.dialect().as_str();
                     if let Some(row) = rows.first() {
-                        let first: String = row.get("task_id", broker)?;
+                        let first: String = row.col("task_id", broker)?;
                         let id =
                             TaskId::from_str(&first).map_err(|message| QueueError::Corrupt {
                                 broker,
@@ -772,7 +644,7 @@ impl SqlBroker {
 #[async_trait]
 impl Broker for SqlBroker {
     fn kind(&self) -> &'static str {
-        self.dialect().name()
+        self.dialect().as_str()
     }
 
     async fn enqueue(&self, task: NewTask) -> Result<Enqueued, QueueError> {
@@ -808,7 +680,7 @@ impl Broker for SqlBroker {
             .bind(max)
             .bind(millis(visibility));
         let rows = match self.dialect() {
-            Dialect::Sqlite => {
+            DbKind::Sqlite | DbKind::MySql => {
                 let mut tx = self.begin().await?;
                 tx.execute(expire).await?;
                 let rows = tx.fetch_all(pick).await?;
@@ -817,7 +689,7 @@ impl Broker for SqlBroker {
             }
             // Each statement is atomic on its own; without a transaction around
             // them no row lock is held across round trips.
-            Dialect::Postgres => {
+            DbKind::Postgres => {
                 self.execute(expire).await?;
                 self.fetch_all(true, pick).await?
             }
@@ -851,8 +723,8 @@ impl Broker for SqlBroker {
             return Ok(Vec::new());
         }
         let vis = millis(visibility);
-        match &self.pool {
-            Pool::Postgres(pool) => {
+        match &self.pool.writer {
+            Db::Postgres(pool) => {
                 // `lease_until IS NOT NULL` is `state = 'running'` (every move out of
                 // running clears it), written so that the planner has no partial
                 // index to prefer over the primary key before it has statistics.
@@ -881,7 +753,7 @@ impl Broker for SqlBroker {
                     .map(|l| held.contains(&(l.id.to_string(), l.token.clone())))
                     .collect())
             }
-            Pool::Sqlite { .. } => {
+            _ => {
                 // One statement over a JSON array of `[id, token]` pairs.
                 let pairs: Vec<(String, &str)> = leases
                     .iter()
@@ -905,8 +777,8 @@ impl Broker for SqlBroker {
                     .await?;
                 let mut held = HashSet::new();
                 for row in &rows {
-                    let id: String = row.get("id", "sqlite")?;
-                    let token: Option<String> = row.get("token", "sqlite")?;
+                    let id: String = row.col("id", "sqlite")?;
+                    let token: Option<String> = row.col("token", "sqlite")?;
                     held.insert((id, token.unwrap_or_default()));
                 }
                 Ok(leases
@@ -931,8 +803,8 @@ impl Broker for SqlBroker {
                     .map_err(|e| QueueError::Invalid(format!("result of {}: {e}", c.lease.id)))?,
             );
         }
-        match &self.pool {
-            Pool::Postgres(pool) => {
+        match &self.pool.writer {
+            Db::Postgres(pool) => {
                 let leases: Vec<LeaseRef> = done.iter().map(|c| c.lease.clone()).collect();
                 let (ids, tokens) = lease_arrays(&leases);
                 let sql = format!(
@@ -961,7 +833,7 @@ impl Broker for SqlBroker {
                 let n: i64 = row.try_get("n").map_err(self.err())?;
                 Ok(usize::try_from(n).unwrap_or(0))
             }
-            Pool::Sqlite { .. } => {
+            _ => {
                 // Two statements over a JSON array of `[id, token, result]`: rows
                 // without a result TTL go, the others keep their result.
                 let items: Vec<(String, &str, Option<String>)> = done
@@ -1035,10 +907,10 @@ impl Broker for SqlBroker {
         let Some(row) = rows.first() else {
             return Ok(FailOutcome::LeaseLost);
         };
-        let broker = self.dialect().name();
-        let state: String = row.get("state", broker)?;
+        let broker = self.dialect().as_str();
+        let state: String = row.col("state", broker)?;
         Ok(if state == "ready" {
-            FailOutcome::Retry(row.get("not_before", broker)?)
+            FailOutcome::Retry(row.col("not_before", broker)?)
         } else {
             FailOutcome::Dead
         })
@@ -1066,13 +938,13 @@ impl Broker for SqlBroker {
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let now: i64 = row.get("now_ms", self.dialect().name())?;
+        let now: i64 = row.col("now_ms", self.dialect().as_str())?;
         let s = self.stored(row)?;
         let state = match s.state.as_str() {
             "ready" if s.task.not_before > now => TaskState::Delayed,
             "completed" if s.expires_at.is_some_and(|t| t <= now) => return Ok(None),
             other => TaskState::parse(other).ok_or_else(|| QueueError::Corrupt {
-                broker: self.dialect().name(),
+                broker: self.dialect().as_str(),
                 id: id.to_string(),
                 message: format!("unknown state '{other}'"),
             })?,
@@ -1083,7 +955,7 @@ impl Broker for SqlBroker {
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| QueueError::Corrupt {
-                broker: self.dialect().name(),
+                broker: self.dialect().as_str(),
                 id: id.to_string(),
                 message: format!("result is not JSON: {e}"),
             })?;
@@ -1110,12 +982,12 @@ impl Broker for SqlBroker {
         )
         .bind(queue);
         let rows = self.fetch_all(false, q).await?;
-        let broker = self.dialect().name();
+        let broker = self.dialect().as_str();
         let Some(row) = rows.first() else {
             return Ok(QueueStats::default());
         };
         let count = |c: &str| -> Result<u64, QueueError> {
-            Ok(u64::try_from(row.get::<i64>(c, broker)?).unwrap_or(0))
+            Ok(u64::try_from(row.col::<i64>(c, broker)?).unwrap_or(0))
         };
         Ok(QueueStats {
             ready: count("ready")?,
@@ -1132,8 +1004,8 @@ impl Broker for SqlBroker {
                 Q::new("SELECT name FROM sluice_queues ORDER BY name"),
             )
             .await?;
-        let broker = self.dialect().name();
-        rows.iter().map(|r| r.get("name", broker)).collect()
+        let broker = self.dialect().as_str();
+        rows.iter().map(|r| r.col("name", broker)).collect()
     }
 
     async fn dead(&self, queue: &str, limit: usize) -> Result<Vec<Envelope>, QueueError> {
@@ -1188,70 +1060,7 @@ fn lease_arrays(leases: &[LeaseRef]) -> (Vec<String>, Vec<String>) {
         .unzip()
 }
 
-/// The error of opening `url`: shown redacted, with any trace of its password
-/// removed from the driver's message too.
-fn open_error(dialect: Dialect, url: &str, shown: &str, e: &sqlx::Error) -> QueueError {
-    let mut message = format!("cannot open {shown}: {e}");
-    for secret in url_secrets(url) {
-        message = message.replace(&secret, "***");
-    }
-    QueueError::Unavailable {
-        broker: dialect.name(),
-        message,
-    }
-}
-
-/// The passwords in `url` (user info and `password=` parameters).
-fn url_secrets(url: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some((_, rest)) = url.split_once("://") {
-        let auth = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if let Some((userinfo, _)) = auth.rsplit_once('@')
-            && let Some((_, pw)) = userinfo.split_once(':')
-        {
-            out.push(pw.to_owned());
-        }
-    }
-    if let Some((_, query)) = url.split_once('?') {
-        for pair in query.split('&') {
-            if let Some((k, v)) = pair.split_once('=')
-                && k.eq_ignore_ascii_case("password")
-            {
-                out.push(v.to_owned());
-            }
-        }
-    }
-    out.retain(|s| !s.is_empty());
-    out
-}
-
 use sluice_core::redact_url;
-
-/// A statement argument, the same on both databases.
-#[derive(Debug, Clone)]
-enum Arg {
-    I64(i64),
-    Text(String),
-    OptText(Option<String>),
-}
-
-impl From<i64> for Arg {
-    fn from(v: i64) -> Self {
-        Arg::I64(v)
-    }
-}
-
-impl From<&str> for Arg {
-    fn from(v: &str) -> Self {
-        Arg::Text(v.to_owned())
-    }
-}
-
-impl From<String> for Arg {
-    fn from(v: String) -> Self {
-        Arg::Text(v)
-    }
-}
 
 /// A statement template and its arguments. The template's `{now}` is the current
 /// time in ms, `{lock}` PostgreSQL's `FOR UPDATE SKIP LOCKED`, `{token}` a fresh
@@ -1276,11 +1085,11 @@ impl Q {
 
     /// The statement for `dialect`; on SQLite `now` is bound after the other
     /// arguments.
-    fn render(self, dialect: Dialect, now: UnixMillis) -> (String, Vec<Arg>) {
+    fn render(self, dialect: DbKind, now: UnixMillis) -> Statement<'static> {
         let Q { sql, mut args } = self;
         let mut sql = sql.replace("{columns}", COLUMNS);
         match dialect {
-            Dialect::Sqlite => {
+            DbKind::Sqlite | DbKind::MySql => {
                 if sql.contains("{now}") {
                     sql = sql.replace("{now}", &format!("${}", args.len() + 1));
                     args.push(Arg::I64(now));
@@ -1289,41 +1098,23 @@ impl Q {
                     .replace("{lock}", "")
                     .replace("{token}", "lower(hex(randomblob(16)))");
             }
-            Dialect::Postgres => {
+            DbKind::Postgres => {
                 sql = sql
                     .replace("{now}", PG_NOW)
                     .replace("{lock}", " FOR UPDATE SKIP LOCKED")
                     .replace("{token}", "replace(gen_random_uuid()::text, '-', '')");
             }
         }
-        (sql, args)
+        Statement {
+            sql: sql.into(),
+            args,
+        }
     }
 }
 
-/// Builds the sqlx query of `sql` with `args` bound, for database `DB`.
-fn build<'q, DB>(sql: &'q str, args: &'q [Arg]) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
-where
-    DB: Database,
-    i64: Encode<'q, DB> + Type<DB>,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-{
-    args.iter()
-        .fold(sqlx::query::<DB>(sql), |query, arg| match arg {
-            Arg::I64(v) => query.bind(*v),
-            Arg::Text(v) => query.bind(v.as_str()),
-            Arg::OptText(v) => query.bind(v.as_deref()),
-        })
-}
-
-enum TxInner {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
-}
-
-/// A writing transaction on either database.
+/// A writing transaction.
 struct Tx<'b> {
-    inner: TxInner,
+    inner: sluice_sql::Tx,
     /// The time of the transaction: SQLite's clock when it began, PostgreSQL's
     /// once asked for.
     now: Option<UnixMillis>,
@@ -1338,7 +1129,7 @@ impl Tx<'_> {
         }
         let rows = self.fetch_all(Q::new("SELECT {now} AS now_ms")).await?;
         let now = match rows.first() {
-            Some(r) => r.get("now_ms", self.broker.dialect().name())?,
+            Some(r) => r.col("now_ms", self.broker.dialect().as_str())?,
             None => self.broker.clock.now_millis(),
         };
         self.now = Some(now);
@@ -1346,94 +1137,43 @@ impl Tx<'_> {
     }
 
     async fn execute(&mut self, q: Q) -> Result<u64, QueueError> {
-        let err = self.broker.err();
-        Ok(match &mut self.inner {
-            TxInner::Sqlite(tx) => {
-                let (sql, args) = q.render(Dialect::Sqlite, self.now.unwrap_or_default());
-                build(&sql, &args)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(err)?
-                    .rows_affected()
-            }
-            TxInner::Postgres(tx) => {
-                let (sql, args) = q.render(Dialect::Postgres, 0);
-                build(&sql, &args)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(err)?
-                    .rows_affected()
-            }
-        })
+        let st = q.render(self.inner.kind(), self.now.unwrap_or_default());
+        self.inner.execute(&st).await.map_err(self.broker.err())
     }
 
     async fn fetch_all(&mut self, q: Q) -> Result<Vec<Row>, QueueError> {
-        let err = self.broker.err();
-        Ok(match &mut self.inner {
-            TxInner::Sqlite(tx) => {
-                let (sql, args) = q.render(Dialect::Sqlite, self.now.unwrap_or_default());
-                build(&sql, &args)
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(err)?
-                    .into_iter()
-                    .map(Row::Sqlite)
-                    .collect()
-            }
-            TxInner::Postgres(tx) => {
-                let (sql, args) = q.render(Dialect::Postgres, 0);
-                build(&sql, &args)
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(err)?
-                    .into_iter()
-                    .map(Row::Postgres)
-                    .collect()
-            }
-        })
-    }
-
-    /// Runs a script of several statements, without arguments.
-    async fn raw(&mut self, script: &str) -> Result<(), QueueError> {
-        let err = self.broker.err();
-        match &mut self.inner {
-            // `Executor::execute` returns a boxed `Send` future, unlike
-            // `RawSql::execute`, whose generic future trips async-trait's `Send` check.
-            TxInner::Sqlite(tx) => (&mut **tx).execute(sqlx::raw_sql(script)).await.map(drop),
-            TxInner::Postgres(tx) => (&mut **tx).execute(sqlx::raw_sql(script)).await.map(drop),
-        }
-        .map_err(err)
+        let st = q.render(self.inner.kind(), self.now.unwrap_or_default());
+        self.inner.fetch_all(&st).await.map_err(self.broker.err())
     }
 
     async fn commit(self) -> Result<(), QueueError> {
-        let err = self.broker.err();
-        match self.inner {
-            TxInner::Sqlite(tx) => tx.commit().await,
-            TxInner::Postgres(tx) => tx.commit().await,
-        }
-        .map_err(err)
+        self.inner.commit().await.map_err(self.broker.err())
     }
 }
 
-/// A result row from either database.
-enum Row {
-    Sqlite(SqliteRow),
-    Postgres(PgRow),
-}
-
-impl Row {
-    fn get<T>(&self, column: &str, broker: &'static str) -> Result<T, QueueError>
+/// Reading a column of a task row, its errors as the broker's.
+trait Col {
+    fn col<T>(&self, column: &str, broker: &'static str) -> Result<T, QueueError>
     where
         T: for<'r> Decode<'r, Sqlite>
             + Type<Sqlite>
             + for<'r> Decode<'r, Postgres>
-            + Type<Postgres>,
+            + Type<Postgres>
+            + for<'r> Decode<'r, MySql>
+            + Type<MySql>;
+}
+
+impl Col for Row {
+    fn col<T>(&self, column: &str, broker: &'static str) -> Result<T, QueueError>
+    where
+        T: for<'r> Decode<'r, Sqlite>
+            + Type<Sqlite>
+            + for<'r> Decode<'r, Postgres>
+            + Type<Postgres>
+            + for<'r> Decode<'r, MySql>
+            + Type<MySql>,
     {
-        match self {
-            Row::Sqlite(r) => r.try_get(column),
-            Row::Postgres(r) => r.try_get(column),
-        }
-        .map_err(|e| QueueError::Unavailable {
+        self.get(column).map_err(|e| QueueError::Unavailable {
             broker,
             message: format!("reading column {column}: {e}"),
         })
@@ -1447,11 +1187,11 @@ mod tests {
     #[test]
     fn renders_now_per_dialect() {
         let q = || Q::new("SELECT $1, {now}, {now}{lock}").bind(7_i64);
-        let (sql, args) = q().render(Dialect::Sqlite, 42);
+        let Statement { sql, args } = q().render(DbKind::Sqlite, 42);
         assert_eq!(sql, "SELECT $1, $2, $2");
         assert_eq!(args.len(), 2);
         assert!(matches!(args[1], Arg::I64(42)));
-        let (sql, args) = q().render(Dialect::Postgres, 42);
+        let Statement { sql, args } = q().render(DbKind::Postgres, 42);
         assert_eq!(
             sql,
             format!("SELECT $1, {PG_NOW}, {PG_NOW} FOR UPDATE SKIP LOCKED")
@@ -1461,22 +1201,14 @@ mod tests {
 
     #[test]
     fn insert_sql_numbers_parameters() {
-        assert!(insert_sql(2, Dialect::Sqlite).ends_with(
+        assert!(insert_sql(2, DbKind::Sqlite).ends_with(
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'ready'), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'ready')"
         ));
-        let sql = insert_sql(2, Dialect::Postgres);
+        let sql = insert_sql(2, DbKind::Postgres);
         assert!(sql.ends_with(
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'ready'), \
              ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, 'ready')"
         ));
-    }
-
-    #[test]
-    fn url_secrets_are_found() {
-        assert_eq!(
-            url_secrets("postgres://u:s3cret@db/x?password=p2"),
-            vec!["s3cret".to_owned(), "p2".to_owned()]
-        );
     }
 
     #[tokio::test]
@@ -1525,7 +1257,7 @@ mod tests {
                     .fetch_all(false, Q::new(format!("SELECT COUNT(*) AS n FROM {table}")))
                     .await
                     .unwrap();
-                rows[0].get::<i64>("n", "sqlite").unwrap()
+                rows[0].col::<i64>("n", "sqlite").unwrap()
             }
         };
         b.enqueue(
