@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sluice_cache::{Redis, UnixMillis};
-use sluice_sql::{ConnectSettings, Db, DbKind, ErrorClass, Journal, Statement};
+use sluice_sql::{ConnectSettings, Db, DbKind, Journal, Statement};
 
 /// A claim store failed.
 #[derive(Debug, thiserror::Error)]
@@ -273,8 +273,7 @@ impl SqlClaims {
         match pool.execute_script(ddl).await {
             Ok(_) => {}
             Err(e)
-                if pool.kind() == DbKind::Postgres
-                    && ErrorClass::of(&e) == ErrorClass::UniqueViolation => {}
+                if pool.kind() == DbKind::Postgres && sluice_sql::is_already_exists(&e) => {}
             Err(e) => return Err(err(format!("{}: {e}", sluice_core::redact_url(url)))),
         }
         Ok(Self {

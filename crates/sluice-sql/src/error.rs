@@ -16,9 +16,7 @@ pub enum ErrorClass {
     /// deadlock, a busy or locked database, too many connections, a cancelled
     /// statement or that it is shutting down.
     Transient,
-    /// A unique or primary-key violation; on PostgreSQL also a table or other
-    /// object created under a name that exists (`42P07`, `42710`: the catalog's
-    /// own unique key, e.g. two `CREATE TABLE IF NOT EXISTS` racing).
+    /// A unique or primary-key violation.
     UniqueViolation,
     /// The data was refused: another constraint (not null, foreign key, check),
     /// a value that does not fit its column, a value that cannot be encoded.
@@ -50,7 +48,7 @@ impl ErrorClass {
         let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
         match database_kind(db) {
             DbKind::Postgres => match code.as_str() {
-                "23505" | "42P07" | "42710" => Self::UniqueViolation,
+                "23505" => Self::UniqueViolation,
                 "21000" => Self::Data,
                 "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" => {
                     Self::Transient
@@ -98,6 +96,20 @@ impl ErrorClass {
     /// Whether retrying may succeed.
     pub fn is_transient(self) -> bool {
         self == Self::Transient
+    }
+}
+
+/// Whether `e` says that what a DDL statement creates exists already: a
+/// duplicate table or object (`42P07`, `42710`) or a unique violation in the
+/// catalog, which is how PostgreSQL reports two `CREATE TABLE IF NOT EXISTS`
+/// racing. Once the object exists, such a lost race is harmless.
+pub fn is_already_exists(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            ErrorClass::of_database(db.as_ref()) == ErrorClass::UniqueViolation
+                || matches!(db.code().as_deref(), Some("42P07" | "42710"))
+        }
+        _ => false,
     }
 }
 

@@ -32,7 +32,7 @@ mod pool;
 mod statement;
 mod tx;
 
-pub use error::{ErrorClass, SqlError, describe};
+pub use error::{ErrorClass, SqlError, describe, is_already_exists};
 pub use kind::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};
 pub use migrate::{Migration, Migrator};
 pub use pool::{ConnectSettings, Db, DbUrl, Journal, SQLITE_BUSY_TIMEOUT, is_memory_url};

@@ -5,35 +5,25 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::error::BoxDynError;
-use sqlx::mysql::{MySql, MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sluice_sql::{
+    ConnectSettings, Db, DbKind, DbUrl, ErrorClass, Journal, SqlError, on_db, quote_ident as quote,
+    quote_path,
+};
+use sqlx::mysql::{MySql, MySqlArguments};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{
-    PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres,
-};
-use sqlx::sqlite::{
-    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-};
-use sqlx::{Arguments, ConnectOptions, Connection, Database, Encode, Executor, Row, Type};
+use sqlx::postgres::{PgArguments, PgConnection, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteArguments};
+use sqlx::{Arguments, Connection, Database, Encode, Executor, Row, Type};
 
-use super::ident::{check_ident, check_table, check_type, derived_name, quote, quote_table};
+use super::ident::{check_ident, check_table, check_type, derived_name};
 use crate::api::{Rows, SqlStatement, WriteError, Writer};
 use crate::model::Item;
-
-/// SQLite's bind-parameter limit: `SQLITE_MAX_VARIABLE_NUMBER`, 32766 in the SQLite
-/// bundled with sqlx 0.8 (`libsqlite3-sys` 0.30, SQLite 3.46; the default since
-/// SQLite 3.32).
-pub const SQLITE_MAX_PARAMS: usize = 32_766;
-/// PostgreSQL's bind-parameter limit (the protocol's unsigned 16-bit count).
-pub const POSTGRES_MAX_PARAMS: usize = 65_535;
-/// MySQL's and MariaDB's bind-parameter limit for a prepared statement.
-pub const MYSQL_MAX_PARAMS: usize = 65_535;
 
 /// At most this many rows per SQLite statement (a chunk of more takes several,
 /// in one transaction).
@@ -42,54 +32,6 @@ const SQLITE_STATEMENT_ROWS: usize = 1000;
 /// From this many rows on, a PostgreSQL upsert chunk is written in bulk (`COPY`,
 /// or one `MERGE` from arrays) rather than with multi-row `INSERT … VALUES`.
 const DEFAULT_PG_BULK_MIN_ROWS: usize = 2;
-
-/// Which database a [`SqlWriter`] writes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DbKind {
-    /// SQLite (`sqlite://path.db`, `sqlite::memory:`).
-    Sqlite,
-    /// PostgreSQL (`postgres://…`, `postgresql://…`).
-    Postgres,
-    /// MySQL or MariaDB (`mysql://…`, `mariadb://…`).
-    MySql,
-}
-
-impl DbKind {
-    /// The kind of database a URL points to, from its scheme.
-    pub fn from_url(url: &str) -> Option<Self> {
-        let scheme = url.split(':').next()?.to_ascii_lowercase();
-        match scheme.as_str() {
-            "sqlite" => Some(Self::Sqlite),
-            "postgres" | "postgresql" => Some(Self::Postgres),
-            "mysql" | "mariadb" => Some(Self::MySql),
-            _ => None,
-        }
-    }
-
-    /// `sqlite`, `postgres` or `mysql`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres => "postgres",
-            Self::MySql => "mysql",
-        }
-    }
-
-    /// The most bind parameters one statement may carry.
-    pub fn max_params(self) -> usize {
-        match self {
-            Self::Sqlite => SQLITE_MAX_PARAMS,
-            Self::Postgres => POSTGRES_MAX_PARAMS,
-            Self::MySql => MYSQL_MAX_PARAMS,
-        }
-    }
-}
-
-impl fmt::Display for DbKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// How a [`SqlWriter`] treats rows whose key already exists.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -215,22 +157,6 @@ impl SqlWriterOptions {
         self.max_params = Some(max);
         self
     }
-}
-
-/// The connection settings parsed from the URL.
-#[derive(Debug, Clone)]
-enum Connect {
-    Sqlite(SqliteConnectOptions),
-    Postgres(PgConnectOptions),
-    MySql(MySqlConnectOptions),
-}
-
-/// The open pool.
-#[derive(Debug, Clone)]
-enum Pool {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-    MySql(MySqlPool),
 }
 
 /// One column as written.
@@ -363,12 +289,12 @@ struct Held {
 pub struct SqlWriter {
     url: String,
     kind: DbKind,
-    connect: Connect,
+    connect: DbUrl,
     options: SqlWriterOptions,
     table_q: String,
     table_parts: Vec<String>,
     max_params: usize,
-    pool: Option<Pool>,
+    pool: Option<Db>,
     plan: Option<Plan>,
     /// PostgreSQL: `(cast type, is json)` by column name, from the catalog.
     pg_types: HashMap<String, (String, bool)>,
@@ -418,12 +344,11 @@ macro_rules! write_statements {
         };
         let first = bind(&batches[0])?;
         let held = $self.held.$held.take();
-        let Some(Pool::$db(pool)) = &$self.pool else {
+        let Some(Db::$db(pool)) = &$self.pool else {
             return Err(not_open());
         };
         let mut conn = $self.acquire(pool, held).await?;
-        let kind = $self.kind;
-        let err = |e| map_sqlx_error(kind, table, e);
+        let err = |e| map_sqlx_error(table, e);
         let mut ran = 0;
         let result = async {
             if batches.len() == 1 && extra.is_empty() {
@@ -472,42 +397,14 @@ impl SqlWriter {
     /// [`WriteError::Fatal`] for an unknown scheme, a malformed URL, an invalid
     /// table, column, key or index name or SQL type, or inconsistent options.
     pub fn new(url: &str, options: SqlWriterOptions) -> Result<Self, WriteError> {
-        let kind = DbKind::from_url(url).ok_or_else(|| {
-            WriteError::Fatal(format!(
+        let connect = DbUrl::parse(url).map_err(|e| match e {
+            SqlError::UnsupportedUrl { .. } => WriteError::Fatal(format!(
                 "sql writer: unsupported database URL scheme in {:?}: use sqlite://, postgres:// or mysql://",
                 sluice_core::redact_url(url)
-            ))
+            )),
+            other => WriteError::Fatal(format!("sql writer: {other}")),
         })?;
-        let bad_url = |e: sqlx::Error| {
-            WriteError::Fatal(format!(
-                "sql writer: invalid URL {:?}: {e}",
-                sluice_core::redact_url(url)
-            ))
-        };
-        let connect = match kind {
-            DbKind::Sqlite => Connect::Sqlite(
-                SqliteConnectOptions::from_str(url)
-                    .map_err(bad_url)?
-                    .create_if_missing(true)
-                    .disable_statement_logging(),
-            ),
-            DbKind::Postgres => Connect::Postgres(
-                PgConnectOptions::from_str(url)
-                    .map_err(bad_url)?
-                    .disable_statement_logging(),
-            ),
-            DbKind::MySql => {
-                let normalized = match url.strip_prefix("mariadb:") {
-                    Some(rest) => Cow::Owned(format!("mysql:{rest}")),
-                    None => Cow::Borrowed(url),
-                };
-                Connect::MySql(
-                    MySqlConnectOptions::from_str(&normalized)
-                        .map_err(bad_url)?
-                        .disable_statement_logging(),
-                )
-            }
-        };
+        let kind = connect.kind();
         let table_parts = check_table(&options.table).map_err(fatal)?;
         validate_options(&options).map_err(fatal)?;
         let max_params = options
@@ -527,7 +424,7 @@ impl SqlWriter {
             url: url.to_owned(),
             kind,
             connect,
-            table_q: quote_table(kind, &table_parts),
+            table_q: quote_path(kind, &table_parts),
             table_parts,
             max_params,
             options,
@@ -580,70 +477,42 @@ impl SqlWriter {
     pub async fn close(&mut self) {
         self.held = Held::default();
         if let Some(pool) = self.pool.take() {
-            match pool {
-                Pool::Sqlite(p) => p.close().await,
-                Pool::Postgres(p) => p.close().await,
-                Pool::MySql(p) => p.close().await,
-            }
+            pool.close().await;
         }
     }
 
     fn err(&self, e: sqlx::Error) -> WriteError {
-        map_sqlx_error(self.kind, &self.options.table, e)
+        map_sqlx_error(&self.options.table, e)
     }
 
     async fn connect(&mut self) -> Result<(), WriteError> {
         if self.pool.is_some() {
             return Ok(());
         }
-        let acquire = Duration::from_secs(10);
-        let pool = match &self.connect {
-            Connect::Sqlite(o) => Pool::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(0)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .acquire_timeout(acquire)
-                    .connect_with(sqlite_options(o))
-                    .await
-                    .map_err(|e| self.err(e))?,
-            ),
-            Connect::Postgres(o) => Pool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(acquire)
-                    .connect_with(o.clone())
-                    .await
-                    .map_err(|e| self.err(e))?,
-            ),
-            Connect::MySql(o) => Pool::MySql(
-                MySqlPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(acquire)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // Refuse bad values instead of truncating them with a warning.
-                            conn.execute(
-                                "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
-                            )
-                            .await?;
-                            Ok(())
-                        })
-                    })
-                    .connect_with(o.clone())
-                    .await
-                    .map_err(|e| self.err(e))?,
-            ),
+        // A small pool that replaces a broken connection; the writer keeps one
+        // connection from chunk to chunk. A SQLite file the writer creates is put
+        // in WAL mode (one sync per commit); an existing one keeps its journal.
+        let settings = ConnectSettings::new()
+            .acquire_timeout(Duration::from_secs(10))
+            .quiet();
+        let settings = match self.kind {
+            DbKind::Sqlite => settings.create(Journal::WalWhenNew).idle_timeout(None),
+            DbKind::Postgres => settings.max_connections(2),
+            DbKind::MySql => settings.max_connections(2).mysql_strict(),
         };
-        if let Pool::Postgres(p) = &pool {
+        let pool = self
+            .connect
+            .connect(&self.url, &settings)
+            .await
+            .map_err(|e| map_sql_error(&self.options.table, e))?;
+        if let Db::Postgres(p) = &pool {
             let version: String = sqlx::query_scalar("SHOW server_version_num")
                 .fetch_one(p)
                 .await
                 .map_err(|e| self.err(e))?;
             self.pg_merge = version.trim().parse::<u32>().is_ok_and(|v| v >= 150_000);
         }
-        if let Pool::MySql(p) = &pool {
+        if let Db::MySql(p) = &pool {
             let packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
                 .fetch_one(p)
                 .await
@@ -678,12 +547,10 @@ impl SqlWriter {
     }
 
     async fn exec_ddl(&self, sql: &str) -> Result<(), WriteError> {
-        let res = match self.pool.as_ref() {
-            Some(Pool::Sqlite(p)) => p.execute(sql).await.map(drop),
-            Some(Pool::Postgres(p)) => p.execute(sql).await.map(drop),
-            Some(Pool::MySql(p)) => p.execute(sql).await.map(drop),
-            None => return Err(WriteError::Fatal("sql writer: not open".into())),
+        let Some(db) = self.pool.as_ref() else {
+            return Err(not_open());
         };
+        let res = on_db!(db, p => p.execute(sql).await.map(drop));
         res.map_err(|e| self.err(e))
     }
 
@@ -697,7 +564,7 @@ impl SqlWriter {
         } else {
             self.check_table_exists().await?;
         }
-        if let Some(Pool::Postgres(pool)) = &self.pool {
+        if let Some(Db::Postgres(pool)) = &self.pool {
             let rows = sqlx::query(
                 "SELECT a.attname::text, \
                    CASE t.typname WHEN 'bpchar' THEN 'bpchar' WHEN 'bit' THEN 'varbit' \
@@ -720,7 +587,7 @@ impl SqlWriter {
                 })
                 .collect();
         }
-        if let Some(Pool::Sqlite(pool)) = &self.pool {
+        if let Some(Db::Sqlite(pool)) = &self.pool {
             let (schema, table) = match self.table_parts.as_slice() {
                 [schema, table] => (schema.as_str(), table.as_str()),
                 parts => ("main", parts.last().map_or("", String::as_str)),
@@ -874,49 +741,19 @@ impl SqlWriter {
 
     /// The conflict clause of an upsert, or an empty string.
     fn conflict_clause(&self, plan: &Plan) -> String {
-        if plan.upsert_key.is_empty() {
-            return String::new();
-        }
-        let updates: Vec<&PlanCol> = plan
+        let keys: Vec<&str> = plan
+            .upsert_key
+            .iter()
+            .map(|&i| plan.cols[i].quoted.as_str())
+            .collect();
+        let updates: Vec<&str> = plan
             .cols
             .iter()
             .enumerate()
             .filter(|(i, _)| !plan.upsert_key.contains(i))
-            .map(|(_, c)| c)
+            .map(|(_, c)| c.quoted.as_str())
             .collect();
-        let keys = plan
-            .upsert_key
-            .iter()
-            .map(|&i| plan.cols[i].quoted.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        match self.kind {
-            DbKind::Sqlite | DbKind::Postgres => {
-                if updates.is_empty() {
-                    format!(" ON CONFLICT ({keys}) DO NOTHING")
-                } else {
-                    let set = updates
-                        .iter()
-                        .map(|c| format!("{0} = excluded.{0}", c.quoted))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    format!(" ON CONFLICT ({keys}) DO UPDATE SET {set}")
-                }
-            }
-            DbKind::MySql => {
-                let set = if updates.is_empty() {
-                    let k = &plan.cols[plan.upsert_key[0]].quoted;
-                    format!("{k} = {k}")
-                } else {
-                    updates
-                        .iter()
-                        .map(|c| format!("{0} = VALUES({0})", c.quoted))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                format!(" ON DUPLICATE KEY UPDATE {set}")
-            }
-        }
+        sluice_sql::upsert_clause(self.kind, &keys, &updates)
     }
 
     fn column_list(plan: &Plan) -> String {
@@ -953,14 +790,10 @@ impl SqlWriter {
                     sql.push(',');
                 }
                 n += 1;
-                match self.kind {
-                    DbKind::Postgres => {
-                        sql.push('$');
-                        sql.push_str(&n.to_string());
-                        sql.push_str("::");
-                        sql.push_str(&c.cast);
-                    }
-                    DbKind::Sqlite | DbKind::MySql => sql.push('?'),
+                sluice_sql::push_placeholder(&mut sql, self.kind, n);
+                if self.kind == DbKind::Postgres {
+                    sql.push_str("::");
+                    sql.push_str(&c.cast);
                 }
             }
             sql.push(')');
@@ -1314,7 +1147,7 @@ impl SqlWriter {
         let args = build()?;
         let mut conn = pg_acquire(&self.pool, &mut self.held.pg)
             .await
-            .map_err(|e| map_sqlx_error(DbKind::Postgres, table, e))?;
+            .map_err(|e| map_sqlx_error(table, e))?;
         let mut ran = 1;
         let result = match &merge_sql {
             None => sqlx::query_with(&insert_sql, args)
@@ -1341,7 +1174,7 @@ impl SqlWriter {
             },
         };
         self.statements += ran;
-        let result = result.map_err(|e| map_sqlx_error(DbKind::Postgres, table, e));
+        let result = result.map_err(|e| map_sqlx_error(table, e));
         self.held.pg = Self::keep(&result, conn);
         result
     }
@@ -1581,17 +1414,6 @@ fn validate_options(o: &SqlWriterOptions) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// The SQLite connection settings: a database the writer creates is put in WAL
-/// mode (a commit is then one sync of the log instead of the two or three of a
-/// rollback journal); an existing one keeps its journal mode.
-fn sqlite_options(o: &SqliteConnectOptions) -> SqliteConnectOptions {
-    if o.get_filename().exists() {
-        o.clone()
-    } else {
-        o.clone().journal_mode(SqliteJournalMode::Wal)
-    }
 }
 
 /// Binds the values of rows `range` of `cells` with their JSON types, row by row,
@@ -2006,19 +1828,19 @@ fn needs_copy_escape(bytes: &[u8]) -> bool {
 
 /// Whether a database error is a unique (or primary key) violation.
 fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+    ErrorClass::of(e) == ErrorClass::UniqueViolation
 }
 
 /// The held PostgreSQL connection, or a new one from the pool.
 async fn pg_acquire(
-    pool: &Option<Pool>,
+    pool: &Option<Db>,
     held: &mut Option<PoolConnection<Postgres>>,
 ) -> Result<PoolConnection<Postgres>, sqlx::Error> {
     if let Some(c) = held.take() {
         return Ok(c);
     }
     match pool {
-        Some(Pool::Postgres(p)) => p.acquire().await,
+        Some(Db::Postgres(p)) => p.acquire().await,
         _ => Err(sqlx::Error::PoolClosed),
     }
 }
@@ -2051,83 +1873,23 @@ async fn copy_in(
 /// The size of the pieces a chunk's `COPY` data is sent in.
 const COPY_PIECE_BYTES: usize = 128 * 1024;
 
-/// Maps a database error to what can be done about it.
-pub(crate) fn map_sqlx_error(kind: DbKind, table: &str, e: sqlx::Error) -> WriteError {
-    use sqlx::Error as E;
-    match &e {
-        E::Database(db) => {
-            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            let msg = db.message();
-            match kind {
-                DbKind::Postgres => {
-                    let text = format!("table {table}: {msg} (SQLSTATE {code})");
-                    let text = match db
-                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                        .and_then(|p| p.detail())
-                    {
-                        Some(detail) => format!("{text}: {detail}"),
-                        None => text,
-                    };
-                    match code.get(..2) {
-                        Some("22" | "23") => WriteError::Item(text),
-                        _ if code == "21000" => WriteError::Item(text),
-                        Some("08" | "53") => WriteError::Transient(text),
-                        _ if matches!(
-                            code.as_str(),
-                            "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03"
-                        ) =>
-                        {
-                            WriteError::Transient(text)
-                        }
-                        _ => WriteError::Fatal(text),
-                    }
-                }
-                DbKind::Sqlite => {
-                    let text = format!("table {table}: {msg} (SQLite code {code})");
-                    let primary = code.parse::<i32>().unwrap_or(1) & 0xff;
-                    match primary {
-                        // CONSTRAINT, MISMATCH, TOOBIG
-                        18..=20 => WriteError::Item(text),
-                        // BUSY, LOCKED, IOERR, FULL, PROTOCOL
-                        5 | 6 | 10 | 13 | 15 => WriteError::Transient(text),
-                        _ => WriteError::Fatal(text),
-                    }
-                }
-                DbKind::MySql => {
-                    let number = db
-                        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                        .map(|m| m.number())
-                        .unwrap_or(0);
-                    let text = format!("table {table}: {msg} (error {number}, SQLSTATE {code})");
-                    match number {
-                        1048 | 1062 | 1169 | 1264 | 1265 | 1292 | 1364 | 1366 | 1367 | 1406
-                        | 1411 | 1451 | 1452 | 1586 | 1690 | 3140 | 3819 | 4025 | 1153 | 1301 => {
-                            WriteError::Item(text)
-                        }
-                        1040
-                        | 1053
-                        | 1158..=1161
-                        | 1205
-                        | 1213
-                        | 1927
-                        | 2002
-                        | 2003
-                        | 2006
-                        | 2013 => WriteError::Transient(text),
-                        _ => match code.get(..2) {
-                            Some("22" | "23") => WriteError::Item(text),
-                            Some("08") | Some("40") => WriteError::Transient(text),
-                            _ => WriteError::Fatal(text),
-                        },
-                    }
-                }
-            }
-        }
-        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::WorkerCrashed | E::Protocol(_) => {
-            WriteError::Transient(format!("table {table}: {e}"))
-        }
-        E::Encode(_) => WriteError::Item(format!("table {table}: {e}")),
-        _ => WriteError::Fatal(format!("table {table}: {e}")),
+/// Maps a database error to what can be done about it: refused data is an item
+/// error (the step writes the chunk again item by item), a transient one may be
+/// retried, anything else is fatal.
+pub(crate) fn map_sqlx_error(table: &str, e: sqlx::Error) -> WriteError {
+    class_error(ErrorClass::of(&e), format!("table {table}: {}", sluice_sql::describe(&e)))
+}
+
+/// Maps an error of opening the database as [`map_sqlx_error`] does.
+fn map_sql_error(table: &str, e: SqlError) -> WriteError {
+    class_error(e.class(), format!("table {table}: {e}"))
+}
+
+fn class_error(class: ErrorClass, text: String) -> WriteError {
+    match class {
+        ErrorClass::Data | ErrorClass::UniqueViolation => WriteError::Item(text),
+        ErrorClass::Transient => WriteError::Transient(text),
+        _ => WriteError::Fatal(text),
     }
 }
 
@@ -2320,18 +2082,6 @@ mod tests {
             String::from_utf8(buf).unwrap(),
             "x\\ty\t\\N\t1\n\t\\N\t\\N\n"
         );
-    }
-
-    #[test]
-    fn urls() {
-        assert_eq!(DbKind::from_url("sqlite://x.db"), Some(DbKind::Sqlite));
-        assert_eq!(DbKind::from_url("sqlite::memory:"), Some(DbKind::Sqlite));
-        assert_eq!(
-            DbKind::from_url("postgresql://h/db"),
-            Some(DbKind::Postgres)
-        );
-        assert_eq!(DbKind::from_url("mariadb://h/db"), Some(DbKind::MySql));
-        assert_eq!(DbKind::from_url("redis://h"), None);
     }
 
     #[test]
