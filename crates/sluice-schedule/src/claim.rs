@@ -211,7 +211,10 @@ fn parse_last(v: &str) -> Option<LastFire> {
 }
 
 /// Rows as (text, optional int, optional text) triples.
-async fn rows(db: &Db, sql: &str) -> Result<Vec<(String, Option<i64>, Option<String>)>, sqlx::Error> {
+async fn rows(
+    db: &Db,
+    sql: &str,
+) -> Result<Vec<(String, Option<i64>, Option<String>)>, sqlx::Error> {
     db.fetch_all(&Statement::new(sql))
         .await?
         .iter()
@@ -272,8 +275,7 @@ impl SqlClaims {
         // the lost race is harmless.
         match pool.execute_script(ddl).await {
             Ok(_) => {}
-            Err(e)
-                if pool.kind() == DbKind::Postgres && sluice_sql::is_already_exists(&e) => {}
+            Err(e) if pool.kind() == DbKind::Postgres && sluice_sql::is_already_exists(&e) => {}
             Err(e) => return Err(err(format!("{}: {e}", sluice_core::redact_url(url)))),
         }
         Ok(Self {
@@ -300,15 +302,16 @@ impl SqlClaims {
         {
             return Ok(());
         }
-        self.pool.execute(
-            &Statement::new(
-                "INSERT INTO sluice_schedule (trigger_id, last_claim) VALUES ($1, -1) \
+        self.pool
+            .execute(
+                &Statement::new(
+                    "INSERT INTO sluice_schedule (trigger_id, last_claim) VALUES ($1, -1) \
                  ON CONFLICT (trigger_id) DO NOTHING",
+                )
+                .bind(trigger),
             )
-            .bind(trigger),
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+            .await
+            .map_err(|e| self.err(e))?;
         self.ensured
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -350,13 +353,14 @@ impl ClaimStore for SqlClaims {
         self.ensure(trigger).await?;
         let v = serde_json::json!({"at": fire.at, "outcome": fire.outcome, "task": fire.task});
         let v = v.to_string();
-        self.pool.execute(
-            &Statement::new("UPDATE sluice_schedule SET last_fire = $1 WHERE trigger_id = $2")
-                .bind(v)
-                .bind(trigger),
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        self.pool
+            .execute(
+                &Statement::new("UPDATE sluice_schedule SET last_fire = $1 WHERE trigger_id = $2")
+                    .bind(v)
+                    .bind(trigger),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -375,13 +379,14 @@ impl ClaimStore for SqlClaims {
 
     async fn set_paused(&self, trigger: &str, paused: bool) -> Result<(), ClaimError> {
         self.ensure(trigger).await?;
-        self.pool.execute(
-            &Statement::new("UPDATE sluice_schedule SET paused = $1 WHERE trigger_id = $2")
-                .bind(i64::from(paused))
-                .bind(trigger),
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        self.pool
+            .execute(
+                &Statement::new("UPDATE sluice_schedule SET paused = $1 WHERE trigger_id = $2")
+                    .bind(i64::from(paused))
+                    .bind(trigger),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 

@@ -17,10 +17,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 
+use crate::DbKind;
 use crate::error::{ErrorClass, SqlError};
 use crate::statement::{Statement, build_query};
 use crate::tx::{Row, Tx};
-use crate::DbKind;
 
 /// How long a SQLite connection waits for another connection's write lock.
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -458,11 +458,18 @@ impl Db {
     /// The database's.
     pub async fn fetch_all(&self, st: &Statement<'_>) -> Result<Vec<Row>, sqlx::Error> {
         Ok(match self {
-            Db::Sqlite(p) => rows(build_query(&st.sql, &st.args).fetch_all(p).await?, Row::Sqlite),
-            Db::Postgres(p) => {
-                rows(build_query(&st.sql, &st.args).fetch_all(p).await?, Row::Postgres)
-            }
-            Db::MySql(p) => rows(build_query(&st.sql, &st.args).fetch_all(p).await?, Row::MySql),
+            Db::Sqlite(p) => rows(
+                build_query(&st.sql, &st.args).fetch_all(p).await?,
+                Row::Sqlite,
+            ),
+            Db::Postgres(p) => rows(
+                build_query(&st.sql, &st.args).fetch_all(p).await?,
+                Row::Postgres,
+            ),
+            Db::MySql(p) => rows(
+                build_query(&st.sql, &st.args).fetch_all(p).await?,
+                Row::MySql,
+            ),
         })
     }
 

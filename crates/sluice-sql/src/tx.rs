@@ -84,7 +84,9 @@ impl Tx {
     ///
     /// [`sqlx::Error::RowNotFound`] when it returns none; the database's.
     pub async fn fetch_one(&mut self, st: &Statement<'_>) -> Result<Row, sqlx::Error> {
-        self.fetch_optional(st).await?.ok_or(sqlx::Error::RowNotFound)
+        self.fetch_optional(st)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     /// Runs `st`; all its rows.

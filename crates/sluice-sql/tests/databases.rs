@@ -2,13 +2,14 @@
 //! migrations on SQLite, PostgreSQL and MariaDB/MySQL.
 
 use sluice_sql::{
-    ConnectSettings, Db, DbKind, ErrorClass, Migration, Migrator, SqlError, Statement,
-    quote_ident,
+    ConnectSettings, Db, DbKind, ErrorClass, Migration, Migrator, SqlError, Statement, quote_ident,
 };
 use sluice_testkit::db::{Server, ServerDb};
 
 async fn open(kind: DbKind) -> (Db, Option<ServerDb>, Option<tempfile::TempDir>) {
-    let settings = ConnectSettings::new().max_connections(2).create(sluice_sql::Journal::Wal);
+    let settings = ConnectSettings::new()
+        .max_connections(2)
+        .create(sluice_sql::Journal::Wal);
     match kind {
         DbKind::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
@@ -41,7 +42,13 @@ async fn suite(kind: DbKind) {
     ))
     .await
     .unwrap();
-    let p = |n| if kind == DbKind::Postgres { format!("${n}") } else { "?".into() };
+    let p = |n| {
+        if kind == DbKind::Postgres {
+            format!("${n}")
+        } else {
+            "?".into()
+        }
+    };
     let insert = format!("INSERT INTO {t} (id, v) VALUES ({}, {})", p(1), p(2));
     let one = Statement::new(insert.as_str()).bind(1).bind("a");
     assert_eq!(db.execute(&one).await.unwrap(), 1);
@@ -49,7 +56,10 @@ async fn suite(kind: DbKind) {
     let null = Statement::new(insert.as_str()).bind(2).bind(None::<&str>);
     assert_eq!(class(db.execute(&null).await), ErrorClass::Data);
     assert_eq!(
-        class(db.execute(&Statement::new("SELECT * FROM no_such_table")).await),
+        class(
+            db.execute(&Statement::new("SELECT * FROM no_such_table"))
+                .await
+        ),
         ErrorClass::Other
     );
     let rows = db
@@ -92,8 +102,7 @@ async fn mysql() {
 
 #[tokio::test]
 async fn unreachable_is_transient_and_hides_the_password() {
-    let settings =
-        ConnectSettings::new().acquire_timeout(std::time::Duration::from_millis(500));
+    let settings = ConnectSettings::new().acquire_timeout(std::time::Duration::from_millis(500));
     for url in [
         "postgres://u:s3cret-pw@127.0.0.1:1/db",
         "mysql://u:s3cret-pw@127.0.0.1:1/db",

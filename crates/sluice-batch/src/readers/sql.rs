@@ -349,7 +349,12 @@ impl SqlReader {
         let mut key_types = Vec::with_capacity(self.key.len());
         for (i, k) in self.key.iter().enumerate() {
             let ty = find(k)?;
-            select.push(select_expr(d, k, ty, &quote_ident(d, &format!("sluice_key_{i}"))));
+            select.push(select_expr(
+                d,
+                k,
+                ty,
+                &quote_ident(d, &format!("sluice_key_{i}")),
+            ));
             key_types.push(ty.to_owned());
         }
         let select = select.join(", ");

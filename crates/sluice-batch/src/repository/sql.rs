@@ -179,9 +179,11 @@ impl Repository for SqlRepository {
         .await?;
         let instance_id: i64 = tx
             .fetch_one(
-                &Statement::new("SELECT id FROM batch_job_instance WHERE job_name = $1 AND params_key = $2")
-                    .bind(job)
-                    .bind(key.as_str()),
+                &Statement::new(
+                    "SELECT id FROM batch_job_instance WHERE job_name = $1 AND params_key = $2",
+                )
+                .bind(job)
+                .bind(key.as_str()),
             )
             .await?
             .get("id")?;
@@ -567,7 +569,8 @@ impl Repository for SqlRepository {
                     "SELECT {EXECUTION_COLUMNS} FROM batch_job_execution \
                      ORDER BY id DESC LIMIT $1"
                 );
-                tx.fetch_all(&Statement::new(&sql).bind(i64::from(limit))).await?
+                tx.fetch_all(&Statement::new(&sql).bind(i64::from(limit)))
+                    .await?
             }
         };
         tx.commit().await?;
@@ -584,8 +587,10 @@ impl Repository for SqlRepository {
             .ok_or(RepoError::NoSuchExecution(execution_id))?;
         let rows = tx
             .fetch_all(
-                &Statement::new("SELECT * FROM batch_step_execution WHERE execution_id = $1 ORDER BY id")
-                    .bind(execution_id),
+                &Statement::new(
+                    "SELECT * FROM batch_step_execution WHERE execution_id = $1 ORDER BY id",
+                )
+                .bind(execution_id),
             )
             .await?;
         tx.commit().await?;
