@@ -34,12 +34,12 @@ mod tx;
 
 pub use error::{ErrorClass, SqlError, describe, is_already_exists};
 pub use kind::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};
-pub use migrate::{Migration, Migrator};
+pub use migrate::{IDENTITY, Migration, Migrator};
 pub use pool::{ConnectSettings, Db, DbUrl, Journal, SQLITE_BUSY_TIMEOUT, is_memory_url};
 pub use statement::{
     Arg, Statement, build_query, push_placeholder, quote_ident, quote_path, upsert_clause,
 };
-pub use tx::{Row, Tx};
+pub use tx::{Decodable, Row, Tx};
 
 /// sqlx, as this crate uses it (for callers that need the concrete pools).
 pub use sqlx;

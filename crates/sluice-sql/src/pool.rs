@@ -100,6 +100,20 @@ pub struct ConnectSettings {
     pub log_statements: bool,
 }
 
+/// Setters that turn a boolean field of [`ConnectSettings`] on.
+macro_rules! flag_setters {
+    ($($(#[$doc:meta])* $field:ident;)*) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub fn $field(mut self) -> Self {
+                self.$field = true;
+                self
+            }
+        )*
+    };
+}
+
 impl ConnectSettings {
     /// One connection, 30 s acquire timeout, sqlx's default idle timeout, no
     /// session settings.
@@ -147,32 +161,15 @@ impl ConnectSettings {
         self
     }
 
-    /// SQLite: `synchronous = NORMAL`.
-    #[must_use]
-    pub fn synchronous_normal(mut self) -> Self {
-        self.synchronous_normal = true;
-        self
-    }
-
-    /// SQLite: foreign keys on.
-    #[must_use]
-    pub fn foreign_keys(mut self) -> Self {
-        self.foreign_keys = true;
-        self
-    }
-
-    /// PostgreSQL: one direct connection first (see [`check_first`](Self::check_first)).
-    #[must_use]
-    pub fn check_first(mut self) -> Self {
-        self.check_first = true;
-        self
-    }
-
-    /// MySQL: strict sessions.
-    #[must_use]
-    pub fn mysql_strict(mut self) -> Self {
-        self.mysql_strict = true;
-        self
+    flag_setters! {
+        /// SQLite: `synchronous = NORMAL`.
+        synchronous_normal;
+        /// SQLite: foreign keys on.
+        foreign_keys;
+        /// PostgreSQL: one direct connection first (see [`check_first`](Self::check_first)).
+        check_first;
+        /// MySQL: strict sessions.
+        mysql_strict;
     }
 
     /// Statement logging off.

@@ -140,6 +140,28 @@ fn wrap<R>(raw: Vec<R>, f: fn(R) -> Row) -> Vec<Row> {
     raw.into_iter().map(f).collect()
 }
 
+/// A type every database decodes (`i64`, `String`, `bool`, their `Option`s, …):
+/// what [`Row::get`] reads.
+pub trait Decodable:
+    for<'r> Decode<'r, Sqlite>
+    + Type<Sqlite>
+    + for<'r> Decode<'r, Postgres>
+    + Type<Postgres>
+    + for<'r> Decode<'r, MySql>
+    + Type<MySql>
+{
+}
+
+impl<T> Decodable for T where
+    T: for<'r> Decode<'r, Sqlite>
+        + Type<Sqlite>
+        + for<'r> Decode<'r, Postgres>
+        + Type<Postgres>
+        + for<'r> Decode<'r, MySql>
+        + Type<MySql>
+{
+}
+
 /// A result row from one of the databases.
 #[allow(missing_debug_implementations)]
 pub enum Row {
@@ -160,12 +182,7 @@ impl Row {
     /// A missing column or a value that does not decode as `T`.
     pub fn get<T>(&self, column: &str) -> Result<T, sqlx::Error>
     where
-        T: for<'r> Decode<'r, Sqlite>
-            + Type<Sqlite>
-            + for<'r> Decode<'r, Postgres>
-            + Type<Postgres>
-            + for<'r> Decode<'r, MySql>
-            + Type<MySql>,
+        T: Decodable,
     {
         match self {
             Row::Sqlite(r) => r.try_get(column),
@@ -181,12 +198,7 @@ impl Row {
     /// A missing column or a value that does not decode as `T`.
     pub fn get_at<T>(&self, index: usize) -> Result<T, sqlx::Error>
     where
-        T: for<'r> Decode<'r, Sqlite>
-            + Type<Sqlite>
-            + for<'r> Decode<'r, Postgres>
-            + Type<Postgres>
-            + for<'r> Decode<'r, MySql>
-            + Type<MySql>,
+        T: Decodable,
     {
         match self {
             Row::Sqlite(r) => r.try_get(index),

@@ -495,19 +495,30 @@ trait JsonCell {
     fn cell(&self, i: usize) -> Result<Value, String>;
 }
 
+/// The type name of cell `i` of `row` (SQLite: of the value's storage class), or
+/// `None` when it is NULL.
+fn cell_type<R: Row>(row: &R, i: usize) -> Result<Option<String>, String>
+where
+    usize: sqlx::ColumnIndex<R>,
+{
+    let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(raw.type_info().name().to_owned()))
+}
+
 fn col_err(i: usize, ty: &str, e: impl std::fmt::Display) -> String {
     format!("column {i} ({ty}): {e}")
 }
 
 impl JsonCell for SqliteRow {
     fn cell(&self, i: usize) -> Result<Value, String> {
-        let raw = self.try_get_raw(i).map_err(|e| e.to_string())?;
-        if raw.is_null() {
-            return Ok(Value::Null);
-        }
         // SQLite is dynamically typed: decode by the value's storage class, and
         // turn integers of a column declared BOOLEAN into booleans.
-        let storage = raw.type_info().name().to_owned();
+        let Some(storage) = cell_type(self, i)? else {
+            return Ok(Value::Null);
+        };
         let declared = self.columns()[i].type_info().name().to_owned();
         let e = |e: sqlx::Error| col_err(i, &storage, e);
         Ok(match storage.as_str() {
@@ -531,11 +542,9 @@ impl JsonCell for SqliteRow {
 
 impl JsonCell for PgRow {
     fn cell(&self, i: usize) -> Result<Value, String> {
-        let raw = self.try_get_raw(i).map_err(|e| e.to_string())?;
-        if raw.is_null() {
+        let Some(ty) = cell_type(self, i)? else {
             return Ok(Value::Null);
-        }
-        let ty = raw.type_info().name().to_owned();
+        };
         let e = |e: sqlx::Error| col_err(i, &ty, e);
         Ok(match ty.as_str() {
             "BOOL" => Value::Bool(self.try_get(i).map_err(e)?),
@@ -551,11 +560,9 @@ impl JsonCell for PgRow {
 
 impl JsonCell for MySqlRow {
     fn cell(&self, i: usize) -> Result<Value, String> {
-        let raw = self.try_get_raw(i).map_err(|e| e.to_string())?;
-        if raw.is_null() {
+        let Some(ty) = cell_type(self, i)? else {
             return Ok(Value::Null);
-        }
-        let ty = raw.type_info().name().to_owned();
+        };
         let e = |e: sqlx::Error| col_err(i, &ty, e);
         Ok(match ty.as_str() {
             "BOOLEAN" => Value::Bool(self.try_get(i).map_err(e)?),

@@ -35,8 +35,7 @@ const MIGRATOR: Migrator = Migrator {
     lock_key: 0x736C_7569_6365_424D,
     migrations: &[Migration {
         version: 1,
-        sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
-        postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+        script: include_str!("../../migrations/0001_init.sql"),
     }],
 };
 

@@ -43,12 +43,12 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sluice_cache::{Clock, SystemClock, UnixMillis};
 use sluice_sql::{
-    Arg, ConnectSettings, Db, DbKind, Journal, Migration, Migrator, Row, Statement,
+    Arg, ConnectSettings, Db, DbKind, Decodable, Journal, Migration, Migrator, Row, Statement,
     push_placeholder,
 };
+use sqlx::Row as _;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Decode, MySql, Postgres, Row as _, Sqlite, Type};
 
 use crate::broker::{Broker, QueueError};
 use crate::task::{
@@ -92,8 +92,7 @@ const MIGRATOR: Migrator = Migrator {
     lock_key: 0x736C_7569_6365_5155,
     migrations: &[Migration {
         version: 1,
-        sqlite: include_str!("0001_init.sql"),
-        postgres: include_str!("0001_init.sql"),
+        script: include_str!("0001_init.sql"),
     }],
 };
 

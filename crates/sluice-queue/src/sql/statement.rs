@@ -139,26 +139,11 @@ impl Tx<'_> {
 
 /// Reading a column of a task row, its errors as the broker's.
 pub(super) trait Col {
-    fn col<T>(&self, column: &str, broker: &'static str) -> Result<T, QueueError>
-    where
-        T: for<'r> Decode<'r, Sqlite>
-            + Type<Sqlite>
-            + for<'r> Decode<'r, Postgres>
-            + Type<Postgres>
-            + for<'r> Decode<'r, MySql>
-            + Type<MySql>;
+    fn col<T: Decodable>(&self, column: &str, broker: &'static str) -> Result<T, QueueError>;
 }
 
 impl Col for Row {
-    fn col<T>(&self, column: &str, broker: &'static str) -> Result<T, QueueError>
-    where
-        T: for<'r> Decode<'r, Sqlite>
-            + Type<Sqlite>
-            + for<'r> Decode<'r, Postgres>
-            + Type<Postgres>
-            + for<'r> Decode<'r, MySql>
-            + Type<MySql>,
-    {
+    fn col<T: Decodable>(&self, column: &str, broker: &'static str) -> Result<T, QueueError> {
         self.get(column).map_err(|e| QueueError::Unavailable {
             broker,
             message: format!("reading column {column}: {e}"),

@@ -143,10 +143,7 @@ impl<'a> Cells<'a> {
                     .and_then(Cell::json)
                     .and_then(Value::as_i64)
                     .unwrap_or_default();
-                let slot = seen.get(&key).copied();
-                if slot.is_none() {
-                    seen.insert(key, kept.len());
-                }
+                let slot = first_seen(&mut seen, Some(key), kept.len());
                 place(slot, r, &mut kept);
             }
         } else if let Some(k) = text_key.filter(|&k| {
@@ -171,10 +168,7 @@ impl<'a> Cells<'a> {
             }
             let mut seen: HashMap<i64, usize> = HashMap::with_capacity(n);
             for (r, key) in keys.into_iter().enumerate() {
-                let slot = seen.get(&key).copied();
-                if slot.is_none() {
-                    seen.insert(key, kept.len());
-                }
+                let slot = first_seen(&mut seen, Some(key), kept.len());
                 place(slot, r, &mut kept);
             }
         } else if let Some(k) = text_key {
@@ -182,16 +176,7 @@ impl<'a> Cells<'a> {
             let json = plan.cols[k].json;
             let mut seen: HashMap<Cow<'a, str>, usize> = HashMap::with_capacity(n);
             for r in 0..n {
-                let slot = match pg_text(self.row(r)[k], json) {
-                    Some(key) => match seen.get(&key) {
-                        Some(&s) => Some(s),
-                        None => {
-                            seen.insert(key, kept.len());
-                            None
-                        }
-                    },
-                    None => None,
-                };
+                let slot = first_seen(&mut seen, pg_text(self.row(r)[k], json), kept.len());
                 place(slot, r, &mut kept);
             }
         } else {
@@ -203,16 +188,7 @@ impl<'a> Cells<'a> {
                     .iter()
                     .map(|&i| pg_text(row[i], plan.cols[i].json))
                     .collect();
-                let slot = match key {
-                    Some(key) => match seen.get(&key) {
-                        Some(&s) => Some(s),
-                        None => {
-                            seen.insert(key, kept.len());
-                            None
-                        }
-                    },
-                    None => None,
-                };
+                let slot = first_seen(&mut seen, key, kept.len());
                 place(slot, r, &mut kept);
             }
         }
@@ -228,4 +204,19 @@ impl<'a> Cells<'a> {
             cells,
         }
     }
+}
+
+/// Where `key` (`None`: a NULL key, never a duplicate) was first kept, or `None`
+/// after recording it at `next` when it is new.
+fn first_seen<K: std::hash::Hash + Eq>(
+    seen: &mut HashMap<K, usize>,
+    key: Option<K>,
+    next: usize,
+) -> Option<usize> {
+    let key = key?;
+    if let Some(&s) = seen.get(&key) {
+        return Some(s);
+    }
+    seen.insert(key, next);
+    None
 }

@@ -353,32 +353,39 @@ impl SqlWriter {
             statements: 0,
         })
     }
+
     /// Which database the writer targets.
     pub fn kind(&self) -> DbKind {
         self.kind
     }
+
     /// The database URL as given (it may hold a password: log
     /// [`redacted_url`](Self::redacted_url) instead).
     pub fn url(&self) -> &str {
         &self.url
     }
+
     /// The URL with any password replaced by `***`.
     pub fn redacted_url(&self) -> String {
         sluice_core::redact_url(&self.url)
     }
+
     /// The target table as configured.
     pub fn table(&self) -> &str {
         &self.options.table
     }
+
     /// The options.
     pub fn options(&self) -> &SqlWriterOptions {
         &self.options
     }
+
     /// The number of data statements (multi-row `INSERT`s, `COPY`s, merges) run so
     /// far, committed or not.
     pub fn statements(&self) -> u64 {
         self.statements
     }
+
     /// Closes the connection pool (it is opened again on the next write).
     pub async fn close(&mut self) {
         self.held = Held::default();
@@ -386,9 +393,11 @@ impl SqlWriter {
             pool.close().await;
         }
     }
+
     fn err(&self, e: sqlx::Error) -> WriteError {
         map_sqlx_error(&self.options.table, e)
     }
+
     async fn connect(&mut self) -> Result<(), WriteError> {
         if self.pool.is_some() {
             return Ok(());
@@ -428,6 +437,7 @@ impl SqlWriter {
         self.pool = Some(pool);
         Ok(())
     }
+
     /// Connects, and when the columns are known, creates the table and plans.
     async fn prepare(&mut self) -> Result<(), WriteError> {
         // Give the kept connection back: DDL below goes through the pool (of one
@@ -443,6 +453,7 @@ impl SqlWriter {
         }
         Ok(())
     }
+
     async fn write_chunk(
         &mut self,
         items: &[Item],
@@ -466,6 +477,7 @@ impl SqlWriter {
         }
         self.write_cells(Src::Items(&rows), extra).await
     }
+
     /// Writes a chunk given as rows: as its items would be.
     async fn write_rows_chunk(
         &mut self,
@@ -480,6 +492,7 @@ impl SqlWriter {
         }
         self.write_cells(Src::Rows(rows), extra).await
     }
+
     /// Plans the columns the first item's keys `names` give (typed `TEXT`), when
     /// none were declared.
     async fn plan_from_keys(&mut self, names: Vec<&String>) -> Result<(), WriteError> {
@@ -522,6 +535,7 @@ impl SqlWriter {
             DbKind::MySql => self.write_mysql(&cells, extra).await,
         }
     }
+
     /// The held connection, or a new one from the pool.
     async fn acquire<DB: Database>(
         &self,
@@ -533,6 +547,7 @@ impl SqlWriter {
             None => pool.acquire().await.map_err(|e| self.err(e)),
         }
     }
+
     /// Keeps the connection for the next chunk unless the error says it may be
     /// broken.
     fn keep<DB: Database>(
@@ -544,6 +559,7 @@ impl SqlWriter {
             Err(_) => None,
         }
     }
+
     fn encode_err(&self, e: BoxDynError) -> WriteError {
         encode_error(&self.options.table, e)
     }

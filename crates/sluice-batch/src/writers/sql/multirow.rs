@@ -84,6 +84,7 @@ impl SqlWriter {
             .collect();
         sluice_sql::upsert_clause(self.kind, &keys, &updates)
     }
+
     pub(super) fn column_list(plan: &Plan) -> String {
         plan.cols
             .iter()
@@ -91,6 +92,7 @@ impl SqlWriter {
             .collect::<Vec<_>>()
             .join(", ")
     }
+
     /// The multi-row `INSERT` for `rows` rows (cached).
     pub(super) fn insert_sql(&mut self, rows: usize) -> Arc<str> {
         let Some(plan) = self.plan.as_ref() else {
@@ -136,6 +138,7 @@ impl SqlWriter {
         }
         sql
     }
+
     /// Splits `n` rows into statements under the parameter (and byte) limits.
     pub(super) fn batches(&self, cells: &Cells<'_>) -> Vec<Range<usize>> {
         let ncols = self.plan.as_ref().map_or(1, |p| p.cols.len().max(1));
@@ -176,6 +179,7 @@ impl SqlWriter {
         }
         out
     }
+
     pub(super) async fn write_sqlite(
         &mut self,
         cells: &Cells<'_>,
@@ -183,6 +187,7 @@ impl SqlWriter {
     ) -> Result<(), WriteError> {
         write_statements!(self, cells, extra, Sqlite, SqliteArguments, sqlite)
     }
+
     pub(super) async fn write_mysql(
         &mut self,
         cells: &Cells<'_>,

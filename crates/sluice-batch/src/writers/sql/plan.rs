@@ -8,6 +8,7 @@ impl SqlWriter {
         let sql = format!("SELECT * FROM {} WHERE 1 = 0", self.table_q);
         self.exec_ddl(&sql).await
     }
+
     pub(super) async fn exec_ddl(&self, sql: &str) -> Result<(), WriteError> {
         let Some(db) = self.pool.as_ref() else {
             return Err(not_open());
@@ -15,6 +16,7 @@ impl SqlWriter {
         let res = on_db!(db, p => p.execute(sql).await.map(drop));
         res.map_err(|e| self.err(e))
     }
+
     /// Fixes the columns: creates the table when asked, reads PostgreSQL's column
     /// types and builds the plan.
     pub(super) async fn make_plan(&mut self, cols: Vec<Column>) -> Result<(), WriteError> {
@@ -111,6 +113,7 @@ impl SqlWriter {
         });
         Ok(())
     }
+
     /// `CREATE TABLE IF NOT EXISTS` and `CREATE INDEX IF NOT EXISTS` statements.
     pub(super) fn create_sql(&self, cols: &[Column]) -> Vec<String> {
         let kind = self.kind;
@@ -190,6 +193,7 @@ impl SqlWriter {
         }
         out
     }
+
     pub(super) fn quoted_list(&self, names: &[String]) -> String {
         names
             .iter()

@@ -90,6 +90,7 @@ impl SqlWriter {
         }
         self.pg_unnest(&cells).await
     }
+
     /// `COPY … FROM STDIN` of the chunk, in text format: one statement, atomic on
     /// its own.
     pub(super) async fn pg_copy(&mut self, cells: &Cells<'_>) -> Result<(), sqlx::Error> {
@@ -110,6 +111,7 @@ impl SqlWriter {
         }
         result
     }
+
     /// Multi-row `INSERT … VALUES … ON CONFLICT`, split at the parameter limit,
     /// in one transaction when split.
     pub(super) async fn pg_multirow(
@@ -117,12 +119,9 @@ impl SqlWriter {
         cells: &Cells<'_>,
         extra: &[SqlStatement],
     ) -> Result<(), WriteError> {
-        let ncols = self.plan.as_ref().map_or(1, |p| p.cols.len().max(1));
-        let per_stmt = (self.max_params / ncols).max(1);
-        let batches: Vec<Range<usize>> = (0..cells.rows())
-            .step_by(per_stmt)
-            .map(|s| s..(s + per_stmt).min(cells.rows()))
-            .collect();
+        // PostgreSQL has no byte budget: statements of as many rows as the
+        // parameters allow.
+        let batches = self.batches(cells);
         let sqls: Vec<Arc<str>> = batches.iter().map(|b| self.insert_sql(b.len())).collect();
         let plan = self.plan.as_ref().ok_or_else(not_planned)?;
         let mut stmts = Vec::with_capacity(batches.len());
@@ -167,6 +166,7 @@ impl SqlWriter {
         self.held.pg = Self::keep(&result, conn);
         result
     }
+
     /// An upsert of the whole chunk in one statement whose rows come from one
     /// array per column: `MERGE … USING (SELECT … FROM UNNEST($1, …))` on
     /// PostgreSQL 15 and later, `INSERT … SELECT … FROM UNNEST(…) ON CONFLICT`
@@ -214,6 +214,7 @@ impl SqlWriter {
         self.held.pg = Self::keep(&result, conn);
         result
     }
+
     /// The `UNNEST` statement for one combination of array types (cached).
     pub(super) fn unnest_sql(&self, plan: &Plan, sig: &[ArrayType], merge: bool) -> Arc<str> {
         let cache_key = (sig.to_vec(), merge);
