@@ -210,18 +210,6 @@ fn parse_last(v: &str) -> Option<LastFire> {
     })
 }
 
-/// Rows as (text, optional int, optional text) triples.
-async fn rows(
-    db: &Db,
-    sql: &str,
-) -> Result<Vec<(String, Option<i64>, Option<String>)>, sqlx::Error> {
-    db.fetch_all(&Statement::new(sql))
-        .await?
-        .iter()
-        .map(|r| Ok((r.get_at(0)?, r.get_at(1)?, r.get_at(2)?)))
-        .collect()
-}
-
 /// Claims in SQLite (embedded) or PostgreSQL.
 pub struct SqlClaims {
     pool: Db,
@@ -292,6 +280,29 @@ impl SqlClaims {
         }
     }
 
+    /// Runs `st`; rows affected.
+    async fn exec(&self, st: Statement<'_>) -> Result<u64, ClaimError> {
+        self.pool.execute(&st).await.map_err(|e| self.err(e))
+    }
+
+    /// The `(trigger, last claim, last fire)` of the rows matching `filter`.
+    async fn rows(
+        &self,
+        filter: &str,
+    ) -> Result<Vec<(String, Option<i64>, Option<String>)>, ClaimError> {
+        let sql =
+            format!("SELECT trigger_id, last_claim, last_fire FROM sluice_schedule WHERE {filter}");
+        let rows = self
+            .pool
+            .fetch_all(&Statement::new(sql))
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| Ok((r.get_at(0)?, r.get_at(1)?, r.get_at(2)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+
     /// Creates `trigger`'s row once per process (claims are on the hot path).
     async fn ensure(&self, trigger: &str) -> Result<(), ClaimError> {
         if self
@@ -302,16 +313,14 @@ impl SqlClaims {
         {
             return Ok(());
         }
-        self.pool
-            .execute(
-                &Statement::new(
-                    "INSERT INTO sluice_schedule (trigger_id, last_claim) VALUES ($1, -1) \
+        self.exec(
+            Statement::new(
+                "INSERT INTO sluice_schedule (trigger_id, last_claim) VALUES ($1, -1) \
                  ON CONFLICT (trigger_id) DO NOTHING",
-                )
-                .bind(trigger),
             )
-            .await
-            .map_err(|e| self.err(e))?;
+            .bind(trigger),
+        )
+        .await?;
         self.ensured
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -324,25 +333,16 @@ impl SqlClaims {
 impl ClaimStore for SqlClaims {
     async fn claim(&self, trigger: &str, at: UnixMillis) -> Result<bool, ClaimError> {
         self.ensure(trigger).await?;
-        let n = self.pool.execute(
-            &Statement::new(
+        let n = self.exec(Statement::new(
                 "UPDATE sluice_schedule SET last_claim = $1 WHERE trigger_id = $2 AND last_claim < $1",
             )
             .bind(at)
-            .bind(trigger),
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+            .bind(trigger)).await?;
         Ok(n == 1)
     }
 
     async fn marks(&self) -> Result<HashMap<String, UnixMillis>, ClaimError> {
-        let rows = rows(
-            &self.pool,
-            "SELECT trigger_id, last_claim, last_fire FROM sluice_schedule WHERE last_claim >= 0",
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        let rows = self.rows("last_claim >= 0").await?;
         Ok(rows
             .into_iter()
             .filter_map(|(k, v, _)| Some((k, v?)))
@@ -353,24 +353,17 @@ impl ClaimStore for SqlClaims {
         self.ensure(trigger).await?;
         let v = serde_json::json!({"at": fire.at, "outcome": fire.outcome, "task": fire.task});
         let v = v.to_string();
-        self.pool
-            .execute(
-                &Statement::new("UPDATE sluice_schedule SET last_fire = $1 WHERE trigger_id = $2")
-                    .bind(v)
-                    .bind(trigger),
-            )
-            .await
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            Statement::new("UPDATE sluice_schedule SET last_fire = $1 WHERE trigger_id = $2")
+                .bind(v)
+                .bind(trigger),
+        )
+        .await?;
         Ok(())
     }
 
     async fn last_fires(&self) -> Result<HashMap<String, LastFire>, ClaimError> {
-        let rows = rows(
-            &self.pool,
-            "SELECT trigger_id, last_claim, last_fire FROM sluice_schedule WHERE last_fire IS NOT NULL",
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        let rows = self.rows("last_fire IS NOT NULL").await?;
         Ok(rows
             .into_iter()
             .filter_map(|(k, _, v)| Some((k, parse_last(&v?)?)))
@@ -379,24 +372,17 @@ impl ClaimStore for SqlClaims {
 
     async fn set_paused(&self, trigger: &str, paused: bool) -> Result<(), ClaimError> {
         self.ensure(trigger).await?;
-        self.pool
-            .execute(
-                &Statement::new("UPDATE sluice_schedule SET paused = $1 WHERE trigger_id = $2")
-                    .bind(i64::from(paused))
-                    .bind(trigger),
-            )
-            .await
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            Statement::new("UPDATE sluice_schedule SET paused = $1 WHERE trigger_id = $2")
+                .bind(i64::from(paused))
+                .bind(trigger),
+        )
+        .await?;
         Ok(())
     }
 
     async fn paused(&self) -> Result<HashSet<String>, ClaimError> {
-        let rows = rows(
-            &self.pool,
-            "SELECT trigger_id, last_claim, last_fire FROM sluice_schedule WHERE paused = 1",
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        let rows = self.rows("paused = 1").await?;
         Ok(rows.into_iter().map(|(k, _, _)| k).collect())
     }
 }

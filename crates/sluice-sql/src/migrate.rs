@@ -23,6 +23,11 @@ pub struct Migration {
 }
 
 impl Migration {
+    /// Migration `version`, running `script`.
+    pub const fn new(version: i64, script: &'static str) -> Self {
+        Self { version, script }
+    }
+
     /// The script as it runs on `kind`.
     pub fn render(&self, kind: DbKind) -> String {
         let identity = match kind {
@@ -46,6 +51,16 @@ pub struct Migrator {
 }
 
 impl Migrator {
+    /// The `migrations` of a schema whose versions are recorded in `table`,
+    /// serialised on PostgreSQL by the advisory lock `lock_key`.
+    pub const fn new(table: &'static str, lock_key: i64, migrations: &'static [Migration]) -> Self {
+        Self {
+            table,
+            lock_key,
+            migrations,
+        }
+    }
+
     /// Applies the migrations `db` lacks; `applied_at` (ms) is recorded with
     /// each.
     ///

@@ -114,6 +114,20 @@ macro_rules! flag_setters {
     };
 }
 
+/// Setters of fields of [`ConnectSettings`].
+macro_rules! value_setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.$field = value;
+                self
+            }
+        )*
+    };
+}
+
 impl ConnectSettings {
     /// One connection, 30 s acquire timeout, sqlx's default idle timeout, no
     /// session settings.
@@ -132,25 +146,13 @@ impl ConnectSettings {
         }
     }
 
-    /// Sets [`max_connections`](Self::max_connections).
-    #[must_use]
-    pub fn max_connections(mut self, n: u32) -> Self {
-        self.max_connections = n;
-        self
-    }
-
-    /// Sets [`acquire_timeout`](Self::acquire_timeout).
-    #[must_use]
-    pub fn acquire_timeout(mut self, t: Duration) -> Self {
-        self.acquire_timeout = t;
-        self
-    }
-
-    /// Sets [`idle_timeout`](Self::idle_timeout).
-    #[must_use]
-    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
-        self.idle_timeout = t;
-        self
+    value_setters! {
+        /// Sets [`max_connections`](Self::max_connections).
+        max_connections: u32;
+        /// Sets [`acquire_timeout`](Self::acquire_timeout).
+        acquire_timeout: Duration;
+        /// Sets [`idle_timeout`](Self::idle_timeout).
+        idle_timeout: Option<Duration>;
     }
 
     /// SQLite: creates the file when missing, with `journal`.

@@ -30,14 +30,14 @@ const MAX_SKIP_ITEM: usize = 4096;
 /// The schema's history, oldest first. Append only: never edit an applied file.
 /// The advisory lock key is `"sluiceBM"` as big-endian bytes (any constant would
 /// do).
-const MIGRATOR: Migrator = Migrator {
-    table: "sluice_batch_migrations",
-    lock_key: 0x736C_7569_6365_424D,
-    migrations: &[Migration {
-        version: 1,
-        script: include_str!("../../migrations/0001_init.sql"),
-    }],
-};
+const MIGRATOR: Migrator = Migrator::new(
+    "sluice_batch_migrations",
+    0x736C_7569_6365_424D,
+    &[Migration::new(
+        1,
+        include_str!("../../migrations/0001_init.sql"),
+    )],
+);
 
 /// The columns of `batch_job_execution`, in the order [`execution_from_row`] reads.
 const EXECUTION_COLUMNS: &str = "id, instance_id, job_name, params, status, created_at, \

@@ -87,14 +87,11 @@ const ID_CHUNK: usize = 500;
 /// The schema's history, oldest first (the same text on both databases).
 /// Append only: never edit an applied file. The advisory lock key is
 /// `"sluiceQU"` as big-endian bytes.
-const MIGRATOR: Migrator = Migrator {
-    table: "sluice_queue_migrations",
-    lock_key: 0x736C_7569_6365_5155,
-    migrations: &[Migration {
-        version: 1,
-        script: include_str!("0001_init.sql"),
-    }],
-};
+const MIGRATOR: Migrator = Migrator::new(
+    "sluice_queue_migrations",
+    0x736C_7569_6365_5155,
+    &[Migration::new(1, include_str!("0001_init.sql"))],
+);
 
 /// The broker's pools. On SQLite one connection writes (so this process's
 /// workers queue in memory rather than on the file lock) and a few read; on

@@ -308,6 +308,17 @@ pub(super) fn pg_text(v: Option<Cell<'_>>, json: bool) -> Option<Cow<'_, str>> {
     }
 }
 
+/// One column's values as a typed array (`None` for NULL, and for a value that
+/// is not of the type, which [`ArrayType::of`] rules out).
+fn typed<'a, T>(
+    values: impl Iterator<Item = Option<Cell<'a>>>,
+    get: fn(&Value) -> Option<T>,
+) -> Vec<Option<T>> {
+    values
+        .map(|v| v.and_then(Cell::json).and_then(get))
+        .collect()
+}
+
 /// The arguments of an `UNNEST` statement: one array per column.
 pub(super) fn unnest_args(
     plan: &Plan,
@@ -318,21 +329,9 @@ pub(super) fn unnest_args(
     for (i, (c, ty)) in plan.cols.iter().zip(sig).enumerate() {
         let values = cells.column(i);
         match ty {
-            ArrayType::Int8 => args.add(
-                values
-                    .map(|v| v.and_then(Cell::json).and_then(Value::as_i64))
-                    .collect::<Vec<Option<i64>>>(),
-            )?,
-            ArrayType::Float8 => args.add(
-                values
-                    .map(|v| v.and_then(Cell::json).and_then(Value::as_f64))
-                    .collect::<Vec<Option<f64>>>(),
-            )?,
-            ArrayType::Bool => args.add(
-                values
-                    .map(|v| v.and_then(Cell::json).and_then(Value::as_bool))
-                    .collect::<Vec<Option<bool>>>(),
-            )?,
+            ArrayType::Int8 => args.add(typed(values, Value::as_i64))?,
+            ArrayType::Float8 => args.add(typed(values, Value::as_f64))?,
+            ArrayType::Bool => args.add(typed(values, Value::as_bool))?,
             ArrayType::Text => args.add(
                 values
                     .map(|v| pg_text(v, c.json))
