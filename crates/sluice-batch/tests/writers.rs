@@ -11,10 +11,7 @@ use sluice_batch::writers::{
     Column, DbKind, FileFormat, FileWriter, SqlWriter, SqlWriterOptions, WriteMode,
 };
 use sluice_batch::{WriteError, Writer};
-use sqlx::mysql::MySqlPoolOptions;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::SqlitePoolOptions;
-use sqlx::{MySqlPool, PgPool, SqlitePool};
+use sluice_sql::{ConnectSettings, Db};
 
 mod common;
 use common::{Server, ServerDb};
@@ -58,29 +55,11 @@ impl TestDb {
 
     /// A pool to check what the writer wrote.
     async fn check(&self) -> Check {
-        match self.kind {
-            DbKind::Sqlite => Check::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect(&self.url)
-                    .await
-                    .unwrap(),
-            ),
-            DbKind::Postgres => Check::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&self.url)
-                    .await
-                    .unwrap(),
-            ),
-            DbKind::MySql => Check::MySql(
-                MySqlPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&self.url)
-                    .await
-                    .unwrap(),
-            ),
-        }
+        Check(
+            Db::connect(&self.url, &ConnectSettings::new())
+                .await
+                .unwrap(),
+        )
     }
 
     /// The SQL type of a JSON column here.
@@ -93,19 +72,11 @@ impl TestDb {
 }
 
 /// A connection to read back what was written, every value as text.
-enum Check {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-    MySql(MySqlPool),
-}
+struct Check(Db);
 
 impl Check {
     fn kind(&self) -> DbKind {
-        match self {
-            Check::Sqlite(_) => DbKind::Sqlite,
-            Check::Postgres(_) => DbKind::Postgres,
-            Check::MySql(_) => DbKind::MySql,
-        }
+        self.0.kind()
     }
 
     /// `column` as text, quoted for this database.
@@ -141,38 +112,38 @@ impl Check {
                     .collect()
             };
         }
-        match self {
-            Check::Sqlite(p) => fetch!(p),
-            Check::Postgres(p) => fetch!(p),
-            Check::MySql(p) => fetch!(p),
+        match &self.0 {
+            Db::Sqlite(p) => fetch!(p),
+            Db::Postgres(p) => fetch!(p),
+            Db::MySql(p) => fetch!(p),
         }
     }
 
     async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
-        match self {
-            Check::Sqlite(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
-            Check::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
-            Check::MySql(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
+        match &self.0 {
+            Db::Sqlite(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
+            Db::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
+            Db::MySql(p) => sqlx::query_scalar(&sql).fetch_one(p).await.unwrap(),
         }
     }
 
     /// Names of the tables of the database.
     async fn tables(&self) -> Vec<String> {
-        match self {
-            Check::Sqlite(p) => {
+        match &self.0 {
+            Db::Sqlite(p) => {
                 sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
                     .fetch_all(p)
                     .await
                     .unwrap()
             }
-            Check::Postgres(p) => sqlx::query_scalar(
+            Db::Postgres(p) => sqlx::query_scalar(
                 "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
             )
             .fetch_all(p)
             .await
             .unwrap(),
-            Check::MySql(p) => sqlx::query_scalar(
+            Db::MySql(p) => sqlx::query_scalar(
                 "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
                  WHERE table_schema = DATABASE()",
             )
@@ -185,8 +156,8 @@ impl Check {
     /// Names of the indexes of `table` (other than the primary key) and the
     /// columns of its primary key.
     async fn indexes_and_key(&self, table: &str) -> (Vec<String>, Vec<String>) {
-        match self {
-            Check::Sqlite(p) => {
+        match &self.0 {
+            Db::Sqlite(p) => {
                 let idx = sqlx::query_scalar(
                     "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? \
                      AND sql IS NOT NULL ORDER BY name",
@@ -204,7 +175,7 @@ impl Check {
                 .unwrap();
                 (idx, key)
             }
-            Check::Postgres(p) => {
+            Db::Postgres(p) => {
                 let idx = sqlx::query_scalar(
                     "SELECT indexname::text FROM pg_indexes WHERE tablename = $1 \
                      AND indexname NOT LIKE '%_pkey' ORDER BY 1",
@@ -224,7 +195,7 @@ impl Check {
                 .unwrap();
                 (idx, key)
             }
-            Check::MySql(p) => {
+            Db::MySql(p) => {
                 let idx = sqlx::query_scalar(
                     "SELECT DISTINCT CAST(index_name AS CHAR) FROM information_schema.statistics \
                      WHERE table_schema = DATABASE() AND table_name = ? AND index_name <> 'PRIMARY' \
