@@ -48,21 +48,13 @@ const EXECUTION_COLUMNS: &str = "id, instance_id, job_name, params, status, crea
 /// Open it with [`SqlRepository::connect`], then call
 /// [`Repository::migrate`] once before use. It holds a connection pool and is cheap
 /// to share behind an `Arc`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SqlRepository {
     pool: Db,
     /// The URL, password redacted, for error messages.
     url: String,
     /// The URL as given (compared with writers' URLs; never shown).
-    raw_url: String,
-}
-
-impl std::fmt::Debug for SqlRepository {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlRepository")
-            .field("url", &self.url)
-            .finish()
-    }
+    raw_url: Secret,
 }
 
 impl SqlRepository {
@@ -101,7 +93,7 @@ impl SqlRepository {
         Ok(SqlRepository {
             pool,
             url: shown,
-            raw_url: url.to_owned(),
+            raw_url: Secret::new(url),
         })
     }
 
@@ -489,7 +481,7 @@ impl Repository for SqlRepository {
     }
 
     fn database_url(&self) -> Option<&str> {
-        Some(&self.raw_url)
+        Some(self.raw_url.expose())
     }
 
     fn chunk_commit_statements(
@@ -748,7 +740,7 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-use sluice_core::redact_url;
+use sluice_core::{Secret, redact_url};
 
 /// The statements of one chunk commit: the lease check (a write to the instance
 /// row: on PostgreSQL it locks the row until commit, so a takeover cannot slip in
@@ -836,6 +828,20 @@ impl BindCounts for Statement<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn debug_never_shows_the_password() {
+        let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let url = admin.replacen("://postgres@", "://postgres:s3cret-pw@", 1);
+        let repo = SqlRepository::connect(&url).await.unwrap();
+        let shown = format!("{repo:?}");
+        assert!(
+            !shown.contains("s3cret-pw") && shown.contains("SqlRepository"),
+            "{shown}"
+        );
+        assert_eq!(repo.database_url(), Some(url.as_str()));
+    }
 
     #[test]
     fn truncates_on_char_boundary() {
