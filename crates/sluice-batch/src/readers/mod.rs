@@ -5,8 +5,9 @@
 //! | [`CsvReader`] | delimited text, UTF-8 or a legacy encoding (EUC-KR/CP949, …) | `{key: "value" \| null}` | `{"offset", "row"}` |
 //! | [`JsonLinesReader`] | one JSON value per line | the value | `{"offset", "line"}` |
 //! | [`JsonArrayReader`] | one JSON array, top-level or at a JSON pointer | each element | `{"index", "offset"}` |
+//! | [`SqlReader`] | a table or `FROM` fragment of SQLite, PostgreSQL or MySQL, by keyset pages | a row as an object | `{"after", "position"}` |
 //!
-//! All of them:
+//! The file readers:
 //!
 //! - have **exact** checkpoints holding a byte offset in the raw file, so opening
 //!   at a checkpoint seeks there instead of reading everything before it again;
