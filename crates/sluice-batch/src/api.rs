@@ -328,34 +328,9 @@ where
     }
 }
 
-/// One bound argument of a [`SqlStatement`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SqlArg {
-    /// An integer.
-    I64(i64),
-    /// Text.
-    Text(String),
-    /// Text or NULL.
-    OptText(Option<String>),
-}
-
-impl From<i64> for SqlArg {
-    fn from(v: i64) -> Self {
-        Self::I64(v)
-    }
-}
-
-impl From<&str> for SqlArg {
-    fn from(v: &str) -> Self {
-        Self::Text(v.to_owned())
-    }
-}
-
-impl From<Option<&str>> for SqlArg {
-    fn from(v: Option<&str>) -> Self {
-        Self::OptText(v.map(str::to_owned))
-    }
-}
+/// One bound argument of a [`SqlStatement`] (sluice-sql's, the same for every
+/// database).
+pub use sluice_sql::Arg as SqlArg;
 
 /// A statement with `$n` placeholders (SQLite and PostgreSQL) that a writer runs
 /// inside its chunk's transaction: the repository's chunk commit, when the writer

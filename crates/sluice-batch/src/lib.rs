@@ -20,7 +20,6 @@ pub mod partition;
 pub mod processors;
 pub mod readers;
 pub mod repository;
-pub mod sql_reader;
 pub mod step;
 pub mod tasklets;
 pub mod writers;

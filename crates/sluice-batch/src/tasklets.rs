@@ -5,7 +5,7 @@
 //!   `DELETE`/`UPDATE`s that must not lock a table for minutes;
 //! - [`ShellTasklet`]: a shell command with a timeout, its output captured into the
 //!   exit message;
-//! - [`HttpTasklet`]: one `GET` through an [`Upstream`] (secrets, quota and
+//! - [`HttpTasklet`]: one `GET` through a gateway [`Upstream`] (secrets, quota and
 //!   `ok_when` apply).
 
 use std::collections::VecDeque;
@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sluice_upstream::{Upstream, encode_component};
-use sqlx::Executor;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::job::Tasklet;
-use crate::sql_reader::{DEFAULT_CONNECT_TIMEOUT, Db, on_db};
+use crate::readers::sql::DEFAULT_CONNECT_TIMEOUT;
+use sluice_sql::{ConnectSettings, Db};
 
 /// Repeating a statement until it affects no row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,16 +79,14 @@ impl SqlTasklet {
     }
 
     async fn run_once(db: &Db, sql: &str, in_tx: bool) -> Result<u64, sqlx::Error> {
-        on_db!(db, pool => {
-            if in_tx {
-                let mut tx = pool.begin().await?;
-                let n = (&mut *tx).execute(sql).await?.rows_affected();
-                tx.commit().await?;
-                Ok(n)
-            } else {
-                Ok(pool.execute(sql).await?.rows_affected())
-            }
-        })
+        if in_tx {
+            let mut tx = db.begin().await?;
+            let n = tx.execute_script(sql).await?;
+            tx.commit().await?;
+            Ok(n)
+        } else {
+            db.execute_script(sql).await
+        }
     }
 
     async fn run(&self, db: &Db) -> Result<String, String> {
@@ -127,7 +125,8 @@ impl SqlTasklet {
 #[async_trait]
 impl Tasklet for SqlTasklet {
     async fn execute(&mut self) -> Result<String, String> {
-        let db = Db::connect(&self.url, 1, DEFAULT_CONNECT_TIMEOUT)
+        let settings = ConnectSettings::new().acquire_timeout(DEFAULT_CONNECT_TIMEOUT);
+        let db = Db::connect(&self.url, &settings)
             .await
             .map_err(|e| format!("connecting to the database: {e}"))?;
         let res = self.run(&db).await;

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::io::Write;
 
 use sluice_batch::Reader;
+use sluice_batch::readers::SqlReader;
 use sluice_batch::readers::{CsvReader, JsonLinesReader};
-use sluice_batch::sql_reader::SqlReader;
 
 async fn ids(r: &mut dyn Reader, cp: Option<&serde_json::Value>) -> Vec<i64> {
     r.open(cp).await.unwrap();

@@ -15,13 +15,10 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sluice_core::{Redis, UnixMillis};
-use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sluice_sql::{ConnectSettings, Db, DbKind, Journal, Statement};
 
 /// A claim store failed.
 #[derive(Debug, thiserror::Error)]
@@ -213,68 +210,9 @@ fn parse_last(v: &str) -> Option<LastFire> {
     })
 }
 
-#[derive(Clone)]
-enum Pool {
-    Sqlite(SqlitePool),
-    Pg(PgPool),
-}
-
-/// A bound value.
-enum Bind<'a> {
-    Text(&'a str),
-    Int(i64),
-}
-
-/// Runs `sql` with `binds` on either pool; rows affected.
-async fn exec(pool: &Pool, sql: &str, binds: &[Bind<'_>]) -> Result<u64, sqlx::Error> {
-    match pool {
-        Pool::Sqlite(p) => {
-            let mut q = sqlx::query(sql);
-            for b in binds {
-                q = match b {
-                    Bind::Text(t) => q.bind(*t),
-                    Bind::Int(i) => q.bind(*i),
-                };
-            }
-            Ok(q.execute(p).await?.rows_affected())
-        }
-        Pool::Pg(p) => {
-            let mut q = sqlx::query(sql);
-            for b in binds {
-                q = match b {
-                    Bind::Text(t) => q.bind(*t),
-                    Bind::Int(i) => q.bind(*i),
-                };
-            }
-            Ok(q.execute(p).await?.rows_affected())
-        }
-    }
-}
-
-/// Rows as (text, optional int, optional text) triples, from either database.
-async fn rows(
-    pool: &Pool,
-    sql: &str,
-) -> Result<Vec<(String, Option<i64>, Option<String>)>, sqlx::Error> {
-    match pool {
-        Pool::Sqlite(p) => sqlx::query(sql)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect(),
-        Pool::Pg(p) => sqlx::query(sql)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect(),
-    }
-}
-
 /// Claims in SQLite (embedded) or PostgreSQL.
 pub struct SqlClaims {
-    pool: Pool,
+    pool: Db,
     kind: &'static str,
     /// Triggers whose row is known to exist: claims skip the insert for them.
     ensured: std::sync::Mutex<HashSet<String>>,
@@ -295,38 +233,25 @@ impl SqlClaims {
     ///
     /// [`ClaimError`] naming the URL without its password.
     pub async fn connect(url: &str) -> Result<Self, ClaimError> {
-        let kind = if url.starts_with("sqlite") {
-            "sqlite"
-        } else {
-            "postgres"
-        };
-        let err = |e: sqlx::Error| ClaimError {
+        let db_kind = DbKind::from_url(url);
+        let kind = db_kind.map_or("postgres", DbKind::as_str);
+        let err = |message: String| ClaimError {
             store: kind,
-            message: format!("{}: {e}", sluice_core::redact_url(url)),
+            message,
         };
-        let pool = if kind == "sqlite" {
-            let opts: SqliteConnectOptions = url
-                .parse::<SqliteConnectOptions>()
-                .map_err(err)?
-                .create_if_missing(true)
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(10));
-            Pool::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(opts)
-                    .await
-                    .map_err(err)?,
-            )
-        } else {
-            Pool::Pg(
-                PgPoolOptions::new()
-                    .max_connections(8)
-                    .connect(url)
-                    .await
-                    .map_err(err)?,
-            )
+        let settings = match db_kind {
+            Some(DbKind::Sqlite) => ConnectSettings::new().create(Journal::Wal),
+            Some(DbKind::Postgres) => ConnectSettings::new().max_connections(8),
+            _ => {
+                return Err(err(format!(
+                    "unsupported schedule store URL {}: use sqlite://path.db or postgres://user@host/db",
+                    sluice_core::redact_url(url)
+                )));
+            }
         };
+        let pool = Db::connect(url, &settings)
+            .await
+            .map_err(|e| err(e.to_string()))?;
         let ddl = "CREATE TABLE IF NOT EXISTS sluice_schedule (
                 trigger_id TEXT PRIMARY KEY,
                 last_claim BIGINT NOT NULL,
@@ -336,13 +261,10 @@ impl SqlClaims {
         // Several nodes may start at once: CREATE TABLE IF NOT EXISTS can race on
         // PostgreSQL (a unique violation on its catalog); once the table exists
         // the lost race is harmless.
-        match exec(&pool, ddl, &[]).await {
+        match pool.execute_script(ddl).await {
             Ok(_) => {}
-            Err(e)
-                if kind == "postgres"
-                    && (e.to_string().contains("already exists")
-                        || e.to_string().contains("duplicate key")) => {}
-            Err(e) => return Err(err(e)),
+            Err(e) if pool.kind() == DbKind::Postgres && sluice_sql::is_already_exists(&e) => {}
+            Err(e) => return Err(err(format!("{}: {e}", sluice_core::redact_url(url)))),
         }
         Ok(Self {
             pool,
@@ -358,6 +280,29 @@ impl SqlClaims {
         }
     }
 
+    /// Runs `st`; rows affected.
+    async fn exec(&self, st: Statement<'_>) -> Result<u64, ClaimError> {
+        self.pool.execute(&st).await.map_err(|e| self.err(e))
+    }
+
+    /// The `(trigger, last claim, last fire)` of the rows matching `filter`.
+    async fn rows(
+        &self,
+        filter: &str,
+    ) -> Result<Vec<(String, Option<i64>, Option<String>)>, ClaimError> {
+        let sql =
+            format!("SELECT trigger_id, last_claim, last_fire FROM sluice_schedule WHERE {filter}");
+        let rows = self
+            .pool
+            .fetch_all(&Statement::new(sql))
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| Ok((r.get_at(0)?, r.get_at(1)?, r.get_at(2)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+
     /// Creates `trigger`'s row once per process (claims are on the hot path).
     async fn ensure(&self, trigger: &str) -> Result<(), ClaimError> {
         if self
@@ -368,13 +313,14 @@ impl SqlClaims {
         {
             return Ok(());
         }
-        exec(
-            &self.pool,
-            "INSERT INTO sluice_schedule (trigger_id, last_claim) VALUES ($1, -1) ON CONFLICT (trigger_id) DO NOTHING",
-            &[Bind::Text(trigger)],
+        self.exec(
+            Statement::new(
+                "INSERT INTO sluice_schedule (trigger_id, last_claim) VALUES ($1, -1) \
+                 ON CONFLICT (trigger_id) DO NOTHING",
+            )
+            .bind(trigger),
         )
-        .await
-        .map_err(|e| self.err(e))?;
+        .await?;
         self.ensured
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -387,23 +333,16 @@ impl SqlClaims {
 impl ClaimStore for SqlClaims {
     async fn claim(&self, trigger: &str, at: UnixMillis) -> Result<bool, ClaimError> {
         self.ensure(trigger).await?;
-        let n = exec(
-            &self.pool,
-            "UPDATE sluice_schedule SET last_claim = $1 WHERE trigger_id = $2 AND last_claim < $1",
-            &[Bind::Int(at), Bind::Text(trigger)],
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        let n = self.exec(Statement::new(
+                "UPDATE sluice_schedule SET last_claim = $1 WHERE trigger_id = $2 AND last_claim < $1",
+            )
+            .bind(at)
+            .bind(trigger)).await?;
         Ok(n == 1)
     }
 
     async fn marks(&self) -> Result<HashMap<String, UnixMillis>, ClaimError> {
-        let rows = rows(
-            &self.pool,
-            "SELECT trigger_id, last_claim, last_fire FROM sluice_schedule WHERE last_claim >= 0",
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        let rows = self.rows("last_claim >= 0").await?;
         Ok(rows
             .into_iter()
             .filter_map(|(k, v, _)| Some((k, v?)))
@@ -414,23 +353,17 @@ impl ClaimStore for SqlClaims {
         self.ensure(trigger).await?;
         let v = serde_json::json!({"at": fire.at, "outcome": fire.outcome, "task": fire.task});
         let v = v.to_string();
-        exec(
-            &self.pool,
-            "UPDATE sluice_schedule SET last_fire = $1 WHERE trigger_id = $2",
-            &[Bind::Text(&v), Bind::Text(trigger)],
+        self.exec(
+            Statement::new("UPDATE sluice_schedule SET last_fire = $1 WHERE trigger_id = $2")
+                .bind(v)
+                .bind(trigger),
         )
-        .await
-        .map_err(|e| self.err(e))?;
+        .await?;
         Ok(())
     }
 
     async fn last_fires(&self) -> Result<HashMap<String, LastFire>, ClaimError> {
-        let rows = rows(
-            &self.pool,
-            "SELECT trigger_id, last_claim, last_fire FROM sluice_schedule WHERE last_fire IS NOT NULL",
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        let rows = self.rows("last_fire IS NOT NULL").await?;
         Ok(rows
             .into_iter()
             .filter_map(|(k, _, v)| Some((k, parse_last(&v?)?)))
@@ -439,23 +372,17 @@ impl ClaimStore for SqlClaims {
 
     async fn set_paused(&self, trigger: &str, paused: bool) -> Result<(), ClaimError> {
         self.ensure(trigger).await?;
-        exec(
-            &self.pool,
-            "UPDATE sluice_schedule SET paused = $1 WHERE trigger_id = $2",
-            &[Bind::Int(i64::from(paused)), Bind::Text(trigger)],
+        self.exec(
+            Statement::new("UPDATE sluice_schedule SET paused = $1 WHERE trigger_id = $2")
+                .bind(i64::from(paused))
+                .bind(trigger),
         )
-        .await
-        .map_err(|e| self.err(e))?;
+        .await?;
         Ok(())
     }
 
     async fn paused(&self) -> Result<HashSet<String>, ClaimError> {
-        let rows = rows(
-            &self.pool,
-            "SELECT trigger_id, last_claim, last_fire FROM sluice_schedule WHERE paused = 1",
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        let rows = self.rows("paused = 1").await?;
         Ok(rows.into_iter().map(|(k, _, _)| k).collect())
     }
 }

@@ -1,13 +1,14 @@
-//! Built-in readers: local files, and the pages of an HTTP API
-//! ([`HttpPagesReader`], through a `sluice_upstream::Upstream`).
+//! Built-in readers: local files, SQL tables or queries ([`SqlReader`]), and the
+//! pages of an HTTP API ([`HttpPagesReader`], through a `sluice_upstream::Upstream`).
 //!
 //! | reader | input | item | checkpoint |
 //! |---|---|---|---|
 //! | [`CsvReader`] | delimited text, UTF-8 or a legacy encoding (EUC-KR/CP949, …) | `{key: "value" \| null}` | `{"offset", "row"}` |
 //! | [`JsonLinesReader`] | one JSON value per line | the value | `{"offset", "line"}` |
 //! | [`JsonArrayReader`] | one JSON array, top-level or at a JSON pointer | each element | `{"index", "offset"}` |
+//! | [`SqlReader`] | a table or `FROM` fragment of SQLite, PostgreSQL or MySQL, by keyset pages | a row as an object | `{"after", "position"}` |
 //!
-//! All of them:
+//! The file readers:
 //!
 //! - have **exact** checkpoints holding a byte offset in the raw file, so opening
 //!   at a checkpoint seeks there instead of reading everything before it again;
@@ -44,8 +45,10 @@ mod http;
 mod json_array;
 mod jsonl;
 mod split;
+pub(crate) mod sql;
 
 pub use csv_file::CsvReader;
 pub use http::{HttpPagesReader, Pagination};
 pub use json_array::JsonArrayReader;
 pub use jsonl::JsonLinesReader;
+pub use sql::{SqlReader, SqlSource};

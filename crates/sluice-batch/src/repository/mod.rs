@@ -14,8 +14,8 @@
 //!
 //! ## Schema
 //!
-//! See `crates/sluice-batch/migrations/*.sql` (one set per database, same shape)
-//! and `docs/batch-repository.md`.
+//! See `crates/sluice-batch/migrations/*.sql` (one script for both databases;
+//! `{identity}` is each one's auto-increment key) and `docs/batch-repository.md`.
 
 use std::time::Duration;
 
@@ -29,7 +29,6 @@ use crate::model::{
 mod sql;
 
 pub use sql::SqlRepository;
-pub(crate) use sql::build_statement;
 
 /// A repository operation failed.
 #[derive(Debug, Error)]

@@ -2,29 +2,21 @@
 //!
 //! One implementation serves both databases: every statement is written once, in
 //! the dialect both accept (`$1` placeholders, `ON CONFLICT … DO NOTHING`,
-//! `RETURNING`, `TRUE` / `FALSE`), and runs through a small [`Tx`] / [`Row`] pair
-//! that dispatches to the pool in use. Only three things differ, and each is one
-//! `match`: how a writing transaction begins (SQLite takes the write lock up front
-//! with `BEGIN IMMEDIATE`, so two writers queue on `busy_timeout` instead of failing
-//! on a stale snapshot), how migrations are serialised (PostgreSQL takes an
-//! advisory lock) and the migration files themselves (identity columns).
+//! `RETURNING`, `TRUE` / `FALSE`), and runs through sluice-sql's [`Tx`] / [`Row`]
+//! pair, which dispatches to the pool in use. Only three things differ, all
+//! decided in sluice-sql: how a writing transaction begins (SQLite takes the write
+//! lock up front with `BEGIN IMMEDIATE`, so two writers queue on the busy timeout
+//! instead of failing on a stale snapshot), how migrations are serialised
+//! (PostgreSQL takes an advisory lock) and the migration files themselves
+//! (identity columns).
 //!
 //! Every operation that writes is one transaction, so a process that dies half-way
 //! through leaves nothing half-done.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::query::Query;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
-use sqlx::{
-    Connection as _, Database, Decode, Encode, Executor as _, Postgres, Row as _, Sqlite,
-    Transaction, Type,
-};
+use sluice_sql::{ConnectSettings, Db, DbKind, Journal, Migration, Migrator, Row, Statement, Tx};
 
 use super::{Heartbeat, Launch, RepoError, Repository};
 use crate::model::{
@@ -35,26 +27,17 @@ use crate::model::{
 /// The largest `item` kept with a skip, in bytes (cut on a character boundary).
 const MAX_SKIP_ITEM: usize = 4096;
 
-/// How long a SQLite writer waits for the write lock before failing.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The PostgreSQL advisory lock key that serialises concurrent migrations
-/// (`"sluiceBM"` as big-endian bytes; any constant would do).
-const PG_MIGRATION_LOCK: i64 = 0x736C_7569_6365_424D;
-
-/// One embedded migration, in both dialects.
-struct Migration {
-    version: i64,
-    sqlite: &'static str,
-    postgres: &'static str,
-}
-
 /// The schema's history, oldest first. Append only: never edit an applied file.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+/// The advisory lock key is `"sluiceBM"` as big-endian bytes (any constant would
+/// do).
+const MIGRATOR: Migrator = Migrator::new(
+    "sluice_batch_migrations",
+    0x736C_7569_6365_424D,
+    &[Migration::new(
+        1,
+        include_str!("../../migrations/0001_init.sql"),
+    )],
+);
 
 /// The columns of `batch_job_execution`, in the order [`execution_from_row`] reads.
 const EXECUTION_COLUMNS: &str = "id, instance_id, job_name, params, status, created_at, \
@@ -65,27 +48,13 @@ const EXECUTION_COLUMNS: &str = "id, instance_id, job_name, params, status, crea
 /// Open it with [`SqlRepository::connect`], then call
 /// [`Repository::migrate`] once before use. It holds a connection pool and is cheap
 /// to share behind an `Arc`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SqlRepository {
-    pool: Pool,
+    pool: Db,
     /// The URL, password redacted, for error messages.
     url: String,
     /// The URL as given (compared with writers' URLs; never shown).
-    raw_url: String,
-}
-
-impl std::fmt::Debug for SqlRepository {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlRepository")
-            .field("url", &self.url)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Pool {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
+    raw_url: Secret,
 }
 
 impl SqlRepository {
@@ -105,56 +74,26 @@ impl SqlRepository {
     /// none of the above or the database cannot be opened.
     pub async fn connect(url: &str) -> Result<SqlRepository, RepoError> {
         let shown = redact_url(url);
-        let fail = |e: sqlx::Error| RepoError::Db(format!("cannot open {shown}: {e}"));
-        let lower = url.to_ascii_lowercase();
-        let pool = if lower.starts_with("sqlite:") {
-            let memory = lower.contains(":memory:") || lower.contains("mode=memory");
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(fail)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                .foreign_keys(true);
-            let pool = if memory {
-                // Each connection to `:memory:` would be its own database: keep
-                // exactly one, forever.
-                SqlitePoolOptions::new()
-                    .min_connections(1)
-                    .max_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-            } else {
-                SqlitePoolOptions::new().max_connections(8)
-            };
-            Pool::Sqlite(pool.connect_with(options).await.map_err(fail)?)
-        } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url).map_err(fail)?;
-            // One direct attempt first: the pool retries a refused connection until
-            // its acquire timeout and then reports only "pool timed out", while this
-            // says at once what is wrong (refused, unknown host, bad password, …).
-            PgConnection::connect_with(&options)
-                .await
-                .map_err(fail)?
-                .close()
-                .await
-                .map_err(fail)?;
-            Pool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(10)
-                    .connect_with(options)
-                    .await
-                    .map_err(fail)?,
-            )
-        } else {
-            return Err(RepoError::Db(format!(
-                "unsupported job repository URL {shown}: use sqlite://path/to/file.db, \
-                 sqlite::memory: or postgres://user@host/db"
-            )));
+        let settings = match DbKind::from_url(url) {
+            Some(DbKind::Sqlite) => ConnectSettings::new()
+                .max_connections(8)
+                .create(Journal::Wal)
+                .foreign_keys(),
+            Some(DbKind::Postgres) => ConnectSettings::new().max_connections(10).check_first(),
+            _ => {
+                return Err(RepoError::Db(format!(
+                    "unsupported job repository URL {shown}: use sqlite://path/to/file.db, \
+                     sqlite::memory: or postgres://user@host/db"
+                )));
+            }
         };
+        let pool = Db::connect(url, &settings)
+            .await
+            .map_err(|e| RepoError::Db(e.to_string()))?;
         Ok(SqlRepository {
             pool,
             url: shown,
-            raw_url: url.to_owned(),
+            raw_url: Secret::new(url),
         })
     }
 
@@ -165,38 +104,29 @@ impl SqlRepository {
 
     /// Whether this repository is on PostgreSQL (otherwise SQLite).
     pub fn is_postgres(&self) -> bool {
-        matches!(self.pool, Pool::Postgres(_))
+        self.pool.kind() == DbKind::Postgres
     }
 
     /// Closes the connection pool, waiting for connections in use to return.
     pub async fn close(&self) {
-        match &self.pool {
-            Pool::Sqlite(p) => p.close().await,
-            Pool::Postgres(p) => p.close().await,
-        }
+        self.pool.close().await;
     }
 
     /// Begins a transaction that will write. On SQLite it takes the database's
     /// write lock at once (waiting up to the busy timeout), so that a transaction
     /// never reads a snapshot it then fails to upgrade.
     async fn write(&self) -> Result<Tx, RepoError> {
-        Ok(match &self.pool {
-            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
-            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
-        })
+        Ok(self.pool.begin_write().await?)
     }
 
     /// Begins a read-only transaction (a consistent view on SQLite).
     async fn read(&self) -> Result<Tx, RepoError> {
-        Ok(match &self.pool {
-            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
-            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
-        })
+        Ok(self.pool.begin().await?)
     }
 
     async fn execution_in(tx: &mut Tx, id: i64) -> Result<Option<JobExecution>, RepoError> {
         let sql = format!("SELECT {EXECUTION_COLUMNS} FROM batch_job_execution WHERE id = $1");
-        tx.fetch_optional(Q::new(&sql).bind(id))
+        tx.fetch_optional(&Statement::new(&sql).bind(id))
             .await?
             .map(|r| execution_from_row(&r))
             .transpose()
@@ -206,46 +136,10 @@ impl SqlRepository {
 #[async_trait]
 impl Repository for SqlRepository {
     async fn migrate(&self) -> Result<(), RepoError> {
-        for m in MIGRATIONS {
-            let mut tx = self.write().await?;
-            let script = if matches!(tx, Tx::Postgres(_)) {
-                // Serialise with any other process migrating the same database;
-                // released at commit.
-                tx.execute(Q::new("SELECT pg_advisory_xact_lock($1)").bind(PG_MIGRATION_LOCK))
-                    .await?;
-                m.postgres
-            } else {
-                // BEGIN IMMEDIATE already holds the write lock.
-                m.sqlite
-            };
-            tx.execute(Q::new(
-                "CREATE TABLE IF NOT EXISTS sluice_batch_migrations \
-                 (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
-            ))
-            .await?;
-            let applied = tx
-                .fetch_optional(
-                    Q::new("SELECT 1 AS one FROM sluice_batch_migrations WHERE version = $1")
-                        .bind(m.version),
-                )
-                .await?
-                .is_some();
-            if !applied {
-                tx.raw(script).await.map_err(|e| {
-                    RepoError::Db(format!("migration {} on {}: {e}", m.version, self.url))
-                })?;
-                tx.execute(
-                    Q::new(
-                        "INSERT INTO sluice_batch_migrations (version, applied_at) VALUES ($1, $2)",
-                    )
-                    .bind(m.version)
-                    .bind(now_millis()),
-                )
-                .await?;
-            }
-            tx.commit().await?;
-        }
-        Ok(())
+        MIGRATOR
+            .run(&self.pool, now_millis())
+            .await
+            .map_err(|e| RepoError::Db(format!("{e} ({})", self.url)))
     }
 
     async fn start_execution(
@@ -265,7 +159,7 @@ impl Repository for SqlRepository {
 
         // Find or create the instance.
         tx.execute(
-            Q::new(
+            &Statement::new(
                 "INSERT INTO batch_job_instance (job_name, params_key, params) VALUES ($1, $2, $3) \
                  ON CONFLICT (job_name, params_key) DO NOTHING",
             )
@@ -276,9 +170,11 @@ impl Repository for SqlRepository {
         .await?;
         let instance_id: i64 = tx
             .fetch_one(
-                Q::new("SELECT id FROM batch_job_instance WHERE job_name = $1 AND params_key = $2")
-                    .bind(job)
-                    .bind(key.as_str()),
+                &Statement::new(
+                    "SELECT id FROM batch_job_instance WHERE job_name = $1 AND params_key = $2",
+                )
+                .bind(job)
+                .bind(key.as_str()),
             )
             .await?
             .get("id")?;
@@ -290,7 +186,7 @@ impl Repository for SqlRepository {
         loop {
             let claimed = tx
                 .execute(
-                    Q::new(
+                    &Statement::new(
                         "UPDATE batch_job_instance \
                          SET lock_owner = $1, lock_execution_id = NULL, lock_until = $2 \
                          WHERE id = $3 AND (lock_until IS NULL OR lock_until < $4)",
@@ -306,7 +202,7 @@ impl Repository for SqlRepository {
             }
             let holder = tx
                 .fetch_one(
-                    Q::new(
+                    &Statement::new(
                         "SELECT lock_owner, lock_execution_id, lock_until \
                          FROM batch_job_instance WHERE id = $1",
                     )
@@ -336,7 +232,7 @@ impl Repository for SqlRepository {
              WHERE instance_id = $1 ORDER BY id DESC LIMIT 1"
         );
         let latest = tx
-            .fetch_optional(Q::new(&sql).bind(instance_id))
+            .fetch_optional(&Statement::new(&sql).bind(instance_id))
             .await?
             .map(|r| execution_from_row(&r))
             .transpose()?;
@@ -373,7 +269,7 @@ impl Repository for SqlRepository {
 
         let execution_id: i64 = tx
             .fetch_one(
-                Q::new(
+                &Statement::new(
                     "INSERT INTO batch_job_execution (instance_id, job_name, params, status, \
                      created_at, started_at, exit_message, owner, lease_until, stop_requested) \
                      VALUES ($1, $2, $3, $4, $5, $5, '', $6, $7, FALSE) RETURNING id",
@@ -389,7 +285,7 @@ impl Repository for SqlRepository {
             .await?
             .get("id")?;
         tx.execute(
-            Q::new("UPDATE batch_job_instance SET lock_execution_id = $1 WHERE id = $2")
+            &Statement::new("UPDATE batch_job_instance SET lock_execution_id = $1 WHERE id = $2")
                 .bind(execution_id)
                 .bind(instance_id),
         )
@@ -430,7 +326,7 @@ impl Repository for SqlRepository {
         let until = now_millis().saturating_add(millis(lease));
         let extended = tx
             .execute(
-                Q::new(
+                &Statement::new(
                     "UPDATE batch_job_instance SET lock_until = $1 \
                      WHERE lock_execution_id = $2 AND lock_owner = $3",
                 )
@@ -444,7 +340,7 @@ impl Repository for SqlRepository {
         }
         let stop: bool = tx
             .fetch_one(
-                Q::new(
+                &Statement::new(
                     "UPDATE batch_job_execution SET lease_until = $1 WHERE id = $2 \
                      RETURNING stop_requested",
                 )
@@ -472,7 +368,7 @@ impl Repository for SqlRepository {
         // its zombie process must not rewrite history.
         let updated = tx
             .execute(
-                Q::new(
+                &Statement::new(
                     "UPDATE batch_job_execution SET status = $1, ended_at = $2, exit_message = $3 \
                      WHERE id = $4 AND status <> 'ABANDONED'",
                 )
@@ -486,7 +382,7 @@ impl Repository for SqlRepository {
             return Err(RepoError::NoSuchExecution(execution_id));
         }
         tx.execute(
-            Q::new(
+            &Statement::new(
                 "UPDATE batch_job_instance \
                  SET lock_owner = NULL, lock_execution_id = NULL, lock_until = NULL \
                  WHERE lock_execution_id = $1",
@@ -506,7 +402,7 @@ impl Repository for SqlRepository {
         let mut tx = self.read().await?;
         let row = tx
             .fetch_optional(
-                Q::new(
+                &Statement::new(
                     "SELECT s.* FROM batch_step_execution s \
                      JOIN batch_job_execution e ON e.id = s.execution_id \
                      WHERE e.instance_id = $1 AND s.step_name = $2 \
@@ -532,7 +428,7 @@ impl Repository for SqlRepository {
         let mut tx = self.write().await?;
         let id: i64 = tx
             .fetch_one(
-                Q::new(
+                &Statement::new(
                     "INSERT INTO batch_step_execution (execution_id, step_name, status, \
                      read_count, processed_count, filtered_count, written_count, skip_count, \
                      commit_count, rollback_count, checkpoint, started_at, exit_message) \
@@ -571,8 +467,8 @@ impl Repository for SqlRepository {
         let mut tx = self.write().await?;
         for st in &statements {
             let affected = tx
-                .execute(Q {
-                    sql: &st.sql,
+                .execute(&Statement {
+                    sql: st.sql.as_str().into(),
                     args: st.args.clone(),
                 })
                 .await?;
@@ -585,7 +481,7 @@ impl Repository for SqlRepository {
     }
 
     fn database_url(&self) -> Option<&str> {
-        Some(&self.raw_url)
+        Some(self.raw_url.expose())
     }
 
     fn chunk_commit_statements(
@@ -602,7 +498,7 @@ impl Repository for SqlRepository {
         let mut tx = self.write().await?;
         let updated = tx
             .execute(
-                Q::new(
+                &Statement::new(
                     "UPDATE batch_step_execution SET status = $1, read_count = $2, \
                      processed_count = $3, filtered_count = $4, written_count = $5, \
                      skip_count = $6, commit_count = $7, rollback_count = $8, checkpoint = $9, \
@@ -630,7 +526,7 @@ impl Repository for SqlRepository {
         let mut tx = self.write().await?;
         let updated = tx
             .execute(
-                Q::new(
+                &Statement::new(
                     "UPDATE batch_job_execution SET stop_requested = TRUE, status = 'STOPPING' \
                      WHERE id = $1 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
                 )
@@ -656,7 +552,7 @@ impl Repository for SqlRepository {
                     "SELECT {EXECUTION_COLUMNS} FROM batch_job_execution \
                      WHERE job_name = $1 ORDER BY id DESC LIMIT $2"
                 );
-                tx.fetch_all(Q::new(&sql).bind(job).bind(i64::from(limit)))
+                tx.fetch_all(&Statement::new(&sql).bind(job).bind(i64::from(limit)))
                     .await?
             }
             None => {
@@ -664,7 +560,8 @@ impl Repository for SqlRepository {
                     "SELECT {EXECUTION_COLUMNS} FROM batch_job_execution \
                      ORDER BY id DESC LIMIT $1"
                 );
-                tx.fetch_all(Q::new(&sql).bind(i64::from(limit))).await?
+                tx.fetch_all(&Statement::new(&sql).bind(i64::from(limit)))
+                    .await?
             }
         };
         tx.commit().await?;
@@ -681,8 +578,10 @@ impl Repository for SqlRepository {
             .ok_or(RepoError::NoSuchExecution(execution_id))?;
         let rows = tx
             .fetch_all(
-                Q::new("SELECT * FROM batch_step_execution WHERE execution_id = $1 ORDER BY id")
-                    .bind(execution_id),
+                &Statement::new(
+                    "SELECT * FROM batch_step_execution WHERE execution_id = $1 ORDER BY id",
+                )
+                .bind(execution_id),
             )
             .await?;
         tx.commit().await?;
@@ -694,7 +593,7 @@ impl Repository for SqlRepository {
         let mut tx = self.read().await?;
         let rows = tx
             .fetch_all(
-                Q::new(
+                &Statement::new(
                     "SELECT k.step_execution_id, k.step_name, k.position, k.phase, k.reason, \
                      k.item FROM batch_skip k \
                      JOIN batch_step_execution s ON s.id = k.step_execution_id \
@@ -722,7 +621,7 @@ impl Repository for SqlRepository {
 /// Marks a dead execution, and its steps that were still running, `ABANDONED`.
 async fn abandon(tx: &mut Tx, execution_id: i64, now: Millis, msg: &str) -> Result<(), RepoError> {
     tx.execute(
-        Q::new(
+        &Statement::new(
             "UPDATE batch_job_execution SET status = 'ABANDONED', ended_at = $1, exit_message = $2 \
              WHERE id = $3",
         )
@@ -732,7 +631,7 @@ async fn abandon(tx: &mut Tx, execution_id: i64, now: Millis, msg: &str) -> Resu
     )
     .await?;
     tx.execute(
-        Q::new(
+        &Statement::new(
             "UPDATE batch_step_execution SET status = 'ABANDONED', ended_at = $1, \
              exit_message = $2 \
              WHERE execution_id = $3 AND status IN ('STARTING', 'STARTED', 'STOPPING')",
@@ -841,7 +740,7 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-use sluice_core::redact_url;
+use sluice_core::{Secret, redact_url};
 
 /// The statements of one chunk commit: the lease check (a write to the instance
 /// row: on PostgreSQL it locks the row until commit, so a takeover cannot slip in
@@ -902,28 +801,15 @@ fn chunk_commit(
     Ok(out)
 }
 
-/// A statement and its arguments, independent of the database.
-struct Q<'s> {
-    sql: &'s str,
-    args: Vec<Arg>,
-}
-
 use crate::api::{SqlArg as Arg, SqlStatement};
 
-impl<'s> Q<'s> {
-    fn new(sql: &'s str) -> Self {
-        Q {
-            sql,
-            args: Vec::new(),
-        }
-    }
-
-    fn bind(mut self, arg: impl Into<Arg>) -> Self {
-        self.args.push(arg.into());
-        self
-    }
-
+/// Binding the seven step counts.
+trait BindCounts {
     /// Binds the seven counts, in column order (`read_count` … `rollback_count`).
+    fn bind_counts(self, c: &StepCounts) -> Self;
+}
+
+impl BindCounts for Statement<'_> {
     fn bind_counts(self, c: &StepCounts) -> Self {
         [
             c.read,
@@ -939,129 +825,23 @@ impl<'s> Q<'s> {
     }
 }
 
-/// Builds the sqlx query of `q` for database `DB`.
-fn build<'q, DB>(q: &'q Q<'_>) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
-where
-    DB: Database,
-    i64: Encode<'q, DB> + Type<DB>,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-{
-    build_statement(q.sql, &q.args)
-}
-
-/// The sqlx query of `sql` with `args` bound, for database `DB` (also used by the
-/// SQL writer to run a [`SqlStatement`] in its own transaction).
-pub(crate) fn build_statement<'q, DB>(
-    sql: &'q str,
-    args: &'q [Arg],
-) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
-where
-    DB: Database,
-    i64: Encode<'q, DB> + Type<DB>,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-{
-    args.iter()
-        .fold(sqlx::query::<DB>(sql), |query, arg| match arg {
-            Arg::I64(v) => query.bind(*v),
-            Arg::Text(v) => query.bind(v.as_str()),
-            Arg::OptText(v) => query.bind(v.as_deref()),
-        })
-}
-
-/// A transaction on either database.
-enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
-}
-
-impl Tx {
-    async fn execute(&mut self, q: Q<'_>) -> Result<u64, RepoError> {
-        Ok(match self {
-            Tx::Sqlite(tx) => build(&q).execute(&mut **tx).await?.rows_affected(),
-            Tx::Postgres(tx) => build(&q).execute(&mut **tx).await?.rows_affected(),
-        })
-    }
-
-    async fn fetch_optional(&mut self, q: Q<'_>) -> Result<Option<Row>, RepoError> {
-        Ok(match self {
-            Tx::Sqlite(tx) => build(&q).fetch_optional(&mut **tx).await?.map(Row::Sqlite),
-            Tx::Postgres(tx) => build(&q)
-                .fetch_optional(&mut **tx)
-                .await?
-                .map(Row::Postgres),
-        })
-    }
-
-    async fn fetch_one(&mut self, q: Q<'_>) -> Result<Row, RepoError> {
-        let sql = q.sql.to_owned();
-        self.fetch_optional(q)
-            .await?
-            .ok_or_else(|| RepoError::Db(format!("no row returned by {sql}")))
-    }
-
-    async fn fetch_all(&mut self, q: Q<'_>) -> Result<Vec<Row>, RepoError> {
-        Ok(match self {
-            Tx::Sqlite(tx) => build(&q)
-                .fetch_all(&mut **tx)
-                .await?
-                .into_iter()
-                .map(Row::Sqlite)
-                .collect(),
-            Tx::Postgres(tx) => build(&q)
-                .fetch_all(&mut **tx)
-                .await?
-                .into_iter()
-                .map(Row::Postgres)
-                .collect(),
-        })
-    }
-
-    /// Runs a script of several statements, without arguments.
-    async fn raw(&mut self, script: &str) -> Result<(), sqlx::Error> {
-        match self {
-            // `Executor::execute` returns a boxed `Send` future, unlike
-            // `RawSql::execute`, whose generic future trips async-trait's `Send` check.
-            Tx::Sqlite(tx) => (&mut **tx).execute(sqlx::raw_sql(script)).await.map(drop),
-            Tx::Postgres(tx) => (&mut **tx).execute(sqlx::raw_sql(script)).await.map(drop),
-        }
-    }
-
-    async fn commit(self) -> Result<(), RepoError> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await?,
-            Tx::Postgres(tx) => tx.commit().await?,
-        }
-        Ok(())
-    }
-}
-
-/// A result row from either database.
-enum Row {
-    Sqlite(SqliteRow),
-    Postgres(PgRow),
-}
-
-impl Row {
-    fn get<T>(&self, column: &str) -> Result<T, RepoError>
-    where
-        T: for<'r> Decode<'r, Sqlite>
-            + Type<Sqlite>
-            + for<'r> Decode<'r, Postgres>
-            + Type<Postgres>,
-    {
-        match self {
-            Row::Sqlite(r) => r.try_get(column),
-            Row::Postgres(r) => r.try_get(column),
-        }
-        .map_err(RepoError::from)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn debug_never_shows_the_password() {
+        let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let url = admin.replacen("://postgres@", "://postgres:s3cret-pw@", 1);
+        let repo = SqlRepository::connect(&url).await.unwrap();
+        let shown = format!("{repo:?}");
+        assert!(
+            !shown.contains("s3cret-pw") && shown.contains("SqlRepository"),
+            "{shown}"
+        );
+        assert_eq!(repo.database_url(), Some(url.as_str()));
+    }
 
     #[test]
     fn truncates_on_char_boundary() {

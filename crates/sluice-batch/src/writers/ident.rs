@@ -1,9 +1,8 @@
-//! Validation and quoting of SQL identifiers and type names.
+//! Validation of SQL identifiers and type names (quoting is sluice-sql's
+//! [`quote_ident`](sluice_sql::quote_ident)).
 //!
 //! Nothing a user or an item supplies is interpolated into SQL unless it passed
 //! these checks; values are always bound as parameters (or streamed through COPY).
-
-use super::sql::DbKind;
 
 /// The longest identifier accepted (PostgreSQL truncates at 63 bytes, MySQL at 64).
 pub(crate) const MAX_IDENT_LEN: usize = 63;
@@ -76,23 +75,6 @@ pub(crate) fn check_type(column: &str, ty: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Quotes a checked identifier for `kind`.
-pub(crate) fn quote(kind: DbKind, name: &str) -> String {
-    match kind {
-        DbKind::MySql => format!("`{name}`"),
-        DbKind::Sqlite | DbKind::Postgres => format!("\"{name}\""),
-    }
-}
-
-/// Quotes a checked table name (each part).
-pub(crate) fn quote_table(kind: DbKind, parts: &[String]) -> String {
-    parts
-        .iter()
-        .map(|p| quote(kind, p))
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 /// A stable 32-bit FNV-1a hash, to shorten generated names.

@@ -50,7 +50,5 @@ mod sql;
 
 pub use cache::{CacheWriter, CacheWriterError};
 pub use file::{FileFormat, FileWriter, TEMP_SUFFIX};
-pub use sql::{
-    Column, DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS, SqlWriter,
-    SqlWriterOptions, WriteMode,
-};
+pub use sluice_sql::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};
+pub use sql::{Column, SqlWriter, SqlWriterOptions, WriteMode};

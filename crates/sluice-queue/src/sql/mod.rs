@@ -42,16 +42,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sluice_core::{Clock, SystemClock, UnixMillis};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::query::Query;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+use sluice_sql::{
+    Arg, ConnectSettings, Db, DbKind, Decodable, Journal, Migration, Migrator, Row, Statement,
+    push_placeholder,
 };
-use sqlx::{
-    Connection as _, Database, Decode, Encode, Executor as _, Postgres, Row as _, Sqlite,
-    Transaction, Type,
-};
+use sqlx::Row as _;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
 
 use crate::broker::{Broker, QueueError};
 use crate::task::{
@@ -59,22 +56,21 @@ use crate::task::{
     TaskState, TaskStatus,
 };
 
-/// How long a SQLite writer waits for another process's write lock.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Readers of a SQLite file (writes go through one connection).
 const SQLITE_READERS: u32 = 4;
 
 /// Connections to PostgreSQL.
 const PG_CONNECTIONS: u32 = 16;
 
-/// The PostgreSQL advisory lock key that serialises concurrent migrations
-/// (`"sluiceQU"` as big-endian bytes).
-const PG_MIGRATION_LOCK: i64 = 0x736C_7569_6365_5155;
+mod broker;
+mod enqueue;
+mod rows;
+mod statement;
+#[cfg(test)]
+mod tests;
 
-/// PostgreSQL's clock in milliseconds. A scalar sub-select is evaluated once per
-/// statement (an init plan), so it can bound an index scan.
-const PG_NOW: &str = "(SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint)";
+use rows::{COLUMNS, EXPIRE_SQL, INSERT_COLUMNS, PICK_SQL, bind_new, insert_sql, millis, to_u32};
+use statement::{Col, PG_NOW, Q, Tx};
 
 /// Expired results and keys are swept at most this often (ms).
 const SWEEP_EVERY_MS: i64 = 5_000;
@@ -88,69 +84,31 @@ const INSERT_CHUNK: usize = 500;
 /// Ids per `IN (…)` list.
 const ID_CHUNK: usize = 500;
 
-/// One embedded migration (the same text on both databases).
-struct Migration {
-    version: i64,
-    script: &'static str,
+/// The schema's history, oldest first (the same text on both databases).
+/// Append only: never edit an applied file. The advisory lock key is
+/// `"sluiceQU"` as big-endian bytes.
+const MIGRATOR: Migrator = Migrator::new(
+    "sluice_queue_migrations",
+    0x736C_7569_6365_5155,
+    &[Migration::new(1, include_str!("0001_init.sql"))],
+);
+
+/// The broker's pools. On SQLite one connection writes (so this process's
+/// workers queue in memory rather than on the file lock) and a few read; on
+/// PostgreSQL (and for `:memory:`) both are the same pool.
+#[derive(Debug, Clone)]
+struct Pools {
+    writer: Db,
+    reader: Db,
 }
 
-/// The schema's history, oldest first. Append only: never edit an applied file.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    script: include_str!("0001_init.sql"),
-}];
-
-/// The columns of `sluice_tasks`, as [`stored_from_row`] reads them.
-const COLUMNS: &str = "id, queue, name, payload, priority, attempt, max_attempts, state, \
-     not_before, lease_token, lease_until, idempotency_key, created_at, last_error, result, \
-     result_ttl_ms, expires_at, finished_at, redelivered";
-
-/// Leases that ran out go back to ready (a redelivery) or, on their last attempt,
-/// to the dead-letter queue. `$1` is the queue.
-const EXPIRE_SQL: &str = "UPDATE sluice_tasks SET \
-     state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'ready' END, \
-     finished_at = CASE WHEN attempt >= max_attempts THEN {now} ELSE finished_at END, \
-     not_before = CASE WHEN attempt >= max_attempts THEN not_before ELSE {now} END, \
-     redelivered = CASE WHEN attempt >= max_attempts THEN redelivered ELSE redelivered + 1 END, \
-     last_error = 'lease expired during attempt ' || attempt || ' of ' || max_attempts \
-         || ' (worker died or hung)', \
-     lease_until = NULL \
-     WHERE id IN (SELECT id FROM sluice_tasks \
-         WHERE queue = $1 AND state = 'running' AND lease_until <= {now}{lock})";
-
-/// Leases the next ready tasks. `$1` queue, `$2` how many, `$3` visibility (ms).
-const PICK_SQL: &str = "WITH picked AS (SELECT id FROM sluice_tasks \
-         WHERE queue = $1 AND state = 'ready' AND not_before <= {now} \
-         ORDER BY priority DESC, not_before, id LIMIT $2{lock}) \
-     UPDATE sluice_tasks SET state = 'running', attempt = attempt + 1, \
-         lease_token = {token}, lease_until = {now} + $3 \
-     WHERE id IN (SELECT id FROM picked) AND state = 'ready' \
-     RETURNING {columns}";
-
-/// Where the broker stores tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dialect {
-    Sqlite,
-    Postgres,
-}
-
-impl Dialect {
-    fn name(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "sqlite",
-            Dialect::Postgres => "postgres",
+impl Pools {
+    fn one(db: Db) -> Self {
+        Pools {
+            writer: db.clone(),
+            reader: db,
         }
     }
-}
-
-#[derive(Debug, Clone)]
-enum Pool {
-    /// One connection writes (the same pool as `reader` for `:memory:`).
-    Sqlite {
-        writer: SqlitePool,
-        reader: SqlitePool,
-    },
-    Postgres(PgPool),
 }
 
 /// A [`Broker`] on SQLite (`sqlite://path/to/queue.db`) or PostgreSQL
@@ -173,7 +131,7 @@ enum Pool {
 /// ```
 #[derive(Clone)]
 pub struct SqlBroker {
-    pool: Pool,
+    pool: Pools,
     /// The URL, password redacted, for error messages.
     url: String,
     /// SQLite's clock (PostgreSQL uses the database's).
@@ -187,7 +145,7 @@ pub struct SqlBroker {
 impl fmt::Debug for SqlBroker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlBroker")
-            .field("kind", &self.dialect().name())
+            .field("kind", &self.dialect().as_str())
             .field("url", &self.url)
             .finish()
     }
@@ -212,75 +170,45 @@ impl SqlBroker {
     /// the scheme is neither of the above or the database cannot be opened.
     pub async fn connect(url: &str) -> Result<SqlBroker, QueueError> {
         let shown = redact_url(url);
-        let lower = url.to_ascii_lowercase();
-        let (dialect, pool) = if lower.starts_with("sqlite:") {
-            let fail = |e: sqlx::Error| open_error(Dialect::Sqlite, url, &shown, &e);
-            let memory = lower.contains(":memory:") || lower.contains("mode=memory");
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(fail)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT);
-            let pool = if memory {
-                // Each connection to `:memory:` would be its own database: keep
-                // exactly one, forever, for reads and writes.
-                let pool = SqlitePoolOptions::new()
-                    .min_connections(1)
-                    .max_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .connect_with(options)
-                    .await
-                    .map_err(fail)?;
-                Pool::Sqlite {
-                    writer: pool.clone(),
-                    reader: pool,
-                }
-            } else {
+        let kind = DbKind::from_url(url);
+        let fail = |e: sluice_sql::SqlError| QueueError::Unavailable {
+            broker: kind.map_or("sqlite", DbKind::as_str),
+            message: e.to_string(),
+        };
+        let pool = match kind {
+            Some(DbKind::Sqlite) => {
+                let settings = ConnectSettings::new()
+                    .create(Journal::Wal)
+                    .synchronous_normal();
                 // The writer first: it creates the file and switches it to WAL.
-                let writer = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(options.clone())
-                    .await
-                    .map_err(fail)?;
-                let reader = SqlitePoolOptions::new()
-                    .max_connections(SQLITE_READERS)
-                    .connect_with(options)
-                    .await
-                    .map_err(fail)?;
-                Pool::Sqlite { writer, reader }
-            };
-            (Dialect::Sqlite, pool)
-        } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            let fail = |e: sqlx::Error| open_error(Dialect::Postgres, url, &shown, &e);
-            let options = PgConnectOptions::from_str(url).map_err(fail)?;
-            // One direct attempt first: the pool retries a refused connection until
-            // its acquire timeout and then reports only "pool timed out", while this
-            // says at once what is wrong (refused, unknown host, bad password, …).
-            PgConnection::connect_with(&options)
-                .await
-                .map_err(fail)?
-                .close()
-                .await
-                .map_err(fail)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(PG_CONNECTIONS)
-                .connect_with(options)
-                .await
-                .map_err(fail)?;
-            (Dialect::Postgres, Pool::Postgres(pool))
-        } else {
-            return Err(QueueError::Unavailable {
-                broker: "sqlite",
-                message: format!(
-                    "unsupported queue URL {shown}: use sqlite://path/to/queue.db, \
-                     sqlite::memory: or postgres://user@host/db"
-                ),
-            });
+                let writer = Db::connect(url, &settings).await.map_err(fail)?;
+                if sluice_sql::is_memory_url(url) {
+                    // One connection, for reads and writes.
+                    Pools::one(writer)
+                } else {
+                    let reader = Db::connect(url, &settings.max_connections(SQLITE_READERS))
+                        .await
+                        .map_err(fail)?;
+                    Pools { writer, reader }
+                }
+            }
+            Some(DbKind::Postgres) => {
+                let settings = ConnectSettings::new()
+                    .max_connections(PG_CONNECTIONS)
+                    .check_first();
+                Pools::one(Db::connect(url, &settings).await.map_err(fail)?)
+            }
+            _ => {
+                return Err(QueueError::Unavailable {
+                    broker: "sqlite",
+                    message: format!(
+                        "unsupported queue URL {shown}: use sqlite://path/to/queue.db, \
+                         sqlite::memory: or postgres://user@host/db"
+                    ),
+                });
+            }
         };
         let broker = SqlBroker::new(pool, shown);
-        debug_assert_eq!(broker.dialect(), dialect);
         broker.migrate().await?;
         Ok(broker)
     }
@@ -292,13 +220,7 @@ impl SqlBroker {
     ///
     /// [`QueueError::Unavailable`] when the tables cannot be created.
     pub async fn from_sqlite_pool(pool: SqlitePool) -> Result<SqlBroker, QueueError> {
-        let broker = SqlBroker::new(
-            Pool::Sqlite {
-                writer: pool.clone(),
-                reader: pool,
-            },
-            "sqlite (pool)".into(),
-        );
+        let broker = SqlBroker::new(Pools::one(pool.into()), "sqlite (pool)".into());
         broker.migrate().await?;
         Ok(broker)
     }
@@ -309,7 +231,7 @@ impl SqlBroker {
     ///
     /// [`QueueError::Unavailable`] when the tables cannot be created.
     pub async fn from_pg_pool(pool: PgPool) -> Result<SqlBroker, QueueError> {
-        let broker = SqlBroker::new(Pool::Postgres(pool), "postgres (pool)".into());
+        let broker = SqlBroker::new(Pools::one(pool.into()), "postgres (pool)".into());
         broker.migrate().await?;
         Ok(broker)
     }
@@ -329,16 +251,11 @@ impl SqlBroker {
 
     /// Closes the connection pools, waiting for connections in use to return.
     pub async fn close(&self) {
-        match &self.pool {
-            Pool::Sqlite { writer, reader } => {
-                writer.close().await;
-                reader.close().await;
-            }
-            Pool::Postgres(p) => p.close().await,
-        }
+        self.pool.writer.close().await;
+        self.pool.reader.close().await;
     }
 
-    fn new(pool: Pool, url: String) -> SqlBroker {
+    fn new(pool: Pools, url: String) -> SqlBroker {
         SqlBroker {
             pool,
             url,
@@ -348,129 +265,26 @@ impl SqlBroker {
         }
     }
 
-    fn dialect(&self) -> Dialect {
-        match self.pool {
-            Pool::Sqlite { .. } => Dialect::Sqlite,
-            Pool::Postgres(_) => Dialect::Postgres,
-        }
+    fn dialect(&self) -> DbKind {
+        self.pool.writer.kind()
     }
 
     /// Maps a database error to [`QueueError::Unavailable`].
     fn err(&self) -> impl Fn(sqlx::Error) -> QueueError + '_ {
         move |e| QueueError::Unavailable {
-            broker: self.dialect().name(),
+            broker: self.dialect().as_str(),
             message: format!("{} ({})", e, self.url),
         }
     }
 
     async fn migrate(&self) -> Result<(), QueueError> {
-        for m in MIGRATIONS {
-            let mut tx = self.begin().await?;
-            if let TxInner::Postgres(_) = tx.inner {
-                // Serialise with any other process migrating the same database;
-                // released at commit.
-                tx.execute(Q::new("SELECT pg_advisory_xact_lock($1)").bind(PG_MIGRATION_LOCK))
-                    .await?;
-            }
-            tx.execute(Q::new(
-                "CREATE TABLE IF NOT EXISTS sluice_queue_migrations \
-                 (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-            ))
-            .await?;
-            let applied = !tx
-                .fetch_all(
-                    Q::new("SELECT version FROM sluice_queue_migrations WHERE version = $1")
-                        .bind(m.version),
-                )
-                .await?
-                .is_empty();
-            if !applied {
-                tx.raw(m.script).await?;
-                tx.execute(
-                    Q::new(
-                        "INSERT INTO sluice_queue_migrations (version, applied_at) \
-                         VALUES ($1, {now})",
-                    )
-                    .bind(m.version),
-                )
-                .await?;
-            }
-            tx.commit().await?;
-        }
-        Ok(())
-    }
-
-    /// Begins a writing transaction. On SQLite it takes the database's write lock
-    /// at once (waiting up to the busy timeout), so that it never reads a snapshot
-    /// it then fails to upgrade, and reads the clock once the lock is held.
-    async fn begin(&self) -> Result<Tx<'_>, QueueError> {
-        let err = self.err();
-        Ok(match &self.pool {
-            Pool::Sqlite { writer, .. } => {
-                let tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(&err)?;
-                Tx {
-                    inner: TxInner::Sqlite(tx),
-                    now: Some(self.clock.now_millis()),
-                    broker: self,
-                }
-            }
-            Pool::Postgres(p) => Tx {
-                inner: TxInner::Postgres(p.begin().await.map_err(&err)?),
-                now: None,
-                broker: self,
-            },
-        })
-    }
-
-    /// Runs one statement outside a transaction; `write` picks SQLite's writer.
-    async fn fetch_all(&self, write: bool, q: Q) -> Result<Vec<Row>, QueueError> {
-        let err = self.err();
-        Ok(match &self.pool {
-            Pool::Sqlite { writer, reader } => {
-                let (sql, args) = q.render(Dialect::Sqlite, self.clock.now_millis());
-                let pool = if write { writer } else { reader };
-                build(&sql, &args)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(err)?
-                    .into_iter()
-                    .map(Row::Sqlite)
-                    .collect()
-            }
-            Pool::Postgres(p) => {
-                let (sql, args) = q.render(Dialect::Postgres, 0);
-                build(&sql, &args)
-                    .fetch_all(p)
-                    .await
-                    .map_err(err)?
-                    .into_iter()
-                    .map(Row::Postgres)
-                    .collect()
-            }
-        })
-    }
-
-    /// Runs one writing statement outside a transaction; returns rows affected.
-    async fn execute(&self, q: Q) -> Result<u64, QueueError> {
-        let err = self.err();
-        Ok(match &self.pool {
-            Pool::Sqlite { writer, .. } => {
-                let (sql, args) = q.render(Dialect::Sqlite, self.clock.now_millis());
-                build(&sql, &args)
-                    .execute(writer)
-                    .await
-                    .map_err(err)?
-                    .rows_affected()
-            }
-            Pool::Postgres(p) => {
-                let (sql, args) = q.render(Dialect::Postgres, 0);
-                build(&sql, &args)
-                    .execute(p)
-                    .await
-                    .map_err(err)?
-                    .rows_affected()
-            }
-        })
+        MIGRATOR
+            .run(&self.pool.writer, self.clock.now_millis())
+            .await
+            .map_err(|e| QueueError::Unavailable {
+                broker: self.dialect().as_str(),
+                message: format!("{e} ({})", self.url),
+            })
     }
 
     /// Deletes expired results and idempotency keys, at most every
@@ -499,1095 +313,10 @@ impl SqlBroker {
         .bind(SWEEP_LIMIT);
         for q in [results, keys] {
             if let Err(e) = self.execute(q).await {
-                tracing::warn!(broker = self.dialect().name(), error = %e, "queue sweep failed");
+                tracing::warn!(broker = self.dialect().as_str(), error = %e, "queue sweep failed");
             }
         }
     }
-
-    /// Registers `queues` in `sluice_queues` (once per process and queue).
-    async fn register_queues(&self, tx: &mut Tx<'_>, queues: &[&str]) -> Result<(), QueueError> {
-        let now = tx.now().await?;
-        for queue in queues {
-            tx.execute(
-                Q::new(
-                    "INSERT INTO sluice_queues (name, created_at) VALUES ($1, $2) \
-                     ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(*queue)
-                .bind(now),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    fn unknown_queues<'t>(&self, tasks: &'t [NewTask]) -> Vec<&'t str> {
-        let known = self.known_queues.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<&str> = Vec::new();
-        for t in tasks {
-            if !known.contains(&t.queue) && !out.contains(&t.queue.as_str()) {
-                out.push(&t.queue);
-            }
-        }
-        out
-    }
-
-    fn remember_queues(&self, queues: &[&str]) {
-        let mut known = self.known_queues.lock().unwrap_or_else(|e| e.into_inner());
-        known.extend(queues.iter().map(|q| (*q).to_owned()));
-    }
-
-    /// Reads a task row back.
-    fn stored(&self, row: &Row) -> Result<Stored, QueueError> {
-        stored_from_row(row, self.dialect().name())
-    }
-}
-
-/// A task row with its bookkeeping.
-struct Stored {
-    task: Envelope,
-    state: String,
-    lease_token: Option<String>,
-    lease_until: Option<i64>,
-    result: Option<String>,
-    expires_at: Option<i64>,
-    finished_at: Option<i64>,
-    redelivered: i64,
-}
-
-fn stored_from_row(r: &Row, broker: &'static str) -> Result<Stored, QueueError> {
-    let id: String = r.get("id", broker)?;
-    let corrupt = |message: String| QueueError::Corrupt {
-        broker,
-        id: id.clone(),
-        message,
-    };
-    let task_id = TaskId::from_str(&id).map_err(&corrupt)?;
-    let payload: String = r.get("payload", broker)?;
-    let payload: Value =
-        serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload is not JSON: {e}")))?;
-    let priority: i64 = r.get("priority", broker)?;
-    Ok(Stored {
-        task: Envelope {
-            id: task_id,
-            name: r.get("name", broker)?,
-            payload,
-            queue: r.get("queue", broker)?,
-            priority: u8::try_from(priority.clamp(0, i64::from(crate::task::MAX_PRIORITY)))
-                .unwrap_or(0),
-            attempt: to_u32(r.get("attempt", broker)?),
-            max_attempts: to_u32(r.get("max_attempts", broker)?),
-            not_before: r.get("not_before", broker)?,
-            idempotency_key: r.get("idempotency_key", broker)?,
-            created_at: r.get("created_at", broker)?,
-            last_error: r.get("last_error", broker)?,
-            result_ttl_ms: u64::try_from(r.get::<i64>("result_ttl_ms", broker)?).unwrap_or(0),
-        },
-        state: r.get("state", broker)?,
-        lease_token: r.get("lease_token", broker)?,
-        lease_until: r.get("lease_until", broker)?,
-        result: r.get("result", broker)?,
-        expires_at: r.get("expires_at", broker)?,
-        finished_at: r.get("finished_at", broker)?,
-        redelivered: r.get("redelivered", broker)?,
-    })
-}
-
-fn to_u32(v: i64) -> u32 {
-    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
-}
-
-/// `d` in whole milliseconds, saturating.
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The stored row of a new task, bound in [`INSERT_COLUMNS`] order.
-const INSERT_COLUMNS: &str = "id, queue, name, payload, priority, max_attempts, not_before, \
-     idempotency_key, created_at, result_ttl_ms, attempt, state";
-
-/// Binds one new task's ten parameters (see [`INSERT_COLUMNS`]).
-fn bind_new(q: Q, t: &NewTask, payload: String, now: UnixMillis) -> Q {
-    q.bind(t.id.to_string())
-        .bind(t.queue.as_str())
-        .bind(t.name.as_str())
-        .bind(payload)
-        .bind(i64::from(t.priority))
-        .bind(i64::from(t.max_attempts.max(1)))
-        .bind(now.saturating_add(millis(t.delay)))
-        .bind(Arg::OptText(t.idempotency_key.clone()))
-        .bind(now)
-        .bind(millis(t.result_ttl))
-}
-
-/// `INSERT … VALUES (…), (…)` for `rows` new tasks. SQLite gets anonymous `?`
-/// parameters: sqlx looks each numbered one up by name, which SQLite does in
-/// linear time, so thousands of `$n` cost quadratic time.
-fn insert_sql(rows: usize, dialect: Dialect) -> String {
-    let mut sql = format!("INSERT INTO sluice_tasks ({INSERT_COLUMNS}) VALUES ");
-    for r in 0..rows {
-        let b = r * 10;
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 1..=10 {
-            match dialect {
-                Dialect::Sqlite => sql.push('?'),
-                Dialect::Postgres => {
-                    sql.push('$');
-                    sql.push_str(&(b + c).to_string());
-                }
-            }
-            sql.push_str(", ");
-        }
-        sql.push_str("0, 'ready')");
-    }
-    sql
-}
-
-impl SqlBroker {
-    /// Inserts tasks (the body of `enqueue_many`, without the counting).
-    async fn insert_tasks(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, QueueError> {
-        if tasks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut payloads = Vec::with_capacity(tasks.len());
-        for t in &tasks {
-            t.validate().map_err(QueueError::Invalid)?;
-            payloads.push(
-                serde_json::to_string(&t.payload)
-                    .map_err(|e| QueueError::Invalid(format!("payload of {}: {e}", t.id)))?,
-            );
-        }
-        let new_queues = self.unknown_queues(&tasks);
-
-        // The common case, one task without a key on a known queue: one statement,
-        // no transaction.
-        if tasks.len() == 1 && tasks[0].idempotency_key.is_none() && new_queues.is_empty() {
-            let t = &tasks[0];
-            let payload = payloads.pop().unwrap_or_default();
-            let sql = format!(
-                "INSERT INTO sluice_tasks ({INSERT_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, {{now}} + $7, $8, {{now}}, $9, 0, 'ready')"
-            );
-            let q = Q::new(sql)
-                .bind(t.id.to_string())
-                .bind(t.queue.as_str())
-                .bind(t.name.as_str())
-                .bind(payload)
-                .bind(i64::from(t.priority))
-                .bind(i64::from(t.max_attempts.max(1)))
-                .bind(millis(t.delay))
-                .bind(Arg::OptText(None))
-                .bind(millis(t.result_ttl));
-            self.execute(q).await?;
-            return Ok(vec![Enqueued {
-                id: t.id,
-                duplicate: false,
-            }]);
-        }
-
-        let mut tx = self.begin().await?;
-        let now = tx.now().await?;
-        self.register_queues(&mut tx, &new_queues).await?;
-
-        let mut out = Vec::with_capacity(tasks.len());
-        let mut insert: Vec<(&NewTask, String)> = Vec::with_capacity(tasks.len());
-        for (t, payload) in tasks.iter().zip(payloads) {
-            if let Some(key) = &t.idempotency_key {
-                tx.execute(
-                    Q::new(
-                        "DELETE FROM sluice_task_keys WHERE queue = $1 AND key = $2 AND until <= $3",
-                    )
-                    .bind(t.queue.as_str())
-                    .bind(key.as_str())
-                    .bind(now),
-                )
-                .await?;
-                let claimed = tx
-                    .execute(
-                        Q::new(
-                            "INSERT INTO sluice_task_keys (queue, key, task_id, until) \
-                             VALUES ($1, $2, $3, $4) ON CONFLICT (queue, key) DO NOTHING",
-                        )
-                        .bind(t.queue.as_str())
-                        .bind(key.as_str())
-                        .bind(t.id.to_string())
-                        .bind(now.saturating_add(millis(t.idempotency_window))),
-                    )
-                    .await?;
-                if claimed == 0 {
-                    let rows = tx
-                        .fetch_all(
-                            Q::new(
-                                "SELECT task_id FROM sluice_task_keys WHERE queue = $1 AND key = $2",
-                            )
-                            .bind(t.queue.as_str())
-                            .bind(key.as_str()),
-                        )
-                        .await?;
-                    let broker = self.dialect().name();
-                    if let Some(row) = rows.first() {
-                        let first: String = row.get("task_id", broker)?;
-                        let id =
-                            TaskId::from_str(&first).map_err(|message| QueueError::Corrupt {
-                                broker,
-                                id: first.clone(),
-                                message,
-                            })?;
-                        out.push(Some(Enqueued {
-                            id,
-                            duplicate: true,
-                        }));
-                        continue;
-                    }
-                }
-            }
-            out.push(None);
-            insert.push((t, payload));
-        }
-        for chunk in insert.chunks(INSERT_CHUNK) {
-            let q = chunk.iter().fold(
-                Q::new(insert_sql(chunk.len(), self.dialect())),
-                |q, (t, payload)| bind_new(q, t, payload.clone(), now),
-            );
-            tx.execute(q).await?;
-        }
-        tx.commit().await?;
-        self.remember_queues(&new_queues);
-        Ok(tasks
-            .iter()
-            .zip(out)
-            .map(|(t, e)| {
-                e.unwrap_or(Enqueued {
-                    id: t.id,
-                    duplicate: false,
-                })
-            })
-            .collect())
-    }
-}
-
-#[async_trait]
-impl Broker for SqlBroker {
-    fn kind(&self) -> &'static str {
-        self.dialect().name()
-    }
-
-    async fn enqueue(&self, task: NewTask) -> Result<Enqueued, QueueError> {
-        let mut out = self.enqueue_many(vec![task]).await?;
-        Ok(out.remove(0))
-    }
-
-    async fn enqueue_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Enqueued>, QueueError> {
-        let queues: Vec<String> = tasks.iter().map(|t| t.queue.clone()).collect();
-        let out = self.insert_tasks(tasks).await?;
-        for (e, queue) in out.iter().zip(queues) {
-            metrics::counter!(crate::metrics::ENQUEUED, "queue" => queue,
-                "outcome" => if e.duplicate { "duplicate" } else { "new" })
-            .increment(1);
-        }
-        Ok(out)
-    }
-
-    async fn lease(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<Lease>, QueueError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        self.maybe_sweep().await;
-        let max = i64::try_from(max).unwrap_or(i64::MAX);
-        let expire = Q::new(EXPIRE_SQL).bind(queue);
-        let pick = Q::new(PICK_SQL)
-            .bind(queue)
-            .bind(max)
-            .bind(millis(visibility));
-        let rows = match self.dialect() {
-            Dialect::Sqlite => {
-                let mut tx = self.begin().await?;
-                tx.execute(expire).await?;
-                let rows = tx.fetch_all(pick).await?;
-                tx.commit().await?;
-                rows
-            }
-            // Each statement is atomic on its own; without a transaction around
-            // them no row lock is held across round trips.
-            Dialect::Postgres => {
-                self.execute(expire).await?;
-                self.fetch_all(true, pick).await?
-            }
-        };
-        let mut leases = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let s = self.stored(row)?;
-            leases.push(Lease {
-                token: s.lease_token.unwrap_or_default(),
-                deadline: s.lease_until.unwrap_or_default(),
-                task: s.task,
-            });
-        }
-        // RETURNING keeps no order.
-        leases.sort_by(|a, b| {
-            b.task
-                .priority
-                .cmp(&a.task.priority)
-                .then(a.task.not_before.cmp(&b.task.not_before))
-                .then(a.task.id.cmp(&b.task.id))
-        });
-        Ok(leases)
-    }
-
-    async fn extend(
-        &self,
-        leases: &[LeaseRef],
-        visibility: Duration,
-    ) -> Result<Vec<bool>, QueueError> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let vis = millis(visibility);
-        match &self.pool {
-            Pool::Postgres(pool) => {
-                // `lease_until IS NOT NULL` is `state = 'running'` (every move out of
-                // running clears it), written so that the planner has no partial
-                // index to prefer over the primary key before it has statistics.
-                let (ids, tokens) = lease_arrays(leases);
-                let sql = format!(
-                    "UPDATE sluice_tasks AS t SET lease_until = {PG_NOW} + $1 \
-                     FROM UNNEST($2::text[], $3::text[]) AS d(id, token) \
-                     WHERE t.id = d.id AND t.lease_token = d.token \
-                     AND t.lease_until IS NOT NULL RETURNING t.id, t.lease_token"
-                );
-                let rows = sqlx::query(&sql)
-                    .bind(vis)
-                    .bind(ids)
-                    .bind(tokens)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(self.err())?;
-                let mut held = HashSet::new();
-                for row in rows {
-                    let id: String = row.try_get("id").map_err(self.err())?;
-                    let token: Option<String> = row.try_get("lease_token").map_err(self.err())?;
-                    held.insert((id, token.unwrap_or_default()));
-                }
-                Ok(leases
-                    .iter()
-                    .map(|l| held.contains(&(l.id.to_string(), l.token.clone())))
-                    .collect())
-            }
-            Pool::Sqlite { .. } => {
-                // One statement over a JSON array of `[id, token]` pairs.
-                let pairs: Vec<(String, &str)> = leases
-                    .iter()
-                    .map(|l| (l.id.to_string(), l.token.as_str()))
-                    .collect();
-                let pairs = serde_json::to_string(&pairs).unwrap_or_default();
-                let rows = self
-                    .fetch_all(
-                        true,
-                        Q::new(
-                            "UPDATE sluice_tasks SET lease_until = {now} + $2 \
-                             FROM json_each($1) AS j \
-                             WHERE sluice_tasks.id = j.value ->> 0 \
-                             AND sluice_tasks.lease_token = j.value ->> 1 \
-                             AND sluice_tasks.state = 'running' \
-                             RETURNING sluice_tasks.id AS id, sluice_tasks.lease_token AS token",
-                        )
-                        .bind(pairs)
-                        .bind(vis),
-                    )
-                    .await?;
-                let mut held = HashSet::new();
-                for row in &rows {
-                    let id: String = row.get("id", "sqlite")?;
-                    let token: Option<String> = row.get("token", "sqlite")?;
-                    held.insert((id, token.unwrap_or_default()));
-                }
-                Ok(leases
-                    .iter()
-                    .map(|l| held.contains(&(l.id.to_string(), l.token.clone())))
-                    .collect())
-            }
-        }
-    }
-
-    async fn complete(&self, done: &[Completion]) -> Result<usize, QueueError> {
-        if done.is_empty() {
-            return Ok(0);
-        }
-        let mut results = Vec::with_capacity(done.len());
-        for c in done {
-            results.push(
-                c.result
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(|e| QueueError::Invalid(format!("result of {}: {e}", c.lease.id)))?,
-            );
-        }
-        match &self.pool {
-            Pool::Postgres(pool) => {
-                let leases: Vec<LeaseRef> = done.iter().map(|c| c.lease.clone()).collect();
-                let (ids, tokens) = lease_arrays(&leases);
-                let sql = format!(
-                    "WITH d AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) \
-                         AS d(id, token, result)), \
-                     kept AS (UPDATE sluice_tasks AS t SET state = 'completed', \
-                         result = d.result, finished_at = {PG_NOW}, \
-                         expires_at = {PG_NOW} + t.result_ttl_ms, \
-                         lease_token = NULL, lease_until = NULL \
-                         FROM d WHERE t.id = d.id AND t.lease_token = d.token \
-                         AND t.state IN ('running', 'ready') AND t.result_ttl_ms > 0 \
-                         RETURNING t.id), \
-                     gone AS (DELETE FROM sluice_tasks AS t USING d \
-                         WHERE t.id = d.id AND t.lease_token = d.token \
-                         AND t.state IN ('running', 'ready') AND t.result_ttl_ms <= 0 \
-                         RETURNING t.id) \
-                     SELECT (SELECT count(*) FROM kept) + (SELECT count(*) FROM gone) AS n"
-                );
-                let row = sqlx::query(&sql)
-                    .bind(ids)
-                    .bind(tokens)
-                    .bind(results)
-                    .fetch_one(pool)
-                    .await
-                    .map_err(self.err())?;
-                let n: i64 = row.try_get("n").map_err(self.err())?;
-                Ok(usize::try_from(n).unwrap_or(0))
-            }
-            Pool::Sqlite { .. } => {
-                // Two statements over a JSON array of `[id, token, result]`: rows
-                // without a result TTL go, the others keep their result.
-                let items: Vec<(String, &str, Option<String>)> = done
-                    .iter()
-                    .zip(results)
-                    .map(|(c, r)| (c.lease.id.to_string(), c.lease.token.as_str(), r))
-                    .collect();
-                let items = serde_json::to_string(&items).unwrap_or_default();
-                let mut tx = self.begin().await?;
-                let gone = tx
-                    .execute(
-                        Q::new(
-                            "DELETE FROM sluice_tasks WHERE rowid IN (SELECT t.rowid \
-                             FROM json_each($1) AS j JOIN sluice_tasks AS t \
-                             ON t.id = j.value ->> 0 \
-                             WHERE t.lease_token = j.value ->> 1 \
-                             AND t.state IN ('running', 'ready') AND t.result_ttl_ms <= 0)",
-                        )
-                        .bind(items.as_str()),
-                    )
-                    .await?;
-                let kept = if usize::try_from(gone).unwrap_or(0) >= done.len() {
-                    0
-                } else {
-                    tx.execute(
-                        Q::new(
-                            "UPDATE sluice_tasks SET state = 'completed', result = j.value ->> 2, \
-                             finished_at = {now}, expires_at = {now} + result_ttl_ms, \
-                             lease_token = NULL, lease_until = NULL \
-                             FROM json_each($1) AS j \
-                             WHERE sluice_tasks.id = j.value ->> 0 \
-                             AND sluice_tasks.lease_token = j.value ->> 1 \
-                             AND sluice_tasks.state IN ('running', 'ready') \
-                             AND sluice_tasks.result_ttl_ms > 0",
-                        )
-                        .bind(items),
-                    )
-                    .await?
-                };
-                tx.commit().await?;
-                Ok(usize::try_from(gone + kept).unwrap_or(0))
-            }
-        }
-    }
-
-    async fn fail(
-        &self,
-        lease: &LeaseRef,
-        error: &str,
-        retry_in: Option<Duration>,
-    ) -> Result<FailOutcome, QueueError> {
-        let retry = retry_in.map_or(-1, millis);
-        // The id and token name the lease; the queue adds nothing (and a condition
-        // on it would offer PostgreSQL an index other than the primary key).
-        let q = Q::new(
-            "UPDATE sluice_tasks SET \
-             state = CASE WHEN $3 >= 0 AND attempt < max_attempts THEN 'ready' ELSE 'dead' END, \
-             not_before = CASE WHEN $3 >= 0 AND attempt < max_attempts \
-                 THEN {now} + $3 ELSE not_before END, \
-             finished_at = CASE WHEN $3 >= 0 AND attempt < max_attempts \
-                 THEN NULL ELSE {now} END, \
-             last_error = $4, lease_token = NULL, lease_until = NULL \
-             WHERE id = $1 AND lease_token = $2 AND state = 'running' \
-             RETURNING state, not_before",
-        )
-        .bind(lease.id.to_string())
-        .bind(lease.token.as_str())
-        .bind(retry)
-        .bind(error);
-        let rows = self.fetch_all(true, q).await?;
-        let Some(row) = rows.first() else {
-            return Ok(FailOutcome::LeaseLost);
-        };
-        let broker = self.dialect().name();
-        let state: String = row.get("state", broker)?;
-        Ok(if state == "ready" {
-            FailOutcome::Retry(row.get("not_before", broker)?)
-        } else {
-            FailOutcome::Dead
-        })
-    }
-
-    async fn release(&self, lease: &LeaseRef) -> Result<bool, QueueError> {
-        let q = Q::new(
-            "UPDATE sluice_tasks SET state = 'ready', \
-             attempt = CASE WHEN attempt > 0 THEN attempt - 1 ELSE 0 END, \
-             not_before = {now}, lease_token = NULL, lease_until = NULL \
-             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-        )
-        .bind(lease.id.to_string())
-        .bind(lease.token.as_str());
-        Ok(self.execute(q).await? > 0)
-    }
-
-    async fn status(&self, queue: &str, id: TaskId) -> Result<Option<TaskStatus>, QueueError> {
-        let sql = format!(
-            "SELECT {COLUMNS}, {{now}} AS now_ms FROM sluice_tasks WHERE id = $1 AND queue = $2"
-        );
-        let rows = self
-            .fetch_all(false, Q::new(sql).bind(id.to_string()).bind(queue))
-            .await?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let now: i64 = row.get("now_ms", self.dialect().name())?;
-        let s = self.stored(row)?;
-        let state = match s.state.as_str() {
-            "ready" if s.task.not_before > now => TaskState::Delayed,
-            "completed" if s.expires_at.is_some_and(|t| t <= now) => return Ok(None),
-            other => TaskState::parse(other).ok_or_else(|| QueueError::Corrupt {
-                broker: self.dialect().name(),
-                id: id.to_string(),
-                message: format!("unknown state '{other}'"),
-            })?,
-        };
-        let result = s
-            .result
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| QueueError::Corrupt {
-                broker: self.dialect().name(),
-                id: id.to_string(),
-                message: format!("result is not JSON: {e}"),
-            })?;
-        Ok(Some(TaskStatus {
-            task: s.task,
-            state,
-            result,
-            finished_at: s.finished_at,
-            redelivered: to_u32(s.redelivered),
-        }))
-    }
-
-    async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
-        // One count per state, each over its partial index.
-        let q = Q::new(
-            "SELECT \
-             (SELECT COUNT(*) FROM sluice_tasks WHERE queue = $1 AND state = 'ready' \
-                 AND not_before <= {now}) AS ready, \
-             (SELECT COUNT(*) FROM sluice_tasks WHERE queue = $1 AND state = 'ready' \
-                 AND not_before > {now}) AS delayed, \
-             (SELECT COUNT(*) FROM sluice_tasks WHERE queue = $1 AND state = 'running') \
-                 AS running, \
-             (SELECT COUNT(*) FROM sluice_tasks WHERE queue = $1 AND state = 'dead') AS dead",
-        )
-        .bind(queue);
-        let rows = self.fetch_all(false, q).await?;
-        let broker = self.dialect().name();
-        let Some(row) = rows.first() else {
-            return Ok(QueueStats::default());
-        };
-        let count = |c: &str| -> Result<u64, QueueError> {
-            Ok(u64::try_from(row.get::<i64>(c, broker)?).unwrap_or(0))
-        };
-        Ok(QueueStats {
-            ready: count("ready")?,
-            delayed: count("delayed")?,
-            running: count("running")?,
-            dead: count("dead")?,
-        })
-    }
-
-    async fn queues(&self) -> Result<Vec<String>, QueueError> {
-        let rows = self
-            .fetch_all(
-                false,
-                Q::new("SELECT name FROM sluice_queues ORDER BY name"),
-            )
-            .await?;
-        let broker = self.dialect().name();
-        rows.iter().map(|r| r.get("name", broker)).collect()
-    }
-
-    async fn dead(&self, queue: &str, limit: usize) -> Result<Vec<Envelope>, QueueError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM sluice_tasks WHERE queue = $1 AND state = 'dead' \
-             ORDER BY finished_at, id LIMIT $2"
-        );
-        let q = Q::new(sql)
-            .bind(queue)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        let rows = self.fetch_all(false, q).await?;
-        rows.iter()
-            .map(|r| self.stored(r).map(|s| s.task))
-            .collect()
-    }
-
-    async fn retry_dead(&self, queue: &str, ids: Option<&[TaskId]>) -> Result<u64, QueueError> {
-        const SET: &str = "UPDATE sluice_tasks SET state = 'ready', attempt = 0, \
-             not_before = {now}, finished_at = NULL, lease_token = NULL, lease_until = NULL \
-             WHERE queue = $1 AND state = 'dead'";
-        let Some(ids) = ids else {
-            return self.execute(Q::new(SET).bind(queue)).await;
-        };
-        let mut n = 0;
-        for chunk in ids.chunks(ID_CHUNK) {
-            let list = (0..chunk.len())
-                .map(|i| format!("${}", i + 2))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let q = chunk.iter().fold(
-                Q::new(format!("{SET} AND id IN ({list})")).bind(queue),
-                |q, id| q.bind(id.to_string()),
-            );
-            n += self.execute(q).await?;
-        }
-        Ok(n)
-    }
-
-    async fn purge_dead(&self, queue: &str) -> Result<u64, QueueError> {
-        self.execute(
-            Q::new("DELETE FROM sluice_tasks WHERE queue = $1 AND state = 'dead'").bind(queue),
-        )
-        .await
-    }
-}
-
-/// Ids and tokens of `leases` as parallel arrays, for `UNNEST`.
-fn lease_arrays(leases: &[LeaseRef]) -> (Vec<String>, Vec<String>) {
-    leases
-        .iter()
-        .map(|l| (l.id.to_string(), l.token.clone()))
-        .unzip()
-}
-
-/// The error of opening `url`: shown redacted, with any trace of its password
-/// removed from the driver's message too.
-fn open_error(dialect: Dialect, url: &str, shown: &str, e: &sqlx::Error) -> QueueError {
-    let mut message = format!("cannot open {shown}: {e}");
-    for secret in url_secrets(url) {
-        message = message.replace(&secret, "***");
-    }
-    QueueError::Unavailable {
-        broker: dialect.name(),
-        message,
-    }
-}
-
-/// The passwords in `url` (user info and `password=` parameters).
-fn url_secrets(url: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some((_, rest)) = url.split_once("://") {
-        let auth = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if let Some((userinfo, _)) = auth.rsplit_once('@')
-            && let Some((_, pw)) = userinfo.split_once(':')
-        {
-            out.push(pw.to_owned());
-        }
-    }
-    if let Some((_, query)) = url.split_once('?') {
-        for pair in query.split('&') {
-            if let Some((k, v)) = pair.split_once('=')
-                && k.eq_ignore_ascii_case("password")
-            {
-                out.push(v.to_owned());
-            }
-        }
-    }
-    out.retain(|s| !s.is_empty());
-    out
 }
 
 use sluice_core::redact_url;
-
-/// A statement argument, the same on both databases.
-#[derive(Debug, Clone)]
-enum Arg {
-    I64(i64),
-    Text(String),
-    OptText(Option<String>),
-}
-
-impl From<i64> for Arg {
-    fn from(v: i64) -> Self {
-        Arg::I64(v)
-    }
-}
-
-impl From<&str> for Arg {
-    fn from(v: &str) -> Self {
-        Arg::Text(v.to_owned())
-    }
-}
-
-impl From<String> for Arg {
-    fn from(v: String) -> Self {
-        Arg::Text(v)
-    }
-}
-
-/// A statement template and its arguments. The template's `{now}` is the current
-/// time in ms, `{lock}` PostgreSQL's `FOR UPDATE SKIP LOCKED`, `{token}` a fresh
-/// random token per row and `{columns}` the task columns.
-struct Q {
-    sql: String,
-    args: Vec<Arg>,
-}
-
-impl Q {
-    fn new(sql: impl Into<String>) -> Self {
-        Q {
-            sql: sql.into(),
-            args: Vec::new(),
-        }
-    }
-
-    fn bind(mut self, arg: impl Into<Arg>) -> Self {
-        self.args.push(arg.into());
-        self
-    }
-
-    /// The statement for `dialect`; on SQLite `now` is bound after the other
-    /// arguments.
-    fn render(self, dialect: Dialect, now: UnixMillis) -> (String, Vec<Arg>) {
-        let Q { sql, mut args } = self;
-        let mut sql = sql.replace("{columns}", COLUMNS);
-        match dialect {
-            Dialect::Sqlite => {
-                if sql.contains("{now}") {
-                    sql = sql.replace("{now}", &format!("${}", args.len() + 1));
-                    args.push(Arg::I64(now));
-                }
-                sql = sql
-                    .replace("{lock}", "")
-                    .replace("{token}", "lower(hex(randomblob(16)))");
-            }
-            Dialect::Postgres => {
-                sql = sql
-                    .replace("{now}", PG_NOW)
-                    .replace("{lock}", " FOR UPDATE SKIP LOCKED")
-                    .replace("{token}", "replace(gen_random_uuid()::text, '-', '')");
-            }
-        }
-        (sql, args)
-    }
-}
-
-/// Builds the sqlx query of `sql` with `args` bound, for database `DB`.
-fn build<'q, DB>(sql: &'q str, args: &'q [Arg]) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
-where
-    DB: Database,
-    i64: Encode<'q, DB> + Type<DB>,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-{
-    args.iter()
-        .fold(sqlx::query::<DB>(sql), |query, arg| match arg {
-            Arg::I64(v) => query.bind(*v),
-            Arg::Text(v) => query.bind(v.as_str()),
-            Arg::OptText(v) => query.bind(v.as_deref()),
-        })
-}
-
-enum TxInner {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
-}
-
-/// A writing transaction on either database.
-struct Tx<'b> {
-    inner: TxInner,
-    /// The time of the transaction: SQLite's clock when it began, PostgreSQL's
-    /// once asked for.
-    now: Option<UnixMillis>,
-    broker: &'b SqlBroker,
-}
-
-impl Tx<'_> {
-    /// The transaction's time (one round trip on PostgreSQL, the first time).
-    async fn now(&mut self) -> Result<UnixMillis, QueueError> {
-        if let Some(now) = self.now {
-            return Ok(now);
-        }
-        let rows = self.fetch_all(Q::new("SELECT {now} AS now_ms")).await?;
-        let now = match rows.first() {
-            Some(r) => r.get("now_ms", self.broker.dialect().name())?,
-            None => self.broker.clock.now_millis(),
-        };
-        self.now = Some(now);
-        Ok(now)
-    }
-
-    async fn execute(&mut self, q: Q) -> Result<u64, QueueError> {
-        let err = self.broker.err();
-        Ok(match &mut self.inner {
-            TxInner::Sqlite(tx) => {
-                let (sql, args) = q.render(Dialect::Sqlite, self.now.unwrap_or_default());
-                build(&sql, &args)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(err)?
-                    .rows_affected()
-            }
-            TxInner::Postgres(tx) => {
-                let (sql, args) = q.render(Dialect::Postgres, 0);
-                build(&sql, &args)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(err)?
-                    .rows_affected()
-            }
-        })
-    }
-
-    async fn fetch_all(&mut self, q: Q) -> Result<Vec<Row>, QueueError> {
-        let err = self.broker.err();
-        Ok(match &mut self.inner {
-            TxInner::Sqlite(tx) => {
-                let (sql, args) = q.render(Dialect::Sqlite, self.now.unwrap_or_default());
-                build(&sql, &args)
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(err)?
-                    .into_iter()
-                    .map(Row::Sqlite)
-                    .collect()
-            }
-            TxInner::Postgres(tx) => {
-                let (sql, args) = q.render(Dialect::Postgres, 0);
-                build(&sql, &args)
-                    .fetch_all(&mut **tx)
-                    .await
-                    .map_err(err)?
-                    .into_iter()
-                    .map(Row::Postgres)
-                    .collect()
-            }
-        })
-    }
-
-    /// Runs a script of several statements, without arguments.
-    async fn raw(&mut self, script: &str) -> Result<(), QueueError> {
-        let err = self.broker.err();
-        match &mut self.inner {
-            // `Executor::execute` returns a boxed `Send` future, unlike
-            // `RawSql::execute`, whose generic future trips async-trait's `Send` check.
-            TxInner::Sqlite(tx) => (&mut **tx).execute(sqlx::raw_sql(script)).await.map(drop),
-            TxInner::Postgres(tx) => (&mut **tx).execute(sqlx::raw_sql(script)).await.map(drop),
-        }
-        .map_err(err)
-    }
-
-    async fn commit(self) -> Result<(), QueueError> {
-        let err = self.broker.err();
-        match self.inner {
-            TxInner::Sqlite(tx) => tx.commit().await,
-            TxInner::Postgres(tx) => tx.commit().await,
-        }
-        .map_err(err)
-    }
-}
-
-/// A result row from either database.
-enum Row {
-    Sqlite(SqliteRow),
-    Postgres(PgRow),
-}
-
-impl Row {
-    fn get<T>(&self, column: &str, broker: &'static str) -> Result<T, QueueError>
-    where
-        T: for<'r> Decode<'r, Sqlite>
-            + Type<Sqlite>
-            + for<'r> Decode<'r, Postgres>
-            + Type<Postgres>,
-    {
-        match self {
-            Row::Sqlite(r) => r.try_get(column),
-            Row::Postgres(r) => r.try_get(column),
-        }
-        .map_err(|e| QueueError::Unavailable {
-            broker,
-            message: format!("reading column {column}: {e}"),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_now_per_dialect() {
-        let q = || Q::new("SELECT $1, {now}, {now}{lock}").bind(7_i64);
-        let (sql, args) = q().render(Dialect::Sqlite, 42);
-        assert_eq!(sql, "SELECT $1, $2, $2");
-        assert_eq!(args.len(), 2);
-        assert!(matches!(args[1], Arg::I64(42)));
-        let (sql, args) = q().render(Dialect::Postgres, 42);
-        assert_eq!(
-            sql,
-            format!("SELECT $1, {PG_NOW}, {PG_NOW} FOR UPDATE SKIP LOCKED")
-        );
-        assert_eq!(args.len(), 1);
-    }
-
-    #[test]
-    fn insert_sql_numbers_parameters() {
-        assert!(insert_sql(2, Dialect::Sqlite).ends_with(
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'ready'), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'ready')"
-        ));
-        let sql = insert_sql(2, Dialect::Postgres);
-        assert!(sql.ends_with(
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 'ready'), \
-             ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, 'ready')"
-        ));
-    }
-
-    #[test]
-    fn url_secrets_are_found() {
-        assert_eq!(
-            url_secrets("postgres://u:s3cret@db/x?password=p2"),
-            vec!["s3cret".to_owned(), "p2".to_owned()]
-        );
-    }
-
-    #[tokio::test]
-    async fn connect_errors_never_show_the_password() {
-        let err = SqlBroker::connect("postgres://u:s3cret-pw@127.0.0.1:1/x")
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("s3cret-pw"), "{err}");
-        assert!(err.contains("127.0.0.1:1"), "{err}");
-        let err = SqlBroker::connect("mysql://u:s3cret-pw@h/x")
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(
-            !err.contains("s3cret-pw") && err.contains("unsupported"),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn memory_database_works() {
-        let b = SqlBroker::connect("sqlite::memory:").await.unwrap();
-        assert_eq!(b.kind(), "sqlite");
-        let e = b
-            .enqueue(NewTask::new("t", serde_json::json!(1)))
-            .await
-            .unwrap();
-        let leases = b.lease("default", 5, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(leases.len(), 1);
-        assert_eq!(leases[0].task.id, e.id);
-        assert!(format!("{b:?}").contains("sqlite"));
-    }
-
-    #[tokio::test]
-    async fn expired_results_and_keys_are_swept() {
-        let clock = sluice_core::ManualClock::new(1_000_000);
-        let b = SqlBroker::connect("sqlite::memory:")
-            .await
-            .unwrap()
-            .with_clock(Arc::new(clock.clone()));
-        let count = |table: &'static str| {
-            let b = b.clone();
-            async move {
-                let rows = b
-                    .fetch_all(false, Q::new(format!("SELECT COUNT(*) AS n FROM {table}")))
-                    .await
-                    .unwrap();
-                rows[0].get::<i64>("n", "sqlite").unwrap()
-            }
-        };
-        b.enqueue(
-            NewTask::new("t", serde_json::json!(1))
-                .result_ttl(Duration::from_secs(1))
-                .idempotency_key("k")
-                .idempotency_window(Duration::from_secs(1)),
-        )
-        .await
-        .unwrap();
-        let l = b.lease("default", 1, Duration::from_secs(5)).await.unwrap();
-        let done = Completion {
-            lease: l[0].as_ref(),
-            result: Some(serde_json::json!("ok")),
-        };
-        assert_eq!(b.complete(&[done]).await.unwrap(), 1);
-        assert_eq!(count("sluice_tasks").await, 1);
-        assert_eq!(count("sluice_task_keys").await, 1);
-        clock.advance(Duration::from_secs(10));
-        assert!(
-            b.lease("default", 1, Duration::from_secs(5))
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(count("sluice_tasks").await, 0);
-        assert_eq!(count("sluice_task_keys").await, 0);
-    }
-
-    #[tokio::test]
-    async fn a_manual_clock_drives_sqlite_leases() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("q.db").display());
-        let clock = sluice_core::ManualClock::new(1_000_000);
-        let b = SqlBroker::connect(&url)
-            .await
-            .unwrap()
-            .with_clock(Arc::new(clock.clone()));
-        b.enqueue(NewTask::new("t", serde_json::json!(null)).delay(Duration::from_secs(60)))
-            .await
-            .unwrap();
-        assert_eq!(b.stats("default").await.unwrap().delayed, 1);
-        assert!(
-            b.lease("default", 1, Duration::from_secs(10))
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        clock.advance(Duration::from_secs(60));
-        let l = b
-            .lease("default", 1, Duration::from_secs(10))
-            .await
-            .unwrap();
-        assert_eq!(l.len(), 1);
-        assert_eq!(l[0].deadline, 1_070_000);
-        clock.advance(Duration::from_secs(11));
-        let again = b
-            .lease("default", 1, Duration::from_secs(10))
-            .await
-            .unwrap();
-        assert_eq!(again.len(), 1);
-        assert_eq!(again[0].task.attempt, 2);
-        assert_ne!(again[0].token, l[0].token);
-    }
-}

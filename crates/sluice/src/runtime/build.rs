@@ -388,7 +388,7 @@ fn build_reader(
             columns,
             page,
         } => {
-            use sluice_batch::sql_reader::SqlReader;
+            use sluice_batch::readers::SqlReader;
             if key.is_empty() {
                 return Err("key must name the unique, ordered column(s)".to_owned());
             }

@@ -23,40 +23,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Number, Value, json};
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
+use sluice_sql::{ConnectSettings, Db, DbKind, ErrorClass, on_db, quote_ident};
+use sqlx::mysql::MySqlRow;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Column, Executor, Row, Statement, TypeInfo, ValueRef};
 
 use crate::api::{ReadError, ReadItem, Reader};
-
-/// The SQL dialect of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
-/// A connection pool to one of the supported databases.
-#[derive(Debug, Clone)]
-pub(crate) enum Db {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-    MySql(MySqlPool),
-}
-
-/// Runs `$body` with `$pool` bound to the concrete pool of `$db`.
-macro_rules! on_db {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            Db::Sqlite($pool) => $body,
-            Db::Postgres($pool) => $body,
-            Db::MySql($pool) => $body,
-        }
-    };
-}
-pub(crate) use on_db;
 
 /// Binds one JSON value to a query of any of the three databases.
 macro_rules! bind_json {
@@ -77,109 +50,31 @@ macro_rules! bind_json {
     };
 }
 
-impl Db {
-    /// Connects to `url` (`sqlite:…`, `postgres://…`, `mysql://…` or
-    /// `mariadb://…`) with at most `max` connections.
-    /// Connection failures are retried for `wait`.
-    pub(crate) async fn connect(url: &str, max: u32, wait: Duration) -> Result<Db, sqlx::Error> {
-        let scheme = url
-            .split_once(':')
-            .map(|(s, _)| s.to_ascii_lowercase())
-            .unwrap_or_default();
-        match scheme.as_str() {
-            "sqlite" => {
-                // An in-memory database lives and dies with its one connection.
-                let memory = url.contains(":memory:") || url.contains("mode=memory");
-                let opts = SqlitePoolOptions::new().acquire_timeout(wait);
-                let opts = if memory {
-                    opts.max_connections(1)
-                        .min_connections(1)
-                        .idle_timeout(None)
-                        .max_lifetime(None)
-                } else {
-                    opts.max_connections(max)
-                };
-                opts.connect(url).await.map(Db::Sqlite)
-            }
-            "postgres" | "postgresql" => PgPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(wait)
-                .connect(url)
-                .await
-                .map(Db::Postgres),
-            "mysql" | "mariadb" => MySqlPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(wait)
-                .connect(url)
-                .await
-                .map(Db::MySql),
-            _ => Err(sqlx::Error::Configuration(
-                format!(
-                    "unsupported database URL scheme {scheme:?}: use sqlite:, postgres:// or mysql://"
-                )
-                .into(),
-            )),
-        }
-    }
-
-    /// The dialect of this pool.
-    pub(crate) fn dialect(&self) -> Dialect {
-        match self {
-            Db::Sqlite(_) => Dialect::Sqlite,
-            Db::Postgres(_) => Dialect::Postgres,
-            Db::MySql(_) => Dialect::MySql,
-        }
-    }
-
-    /// Closes the pool.
-    pub(crate) async fn close(&self) {
-        on_db!(self, p => p.close().await);
-    }
-}
-
-/// Whether retrying after `e` may succeed: the connection was lost or refused,
-/// the pool timed out, or the database reported a serialization failure, a
-/// deadlock, a busy or locked database, or that it is shutting down.
-pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
-            // PostgreSQL / MySQL SQLSTATE: connection exception (08…),
-            // serialization failure, deadlock, too many connections, shutdown.
-            c.starts_with("08")
-                || matches!(
-                    c.as_ref(),
-                    "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" | "55P03"
-                )
-                // SQLite: BUSY, LOCKED and their extended codes.
-                || matches!(c.as_ref(), "5" | "6" | "261" | "262" | "517" | "773")
-        }),
-        _ => false,
-    }
-}
-
-/// `e` as a reader error: transient ones (see [`is_transient`]) or fatal, with
+/// `e` as a reader error: transient ones (see [`ErrorClass::Transient`]) or fatal, with
 /// what was being done.
 fn read_error(what: &str, e: &sqlx::Error) -> ReadError {
     let msg = format!("{what}: {e}");
-    if is_transient(e) {
+    if ErrorClass::of(e).is_transient() {
         ReadError::Transient(msg)
     } else {
         ReadError::Fatal(msg)
     }
 }
 
-/// `name` quoted as an identifier.
-pub(crate) fn quote(d: Dialect, name: &str) -> String {
-    match d {
-        Dialect::MySql => format!("`{}`", name.replace('`', "``")),
-        _ => format!("\"{}\"", name.replace('"', "\"\"")),
-    }
+/// Opens the pool of a reader or tasklet: at most `max` connections, connection
+/// failures retried for `wait`; an error is transient when retrying may help.
+pub(crate) async fn connect(url: &str, max: u32, wait: Duration) -> Result<Db, ReadError> {
+    let settings = ConnectSettings::new()
+        .max_connections(max)
+        .acquire_timeout(wait);
+    Db::connect(url, &settings).await.map_err(|e| {
+        let msg = format!("connecting to the database: {e}");
+        if e.class().is_transient() {
+            ReadError::Transient(msg)
+        } else {
+            ReadError::Fatal(msg)
+        }
+    })
 }
 
 /// What rows are read from.
@@ -216,7 +111,7 @@ const SRC: &str = "sluice_src";
 /// Reads rows from SQLite, PostgreSQL or MySQL with keyset pagination.
 ///
 /// ```no_run
-/// # use sluice_batch::sql_reader::SqlReader;
+/// # use sluice_batch::readers::SqlReader;
 /// let reader = SqlReader::table("postgres://app@db/app", "events", ["tenant", "id"])
 ///     .columns(["tenant", "id", "kind", "created_at"])
 ///     .page_size(1000);
@@ -345,11 +240,11 @@ impl SqlReader {
 
     /// The `FROM` part of every statement: the source, narrowed to this
     /// partition's key range.
-    fn source_sql(&self, d: Dialect) -> String {
+    fn source_sql(&self, d: DbKind) -> String {
         let base = self.base_source_sql();
         match self.range {
             Some((lo, hi)) => {
-                let k = quote(d, &self.key[0]);
+                let k = quote_ident(d, &self.key[0]);
                 format!(
                     "(SELECT * FROM {base} WHERE {SRC}.{k} >= {lo} AND {SRC}.{k} < {hi}) AS {SRC}"
                 )
@@ -366,13 +261,13 @@ impl SqlReader {
         index: usize,
         of: usize,
     ) -> Result<Option<(i64, i64)>, ReadError> {
-        let d = db.dialect();
-        let k = quote(d, &self.key[0]);
+        let d = db.kind();
+        let k = quote_ident(d, &self.key[0]);
         let sql = format!(
             "SELECT CAST(MIN({SRC}.{k}) AS BIGINT), CAST(MAX({SRC}.{k}) AS BIGINT) FROM {}",
             self.base_source_sql()
         );
-        let sql = if d == Dialect::MySql {
+        let sql = if d == DbKind::MySql {
             sql.replace("AS BIGINT)", "AS SIGNED)")
         } else {
             sql
@@ -415,7 +310,7 @@ impl SqlReader {
 
     /// Describes the source and builds the statements.
     async fn build_plan(&self, db: &Db) -> Result<Plan, ReadError> {
-        let d = db.dialect();
+        let d = db.kind();
         let from = self.source_sql(d);
         let describe = format!("SELECT * FROM {from}");
         let described: Vec<(String, String)> = on_db!(db, pool => {
@@ -449,19 +344,24 @@ impl SqlReader {
         };
         let mut select = Vec::with_capacity(columns.len() + self.key.len());
         for c in &columns {
-            select.push(select_expr(d, c, find(c)?, &quote(d, c)));
+            select.push(select_expr(d, c, find(c)?, &quote_ident(d, c)));
         }
         let mut key_types = Vec::with_capacity(self.key.len());
         for (i, k) in self.key.iter().enumerate() {
             let ty = find(k)?;
-            select.push(select_expr(d, k, ty, &quote(d, &format!("sluice_key_{i}"))));
+            select.push(select_expr(
+                d,
+                k,
+                ty,
+                &quote_ident(d, &format!("sluice_key_{i}")),
+            ));
             key_types.push(ty.to_owned());
         }
         let select = select.join(", ");
         let keys: Vec<String> = self
             .key
             .iter()
-            .map(|k| format!("{SRC}.{}", quote(d, k)))
+            .map(|k| format!("{SRC}.{}", quote_ident(d, k)))
             .collect();
         let order = keys.join(", ");
         let params: Vec<String> = key_types
@@ -470,7 +370,7 @@ impl SqlReader {
             .map(|(i, ty)| match d {
                 // Parameters are typed by what is bound (bigint, double, text):
                 // cast them to the column's type so any key type compares.
-                Dialect::Postgres => format!("CAST(${} AS {ty})", i + 1),
+                DbKind::Postgres => format!("CAST(${} AS {ty})", i + 1),
                 _ => "?".to_owned(),
             })
             .collect();
@@ -529,16 +429,16 @@ impl SqlReader {
 
 /// The select-list expression of column `name` of type `ty`, as `alias`: the
 /// column itself when its type decodes natively, else cast to text.
-fn select_expr(d: Dialect, name: &str, ty: &str, alias: &str) -> String {
-    let col = format!("{SRC}.{}", quote(d, name));
+fn select_expr(d: DbKind, name: &str, ty: &str, alias: &str) -> String {
+    let col = format!("{SRC}.{}", quote_ident(d, name));
     let native = match d {
-        Dialect::Sqlite => true,
-        Dialect::Postgres => pg_native(ty),
-        Dialect::MySql => mysql_native(ty),
+        DbKind::Sqlite => true,
+        DbKind::Postgres => pg_native(ty),
+        DbKind::MySql => mysql_native(ty),
     };
     match (native, d) {
         (true, _) => format!("{col} AS {alias}"),
-        (false, Dialect::MySql) => format!("CAST({col} AS CHAR) AS {alias}"),
+        (false, DbKind::MySql) => format!("CAST({col} AS CHAR) AS {alias}"),
         (false, _) => format!("CAST({col} AS TEXT) AS {alias}"),
     }
 }
@@ -595,19 +495,30 @@ trait JsonCell {
     fn cell(&self, i: usize) -> Result<Value, String>;
 }
 
+/// The type name of cell `i` of `row` (SQLite: of the value's storage class), or
+/// `None` when it is NULL.
+fn cell_type<R: Row>(row: &R, i: usize) -> Result<Option<String>, String>
+where
+    usize: sqlx::ColumnIndex<R>,
+{
+    let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(raw.type_info().name().to_owned()))
+}
+
 fn col_err(i: usize, ty: &str, e: impl std::fmt::Display) -> String {
     format!("column {i} ({ty}): {e}")
 }
 
 impl JsonCell for SqliteRow {
     fn cell(&self, i: usize) -> Result<Value, String> {
-        let raw = self.try_get_raw(i).map_err(|e| e.to_string())?;
-        if raw.is_null() {
-            return Ok(Value::Null);
-        }
         // SQLite is dynamically typed: decode by the value's storage class, and
         // turn integers of a column declared BOOLEAN into booleans.
-        let storage = raw.type_info().name().to_owned();
+        let Some(storage) = cell_type(self, i)? else {
+            return Ok(Value::Null);
+        };
         let declared = self.columns()[i].type_info().name().to_owned();
         let e = |e: sqlx::Error| col_err(i, &storage, e);
         Ok(match storage.as_str() {
@@ -631,11 +542,9 @@ impl JsonCell for SqliteRow {
 
 impl JsonCell for PgRow {
     fn cell(&self, i: usize) -> Result<Value, String> {
-        let raw = self.try_get_raw(i).map_err(|e| e.to_string())?;
-        if raw.is_null() {
+        let Some(ty) = cell_type(self, i)? else {
             return Ok(Value::Null);
-        }
-        let ty = raw.type_info().name().to_owned();
+        };
         let e = |e: sqlx::Error| col_err(i, &ty, e);
         Ok(match ty.as_str() {
             "BOOL" => Value::Bool(self.try_get(i).map_err(e)?),
@@ -651,11 +560,9 @@ impl JsonCell for PgRow {
 
 impl JsonCell for MySqlRow {
     fn cell(&self, i: usize) -> Result<Value, String> {
-        let raw = self.try_get_raw(i).map_err(|e| e.to_string())?;
-        if raw.is_null() {
+        let Some(ty) = cell_type(self, i)? else {
             return Ok(Value::Null);
-        }
-        let ty = raw.type_info().name().to_owned();
+        };
         let e = |e: sqlx::Error| col_err(i, &ty, e);
         Ok(match ty.as_str() {
             "BOOLEAN" => Value::Bool(self.try_get(i).map_err(e)?),
@@ -703,9 +610,7 @@ impl Reader for SqlReader {
             },
         };
         if self.db.is_none() {
-            let db = Db::connect(&self.url, 2, self.connect_timeout)
-                .await
-                .map_err(|e| read_error("connecting to the database", &e))?;
+            let db = connect(&self.url, 2, self.connect_timeout).await?;
             self.db = Some(db);
         }
         let Some(db) = self.db.clone() else {

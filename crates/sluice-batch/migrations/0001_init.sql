@@ -1,9 +1,10 @@
--- sluice-batch job repository, version 1 (SQLite).
--- Same shape as migrations/postgres/0001_init.sql; see docs/batch-repository.md.
+-- sluice-batch job repository, version 1, for SQLite and PostgreSQL: {identity} is
+-- the auto-increment primary key of each (see sluice_sql::Migration); see
+-- docs/batch-repository.md.
 -- Times are Unix milliseconds; parameters, checkpoints and items are JSON text.
 
 CREATE TABLE batch_job_instance (
-    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                {identity},
     job_name          TEXT    NOT NULL,
     params_key        TEXT    NOT NULL,
     params            TEXT    NOT NULL,
@@ -15,7 +16,7 @@ CREATE TABLE batch_job_instance (
 );
 
 CREATE TABLE batch_job_execution (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id             {identity},
     instance_id    BIGINT  NOT NULL REFERENCES batch_job_instance (id),
     job_name       TEXT    NOT NULL,
     params         TEXT    NOT NULL,
@@ -33,7 +34,7 @@ CREATE INDEX batch_job_execution_instance ON batch_job_execution (instance_id);
 CREATE INDEX batch_job_execution_job ON batch_job_execution (job_name, id);
 
 CREATE TABLE batch_step_execution (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              {identity},
     execution_id    BIGINT NOT NULL REFERENCES batch_job_execution (id),
     step_name       TEXT   NOT NULL,
     status          TEXT   NOT NULL CHECK (status IN
@@ -53,7 +54,7 @@ CREATE TABLE batch_step_execution (
 CREATE INDEX batch_step_execution_execution ON batch_step_execution (execution_id);
 
 CREATE TABLE batch_skip (
-    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                {identity},
     step_execution_id BIGINT NOT NULL REFERENCES batch_step_execution (id),
     step_name         TEXT   NOT NULL,
     position          BIGINT NOT NULL,

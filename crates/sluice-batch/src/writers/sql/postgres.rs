@@ -1,0 +1,362 @@
+//! PostgreSQL: `COPY` first for new keys, one `MERGE` (or `INSERT … ON
+//! CONFLICT`) over `UNNEST`ed typed arrays when keys exist, and the back-off
+//! between the two.
+
+use super::*;
+
+/// The type of one column's array in a PostgreSQL `UNNEST` statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum ArrayType {
+    /// `int8[]`: an integer column whose values are all integers or null.
+    Int8,
+    /// `float8[]`: a floating-point column whose values are all numbers or null.
+    Float8,
+    /// `bool[]`: a boolean column whose values are all booleans or null.
+    Bool,
+    /// `text[]`, cast to the column's type by the server.
+    Text,
+}
+
+impl ArrayType {
+    /// The array type for column `c` in this chunk: binary where every value
+    /// fits, else text.
+    pub(super) fn of<'a>(c: &PlanCol, mut values: impl Iterator<Item = Option<Cell<'a>>>) -> Self {
+        let mut all =
+            |f: fn(&Value) -> bool| values.all(|v| v.is_none_or(|v| v.json().is_some_and(f)));
+        match c.cast.as_str() {
+            "bigint" | "integer" | "smallint" if all(Value::is_i64) => Self::Int8,
+            "double precision" | "real" if all(Value::is_number) => Self::Float8,
+            "boolean" if all(Value::is_boolean) => Self::Bool,
+            _ => Self::Text,
+        }
+    }
+
+    pub(super) fn pg_name(self) -> &'static str {
+        match self {
+            Self::Int8 => "int8",
+            Self::Float8 => "float8",
+            Self::Bool => "bool",
+            Self::Text => "text",
+        }
+    }
+}
+
+impl SqlWriter {
+    pub(super) async fn write_postgres(
+        &mut self,
+        mut cells: Cells<'_>,
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        if !plan.upsert_key.is_empty() {
+            // `ON CONFLICT DO UPDATE` and `MERGE` cannot touch a row twice in one
+            // statement: keep the last item of each key, as writing them in turn would.
+            cells = cells.dedupe_last(plan);
+        }
+        let bulk_min = self
+            .options
+            .pg_bulk_min_rows
+            .unwrap_or(DEFAULT_PG_BULK_MIN_ROWS);
+        if !extra.is_empty() {
+            // With the repository's chunk commit: one transaction of multi-row
+            // statements and the commit.
+            return self.pg_multirow(&cells, extra).await;
+        }
+        if plan.upsert_key.is_empty() {
+            // Append, or upsert without a key: plain inserts, streamed.
+            return self.pg_copy(&cells).await.map_err(|e| self.err(e));
+        }
+        if cells.rows() < bulk_min {
+            return self.pg_multirow(&cells, &[]).await;
+        }
+        // New keys are most often new rows: COPY them, the fastest way in. If a key
+        // exists, the COPY fails as a whole and the chunk is upserted instead.
+        if self.pg_copy_skip == 0 {
+            match self.pg_copy(&cells).await {
+                Ok(()) => {
+                    self.pg_copy_backoff = 1;
+                    return Ok(());
+                }
+                Err(e) if is_unique_violation(&e) => {
+                    // Try COPY first again only after a few chunks, more each time
+                    // it fails in a row (when most keys exist it would always fail).
+                    self.pg_copy_skip = self.pg_copy_backoff;
+                    self.pg_copy_backoff = (self.pg_copy_backoff * 2).min(64);
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        } else {
+            self.pg_copy_skip -= 1;
+        }
+        self.pg_unnest(&cells).await
+    }
+
+    /// `COPY … FROM STDIN` of the chunk, in text format: one statement, atomic on
+    /// its own.
+    pub(super) async fn pg_copy(&mut self, cells: &Cells<'_>) -> Result<(), sqlx::Error> {
+        let Some(plan) = self.plan.as_ref() else {
+            return Err(sqlx::Error::Protocol("sql writer: no plan".into()));
+        };
+        let statement = format!(
+            "COPY {} ({}) FROM STDIN",
+            self.table_q,
+            Self::column_list(plan)
+        );
+        let mut conn = pg_acquire(&self.pool, &mut self.held.pg).await?;
+        self.statements += 1;
+        let result = copy_in(&mut conn, &statement, plan, cells).await.map(drop);
+        if let Ok(()) | Err(sqlx::Error::Database(_)) = &result {
+            // The server answered: the connection is fine.
+            self.held.pg = Some(conn);
+        }
+        result
+    }
+
+    /// Multi-row `INSERT … VALUES … ON CONFLICT`, split at the parameter limit,
+    /// in one transaction when split.
+    pub(super) async fn pg_multirow(
+        &mut self,
+        cells: &Cells<'_>,
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
+        // PostgreSQL has no byte budget: statements of as many rows as the
+        // parameters allow.
+        let batches = self.batches(cells);
+        let sqls: Vec<Arc<str>> = batches.iter().map(|b| self.insert_sql(b.len())).collect();
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let mut stmts = Vec::with_capacity(batches.len());
+        for (range, sql) in batches.iter().zip(sqls) {
+            let mut args = PgArguments::default();
+            for r in range.clone() {
+                for (c, v) in plan.cols.iter().zip(cells.row(r)) {
+                    args.add(pg_text(*v, c.json))
+                        .map_err(|e| self.encode_err(e))?;
+                }
+            }
+            stmts.push((sql, args));
+        }
+        let mut conn = pg_acquire(&self.pool, &mut self.held.pg)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut ran = 0;
+        let table = self.options.table.clone();
+        let result = async {
+            if stmts.len() == 1 && extra.is_empty() {
+                // One statement is atomic on its own: no BEGIN/COMMIT round trips.
+                let (sql, args) = stmts.pop().expect("one statement");
+                ran += 1;
+                sqlx::query_with(&sql, args).execute(&mut *conn).await?;
+                return Ok(Ok(()));
+            }
+            let mut tx = conn.begin().await?;
+            for (sql, args) in stmts {
+                ran += 1;
+                sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+            }
+            let rows = |r: &sqlx::postgres::PgQueryResult| r.rows_affected();
+            if let Err(e) = run_extra::<Postgres>(&mut tx, extra, &table, rows).await? {
+                return Ok(Err(e));
+            }
+            tx.commit().await.map(Ok)
+        }
+        .await
+        .map_err(|e| self.err(e))
+        .and_then(|r| r);
+        self.statements += ran;
+        self.held.pg = Self::keep(&result, conn);
+        result
+    }
+
+    /// An upsert of the whole chunk in one statement whose rows come from one
+    /// array per column: `MERGE … USING (SELECT … FROM UNNEST($1, …))` on
+    /// PostgreSQL 15 and later, `INSERT … SELECT … FROM UNNEST(…) ON CONFLICT`
+    /// before (and when a concurrent insert makes the `MERGE` hit the key).
+    pub(super) async fn pg_unnest(&mut self, cells: &Cells<'_>) -> Result<(), WriteError> {
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let sig: Vec<ArrayType> = (0..plan.cols.len())
+            .map(|c| ArrayType::of(&plan.cols[c], cells.column(c)))
+            .collect();
+        let merge_sql = self.pg_merge.then(|| self.unnest_sql(plan, &sig, true));
+        let insert_sql = self.unnest_sql(plan, &sig, false);
+        let table = self.options.table.as_str();
+        let build = || unnest_args(plan, &sig, cells).map_err(|e| encode_error(table, e));
+        let args = build()?;
+        let mut conn = pg_acquire(&self.pool, &mut self.held.pg)
+            .await
+            .map_err(|e| map_sqlx_error(table, e))?;
+        let mut ran = 1;
+        let result = match &merge_sql {
+            None => sqlx::query_with(&insert_sql, args)
+                .execute(&mut *conn)
+                .await
+                .map(drop),
+            Some(merge_sql) => match sqlx::query_with(merge_sql, args).execute(&mut *conn).await {
+                Err(e) if is_unique_violation(&e) => {
+                    // A row with the key appeared since MERGE looked (a concurrent
+                    // writer): ON CONFLICT handles that race.
+                    ran += 1;
+                    match build() {
+                        Ok(args) => sqlx::query_with(&insert_sql, args)
+                            .execute(&mut *conn)
+                            .await
+                            .map(drop),
+                        Err(e) => {
+                            self.held.pg = Some(conn);
+                            return Err(e);
+                        }
+                    }
+                }
+                other => other.map(drop),
+            },
+        };
+        self.statements += ran;
+        let result = result.map_err(|e| map_sqlx_error(table, e));
+        self.held.pg = Self::keep(&result, conn);
+        result
+    }
+
+    /// The `UNNEST` statement for one combination of array types (cached).
+    pub(super) fn unnest_sql(&self, plan: &Plan, sig: &[ArrayType], merge: bool) -> Arc<str> {
+        let cache_key = (sig.to_vec(), merge);
+        if let Some(sql) = plan
+            .unnest
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&cache_key).cloned())
+        {
+            return sql;
+        }
+        let arrays = sig
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| format!("${}::{}[]", i + 1, ty.pg_name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let aliases = (0..sig.len())
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let select = plan
+            .cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("u.c{i}::{} AS {}", c.cast, c.quoted))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let source = format!("SELECT {select} FROM UNNEST({arrays}) AS u({aliases})");
+        let columns = Self::column_list(plan);
+        let sql = if merge {
+            let on = plan
+                .upsert_key
+                .iter()
+                .map(|&i| format!("sluice_t.{0} = sluice_s.{0}", plan.cols[i].quoted))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let updates = plan
+                .cols
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !plan.upsert_key.contains(i))
+                .map(|(_, c)| format!("{0} = sluice_s.{0}", c.quoted))
+                .collect::<Vec<_>>();
+            let values = plan
+                .cols
+                .iter()
+                .map(|c| format!("sluice_s.{}", c.quoted))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut sql = format!(
+                "MERGE INTO {} AS sluice_t USING ({source}) AS sluice_s ON {on}",
+                self.table_q
+            );
+            if !updates.is_empty() {
+                sql.push_str(" WHEN MATCHED THEN UPDATE SET ");
+                sql.push_str(&updates.join(", "));
+            }
+            sql.push_str(&format!(
+                " WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
+            ));
+            sql
+        } else {
+            format!(
+                "INSERT INTO {} ({columns}) {source}{}",
+                self.table_q,
+                self.conflict_clause(plan)
+            )
+        };
+        let sql: Arc<str> = Arc::from(sql);
+        if let Ok(mut m) = plan.unnest.lock() {
+            if m.len() >= 16 {
+                m.clear();
+            }
+            m.insert(cache_key, sql.clone());
+        }
+        sql
+    }
+}
+
+/// A value in PostgreSQL's text form (`None`: NULL).
+pub(super) fn pg_text(v: Option<Cell<'_>>, json: bool) -> Option<Cow<'_, str>> {
+    match v? {
+        v if json => Some(Cow::Owned(v.json_text())),
+        Cell::Text(s) => Some(Cow::Borrowed(s)),
+        Cell::Json(Value::Null) => None,
+        Cell::Json(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
+        Cell::Json(Value::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        Cell::Json(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
+        Cell::Json(v) => Some(Cow::Owned(v.to_string())),
+    }
+}
+
+/// One column's values as a typed array (`None` for NULL, and for a value that
+/// is not of the type, which [`ArrayType::of`] rules out).
+fn typed<'a, T>(
+    values: impl Iterator<Item = Option<Cell<'a>>>,
+    get: fn(&Value) -> Option<T>,
+) -> Vec<Option<T>> {
+    values
+        .map(|v| v.and_then(Cell::json).and_then(get))
+        .collect()
+}
+
+/// The arguments of an `UNNEST` statement: one array per column.
+pub(super) fn unnest_args(
+    plan: &Plan,
+    sig: &[ArrayType],
+    cells: &Cells<'_>,
+) -> Result<PgArguments, BoxDynError> {
+    let mut args = PgArguments::default();
+    for (i, (c, ty)) in plan.cols.iter().zip(sig).enumerate() {
+        let values = cells.column(i);
+        match ty {
+            ArrayType::Int8 => args.add(typed(values, Value::as_i64))?,
+            ArrayType::Float8 => args.add(typed(values, Value::as_f64))?,
+            ArrayType::Bool => args.add(typed(values, Value::as_bool))?,
+            ArrayType::Text => args.add(
+                values
+                    .map(|v| pg_text(v, c.json))
+                    .collect::<Vec<Option<Cow<'_, str>>>>(),
+            )?,
+        }
+    }
+    Ok(args)
+}
+
+/// Whether a database error is a unique (or primary key) violation.
+pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    ErrorClass::of(e) == ErrorClass::UniqueViolation
+}
+
+/// The held PostgreSQL connection, or a new one from the pool.
+pub(super) async fn pg_acquire(
+    pool: &Option<Db>,
+    held: &mut Option<PoolConnection<Postgres>>,
+) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    if let Some(c) = held.take() {
+        return Ok(c);
+    }
+    match pool {
+        Some(Db::Postgres(p)) => p.acquire().await,
+        _ => Err(sqlx::Error::PoolClosed),
+    }
+}
