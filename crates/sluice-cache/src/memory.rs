@@ -81,7 +81,8 @@ impl MemoryStoreBuilder {
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use bytes::Bytes;
-/// use sluice_cache::{Entry, MemoryStore, Store, Clock, SystemClock};
+/// use sluice_cache::{Entry, MemoryStore, Store};
+/// use sluice_core::{Clock, SystemClock};
 /// let store = MemoryStore::builder().max_bytes(1 << 20).build();
 /// let now = SystemClock.now_millis();
 /// let e = Entry::new(200, vec![], Bytes::from_static(b"{}"), now,

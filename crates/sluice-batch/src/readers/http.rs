@@ -112,7 +112,7 @@ struct Loaded {
 /// # use std::sync::Arc;
 /// # use sluice_batch::readers::{HttpPagesReader, Pagination};
 /// # use sluice_upstream::Jq;
-/// # fn f(upstream: Arc<sluice_upstream::Upstream>) -> Result<(), String> {
+/// # fn f(upstream: Arc<sluice_upstream::Upstream>) -> Result<(), sluice_upstream::JqError> {
 /// let reader = HttpPagesReader::new(
 ///     upstream,
 ///     "/getCtprvnRltmMesureDnsty",
