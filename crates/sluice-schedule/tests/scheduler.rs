@@ -242,22 +242,11 @@ async fn claims_on_sqlite() {
 
 #[tokio::test]
 async fn claims_on_postgres() {
-    use sqlx::{Connection, Executor};
-    let admin = std::env::var("SLUICE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("sluice_sc_{:016x}", rand::random::<u64>());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    conn.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let base = admin.split('?').next().unwrap_or(&admin);
-    let url = format!("{}/{name}", base.rsplit_once('/').map_or(base, |(b, _)| b));
-    let store = Arc::new(SqlClaims::connect(&url).await.unwrap());
+    use sluice_testkit::db::{Server, ServerDb};
+    let db = ServerDb::new(Server::Postgres, "sluice_sc").await;
+    let store = Arc::new(SqlClaims::connect(&db.url).await.unwrap());
     claims_are_once_and_monotone(store.clone()).await;
     drop(store);
-    let _ = conn
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
 }
 
 fn at(s: &str) -> DateTime<Utc> {
