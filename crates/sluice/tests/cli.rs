@@ -184,6 +184,7 @@ fn inspecting_commands_need_no_secrets_and_running_does() {
     for args in [
         &["queue", "stats"][..],
         &["job", "status"],
+        &["job", "history", "air-quality-load"],
         &["job", "list"],
         &["schedule", "list"],
     ] {
