@@ -669,7 +669,7 @@ fn execution_from_row(r: &Row) -> Result<JobExecution, RepoError> {
         instance_id: r.get("instance_id")?,
         job_name: r.get("job_name")?,
         params: from_json(&r.get::<String>("params")?, "parameters", "execution", id)?,
-        status: status(&r.get::<String>("status")?)?,
+        status: status(r)?,
         created_at: r.get("created_at")?,
         started_at: r.get("started_at")?,
         ended_at: r.get("ended_at")?,
@@ -685,7 +685,7 @@ fn step_from_row(r: &Row) -> Result<StepExecution, RepoError> {
         id,
         execution_id: r.get("execution_id")?,
         step_name: r.get("step_name")?,
-        status: status(&r.get::<String>("status")?)?,
+        status: status(r)?,
         counts: StepCounts {
             read: to_u64(r.get("read_count")?),
             processed: to_u64(r.get("processed_count")?),
@@ -707,8 +707,10 @@ fn step_from_row(r: &Row) -> Result<StepExecution, RepoError> {
     })
 }
 
-fn status(s: &str) -> Result<BatchStatus, RepoError> {
-    BatchStatus::parse(s)
+/// The `status` column of `r`.
+fn status(r: &Row) -> Result<BatchStatus, RepoError> {
+    let s: String = r.get("status")?;
+    BatchStatus::parse(&s)
         .ok_or_else(|| RepoError::Db(format!("unknown status {s:?} in the job repository")))
 }
 

@@ -575,14 +575,11 @@ impl Writer for SqlWriter {
         chunk: Chunk<'_>,
         commit: &[SqlStatement],
     ) -> Result<Committed, WriteError> {
-        if chunk.is_empty() {
-            return Ok(Committed::Separately);
-        }
         // The repository is never on MySQL: its statements are not for it.
-        let commit = if self.kind == DbKind::MySql {
-            &[]
-        } else {
-            commit
+        let commit = match self.kind {
+            _ if chunk.is_empty() => return Ok(Committed::Separately),
+            DbKind::MySql => &[],
+            _ => commit,
         };
         if self.pool.is_none() {
             self.prepare().await?;
