@@ -540,7 +540,8 @@ impl ReadSide<'_> {
                     .await
                     .map(|p| p.map(|p| (p, None))),
                 Data::Items(_) => {
-                    (self.reader.read().await).map(|ri| ri.map(|ri| (ri.position, Some(ri.item))))
+                    let read = self.reader.read().await;
+                    read.map(|ri| ri.map(|ri| (ri.position, Some(ri.item))))
                 }
             };
             match next {
