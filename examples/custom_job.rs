@@ -16,15 +16,15 @@ use sluice_batch::model::Params;
 use sluice_batch::readers::CsvReader;
 use sluice_batch::repository::{RepoError, Repository, SqlRepository};
 use sluice_batch::writers::{Column, SqlWriter, SqlWriterOptions};
-use sluice_batch::{ChunkStep, Job, JobRunner, NoProgress, RunOptions, Step};
+use sluice_batch::{ChunkStep, Job, JobRunner, NoProgress, ProcessError, RunOptions, Step};
 
 /// The custom processor: parse numbers, grade the air, drop rows without a reading.
-fn grade(item: &Value) -> Result<Option<Value>, String> {
+fn grade(item: &Value) -> Result<Option<Value>, ProcessError> {
     let pm10 = match item["pm10"].as_str() {
         None | Some("-") => return Ok(None), // no reading: filtered
         Some(v) => v
             .parse::<f64>()
-            .map_err(|e| format!("pm10 {v:?} is not a number: {e}"))?,
+            .map_err(|e| ProcessError::item(format!("pm10 {v:?} is not a number: {e}")))?,
     };
     let grade = match pm10 {
         x if x <= 30.0 => "good",

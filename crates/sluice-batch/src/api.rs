@@ -11,6 +11,7 @@
 //! `skip_limit`); a `Transient` error is *retryable* (the chunk is rolled back and
 //! tried again with backoff); a `Fatal` one fails the step.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ pub struct ReadItem {
 
 /// A reader could not produce the next item.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// One bad row (unparseable, undecodable); the reader has moved past it.
     #[error("row {position}: {reason}")]
@@ -105,7 +107,8 @@ pub trait Reader: Send {
 /// chunk instead of a JSON object per item.
 ///
 /// This is how a reader that knows its columns (the CSV reader) hands a chunk to a
-/// writer that takes text (the SQL writer) when the step has no processor. Row
+/// writer that takes text (the SQL writer, [`ChunkForm::Rows`]) when the step has
+/// no processor. Row
 /// `r` stands for the item [`item(r)`](Self::item): an object with one key per
 /// [`key`](Self::keys), each value a string or `null`. A writer that does not
 /// take rows gets those items.
@@ -305,6 +308,27 @@ impl Rows {
     }
 }
 
+/// Why a processor could not process an item: the item becomes a skip candidate
+/// (recorded with this message, counted against `skip_limit`).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// The item cannot be processed (a value that does not parse, a missing
+    /// field).
+    #[error("{0}")]
+    Item(String),
+    /// A jq expression failed on the item.
+    #[error(transparent)]
+    Jq(#[from] sluice_upstream::JqError),
+}
+
+impl ProcessError {
+    /// An [`Item`](Self::Item) error saying `why`.
+    pub fn item(why: impl Into<String>) -> Self {
+        Self::Item(why.into())
+    }
+}
+
 /// Turns one item into another, or filters it out.
 ///
 /// Returning `Ok(None)` filters the item (counted as filtered, not written). An
@@ -315,15 +339,15 @@ pub trait Processor: Send + Sync {
     ///
     /// # Errors
     ///
-    /// A message saying why the item cannot be processed.
-    fn process(&self, item: &Item) -> Result<Option<Item>, String>;
+    /// A [`ProcessError`] saying why the item cannot be processed.
+    fn process(&self, item: &Item) -> Result<Option<Item>, ProcessError>;
 }
 
 impl<F> Processor for F
 where
-    F: Fn(&Item) -> Result<Option<Item>, String> + Send + Sync,
+    F: Fn(&Item) -> Result<Option<Item>, ProcessError> + Send + Sync,
 {
-    fn process(&self, item: &Item) -> Result<Option<Item>, String> {
+    fn process(&self, item: &Item) -> Result<Option<Item>, ProcessError> {
         self(item)
     }
 }
@@ -347,8 +371,105 @@ pub struct SqlStatement {
     pub must_affect: bool,
 }
 
+/// One chunk to write: items, or the [`Rows`] of text that stand for them.
+///
+/// A writer that [takes rows](ChunkForm::Rows) may get either form (rows when the
+/// reader has them and no processor is in between, items otherwise, and always
+/// items when the step rewrites a refused chunk item by item); one that takes
+/// items gets items. [`items`](Self::items) views either form as items.
+#[derive(Debug, Clone, Copy)]
+pub enum Chunk<'a> {
+    /// JSON items (usually objects).
+    Items(&'a [Item]),
+    /// Flat rows of text fields; row `r` stands for [`Rows::item`]`(r)`.
+    Rows(&'a Rows),
+}
+
+impl<'a> Chunk<'a> {
+    /// The number of items.
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Items(items) => items.len(),
+            Chunk::Rows(rows) => rows.len(),
+        }
+    }
+
+    /// Whether there is no item.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Item `i`, as JSON (borrowed when the chunk holds items).
+    ///
+    /// # Panics
+    ///
+    /// When `i` is out of range.
+    pub fn item(&self, i: usize) -> Cow<'a, Item> {
+        match *self {
+            Chunk::Items(items) => Cow::Borrowed(&items[i]),
+            Chunk::Rows(rows) => Cow::Owned(rows.item(i)),
+        }
+    }
+
+    /// Every item, as JSON (borrowed when the chunk holds items).
+    pub fn items(&self) -> Cow<'a, [Item]> {
+        match *self {
+            Chunk::Items(items) => Cow::Borrowed(items),
+            Chunk::Rows(rows) => Cow::Owned(rows.items()),
+        }
+    }
+}
+
+impl<'a> From<&'a [Item]> for Chunk<'a> {
+    fn from(items: &'a [Item]) -> Self {
+        Chunk::Items(items)
+    }
+}
+
+impl<'a> From<&'a Vec<Item>> for Chunk<'a> {
+    fn from(items: &'a Vec<Item>) -> Self {
+        Chunk::Items(items)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [Item; N]> for Chunk<'a> {
+    fn from(items: &'a [Item; N]) -> Self {
+        Chunk::Items(items)
+    }
+}
+
+impl<'a> From<&'a Rows> for Chunk<'a> {
+    fn from(rows: &'a Rows) -> Self {
+        Chunk::Rows(rows)
+    }
+}
+
+/// The form a writer takes its chunks in (see [`Writer::chunk_form`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChunkForm {
+    /// [`Chunk::Items`] only: a chunk of rows is turned into items first.
+    #[default]
+    Items,
+    /// [`Chunk::Rows`] too: a reader that hands out rows, with no processor in
+    /// between, hands them to the writer as they are (no JSON object per item).
+    Rows,
+}
+
+/// How a written chunk was committed (what [`Writer::write`] returns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The chunk is written and durable; the step commits its checkpoint in the
+    /// repository itself. The only answer when no commit statements were given.
+    Separately,
+    /// The commit statements ran in the chunk's own transaction: the chunk and its
+    /// checkpoint are committed together (exactly once).
+    Together,
+}
+
 /// A writer could not write a chunk.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum WriteError {
     /// An item of the chunk was refused (a constraint, a type mismatch). The step
     /// rolls the chunk back and writes it again item by item to find which.
@@ -363,6 +484,33 @@ pub enum WriteError {
 }
 
 /// Writes chunks of items, each chunk all or nothing.
+///
+/// A writer implements [`write`](Self::write); the rest has defaults. What it can
+/// do beyond writing items is declared: taking chunks as [`Rows`]
+/// ([`chunk_form`](Self::chunk_form)), and running the repository's commit in its
+/// own transaction ([`database_url`](Self::database_url)).
+///
+/// ```
+/// use async_trait::async_trait;
+/// use sluice_batch::{Chunk, Committed, SqlStatement, WriteError, Writer};
+///
+/// /// Prints each item.
+/// struct Print;
+///
+/// #[async_trait]
+/// impl Writer for Print {
+///     async fn write(
+///         &mut self,
+///         chunk: Chunk<'_>,
+///         _: &[SqlStatement],
+///     ) -> Result<Committed, WriteError> {
+///         for item in chunk.items().iter() {
+///             println!("{item}");
+///         }
+///         Ok(Committed::Separately)
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Writer: Send {
     /// Prepares the target (creates a table, opens a temp file). Called once per
@@ -387,66 +535,41 @@ pub trait Writer: Send {
         serde_json::Value::Null
     }
 
-    /// Writes one chunk. When it returns `Ok`, the chunk is durable.
-    ///
-    /// # Errors
-    ///
-    /// See [`WriteError`].
-    async fn write(&mut self, items: &[Item]) -> Result<(), WriteError>;
+    /// Which form this writer takes chunks in: [`ChunkForm::Items`] (the default)
+    /// or also [`ChunkForm::Rows`].
+    fn chunk_form(&self) -> ChunkForm {
+        ChunkForm::Items
+    }
 
-    /// The database this writer writes into, when it is one (compared with the
-    /// repository's to commit data and checkpoint in one transaction).
+    /// The database this writer writes into, when it can run statements in its
+    /// chunk's transaction there (`None`, the default: it cannot). When it is the
+    /// repository's database, the step hands [`write`](Self::write) the
+    /// repository's commit statements, so that data and checkpoint commit
+    /// together (exactly once).
     fn database_url(&self) -> Option<&str> {
         None
     }
 
-    /// Writes one chunk and runs `commit` in the same transaction. Returns
-    /// `Ok(true)` when it did so (the chunk and its checkpoint are committed
-    /// together), `Ok(false)` when this writer cannot, having only written the chunk
-    /// (the caller then commits the checkpoint itself).
+    /// Writes one chunk, all or nothing; when it returns `Ok`, the chunk is
+    /// durable.
+    ///
+    /// `commit` is empty unless this writer declared a
+    /// [`database_url`](Self::database_url) and the step writes into the
+    /// repository's database: then they are the repository's statements for this
+    /// chunk, to run in the chunk's own transaction, and the answer is
+    /// [`Committed::Together`]; a writer that cannot (or did not) run them answers
+    /// [`Committed::Separately`] and the step commits them itself.
     ///
     /// # Errors
     ///
-    /// As [`write`](Self::write); a `commit` statement with `must_affect` that
-    /// affects nothing rolls everything back and is [`WriteError::Fatal`].
-    async fn write_committing(
+    /// See [`WriteError`]; a `commit` statement with
+    /// [`must_affect`](SqlStatement::must_affect) that affects nothing rolls
+    /// everything back and is [`WriteError::Fatal`].
+    async fn write(
         &mut self,
-        items: &[Item],
+        chunk: Chunk<'_>,
         commit: &[SqlStatement],
-    ) -> Result<bool, WriteError> {
-        let _ = commit;
-        self.write(items).await.map(|()| false)
-    }
-
-    /// Whether this writer takes chunks as [`Rows`] (see
-    /// [`write_rows`](Self::write_rows)); the default is `false`, and the step then
-    /// hands it items.
-    fn takes_rows(&self) -> bool {
-        false
-    }
-
-    /// Writes one chunk given as rows, as [`write`](Self::write) would write
-    /// [`rows.items()`](Rows::items) (what the default does).
-    ///
-    /// # Errors
-    ///
-    /// See [`WriteError`].
-    async fn write_rows(&mut self, rows: &Rows) -> Result<(), WriteError> {
-        self.write(&rows.items()).await
-    }
-
-    /// [`write_committing`](Self::write_committing) of a chunk given as rows.
-    ///
-    /// # Errors
-    ///
-    /// As [`write_committing`](Self::write_committing).
-    async fn write_rows_committing(
-        &mut self,
-        rows: &Rows,
-        commit: &[SqlStatement],
-    ) -> Result<bool, WriteError> {
-        self.write_committing(&rows.items(), commit).await
-    }
+    ) -> Result<Committed, WriteError>;
 
     /// The step completed: make the output final (rename a temp file).
     ///

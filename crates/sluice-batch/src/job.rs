@@ -16,8 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sluice_core::{Clock, SystemClock};
+use thiserror::Error;
 
-use crate::model::{BatchStatus, JobExecution, Params, StepCounts, StepExecution, now_millis};
+use crate::model::{BatchStatus, JobExecution, Params, StepCounts, StepExecution};
+use crate::partition::PartitionError;
 use crate::repository::{Heartbeat, RepoError, Repository};
 use crate::step::{ChunkStep, Progress, StepContext, StepEnd};
 
@@ -28,8 +31,91 @@ pub trait Tasklet: Send {
     ///
     /// # Errors
     ///
-    /// What went wrong; the step fails with it.
-    async fn execute(&mut self) -> Result<String, String>;
+    /// What went wrong; the step fails with its message.
+    async fn execute(&mut self) -> Result<String, TaskletError>;
+}
+
+/// Why a tasklet failed; its message becomes the step's exit message.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TaskletError {
+    /// The database could not be opened.
+    #[error("connecting to the database: {0}")]
+    Connect(#[source] sluice_sql::SqlError),
+    /// The statement failed.
+    #[error("SQL failed: {0}")]
+    Sql(#[source] sqlx::Error),
+    /// A batch of a repeated statement failed; the batches before it stay
+    /// committed.
+    #[error("SQL failed in batch {batch} after {rows} rows affected in {done} batches: {source}")]
+    SqlBatch {
+        /// The failed batch, 1-based.
+        batch: u64,
+        /// Rows affected by the batches committed before it.
+        rows: u64,
+        /// How many batches were committed before it.
+        done: u64,
+        /// The database's error.
+        source: sqlx::Error,
+    },
+    /// A repeated statement reached its batch limit and still affected rows.
+    #[error(
+        "stopped after {batches} batches ({rows} rows affected): the statement still affects rows"
+    )]
+    TooManyBatches {
+        /// The batches run.
+        batches: u64,
+        /// The rows they affected.
+        rows: u64,
+    },
+    /// The command could not be started.
+    #[error("could not start sh -c {command:?}: {source}")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Waiting for the command failed.
+    #[error("waiting for the command: {0}")]
+    Wait(#[source] std::io::Error),
+    /// The command ran out of time; its process group was killed.
+    #[error("timed out after {timeout:?}; the process group was killed{output}")]
+    TimedOut {
+        /// The time it had.
+        timeout: Duration,
+        /// The tails of its stdout and stderr, each under a heading (or empty).
+        output: String,
+    },
+    /// The command ended unsuccessfully.
+    #[error("{status} after {seconds:.1}s{output}")]
+    Exited {
+        /// How it ended: `exit code 3`, `killed by signal 9`, …
+        status: String,
+        /// How long it ran.
+        seconds: f64,
+        /// The tails of its stderr and stdout, each under a heading (or empty).
+        output: String,
+    },
+    /// The upstream call failed (after its retries).
+    #[error(transparent)]
+    Upstream(#[from] sluice_upstream::UpstreamError),
+    /// The upstream answered with a status outside 2xx.
+    #[error("upstream {upstream} answered HTTP {status}, {bytes} bytes")]
+    Status {
+        /// The upstream's name.
+        upstream: String,
+        /// The HTTP status.
+        status: u16,
+        /// The body's length.
+        bytes: usize,
+    },
+    /// A partitioned step's partitions failed or could not be handed out.
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    /// Anything else (a tasklet outside this crate), as a message.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// One step of a job.
@@ -116,6 +202,7 @@ pub struct JobRunner {
     repo: Arc<dyn Repository>,
     owner: String,
     lease: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -134,13 +221,23 @@ pub fn default_owner() -> String {
 }
 
 impl JobRunner {
-    /// A runner on `repo`, owning executions as `{hostname}-{pid}` with a 30 s lease.
+    /// A runner on `repo`, owning executions as `{hostname}-{pid}` with a 30 s
+    /// lease, on the system clock.
     pub fn new(repo: Arc<dyn Repository>) -> Self {
         Self {
             repo,
             owner: default_owner(),
             lease: Duration::from_secs(30),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Where the step end times come from (the repository keeps its own clock for
+    /// the times it records: give both the same one).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The lease length: how long after this process dies its execution counts as
@@ -216,6 +313,7 @@ impl JobRunner {
             owner: &self.owner,
             stop: &stop,
             progress,
+            clock: &*self.clock,
         };
         let mut steps = Vec::new();
         let mut outcome: Result<(), StepEnd> = Ok(());
@@ -258,7 +356,7 @@ impl JobRunner {
                     }
                 }
             };
-            exec.ended_at = Some(now_millis());
+            exec.ended_at = Some(self.clock.now_millis());
             match &result {
                 Ok(()) => exec.status = BatchStatus::Completed,
                 Err(StepEnd::Stopped) => {

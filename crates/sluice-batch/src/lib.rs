@@ -24,8 +24,11 @@ pub mod step;
 pub mod tasklets;
 pub mod writers;
 
-pub use api::{Processor, ReadError, ReadItem, Reader, Rows, WriteError, Writer};
-pub use job::{Job, JobRunner, RunOptions, RunReport, Step, Tasklet};
+pub use api::{
+    Chunk, ChunkForm, Committed, ProcessError, Processor, ReadError, ReadItem, Reader, Rows,
+    SqlStatement, WriteError, Writer,
+};
+pub use job::{Job, JobRunner, RunOptions, RunReport, Step, Tasklet, TaskletError};
 pub use model::{
     BatchStatus, Item, JobExecution, JobInstance, Params, SkipRecord, StepCounts, StepExecution,
 };

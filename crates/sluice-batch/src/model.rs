@@ -145,6 +145,31 @@ pub struct StepCounts {
 }
 
 impl StepCounts {
+    /// The counts' names, in the order of [`values`](Self::values).
+    pub const NAMES: [&'static str; 7] = [
+        "read",
+        "processed",
+        "filtered",
+        "written",
+        "skipped",
+        "commits",
+        "rollbacks",
+    ];
+
+    /// The seven counts, in the order of [`NAMES`](Self::NAMES) (and of the
+    /// repository's columns, `read_count` … `rollback_count`).
+    pub fn values(&self) -> [u64; 7] {
+        [
+            self.read,
+            self.processed,
+            self.filtered,
+            self.written,
+            self.skipped,
+            self.commits,
+            self.rollbacks,
+        ]
+    }
+
     /// Adds `other` to these counts.
     pub fn add(&mut self, other: &StepCounts) {
         self.read += other.read;
@@ -198,12 +223,22 @@ pub struct SkipRecord {
     pub item: Option<String>,
 }
 
-/// Current time in Unix milliseconds.
+/// The system clock's time in Unix milliseconds, for the parts that are not given
+/// a [`Clock`](sluice_core::Clock) (the job runner and the repository are).
 pub fn now_millis() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    sluice_core::Clock::now_millis(&sluice_core::SystemClock)
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The canonical key of a parameter map (sorted JSON object).
@@ -223,6 +258,14 @@ mod tests {
         assert_eq!(BatchStatus::parse("RUNNING"), None);
         assert!(BatchStatus::Started.is_running());
         assert!(!BatchStatus::Failed.is_running());
+    }
+
+    #[test]
+    fn truncates_on_char_boundary() {
+        assert_eq!(truncate("abc", 4), "abc");
+        assert_eq!(truncate("서울", 4), "서");
+        assert_eq!(truncate("서울", 6), "서울");
+        assert_eq!(truncate("", 0), "");
     }
 
     #[test]

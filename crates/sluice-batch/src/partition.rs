@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::job::Tasklet;
+use crate::job::{Tasklet, TaskletError};
 use crate::model::Params;
 
 /// Why a partitioned step did not complete.
@@ -68,10 +68,7 @@ impl PartitionedStep {
 
 #[async_trait]
 impl Tasklet for PartitionedStep {
-    async fn execute(&mut self) -> Result<String, String> {
-        self.handler
-            .run_partitions(&self.request)
-            .await
-            .map_err(|e| e.to_string())
+    async fn execute(&mut self) -> Result<String, TaskletError> {
+        Ok(self.handler.run_partitions(&self.request).await?)
     }
 }

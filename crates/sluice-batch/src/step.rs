@@ -20,8 +20,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::api::{Processor, ReadError, Reader, Rows, SqlStatement, WriteError, Writer};
-use crate::model::{BatchStatus, Item, SkipRecord, StepCounts, StepExecution, now_millis};
+use sluice_core::Clock;
+
+use crate::api::{
+    Chunk, ChunkForm, Committed, Processor, ReadError, Reader, Rows, SqlStatement, WriteError,
+    Writer,
+};
+use crate::model::{BatchStatus, Item, SkipRecord, StepCounts, StepExecution, truncate};
 use crate::repository::{RepoError, Repository};
 
 /// Retry of transient errors: up to `max` more attempts, waiting `backoff × 2^n`
@@ -59,7 +64,7 @@ impl Retry {
 /// A chunk-oriented step.
 ///
 /// With no processor, a reader that hands out [`Rows`] ([`Reader::row_keys`], the
-/// CSV reader) and a writer that takes them ([`Writer::takes_rows`], the SQL
+/// CSV reader) and a writer that takes them ([`ChunkForm::Rows`], the SQL
 /// writer), a chunk travels as rows of text, with no JSON object per item;
 /// otherwise as [`Item`]s. Counts, skips, checkpoints and commits are the same
 /// either way.
@@ -122,7 +127,8 @@ impl ChunkStep {
     }
 
     /// What happens to each item: a [`Processor`], e.g. a closure
-    /// `|item: &Item| -> Result<Option<Item>, String>`.
+    /// `|item: &Item| -> Result<Option<Item>, ProcessError>`
+    /// ([`ProcessError`](crate::api::ProcessError)).
     #[must_use]
     pub fn processor(mut self, processor: impl Processor + 'static) -> Self {
         self.processor = Some(Arc::new(processor));
@@ -169,6 +175,7 @@ pub(crate) struct StepContext<'a> {
     pub(crate) owner: &'a str,
     pub(crate) stop: &'a AtomicBool,
     pub(crate) progress: &'a dyn Progress,
+    pub(crate) clock: &'a dyn Clock,
 }
 
 /// Why a step did not complete.
@@ -179,17 +186,6 @@ pub(crate) enum StepEnd {
     LeaseLost(RepoError),
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
-
 /// The items of a chunk: JSON items, or rows when the reader hands out rows and
 /// the writer takes them (no processor in between).
 enum Data {
@@ -198,24 +194,17 @@ enum Data {
 }
 
 impl Data {
-    fn len(&self) -> usize {
+    /// The chunk as the writer gets it.
+    fn as_chunk(&self) -> Chunk<'_> {
         match self {
-            Data::Items(items) => items.len(),
-            Data::Rows(rows) => rows.len(),
-        }
-    }
-
-    /// Item `i`, as JSON.
-    fn item(&self, i: usize) -> Item {
-        match self {
-            Data::Items(items) => items[i].clone(),
-            Data::Rows(rows) => rows.item(i),
+            Data::Items(items) => Chunk::Items(items),
+            Data::Rows(rows) => Chunk::Rows(rows),
         }
     }
 }
 
 /// One chunk read and processed, not yet written.
-struct Chunk {
+struct ReadChunk {
     positions: Vec<u64>,
     data: Data,
     delta: StepCounts,
@@ -259,7 +248,7 @@ fn skip_record(
         position,
         phase: phase.into(),
         reason: reason.into(),
-        item: item.map(|i| truncate(&i, 4096)),
+        item: item.map(|i| truncate(&i, 4096).to_owned()),
     }
 }
 
@@ -287,7 +276,7 @@ impl ChunkStep {
         ctx.progress
             .step_started(&name, self.reader.total(), &exec.counts);
         let retry = self.retry;
-        let takes_rows = self.processor.is_none() && self.writer.takes_rows();
+        let takes_rows = self.processor.is_none() && self.writer.chunk_form() == ChunkForm::Rows;
         let mut rs = ReadSide {
             name: &self.name,
             chunk: self.chunk.max(1),
@@ -338,7 +327,7 @@ impl ChunkStep {
             }
         };
         loop {
-            let Chunk {
+            let ReadChunk {
                 positions,
                 data,
                 mut delta,
@@ -378,7 +367,7 @@ impl ChunkStep {
                 // that checkpoints never go backwards.
                 commit(uncommitted.take()).await?;
                 let mut d = delta;
-                d.written += data.len() as u64;
+                d.written += data.as_chunk().len() as u64;
                 d.commits = 1;
                 let mut snapshot = exec.clone();
                 snapshot.counts.add(&d);
@@ -452,7 +441,7 @@ impl ChunkStep {
             .await
             .map_err(|e| StepEnd::Failed(format!("step {name}: completing the writer: {e}")))?;
         exec.status = BatchStatus::Completed;
-        exec.ended_at = Some(now_millis());
+        exec.ended_at = Some(ctx.clock.now_millis());
         Ok(())
     }
 }
@@ -494,7 +483,7 @@ impl ReadSide<'_> {
         skipped_before: u64,
         checkpoint: &serde_json::Value,
         retry: Retry,
-    ) -> Result<Chunk, StepEnd> {
+    ) -> Result<ReadChunk, StepEnd> {
         let mut attempt = 0u32;
         loop {
             match self.read_chunk(exec_id, skipped_before).await {
@@ -516,61 +505,51 @@ impl ReadSide<'_> {
         }
     }
 
-    /// Reads up to `chunk` items and processes them; stops early once the skips
+    /// Reads up to `chunk` items (as rows, when the reader hands them out to a
+    /// writer that takes them) and processes them; stops early once the skips
     /// (with `skipped_before` of the step) exceed the limit.
-    async fn read_chunk(&mut self, exec_id: i64, skipped_before: u64) -> Result<Chunk, ReadError> {
-        if let Some(keys) = &self.rows {
-            let mut rows = Rows::new(keys.clone());
-            rows.reserve(self.chunk, self.rows_bytes + self.rows_bytes / 8);
-            let c = self.read_rows(exec_id, skipped_before, rows).await?;
-            if let Data::Rows(rows) = &c.data {
-                self.rows_bytes = rows.text_len();
+    async fn read_chunk(
+        &mut self,
+        exec_id: i64,
+        skipped_before: u64,
+    ) -> Result<ReadChunk, ReadError> {
+        let data = match &self.rows {
+            Some(keys) => {
+                let mut rows = Rows::new(keys.clone());
+                rows.reserve(self.chunk, self.rows_bytes + self.rows_bytes / 8);
+                Data::Rows(rows)
             }
-            return Ok(c);
-        }
-        let mut items = Vec::with_capacity(self.chunk);
-        let mut c = Chunk {
+            None => Data::Items(Vec::with_capacity(self.chunk)),
+        };
+        let mut c = ReadChunk {
             positions: Vec::with_capacity(self.chunk),
-            data: Data::Items(Vec::new()),
+            data,
             delta: StepCounts::default(),
             skips: Vec::new(),
             eof: false,
         };
-        let mut consumed = 0usize;
-        while consumed < self.chunk {
+        while c.delta.read < self.chunk as u64 {
             if skipped_before + c.delta.skipped > self.skip_limit {
                 break;
             }
-            match self.reader.read().await {
-                Ok(Some(ri)) => {
-                    consumed += 1;
+            // A row is appended to the chunk as it is read; an item comes back.
+            let next = match &mut c.data {
+                Data::Rows(rows) => self
+                    .reader
+                    .read_row(rows)
+                    .await
+                    .map(|p| p.map(|p| (p, None))),
+                Data::Items(_) => {
+                    let read = self.reader.read().await;
+                    read.map(|ri| ri.map(|ri| (ri.position, Some(ri.item))))
+                }
+            };
+            match next {
+                Ok(Some((position, item))) => {
                     c.delta.read += 1;
-                    let Some(p) = self.processor else {
-                        c.positions.push(ri.position);
-                        items.push(ri.item);
-                        continue;
-                    };
-                    match p.process(&ri.item) {
-                        Ok(Some(v)) => {
-                            c.delta.processed += 1;
-                            c.positions.push(ri.position);
-                            items.push(v);
-                        }
-                        Ok(None) => {
-                            c.delta.processed += 1;
-                            c.delta.filtered += 1;
-                        }
-                        Err(reason) => {
-                            c.delta.skipped += 1;
-                            c.skips.push(skip_record(
-                                self.name,
-                                exec_id,
-                                ri.position,
-                                "process",
-                                &reason,
-                                Some(ri.item.to_string()),
-                            ));
-                        }
+                    match item {
+                        None => c.positions.push(position),
+                        Some(item) => self.process(exec_id, position, item, &mut c),
                     }
                 }
                 Ok(None) => {
@@ -582,7 +561,6 @@ impl ReadSide<'_> {
                     reason,
                     raw,
                 }) => {
-                    consumed += 1;
                     c.delta.read += 1;
                     c.delta.skipped += 1;
                     c.skips.push(skip_record(
@@ -592,53 +570,45 @@ impl ReadSide<'_> {
                 Err(e) => return Err(e),
             }
         }
-        c.data = Data::Items(items);
+        if let Data::Rows(rows) = &c.data {
+            self.rows_bytes = rows.text_len();
+        }
         Ok(c)
     }
 
-    /// [`read_chunk`](Self::read_chunk) into `rows` (no processor).
-    async fn read_rows(
-        &mut self,
-        exec_id: i64,
-        skipped_before: u64,
-        mut rows: Rows,
-    ) -> Result<Chunk, ReadError> {
-        let mut c = Chunk {
-            positions: Vec::with_capacity(self.chunk),
-            data: Data::Items(Vec::new()),
-            delta: StepCounts::default(),
-            skips: Vec::new(),
-            eof: false,
+    /// Runs the processor (if any) on one item read at `position`, adding the
+    /// result to `c`: the item to write, a filtered item or a skip.
+    fn process(&self, exec_id: i64, position: u64, item: Item, c: &mut ReadChunk) {
+        let Data::Items(items) = &mut c.data else {
+            return;
         };
-        while c.delta.read < self.chunk as u64 {
-            if skipped_before + c.delta.skipped > self.skip_limit {
-                break;
+        let Some(p) = self.processor else {
+            c.positions.push(position);
+            items.push(item);
+            return;
+        };
+        match p.process(&item) {
+            Ok(Some(v)) => {
+                c.delta.processed += 1;
+                c.positions.push(position);
+                items.push(v);
             }
-            match self.reader.read_row(&mut rows).await {
-                Ok(Some(position)) => {
-                    c.delta.read += 1;
-                    c.positions.push(position);
-                }
-                Ok(None) => {
-                    c.eof = true;
-                    break;
-                }
-                Err(ReadError::Bad {
+            Ok(None) => {
+                c.delta.processed += 1;
+                c.delta.filtered += 1;
+            }
+            Err(e) => {
+                c.delta.skipped += 1;
+                c.skips.push(skip_record(
+                    self.name,
+                    exec_id,
                     position,
-                    reason,
-                    raw,
-                }) => {
-                    c.delta.read += 1;
-                    c.delta.skipped += 1;
-                    c.skips.push(skip_record(
-                        self.name, exec_id, position, "read", &reason, raw,
-                    ));
-                }
-                Err(e) => return Err(e),
+                    "process",
+                    &e.to_string(),
+                    Some(item.to_string()),
+                ));
             }
         }
-        c.data = Data::Rows(rows);
-        Ok(c)
     }
 }
 
@@ -657,21 +627,16 @@ impl WriteSide<'_> {
         last_reason: &mut String,
         commit: Option<&[SqlStatement]>,
     ) -> Result<bool, StepEnd> {
-        if data.len() == 0 {
+        let chunk = data.as_chunk();
+        if chunk.is_empty() {
             return Ok(false);
         }
         let mut attempt = 0u32;
         loop {
-            let result = match (data, commit) {
-                (Data::Items(items), Some(c)) => self.writer.write_committing(items, c).await,
-                (Data::Items(items), None) => self.writer.write(items).await.map(|()| false),
-                (Data::Rows(rows), Some(c)) => self.writer.write_rows_committing(rows, c).await,
-                (Data::Rows(rows), None) => self.writer.write_rows(rows).await.map(|()| false),
-            };
-            match result {
+            match self.writer.write(chunk, commit.unwrap_or_default()).await {
                 Ok(committed) => {
-                    delta.written += data.len() as u64;
-                    return Ok(committed);
+                    delta.written += chunk.len() as u64;
+                    return Ok(committed == Committed::Together);
                 }
                 Err(WriteError::Transient(e)) if attempt < self.retry.max => {
                     delta.rollbacks += 1;
@@ -684,11 +649,12 @@ impl WriteSide<'_> {
                     delta.rollbacks += 1;
                     tracing::info!(step = %self.name, error = %e, "a chunk was refused; writing it item by item");
                     for (i, pos) in positions.iter().enumerate() {
-                        let v = data.item(i);
+                        let v = chunk.item(i);
+                        let one = Chunk::Items(std::slice::from_ref(&*v));
                         let mut attempt = 0u32;
                         loop {
-                            match self.writer.write(std::slice::from_ref(&v)).await {
-                                Ok(()) => {
+                            match self.writer.write(one, &[]).await {
+                                Ok(_) => {
                                     delta.written += 1;
                                     break;
                                 }

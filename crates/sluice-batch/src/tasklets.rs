@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use sluice_upstream::{Upstream, encode_component};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::job::Tasklet;
+use crate::job::{Tasklet, TaskletError};
 use crate::readers::sql::DEFAULT_CONNECT_TIMEOUT;
 use sluice_sql::{ConnectSettings, Db};
 
@@ -89,21 +89,23 @@ impl SqlTasklet {
         }
     }
 
-    async fn run(&self, db: &Db) -> Result<String, String> {
+    async fn run(&self, db: &Db) -> Result<String, TaskletError> {
         let Some(batch) = self.batch else {
             let n = Self::run_once(db, &self.sql, false)
                 .await
-                .map_err(|e| format!("SQL failed: {e}"))?;
+                .map_err(TaskletError::Sql)?;
             return Ok(format!("{n} rows affected"));
         };
         let (mut total, mut batches) = (0u64, 0u64);
         loop {
-            let n = Self::run_once(db, &self.sql, true).await.map_err(|e| {
-                format!(
-                    "SQL failed in batch {} after {total} rows affected in {batches} batches: {e}",
-                    batches + 1
-                )
-            })?;
+            let n = Self::run_once(db, &self.sql, true)
+                .await
+                .map_err(|source| TaskletError::SqlBatch {
+                    batch: batches + 1,
+                    rows: total,
+                    done: batches,
+                    source,
+                })?;
             if n == 0 {
                 return Ok(format!("{total} rows affected in {batches} batches"));
             }
@@ -111,9 +113,10 @@ impl SqlTasklet {
             batches += 1;
             tracing::debug!(batches, rows = total, "SQL batch committed");
             if batch.max_batches.is_some_and(|m| batches >= m) {
-                return Err(format!(
-                    "stopped after {batches} batches ({total} rows affected): the statement still affects rows"
-                ));
+                return Err(TaskletError::TooManyBatches {
+                    batches,
+                    rows: total,
+                });
             }
             if !batch.pause.is_zero() {
                 tokio::time::sleep(batch.pause).await;
@@ -124,11 +127,11 @@ impl SqlTasklet {
 
 #[async_trait]
 impl Tasklet for SqlTasklet {
-    async fn execute(&mut self) -> Result<String, String> {
+    async fn execute(&mut self) -> Result<String, TaskletError> {
         let settings = ConnectSettings::new().acquire_timeout(DEFAULT_CONNECT_TIMEOUT);
         let db = Db::connect(&self.url, &settings)
             .await
-            .map_err(|e| format!("connecting to the database: {e}"))?;
+            .map_err(TaskletError::Connect)?;
         let res = self.run(&db).await;
         db.close().await;
         res
@@ -145,7 +148,8 @@ pub const DEFAULT_TAIL_BYTES: usize = 64 * 1024;
 /// is killed (`kill -KILL -PGID`), so children it started die with it.
 ///
 /// Exit 0 → `Ok("exit 0 in 1.2s\nstdout:\n…")`; another exit code →
-/// `Err("exit code 3 …\nstderr:\n…")`; a timeout → `Err("timed out after …")`.
+/// [`TaskletError::Exited`] (`exit code 3 …\nstderr:\n…`); a timeout →
+/// [`TaskletError::TimedOut`] (`timed out after …`).
 #[derive(Debug, Clone)]
 pub struct ShellTasklet {
     /// The command, run with `sh -c`.
@@ -244,7 +248,7 @@ async fn kill_group(pgid: u32) {
 
 #[async_trait]
 impl Tasklet for ShellTasklet {
-    async fn execute(&mut self) -> Result<String, String> {
+    async fn execute(&mut self) -> Result<String, TaskletError> {
         let started = Instant::now();
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c")
@@ -259,9 +263,10 @@ impl Tasklet for ShellTasklet {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("could not start sh -c {:?}: {e}", self.command))?;
+        let mut child = cmd.spawn().map_err(|source| TaskletError::Spawn {
+            command: self.command.clone(),
+            source,
+        })?;
         let pid = child.id();
         let cap = self.tail_bytes;
         let (out, err) = (Tail::default(), Tail::default());
@@ -298,14 +303,12 @@ impl Tasklet for ShellTasklet {
         let took = started.elapsed();
         let status = match status {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("waiting for the command: {e}")),
+            Ok(Err(e)) => return Err(TaskletError::Wait(e)),
             Err(_) => {
-                return Err(format!(
-                    "timed out after {:?}; the process group was killed{}{}",
-                    self.timeout,
-                    section("stdout", &stdout),
-                    section("stderr", &stderr)
-                ));
+                return Err(TaskletError::TimedOut {
+                    timeout: self.timeout,
+                    output: section("stdout", &stdout) + &section("stderr", &stderr),
+                });
             }
         };
         if status.success() {
@@ -333,12 +336,11 @@ impl Tasklet for ShellTasklet {
                 }
             }
         };
-        Err(format!(
-            "{how} after {:.1}s{}{}",
-            took.as_secs_f64(),
-            section("stderr", &stderr),
-            section("stdout", &stdout)
-        ))
+        Err(TaskletError::Exited {
+            status: how,
+            seconds: took.as_secs_f64(),
+            output: section("stderr", &stderr) + &section("stdout", &stdout),
+        })
     }
 }
 
@@ -376,7 +378,7 @@ impl HttpTasklet {
 
 #[async_trait]
 impl Tasklet for HttpTasklet {
-    async fn execute(&mut self) -> Result<String, String> {
+    async fn execute(&mut self) -> Result<String, TaskletError> {
         let query = self
             .query
             .iter()
@@ -386,13 +388,15 @@ impl Tasklet for HttpTasklet {
         let resp = self
             .upstream
             .fetch(&self.path, &query, &Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let msg = format!("HTTP {}, {} bytes", resp.status, resp.body.len());
+            .await?;
         if (200..300).contains(&resp.status) {
-            Ok(msg)
+            Ok(format!("HTTP {}, {} bytes", resp.status, resp.body.len()))
         } else {
-            Err(format!("upstream {} answered {msg}", self.upstream.name()))
+            Err(TaskletError::Status {
+                upstream: self.upstream.name().to_string(),
+                status: resp.status,
+                bytes: resp.body.len(),
+            })
         }
     }
 }

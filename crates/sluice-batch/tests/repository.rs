@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_batch::repository::{Heartbeat, Launch, RepoError, Repository, SqlRepository};
-use sluice_batch::{BatchStatus, Params, SkipRecord, StepCounts, StepExecution};
+use sluice_batch::{
+    BatchStatus, Job, JobRunner, NoProgress, Params, RunOptions, SkipRecord, Step, StepCounts,
+    StepExecution, Tasklet, TaskletError,
+};
+use sluice_core::ManualClock;
 
 mod common;
 use common::{Server, ServerDb};
@@ -525,4 +529,53 @@ async fn in_memory_sqlite_works() {
         repo.execution(launch.execution.id).await.unwrap().1.len(),
         1
     );
+}
+
+/// A tasklet that takes `by` of the clock's time.
+struct Takes {
+    clock: ManualClock,
+    by: Duration,
+}
+
+#[async_trait::async_trait]
+impl Tasklet for Takes {
+    async fn execute(&mut self) -> Result<String, TaskletError> {
+        self.clock.advance(self.by);
+        Ok("done".into())
+    }
+}
+
+#[tokio::test]
+async fn recorded_times_come_from_the_clock() {
+    const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let clock = ManualClock::new(T0);
+    let repo = SqlRepository::connect("sqlite::memory:")
+        .await
+        .unwrap()
+        .with_clock(Arc::new(clock.clone()));
+    repo.migrate().await.unwrap();
+    let job = Job::new("timed").step(Step::Tasklet {
+        name: "wait".into(),
+        tasklet: Box::new(Takes {
+            clock: clock.clone(),
+            by: Duration::from_secs(90),
+        }),
+    });
+    let report = JobRunner::new(Arc::new(repo.clone()))
+        .clock(Arc::new(clock.clone()))
+        .run(job, &Params::new(), RunOptions::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(report.execution.status, BatchStatus::Completed);
+    let (execution, steps) = repo.execution(report.execution.id).await.unwrap();
+    assert_eq!(execution.created_at, T0);
+    assert_eq!(execution.started_at, Some(T0));
+    assert_eq!(execution.ended_at, Some(T0 + 90_000));
+    assert_eq!(
+        execution.lease_until,
+        Some(T0 + 30_000),
+        "30 s lease from T0"
+    );
+    assert_eq!(steps[0].started_at, T0);
+    assert_eq!(steps[0].ended_at, Some(T0 + 90_000));
 }

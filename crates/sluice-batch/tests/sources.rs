@@ -7,7 +7,7 @@
 //! reachable). Each test creates its own database `sluice_s_<random>` and drops it.
 
 mod common;
-use common::{Server, ServerDb};
+use common::{Server, ServerDb, WriteItems};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -816,7 +816,7 @@ async fn batch_delete_suite(url: &str, delete: &str) {
     let mut once = SqlTasklet::new(url, "UPDATE t SET ts = ts + 1");
     assert_eq!(once.execute().await.unwrap(), "200 rows affected");
     let mut bad = SqlTasklet::new(url, "DELETE FROM no_such_table");
-    let e = bad.execute().await.unwrap_err();
+    let e = bad.execute().await.unwrap_err().to_string();
     assert!(e.contains("no_such_table"), "{e}");
 }
 
@@ -881,7 +881,7 @@ async fn shell_tasklet_failure_carries_code_and_stderr() {
         "echo working; echo 'disk full' >&2; exit 3",
         Duration::from_secs(10),
     );
-    let e = t.execute().await.unwrap_err();
+    let e = t.execute().await.unwrap_err().to_string();
     assert!(e.starts_with("exit code 3"), "{e}");
     assert!(e.contains("disk full"), "{e}");
 }
@@ -898,7 +898,7 @@ async fn shell_tasklet_timeout_kills_the_process_group() {
         ),
         Duration::from_millis(300),
     );
-    let e = t.execute().await.unwrap_err();
+    let e = t.execute().await.unwrap_err().to_string();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -946,7 +946,7 @@ async fn http_tasklet_goes_through_the_upstream() {
         SimConfig::default().service_key
     );
     sim.set_fault_for(Fault::ResultCode("12".into()), 1);
-    let e = t.execute().await.unwrap_err();
+    let e = t.execute().await.unwrap_err().to_string();
     assert!(e.contains("error code 12"), "{e}");
 }
 
@@ -999,7 +999,7 @@ async fn cache_writer_warms_the_gateway() {
         json!({"sido": "서울", "pm10": "33"}),
         json!({"sido": "부산", "pm10": "12"}),
     ];
-    w.write(&items).await.unwrap();
+    w.write_items(&items).await.unwrap();
 
     // Another parameter order and encoding: the same key.
     let (status, cache, body) = gw_get(
@@ -1016,21 +1016,21 @@ async fn cache_writer_warms_the_gateway() {
     assert_eq!(sim.calls(), 0);
 
     // A missing field is the item's fault; a template no route serves is fatal.
-    let e = w.write(&[json!({"pm10": "1"})]).await.unwrap_err();
+    let e = w.write_items(&[json!({"pm10": "1"})]).await.unwrap_err();
     assert!(
         matches!(&e, WriteError::Item(m) if m.contains("sido")),
         "{e:?}"
     );
-    let e = w.write(&[json!({"sido": null})]).await.unwrap_err();
+    let e = w.write_items(&[json!({"sido": null})]).await.unwrap_err();
     assert!(matches!(e, WriteError::Item(_)), "{e:?}");
     let mut nowhere = CacheWriter::new(gw.clone(), "/nope/{sido}", Duration::from_secs(1)).unwrap();
-    let e = nowhere.write(&items).await.unwrap_err();
+    let e = nowhere.write_items(&items).await.unwrap_err();
     assert!(matches!(e, WriteError::Fatal(_)), "{e:?}");
     // A store that does not answer: transient.
     let mut down = CacheWriter::new(gw.clone(), template, Duration::from_secs(1))
         .unwrap()
         .store(Arc::new(DownStore));
-    let e = down.write(&items).await.unwrap_err();
+    let e = down.write_items(&items).await.unwrap_err();
     assert!(matches!(e, WriteError::Transient(_)), "{e:?}");
     assert!(CacheWriter::new(gw, "/air/{unclosed", Duration::from_secs(1)).is_err());
 }

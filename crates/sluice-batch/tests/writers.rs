@@ -14,7 +14,7 @@ use sluice_batch::{WriteError, Writer};
 use sqlx::{MySqlPool, PgPool, SqlitePool};
 
 mod common;
-use common::{Server, ServerDb};
+use common::{Server, ServerDb, WriteItems};
 
 /// A database for one test, dropped with it.
 struct TestDb {
@@ -307,12 +307,12 @@ async fn create_with_types_key_and_index(db: &TestDb) {
     assert_eq!(key, vec!["id".to_string()]);
     // Opening again (a restart) is harmless.
     let _again = db.opened(measurement_options()).await;
-    w.write(&[measurement(1, "v1")]).await.unwrap();
+    w.write_items(&[measurement(1, "v1")]).await.unwrap();
     assert_eq!(check.count("measurements").await, 1);
     // Declared types are applied: a numeric column refuses text.
     let mut bad = measurement(2, "v1");
     bad["pm10"] = json!("not a number");
-    let res = w.write(&[bad]).await;
+    let res = w.write_items(&[bad]).await;
     // SQLite stores what it cannot convert as it is.
     if db.kind != DbKind::Sqlite {
         assert!(matches!(res, Err(WriteError::Item(_))), "{res:?}");
@@ -320,7 +320,7 @@ async fn create_with_types_key_and_index(db: &TestDb) {
     // Too long for VARCHAR(40): refused, never silently cut.
     let mut long = measurement(3, "v1");
     long["note"] = json!("x".repeat(41));
-    let res = w.write(&[long]).await;
+    let res = w.write_items(&[long]).await;
     if db.kind != DbKind::Sqlite {
         assert!(matches!(res, Err(WriteError::Item(_))), "{res:?}");
     }
@@ -339,7 +339,7 @@ fn multirow(mut options: SqlWriterOptions) -> SqlWriterOptions {
 async fn upsert_splits_and_updates(db: &TestDb) {
     let (mut w, check) = db.opened_and_check(multirow(measurement_options())).await;
     let first = measurements(0..2500, "v1");
-    w.write(&first).await.unwrap();
+    w.write_items(&first).await.unwrap();
     assert!(
         w.statements() >= 2,
         "2,500 rows × 30 columns must take more than one statement, took {}",
@@ -348,10 +348,10 @@ async fn upsert_splits_and_updates(db: &TestDb) {
     assert_eq!(check.count("measurements").await, 2500);
 
     let second = measurements(2000..3000, "v2");
-    w.write(&second).await.unwrap();
+    w.write_items(&second).await.unwrap();
     assert_eq!(check.count("measurements").await, 3000);
     // Writing the same chunk again changes nothing (idempotent).
-    w.write(&second).await.unwrap();
+    w.write_items(&second).await.unwrap();
     assert_eq!(check.count("measurements").await, 3000);
 
     let cols = ["id", "station", "pm10", "pm25", "note", "c00", "c23"];
@@ -393,7 +393,7 @@ async fn upsert_splits_and_updates(db: &TestDb) {
         measurement(5, "b"),
         measurement(6, "c"),
     ];
-    w.write(&dup).await.unwrap();
+    w.write_items(&dup).await.unwrap();
     let rows = check
         .rows("measurements", &["note"], "WHERE id IN (5, 6) ORDER BY id")
         .await;
@@ -409,7 +409,7 @@ async fn not_null_violation_rolls_back_the_chunk(db: &TestDb) {
         .await;
     let mut chunk = measurements(0..10, "v1");
     chunk[8]["station"] = Value::Null;
-    let err = w.write(&chunk).await.unwrap_err();
+    let err = w.write_items(&chunk).await.unwrap_err();
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
     assert!(err.to_string().contains("measurements"), "{err}");
     assert!(
@@ -420,7 +420,7 @@ async fn not_null_violation_rolls_back_the_chunk(db: &TestDb) {
     assert_eq!(check.count("measurements").await, 0);
     // The step then writes the items one by one: all but the bad one go in.
     for item in &chunk {
-        let res = w.write(std::slice::from_ref(item)).await;
+        let res = w.write_items(std::slice::from_ref(item)).await;
         assert_eq!(res.is_ok(), !item["station"].is_null(), "{res:?}");
     }
     assert_eq!(check.count("measurements").await, 9);
@@ -428,7 +428,7 @@ async fn not_null_violation_rolls_back_the_chunk(db: &TestDb) {
     let mut missing = measurement(20, "v1");
     missing.as_object_mut().unwrap().remove("station");
     let err = w
-        .write(&[measurement(21, "v1"), missing])
+        .write_items(&[measurement(21, "v1"), missing])
         .await
         .unwrap_err();
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
@@ -438,7 +438,7 @@ async fn not_null_violation_rolls_back_the_chunk(db: &TestDb) {
         .opened(measurement_options().mode(WriteMode::Append))
         .await;
     let err = append
-        .write(&[measurement(100, "v1"), measurement(1, "v1")])
+        .write_items(&[measurement(100, "v1"), measurement(1, "v1")])
         .await
         .unwrap_err();
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
@@ -461,14 +461,14 @@ async fn json_types_round_trip(db: &TestDb) {
     );
     let (mut w, check) = db.opened_and_check(options).await;
     let obj = json!({"a": 1, "b": [true, null, "x"], "c": {"d": 2.5}});
-    w.write(&[
+    w.write_items(&[
         json!({"id": 1, "i": 42, "f": 1.25, "b": true, "n": null, "obj": obj, "txt": "plain", "ignored": 1}),
         json!({"id": 2, "i": -7, "f": -0.5, "b": false, "obj": [1, 2], "txt": "{\"not\": \"json\"}"}),
     ])
     .await
     .unwrap();
     // The same statement again, with other JSON types in the same columns.
-    w.write(&[
+    w.write_items(&[
         json!({"id": 3, "i": "9000000000", "f": "3.75", "b": true, "n": null, "obj": "a string", "txt": 12}),
         json!({"id": 4, "i": 9_000_000_001_i64, "f": 7, "b": false, "n": null, "obj": null, "txt": true}),
     ])
@@ -536,7 +536,7 @@ async fn append_keeps_special_characters(db: &TestDb) {
         .enumerate()
         .map(|(i, b)| json!({"id": i, "body": b, "extra": if i % 2 == 0 { Value::Null } else { json!({"k": b}) }}))
         .collect();
-    w.write(&items).await.unwrap();
+    w.write_items(&items).await.unwrap();
     if db.kind == DbKind::Postgres {
         assert_eq!(w.statements(), 1, "one COPY for the chunk");
     }
@@ -554,11 +554,11 @@ async fn append_keeps_special_characters(db: &TestDb) {
         }
     }
     // Appending again adds rows; a bad one refuses the whole chunk.
-    w.write(&[json!({"id": 100, "body": "more"})])
+    w.write_items(&[json!({"id": 100, "body": "more"})])
         .await
         .unwrap();
     let err = w
-        .write(&[
+        .write_items(&[
             json!({"id": 101, "body": "x"}),
             json!({"id": "not a number", "body": "y"}),
         ])
@@ -602,7 +602,7 @@ async fn bad_identifiers_are_refused(db: &TestDb) {
         .opened(SqlWriterOptions::new("from_items").create(true))
         .await;
     let err = w
-        .write(&[json!({"ok": 1, "bad key); DROP TABLE x; --": 2})])
+        .write_items(&[json!({"ok": 1, "bad key); DROP TABLE x; --": 2})])
         .await
         .unwrap_err();
     assert!(matches!(err, WriteError::Fatal(_)), "{err:?}");
@@ -625,13 +625,13 @@ async fn columns_from_the_first_item(db: &TestDb) {
     let (mut w, check) = db
         .opened_and_check(SqlWriterOptions::new("loose").key(["code"]).create(true))
         .await;
-    w.write(&[
+    w.write_items(&[
         json!({"code": "A1", "name": "서울", "value": 1.5}),
         json!({"code": "B2", "name": "부산"}),
     ])
     .await
     .unwrap();
-    w.write(&[json!({"code": "A1", "name": "Seoul", "value": 2, "other": "ignored"})])
+    w.write_items(&[json!({"code": "A1", "name": "Seoul", "value": 2, "other": "ignored"})])
         .await
         .unwrap();
     let rows = check
@@ -712,7 +712,7 @@ async fn postgres_bulk_upserts() {
 
     // New keys: one COPY.
     let first = measurements(0..2500, "v1");
-    w.write(&first).await.unwrap();
+    w.write_items(&first).await.unwrap();
     assert_eq!(w.statements(), 1);
     assert_eq!(check.count("measurements").await, 2500);
 
@@ -720,7 +720,7 @@ async fn postgres_bulk_upserts() {
     // the chunk keeps the last item.
     let mut second = measurements(2000..3000, "v2");
     second.push(measurement(2001, "v3"));
-    w.write(&second).await.unwrap();
+    w.write_items(&second).await.unwrap();
     assert_eq!(w.statements(), 3);
     assert_eq!(check.count("measurements").await, 3000);
     let rows = check
@@ -740,11 +740,11 @@ async fn postgres_bulk_upserts() {
     );
 
     // The next chunk skips the COPY (one MERGE), the one after tries it again.
-    w.write(&[measurement(3000, "v1"), measurement(3001, "v1")])
+    w.write_items(&[measurement(3000, "v1"), measurement(3001, "v1")])
         .await
         .unwrap();
     assert_eq!(w.statements(), 4);
-    w.write(&[measurement(3002, "v1"), measurement(3003, "v1")])
+    w.write_items(&[measurement(3002, "v1"), measurement(3003, "v1")])
         .await
         .unwrap();
     assert_eq!(w.statements(), 5);
@@ -754,18 +754,18 @@ async fn postgres_bulk_upserts() {
     // (MERGE): an item error, nothing written.
     let mut bad = measurements(4000..4010, "v1");
     bad[5]["station"] = Value::Null;
-    let err = w.write(&bad).await.unwrap_err();
+    let err = w.write_items(&bad).await.unwrap_err();
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
     let mut bad = measurements(0..10, "v9");
     bad[7]["station"] = Value::Null;
-    let err = w.write(&bad).await.unwrap_err();
+    let err = w.write_items(&bad).await.unwrap_err();
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
     assert_eq!(check.count("measurements").await, 3004);
     let notes = check.rows("measurements", &["note"], "WHERE id = 3").await;
     assert_eq!(notes, vec![vec![s("v1 3")]]);
     // The connection is still good: the chunk without the bad item goes in.
     bad.remove(7);
-    w.write(&bad).await.unwrap();
+    w.write_items(&bad).await.unwrap();
     let notes = check.rows("measurements", &["note"], "WHERE id = 3").await;
     assert_eq!(notes, vec![vec![s("v9 3")]]);
 
@@ -782,10 +782,10 @@ async fn postgres_bulk_upserts() {
         ],
     );
     let mut w = db.opened(options).await;
-    w.write(&[json!({"id": 1, "i": 1}), json!({"id": 2, "i": 2})])
+    w.write_items(&[json!({"id": 1, "i": 1}), json!({"id": 2, "i": 2})])
         .await
         .unwrap();
-    w.write(&[
+    w.write_items(&[
         json!({"id": 1, "i": 7, "f": 1.5, "b": true, "j": {"a": [1, "x"]}, "t": "tab\there", "n": 1.23456}),
         json!({"id": 2, "i": "8", "f": "2.25", "b": "yes", "j": "s", "t": 5, "n": "2.5"}),
     ])
@@ -819,12 +819,12 @@ async fn postgres_bulk_upserts() {
     );
     // An integer out of the column's range is an item error, as is a bad value.
     let err = w
-        .write(&[json!({"id": 1, "i": 1_i64 << 40}), json!({"id": 2})])
+        .write_items(&[json!({"id": 1, "i": 1_i64 << 40}), json!({"id": 2})])
         .await
         .unwrap_err();
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
     let err = w
-        .write(&[json!({"id": 1, "f": "abc"}), json!({"id": 2})])
+        .write_items(&[json!({"id": 1, "f": "abc"}), json!({"id": 2})])
         .await
         .unwrap_err();
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
@@ -849,8 +849,8 @@ async fn restart_at_checkpoint(format: FileFormat) {
     let mut w = FileWriter::new(&path, format);
     w.open(None).await.unwrap();
     assert_eq!(w.checkpoint(), json!({"bytes": 0, "header_written": false}));
-    w.write(&chunk(0..3, "one")).await.unwrap();
-    w.write(&chunk(3..6, "two")).await.unwrap();
+    w.write_items(&chunk(0..3, "one")).await.unwrap();
+    w.write_items(&chunk(3..6, "two")).await.unwrap();
     let cp = w.checkpoint();
     assert_eq!(
         cp["bytes"].as_u64().unwrap(),
@@ -858,7 +858,7 @@ async fn restart_at_checkpoint(format: FileFormat) {
     );
     assert_eq!(cp["header_written"], json!(format == FileFormat::Csv));
     // Chunk 3 is written but its commit never happens (the process dies).
-    w.write(&chunk(6..9, "three")).await.unwrap();
+    w.write_items(&chunk(6..9, "three")).await.unwrap();
     drop(w);
     assert!(!path.exists());
 
@@ -868,7 +868,7 @@ async fn restart_at_checkpoint(format: FileFormat) {
         std::fs::metadata(&temp).unwrap().len(),
         cp["bytes"].as_u64().unwrap()
     );
-    w.write(&chunk(6..9, "three-again")).await.unwrap();
+    w.write_items(&chunk(6..9, "three-again")).await.unwrap();
     w.complete().await.unwrap();
     assert!(!temp.exists(), "the temp file is renamed away");
 
@@ -934,7 +934,7 @@ async fn csv_escapes_delimiters_quotes_and_newlines() {
             .enumerate()
             .map(|(i, t)| json!({"id": i, "text": t, "nested": {"t": t}, "extra": "dropped"}))
             .collect();
-        w.write(&items).await.unwrap();
+        w.write_items(&items).await.unwrap();
         w.complete().await.unwrap();
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
@@ -959,7 +959,7 @@ async fn csv_escapes_delimiters_quotes_and_newlines() {
     // Exact bytes for the common case.
     let path = dir.path().join("exact.csv");
     let mut w = FileWriter::csv(&path);
-    w.write(&[json!({"a": "x,y", "b": "say \"hi\"", "c": "1\n2", "d": null, "e": true})])
+    w.write_items(&[json!({"a": "x,y", "b": "say \"hi\"", "c": "1\n2", "d": null, "e": true})])
         .await
         .unwrap();
     w.complete().await.unwrap();
@@ -969,7 +969,7 @@ async fn csv_escapes_delimiters_quotes_and_newlines() {
     );
     // A CSV row must be an object.
     let mut w = FileWriter::csv(dir.path().join("bad.csv"));
-    let err = w.write(&[json!([1, 2])]).await.unwrap_err();
+    let err = w.write_items(&[json!([1, 2])]).await.unwrap_err();
     assert!(matches!(err, WriteError::Item(_)), "{err:?}");
 }
 
@@ -980,7 +980,7 @@ async fn file_writer_fresh_open_discards_an_old_temp_file() {
     std::fs::write(FileWriter::temp_path_for(&path), "stale\n").unwrap();
     let mut w = FileWriter::json_lines(&path);
     w.open(None).await.unwrap();
-    w.write(&[json!({"a": 1})]).await.unwrap();
+    w.write_items(&[json!({"a": 1})]).await.unwrap();
     w.complete().await.unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
     // An empty CSV with declared columns still gets its header.

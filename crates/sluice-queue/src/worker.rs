@@ -37,6 +37,7 @@ use crate::task::{Completion, FailOutcome, Lease, LeaseRef, NewTask, TaskId};
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TaskError {
     /// Worth another attempt (a timeout, an upstream 503).
     #[error("{0}")]

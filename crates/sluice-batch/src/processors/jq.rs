@@ -2,7 +2,7 @@
 
 use sluice_upstream::{Jq, JqError};
 
-use crate::api::Processor;
+use crate::api::{ProcessError, Processor};
 use crate::model::Item;
 
 /// A jq expression as a processor: its output replaces the item; `null` or no
@@ -26,15 +26,15 @@ impl JqProcessor {
 }
 
 impl Processor for JqProcessor {
-    fn process(&self, item: &Item) -> Result<Option<Item>, String> {
-        let mut out = self.jq.run_json(item).map_err(|e| e.to_string())?;
+    fn process(&self, item: &Item) -> Result<Option<Item>, ProcessError> {
+        let mut out = self.jq.run_json(item)?;
         match out.len() {
             0 => Ok(None),
             1 => Ok(Some(out.remove(0)).filter(|v| !v.is_null())),
-            n => Err(format!(
+            n => Err(ProcessError::item(format!(
                 "jq expression {:?} produced {n} outputs for one item; a processor returns one (collect them with [...])",
                 self.jq.source()
-            )),
+            ))),
         }
     }
 }
@@ -69,6 +69,7 @@ mod tests {
         assert!(
             many.process(&json!([1, 2]))
                 .unwrap_err()
+                .to_string()
                 .contains("2 outputs")
         );
         assert!(

@@ -194,10 +194,12 @@ impl SqlReader {
     ///
     /// # Errors
     ///
-    /// When `index` is not below `of`.
-    pub fn partition(mut self, index: usize, of: usize) -> Result<Self, String> {
+    /// [`ReadError::Fatal`] when `index` is not below `of`.
+    pub fn partition(mut self, index: usize, of: usize) -> Result<Self, ReadError> {
         if of == 0 || index >= of {
-            return Err(format!("partition {index} of {of} does not exist"));
+            return Err(ReadError::Fatal(format!(
+                "partition {index} of {of} does not exist"
+            )));
         }
         self.partition = Some((index, of));
         Ok(self)

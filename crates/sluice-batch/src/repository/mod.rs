@@ -32,6 +32,7 @@ pub use sql::SqlRepository;
 
 /// A repository operation failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum RepoError {
     /// Another live execution holds the instance.
     #[error(

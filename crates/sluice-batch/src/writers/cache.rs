@@ -20,7 +20,7 @@ use sluice_cache::{CacheTarget, Entry, KeyErrorKind, PutOutcome, Store, StoreErr
 use sluice_upstream::encode_component;
 use thiserror::Error;
 
-use crate::api::{WriteError, Writer};
+use crate::api::{Chunk, Committed, SqlStatement, WriteError, Writer};
 use crate::model::{Item, now_millis};
 
 /// A cache writer that cannot be built, or an item that has no path.
@@ -191,10 +191,15 @@ fn field<'a>(item: &'a Value, name: &str) -> Option<&'a Value> {
 
 #[async_trait]
 impl Writer for CacheWriter {
-    async fn write(&mut self, items: &[Item]) -> Result<(), WriteError> {
+    async fn write(
+        &mut self,
+        chunk: Chunk<'_>,
+        _: &[SqlStatement],
+    ) -> Result<Committed, WriteError> {
         let now = now_millis();
+        let items = chunk.items();
         let mut entries = Vec::with_capacity(items.len());
-        for item in items {
+        for item in items.iter() {
             let path = self
                 .path_for(item)
                 .map_err(|e| WriteError::Item(e.to_string()))?;
@@ -235,6 +240,6 @@ impl Writer for CacheWriter {
                 Err(e) => return Err(WriteError::Fatal(e.to_string())),
             }
         }
-        Ok(())
+        Ok(Committed::Separately)
     }
 }

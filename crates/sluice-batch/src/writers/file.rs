@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use crate::api::{WriteError, Writer};
+use crate::api::{Chunk, Committed, SqlStatement, WriteError, Writer};
 use crate::model::Item;
 
 /// The suffix of the temp file next to the final path.
@@ -374,9 +374,13 @@ impl Writer for FileWriter {
         json!({"bytes": self.bytes, "header_written": self.header_written})
     }
 
-    async fn write(&mut self, items: &[Item]) -> Result<(), WriteError> {
-        if items.is_empty() {
-            return Ok(());
+    async fn write(
+        &mut self,
+        chunk: Chunk<'_>,
+        _: &[SqlStatement],
+    ) -> Result<Committed, WriteError> {
+        if chunk.is_empty() {
+            return Ok(Committed::Separately);
         }
         if self.file.is_none() {
             if self.completed {
@@ -388,7 +392,7 @@ impl Writer for FileWriter {
             self.open_fresh().await?;
         }
         let columns_before = self.columns.clone();
-        let (buf, header_now) = match self.encode(items) {
+        let (buf, header_now) = match self.encode(&chunk.items()) {
             Ok(v) => v,
             Err(e) => {
                 self.columns = columns_before;
@@ -402,7 +406,7 @@ impl Writer for FileWriter {
         if header_now {
             self.header_written = true;
         }
-        Ok(())
+        Ok(Committed::Separately)
     }
 
     async fn complete(&mut self) -> Result<(), WriteError> {

@@ -15,14 +15,15 @@
 //!   `sluice_cache::CacheTarget`, so batch does not depend on the gateway).
 //!
 //! All follow the [`Writer`](crate::api::Writer) contract: a chunk is written all
-//! or nothing and is durable when `write` returns; a refused item is a
+//! or nothing and is durable when `write` returns (items or rows, as its
+//! [`ChunkForm`](crate::api::ChunkForm) says); a refused item is a
 //! [`WriteError::Item`](crate::api::WriteError::Item), so that the step can find it
 //! by writing the chunk again item by item; identifiers are checked before any SQL
 //! runs.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sluice_batch::WriteError> {
-//! use sluice_batch::Writer;
+//! use sluice_batch::{Chunk, Writer};
 //! use sluice_batch::writers::{Column, SqlWriter, SqlWriterOptions};
 //!
 //! let options = SqlWriterOptions::new("measurements")
@@ -36,9 +37,8 @@
 //!     .index(["station"]);
 //! let mut writer = SqlWriter::new("sqlite://air.db", options)?;
 //! writer.open(None).await?;
-//! writer
-//!     .write(&[serde_json::json!({"id": 1, "station": "종로구", "pm10": 31.5})])
-//!     .await?;
+//! let items = [serde_json::json!({"id": 1, "station": "종로구", "pm10": 31.5})];
+//! writer.write(Chunk::Items(&items), &[]).await?;
 //! # Ok(())
 //! # }
 //! ```

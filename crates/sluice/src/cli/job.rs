@@ -468,32 +468,20 @@ fn print_execution(e: &JobExecution) {
 }
 
 fn print_steps(steps: &[StepExecution]) {
-    println!(
-        "{:<20} {:<10} {:>10} {:>10} {:>9} {:>10} {:>8} {:>8} {:>9}",
-        "step",
-        "status",
-        "read",
-        "processed",
-        "filtered",
-        "written",
-        "skipped",
-        "commits",
-        "rollbacks"
-    );
+    /// The width of each count's column, in [`StepCounts::NAMES`] order.
+    const WIDTHS: [usize; 7] = [10, 10, 9, 10, 8, 8, 9];
+    let row = |step: &str, status: &str, counts: [String; 7]| {
+        let counts: String = counts
+            .iter()
+            .zip(WIDTHS)
+            .map(|(c, w)| format!(" {c:>w$}"))
+            .collect();
+        println!("{step:<20} {status:<10}{counts}");
+    };
+    row("step", "status", StepCounts::NAMES.map(str::to_owned));
     for s in steps {
-        let c = &s.counts;
-        println!(
-            "{:<20} {:<10} {:>10} {:>10} {:>9} {:>10} {:>8} {:>8} {:>9}",
-            s.step_name,
-            s.status.as_str(),
-            c.read,
-            c.processed,
-            c.filtered,
-            c.written,
-            c.skipped,
-            c.commits,
-            c.rollbacks
-        );
+        let counts = s.counts.values().map(|n| n.to_string());
+        row(&s.step_name, s.status.as_str(), counts);
         if !s.exit_message.is_empty() && s.status != BatchStatus::Completed {
             println!("  {}", s.exit_message);
         }

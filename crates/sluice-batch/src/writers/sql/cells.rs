@@ -56,6 +56,21 @@ pub(super) enum Src<'a> {
     Rows(&'a Rows),
 }
 
+impl<'a> Src<'a> {
+    /// The keys of the first item, sorted as in a JSON object (what the columns
+    /// are taken from when none were declared).
+    pub(super) fn first_keys(self) -> Vec<&'a String> {
+        match self {
+            Src::Items(rows) => rows.first().map(|r| r.keys().collect()).unwrap_or_default(),
+            Src::Rows(rows) => {
+                let mut names: Vec<&String> = rows.keys().iter().collect();
+                names.sort();
+                names
+            }
+        }
+    }
+}
+
 /// The values of a chunk, row by row, one per column (`None`: null or missing).
 pub(super) struct Cells<'a> {
     pub(super) ncols: usize,

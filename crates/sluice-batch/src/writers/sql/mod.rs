@@ -22,11 +22,11 @@ use sqlx::sqlite::{Sqlite, SqliteArguments};
 use sqlx::{Arguments, Connection, Database, Encode, Executor, Row, Type};
 
 use super::ident::{check_ident, check_table, check_type, derived_name};
-use crate::api::{Rows, SqlStatement, WriteError, Writer};
-use crate::model::Item;
+use crate::api::{Chunk, ChunkForm, Committed, Rows, SqlStatement, WriteError, Writer};
 
 mod cells;
 mod copy;
+#[macro_use]
 mod multirow;
 mod plan;
 mod postgres;
@@ -35,7 +35,7 @@ mod tests;
 
 use cells::{Cell, Cells, Src};
 use copy::copy_in;
-use multirow::{canonical_int, run_extra};
+use multirow::{bind_rows, canonical_int, run_extra};
 use postgres::{ArrayType, pg_text};
 
 /// At most this many rows per SQLite statement (a chunk of more takes several,
@@ -454,43 +454,48 @@ impl SqlWriter {
         Ok(())
     }
 
+    /// Writes a chunk, items or rows, and runs `extra` in its transaction.
     async fn write_chunk(
         &mut self,
-        items: &[Item],
+        chunk: Chunk<'_>,
         extra: &[SqlStatement],
     ) -> Result<(), WriteError> {
-        let rows: Vec<&Map<String, Value>> = items
-            .iter()
-            .enumerate()
-            .map(|(i, it)| {
-                it.as_object().ok_or_else(|| {
-                    WriteError::Item(format!(
-                        "table {}: item {} of the chunk is not a JSON object",
-                        self.options.table,
-                        i + 1
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let objects: Vec<&Map<String, Value>>;
+        let src = match chunk {
+            Chunk::Items(items) => {
+                objects = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, it)| {
+                        it.as_object().ok_or_else(|| {
+                            WriteError::Item(format!(
+                                "table {}: item {} of the chunk is not a JSON object",
+                                self.options.table,
+                                i + 1
+                            ))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Src::Items(&objects)
+            }
+            Chunk::Rows(rows) => Src::Rows(rows),
+        };
         if self.plan.is_none() {
-            self.plan_from_keys(rows[0].keys().collect()).await?;
+            self.plan_from_keys(src.first_keys()).await?;
         }
-        self.write_cells(Src::Items(&rows), extra).await
-    }
-
-    /// Writes a chunk given as rows: as its items would be.
-    async fn write_rows_chunk(
-        &mut self,
-        rows: &Rows,
-        extra: &[SqlStatement],
-    ) -> Result<(), WriteError> {
-        if self.plan.is_none() {
-            // The columns an item's keys would give: sorted, as in a JSON object.
-            let mut names: Vec<&String> = rows.keys().iter().collect();
-            names.sort();
-            self.plan_from_keys(names).await?;
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let cells = Cells::new(plan, src);
+        match self.kind {
+            DbKind::Sqlite => {
+                write_statements!(self, &cells, extra, Sqlite, SqliteArguments, sqlite)
+            }
+            DbKind::Postgres => self.write_postgres(cells, extra).await,
+            DbKind::MySql => {
+                // `$n` statements are for SQLite and PostgreSQL: never handed to MySQL.
+                debug_assert!(extra.is_empty());
+                write_statements!(self, &cells, extra, MySql, MySqlArguments, mysql)
+            }
         }
-        self.write_cells(Src::Rows(rows), extra).await
     }
 
     /// Plans the columns the first item's keys `names` give (typed `TEXT`), when
@@ -520,20 +525,6 @@ impl SqlWriter {
             )));
         }
         self.make_plan(cols).await
-    }
-
-    async fn write_cells(
-        &mut self,
-        src: Src<'_>,
-        extra: &[SqlStatement],
-    ) -> Result<(), WriteError> {
-        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
-        let cells = Cells::new(plan, src);
-        match self.kind {
-            DbKind::Sqlite => self.write_sqlite(&cells, extra).await,
-            DbKind::Postgres => self.write_postgres(cells, extra).await,
-            DbKind::MySql => self.write_mysql(&cells, extra).await,
-        }
     }
 
     /// The held connection, or a new one from the pool.
@@ -571,60 +562,34 @@ impl Writer for SqlWriter {
         self.prepare().await
     }
 
-    async fn write(&mut self, items: &[Item]) -> Result<(), WriteError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        if self.pool.is_none() {
-            self.prepare().await?;
-        }
-        self.write_chunk(items, &[]).await
+    fn chunk_form(&self) -> ChunkForm {
+        ChunkForm::Rows
     }
 
     fn database_url(&self) -> Option<&str> {
         Some(self.url())
     }
 
-    fn takes_rows(&self) -> bool {
-        true
-    }
-
-    async fn write_rows(&mut self, rows: &Rows) -> Result<(), WriteError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        if self.pool.is_none() {
-            self.prepare().await?;
-        }
-        self.write_rows_chunk(rows, &[]).await
-    }
-
-    async fn write_rows_committing(
+    async fn write(
         &mut self,
-        rows: &Rows,
+        chunk: Chunk<'_>,
         commit: &[SqlStatement],
-    ) -> Result<bool, WriteError> {
-        if self.kind == DbKind::MySql || rows.is_empty() {
-            return self.write_rows(rows).await.map(|()| false);
-        }
+    ) -> Result<Committed, WriteError> {
+        // The repository is never on MySQL: its statements are not for it.
+        let commit = match self.kind {
+            _ if chunk.is_empty() => return Ok(Committed::Separately),
+            DbKind::MySql => &[],
+            _ => commit,
+        };
         if self.pool.is_none() {
             self.prepare().await?;
         }
-        self.write_rows_chunk(rows, commit).await.map(|()| true)
-    }
-
-    async fn write_committing(
-        &mut self,
-        items: &[Item],
-        commit: &[SqlStatement],
-    ) -> Result<bool, WriteError> {
-        if self.kind == DbKind::MySql || items.is_empty() {
-            return self.write(items).await.map(|()| false);
-        }
-        if self.pool.is_none() {
-            self.prepare().await?;
-        }
-        self.write_chunk(items, commit).await.map(|()| true)
+        self.write_chunk(chunk, commit).await?;
+        Ok(if commit.is_empty() {
+            Committed::Separately
+        } else {
+            Committed::Together
+        })
     }
 }
 

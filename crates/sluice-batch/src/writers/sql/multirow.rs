@@ -9,7 +9,7 @@ use super::*;
 /// one transaction when there are several, binding each next batch while the
 /// database runs the one before (SQLite runs statements on its own thread).
 macro_rules! write_statements {
-    ($self:ident, $cells:ident, $extra:ident, $db:ident, $args:ty, $held:ident) => {{
+    ($self:ident, $cells:expr, $extra:expr, $db:ident, $args:ty, $held:ident) => {{
         let cells = $cells;
         let extra = $extra;
         let batches = $self.batches(cells);
@@ -178,24 +178,6 @@ impl SqlWriter {
             out.push(start..nrows);
         }
         out
-    }
-
-    pub(super) async fn write_sqlite(
-        &mut self,
-        cells: &Cells<'_>,
-        extra: &[SqlStatement],
-    ) -> Result<(), WriteError> {
-        write_statements!(self, cells, extra, Sqlite, SqliteArguments, sqlite)
-    }
-
-    pub(super) async fn write_mysql(
-        &mut self,
-        cells: &Cells<'_>,
-        extra: &[SqlStatement],
-    ) -> Result<(), WriteError> {
-        // `$n` statements are for SQLite and PostgreSQL: never handed to MySQL.
-        debug_assert!(extra.is_empty());
-        write_statements!(self, cells, extra, MySql, MySqlArguments, mysql)
     }
 }
 

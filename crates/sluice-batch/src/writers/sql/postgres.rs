@@ -226,52 +226,46 @@ impl SqlWriter {
         {
             return sql;
         }
-        let arrays = sig
-            .iter()
-            .enumerate()
-            .map(|(i, ty)| format!("${}::{}[]", i + 1, ty.pg_name()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let aliases = (0..sig.len())
-            .map(|i| format!("c{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let select = plan
-            .cols
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("u.c{i}::{} AS {}", c.cast, c.quoted))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let arrays = join(
+            sig.iter()
+                .enumerate()
+                .map(|(i, ty)| format!("${}::{}[]", i + 1, ty.pg_name())),
+            ", ",
+        );
+        let aliases = join((0..sig.len()).map(|i| format!("c{i}")), ", ");
+        let select = join(
+            (plan.cols.iter().enumerate())
+                .map(|(i, c)| format!("u.c{i}::{} AS {}", c.cast, c.quoted)),
+            ", ",
+        );
         let source = format!("SELECT {select} FROM UNNEST({arrays}) AS u({aliases})");
         let columns = Self::column_list(plan);
         let sql = if merge {
-            let on = plan
-                .upsert_key
-                .iter()
-                .map(|&i| format!("sluice_t.{0} = sluice_s.{0}", plan.cols[i].quoted))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            let updates = plan
-                .cols
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !plan.upsert_key.contains(i))
-                .map(|(_, c)| format!("{0} = sluice_s.{0}", c.quoted))
-                .collect::<Vec<_>>();
-            let values = plan
-                .cols
-                .iter()
-                .map(|c| format!("sluice_s.{}", c.quoted))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let on = join(
+                plan.upsert_key
+                    .iter()
+                    .map(|&i| format!("sluice_t.{0} = sluice_s.{0}", plan.cols[i].quoted)),
+                " AND ",
+            );
+            let updates = join(
+                plan.cols
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !plan.upsert_key.contains(i))
+                    .map(|(_, c)| format!("{0} = sluice_s.{0}", c.quoted)),
+                ", ",
+            );
+            let values = join(
+                plan.cols.iter().map(|c| format!("sluice_s.{}", c.quoted)),
+                ", ",
+            );
             let mut sql = format!(
                 "MERGE INTO {} AS sluice_t USING ({source}) AS sluice_s ON {on}",
                 self.table_q
             );
             if !updates.is_empty() {
                 sql.push_str(" WHEN MATCHED THEN UPDATE SET ");
-                sql.push_str(&updates.join(", "));
+                sql.push_str(&updates);
             }
             sql.push_str(&format!(
                 " WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
@@ -293,6 +287,11 @@ impl SqlWriter {
         }
         sql
     }
+}
+
+/// `parts` joined with `sep`.
+fn join(parts: impl Iterator<Item = String>, sep: &str) -> String {
+    parts.collect::<Vec<_>>().join(sep)
 }
 
 /// A value in PostgreSQL's text form (`None`: NULL).

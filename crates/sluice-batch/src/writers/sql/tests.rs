@@ -25,6 +25,16 @@ fn maps(items: &[Value]) -> Vec<&Map<String, Value>> {
     items.iter().map(|i| i.as_object().unwrap()).collect()
 }
 
+/// Every row of `src` in `COPY`'s text format.
+fn copy_text(p: &Plan, src: Src<'_>) -> String {
+    let cells = Cells::new(p, src);
+    let mut buf = Vec::new();
+    for r in 0..cells.rows() {
+        copy_text_row(&mut buf, p, cells.row(r));
+    }
+    String::from_utf8(buf).unwrap()
+}
+
 #[test]
 fn copy_escaping() {
     let p = plan(
@@ -41,11 +51,8 @@ fn copy_escaping() {
         "a": "a\tb\nc\\d\re \"q\" 측정", "b": null, "c": "\\N", "d": {"k": "x\ty"}, "e": 7
     })];
     let rows = maps(&items);
-    let cells = Cells::new(&p, Src::Items(&rows));
-    let mut buf = Vec::new();
-    copy_text_row(&mut buf, &p, cells.row(0));
     assert_eq!(
-        String::from_utf8(buf).unwrap(),
+        copy_text(&p, Src::Items(&rows)),
         "a\\tb\\nc\\\\d\\re \"q\" 측정\t\\N\t\\\\N\t{\"k\":\"x\\\\ty\"}\t7\n"
     );
 }
@@ -180,12 +187,8 @@ fn rows_as_cells() {
     let mut rows = Rows::new(keys);
     rows.push_row([Some("1"), Some("x\ty")]);
     rows.push_row([None, Some("")]);
-    let cells = Cells::new(&p, Src::Rows(&rows));
-    let mut buf = Vec::new();
-    copy_text_row(&mut buf, &p, cells.row(0));
-    copy_text_row(&mut buf, &p, cells.row(1));
     assert_eq!(
-        String::from_utf8(buf).unwrap(),
+        copy_text(&p, Src::Rows(&rows)),
         "x\\ty\t\\N\t1\n\t\\N\t\\N\n"
     );
 }
