@@ -328,62 +328,6 @@ impl RawTieredStore {
         v.clone()
     }
 
-    fn redis_options(
-        &self,
-        urls: Vec<Spanned<String>>,
-        env: &Env<'_>,
-        errs: &mut Errors,
-        key: &'static str,
-    ) -> RedisOptions {
-        for u in &urls {
-            if !matches!(url_scheme(u.get_ref()), "redis" | "rediss") {
-                errs.push(
-                    Some(u.span()),
-                    key,
-                    format!(
-                        "{} is not a Redis URL; write redis://host:port or rediss://host:port",
-                        sluice_core::redact_url(u.get_ref())
-                    ),
-                );
-            }
-        }
-        let urls_are_tls = urls.iter().all(|u| url_scheme(u.get_ref()) == "rediss");
-        RedisOptions {
-            urls: urls.into_iter().map(Spanned::into_inner).collect(),
-            cluster: self.cluster,
-            namespace: self.namespace(errs),
-            password: self.password.as_ref().and_then(|p| {
-                p.read(env)
-                    .map_err(|e| errs.push(e.span, "store.password", e.message))
-                    .ok()
-                    .map(|s| s.expose().to_owned())
-            }),
-            timeout: self
-                .timeout
-                .map_or(Duration::from_millis(250), |d| d.0)
-                .max(Duration::from_millis(1)),
-            connect_timeout: Duration::from_secs(1),
-            tls_ca_pem: self.tls_ca_file.as_ref().and_then(|f| {
-                if !urls_are_tls {
-                    errs.push(
-                        Some(f.span()),
-                        "store.tls_ca_file",
-                        "tls_ca_file is for rediss:// URLs; these are redis:// (no TLS)",
-                    );
-                }
-                std::fs::read(f.get_ref())
-                    .map_err(|e| {
-                        errs.push(
-                            Some(f.span()),
-                            "store.tls_ca_file",
-                            format!("cannot read {}: {e}", f.get_ref()),
-                        );
-                    })
-                    .ok()
-            }),
-        }
-    }
-
     /// The configured URLs, located; an error when none is given.
     fn urls(&self, kind: StoreKind, errs: &mut Errors) -> Vec<Spanned<String>> {
         match (&self.url, &self.urls) {
@@ -479,8 +423,9 @@ impl RawTieredStore {
         keys.connect(vec![url.clone()], env, errs, "cluster.redis_url")
     }
 
-    /// A Redis on `urls`, unless a problem was found already (its options are
-    /// then not to be trusted); a connection error at `key`.
+    /// A Redis on `urls`, with these keys' password, namespace, timeout and CA;
+    /// none when a problem was found already (the options are then not to be
+    /// trusted). A URL that is not Redis's, or a connection error, is at `key`.
     fn connect(
         &self,
         urls: Vec<Spanned<String>>,
@@ -489,7 +434,53 @@ impl RawTieredStore {
         key: &'static str,
     ) -> Option<Arc<Redis>> {
         let first = urls.first()?.span();
-        let opts = self.redis_options(urls, env, errs, key);
+        for u in &urls {
+            if !matches!(url_scheme(u.get_ref()), "redis" | "rediss") {
+                errs.push(
+                    Some(u.span()),
+                    key,
+                    format!(
+                        "{} is not a Redis URL; write redis://host:port or rediss://host:port",
+                        sluice_core::redact_url(u.get_ref())
+                    ),
+                );
+            }
+        }
+        let urls_are_tls = urls.iter().all(|u| url_scheme(u.get_ref()) == "rediss");
+        let opts = RedisOptions {
+            urls: urls.into_iter().map(Spanned::into_inner).collect(),
+            cluster: self.cluster,
+            namespace: self.namespace(errs),
+            password: self.password.as_ref().and_then(|p| {
+                p.read(env)
+                    .map_err(|e| errs.push(e.span, "store.password", e.message))
+                    .ok()
+                    .map(|s| s.expose().to_owned())
+            }),
+            timeout: self
+                .timeout
+                .map_or(Duration::from_millis(250), |d| d.0)
+                .max(Duration::from_millis(1)),
+            connect_timeout: Duration::from_secs(1),
+            tls_ca_pem: self.tls_ca_file.as_ref().and_then(|f| {
+                if !urls_are_tls {
+                    errs.push(
+                        Some(f.span()),
+                        "store.tls_ca_file",
+                        "tls_ca_file is for rediss:// URLs; these are redis:// (no TLS)",
+                    );
+                }
+                std::fs::read(f.get_ref())
+                    .map_err(|e| {
+                        errs.push(
+                            Some(f.span()),
+                            "store.tls_ca_file",
+                            format!("cannot read {}: {e}", f.get_ref()),
+                        );
+                    })
+                    .ok()
+            }),
+        };
         if !errs.0.is_empty() {
             return None;
         }

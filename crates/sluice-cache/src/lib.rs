@@ -38,6 +38,8 @@ pub mod metrics;
 mod redis_store;
 mod store;
 mod target;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod tiered;
 
 pub use coalesce::{Coalescer, FlightError, Role};

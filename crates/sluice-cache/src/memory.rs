@@ -89,7 +89,7 @@ impl MemoryStoreBuilder {
         let cache = Cache::builder()
             .max_capacity(self.max_bytes)
             .weigher(|k: &Arc<str>, v: &Arc<Entry>| {
-                u32::try_from(k.len() + v.weight()).unwrap_or(u32::MAX)
+                u32::try_from(v.weight_under(k)).unwrap_or(u32::MAX)
             })
             .expire_after(StaleLimit {
                 clock: self.clock.clone(),
@@ -217,7 +217,7 @@ impl Store for MemoryStore {
     }
 
     async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<PutOutcome, StoreError> {
-        if key.len() + entry.weight() > self.max_entry_bytes {
+        if entry.weight_under(key) > self.max_entry_bytes {
             return Ok(PutOutcome::TooLarge);
         }
         self.cache.insert(Arc::from(key), entry).await;
@@ -257,22 +257,12 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
+    use crate::testing::json_entry;
     use sluice_core::ManualClock;
 
     fn entry(now: i64, body: usize, ttl: u64) -> Arc<Entry> {
-        Arc::new(Entry::new(
-            200,
-            vec![(
-                "content-type".into(),
-                Bytes::from_static(b"application/json"),
-            )],
-            Bytes::from(vec![b'x'; body]),
-            now,
-            Duration::from_secs(ttl),
-            Duration::ZERO,
-            Duration::ZERO,
-        ))
+        let ttl = Duration::from_secs(ttl);
+        Arc::new(json_entry(now, body, ttl, Duration::ZERO, Duration::ZERO))
     }
 
     #[tokio::test]

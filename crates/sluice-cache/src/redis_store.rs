@@ -192,7 +192,7 @@ impl Store for RedisStore {
     }
 
     async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<PutOutcome, StoreError> {
-        if key.len() + entry.weight() > self.max_entry_bytes {
+        if entry.weight_under(key) > self.max_entry_bytes {
             crate::metrics::too_large("redis");
             return Ok(PutOutcome::TooLarge);
         }

@@ -53,17 +53,17 @@ pub struct RawTieredStore {
     /// Longest wait for one command to the L2; then it counts as down. Default
     /// `250ms`.
     pub timeout: Option<Dur>,
-    /// Over Memcached: the server's item size limit (`memcached -I`). Default
-    /// `1MiB`.
-    pub max_item_size: Option<Size>,
-    /// Over Memcached: connections per node. Default 8.
-    pub pool_size: Option<usize>,
     /// Redis password, when not in the URL: `{ env = "REDIS_PASSWORD" }` (over
     /// Memcached: that of `[cluster] redis_url`).
     pub password: Option<RawSecret>,
     /// PEM file of the CA that signed the Redis server's certificate, for
     /// `rediss://` with a private CA (default: the system's roots).
     pub tls_ca_file: Option<Spanned<String>>,
+    /// Over Memcached: the server's item size limit (`memcached -I`). Default
+    /// `1MiB`.
+    pub max_item_size: Option<Size>,
+    /// Over Memcached: connections per node. Default 8.
+    pub pool_size: Option<usize>,
 }
 
 /// Memory in front of a shared store.
