@@ -182,10 +182,14 @@ fn other_mistakes_are_named() {
     }
 }
 
+/// GOOD with `store` as its `[store]` keys (GOOD's `max_bytes` is the memory
+/// store's: each kind gets its own keys only).
+fn store(keys: &str) -> String {
+    GOOD.replace("kind = \"memory\"\nmax_bytes = \"256MiB\"", keys)
+}
+
 #[tokio::test]
 async fn store_and_cluster_mistakes_are_named() {
-    // Each kind with its own keys only (GOOD's `max_bytes` is the memory store's).
-    let store = |s: &str| GOOD.replace("kind = \"memory\"\nmax_bytes = \"256MiB\"", s);
     for (text, needle) in [
         (
             store("kind = \"redis\""),
@@ -263,7 +267,6 @@ async fn store_and_cluster_mistakes_are_named() {
 
 #[tokio::test]
 async fn a_key_of_another_store_kind_is_refused_where_it_is() {
-    let store = |s: &str| GOOD.replace("kind = \"memory\"\nmax_bytes = \"256MiB\"", s);
     for (text, expected) in [
         (
             store("kind = \"redis\"\nurl = \"redis://a:1\"\npool_size = 4"),
