@@ -489,3 +489,63 @@ impl RawTieredStore {
             .ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env() -> Env<'static> {
+        Env {
+            var: &|_| None,
+            clock: Arc::new(sluice_core::SystemClock),
+            secrets_optional: false,
+        }
+    }
+
+    #[test]
+    fn each_kind_takes_its_own_keys_only() {
+        let e =
+            RawStore::deserialize_kind(StoreKind::Redis, json!({ "pool_size": 4 })).unwrap_err();
+        assert!(e.to_string().contains("unknown field `pool_size`"), "{e}");
+        let e =
+            RawStore::deserialize_kind(StoreKind::Memory, json!({ "l1_ttl": "5s" })).unwrap_err();
+        assert!(e.to_string().contains("unknown field `l1_ttl`"), "{e}");
+        let s =
+            RawStore::deserialize_kind(StoreKind::Memcached, json!({ "pool_size": 4 })).unwrap();
+        assert_eq!(s.kind(), StoreKind::Memcached);
+        let s: RawStore =
+            serde_json::from_value(json!({ "kind": "tiered", "l1_ttl": "1s" })).unwrap();
+        assert_eq!(s.kind(), StoreKind::Tiered);
+        assert_eq!(RawStore::default().kind(), StoreKind::Memory);
+    }
+
+    #[tokio::test]
+    async fn problems_carry_their_key_and_the_span_of_their_value() {
+        let url = |at: Range<usize>, u: &str| Spanned::new(at, u.to_owned());
+        let store = RawStore::Redis(RawRedisStore {
+            urls: Some(vec![url(0..11, "redis://a:1"), url(20..31, "redis://b:2")]),
+            ..RawRedisStore::default()
+        });
+        let errs = store.build(&RawCluster::default(), &env()).unwrap_err();
+        assert_eq!(
+            errs,
+            [StoreConfigError {
+                key: "store.urls",
+                span: Some(20..31),
+                message: "several Redis URLs need cluster = true".into(),
+            }]
+        );
+        let cluster = RawCluster {
+            coalesce: Some(true),
+            ..RawCluster::default()
+        };
+        let errs = RawStore::default().build(&cluster, &env()).unwrap_err();
+        assert_eq!(errs[0].key, "cluster.coalesce");
+        let built = RawStore::default()
+            .build(&RawCluster::default(), &env())
+            .unwrap();
+        assert_eq!(built.store.kind(), "memory");
+        assert!(built.flights.is_none() && built.quota_redis.is_none());
+    }
+}
