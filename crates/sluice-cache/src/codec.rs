@@ -145,21 +145,11 @@ mod tests {
     use std::time::Duration;
 
     fn sample() -> Entry {
-        Entry::new(
-            200,
-            vec![
-                (
-                    "content-type".into(),
-                    Bytes::from_static(b"application/json"),
-                ),
-                ("etag".into(), Bytes::from_static(b"\"abc\"")),
-            ],
-            Bytes::from_static(b"{\"ok\":true}"),
-            1_700_000_000_000,
-            Duration::from_secs(60),
-            Duration::from_secs(30),
-            Duration::from_secs(3600),
-        )
+        let s = Duration::from_secs;
+        let mut e = crate::testing::json_entry(1_700_000_000_000, 11, s(60), s(30), s(3600));
+        e.headers
+            .push(("etag".into(), Bytes::from_static(b"\"abc\"")));
+        e
     }
 
     #[test]

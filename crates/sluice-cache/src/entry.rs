@@ -104,6 +104,12 @@ impl Entry {
         (self.fresh_until - now).div_euclid(1000)
     }
 
+    /// What the entry weighs stored under `key`: the key and [`Entry::weight`],
+    /// the figure the stores bound (`max_bytes`, `max_body`).
+    pub fn weight_under(&self, key: &str) -> usize {
+        key.len() + self.weight()
+    }
+
     /// Approximate memory weight in bytes: body, headers and fixed overhead.
     pub fn weight(&self) -> usize {
         self.body.len()
@@ -125,15 +131,8 @@ mod tests {
     use super::*;
 
     fn entry() -> Entry {
-        Entry::new(
-            200,
-            vec![],
-            Bytes::from_static(b"x"),
-            1_000,
-            Duration::from_secs(10),
-            Duration::from_secs(5),
-            Duration::from_secs(60),
-        )
+        let s = Duration::from_secs;
+        crate::testing::json_entry(1_000, 1, s(10), s(5), s(60))
     }
 
     #[test]

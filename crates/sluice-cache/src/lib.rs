@@ -13,6 +13,9 @@
 //! - Shared stores: [`RedisStore`], [`MemcachedStore`], and [`TieredStore`] (a memory
 //!   L1 in front of either), over `sluice_core::Redis`, the one handle to a shared
 //!   Redis (connections, outage tracking, the event channel that carries purges).
+//! - [`RawStore`]: the `[store]` config, one tagged enum of kinds whose keys live
+//!   beside each store, and [`RawCluster`]; [`RawStore::build`] turns them into the
+//!   store, the cluster-wide flights and the quota Redis.
 //! - [`CacheTarget`]: what a writer outside the gateway (the batch cache writer,
 //!   the HTTP reader's cache-through) needs of a gateway's cache: the key a
 //!   client's request has, and the store.
@@ -25,6 +28,7 @@
 
 mod coalesce;
 pub mod codec;
+mod config;
 mod entry;
 mod error;
 mod flights;
@@ -34,15 +38,18 @@ pub mod metrics;
 mod redis_store;
 mod store;
 mod target;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod tiered;
 
 pub use coalesce::{Coalescer, FlightError, Role};
+pub use config::{BuiltStore, RawCluster, RawStore, StoreConfigError, StoreKind};
 pub use entry::{Entry, Freshness};
 pub use error::StoreError;
 pub use flights::{Acquire, FlightLease, SharedFlights};
-pub use memcached::{MemcachedOptions, MemcachedStore};
-pub use memory::{MemoryStore, MemoryStoreBuilder};
-pub use redis_store::RedisStore;
+pub use memcached::{MemcachedOptions, MemcachedStore, RawMemcachedStore};
+pub use memory::{MemoryStore, MemoryStoreBuilder, RawMemoryStore};
+pub use redis_store::{RawRedisStore, RedisStore};
 pub use store::{PutOutcome, Store, StoreStats};
 pub use target::{CacheTarget, KeyError, KeyErrorKind};
-pub use tiered::TieredStore;
+pub use tiered::{RawTieredStore, TieredStore};

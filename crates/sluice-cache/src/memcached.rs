@@ -25,6 +25,9 @@ use std::time::Duration;
 use async_memcached::{AsciiProtocol, Client};
 use async_trait::async_trait;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use sluice_core::config::{Dur, RawSecret, Size};
 use tokio::sync::Mutex;
 
 use crate::codec;
@@ -32,6 +35,7 @@ use crate::entry::Entry;
 use crate::error::StoreError;
 use crate::metrics;
 use crate::store::{PutOutcome, Store, StoreStats};
+use crate::tiered::RawTieredStore;
 use sluice_core::Backend;
 use sluice_core::{Clock, SystemClock};
 
@@ -41,6 +45,48 @@ const RELATIVE_TTL_LIMIT: i64 = 30 * 24 * 3600;
 /// Bytes memcached itself needs per item beyond key and value (item header, CAS,
 /// suffix), counted against the item size.
 const ITEM_OVERHEAD: usize = 64;
+
+/// `kind = "memcached"`: entries in Memcached, shared by every node. Memcached
+/// holds no locks, quotas or purge notices: give `[cluster] redis_url` for those.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemcachedStore {
+    /// The server: `memcache://host:port`.
+    pub url: Option<Spanned<String>>,
+    /// Prefix of every key (`{namespace}:e:{hash}`), so deployments can share
+    /// one server. Default `sluice`.
+    pub namespace: Option<Spanned<String>>,
+    /// Longest wait for one command; then it counts as down. Default `250ms`.
+    pub timeout: Option<Dur>,
+    /// The server's item size limit (`memcached -I`); larger entries pass
+    /// through uncached, counted in `sluice_store_too_large_total`. Default
+    /// `1MiB`.
+    pub max_item_size: Option<Size>,
+    /// Connections per node. Default 8.
+    pub pool_size: Option<usize>,
+    /// The password of `[cluster] redis_url`'s Redis, when not in its URL:
+    /// `{ env = "REDIS_PASSWORD" }`.
+    pub password: Option<RawSecret>,
+    /// PEM file of the CA that signed the certificate of `[cluster]
+    /// redis_url`'s Redis, for `rediss://` with a private CA.
+    pub tls_ca_file: Option<Spanned<String>>,
+}
+
+impl RawMemcachedStore {
+    /// This kind's keys among those of every shared kind.
+    pub(crate) fn keys(&self) -> RawTieredStore {
+        RawTieredStore {
+            url: self.url.clone(),
+            namespace: self.namespace.clone(),
+            timeout: self.timeout,
+            max_item_size: self.max_item_size,
+            pool_size: self.pool_size,
+            password: self.password.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
+            ..RawTieredStore::default()
+        }
+    }
+}
 
 /// How to reach Memcached.
 #[derive(Debug, Clone)]

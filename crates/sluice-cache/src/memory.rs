@@ -11,11 +11,41 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
+use serde::Deserialize;
+use sluice_core::config::Size;
 
 use crate::entry::Entry;
 use crate::error::StoreError;
 use crate::store::{PutOutcome, Store, StoreStats};
 use sluice_core::{Clock, SystemClock};
+
+/// `kind = "memory"` (the default, also when `[store]` is absent): entries in
+/// this process, in moka's TinyLFU cache bounded by bytes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemoryStore {
+    /// Byte bound of the store, weighted by body + headers + key. Default
+    /// `256MiB`.
+    pub max_bytes: Option<Size>,
+    /// Largest response stored; larger ones are passed through uncached
+    /// (`detail=too-large`). Default `8MiB`.
+    pub max_body: Option<Size>,
+}
+
+/// The default of `max_body`, for every kind that has it.
+pub(crate) const DEFAULT_MAX_BODY: u64 = 8 << 20;
+
+/// The largest entry a store takes, from `max_body` (default 8 MiB).
+pub(crate) fn max_body(given: Option<Size>) -> usize {
+    given.map_or(DEFAULT_MAX_BODY, |s| s.0) as usize
+}
+
+impl RawMemoryStore {
+    /// The memory store this config describes, on `clock`.
+    pub(crate) fn build(&self, clock: Arc<dyn Clock>) -> MemoryStore {
+        MemoryStore::configured(self.max_bytes, 256 << 20, self.max_body, clock).build()
+    }
+}
 
 /// Builder for [`MemoryStore`].
 #[derive(Debug)]
@@ -59,7 +89,7 @@ impl MemoryStoreBuilder {
         let cache = Cache::builder()
             .max_capacity(self.max_bytes)
             .weigher(|k: &Arc<str>, v: &Arc<Entry>| {
-                u32::try_from(k.len() + v.weight()).unwrap_or(u32::MAX)
+                u32::try_from(v.weight_under(k)).unwrap_or(u32::MAX)
             })
             .expire_after(StaleLimit {
                 clock: self.clock.clone(),
@@ -114,7 +144,7 @@ impl MemoryStore {
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
             max_bytes: 256 << 20,
-            max_entry_bytes: 8 << 20,
+            max_entry_bytes: DEFAULT_MAX_BODY as usize,
             max_ttl: None,
             clock: Arc::new(SystemClock),
         }
@@ -122,6 +152,21 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
+    /// A builder from config values: `max_bytes` (else `default_bytes`) and
+    /// `max_body`, on `clock`. The memory store and the tiered store's L1 start
+    /// from it.
+    pub(crate) fn configured(
+        max_bytes: Option<Size>,
+        default_bytes: u64,
+        max_body: Option<Size>,
+        clock: Arc<dyn Clock>,
+    ) -> MemoryStoreBuilder {
+        Self::builder()
+            .max_bytes(max_bytes.map_or(default_bytes, |s| s.0))
+            .max_entry_bytes(self::max_body(max_body))
+            .clock(clock)
+    }
+
     /// Drops every entry at once.
     pub fn clear(&self) {
         self.cache.invalidate_all();
@@ -172,7 +217,7 @@ impl Store for MemoryStore {
     }
 
     async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<PutOutcome, StoreError> {
-        if key.len() + entry.weight() > self.max_entry_bytes {
+        if entry.weight_under(key) > self.max_entry_bytes {
             return Ok(PutOutcome::TooLarge);
         }
         self.cache.insert(Arc::from(key), entry).await;
@@ -212,22 +257,12 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
+    use crate::testing::json_entry;
     use sluice_core::ManualClock;
 
     fn entry(now: i64, body: usize, ttl: u64) -> Arc<Entry> {
-        Arc::new(Entry::new(
-            200,
-            vec![(
-                "content-type".into(),
-                Bytes::from_static(b"application/json"),
-            )],
-            Bytes::from(vec![b'x'; body]),
-            now,
-            Duration::from_secs(ttl),
-            Duration::ZERO,
-            Duration::ZERO,
-        ))
+        let ttl = Duration::from_secs(ttl);
+        Arc::new(json_entry(now, body, ttl, Duration::ZERO, Duration::ZERO))
     }
 
     #[tokio::test]

@@ -8,13 +8,63 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use sluice_core::config::{Dur, RawSecret, Size};
 
 use crate::codec;
 use crate::entry::Entry;
 use crate::error::StoreError;
 use crate::store::{PutOutcome, Store, StoreStats};
+use crate::tiered::RawTieredStore;
 use sluice_core::Redis;
 use sluice_core::{Clock, SystemClock};
+
+/// `kind = "redis"`: entries in Redis (a server, or a cluster with `cluster =
+/// true`), shared by every node; its locks, quotas and purge notices go there
+/// too unless `[cluster]` says otherwise.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisStore {
+    /// Largest response stored; larger ones are passed through uncached
+    /// (`detail=too-large`). Default `8MiB`.
+    pub max_body: Option<Size>,
+    /// The Redis: `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS).
+    pub url: Option<Spanned<String>>,
+    /// Seed nodes of a Redis Cluster (with `cluster = true`), instead of `url`.
+    pub urls: Option<Vec<Spanned<String>>>,
+    /// The Redis URLs are a Redis Cluster. Default `false`.
+    #[serde(default)]
+    pub cluster: bool,
+    /// Redis password, when not in the URL: `{ env = "REDIS_PASSWORD" }`.
+    pub password: Option<RawSecret>,
+    /// PEM file of the CA that signed the Redis server's certificate, for
+    /// `rediss://` with a private CA (default: the system's roots).
+    pub tls_ca_file: Option<Spanned<String>>,
+    /// Prefix of every key and channel (`{namespace}:e:{key}`), so deployments
+    /// can share one server. Default `sluice`.
+    pub namespace: Option<Spanned<String>>,
+    /// Longest wait for one command to Redis; then it counts as down. Default
+    /// `250ms`.
+    pub timeout: Option<Dur>,
+}
+
+impl RawRedisStore {
+    /// This kind's keys among those of every shared kind.
+    pub(crate) fn keys(&self) -> RawTieredStore {
+        RawTieredStore {
+            max_body: self.max_body,
+            url: self.url.clone(),
+            urls: self.urls.clone(),
+            cluster: self.cluster,
+            password: self.password.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
+            namespace: self.namespace.clone(),
+            timeout: self.timeout,
+            ..RawTieredStore::default()
+        }
+    }
+}
 
 /// Entries in Redis (a server or a cluster).
 #[derive(Debug, Clone)]
@@ -142,7 +192,7 @@ impl Store for RedisStore {
     }
 
     async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<PutOutcome, StoreError> {
-        if key.len() + entry.weight() > self.max_entry_bytes {
+        if entry.weight_under(key) > self.max_entry_bytes {
             crate::metrics::too_large("redis");
             return Ok(PutOutcome::TooLarge);
         }

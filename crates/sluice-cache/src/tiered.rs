@@ -12,6 +12,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use sluice_core::config::{Dur, RawSecret, Size};
 
 use crate::coalesce::Coalescer;
 use crate::entry::Entry;
@@ -20,6 +23,48 @@ use crate::memory::MemoryStore;
 use crate::metrics;
 use crate::store::{PutOutcome, Store, StoreStats};
 use sluice_core::redis::{Event, Redis};
+
+/// `kind = "tiered"`: a memory L1 on each node in front of Redis or Memcached
+/// (picked by `url`'s scheme), with that kind's keys. The store is built from
+/// this set of keys for every shared kind: it holds all of them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTieredStore {
+    /// Byte bound of each node's L1, weighted by body + headers + key. Default
+    /// `64MiB`.
+    pub max_bytes: Option<Size>,
+    /// Longest an entry stays in a node's L1 (purges evict it at once anyway).
+    /// Default `5s`.
+    pub l1_ttl: Option<Dur>,
+    /// Largest response stored; larger ones are passed through uncached
+    /// (`detail=too-large`). Default `8MiB`.
+    pub max_body: Option<Size>,
+    /// The L2: `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS) or
+    /// `memcache://host:port`.
+    pub url: Option<Spanned<String>>,
+    /// Seed nodes of a Redis Cluster (with `cluster = true`), instead of `url`.
+    pub urls: Option<Vec<Spanned<String>>>,
+    /// The Redis URLs are a Redis Cluster. Default `false`.
+    #[serde(default)]
+    pub cluster: bool,
+    /// Prefix of every key and channel, so deployments can share one server.
+    /// Default `sluice`.
+    pub namespace: Option<Spanned<String>>,
+    /// Longest wait for one command to the L2; then it counts as down. Default
+    /// `250ms`.
+    pub timeout: Option<Dur>,
+    /// Redis password, when not in the URL: `{ env = "REDIS_PASSWORD" }` (over
+    /// Memcached: that of `[cluster] redis_url`).
+    pub password: Option<RawSecret>,
+    /// PEM file of the CA that signed the Redis server's certificate, for
+    /// `rediss://` with a private CA (default: the system's roots).
+    pub tls_ca_file: Option<Spanned<String>>,
+    /// Over Memcached: the server's item size limit (`memcached -I`). Default
+    /// `1MiB`.
+    pub max_item_size: Option<Size>,
+    /// Over Memcached: connections per node. Default 8.
+    pub pool_size: Option<usize>,
+}
 
 /// Memory in front of a shared store.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use sluice_cache::testing::json_entry;
 use sluice_cache::{
     Entry, MemcachedOptions, MemcachedStore, PutOutcome, RedisStore, Store, StoreError,
 };
@@ -14,18 +14,8 @@ use sluice_core::{
 use sluice_testkit::servers::{Memcached, RedisCluster, RedisServer};
 
 fn entry(body: usize, ttl: Duration) -> Arc<Entry> {
-    Arc::new(Entry::new(
-        200,
-        vec![(
-            "content-type".into(),
-            Bytes::from_static(b"application/json"),
-        )],
-        Bytes::from(vec![b'x'; body]),
-        SystemClock.now_millis(),
-        ttl,
-        Duration::ZERO,
-        Duration::ZERO,
-    ))
+    let now = SystemClock.now_millis();
+    Arc::new(json_entry(now, body, ttl, Duration::ZERO, Duration::ZERO))
 }
 
 /// A namespace no other test uses.

@@ -1,5 +1,6 @@
 //! What every sluice crate shares, and nothing else: time ([`Clock`]), secrets
-//! ([`Secret`], [`Scrubber`]), URL redaction ([`redact_url`], the only one), the
+//! ([`Secret`], [`Scrubber`]), the value types of config files ([`config`]: durations,
+//! sizes, secrets as written), URL redaction ([`redact_url`], the only one), the
 //! host name used in node ids, the one handle to a shared Redis ([`redis::Redis`],
 //! with its outage breaker [`Backend`]) and an upstream's call budget
 //! ([`quota::Quota`]).
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod clock;
+pub mod config;
 pub mod health;
 pub mod metrics;
 pub mod quota;

@@ -60,8 +60,14 @@ async fn spread_gets(nodes: &[Node], n: usize, path: impl Fn(usize) -> String) -
 }
 
 fn store_config(kind: &str, url: &str, ns: &str, extra: &str) -> String {
+    // `l1_ttl` is a key of the tiered store only.
+    let l1 = if kind == "tiered" {
+        "l1_ttl = \"60s\"\n"
+    } else {
+        ""
+    };
     format!(
-        "admin_token = {{ env = \"ADMIN_TOKEN\" }}\n{UPSTREAM}{ROUTE}\n[store]\nkind = \"{kind}\"\nurl = \"{url}\"\nnamespace = \"{ns}\"\nl1_ttl = \"60s\"\n\n[cluster]\nlock_ttl = \"1s\"\npoll = \"50ms\"\n{extra}"
+        "admin_token = {{ env = \"ADMIN_TOKEN\" }}\n{UPSTREAM}{ROUTE}\n[store]\nkind = \"{kind}\"\nurl = \"{url}\"\nnamespace = \"{ns}\"\n{l1}\n[cluster]\nlock_ttl = \"1s\"\npoll = \"50ms\"\n{extra}"
     )
 }
 

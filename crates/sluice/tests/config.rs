@@ -182,9 +182,14 @@ fn other_mistakes_are_named() {
     }
 }
 
+/// GOOD with `store` as its `[store]` keys (GOOD's `max_bytes` is the memory
+/// store's: each kind gets its own keys only).
+fn store(keys: &str) -> String {
+    GOOD.replace("kind = \"memory\"\nmax_bytes = \"256MiB\"", keys)
+}
+
 #[tokio::test]
 async fn store_and_cluster_mistakes_are_named() {
-    let store = |s: &str| GOOD.replace("kind = \"memory\"", s);
     for (text, needle) in [
         (
             store("kind = \"redis\""),
@@ -216,7 +221,7 @@ async fn store_and_cluster_mistakes_are_named() {
         ),
         (
             store("kind = \"memory\"\nurl = \"redis://a:1\""),
-            "store.url: only for kind = \"redis\", \"memcached\" or \"tiered\"",
+            "store.url: unknown field `url`",
         ),
         (
             format!("{GOOD}\n[cluster]\ncoalesce = true\n"),
@@ -254,6 +259,51 @@ async fn store_and_cluster_mistakes_are_named() {
         format!(
             "{}\n[cluster]\nredis_url = \"redis://127.0.0.1:1\"\nlock_ttl = \"3s\"\n",
             store("kind = \"tiered\"\nurl = \"memcache://127.0.0.1:1\"")
+        ),
+    ] {
+        check(&ok).unwrap_or_else(|e| panic!("{ok}\n---\n{e}"));
+    }
+}
+
+#[tokio::test]
+async fn a_key_of_another_store_kind_is_refused_where_it_is() {
+    for (text, expected) in [
+        (
+            store("kind = \"redis\"\nurl = \"redis://a:1\"\npool_size = 4"),
+            "sluice.toml:7:1: store.pool_size: unknown field `pool_size`",
+        ),
+        (
+            store("kind = \"memory\"\nl1_ttl = \"5s\""),
+            "sluice.toml:6:1: store.l1_ttl: unknown field `l1_ttl`",
+        ),
+        // Without `kind`, the store is memory.
+        (
+            store("max_bytes = \"1MiB\"\nurl = \"redis://a:1\""),
+            "sluice.toml:6:1: store.url: unknown field `url`",
+        ),
+        (
+            store("kind = \"memcached\"\nurl = \"memcache://a:1\"\ncluster = true"),
+            "sluice.toml:7:1: store.cluster: unknown field `cluster`",
+        ),
+        (
+            store("kind = \"disk\""),
+            "sluice.toml:5:8: store.kind: unknown variant `disk`",
+        ),
+    ] {
+        let e = check(&text).unwrap_err();
+        assert!(e.starts_with(expected), "{expected}\n---\n{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // The kinds' own keys, `kind` left out, and no [store] at all.
+    for ok in [
+        store("max_bytes = \"1MiB\"\nmax_body = \"1KiB\""),
+        store(""),
+        GOOD.replace("[store]\nkind = \"memory\"\nmax_bytes = \"256MiB\"\n", ""),
+        store(
+            "kind = \"tiered\"\nurl = \"memcache://127.0.0.1:1\"\nmax_bytes = \"1MiB\"\nl1_ttl = \"1s\"\nmax_body = \"1KiB\"\nnamespace = \"t\"\ntimeout = \"1s\"\nmax_item_size = \"1MiB\"\npool_size = 2\n\n[cluster]\nredis_url = \"redis://127.0.0.1:1\"",
+        ),
+        store(
+            "kind = \"memcached\"\nurl = \"memcache://127.0.0.1:1\"\nnamespace = \"m\"\ntimeout = \"1s\"\npool_size = 2\npassword = { env = \"AIRKOREA_KEY\" }\n\n[cluster]\nredis_url = \"redis://127.0.0.1:1\"",
         ),
     ] {
         check(&ok).unwrap_or_else(|e| panic!("{ok}\n---\n{e}"));

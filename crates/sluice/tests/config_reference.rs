@@ -1,7 +1,8 @@
 //! The config reference, `docs/config.md`, is generated from the doc comments of
 //! the `Raw*` types in `crates/sluice/src/config/` and of the component configs that
-//! live beside their implementation (the trigger kinds in
-//! `crates/sluice-schedule/src/triggers/`): this test renders it and fails when the
+//! live beside their implementation (the store kinds in `crates/sluice-cache/src/`,
+//! the trigger kinds in `crates/sluice-schedule/src/triggers/`, the value types in
+//! `crates/sluice-core/src/config.rs`): this test renders it and fails when the
 //! file is stale, or when a field has no doc comment.
 //!
 //! Regenerate with `SLUICE_BLESS=1 cargo test -p sluice --test config_reference`.
@@ -13,10 +14,15 @@ use std::path::PathBuf;
 const FILES: &[&str] = &[
     "sluice/src/config/mod.rs",
     "sluice/src/config/server.rs",
-    "sluice/src/config/store.rs",
+    "sluice-cache/src/config.rs",
+    "sluice-cache/src/memory.rs",
+    "sluice-cache/src/redis_store.rs",
+    "sluice-cache/src/memcached.rs",
+    "sluice-cache/src/tiered.rs",
     "sluice/src/config/upstream.rs",
     "sluice/src/config/route.rs",
     "sluice/src/config/values.rs",
+    "sluice-core/src/config.rs",
     "sluice/src/config/job.rs",
     "sluice-schedule/src/triggers/config.rs",
     "sluice-schedule/src/triggers/cron.rs",
@@ -253,8 +259,9 @@ fn render() -> (String, Vec<String>) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut out = String::from(
         "# Configuration reference\n\n\
-         <!-- Generated from the doc comments of the `Raw*` types in `crates/sluice/src/config/`\n     \
-         and `crates/sluice-schedule/src/triggers/`;\n     \
+         <!-- Generated from the doc comments of the `Raw*` types in `crates/sluice/src/config/`,\n     \
+         `crates/sluice-cache/src/`, `crates/sluice-core/src/config.rs` and\n     \
+         `crates/sluice-schedule/src/triggers/`;\n     \
          do not edit: regenerate with `SLUICE_BLESS=1 cargo test -p sluice --test config_reference`. -->\n\n\
          Every key of `sluice.toml`, by table. Durations are written `\"200ms\"`, `\"5s\"`, `\"10m\"`,\n\
          `\"6h\"`, `\"1d\"`; sizes `\"512KiB\"`, `\"256MiB\"`, `\"10MB\"` or a number of bytes; secrets\n\

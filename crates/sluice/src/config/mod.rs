@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
-use sluice_core::Clock;
 use sluice_core::Secret;
 use sluice_gateway::Gateway;
 use sluice_upstream::Upstream;
@@ -49,13 +48,12 @@ pub use job::{
 pub use queue::{JOBS_QUEUE, PARTITIONS_QUEUE, QueueSettings, RawQueue};
 pub use route::{RawRoute, RawTtl};
 pub use server::{ConnectionSettings, RawServer};
+pub use sluice_cache::{RawCluster, RawStore, StoreKind};
 pub use sluice_schedule::RawTrigger;
 pub use source::{ConfigError, ConfigErrors, Source};
 pub use step::{RawProcessor, RawReader, RawTasklet, RawWriter};
-pub use store::{RawCluster, RawStore, StoreKind};
 pub use upstream::{RawRateLimit, RawUpstream};
-use values::read_secret;
-pub use values::{Dur, RawRetry, RawSecret, Size, parse_duration, parse_size};
+pub use values::{Dur, Env, RawRetry, RawSecret, Size, parse_duration, parse_size};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -136,38 +134,6 @@ impl fmt::Debug for Settings {
     }
 }
 
-/// Where secrets and time come from while resolving.
-pub struct Env<'a> {
-    /// Reads an environment variable.
-    pub var: &'a dyn Fn(&str) -> Option<String>,
-    /// The clock for TTLs and quotas.
-    pub clock: Arc<dyn Clock>,
-    /// For commands that never call an upstream or take admin requests (`queue
-    /// stats`, `job status`, `schedule list`, …): a secret whose variable or file
-    /// is missing is not an error; it resolves to a placeholder that is never sent.
-    pub secrets_optional: bool,
-}
-
-impl Env<'_> {
-    /// The process environment and the system clock.
-    pub fn process() -> Env<'static> {
-        Env {
-            var: &|n| std::env::var(n).ok(),
-            clock: Arc::new(sluice_core::SystemClock),
-            secrets_optional: false,
-        }
-    }
-
-    /// The process environment for a command that only inspects state: missing
-    /// secrets are not errors (see [`Env::secrets_optional`]).
-    pub fn inspect() -> Env<'static> {
-        Env {
-            secrets_optional: true,
-            ..Env::process()
-        }
-    }
-}
-
 fn span<T>(s: &Spanned<T>) -> Option<Range<usize>> {
     Some(s.span())
 }
@@ -185,7 +151,7 @@ impl RawConfig {
         let _ = crate::telemetry::prometheus();
         let mut errs = self.partial.errors.clone();
         let server = self.server.check(src, env, &mut errs);
-        let built = self.store.build(&self.cluster, src, env, &mut errs);
+        let built = store::build(&self.store, &self.cluster, src, env, &mut errs);
         let upstreams = upstream::check_upstreams(
             &self.upstreams,
             &self.partial.upstream_at,

@@ -10,7 +10,7 @@ use toml::de::{DeTable, DeValue};
 
 use sluice_schedule::{RawTriggerKind, RawTriggerShared};
 
-use super::{RawConfig, RawJob, RawRoute, RawStep, RawTrigger, RawUpstream};
+use super::{RawConfig, RawJob, RawRoute, RawStep, RawStore, RawTrigger, RawUpstream, StoreKind};
 
 /// The top-level keys, as serde would list them.
 const SECTIONS: &str =
@@ -203,7 +203,7 @@ impl Source {
         for (key, value) in doc.into_inner() {
             match key.get_ref().as_ref() {
                 "server" => raw.server = self.de(value, &mut p.errors).unwrap_or_default(),
-                "store" => raw.store = self.de(value, &mut p.errors).unwrap_or_default(),
+                "store" => raw.store = self.store(value, &mut p.errors).unwrap_or_default(),
                 "cluster" => raw.cluster = self.de(value, &mut p.errors).unwrap_or_default(),
                 "repository" => {
                     raw.repository = self.de(value, &mut p.errors).unwrap_or_default();
@@ -332,6 +332,34 @@ impl Source {
             triggers,
             ..j
         })
+    }
+
+    /// `[store]`: its `kind` (default `memory`), then that kind's keys, each read
+    /// straight from the TOML (not through serde's buffering of tagged enums,
+    /// which would lose the position of every error): a key of another kind
+    /// points at itself. `None` (the error recorded) when it is broken.
+    fn store(&self, value: Spanned<DeValue<'_>>, errs: &mut Vec<ConfigError>) -> Option<RawStore> {
+        let span = value.span();
+        let t = match value.into_inner() {
+            DeValue::Table(t) => t,
+            other => return self.de(Spanned::new(span, other), errs),
+        };
+        let (mut kind, mut own) = (None, DeTable::new());
+        for (k, v) in t {
+            if k.get_ref() == "kind" {
+                kind = Some(v);
+            } else {
+                own.insert(k, v);
+            }
+        }
+        let kind: StoreKind = match kind {
+            Some(k) => self.de(k, errs)?,
+            None => StoreKind::default(),
+        };
+        let own = Spanned::new(span.clone(), DeValue::Table(own)).into_deserializer();
+        RawStore::deserialize_kind(kind, own)
+            .map_err(|e| errs.push(self.toml_err(&e, Some(span))))
+            .ok()
     }
 
     /// A `[[job.trigger]]`: its `kind`, the keys every kind shares and the kind's
