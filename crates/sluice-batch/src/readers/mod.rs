@@ -39,16 +39,16 @@
 //! # }
 //! ```
 
-mod csv_file;
+mod csv;
 mod driver;
-mod http;
-mod json_array;
+mod http_pages;
+mod json;
 mod jsonl;
 mod split;
 pub(crate) mod sql;
 
-pub use csv_file::CsvReader;
-pub use http::{HttpPagesReader, Pagination};
-pub use json_array::JsonArrayReader;
+pub use csv::CsvReader;
+pub use http_pages::{HttpPagesReader, Pagination};
+pub use json::JsonArrayReader;
 pub use jsonl::JsonLinesReader;
 pub use sql::{SqlReader, SqlSource};

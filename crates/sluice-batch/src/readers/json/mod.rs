@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::driver::{
+use crate::readers::driver::{
     BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, blocking, io_fatal,
     io_transient, raw_excerpt, utf8_bom_len,
 };

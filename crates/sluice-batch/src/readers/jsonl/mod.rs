@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::driver::{
+use crate::readers::driver::{
     BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, blocking, byte_at,
     checkpoint_json, io_fatal, io_transient, parse_checkpoint, raw_excerpt, utf8_bom_len,
 };
@@ -115,7 +115,7 @@ impl JsonlSource {
         let len = file.metadata().map_err(|e| io_fatal(&path, e))?.len();
         let data_start = utf8_bom_len(&mut file, &path)?;
         let (share_start, end) = match partition {
-            Some((i, n)) => super::split::share(&mut file, &path, data_start, len, i, n)?,
+            Some((i, n)) => crate::readers::split::share(&mut file, &path, data_start, len, i, n)?,
             None => (data_start, len),
         };
         let pos = match start {

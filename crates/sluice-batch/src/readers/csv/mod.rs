@@ -11,7 +11,7 @@ use csv::ByteRecord;
 use encoding_rs::Encoding;
 use serde_json::{Map, Value};
 
-use super::driver::{
+use crate::readers::driver::{
     BATCH_BYTES, BATCH_ITEMS, Driver, Entry, Pos, Source, blocking, byte_at, checkpoint_json,
     io_fatal, io_transient, parse_checkpoint, sniff_bom,
 };
@@ -356,7 +356,7 @@ impl CsvSource {
         }
 
         let (share_start, end) = match config.partition {
-            Some((i, n)) => super::split::share(&mut file, path, data_start, len, i, n)?,
+            Some((i, n)) => crate::readers::split::share(&mut file, path, data_start, len, i, n)?,
             None => (data_start, len),
         };
         let pos = match start {
