@@ -11,11 +11,15 @@ use csv::ByteRecord;
 use encoding_rs::Encoding;
 use serde_json::{Map, Value};
 
+use crate::api::{ReadError, ReadItem, Reader, Rows};
 use crate::readers::driver::{
     BATCH_BYTES, BATCH_ITEMS, Driver, Entry, Pos, Source, blocking, byte_at, checkpoint_json,
     io_fatal, io_transient, parse_checkpoint, sniff_bom,
 };
-use crate::api::{ReadError, ReadItem, Reader, Rows};
+
+mod config;
+
+pub use config::RawCsvReader;
 
 /// Reads a CSV (or TSV, or any delimited) file, one JSON object per record.
 ///

@@ -8,11 +8,15 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::api::{ReadError, ReadItem, Reader};
 use crate::readers::driver::{
     BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, blocking, io_fatal,
     io_transient, raw_excerpt, utf8_bom_len,
 };
-use crate::api::{ReadError, ReadItem, Reader};
+
+mod config;
+
+pub use config::RawJsonReader;
 
 /// Reads the items of a JSON array in a UTF-8 file: the whole file
 /// (`[{…}, {…}]`), or an array inside it picked by a JSON pointer

@@ -8,11 +8,15 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::api::{ReadError, ReadItem, Reader};
 use crate::readers::driver::{
     BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, blocking, byte_at,
     checkpoint_json, io_fatal, io_transient, parse_checkpoint, raw_excerpt, utf8_bom_len,
 };
-use crate::api::{ReadError, ReadItem, Reader};
+
+mod config;
+
+pub use config::RawJsonlReader;
 
 /// Reads a JSON Lines file (NDJSON): one JSON value per line, UTF-8.
 ///

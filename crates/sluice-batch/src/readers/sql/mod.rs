@@ -30,6 +30,11 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Column, Executor, Row, Statement, TypeInfo, ValueRef};
 
 use crate::api::{ReadError, ReadItem, Reader};
+use crate::config::ConfigError;
+
+mod config;
+
+pub use config::RawSqlReader;
 
 /// Binds one JSON value to a query of any of the three databases.
 macro_rules! bind_json {
@@ -194,10 +199,10 @@ impl SqlReader {
     ///
     /// # Errors
     ///
-    /// When `index` is not below `of`.
-    pub fn partition(mut self, index: usize, of: usize) -> Result<Self, String> {
+    /// [`ConfigError::Partition`] when `index` is not below `of`.
+    pub fn partition(mut self, index: usize, of: usize) -> Result<Self, ConfigError> {
         if of == 0 || index >= of {
-            return Err(format!("partition {index} of {of} does not exist"));
+            return Err(ConfigError::Partition { index, of });
         }
         self.partition = Some((index, of));
         Ok(self)

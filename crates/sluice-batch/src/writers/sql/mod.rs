@@ -26,6 +26,7 @@ use crate::api::{Rows, SqlStatement, WriteError, Writer};
 use crate::model::Item;
 
 mod cells;
+mod config;
 mod copy;
 mod multirow;
 mod plan;
@@ -34,6 +35,7 @@ mod postgres;
 mod tests;
 
 use cells::{Cell, Cells, Src};
+pub use config::{RawSqlAppendWriter, RawSqlUpsertWriter};
 use copy::copy_in;
 use multirow::{canonical_int, run_extra};
 use postgres::{ArrayType, pg_text};
