@@ -283,6 +283,22 @@ where
         .map_err(|e| ReadError::Fatal(format!("reader task failed: {e}")))?
 }
 
+/// The driver of an opened reader; before `open`, a `Fatal` error naming `what`
+/// (`"CsvReader::read"`).
+pub(crate) fn opened<'a, S>(
+    driver: &'a mut Option<Driver<S>>,
+    what: &str,
+) -> Result<&'a mut Driver<S>, ReadError> {
+    driver
+        .as_mut()
+        .ok_or_else(|| ReadError::Fatal(format!("{what} before open")))
+}
+
+/// Where a reader's driver stands (the start before `open`).
+pub(crate) fn pos_of<S: Source>(driver: &Option<Driver<S>>) -> Pos {
+    driver.as_ref().map(Driver::pos).unwrap_or_default()
+}
+
 /// Parses `{"offset": …, "<n_key>": …}`; `None` or `null` is the start.
 pub(crate) fn parse_checkpoint(
     checkpoint: Option<&Value>,
