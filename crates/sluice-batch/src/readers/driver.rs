@@ -131,6 +131,16 @@ impl<S: Source> Driver<S> {
         }
     }
 
+    /// Opens a source on the blocking pool (`open` returns it and where it
+    /// stands) and drives it.
+    pub(crate) async fn start<F>(open: F) -> Result<Self, ReadError>
+    where
+        F: FnOnce() -> Result<(S, Pos), ReadError> + Send + 'static,
+    {
+        let (source, pos) = blocking(open).await?;
+        Ok(Self::new(source, pos))
+    }
+
     /// The position after the last entry returned.
     pub(crate) fn pos(&self) -> Pos {
         self.pos

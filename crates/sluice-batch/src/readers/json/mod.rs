@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::api::{ReadError, ReadItem, Reader};
 use crate::readers::driver::{
-    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, blocking, io_fatal,
-    io_transient, opened, pos_of, raw_excerpt, utf8_bom_len,
+    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, io_fatal, io_transient,
+    opened, pos_of, raw_excerpt, utf8_bom_len,
 };
 
 mod config;
@@ -103,8 +103,7 @@ impl Reader for JsonArrayReader {
             },
         };
         let config = self.config.clone();
-        let (source, pos) = blocking(move || ArraySource::open(config, start)).await?;
-        self.driver = Some(Driver::new(source, pos));
+        self.driver = Some(Driver::start(move || ArraySource::open(config, start)).await?);
         Ok(())
     }
 

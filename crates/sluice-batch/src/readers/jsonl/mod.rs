@@ -10,9 +10,8 @@ use serde_json::Value;
 
 use crate::api::{ReadError, ReadItem, Reader};
 use crate::readers::driver::{
-    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, blocking,
-    checkpoint_json, io_fatal, io_transient, opened, parse_checkpoint, pos_of, raw_excerpt,
-    utf8_bom_len,
+    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, checkpoint_json,
+    io_fatal, io_transient, opened, parse_checkpoint, pos_of, raw_excerpt, utf8_bom_len,
 };
 use crate::readers::split::Extent;
 
@@ -71,8 +70,7 @@ impl Reader for JsonLinesReader {
         let start = parse_checkpoint(checkpoint, "line")?;
         let path = self.path.clone();
         let partition = self.partition;
-        let (source, pos) = blocking(move || JsonlSource::open(path, start, partition)).await?;
-        self.driver = Some(Driver::new(source, pos));
+        self.driver = Some(Driver::start(move || JsonlSource::open(path, start, partition)).await?);
         Ok(())
     }
 
