@@ -219,4 +219,40 @@ mod tests {
         );
         assert_eq!(duration("5s").ok(), Some(Duration::from_secs(5)));
     }
+
+    #[test]
+    fn the_registries_refuse_unknown_kinds_and_keys() {
+        use serde::Deserialize;
+        use serde_json::json;
+
+        let e = crate::readers::RawReader::deserialize(json!({
+            "kind": "csv", "path": "a.csv", "delimeter": ";"
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("unknown field `delimeter`, expected one of `path`"),
+            "{e}"
+        );
+        let e = crate::writers::RawWriter::deserialize(json!({"kind": "xml", "path": "a"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("unknown variant `xml`"), "{e}");
+        let e = crate::tasklets::RawTasklet::deserialize(json!({"kind": "shell"}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "missing field `command`");
+        let p = crate::processors::RawProcessor::deserialize(json!({"kind": "jq", "expr": "."}));
+        assert!(p.unwrap().build(&NoContext).is_ok());
+        let r = crate::readers::RawReader::deserialize(json!({
+            "kind": "http_pages", "upstream": "u", "path": "/", "items": ".[]"
+        }));
+        let Err(e) = r.unwrap().build(&NoContext, None) else {
+            panic!("a reader without pagination was built");
+        };
+        assert_eq!(
+            e.to_string(),
+            "give exactly one of page_param, offset_param or cursor_param"
+        );
+    }
 }
