@@ -1,9 +1,12 @@
 //! The config reference, `docs/config.md`, is generated from the doc comments of
 //! the `Raw*` types in `crates/sluice/src/config/` and of the component configs that
 //! live beside their implementation (the store kinds in `crates/sluice-cache/src/`,
-//! the trigger kinds in `crates/sluice-schedule/src/triggers/`, the value types in
-//! `crates/sluice-core/src/config.rs`): this test renders it and fails when the
-//! file is stale, or when a field has no doc comment.
+//! the trigger kinds in `crates/sluice-schedule/src/triggers/`, the reader,
+//! processor, writer and tasklet kinds in `crates/sluice-batch/src/`, the value
+//! types in `crates/sluice-core/src/config.rs`): this test renders it and fails
+//! when the file is stale, or when a field has no doc comment. A kind whose
+//! config is a struct of its own (`Csv(RawCsvReader)`) has that struct's keys
+//! listed under its `kind = …` heading.
 //!
 //! Regenerate with `SLUICE_BLESS=1 cargo test -p sluice --test config_reference`.
 
@@ -29,7 +32,22 @@ const FILES: &[&str] = &[
     "sluice-schedule/src/triggers/every.rs",
     "sluice-schedule/src/triggers/at.rs",
     "sluice-schedule/src/triggers/watch.rs",
-    "sluice/src/config/step.rs",
+    "sluice-batch/src/readers/mod.rs",
+    "sluice-batch/src/readers/csv/config.rs",
+    "sluice-batch/src/readers/jsonl/config.rs",
+    "sluice-batch/src/readers/json/config.rs",
+    "sluice-batch/src/readers/http_pages/config.rs",
+    "sluice-batch/src/readers/sql/config.rs",
+    "sluice-batch/src/processors/mod.rs",
+    "sluice-batch/src/processors/jq/config.rs",
+    "sluice-batch/src/writers/mod.rs",
+    "sluice-batch/src/writers/sql/config.rs",
+    "sluice-batch/src/writers/file/config.rs",
+    "sluice-batch/src/writers/cache/config.rs",
+    "sluice-batch/src/tasklets/mod.rs",
+    "sluice-batch/src/tasklets/sql.rs",
+    "sluice-batch/src/tasklets/shell.rs",
+    "sluice-batch/src/tasklets/http.rs",
     "sluice/src/config/queue.rs",
 ];
 
@@ -260,8 +278,8 @@ fn render() -> (String, Vec<String>) {
     let mut out = String::from(
         "# Configuration reference\n\n\
          <!-- Generated from the doc comments of the `Raw*` types in `crates/sluice/src/config/`,\n     \
-         `crates/sluice-cache/src/`, `crates/sluice-core/src/config.rs` and\n     \
-         `crates/sluice-schedule/src/triggers/`;\n     \
+         `crates/sluice-cache/src/`, `crates/sluice-core/src/config.rs`,\n     \
+         `crates/sluice-schedule/src/triggers/` and `crates/sluice-batch/src/`;\n     \
          do not edit: regenerate with `SLUICE_BLESS=1 cargo test -p sluice --test config_reference`. -->\n\n\
          Every key of `sluice.toml`, by table. Durations are written `\"200ms\"`, `\"5s\"`, `\"10m\"`,\n\
          `\"6h\"`, `\"1d\"`; sizes `\"512KiB\"`, `\"256MiB\"`, `\"10MB\"` or a number of bytes; secrets\n\
@@ -269,40 +287,58 @@ fn render() -> (String, Vec<String>) {
          every mistake at once, each as `FILE:LINE:COLUMN: KEY: what`.\n\n",
     );
     let mut undocumented = Vec::new();
-    for file in FILES {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        for item in items(&text) {
-            if item.docs.is_empty() {
-                undocumented.push(item.name.clone());
+    let all: Vec<Item> = FILES
+        .iter()
+        .flat_map(|file| items(&std::fs::read_to_string(dir.join(file)).unwrap()))
+        .collect();
+    // The structs of newtype variants: listed under their variant, not apart.
+    let inlined = |name: &str| {
+        all.iter().find(|i| {
+            i.name == name
+                && i.variants.is_none()
+                && all
+                    .iter()
+                    .flat_map(|e| e.variants.iter().flatten())
+                    .any(|v| v.newtype.as_deref() == Some(name))
+        })
+    };
+    for item in &all {
+        if item.docs.is_empty() {
+            undocumented.push(item.name.clone());
+        }
+        for f in &item.fields {
+            if f.docs.is_empty() {
+                undocumented.push(format!("{}.{}", item.name, f.name));
             }
-            out.push_str(&format!("## {}\n\n", item.name));
-            if !item.docs.is_empty() {
-                out.push_str(&format!("{}\n\n", item.docs.join("\n")));
+        }
+        if inlined(&item.name).is_some() {
+            continue;
+        }
+        out.push_str(&format!("## {}\n\n", item.name));
+        if !item.docs.is_empty() {
+            out.push_str(&format!("{}\n\n", item.docs.join("\n")));
+        }
+        if !item.fields.is_empty() {
+            table(&mut out, &item.fields);
+        }
+        for v in item.variants.iter().flatten() {
+            out.push_str(&format!("### `kind = \"{}\"`\n\n", snake(&v.name)));
+            if v.docs.is_empty() {
+                undocumented.push(format!("{}::{}", item.name, v.name));
+            } else {
+                out.push_str(&format!("{}\n\n", v.docs.join("\n")));
             }
-            for f in &item.fields {
+            for f in &v.fields {
                 if f.docs.is_empty() {
-                    undocumented.push(format!("{}.{}", item.name, f.name));
+                    undocumented.push(format!("{}::{}.{}", item.name, v.name, f.name));
                 }
             }
-            if !item.fields.is_empty() {
-                table(&mut out, &item.fields);
-            }
-            for v in item.variants.iter().flatten() {
-                out.push_str(&format!("### `kind = \"{}\"`\n\n", snake(&v.name)));
-                if v.docs.is_empty() {
-                    undocumented.push(format!("{}::{}", item.name, v.name));
-                } else {
-                    out.push_str(&format!("{}\n\n", v.docs.join("\n")));
+            match (&v.newtype, v.newtype.as_deref().and_then(inlined)) {
+                (_, Some(inner)) => table(&mut out, &inner.fields),
+                (Some(inner), None) => {
+                    out.push_str(&format!("The keys of {}.\n\n", toml_type(inner)))
                 }
-                for f in &v.fields {
-                    if f.docs.is_empty() {
-                        undocumented.push(format!("{}::{}.{}", item.name, v.name, f.name));
-                    }
-                }
-                match &v.newtype {
-                    Some(inner) => out.push_str(&format!("The keys of {}.\n\n", toml_type(inner))),
-                    None => table(&mut out, &v.fields),
-                }
+                (None, None) => table(&mut out, &v.fields),
             }
         }
     }

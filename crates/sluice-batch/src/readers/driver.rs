@@ -131,6 +131,16 @@ impl<S: Source> Driver<S> {
         }
     }
 
+    /// Opens a source on the blocking pool (`open` returns it and where it
+    /// stands) and drives it.
+    pub(crate) async fn start<F>(open: F) -> Result<Self, ReadError>
+    where
+        F: FnOnce() -> Result<(S, Pos), ReadError> + Send + 'static,
+    {
+        let (source, pos) = blocking(open).await?;
+        Ok(Self::new(source, pos))
+    }
+
     /// The position after the last entry returned.
     pub(crate) fn pos(&self) -> Pos {
         self.pos
@@ -281,6 +291,22 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ReadError::Fatal(format!("reader task failed: {e}")))?
+}
+
+/// The driver of an opened reader; before `open`, a `Fatal` error naming `what`
+/// (`"CsvReader::read"`).
+pub(crate) fn opened<'a, S>(
+    driver: &'a mut Option<Driver<S>>,
+    what: &str,
+) -> Result<&'a mut Driver<S>, ReadError> {
+    driver
+        .as_mut()
+        .ok_or_else(|| ReadError::Fatal(format!("{what} before open")))
+}
+
+/// Where a reader's driver stands (the start before `open`).
+pub(crate) fn pos_of<S: Source>(driver: &Option<Driver<S>>) -> Pos {
+    driver.as_ref().map(Driver::pos).unwrap_or_default()
 }
 
 /// Parses `{"offset": …, "<n_key>": …}`; `None` or `null` is the start.

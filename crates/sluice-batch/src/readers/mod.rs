@@ -1,6 +1,11 @@
 //! Built-in readers: local files, SQL tables or queries ([`SqlReader`]), and the
 //! pages of an HTTP API ([`HttpPagesReader`], through a `sluice_upstream::Upstream`).
 //!
+//! One folder per kind, its config (`Raw*`, as written in a step's `reader`
+//! table) in its `config.rs`; [`RawReader`] is the registry of kinds. A new kind
+//! is a folder here plus its variant of [`RawReader`] (and that variant's arm in
+//! [`RawReader::build`]).
+//!
 //! | reader | input | item | checkpoint |
 //! |---|---|---|---|
 //! | [`CsvReader`] | delimited text, UTF-8 or a legacy encoding (EUC-KR/CP949, …) | `{key: "value" \| null}` | `{"offset", "row"}` |
@@ -39,16 +44,89 @@
 //! # }
 //! ```
 
-mod csv_file;
+/// Builder methods that each set one field of `self.config`:
+/// `name(field: Type);` makes `pub fn name(mut self, field: Type) -> Self`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($field:ident: $ty:ty);)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $field: $ty) -> Self {
+                self.config.$field = $field;
+                self
+            }
+        )*
+    };
+}
+
+/// `impl Debug` for a file reader: `Name { field: …, checkpoint: … }`.
+macro_rules! debug_reader {
+    ($reader:ident, $field:ident) => {
+        impl std::fmt::Debug for $reader {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($reader))
+                    .field(stringify!($field), &self.$field)
+                    .field("checkpoint", &self.checkpoint())
+                    .finish()
+            }
+        }
+    };
+}
+
+mod csv;
 mod driver;
-mod http;
-mod json_array;
+mod http_pages;
+mod json;
 mod jsonl;
 mod split;
 pub(crate) mod sql;
 
-pub use csv_file::CsvReader;
-pub use http::{HttpPagesReader, Pagination};
-pub use json_array::JsonArrayReader;
-pub use jsonl::JsonLinesReader;
-pub use sql::{SqlReader, SqlSource};
+pub use csv::{CsvReader, RawCsvReader};
+pub use http_pages::{HttpPagesReader, Pagination, RawHttpPagesReader};
+pub use json::{JsonArrayReader, RawJsonReader};
+pub use jsonl::{JsonLinesReader, RawJsonlReader};
+pub use sql::{RawSqlReader, SqlReader, SqlSource};
+
+use serde::Deserialize;
+
+use crate::api::Reader;
+use crate::config::{BuildContext, ConfigError};
+
+/// `reader = { kind = …, … }`: where a chunk step's items come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RawReader {
+    /// `kind = "csv"`: a CSV file, one item (a JSON object) per record.
+    Csv(RawCsvReader),
+    /// `kind = "jsonl"`: JSON Lines, one item per line.
+    Jsonl(RawJsonlReader),
+    /// `kind = "json"`: one JSON array (optionally inside an object, at
+    /// `pointer`), one item per element.
+    Json(RawJsonReader),
+    /// `kind = "http_pages"`: the pages of an upstream API, through its client
+    /// (secrets, retries, rate limits).
+    HttpPages(RawHttpPagesReader),
+    /// `kind = "sql"`: the rows of a table or query, by keyset pagination.
+    Sql(RawSqlReader),
+}
+
+impl RawReader {
+    /// The reader, in `ctx`; a partitioned step's readers read only their
+    /// `share` (`(index, of)`; the `json` reader has no shares and reads it all).
+    ///
+    /// # Errors
+    ///
+    /// What the kind's config says is wrong ([`ConfigError`]).
+    pub fn build(
+        self,
+        ctx: &dyn BuildContext,
+        share: Option<(usize, usize)>,
+    ) -> Result<Box<dyn Reader>, ConfigError> {
+        Ok(match self {
+            Self::Csv(c) => Box::new(c.build(share)?),
+            Self::Jsonl(c) => Box::new(c.build(share)),
+            Self::Json(c) => Box::new(c.build()),
+            Self::HttpPages(c) => Box::new(c.build(ctx)?),
+            Self::Sql(c) => Box::new(c.build(share)?),
+        })
+    }
+}

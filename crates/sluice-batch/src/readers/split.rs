@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
-use super::driver::io_fatal;
+use super::driver::{Pos, byte_at, io_fatal};
 use crate::api::ReadError;
 
 /// The first line start at or after `at` (`len` when none).
@@ -57,6 +57,58 @@ pub(crate) fn share(
         line_start(file, path, cut(index + 1), data_start, len)?
     };
     Ok((start, end.max(start)))
+}
+
+/// The bytes of a line-oriented file a reader reads: its data, from
+/// `data_start` (after a BOM, and a header) to `len`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Extent {
+    /// Where the data starts.
+    pub(crate) data_start: u64,
+    /// The file's length.
+    pub(crate) len: u64,
+}
+
+impl Extent {
+    /// Where a reader starts and where its share ends: at the start of its share
+    /// (of `partition`), or at checkpoint `start`, which must stand at the data's
+    /// start, at the end, or after a byte `ends_line` accepts; `refuse` says why
+    /// a checkpoint offset that does not is wrong.
+    pub(crate) fn start(
+        self,
+        file: &mut File,
+        path: &Path,
+        partition: Option<(usize, usize)>,
+        start: Option<Pos>,
+        ends_line: fn(u8) -> bool,
+        refuse: impl FnOnce(u64) -> ReadError,
+    ) -> Result<(Pos, u64), ReadError> {
+        let Extent { data_start, len } = self;
+        let (share_start, end) = match partition {
+            Some((i, n)) => share(file, path, data_start, len, i, n)?,
+            None => (data_start, len),
+        };
+        let at_share = Pos {
+            offset: share_start,
+            n: 0,
+        };
+        let pos = match start {
+            None => at_share,
+            Some(p) if p.n == 0 && p.offset <= share_start => at_share,
+            Some(p) => {
+                let boundary = p.offset == data_start
+                    || p.offset == len
+                    || (p.offset > data_start
+                        && p.offset < len
+                        && ends_line(byte_at(file, p.offset - 1).map_err(|e| io_fatal(path, e))?));
+                if !boundary {
+                    return Err(refuse(p.offset));
+                }
+                p
+            }
+        };
+        Ok((pos, end))
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
-//! Built-in writers.
+//! Built-in writers, one folder per writer type, its configs (`Raw*`, as written
+//! in a step's `writer` table) in its `config.rs`; [`RawWriter`] is the registry
+//! of kinds. A new kind is a folder here plus its variant of [`RawWriter`] (and
+//! that variant's arm in [`RawWriter::build`]).
 //!
 //! - [`SqlWriter`]: upserts (or appends) chunks into a table of SQLite, PostgreSQL
 //!   or MySQL/MariaDB. SQLite and MySQL get multi-row `INSERT … ON CONFLICT` /
@@ -48,7 +51,50 @@ mod file;
 mod ident;
 mod sql;
 
-pub use cache::{CacheWriter, CacheWriterError};
-pub use file::{FileFormat, FileWriter, TEMP_SUFFIX};
+pub use cache::{CacheWriter, CacheWriterError, RawCacheWriter};
+pub use file::{FileFormat, FileWriter, RawCsvWriter, RawJsonlWriter, TEMP_SUFFIX};
 pub use sluice_sql::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};
-pub use sql::{Column, SqlWriter, SqlWriterOptions, WriteMode};
+pub use sql::{
+    Column, RawSqlAppendWriter, RawSqlUpsertWriter, SqlWriter, SqlWriterOptions, WriteMode,
+};
+
+use serde::Deserialize;
+
+use crate::api::Writer;
+use crate::config::{BuildContext, ConfigError};
+
+/// `writer = { kind = …, … }`: where a chunk step's chunks go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RawWriter {
+    /// `kind = "sql_upsert"`: multi-row upserts (insert or update on `key`).
+    SqlUpsert(RawSqlUpsertWriter),
+    /// `kind = "sql_append"`: plain inserts (PostgreSQL: COPY).
+    SqlAppend(RawSqlAppendWriter),
+    /// `kind = "csv"`: a CSV file (written under a temp name, renamed when the
+    /// step completes).
+    Csv(RawCsvWriter),
+    /// `kind = "jsonl"`: a JSON Lines file (written under a temp name, renamed
+    /// when the step completes).
+    Jsonl(RawJsonlWriter),
+    /// `kind = "cache"`: entries in the gateway's store, under the key a client
+    /// request for `path` would use.
+    Cache(RawCacheWriter),
+}
+
+impl RawWriter {
+    /// The writer, in `ctx` (the cache writer takes its cache from it).
+    ///
+    /// # Errors
+    ///
+    /// What the kind's config says is wrong ([`ConfigError`]).
+    pub fn build(self, ctx: &dyn BuildContext) -> Result<Box<dyn Writer>, ConfigError> {
+        Ok(match self {
+            Self::SqlUpsert(c) => Box::new(c.build()?),
+            Self::SqlAppend(c) => Box::new(c.build()?),
+            Self::Csv(c) => Box::new(c.build()?),
+            Self::Jsonl(c) => Box::new(c.build()),
+            Self::Cache(c) => Box::new(c.build(ctx)?),
+        })
+    }
+}

@@ -25,6 +25,7 @@ use super::ident::{check_ident, check_table, check_type, derived_name};
 use crate::api::{Chunk, ChunkForm, Committed, Rows, SqlStatement, WriteError, Writer};
 
 mod cells;
+mod config;
 mod copy;
 #[macro_use]
 mod multirow;
@@ -34,6 +35,7 @@ mod postgres;
 mod tests;
 
 use cells::{Cell, Cells, Src};
+pub use config::{RawSqlAppendWriter, RawSqlUpsertWriter};
 use copy::copy_in;
 use multirow::{bind_rows, canonical_int, run_extra};
 use postgres::{ArrayType, pg_text};

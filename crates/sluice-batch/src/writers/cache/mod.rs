@@ -23,6 +23,10 @@ use thiserror::Error;
 use crate::api::{Chunk, Committed, SqlStatement, WriteError, Writer};
 use crate::model::{Item, now_millis};
 
+mod config;
+
+pub use config::RawCacheWriter;
+
 /// A cache writer that cannot be built, or an item that has no path.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -85,6 +89,19 @@ impl CacheWriter {
         key_template: &str,
         ttl: Duration,
     ) -> Result<Self, CacheWriterError> {
+        Self::for_target(Arc::new(gateway), key_template, ttl)
+    }
+
+    /// As [`new`](Self::new), into a shared target.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn for_target(
+        gateway: Arc<dyn CacheTarget>,
+        key_template: &str,
+        ttl: Duration,
+    ) -> Result<Self, CacheWriterError> {
         if !key_template.starts_with('/') {
             return Err(CacheWriterError::Template(format!(
                 "the key template {key_template:?} must be a path starting with '/'"
@@ -95,7 +112,7 @@ impl CacheWriter {
         }
         Ok(Self {
             store: gateway.store().clone(),
-            gateway: Arc::new(gateway),
+            gateway,
             template: parse_template(key_template).map_err(CacheWriterError::Template)?,
             source: key_template.to_owned(),
             ttl,

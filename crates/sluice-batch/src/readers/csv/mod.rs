@@ -11,11 +11,16 @@ use csv::ByteRecord;
 use encoding_rs::Encoding;
 use serde_json::{Map, Value};
 
-use super::driver::{
-    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, Pos, Source, blocking, byte_at, checkpoint_json,
-    io_fatal, io_transient, parse_checkpoint, sniff_bom,
-};
 use crate::api::{ReadError, ReadItem, Reader, Rows};
+use crate::readers::driver::{
+    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, Pos, Source, blocking, checkpoint_json, io_fatal,
+    io_transient, opened, parse_checkpoint, pos_of, sniff_bom,
+};
+use crate::readers::split::Extent;
+
+mod config;
+
+pub use config::RawCsvReader;
 
 /// Reads a CSV (or TSV, or any delimited) file, one JSON object per record.
 ///
@@ -54,14 +59,7 @@ pub struct CsvReader {
     keys: Option<Arc<[String]>>,
 }
 
-impl std::fmt::Debug for CsvReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CsvReader")
-            .field("config", &self.config)
-            .field("checkpoint", &self.checkpoint())
-            .finish()
-    }
-}
+debug_reader!(CsvReader, config);
 
 #[derive(Debug, Clone)]
 struct CsvConfig {
@@ -107,33 +105,6 @@ impl CsvReader {
         self
     }
 
-    /// The field delimiter (default `,`; `b'\t'` for TSV).
-    pub fn delimiter(mut self, delimiter: u8) -> Self {
-        self.config.delimiter = delimiter;
-        self
-    }
-
-    /// The quote character (default `"`); a quote inside a quoted field is
-    /// doubled.
-    pub fn quote(mut self, quote: u8) -> Self {
-        self.config.quote = quote;
-        self
-    }
-
-    /// The file's encoding (default UTF-8); it must be ASCII-compatible, and the
-    /// delimiter and quote must not occur inside its multi-byte characters (true
-    /// of EUC-KR/CP949 for the usual delimiters).
-    pub fn encoding(mut self, encoding: &'static Encoding) -> Self {
-        self.config.encoding = encoding;
-        self
-    }
-
-    /// Whether the first record is a header (default `true`).
-    pub fn has_header(mut self, has_header: bool) -> Self {
-        self.config.has_header = has_header;
-        self
-    }
-
     /// The keys, by position, in place of the header's names (a header, if any, is
     /// still skipped and must have as many columns).
     pub fn columns<I, S>(mut self, columns: I) -> Self
@@ -153,17 +124,23 @@ impl CsvReader {
         self
     }
 
-    /// Whether to trim ASCII whitespace around header names and fields (default
-    /// `false`).
-    pub fn trim(mut self, trim: bool) -> Self {
-        self.config.trim = trim;
-        self
-    }
-
-    /// Whether an empty field is `null` (default `true`) or `""`.
-    pub fn empty_as_null(mut self, empty_as_null: bool) -> Self {
-        self.config.empty_as_null = empty_as_null;
-        self
+    setters! {
+        /// The field delimiter (default `,`; `b'\t'` for TSV).
+        delimiter(delimiter: u8);
+        /// The quote character (default `"`); a quote inside a quoted field is
+        /// doubled.
+        quote(quote: u8);
+        /// The file's encoding (default UTF-8); it must be ASCII-compatible, and the
+        /// delimiter and quote must not occur inside its multi-byte characters (true
+        /// of EUC-KR/CP949 for the usual delimiters).
+        encoding(encoding: &'static Encoding);
+        /// Whether the first record is a header (default `true`).
+        has_header(has_header: bool);
+        /// Whether to trim ASCII whitespace around header names and fields (default
+        /// `false`).
+        trim(trim: bool);
+        /// Whether an empty field is `null` (default `true`) or `""`.
+        empty_as_null(empty_as_null: bool);
     }
 }
 
@@ -185,24 +162,17 @@ impl Reader for CsvReader {
     }
 
     async fn read_row(&mut self, rows: &mut Rows) -> Result<Option<u64>, ReadError> {
-        match &mut self.driver {
-            Some(driver) => driver.next_row(rows).await,
-            None => Err(ReadError::Fatal("CsvReader::read_row before open".into())),
-        }
+        opened(&mut self.driver, "CsvReader::read_row")?
+            .next_row(rows)
+            .await
     }
 
     async fn read(&mut self) -> Result<Option<ReadItem>, ReadError> {
-        match &mut self.driver {
-            Some(driver) => driver.next().await,
-            None => Err(ReadError::Fatal("CsvReader::read before open".into())),
-        }
+        opened(&mut self.driver, "CsvReader::read")?.next().await
     }
 
     fn checkpoint(&self) -> Value {
-        checkpoint_json(
-            self.driver.as_ref().map(Driver::pos).unwrap_or_default(),
-            "row",
-        )
+        checkpoint_json(pos_of(&self.driver), "row")
     }
 }
 
@@ -355,40 +325,22 @@ impl CsvSource {
             }
         }
 
-        let (share_start, end) = match config.partition {
-            Some((i, n)) => super::split::share(&mut file, path, data_start, len, i, n)?,
-            None => (data_start, len),
-        };
-        let pos = match start {
-            None => Pos {
-                offset: share_start,
-                n: 0,
+        let extent = Extent { data_start, len };
+        let (pos, end) = extent.start(
+            &mut file,
+            path,
+            config.partition,
+            start,
+            |b| matches!(b, b'\n' | b'\r'),
+            |offset| {
+                fatal(
+                    path,
+                    format_args!(
+                        "checkpoint offset {offset} is not at a record boundary (file of {len} bytes, data from byte {data_start})"
+                    ),
+                )
             },
-            Some(p) if p.n == 0 && p.offset <= share_start => Pos {
-                offset: share_start,
-                n: 0,
-            },
-            Some(p) => {
-                let boundary = p.offset == data_start
-                    || p.offset == len
-                    || (p.offset > data_start
-                        && p.offset < len
-                        && matches!(
-                            byte_at(&mut file, p.offset - 1).map_err(|e| io_fatal(path, e))?,
-                            b'\n' | b'\r'
-                        ));
-                if !boundary {
-                    return Err(fatal(
-                        path,
-                        format_args!(
-                            "checkpoint offset {} is not at a record boundary (file of {len} bytes, data from byte {data_start})",
-                            p.offset
-                        ),
-                    ));
-                }
-                p
-            }
-        };
+        )?;
 
         file.seek(SeekFrom::Start(pos.offset))
             .map_err(|e| io_fatal(path, e))?;
@@ -410,34 +362,44 @@ impl CsvSource {
         ))
     }
 
-    fn item(&self) -> Result<ReadItem, ReadError> {
-        let record = &self.record;
-        let bad = |reason: String| ReadError::Bad {
+    /// The current record as a bad row, for `reason`.
+    fn bad(&self, reason: String) -> ReadError {
+        ReadError::Bad {
             position: self.row,
             reason,
-            raw: Some(raw_text(record, self.encoding, self.delimiter)),
-        };
+            raw: Some(raw_text(&self.record, self.encoding, self.delimiter)),
+        }
+    }
+
+    /// The current record, checked to have one field per key.
+    fn record(&self) -> Result<&ByteRecord, ReadError> {
+        let record = &self.record;
         if record.len() != self.keys.len() {
-            return Err(bad(format!(
+            return Err(self.bad(format!(
                 "expected {} fields, found {}",
                 self.keys.len(),
                 record.len()
             )));
         }
+        Ok(record)
+    }
+
+    /// The bad row for field `key`, not valid in the encoding.
+    fn undecodable(&self, key: &str) -> ReadError {
+        self.bad(format!(
+            "field `{key}` is not valid {}",
+            self.encoding.name()
+        ))
+    }
+
+    fn item(&self) -> Result<ReadItem, ReadError> {
+        let record = self.record()?;
         let mut map = Map::new();
         for (key, field) in self.keys.iter().zip(record.iter()) {
             let value = if field.is_empty() && self.empty_as_null {
                 Value::Null
             } else {
-                match decode(self.encoding, field) {
-                    Some(s) => Value::String(s),
-                    None => {
-                        return Err(bad(format!(
-                            "field `{key}` is not valid {}",
-                            self.encoding.name()
-                        )));
-                    }
-                }
+                Value::String(decode(self.encoding, field).ok_or_else(|| self.undecodable(key))?)
             };
             map.insert(key.clone(), value);
         }
@@ -451,19 +413,7 @@ impl CsvSource {
 impl CsvSource {
     /// Appends the current record to `rows` (with `rows`' keys, these keys).
     fn push_row(&self, rows: &mut Rows) -> Result<ReadItem, ReadError> {
-        let record = &self.record;
-        let bad = |reason: String| ReadError::Bad {
-            position: self.row,
-            reason,
-            raw: Some(raw_text(record, self.encoding, self.delimiter)),
-        };
-        if record.len() != self.keys.len() {
-            return Err(bad(format!(
-                "expected {} fields, found {}",
-                self.keys.len(),
-                record.len()
-            )));
-        }
+        let record = self.record()?;
         let done = ReadItem {
             item: Value::Null,
             position: self.row,
@@ -487,10 +437,7 @@ impl CsvSource {
                     .zip(record.iter())
                     .find(|(_, f)| std::str::from_utf8(f).is_err())
                     .map_or("?", |(k, _)| k.as_str());
-                return Err(bad(format!(
-                    "field `{key}` is not valid {}",
-                    self.encoding.name()
-                )));
+                return Err(self.undecodable(key));
             };
             rows.push_joined(
                 text,
@@ -507,15 +454,9 @@ impl CsvSource {
                 fields.push(None);
                 continue;
             }
-            match decode(self.encoding, field) {
-                Some(s) => fields.push(Some(s)),
-                None => {
-                    return Err(bad(format!(
-                        "field `{key}` is not valid {}",
-                        self.encoding.name()
-                    )));
-                }
-            }
+            fields.push(Some(
+                decode(self.encoding, field).ok_or_else(|| self.undecodable(key))?,
+            ));
         }
         rows.push_row(fields.iter().map(Option::as_deref));
         Ok(done)

@@ -8,11 +8,16 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::driver::{
-    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, blocking, byte_at,
-    checkpoint_json, io_fatal, io_transient, parse_checkpoint, raw_excerpt, utf8_bom_len,
-};
 use crate::api::{ReadError, ReadItem, Reader};
+use crate::readers::driver::{
+    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, checkpoint_json,
+    io_fatal, io_transient, opened, parse_checkpoint, pos_of, raw_excerpt, utf8_bom_len,
+};
+use crate::readers::split::Extent;
+
+mod config;
+
+pub use config::RawJsonlReader;
 
 /// Reads a JSON Lines file (NDJSON): one JSON value per line, UTF-8.
 ///
@@ -38,14 +43,7 @@ pub struct JsonLinesReader {
     partition: Option<(usize, usize)>,
 }
 
-impl std::fmt::Debug for JsonLinesReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonLinesReader")
-            .field("path", &self.path)
-            .field("checkpoint", &self.checkpoint())
-            .finish()
-    }
-}
+debug_reader!(JsonLinesReader, path);
 
 impl JsonLinesReader {
     /// A reader of the file at `path`.
@@ -72,23 +70,18 @@ impl Reader for JsonLinesReader {
         let start = parse_checkpoint(checkpoint, "line")?;
         let path = self.path.clone();
         let partition = self.partition;
-        let (source, pos) = blocking(move || JsonlSource::open(path, start, partition)).await?;
-        self.driver = Some(Driver::new(source, pos));
+        self.driver = Some(Driver::start(move || JsonlSource::open(path, start, partition)).await?);
         Ok(())
     }
 
     async fn read(&mut self) -> Result<Option<ReadItem>, ReadError> {
-        match &mut self.driver {
-            Some(driver) => driver.next().await,
-            None => Err(ReadError::Fatal("JsonLinesReader::read before open".into())),
-        }
+        opened(&mut self.driver, "JsonLinesReader::read")?
+            .next()
+            .await
     }
 
     fn checkpoint(&self) -> Value {
-        checkpoint_json(
-            self.driver.as_ref().map(Driver::pos).unwrap_or_default(),
-            "line",
-        )
+        checkpoint_json(pos_of(&self.driver), "line")
     }
 }
 
@@ -114,36 +107,20 @@ impl JsonlSource {
         let mut file = File::open(&path).map_err(|e| io_fatal(&path, e))?;
         let len = file.metadata().map_err(|e| io_fatal(&path, e))?.len();
         let data_start = utf8_bom_len(&mut file, &path)?;
-        let (share_start, end) = match partition {
-            Some((i, n)) => super::split::share(&mut file, &path, data_start, len, i, n)?,
-            None => (data_start, len),
-        };
-        let pos = match start {
-            None => Pos {
-                offset: share_start,
-                n: 0,
+        let extent = Extent { data_start, len };
+        let (pos, end) = extent.start(
+            &mut file,
+            &path,
+            partition,
+            start,
+            |b| b == b'\n',
+            |offset| {
+                ReadError::Fatal(format!(
+                    "{}: checkpoint offset {offset} is not at the start of a line (file of {len} bytes)",
+                    path.display()
+                ))
             },
-            Some(p) if p.n == 0 && p.offset <= share_start => Pos {
-                offset: share_start,
-                n: 0,
-            },
-            Some(p) => {
-                let boundary = p.offset == data_start
-                    || p.offset == len
-                    || (p.offset > data_start
-                        && p.offset < len
-                        && byte_at(&mut file, p.offset - 1).map_err(|e| io_fatal(&path, e))?
-                            == b'\n');
-                if !boundary {
-                    return Err(ReadError::Fatal(format!(
-                        "{}: checkpoint offset {} is not at the start of a line (file of {len} bytes)",
-                        path.display(),
-                        p.offset
-                    )));
-                }
-                p
-            }
-        };
+        )?;
         file.seek(SeekFrom::Start(pos.offset))
             .map_err(|e| io_fatal(&path, e))?;
         Ok((

@@ -8,11 +8,15 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::driver::{
-    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, blocking, io_fatal,
-    io_transient, raw_excerpt, utf8_bom_len,
-};
 use crate::api::{ReadError, ReadItem, Reader};
+use crate::readers::driver::{
+    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, io_fatal, io_transient,
+    opened, pos_of, raw_excerpt, utf8_bom_len,
+};
+
+mod config;
+
+pub use config::RawJsonReader;
 
 /// Reads the items of a JSON array in a UTF-8 file: the whole file
 /// (`[{…}, {…}]`), or an array inside it picked by a JSON pointer
@@ -51,14 +55,7 @@ struct ArrayConfig {
     object_as_item: bool,
 }
 
-impl std::fmt::Debug for JsonArrayReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonArrayReader")
-            .field("config", &self.config)
-            .field("checkpoint", &self.checkpoint())
-            .finish()
-    }
-}
+debug_reader!(JsonArrayReader, config);
 
 impl JsonArrayReader {
     /// A reader of the top-level array of the file at `path`.
@@ -81,11 +78,10 @@ impl JsonArrayReader {
         self
     }
 
-    /// Whether an object where the array is expected is read as a one-item array
-    /// (default `false`: an error).
-    pub fn object_as_single_item(mut self, yes: bool) -> Self {
-        self.config.object_as_item = yes;
-        self
+    setters! {
+        /// Whether an object where the array is expected is read as a one-item array
+        /// (default `false`: an error).
+        object_as_single_item(object_as_item: bool);
     }
 }
 
@@ -107,20 +103,18 @@ impl Reader for JsonArrayReader {
             },
         };
         let config = self.config.clone();
-        let (source, pos) = blocking(move || ArraySource::open(config, start)).await?;
-        self.driver = Some(Driver::new(source, pos));
+        self.driver = Some(Driver::start(move || ArraySource::open(config, start)).await?);
         Ok(())
     }
 
     async fn read(&mut self) -> Result<Option<ReadItem>, ReadError> {
-        match &mut self.driver {
-            Some(driver) => driver.next().await,
-            None => Err(ReadError::Fatal("JsonArrayReader::read before open".into())),
-        }
+        opened(&mut self.driver, "JsonArrayReader::read")?
+            .next()
+            .await
     }
 
     fn checkpoint(&self) -> Value {
-        let pos = self.driver.as_ref().map(Driver::pos).unwrap_or_default();
+        let pos = pos_of(&self.driver);
         serde_json::json!({ "index": pos.n, "offset": pos.offset })
     }
 }

@@ -30,6 +30,11 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Column, Executor, Row, Statement, TypeInfo, ValueRef};
 
 use crate::api::{ReadError, ReadItem, Reader};
+use crate::config::ConfigError;
+
+mod config;
+
+pub use config::RawSqlReader;
 
 /// Binds one JSON value to a query of any of the three databases.
 macro_rules! bind_json {
@@ -194,12 +199,10 @@ impl SqlReader {
     ///
     /// # Errors
     ///
-    /// [`ReadError::Fatal`] when `index` is not below `of`.
-    pub fn partition(mut self, index: usize, of: usize) -> Result<Self, ReadError> {
+    /// [`ConfigError::Partition`] when `index` is not below `of`.
+    pub fn partition(mut self, index: usize, of: usize) -> Result<Self, ConfigError> {
         if of == 0 || index >= of {
-            return Err(ReadError::Fatal(format!(
-                "partition {index} of {of} does not exist"
-            )));
+            return Err(ConfigError::Partition { index, of });
         }
         self.partition = Some((index, of));
         Ok(self)
@@ -493,93 +496,80 @@ fn float(f: f64) -> Value {
 }
 
 /// One cell of a row as JSON.
-trait JsonCell {
-    fn cell(&self, i: usize) -> Result<Value, String>;
-}
-
-/// The type name of cell `i` of `row` (SQLite: of the value's storage class), or
-/// `None` when it is NULL.
-fn cell_type<R: Row>(row: &R, i: usize) -> Result<Option<String>, String>
+trait JsonCell: Row + Sized
 where
-    usize: sqlx::ColumnIndex<R>,
+    usize: sqlx::ColumnIndex<Self>,
 {
-    let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
-    if raw.is_null() {
-        return Ok(None);
-    }
-    Ok(Some(raw.type_info().name().to_owned()))
-}
+    /// Cell `i`, whose value (not NULL) has type `ty`, as JSON.
+    fn typed_cell(&self, i: usize, ty: &str) -> Result<Value, sqlx::Error>;
 
-fn col_err(i: usize, ty: &str, e: impl std::fmt::Display) -> String {
-    format!("column {i} ({ty}): {e}")
+    /// Cell `i` as JSON: NULL as `null`, else by its type.
+    fn cell(&self, i: usize) -> Result<Value, String> {
+        let raw = self.try_get_raw(i).map_err(|e| e.to_string())?;
+        if raw.is_null() {
+            return Ok(Value::Null);
+        }
+        // SQLite: the type of the value's storage class.
+        let ty = raw.type_info().name().to_owned();
+        self.typed_cell(i, &ty)
+            .map_err(|e| format!("column {i} ({ty}): {e}"))
+    }
 }
 
 impl JsonCell for SqliteRow {
-    fn cell(&self, i: usize) -> Result<Value, String> {
+    fn typed_cell(&self, i: usize, storage: &str) -> Result<Value, sqlx::Error> {
         // SQLite is dynamically typed: decode by the value's storage class, and
         // turn integers of a column declared BOOLEAN into booleans.
-        let Some(storage) = cell_type(self, i)? else {
-            return Ok(Value::Null);
-        };
         let declared = self.columns()[i].type_info().name().to_owned();
-        let e = |e: sqlx::Error| col_err(i, &storage, e);
-        Ok(match storage.as_str() {
+        Ok(match storage {
             "INTEGER" => {
-                let n: i64 = self.try_get_unchecked(i).map_err(e)?;
+                let n: i64 = self.try_get_unchecked(i)?;
                 if declared.eq_ignore_ascii_case("BOOLEAN") {
                     Value::Bool(n != 0)
                 } else {
                     Value::from(n)
                 }
             }
-            "REAL" => float(self.try_get_unchecked(i).map_err(e)?),
+            "REAL" => float(self.try_get_unchecked(i)?),
             "BLOB" => {
-                let b: Vec<u8> = self.try_get_unchecked(i).map_err(e)?;
+                let b: Vec<u8> = self.try_get_unchecked(i)?;
                 Value::String(String::from_utf8_lossy(&b).into_owned())
             }
-            _ => Value::String(self.try_get_unchecked(i).map_err(e)?),
+            _ => Value::String(self.try_get_unchecked(i)?),
         })
     }
 }
 
 impl JsonCell for PgRow {
-    fn cell(&self, i: usize) -> Result<Value, String> {
-        let Some(ty) = cell_type(self, i)? else {
-            return Ok(Value::Null);
-        };
-        let e = |e: sqlx::Error| col_err(i, &ty, e);
-        Ok(match ty.as_str() {
-            "BOOL" => Value::Bool(self.try_get(i).map_err(e)?),
-            "INT2" => Value::from(self.try_get::<i16, _>(i).map_err(e)?),
-            "INT4" => Value::from(self.try_get::<i32, _>(i).map_err(e)?),
-            "INT8" => Value::from(self.try_get::<i64, _>(i).map_err(e)?),
-            "FLOAT4" => float(f64::from(self.try_get::<f32, _>(i).map_err(e)?)),
-            "FLOAT8" => float(self.try_get(i).map_err(e)?),
-            _ => Value::String(self.try_get(i).map_err(e)?),
+    fn typed_cell(&self, i: usize, ty: &str) -> Result<Value, sqlx::Error> {
+        Ok(match ty {
+            "BOOL" => Value::Bool(self.try_get(i)?),
+            "INT2" => Value::from(self.try_get::<i16, _>(i)?),
+            "INT4" => Value::from(self.try_get::<i32, _>(i)?),
+            "INT8" => Value::from(self.try_get::<i64, _>(i)?),
+            "FLOAT4" => float(f64::from(self.try_get::<f32, _>(i)?)),
+            "FLOAT8" => float(self.try_get(i)?),
+            _ => Value::String(self.try_get(i)?),
         })
     }
 }
 
 impl JsonCell for MySqlRow {
-    fn cell(&self, i: usize) -> Result<Value, String> {
-        let Some(ty) = cell_type(self, i)? else {
-            return Ok(Value::Null);
-        };
-        let e = |e: sqlx::Error| col_err(i, &ty, e);
-        Ok(match ty.as_str() {
-            "BOOLEAN" => Value::Bool(self.try_get(i).map_err(e)?),
+    fn typed_cell(&self, i: usize, ty: &str) -> Result<Value, sqlx::Error> {
+        Ok(match ty {
+            "BOOLEAN" => Value::Bool(self.try_get(i)?),
             "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => {
-                Value::from(self.try_get::<i64, _>(i).map_err(e)?)
+                Value::from(self.try_get::<i64, _>(i)?)
             }
-            t if t.ends_with(" UNSIGNED") => Value::from(self.try_get::<u64, _>(i).map_err(e)?),
-            "FLOAT" => float(f64::from(self.try_get::<f32, _>(i).map_err(e)?)),
-            "DOUBLE" => float(self.try_get(i).map_err(e)?),
+            t if t.ends_with(" UNSIGNED") => Value::from(self.try_get::<u64, _>(i)?),
+            "FLOAT" => float(f64::from(self.try_get::<f32, _>(i)?)),
+            "DOUBLE" => float(self.try_get(i)?),
             "NULL" => Value::Null,
             _ => match self.try_get::<String, _>(i) {
                 Ok(s) => Value::String(s),
                 // Binary strings (a cast of a BLOB, BINARY, …).
                 Err(_) => {
-                    let b: Vec<u8> = self.try_get_unchecked(i).map_err(e)?;
+                    let b: Vec<u8> = self.try_get_unchecked(i)?;
                     Value::String(String::from_utf8_lossy(&b).into_owned())
                 }
             },

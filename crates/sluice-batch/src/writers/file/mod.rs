@@ -12,6 +12,10 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use crate::api::{Chunk, Committed, SqlStatement, WriteError, Writer};
 use crate::model::Item;
 
+mod config;
+
+pub use config::{RawCsvWriter, RawJsonlWriter};
+
 /// The suffix of the temp file next to the final path.
 pub const TEMP_SUFFIX: &str = ".tmp-sluice";
 

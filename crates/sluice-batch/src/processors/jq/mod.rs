@@ -5,6 +5,10 @@ use sluice_upstream::{Jq, JqError};
 use crate::api::{ProcessError, Processor};
 use crate::model::Item;
 
+mod config;
+
+pub use config::RawJqProcessor;
+
 /// A jq expression as a processor: its output replaces the item; `null` or no
 /// output filters the item; an error makes it a skip candidate.
 #[derive(Debug)]

@@ -1,140 +1,53 @@
-//! Tasklets: steps that do one thing.
-//!
-//! - [`SqlTasklet`]: one SQL statement (or script), or a statement repeated in
-//!   small transactions until it affects no row ([`BatchLoop`]), for large
-//!   `DELETE`/`UPDATE`s that must not lock a table for minutes;
-//! - [`ShellTasklet`]: a shell command with a timeout, its output captured into the
-//!   exit message;
-//! - [`HttpTasklet`]: one `GET` through a gateway [`Upstream`] (secrets, quota and
-//!   `ok_when` apply).
+//! [`ShellTasklet`]: a shell command with a timeout; `tasklet = { kind = "shell",
+//! … }`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sluice_upstream::{Upstream, encode_component};
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::config::{ConfigError, duration};
 use crate::job::{Tasklet, TaskletError};
-use crate::readers::sql::DEFAULT_CONNECT_TIMEOUT;
-use sluice_sql::{ConnectSettings, Db};
 
-/// Repeating a statement until it affects no row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchLoop {
-    /// Pause between batches (lets replicas and other writers keep up).
-    pub pause: Duration,
-    /// Stop with an error after this many batches (a statement that never runs
-    /// out of rows, e.g. an `UPDATE` that does not change its own condition).
-    pub max_batches: Option<u64>,
+/// `kind = "shell"`: a shell command (`sh -c`); a non-zero exit fails the step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShellTasklet {
+    /// The command.
+    pub command: String,
+    /// Environment variables added for it.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Longest run before it is killed. Default `1h`.
+    pub timeout: Option<String>,
+    /// Working directory. Default: sluice's.
+    pub cwd: Option<String>,
 }
 
-impl Default for BatchLoop {
-    fn default() -> Self {
-        Self {
-            pause: Duration::ZERO,
-            max_batches: Some(1_000_000),
-        }
-    }
-}
-
-/// Runs SQL on SQLite, PostgreSQL or MySQL.
-///
-/// Without [`batch`](Self::batch), `sql` (one statement, or several separated by
-/// `;`) runs once; the exit message is `N rows affected`. With it, `sql` must
-/// affect a bounded number of rows per run, for example
-/// `DELETE FROM t WHERE id IN (SELECT id FROM t WHERE ts < '2020-01-01' LIMIT 1000)`
-/// (MySQL: `DELETE FROM t WHERE ts < '2020-01-01' LIMIT 1000`); it runs again, each
-/// time in its own transaction, until it affects no row, and the exit message is
-/// `N rows affected in K batches`. Rows of batches committed before a failure stay
-/// deleted: the statement is naturally resumable.
-#[derive(Debug, Clone)]
-pub struct SqlTasklet {
-    /// Database URL (`sqlite:…`, `postgres://…`, `mysql://…`).
-    pub url: String,
-    /// The statement(s).
-    pub sql: String,
-    /// Repeat until no row is affected.
-    pub batch: Option<BatchLoop>,
-}
-
-impl SqlTasklet {
-    /// Runs `sql` once on `url`.
-    pub fn new(url: impl Into<String>, sql: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            sql: sql.into(),
-            batch: None,
-        }
-    }
-
-    /// Repeats the statement until it affects no row.
-    #[must_use]
-    pub fn batch(mut self, batch: BatchLoop) -> Self {
-        self.batch = Some(batch);
-        self
-    }
-
-    async fn run_once(db: &Db, sql: &str, in_tx: bool) -> Result<u64, sqlx::Error> {
-        if in_tx {
-            let mut tx = db.begin().await?;
-            let n = tx.execute_script(sql).await?;
-            tx.commit().await?;
-            Ok(n)
-        } else {
-            db.execute_script(sql).await
-        }
-    }
-
-    async fn run(&self, db: &Db) -> Result<String, TaskletError> {
-        let Some(batch) = self.batch else {
-            let n = Self::run_once(db, &self.sql, false)
-                .await
-                .map_err(TaskletError::Sql)?;
-            return Ok(format!("{n} rows affected"));
+impl RawShellTasklet {
+    /// The tasklet.
+    ///
+    /// # Errors
+    ///
+    /// A `timeout` that is not a duration.
+    pub fn build(self) -> Result<ShellTasklet, ConfigError> {
+        let timeout = match &self.timeout {
+            Some(t) => duration(t)?,
+            None => Duration::from_secs(3600),
         };
-        let (mut total, mut batches) = (0u64, 0u64);
-        loop {
-            let n = Self::run_once(db, &self.sql, true)
-                .await
-                .map_err(|source| TaskletError::SqlBatch {
-                    batch: batches + 1,
-                    rows: total,
-                    done: batches,
-                    source,
-                })?;
-            if n == 0 {
-                return Ok(format!("{total} rows affected in {batches} batches"));
-            }
-            total += n;
-            batches += 1;
-            tracing::debug!(batches, rows = total, "SQL batch committed");
-            if batch.max_batches.is_some_and(|m| batches >= m) {
-                return Err(TaskletError::TooManyBatches {
-                    batches,
-                    rows: total,
-                });
-            }
-            if !batch.pause.is_zero() {
-                tokio::time::sleep(batch.pause).await;
-            }
+        let mut t = ShellTasklet::new(self.command, timeout);
+        for (k, v) in self.env {
+            t = t.env(k, v);
         }
-    }
-}
-
-#[async_trait]
-impl Tasklet for SqlTasklet {
-    async fn execute(&mut self) -> Result<String, TaskletError> {
-        let settings = ConnectSettings::new().acquire_timeout(DEFAULT_CONNECT_TIMEOUT);
-        let db = Db::connect(&self.url, &settings)
-            .await
-            .map_err(TaskletError::Connect)?;
-        let res = self.run(&db).await;
-        db.close().await;
-        res
+        if let Some(c) = self.cwd {
+            t = t.cwd(c);
+        }
+        Ok(t)
     }
 }
 
@@ -341,62 +254,5 @@ impl Tasklet for ShellTasklet {
             seconds: took.as_secs_f64(),
             output: section("stderr", &stderr) + &section("stdout", &stdout),
         })
-    }
-}
-
-/// One `GET` through an [`Upstream`].
-///
-/// The upstream injects its secrets, spends its quota, retries and applies
-/// `ok_when`. Exit message: `HTTP 200, N bytes`.
-#[derive(Debug, Clone)]
-pub struct HttpTasklet {
-    /// The upstream to call.
-    pub upstream: Arc<Upstream>,
-    /// Path appended to the upstream's base URL.
-    pub path: String,
-    /// Query parameters (raw values; encoded when sent).
-    pub query: Vec<(String, String)>,
-}
-
-impl HttpTasklet {
-    /// `GET path` on `upstream`, no query.
-    pub fn new(upstream: Arc<Upstream>, path: impl Into<String>) -> Self {
-        Self {
-            upstream,
-            path: path.into(),
-            query: Vec::new(),
-        }
-    }
-
-    /// Adds a query parameter.
-    #[must_use]
-    pub fn query(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.query.push((name.into(), value.into()));
-        self
-    }
-}
-
-#[async_trait]
-impl Tasklet for HttpTasklet {
-    async fn execute(&mut self) -> Result<String, TaskletError> {
-        let query = self
-            .query
-            .iter()
-            .map(|(n, v)| format!("{}={}", encode_component(n), encode_component(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let resp = self
-            .upstream
-            .fetch(&self.path, &query, &Default::default())
-            .await?;
-        if (200..300).contains(&resp.status) {
-            Ok(format!("HTTP {}, {} bytes", resp.status, resp.body.len()))
-        } else {
-            Err(TaskletError::Status {
-                upstream: self.upstream.name().to_string(),
-                status: resp.status,
-                bytes: resp.body.len(),
-            })
-        }
     }
 }

@@ -24,6 +24,10 @@ use sluice_upstream::{
 use crate::api::{ReadError, ReadItem, Reader};
 use crate::model::now_millis;
 
+mod config;
+
+pub use config::RawHttpPagesReader;
+
 /// How pages are addressed.
 #[derive(Debug)]
 pub enum Pagination {

@@ -1,0 +1,55 @@
+//! Tasklets: steps that do one thing.
+//!
+//! - [`SqlTasklet`]: one SQL statement (or script), or a statement repeated in
+//!   small transactions until it affects no row ([`BatchLoop`]), for large
+//!   `DELETE`/`UPDATE`s that must not lock a table for minutes;
+//! - [`ShellTasklet`]: a shell command with a timeout, its output captured into the
+//!   exit message;
+//! - [`HttpTasklet`]: one `GET` through a gateway [`Upstream`](sluice_upstream::Upstream) (secrets, quota and
+//!   `ok_when` apply).
+//!
+//! One module per kind, its config (`Raw*`, as written in a step's `tasklet`
+//! table) beside it; [`RawTasklet`] is the registry of kinds. A new kind is a
+//! module here plus its variant of [`RawTasklet`] (and that variant's arm in
+//! [`RawTasklet::build`]).
+
+mod http;
+mod shell;
+mod sql;
+
+use serde::Deserialize;
+
+pub use http::{HttpTasklet, RawHttpTasklet};
+pub use shell::{DEFAULT_TAIL_BYTES, RawShellTasklet, ShellTasklet};
+pub use sql::{BatchLoop, RawSqlTasklet, SqlTasklet};
+
+use crate::config::{BuildContext, ConfigError};
+use crate::job::Tasklet;
+
+/// `tasklet = { kind = …, … }`: a step that does one thing, instead of
+/// reader/processor/writer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RawTasklet {
+    /// `kind = "sql"`: one SQL statement.
+    Sql(RawSqlTasklet),
+    /// `kind = "shell"`: a shell command (`sh -c`); a non-zero exit fails the step.
+    Shell(RawShellTasklet),
+    /// `kind = "http"`: one GET through an upstream.
+    Http(RawHttpTasklet),
+}
+
+impl RawTasklet {
+    /// The tasklet, in `ctx` (the HTTP tasklet takes its upstream from it).
+    ///
+    /// # Errors
+    ///
+    /// What the kind's config says is wrong ([`ConfigError`]).
+    pub fn build(self, ctx: &dyn BuildContext) -> Result<Box<dyn Tasklet>, ConfigError> {
+        Ok(match self {
+            Self::Sql(c) => Box::new(c.build()),
+            Self::Shell(c) => Box::new(c.build()?),
+            Self::Http(c) => Box::new(c.build(ctx)?),
+        })
+    }
+}
