@@ -13,37 +13,9 @@ use crate::serve;
 
 const KEY: &str = "demo+Key/abc==";
 
+/// The demo's config, with the simulator at `sim_base`.
 fn demo_config(sim_base: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[store]
-kind = "memory"
-max_bytes = "64MiB"
-
-[[upstream]]
-name = "airkorea"
-base_url = "{sim_base}"
-secret_query = {{ serviceKey = {{ env = "AIRKOREA_KEY" }} }}
-timeout = "2s"
-retries = {{ max = 1, backoff = "100ms" }}
-concurrency = 8
-rate_limit = {{ per_second = 50, per_day = 10000, timezone = "Asia/Seoul" }}
-ok_when = '.response.header.resultCode == "00"'
-quota_codes = ["22"]
-
-[[route]]
-name = "air"
-path = "/air/{{*rest}}"
-upstream = "airkorea"
-ttl = "2s"
-stale_while_revalidate = "0s"
-stale_if_error = "6h"
-key_query = ["sidoName", "pageNo", "numOfRows", "returnType", "ver"]
-"#
-    )
+    include_str!("demo.toml").replace("{SIM}", sim_base)
 }
 
 struct Row {

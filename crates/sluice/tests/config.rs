@@ -79,58 +79,64 @@ async fn the_shipped_examples_are_valid() {
     assert!(n >= 2, "expected example configs in {}", dir.display());
 }
 
-#[test]
-fn unknown_key() {
-    let e = check(&GOOD.replace("concurrency = 8", "concurency = 8")).unwrap_err();
-    assert!(
-        e.starts_with("sluice.toml:14:1: upstream[0].concurency: unknown field `concurency`"),
-        "{e}"
-    );
+/// Exact: the whole message is compared; otherwise its beginning.
+enum Want {
+    Exact(&'static str),
+    Starts(&'static str),
 }
 
 #[test]
-fn bad_duration() {
-    let e = check(&GOOD.replace("timeout = \"5s\"", "timeout = \"5 parsecs\"")).unwrap_err();
-    assert!(
-        e.starts_with("sluice.toml:12:11: upstream[0].timeout: invalid duration \"5 parsecs\""),
-        "{e}"
-    );
-}
-
-#[test]
-fn bad_size() {
-    let e = check(&GOOD.replace("\"256MiB\"", "\"256 lots\"")).unwrap_err();
-    assert!(
-        e.starts_with("sluice.toml:6:13: store.max_bytes: invalid size"),
-        "{e}"
-    );
-}
-
-#[test]
-fn missing_env_var() {
-    let e = check(&GOOD.replace("AIRKOREA_KEY", "NO_SUCH_VAR")).unwrap_err();
-    assert_eq!(
-        e,
-        "sluice.toml:11:39: upstream[0].secret_query.serviceKey: environment variable NO_SUCH_VAR is not set"
-    );
-}
-
-#[test]
-fn unknown_upstream() {
-    let e = check(&GOOD.replace("upstream = \"airkorea\"", "upstream = \"airkorae\"")).unwrap_err();
-    assert_eq!(
-        e,
-        "sluice.toml:20:12: route[0].upstream: unknown upstream \"airkorae\"; defined upstreams: airkorea"
-    );
-}
-
-#[test]
-fn invalid_jq_predicate() {
-    let e = check(&GOOD.replace("== \"00\"'", "== '")).unwrap_err();
-    assert!(
-        e.starts_with("sluice.toml:16:11: upstream[0].ok_when: invalid jq expression"),
-        "{e}"
-    );
+fn each_mistake_is_located_by_file_line_column_and_key() {
+    use Want::{Exact, Starts};
+    for (case, from, to, want) in [
+        (
+            "unknown key",
+            "concurrency = 8",
+            "concurency = 8",
+            Starts("sluice.toml:14:1: upstream[0].concurency: unknown field `concurency`"),
+        ),
+        (
+            "bad duration",
+            "timeout = \"5s\"",
+            "timeout = \"5 parsecs\"",
+            Starts("sluice.toml:12:11: upstream[0].timeout: invalid duration \"5 parsecs\""),
+        ),
+        (
+            "bad size",
+            "\"256MiB\"",
+            "\"256 lots\"",
+            Starts("sluice.toml:6:13: store.max_bytes: invalid size"),
+        ),
+        (
+            "missing environment variable",
+            "AIRKOREA_KEY",
+            "NO_SUCH_VAR",
+            Exact(
+                "sluice.toml:11:39: upstream[0].secret_query.serviceKey: environment variable NO_SUCH_VAR is not set",
+            ),
+        ),
+        (
+            "unknown upstream",
+            "upstream = \"airkorea\"",
+            "upstream = \"airkorae\"",
+            Exact(
+                "sluice.toml:20:12: route[0].upstream: unknown upstream \"airkorae\"; defined upstreams: airkorea",
+            ),
+        ),
+        (
+            "invalid jq predicate",
+            "== \"00\"'",
+            "== '",
+            Starts("sluice.toml:16:11: upstream[0].ok_when: invalid jq expression"),
+        ),
+    ] {
+        assert!(GOOD.contains(from), "{case}: GOOD has no {from:?}");
+        let e = check(&GOOD.replace(from, to)).unwrap_err();
+        match want {
+            Exact(w) => assert_eq!(e, w, "{case}"),
+            Starts(w) => assert!(e.starts_with(w), "{case}: {e}"),
+        }
+    }
 }
 
 #[test]
@@ -179,6 +185,15 @@ fn other_mistakes_are_named() {
         let e = check(&GOOD.replace(from, to)).unwrap_err();
         assert!(e.contains(needle), "{to}: {e}");
         assert!(e.starts_with("sluice.toml:"), "{e}");
+    }
+}
+
+/// Asserts that `e` has exactly one line per entry of `each`, and a line
+/// containing each entry (in any order).
+fn reports(e: &str, each: &[&str]) {
+    assert_eq!(e.lines().count(), each.len(), "{e}");
+    for want in each {
+        assert!(e.lines().any(|l| l.contains(want)), "wanted {want:?} in\n{e}");
     }
 }
 
@@ -578,14 +593,12 @@ fn tables_inside_steps_and_triggers_are_each_reported_with_their_key() {
                 [[job]]\nname = \"b\"\n[[job.step]]\nname = \"s\"\ntasklet = { kind = \"shell\", command = \"true\" }\n\
                 [[job.step]]\nname = \"t\"\nchunk = \"big\"\n[[job.trigger]]\nkind = \"every\"\nevery = \"1m\"\nsoon = true\n";
     let e = check(text).unwrap_err();
-    assert_eq!(e.lines().count(), 2, "{e}");
-    assert!(
-        e.contains("sluice.toml:13:9: job[1].step[1].chunk: invalid type"),
-        "{e}"
-    );
-    assert!(
-        e.contains("sluice.toml:17:1: job[1].trigger[0].soon: unknown field `soon`"),
-        "{e}"
+    reports(
+        &e,
+        &[
+            "sluice.toml:13:9: job[1].step[1].chunk: invalid type",
+            "sluice.toml:17:1: job[1].trigger[0].soon: unknown field `soon`",
+        ],
     );
 }
 
@@ -611,16 +624,12 @@ fn a_trigger_without_kind_or_with_a_key_of_another_kind_is_located() {
         "{head}[[job.trigger]]\nkind = \"watch\"\nwatch = \"/tmp\"\nsettle = \"soon\"\noverlap = \"queue\"\n"
     ))
     .unwrap_err();
-    assert_eq!(e.lines().count(), 2, "{e}");
-    assert!(
-        e.contains(
-            "sluice.toml:9:10: job[0].trigger[0].settle: trigger a#0: invalid settle \"soon\""
-        ),
-        "{e}"
-    );
-    assert!(
-        e.contains("job[0].trigger[0].overlap: trigger a#0: overlap applies to cron, every and at, not watch"),
-        "{e}"
+    reports(
+        &e,
+        &[
+            "sluice.toml:9:10: job[0].trigger[0].settle: trigger a#0: invalid settle \"soon\"",
+            "job[0].trigger[0].overlap: trigger a#0: overlap applies to cron, every and at, not watch",
+        ],
     );
 }
 
@@ -656,11 +665,7 @@ fn an_upstream_that_does_not_parse_does_not_cascade_either() {
         "{ serviceKey = \"inline-key-123\" }",
     ))
     .unwrap_err();
-    assert_eq!(e.lines().count(), 1, "{e}");
-    assert!(
-        e.contains("{ env = \"NAME\" } or { file = \"PATH\" }"),
-        "{e}"
-    );
+    reports(&e, &["{ env = \"NAME\" } or { file = \"PATH\" }"]);
     // A missing route path is a route[N] error, and the second route keeps its
     // index when the first is broken.
     let two = format!(
