@@ -98,11 +98,11 @@ pub async fn run(keep_running: bool) -> Result<()> {
             "{base}/air/getCtprvnRltmMesureDnsty?sidoName={sido}&returnType=json&numOfRows=10&pageNo=1"
         )
     };
-    println!(
+    outln!(
         "sluice demo: a simulated public-data API answering in ~300 ms, the gateway in front of it\n"
     );
-    println!("  upstream  {}", sim.base_url());
-    println!("  gateway   {base}/air/…\n");
+    outln!("  upstream  {}", sim.base_url());
+    outln!("  gateway   {base}/air/…\n");
 
     let mut rows = Vec::new();
     let mut served = 0usize;
@@ -184,7 +184,7 @@ pub async fn run(keep_running: bool) -> Result<()> {
     sim.set_fault(Fault::None);
 
     let w = [44, 8, 8, 22];
-    println!(
+    outln!(
         "{:<w0$} {:>w1$} {:>w2$} {:>w3$}  cache-status",
         "step",
         "requests",
@@ -195,9 +195,9 @@ pub async fn run(keep_running: bool) -> Result<()> {
         w2 = w[2],
         w3 = w[3]
     );
-    println!("{}", "-".repeat(w.iter().sum::<usize>() + 40));
+    outln!("{}", "-".repeat(w.iter().sum::<usize>() + 40));
     for r in &rows {
-        println!(
+        outln!(
             "{:<w0$} {:>w1$} {:>w2$} {:>w3$}  {}",
             r.step,
             r.requests,
@@ -210,23 +210,23 @@ pub async fn run(keep_running: bool) -> Result<()> {
             w3 = w[3]
         );
     }
-    println!("{}", "-".repeat(w.iter().sum::<usize>() + 40));
-    println!(
+    outln!("{}", "-".repeat(w.iter().sum::<usize>() + 40));
+    outln!(
         "{served} requests served with {} upstream calls; cold {} vs warm {} ({:.0}× faster).",
         sim.calls(),
         ms(cold),
         ms(warm),
         cold.as_secs_f64() / warm.as_secs_f64().max(1e-6)
     );
-    println!(
+    outln!(
         "The service key never left the gateway: clients sent none, upstream calls carried it encoded once."
     );
 
     if keep_running {
-        println!("\nStill running (Ctrl-C to stop):");
-        println!("  gateway   {}", url("서울"));
-        println!("  metrics   {base}/metrics");
-        println!(
+        outln!("\nStill running (Ctrl-C to stop):");
+        outln!("  gateway   {}", url("서울"));
+        outln!("  metrics   {base}/metrics");
+        outln!(
             "  upstream  {} (control: {}/__sim/stats)",
             sim.base_url(),
             format_args!("http://{}", sim.addr())

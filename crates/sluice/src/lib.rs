@@ -14,6 +14,16 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` for what a command prints: when the reader has gone away
+/// (`sluice job history x | head -1`), the process ends quietly with exit 0, as a
+/// Unix tool killed by `SIGPIPE` would, instead of panicking; any other write
+/// error is reported on stderr with exit 1.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::line(format_args!($($arg)*))
+    };
+}
+
 pub mod cli;
 pub mod config;
 pub mod demo;

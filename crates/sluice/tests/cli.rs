@@ -149,27 +149,64 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn inspecting_commands_need_no_secrets_and_running_does() {
-    let dir = tempfile::tempdir().unwrap();
+/// examples/jobs.toml written into `dir`, its databases there too.
+fn jobs_example(dir: &std::path::Path) -> std::path::PathBuf {
     let text = std::fs::read_to_string(
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs.toml"),
     )
     .unwrap()
     .replace(
         "sqlite://sluice.db",
-        &format!("sqlite://{}", dir.path().join("repo.db").display()),
+        &format!("sqlite://{}", dir.join("repo.db").display()),
     )
     .replace(
         "sqlite://data.db",
-        &format!("sqlite://{}", dir.path().join("data.db").display()),
+        &format!("sqlite://{}", dir.join("data.db").display()),
     );
     assert!(
         text.contains("AIRKOREA_KEY"),
         "the example should use a secret"
     );
-    let cfg = dir.path().join("jobs.toml");
+    let cfg = dir.join("jobs.toml");
     std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = jobs_example(dir.path());
+    for args in [
+        &["job", "list"][..],
+        &["job", "history", "air-quality-load"],
+        &["schedule", "list"],
+        &["queue", "stats"],
+        &["check"],
+    ] {
+        // A pipe whose reading end is closed: every write to it fails (EPIPE).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(&args[..1])
+            .arg("-c")
+            .arg(&cfg)
+            .args(&args[1..])
+            .env("AIRKOREA_KEY", "k")
+            .env("RUST_LOG", "warn")
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn inspecting_commands_need_no_secrets_and_running_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = jobs_example(dir.path());
     let run = |args: &[&str]| {
         Command::new(BIN)
             .args(&args[..1])

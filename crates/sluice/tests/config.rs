@@ -193,7 +193,10 @@ fn other_mistakes_are_named() {
 fn reports(e: &str, each: &[&str]) {
     assert_eq!(e.lines().count(), each.len(), "{e}");
     for want in each {
-        assert!(e.lines().any(|l| l.contains(want)), "wanted {want:?} in\n{e}");
+        assert!(
+            e.lines().any(|l| l.contains(want)),
+            "wanted {want:?} in\n{e}"
+        );
     }
 }
 

@@ -30,7 +30,7 @@ pub fn run(path: &Path) -> ExitCode {
         eprintln!("{}", ConfigErrors(located));
         return ExitCode::from(2);
     }
-    println!(
+    outln!(
         "{}: ok ({} routes, store {}, {} jobs)",
         path.display(),
         s.gateway.route_names().len(),

@@ -95,7 +95,7 @@ async fn enqueue_and_follow(rt: &Arc<Runtime>, input: JobRunInput) -> Result<Exi
     let repo = rt.repository().await?;
     let task = job_run_task(&input);
     let id = broker.enqueue(task).await.map_err(|e| e.to_string())?.id;
-    println!("enqueued job {name} as task {id} on queue {JOBS_QUEUE}");
+    outln!("enqueued job {name} as task {id} on queue {JOBS_QUEUE}");
     let started = Instant::now();
     let mut last_state = None;
     let mut last_line = String::new();
@@ -116,9 +116,9 @@ async fn enqueue_and_follow(rt: &Arc<Runtime>, input: JobRunInput) -> Result<Exi
             } else {
                 String::new()
             };
-            println!("task {id}: {}{attempt}", st.state);
+            outln!("task {id}: {}{attempt}", st.state);
             if let (Some(e), TaskState::Delayed) = (&st.task.last_error, st.state) {
-                println!("  last error: {e}");
+                outln!("  last error: {e}");
             }
             last_state = Some(st.state);
         }
@@ -140,7 +140,7 @@ async fn enqueue_and_follow(rt: &Arc<Runtime>, input: JobRunInput) -> Result<Exi
                     print_execution(&e);
                     print_steps(&steps);
                 }
-                println!("took {:.1?}", started.elapsed());
+                outln!("took {:.1?}", started.elapsed());
                 return Ok(if out.status == "COMPLETED" {
                     ExitCode::SUCCESS
                 } else {
@@ -172,7 +172,7 @@ async fn enqueue_and_follow(rt: &Arc<Runtime>, input: JobRunInput) -> Result<Exi
                         .join("; ");
                     let line = format!("  execution #{} {}: {line}", e.id, e.status);
                     if line != last_line {
-                        println!("{line}");
+                        outln!("{line}");
                         last_line = line;
                     }
                 }
@@ -211,7 +211,7 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
         JobCommand::List => {
             let repo = rt.repository().await?;
             if settings.jobs.jobs.is_empty() {
-                println!("no jobs configured ([[job]] in the config)");
+                outln!("no jobs configured ([[job]] in the config)");
             }
             for (name, job) in &settings.jobs.jobs {
                 let last = repo
@@ -223,7 +223,7 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
                     .iter()
                     .map(|s| s.name.get_ref().as_str())
                     .collect();
-                println!(
+                outln!(
                     "{name}  steps: {}  last: {}{}",
                     steps.join(" → "),
                     last.first()
@@ -297,7 +297,7 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
         JobCommand::Stop { exec } => {
             let repo = rt.repository().await?;
             if repo.request_stop(exec).await.map_err(|e| e.to_string())? {
-                println!("execution {exec}: stop requested; it stops at its next chunk boundary");
+                outln!("execution {exec}: stop requested; it stops at its next chunk boundary");
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(format!("execution {exec} is not running"))
@@ -376,11 +376,11 @@ async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, Stri
     };
     bars.finish();
     if let Some(prev) = report.resumed_from {
-        println!("resumed execution {prev}");
+        outln!("resumed execution {prev}");
     }
     print_execution(&report.execution);
     print_steps(&report.steps);
-    println!("took {:.1?}", started.elapsed());
+    outln!("took {:.1?}", started.elapsed());
     Ok(match report.execution.status {
         BatchStatus::Completed => ExitCode::SUCCESS,
         BatchStatus::Stopped => ExitCode::from(4),
@@ -451,7 +451,7 @@ fn time(ms: Option<i64>) -> String {
 
 fn print_execution(e: &JobExecution) {
     let params: Vec<String> = e.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!(
+    outln!(
         "execution {}  job {}  [{}]  {}  started {}  ended {}{}",
         e.id,
         e.job_name,
@@ -476,25 +476,25 @@ fn print_steps(steps: &[StepExecution]) {
             .zip(WIDTHS)
             .map(|(c, w)| format!(" {c:>w$}"))
             .collect();
-        println!("{step:<20} {status:<10}{counts}");
+        outln!("{step:<20} {status:<10}{counts}");
     };
     row("step", "status", StepCounts::NAMES.map(str::to_owned));
     for s in steps {
         let counts = s.counts.values().map(|n| n.to_string());
         row(&s.step_name, s.status.as_str(), counts);
         if !s.exit_message.is_empty() && s.status != BatchStatus::Completed {
-            println!("  {}", s.exit_message);
+            outln!("  {}", s.exit_message);
         }
     }
 }
 
 fn print_executions(list: &[JobExecution]) {
     if list.is_empty() {
-        println!("no executions");
+        outln!("no executions");
     }
     for e in list {
         let params: Vec<String> = e.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!(
+        outln!(
             "{:>6}  {:<24} {:<10} {}  [{}]",
             e.id,
             e.job_name,

@@ -17,6 +17,7 @@ use crate::telemetry::LogFormat;
 
 pub mod check;
 pub mod job;
+pub mod out;
 pub mod queue;
 pub mod schedule;
 pub mod serve;
@@ -183,10 +184,10 @@ pub(crate) fn invalid(e: &config::ConfigErrors) -> ExitCode {
 /// Prints one line per item, or `empty` when there is none.
 fn print_lines<T>(items: Vec<T>, empty: &str, line: impl Fn(T) -> String) {
     if items.is_empty() {
-        println!("{empty}");
+        outln!("{empty}");
     }
     for item in items {
-        println!("{}", line(item));
+        outln!("{}", line(item));
     }
 }
 

@@ -66,17 +66,24 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
         QueueCommand::Stats => {
             let queues = broker.queues().await.map_err(e)?;
             if queues.is_empty() {
-                println!("no queue has held a task yet");
+                outln!("no queue has held a task yet");
             }
-            println!(
+            outln!(
                 "{:<20} {:>8} {:>8} {:>8} {:>8}",
-                "queue", "ready", "delayed", "running", "dead"
+                "queue",
+                "ready",
+                "delayed",
+                "running",
+                "dead"
             );
             for q in queues {
                 let s = broker.stats(&q).await.map_err(e)?;
-                println!(
+                outln!(
                     "{q:<20} {:>8} {:>8} {:>8} {:>8}",
-                    s.ready, s.delayed, s.running, s.dead
+                    s.ready,
+                    s.delayed,
+                    s.running,
+                    s.dead
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -113,14 +120,14 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
                     "task {id} is not in the dead-letter queue of {queue}"
                 ));
             }
-            println!("{n} task(s) back on queue {queue}");
+            outln!("{n} task(s) back on queue {queue}");
             Ok(ExitCode::SUCCESS)
         }
         QueueCommand::Dlq {
             cmd: DlqCommand::Purge { queue },
         } => {
             let n = broker.purge_dead(&queue).await.map_err(e)?;
-            println!("deleted {n} dead task(s) of queue {queue}");
+            outln!("deleted {n} dead task(s) of queue {queue}");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -41,7 +41,7 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
         ScheduleCommand::List => {
             let last = store.last_fires().await.map_err(|e| e.to_string())?;
             if settings.jobs.triggers.is_empty() && settings.jobs.watches.is_empty() {
-                println!("no triggers ([[job.trigger]] in the config)");
+                outln!("no triggers ([[job.trigger]] in the config)");
             }
             for w in &settings.jobs.watches {
                 let t = &w.trigger;
@@ -51,7 +51,7 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
                     t.pattern.as_deref().unwrap_or("*"),
                     w.param
                 );
-                println!("{}  job {}  {what}", t.id, t.job);
+                outln!("{}  job {}  {what}", t.id, t.job);
                 print_last_fire(last.get(&t.id), None);
             }
             let paused = store.paused().await.map_err(|e| e.to_string())?;
@@ -69,10 +69,10 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
                     d.misfire,
                     d.overlap.as_str()
                 );
-                println!("{}  job {}  {what}", d.id, d.job);
+                outln!("{}  job {}  {what}", d.id, d.job);
                 print_last_fire(last.get(&d.id), Some(d.spec.tz()));
                 for next in d.spec.upcoming(now, 3) {
-                    println!(
+                    outln!(
                         "  next       {}  ({} UTC)",
                         next.with_timezone(&d.spec.tz()).to_rfc3339(),
                         next.format("%Y-%m-%d %H:%M:%S")
@@ -88,19 +88,19 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
 /// triggers (a file fire's instant is the file's arrival, not shown).
 fn print_last_fire(last: Option<&LastFire>, tz: Option<chrono_tz::Tz>) {
     let Some(l) = last else {
-        println!("  last fire  never");
+        outln!("  last fire  never");
         return;
     };
     match tz {
         Some(tz) => {
             let at = DateTime::<Utc>::from_timestamp_millis(l.at).unwrap_or_default();
-            println!(
+            outln!(
                 "  last fire  {}  {}",
                 at.with_timezone(&tz).to_rfc3339(),
                 l.outcome
             );
         }
-        None => println!("  last fire  {}", l.outcome),
+        None => outln!("  last fire  {}", l.outcome),
     }
 }
 
@@ -116,6 +116,6 @@ async fn set_paused(
         .set_paused(id, paused)
         .await
         .map_err(|e| e.to_string())?;
-    println!("trigger {id} {}", if paused { "paused" } else { "resumed" });
+    outln!("trigger {id} {}", if paused { "paused" } else { "resumed" });
     Ok(())
 }

@@ -43,7 +43,7 @@ pub async fn sim(
     };
     match sluice_sim::SimUpstream::start_on(listen, cfg).await {
         Ok(sim) => {
-            println!("simulated upstream on {}", sim.base_url());
+            outln!("simulated upstream on {}", sim.base_url());
             crate::serve::shutdown_signal().await;
             sim.shutdown().await;
             ExitCode::SUCCESS

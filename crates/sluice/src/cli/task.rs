@@ -45,13 +45,15 @@ pub async fn find_task(
 /// Prints a task's status.
 pub fn print_task(s: &TaskStatus) {
     let t = &s.task;
-    println!("task      {}", t.id);
-    println!(
+    outln!("task      {}", t.id);
+    outln!(
         "name      {}  (queue {}, priority {})",
-        t.name, t.queue, t.priority
+        t.name,
+        t.queue,
+        t.priority
     );
-    println!("state     {}", s.state);
-    println!(
+    outln!("state     {}", s.state);
+    outln!(
         "attempts  {}/{}{}",
         t.attempt,
         t.max_attempts,
@@ -64,12 +66,12 @@ pub fn print_task(s: &TaskStatus) {
             String::new()
         }
     );
-    println!("payload   {}", t.payload);
+    outln!("payload   {}", t.payload);
     if let Some(e) = &t.last_error {
-        println!("error     {e}");
+        outln!("error     {e}");
     }
     if let Some(r) = &s.result {
-        println!("result    {r}");
+        outln!("result    {r}");
     }
 }
 

@@ -1,0 +1,23 @@
+//! Writing a command's output (see the `outln!` macro).
+
+use std::fmt;
+use std::io::{self, Write};
+
+/// Writes `args` and a newline to stdout. A closed pipe ends the process with
+/// exit 0; another write error ends it with exit 1, saying why on stderr.
+pub fn line(args: fmt::Arguments<'_>) {
+    let mut out = io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        gone(&e);
+    }
+}
+
+/// Ends the process after stdout failed with `e`.
+fn gone(e: &io::Error) -> ! {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    // stderr may be closed too: never panic over it.
+    let _ = writeln!(io::stderr(), "error: cannot write the output: {e}");
+    std::process::exit(1);
+}
