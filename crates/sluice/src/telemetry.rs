@@ -14,13 +14,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether output to stderr may be coloured: only on a terminal, and never
+/// when `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
+pub fn colour(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs the tracing subscriber (stderr; `RUST_LOG` overrides `default_level`).
-/// Safe to call more than once: later calls do nothing.
+/// Colour only on a terminal without `NO_COLOR` (see [`colour`]). Safe to call
+/// more than once: later calls do nothing.
 pub fn init_logs(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let ansi = colour(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stderr().is_terminal(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
@@ -68,4 +81,20 @@ pub fn spawn_upkeep() {
             handle.run_upkeep();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(None, true));
+        assert!(colour(Some(OsStr::new("")), true));
+        assert!(!colour(Some(OsStr::new("1")), true));
+        assert!(!colour(None, false));
+        assert!(!colour(Some(OsStr::new("")), false));
+    }
 }

@@ -204,6 +204,28 @@ fn a_reader_that_goes_away_ends_output_quietly() {
 }
 
 #[test]
+fn logs_to_a_pipe_are_not_coloured() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = jobs_example(dir.path());
+    let out = Command::new(BIN)
+        .args(["job", "history", "-c"])
+        .arg(&cfg)
+        .arg("air-quality-load")
+        .env("AIRKOREA_KEY", "k")
+        .env("RUST_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("DEBUG"), "expected log lines: {stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "escape codes in piped logs: {stderr}"
+    );
+}
+
+#[test]
 fn inspecting_commands_need_no_secrets_and_running_does() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = jobs_example(dir.path());
