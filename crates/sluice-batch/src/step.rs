@@ -52,12 +52,9 @@ impl Default for Retry {
 }
 
 impl Retry {
+    /// The wait before retry number `attempt` (0-based), full jitter.
     fn wait(&self, attempt: u32) -> Duration {
-        let cap = self
-            .backoff
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max_backoff);
-        cap.mul_f64(rand::random::<f64>())
+        sluice_core::full_jitter(self.backoff, self.max_backoff, attempt)
     }
 }
 
