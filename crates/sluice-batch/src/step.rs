@@ -109,18 +109,13 @@ impl ChunkStep {
         self
     }
 
-    /// Items that may be skipped before the step fails.
-    #[must_use]
-    pub fn skip_limit(mut self, limit: u64) -> Self {
-        self.skip_limit = limit;
-        self
-    }
-
-    /// Retry of transient errors.
-    #[must_use]
-    pub fn retry(mut self, retry: Retry) -> Self {
-        self.retry = retry;
-        self
+    setters! {
+        /// Items that may be skipped before the step fails.
+        #[must_use]
+        skip_limit(skip_limit: u64);
+        /// Retry of transient errors.
+        #[must_use]
+        retry(retry: Retry);
     }
 
     /// What happens to each item: a [`Processor`], e.g. a closure
