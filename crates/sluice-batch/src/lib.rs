@@ -13,6 +13,31 @@
 
 #![forbid(unsafe_code)]
 
+/// Builder methods that each set one field: `name(field: Type);` makes
+/// `pub fn name(mut self, field: Type) -> Self` setting `self.field`, or
+/// `self.config.field` after a leading `config =>`. Attributes (docs,
+/// `#[must_use]`) are kept.
+macro_rules! setters {
+    (config => $($(#[$attr:meta])* $name:ident($field:ident: $ty:ty);)*) => {
+        $(
+            $(#[$attr])*
+            pub fn $name(mut self, $field: $ty) -> Self {
+                self.config.$field = $field;
+                self
+            }
+        )*
+    };
+    ($($(#[$attr:meta])* $name:ident($field:ident: $ty:ty);)*) => {
+        $(
+            $(#[$attr])*
+            pub fn $name(mut self, $field: $ty) -> Self {
+                self.$field = $field;
+                self
+            }
+        )*
+    };
+}
+
 pub mod api;
 pub mod config;
 pub mod job;

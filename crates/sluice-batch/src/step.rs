@@ -52,12 +52,9 @@ impl Default for Retry {
 }
 
 impl Retry {
+    /// The wait before retry number `attempt` (0-based), full jitter.
     fn wait(&self, attempt: u32) -> Duration {
-        let cap = self
-            .backoff
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max_backoff);
-        cap.mul_f64(rand::random::<f64>())
+        sluice_core::full_jitter(self.backoff, self.max_backoff, attempt)
     }
 }
 
@@ -112,18 +109,13 @@ impl ChunkStep {
         self
     }
 
-    /// Items that may be skipped before the step fails.
-    #[must_use]
-    pub fn skip_limit(mut self, limit: u64) -> Self {
-        self.skip_limit = limit;
-        self
-    }
-
-    /// Retry of transient errors.
-    #[must_use]
-    pub fn retry(mut self, retry: Retry) -> Self {
-        self.retry = retry;
-        self
+    setters! {
+        /// Items that may be skipped before the step fails.
+        #[must_use]
+        skip_limit(skip_limit: u64);
+        /// Retry of transient errors.
+        #[must_use]
+        retry(retry: Retry);
     }
 
     /// What happens to each item: a [`Processor`], e.g. a closure

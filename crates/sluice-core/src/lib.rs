@@ -2,8 +2,8 @@
 //! ([`Secret`], [`Scrubber`]), the value types of config files ([`config`]: durations,
 //! sizes, secrets as written), URL redaction ([`redact_url`], the only one), the
 //! host name used in node ids, the one handle to a shared Redis ([`redis::Redis`],
-//! with its outage breaker [`Backend`]) and an upstream's call budget
-//! ([`quota::Quota`]).
+//! with its outage breaker [`Backend`]), an upstream's call budget
+//! ([`quota::Quota`]) and the jittered wait between retries ([`full_jitter`]).
 //!
 //! The Redis handle and the quota live here rather than in the cache crate
 //! because the queue, the scheduler's claims and the workers use them too, and
@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backoff;
 mod clock;
 pub mod config;
 pub mod health;
@@ -21,6 +22,7 @@ mod redact;
 pub mod redis;
 mod secret;
 
+pub use backoff::full_jitter;
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use health::{Backend, Unavailable};
 pub use quota::{LocalQuota, Quota, QuotaExceeded, RedisQuota};

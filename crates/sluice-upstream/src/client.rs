@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use rand::Rng;
 use reqwest::Url;
 use sluice_core::{Quota, QuotaExceeded, Scrubber, Secret};
 use tokio::sync::Semaphore;
@@ -53,15 +52,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait before retry number `attempt` (0-based), full jitter.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .backoff
-            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
-            .min(self.max_backoff);
-        let ms = exp.as_millis() as u64;
-        if ms == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_millis(rand::rng().random_range(0..=ms))
+        sluice_core::full_jitter(self.backoff, self.max_backoff, attempt)
     }
 }
 
@@ -650,21 +641,5 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after(b"soon"), None);
-    }
-
-    #[test]
-    fn full_jitter_stays_under_the_cap() {
-        let p = RetryPolicy {
-            max: 5,
-            backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(300),
-        };
-        for attempt in 0..6 {
-            for _ in 0..50 {
-                let d = p.delay(attempt);
-                let cap = (100u64 << attempt).min(300);
-                assert!(d <= Duration::from_millis(cap), "{d:?} > {cap}");
-            }
-        }
     }
 }

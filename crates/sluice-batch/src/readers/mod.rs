@@ -44,20 +44,6 @@
 //! # }
 //! ```
 
-/// Builder methods that each set one field of `self.config`:
-/// `name(field: Type);` makes `pub fn name(mut self, field: Type) -> Self`.
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident($field:ident: $ty:ty);)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(mut self, $field: $ty) -> Self {
-                self.config.$field = $field;
-                self
-            }
-        )*
-    };
-}
-
 /// `impl Debug` for a file reader: `Name { field: …, checkpoint: … }`.
 macro_rules! debug_reader {
     ($reader:ident, $field:ident) => {

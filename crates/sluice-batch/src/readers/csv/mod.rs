@@ -125,6 +125,7 @@ impl CsvReader {
     }
 
     setters! {
+        config =>
         /// The field delimiter (default `,`; `b'\t'` for TSV).
         delimiter(delimiter: u8);
         /// The quote character (default `"`); a quote inside a quoted field is

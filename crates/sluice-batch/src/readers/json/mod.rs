@@ -79,6 +79,7 @@ impl JsonArrayReader {
     }
 
     setters! {
+        config =>
         /// Whether an object where the array is expected is read as a one-item array
         /// (default `false`: an error).
         object_as_single_item(object_as_item: bool);

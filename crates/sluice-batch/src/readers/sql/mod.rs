@@ -131,7 +131,7 @@ pub struct SqlReader {
     source: SqlSource,
     key: Vec<String>,
     columns: Vec<String>,
-    page: usize,
+    page_size: usize,
     count_total: bool,
     connect_timeout: Duration,
     db: Option<Db>,
@@ -178,7 +178,7 @@ impl SqlReader {
             source,
             key: key.into_iter().map(Into::into).collect(),
             columns: Vec::new(),
-            page: 1000,
+            page_size: 1000,
             count_total: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             db: None,
@@ -219,28 +219,19 @@ impl SqlReader {
         self
     }
 
-    /// Rows per statement (default 1000).
-    #[must_use]
-    pub fn page_size(mut self, rows: usize) -> Self {
-        self.page = rows;
-        self
-    }
-
-    /// Counts the source's rows on open (`SELECT COUNT(*)`), for
-    /// [`total`](Reader::total) and so the ETA. Off by default: a count scans
-    /// the whole source.
-    #[must_use]
-    pub fn count_total(mut self, yes: bool) -> Self {
-        self.count_total = yes;
-        self
-    }
-
-    /// How long connecting (and taking a pooled connection) may take, retries
-    /// included, before it is a transient error (default 30 s).
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
+    setters! {
+        /// Rows per statement (default 1000).
+        #[must_use]
+        page_size(page_size: usize);
+        /// Counts the source's rows on open (`SELECT COUNT(*)`), for
+        /// [`total`](Reader::total) and so the ETA. Off by default: a count scans
+        /// the whole source.
+        #[must_use]
+        count_total(count_total: bool);
+        /// How long connecting (and taking a pooled connection) may take, retries
+        /// included, before it is a transient error (default 30 s).
+        #[must_use]
+        connect_timeout(connect_timeout: Duration);
     }
 
     /// The `FROM` part of every statement: the source, narrowed to this
@@ -384,7 +375,7 @@ impl SqlReader {
         } else {
             format!("({order}) > ({})", params.join(", "))
         };
-        let page = self.page;
+        let page = self.page_size;
         Ok(Plan {
             first: format!("SELECT {select} FROM {from} ORDER BY {order} LIMIT {page}"),
             next: format!("SELECT {select} FROM {from} WHERE {cond} ORDER BY {order} LIMIT {page}"),
@@ -420,7 +411,7 @@ impl SqlReader {
                 .collect()
         });
         let rows = decoded.map_err(|e| ReadError::Fatal(format!("decoding a row: {e}")))?;
-        if rows.len() < self.page {
+        if rows.len() < self.page_size {
             self.exhausted = true;
         }
         for mut cells in rows {
@@ -585,7 +576,7 @@ impl Reader for SqlReader {
                 "the SQL reader needs at least one key column".into(),
             ));
         }
-        if self.page == 0 {
+        if self.page_size == 0 {
             return Err(ReadError::Fatal("the SQL reader's page size is 0".into()));
         }
         let after = match checkpoint {
