@@ -19,9 +19,8 @@
 //! The lease script promotes due delayed tasks and reclaims expired leases before it
 //! pops, so no separate mover process is needed.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -287,7 +286,7 @@ struct Keys {
 pub struct RedisBroker {
     redis: Arc<Redis>,
     scripts: Scripts,
-    known_queues: Mutex<HashSet<String>>,
+    known_queues: sluice_core::SeenOnce,
 }
 
 impl fmt::Debug for RedisBroker {
@@ -326,7 +325,7 @@ impl RedisBroker {
         Self {
             redis,
             scripts: Scripts::new(),
-            known_queues: Mutex::new(HashSet::new()),
+            known_queues: sluice_core::SeenOnce::new(),
         }
     }
 
@@ -387,12 +386,7 @@ impl RedisBroker {
     }
 
     async fn remember_queue(&self, queue: &str) -> Result<(), QueueError> {
-        if self
-            .known_queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(queue)
-        {
+        if self.known_queues.seen(queue) {
             return Ok(());
         }
         let cmd = redis::cmd("SADD")
@@ -400,10 +394,7 @@ impl RedisBroker {
             .arg(queue)
             .to_owned();
         self.query::<i64>("queue.names", &cmd).await?;
-        self.known_queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(queue.to_owned());
+        self.known_queues.mark(queue);
         Ok(())
     }
 
