@@ -533,72 +533,120 @@ mod tests {
         // the spring-forward day and 25 times on the fall-back day; every 15 minutes,
         // 92 and 100 times. Each is still a distinct instant, so claims keyed on the
         // instant stay unique.
-        let hourly = cron("0 0 * * * *", "America/New_York");
-        let quarter = cron("0 */15 * * * *", "America/New_York");
-        let half_past = cron("0 30 * * * *", "America/New_York"); // wildcard hour
-
-        let (a, b) = local_day(NY, 2026, 3, 8);
-        let h = hourly.between(a, b, 1000);
-        assert_eq!(h.len(), 23);
-        assert_eq!(
-            shown(NY, &h[1..3]),
-            ["03-08 01:00:00 EST", "03-08 03:00:00 EDT"]
+        let hourly = "0 0 * * * *";
+        let quarter = "0 */15 * * * *";
+        let half_past = "0 30 * * * *"; // wildcard hour
+        // (case, pattern, zone, local day, how many fires, which of them to show,
+        // how they are shown).
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Tz,
+            (i32, u32, u32),
+            usize,
+            std::ops::Range<usize>,
+            &'a [&'a str],
         );
-        assert_eq!(quarter.between(a, b, 1000).len(), 92);
-        let hp = half_past.between(a, b, 1000);
-        assert_eq!(hp.len(), 23);
-        assert_eq!(
-            shown(NY, &hp[1..3]),
-            ["03-08 01:30:00 EST", "03-08 03:30:00 EDT"]
-        );
+        let cases: &[Case] = &[
+            (
+                "New York hourly, gap",
+                hourly,
+                NY,
+                (2026, 3, 8),
+                23,
+                1..3,
+                &["03-08 01:00:00 EST", "03-08 03:00:00 EDT"],
+            ),
+            (
+                "New York quarterly, gap",
+                quarter,
+                NY,
+                (2026, 3, 8),
+                92,
+                0..0,
+                &[],
+            ),
+            (
+                "New York half past, gap",
+                half_past,
+                NY,
+                (2026, 3, 8),
+                23,
+                1..3,
+                &["03-08 01:30:00 EST", "03-08 03:30:00 EDT"],
+            ),
+            (
+                "New York hourly, overlap",
+                hourly,
+                NY,
+                (2026, 11, 1),
+                25,
+                1..4,
+                &[
+                    "11-01 01:00:00 EDT",
+                    "11-01 01:00:00 EST",
+                    "11-01 02:00:00 EST",
+                ],
+            ),
+            (
+                "New York quarterly, overlap",
+                quarter,
+                NY,
+                (2026, 11, 1),
+                100,
+                4..12,
+                &[
+                    "11-01 01:00:00 EDT",
+                    "11-01 01:15:00 EDT",
+                    "11-01 01:30:00 EDT",
+                    "11-01 01:45:00 EDT",
+                    "11-01 01:00:00 EST",
+                    "11-01 01:15:00 EST",
+                    "11-01 01:30:00 EST",
+                    "11-01 01:45:00 EST",
+                ],
+            ),
+            // Berlin, the same shape.
+            (
+                "Berlin hourly, gap",
+                hourly,
+                BERLIN,
+                (2026, 3, 29),
+                23,
+                0..0,
+                &[],
+            ),
+            (
+                "Berlin hourly, overlap",
+                hourly,
+                BERLIN,
+                (2026, 10, 25),
+                25,
+                2..4,
+                &["10-25 02:00:00 CEST", "10-25 02:00:00 CET"],
+            ),
+        ];
+        for (case, expr, tz, (y, m, d), n, range, want_shown) in cases.iter().cloned() {
+            let (a, b) = local_day(tz, y, m, d);
+            let fires = cron(expr, tz.name()).between(a, b, 1000);
+            assert_eq!(fires.len(), n, "{case}: {expr}");
+            assert_eq!(shown(tz, &fires[range]), want_shown, "{case}: {expr}");
+        }
 
+        // The two New York 01:00 of the overlap are an hour apart in UTC, and the
+        // quarterly fires stay 15 minutes apart through it.
         let (a, b) = local_day(NY, 2026, 11, 1);
-        let h = hourly.between(a, b, 1000);
-        assert_eq!(h.len(), 25);
+        let ny_hourly = cron(hourly, "America/New_York");
         assert_eq!(
-            shown(NY, &h[1..4]),
-            [
-                "11-01 01:00:00 EDT",
-                "11-01 01:00:00 EST",
-                "11-01 02:00:00 EST"
-            ]
-        );
-        assert_eq!(
-            &h[1..3],
+            &ny_hourly.between(a, b, 1000)[1..3],
             [utc("2026-11-01T05:00:00Z"), utc("2026-11-01T06:00:00Z")]
         );
-        let q = quarter.between(a, b, 1000);
-        assert_eq!(q.len(), 100);
-        assert_eq!(
-            shown(NY, &q[4..12]),
-            [
-                "11-01 01:00:00 EDT",
-                "11-01 01:15:00 EDT",
-                "11-01 01:30:00 EDT",
-                "11-01 01:45:00 EDT",
-                "11-01 01:00:00 EST",
-                "11-01 01:15:00 EST",
-                "11-01 01:30:00 EST",
-                "11-01 01:45:00 EST",
-            ]
-        );
+        let q = cron(quarter, "America/New_York").between(a, b, 1000);
         assert!(q.windows(2).all(|w| w[1] - w[0] == TimeDelta::minutes(15)));
         // next_after from inside the first pass continues into the second one.
         assert_eq!(
-            hourly.next_after(utc("2026-11-01T05:00:00Z")), // 01:00 EDT
-            Some(utc("2026-11-01T06:00:00Z"))               // 01:00 EST
-        );
-
-        // Berlin, the same shape.
-        let hourly = cron("0 0 * * * *", "Europe/Berlin");
-        let (a, b) = local_day(BERLIN, 2026, 3, 29);
-        assert_eq!(hourly.between(a, b, 1000).len(), 23);
-        let (a, b) = local_day(BERLIN, 2026, 10, 25);
-        let h = hourly.between(a, b, 1000);
-        assert_eq!(h.len(), 25);
-        assert_eq!(
-            shown(BERLIN, &h[2..4]),
-            ["10-25 02:00:00 CEST", "10-25 02:00:00 CET"]
+            ny_hourly.next_after(utc("2026-11-01T05:00:00Z")), // 01:00 EDT
+            Some(utc("2026-11-01T06:00:00Z"))                  // 01:00 EST
         );
     }
 
