@@ -28,7 +28,7 @@ use rand::Rng;
 use redis::Script;
 use sluice_core::{Redis, RedisOptions, Unavailable};
 
-use crate::broker::{Broker, QueueError};
+use crate::broker::{Broker, LeaseRequest, QueueError};
 use crate::task::{
     Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, NewTask, QueueStats, TaskId,
     TaskState, TaskStatus,
@@ -477,17 +477,10 @@ impl Broker for RedisBroker {
         Ok(out)
     }
 
-    async fn lease(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<Lease>, QueueError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
+    async fn lease_request(&self, req: LeaseRequest<'_>) -> Result<Vec<Lease>, QueueError> {
+        let (queue, visibility) = (req.queue, req.visibility);
         // One script call stays short (and its variadic ZADD small).
-        let max = max.min(1000);
+        let max = req.max.get().min(1000);
         let k = self.keys(queue);
         let mut inv = self.scripts.lease.key(&k.ready);
         inv.key(&k.delayed)

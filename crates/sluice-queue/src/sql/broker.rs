@@ -25,17 +25,10 @@ impl Broker for SqlBroker {
         Ok(out)
     }
 
-    async fn lease(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<Lease>, QueueError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
+    async fn lease_request(&self, req: LeaseRequest<'_>) -> Result<Vec<Lease>, QueueError> {
+        let (queue, visibility) = (req.queue, req.visibility);
         self.maybe_sweep().await;
-        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let max = i64::try_from(req.max.get()).unwrap_or(i64::MAX);
         let expire = Q::new(EXPIRE_SQL).bind(queue);
         let pick = Q::new(PICK_SQL)
             .bind(queue)
