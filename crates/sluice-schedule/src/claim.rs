@@ -109,10 +109,13 @@ impl fmt::Debug for RedisClaims {
     }
 }
 
-fn redis_err(e: impl fmt::Display) -> ClaimError {
-    ClaimError {
-        store: "redis",
-        message: e.to_string(),
+/// A failure of the shared Redis handle is the Redis claim store's.
+impl From<sluice_core::Unavailable> for ClaimError {
+    fn from(e: sluice_core::Unavailable) -> Self {
+        ClaimError {
+            store: "redis",
+            message: e.to_string(),
+        }
     }
 }
 
@@ -129,15 +132,6 @@ impl RedisClaims {
         // One hash tag: every schedule key in one cluster slot.
         self.redis.key("sched", &format!("{{schedule}}:{what}"))
     }
-
-    /// Runs one command on the shared handle; a failure is a claim store error.
-    async fn query<T: redis::FromRedisValue>(
-        &self,
-        op: &'static str,
-        cmd: &redis::Cmd,
-    ) -> Result<T, ClaimError> {
-        self.redis.query(op, cmd).await.map_err(redis_err)
-    }
 }
 
 #[async_trait]
@@ -146,17 +140,13 @@ impl ClaimStore for RedisClaims {
         let key = self.key("marks");
         let mut inv = self.script.key(&key);
         inv.arg(trigger).arg(at);
-        let won: i64 = self
-            .redis
-            .eval("schedule.claim", inv)
-            .await
-            .map_err(redis_err)?;
+        let won: i64 = self.redis.eval("schedule.claim", inv).await?;
         Ok(won == 1)
     }
 
     async fn marks(&self) -> Result<HashMap<String, UnixMillis>, ClaimError> {
         let cmd = redis::cmd("HGETALL").arg(self.key("marks")).to_owned();
-        self.query("schedule.marks", &cmd).await
+        Ok(self.redis.query("schedule.marks", &cmd).await?)
     }
 
     async fn record(&self, trigger: &str, fire: &LastFire) -> Result<(), ClaimError> {
@@ -166,13 +156,13 @@ impl ClaimStore for RedisClaims {
             .arg(trigger)
             .arg(v.to_string())
             .to_owned();
-        self.query::<i64>("schedule.record", &cmd).await?;
+        self.redis.query::<i64>("schedule.record", &cmd).await?;
         Ok(())
     }
 
     async fn last_fires(&self) -> Result<HashMap<String, LastFire>, ClaimError> {
         let cmd = redis::cmd("HGETALL").arg(self.key("last")).to_owned();
-        let raw: HashMap<String, String> = self.query("schedule.last", &cmd).await?;
+        let raw: HashMap<String, String> = self.redis.query("schedule.last", &cmd).await?;
         Ok(raw
             .into_iter()
             .filter_map(|(k, v)| parse_last(&v).map(|l| (k, l)))
@@ -184,13 +174,13 @@ impl ClaimStore for RedisClaims {
             .arg(self.key("paused"))
             .arg(trigger)
             .to_owned();
-        self.query::<i64>("schedule.pause", &cmd).await?;
+        self.redis.query::<i64>("schedule.pause", &cmd).await?;
         Ok(())
     }
 
     async fn paused(&self) -> Result<HashSet<String>, ClaimError> {
         let cmd = redis::cmd("SMEMBERS").arg(self.key("paused")).to_owned();
-        self.query("schedule.paused", &cmd).await
+        Ok(self.redis.query("schedule.paused", &cmd).await?)
     }
 }
 
