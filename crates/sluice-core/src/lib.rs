@@ -3,7 +3,8 @@
 //! sizes, secrets as written), URL redaction ([`redact_url`], the only one), the
 //! host name used in node ids, the one handle to a shared Redis ([`redis::Redis`],
 //! with its outage breaker [`Backend`]), an upstream's call budget
-//! ([`quota::Quota`]) and the jittered wait between retries ([`full_jitter`]).
+//! ([`quota::Quota`]), the jittered wait between retries ([`full_jitter`]) and
+//! the once-per-process guard of a hot path ([`SeenOnce`]).
 //!
 //! The Redis handle and the quota live here rather than in the cache crate
 //! because the queue, the scheduler's claims and the workers use them too, and
@@ -21,6 +22,7 @@ pub mod quota;
 mod redact;
 pub mod redis;
 mod secret;
+mod seen;
 
 pub use backoff::full_jitter;
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
@@ -29,6 +31,7 @@ pub use quota::{LocalQuota, Quota, QuotaExceeded, RedisQuota};
 pub use redact::redact_url;
 pub use redis::{Redis, RedisOptions};
 pub use secret::{REDACTED, Scrubber, Secret};
+pub use seen::SeenOnce;
 
 /// This machine's host name (`$HOSTNAME`, else `/etc/hostname`), for the node ids
 /// of lock tokens and job executions.

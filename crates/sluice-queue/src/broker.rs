@@ -20,6 +20,7 @@
 //! SQLite process's clock), so nodes with skewed clocks agree on deadlines.
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -57,6 +58,18 @@ pub enum QueueError {
     },
 }
 
+/// What one [`Broker::lease`] call asks of a broker: always at least one task.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct LeaseRequest<'a> {
+    /// The queue to lease from.
+    pub queue: &'a str,
+    /// Most tasks to lease.
+    pub max: NonZeroUsize,
+    /// How long the leases last without a heartbeat.
+    pub visibility: Duration,
+}
+
 /// Where tasks wait: Redis, SQLite or PostgreSQL.
 ///
 /// Every method is safe to call from many workers on many nodes at once.
@@ -86,7 +99,9 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         Ok(out)
     }
 
-    /// Leases up to `max` tasks of `queue` for `visibility`.
+    /// Leases up to `max` tasks of `queue` for `visibility`; none when `max` is 0
+    /// (without asking the backend). Brokers implement
+    /// [`lease_request`](Self::lease_request), which this calls.
     ///
     /// # Errors
     ///
@@ -96,7 +111,27 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         queue: &str,
         max: usize,
         visibility: Duration,
-    ) -> Result<Vec<Lease>, QueueError>;
+    ) -> Result<Vec<Lease>, QueueError> {
+        match NonZeroUsize::new(max) {
+            Some(max) => {
+                self.lease_request(LeaseRequest {
+                    queue,
+                    max,
+                    visibility,
+                })
+                .await
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Leases the tasks of one [`LeaseRequest`], which asks for at least one; the
+    /// broker's side of [`lease`](Self::lease) (call that one).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn lease_request(&self, req: LeaseRequest<'_>) -> Result<Vec<Lease>, QueueError>;
 
     /// Moves each lease's deadline to `visibility` from now; one flag per lease,
     /// false where the lease is no longer held by that token.

@@ -27,7 +27,7 @@ pub mod sql;
 pub mod task;
 pub mod worker;
 
-pub use broker::{Broker, QueueError};
+pub use broker::{Broker, LeaseRequest, QueueError};
 pub use redis_broker::RedisBroker;
 pub use retry::RetryPolicy;
 pub use sql::SqlBroker;

@@ -19,9 +19,8 @@
 //! The lease script promotes due delayed tasks and reclaims expired leases before it
 //! pops, so no separate mover process is needed.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,7 +28,7 @@ use rand::Rng;
 use redis::Script;
 use sluice_core::{Redis, RedisOptions, Unavailable};
 
-use crate::broker::{Broker, QueueError};
+use crate::broker::{Broker, LeaseRequest, QueueError};
 use crate::task::{
     Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, NewTask, QueueStats, TaskId,
     TaskState, TaskStatus,
@@ -287,7 +286,7 @@ struct Keys {
 pub struct RedisBroker {
     redis: Arc<Redis>,
     scripts: Scripts,
-    known_queues: Mutex<HashSet<String>>,
+    known_queues: sluice_core::SeenOnce,
 }
 
 impl fmt::Debug for RedisBroker {
@@ -326,7 +325,7 @@ impl RedisBroker {
         Self {
             redis,
             scripts: Scripts::new(),
-            known_queues: Mutex::new(HashSet::new()),
+            known_queues: sluice_core::SeenOnce::new(),
         }
     }
 
@@ -387,12 +386,7 @@ impl RedisBroker {
     }
 
     async fn remember_queue(&self, queue: &str) -> Result<(), QueueError> {
-        if self
-            .known_queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(queue)
-        {
+        if self.known_queues.seen(queue) {
             return Ok(());
         }
         let cmd = redis::cmd("SADD")
@@ -400,10 +394,7 @@ impl RedisBroker {
             .arg(queue)
             .to_owned();
         self.query::<i64>("queue.names", &cmd).await?;
-        self.known_queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(queue.to_owned());
+        self.known_queues.mark(queue);
         Ok(())
     }
 
@@ -486,17 +477,10 @@ impl Broker for RedisBroker {
         Ok(out)
     }
 
-    async fn lease(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<Lease>, QueueError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
+    async fn lease_request(&self, req: LeaseRequest<'_>) -> Result<Vec<Lease>, QueueError> {
+        let (queue, visibility) = (req.queue, req.visibility);
         // One script call stays short (and its variadic ZADD small).
-        let max = max.min(1000);
+        let max = req.max.get().min(1000);
         let k = self.keys(queue);
         let mut inv = self.scripts.lease.key(&k.ready);
         inv.key(&k.delayed)

@@ -109,10 +109,13 @@ impl fmt::Debug for RedisClaims {
     }
 }
 
-fn redis_err(e: impl fmt::Display) -> ClaimError {
-    ClaimError {
-        store: "redis",
-        message: e.to_string(),
+/// A failure of the shared Redis handle is the Redis claim store's.
+impl From<sluice_core::Unavailable> for ClaimError {
+    fn from(e: sluice_core::Unavailable) -> Self {
+        ClaimError {
+            store: "redis",
+            message: e.to_string(),
+        }
     }
 }
 
@@ -137,20 +140,13 @@ impl ClaimStore for RedisClaims {
         let key = self.key("marks");
         let mut inv = self.script.key(&key);
         inv.arg(trigger).arg(at);
-        let won: i64 = self
-            .redis
-            .eval("schedule.claim", inv)
-            .await
-            .map_err(redis_err)?;
+        let won: i64 = self.redis.eval("schedule.claim", inv).await?;
         Ok(won == 1)
     }
 
     async fn marks(&self) -> Result<HashMap<String, UnixMillis>, ClaimError> {
         let cmd = redis::cmd("HGETALL").arg(self.key("marks")).to_owned();
-        self.redis
-            .query("schedule.marks", &cmd)
-            .await
-            .map_err(redis_err)
+        Ok(self.redis.query("schedule.marks", &cmd).await?)
     }
 
     async fn record(&self, trigger: &str, fire: &LastFire) -> Result<(), ClaimError> {
@@ -160,20 +156,13 @@ impl ClaimStore for RedisClaims {
             .arg(trigger)
             .arg(v.to_string())
             .to_owned();
-        self.redis
-            .query::<i64>("schedule.record", &cmd)
-            .await
-            .map_err(redis_err)?;
+        self.redis.query::<i64>("schedule.record", &cmd).await?;
         Ok(())
     }
 
     async fn last_fires(&self) -> Result<HashMap<String, LastFire>, ClaimError> {
         let cmd = redis::cmd("HGETALL").arg(self.key("last")).to_owned();
-        let raw: HashMap<String, String> = self
-            .redis
-            .query("schedule.last", &cmd)
-            .await
-            .map_err(redis_err)?;
+        let raw: HashMap<String, String> = self.redis.query("schedule.last", &cmd).await?;
         Ok(raw
             .into_iter()
             .filter_map(|(k, v)| parse_last(&v).map(|l| (k, l)))
@@ -185,19 +174,13 @@ impl ClaimStore for RedisClaims {
             .arg(self.key("paused"))
             .arg(trigger)
             .to_owned();
-        self.redis
-            .query::<i64>("schedule.pause", &cmd)
-            .await
-            .map_err(redis_err)?;
+        self.redis.query::<i64>("schedule.pause", &cmd).await?;
         Ok(())
     }
 
     async fn paused(&self) -> Result<HashSet<String>, ClaimError> {
         let cmd = redis::cmd("SMEMBERS").arg(self.key("paused")).to_owned();
-        self.redis
-            .query("schedule.paused", &cmd)
-            .await
-            .map_err(redis_err)
+        Ok(self.redis.query("schedule.paused", &cmd).await?)
     }
 }
 
@@ -215,7 +198,7 @@ pub struct SqlClaims {
     pool: Db,
     kind: &'static str,
     /// Triggers whose row is known to exist: claims skip the insert for them.
-    ensured: std::sync::Mutex<HashSet<String>>,
+    ensured: sluice_core::SeenOnce,
 }
 
 impl fmt::Debug for SqlClaims {
@@ -269,7 +252,7 @@ impl SqlClaims {
         Ok(Self {
             pool,
             kind,
-            ensured: std::sync::Mutex::new(HashSet::new()),
+            ensured: sluice_core::SeenOnce::new(),
         })
     }
 
@@ -305,12 +288,7 @@ impl SqlClaims {
 
     /// Creates `trigger`'s row once per process (claims are on the hot path).
     async fn ensure(&self, trigger: &str) -> Result<(), ClaimError> {
-        if self
-            .ensured
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(trigger)
-        {
+        if self.ensured.seen(trigger) {
             return Ok(());
         }
         self.exec(
@@ -321,10 +299,7 @@ impl SqlClaims {
             .bind(trigger),
         )
         .await?;
-        self.ensured
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(trigger.to_owned());
+        self.ensured.mark(trigger);
         Ok(())
     }
 }

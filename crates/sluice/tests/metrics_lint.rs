@@ -21,8 +21,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sluice_core::SystemClock;
 use sluice_queue::{
-    Broker, Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, NewTask, QueueError,
-    QueueStats, RedisBroker, RetryPolicy, TaskError, TaskId, TaskState, TaskStatus, Worker,
+    Broker, Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, LeaseRequest, NewTask,
+    QueueError, QueueStats, RedisBroker, RetryPolicy, TaskError, TaskId, TaskState, TaskStatus,
+    Worker,
 };
 use sluice_schedule::{
     LaunchError, Launcher, Misfire, Overlap, Scheduler, SqlClaims, TriggerDef, TriggerSpec,
@@ -391,13 +392,8 @@ impl Broker for RefusedHeartbeats {
     async fn enqueue(&self, task: NewTask) -> Result<Enqueued, QueueError> {
         self.0.enqueue(task).await
     }
-    async fn lease(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<Lease>, QueueError> {
-        self.0.lease(queue, max, visibility).await
+    async fn lease_request(&self, req: LeaseRequest<'_>) -> Result<Vec<Lease>, QueueError> {
+        self.0.lease_request(req).await
     }
     async fn extend(
         &self,

@@ -25,17 +25,10 @@ impl Broker for SqlBroker {
         Ok(out)
     }
 
-    async fn lease(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<Lease>, QueueError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
+    async fn lease_request(&self, req: LeaseRequest<'_>) -> Result<Vec<Lease>, QueueError> {
+        let (queue, visibility) = (req.queue, req.visibility);
         self.maybe_sweep().await;
-        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let max = i64::try_from(req.max.get()).unwrap_or(i64::MAX);
         let expire = Q::new(EXPIRE_SQL).bind(queue);
         let pick = Q::new(PICK_SQL)
             .bind(queue)
@@ -90,17 +83,14 @@ impl Broker for SqlBroker {
                 // `lease_until IS NOT NULL` is `state = 'running'` (every move out of
                 // running clears it), written so that the planner has no partial
                 // index to prefer over the primary key before it has statistics.
-                let (ids, tokens) = lease_arrays(leases);
                 let sql = format!(
-                    "UPDATE sluice_tasks AS t SET lease_until = {PG_NOW} + $1 \
-                     FROM UNNEST($2::text[], $3::text[]) AS d(id, token) \
+                    "UPDATE sluice_tasks AS t SET lease_until = {PG_NOW} + $3 \
+                     FROM UNNEST($1::text[], $2::text[]) AS d(id, token) \
                      WHERE t.id = d.id AND t.lease_token = d.token \
                      AND t.lease_until IS NOT NULL RETURNING t.id, t.lease_token"
                 );
-                let rows = sqlx::query(&sql)
+                let rows = pg_over_leases(&sql, leases)
                     .bind(vis)
-                    .bind(ids)
-                    .bind(tokens)
                     .fetch_all(pool)
                     .await
                     .map_err(self.err())?;
@@ -168,7 +158,6 @@ impl Broker for SqlBroker {
         match &self.pool.writer {
             Db::Postgres(pool) => {
                 let leases: Vec<LeaseRef> = done.iter().map(|c| c.lease.clone()).collect();
-                let (ids, tokens) = lease_arrays(&leases);
                 let sql = format!(
                     "WITH d AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) \
                          AS d(id, token, result)), \
@@ -185,9 +174,7 @@ impl Broker for SqlBroker {
                          RETURNING t.id) \
                      SELECT (SELECT count(*) FROM kept) + (SELECT count(*) FROM gone) AS n"
                 );
-                let row = sqlx::query(&sql)
-                    .bind(ids)
-                    .bind(tokens)
+                let row = pg_over_leases(&sql, &leases)
                     .bind(results)
                     .fetch_one(pool)
                     .await
@@ -414,10 +401,15 @@ impl Broker for SqlBroker {
     }
 }
 
-/// Ids and tokens of `leases` as parallel arrays, for `UNNEST`.
-fn lease_arrays(leases: &[LeaseRef]) -> (Vec<String>, Vec<String>) {
-    leases
+/// A PostgreSQL statement over `leases`: their ids bound to `$1` and their tokens
+/// to `$2` as parallel text arrays, for `UNNEST`; further parameters from `$3`.
+fn pg_over_leases<'q>(
+    sql: &'q str,
+    leases: &[LeaseRef],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let (ids, tokens): (Vec<String>, Vec<String>) = leases
         .iter()
         .map(|l| (l.id.to_string(), l.token.clone()))
-        .unzip()
+        .unzip();
+    sqlx::query(sql).bind(ids).bind(tokens)
 }

@@ -50,7 +50,7 @@ use sqlx::Row as _;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
-use crate::broker::{Broker, QueueError};
+use crate::broker::{Broker, LeaseRequest, QueueError};
 use crate::task::{
     Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, NewTask, QueueStats, TaskId,
     TaskState, TaskStatus,

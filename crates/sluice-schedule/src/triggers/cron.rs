@@ -139,127 +139,153 @@ mod tests {
     // ---- cron syntax -------------------------------------------------------------
 
     #[test]
-    fn cron_five_fields_and_six_with_seconds() {
-        let t0 = utc("2026-05-01T10:07:13Z");
-        let five = cron("20 * * * *", "UTC");
-        let six = cron("0 20 * * * *", "UTC");
-        let want = vec![
-            utc("2026-05-01T10:20:00Z"),
-            utc("2026-05-01T11:20:00Z"),
-            utc("2026-05-01T12:20:00Z"),
+    fn cron_syntax_fires_when_expected() {
+        // (case, pattern in UTC, from, how many fires to ask for, the fires).
+        // Each case checks `upcoming(from, n)` and that `next_after(from)` is the
+        // first of them.
+        let t0 = "2026-05-01T10:07:13Z"; // a Friday
+        let every_ten = &[
+            "2026-05-01T10:07:20Z",
+            "2026-05-01T10:07:30Z",
+            "2026-05-01T10:07:40Z",
         ];
-        assert_eq!(five.upcoming(t0, 3), want);
-        assert_eq!(six.upcoming(t0, 3), want);
-        assert_eq!(
-            cron("30 20 * * * *", "UTC").next_after(t0),
-            Some(utc("2026-05-01T10:20:30Z"))
-        );
-        assert_eq!(
-            cron("*/10 * * * * *", "UTC").upcoming(t0, 3),
-            vec![
-                utc("2026-05-01T10:07:20Z"),
-                utc("2026-05-01T10:07:30Z"),
-                utc("2026-05-01T10:07:40Z"),
-            ]
-        );
-        // A seventh field is a year.
-        assert_eq!(
-            cron("0 0 0 1 1 * 2030", "UTC").upcoming(t0, 2),
-            vec![utc("2030-01-01T00:00:00Z")]
-        );
-    }
-
-    #[test]
-    fn cron_last_day_of_month() {
-        let l = cron("0 0 L * *", "UTC");
-        assert_eq!(
-            l.upcoming(utc("2026-01-15T00:00:00Z"), 4),
-            vec![
-                utc("2026-01-31T00:00:00Z"),
-                utc("2026-02-28T00:00:00Z"),
-                utc("2026-03-31T00:00:00Z"),
-                utc("2026-04-30T00:00:00Z"),
-            ]
-        );
-        assert_eq!(
-            l.next_after(utc("2028-02-01T00:00:00Z")),
-            Some(utc("2028-02-29T00:00:00Z"))
-        );
-    }
-
-    #[test]
-    fn cron_closest_weekday() {
-        let w = cron("0 0 15W * *", "UTC");
-        // 2026-08-15 is a Saturday: Friday the 14th.
-        assert_eq!(
-            w.next_after(utc("2026-08-01T00:00:00Z")),
-            Some(utc("2026-08-14T00:00:00Z"))
-        );
-        // 2026-11-15 is a Sunday: Monday the 16th.
-        assert_eq!(
-            w.next_after(utc("2026-11-01T00:00:00Z")),
-            Some(utc("2026-11-16T00:00:00Z"))
-        );
-        // 2026-08-01 is a Saturday; W stays in its month: Monday the 3rd.
-        assert_eq!(
-            cron("0 0 1W * *", "UTC").next_after(utc("2026-07-15T00:00:00Z")),
-            Some(utc("2026-08-03T00:00:00Z"))
-        );
-    }
-
-    #[test]
-    fn cron_nth_and_last_weekday() {
-        // Quartz-looking syntax works: `?` is `*`, MON#2 the second Monday.
-        let second_monday = cron("0 0 12 ? * MON#2", "UTC");
-        assert_eq!(
-            second_monday.upcoming(utc("2026-01-01T00:00:00Z"), 3),
-            vec![
-                utc("2026-01-12T12:00:00Z"),
-                utc("2026-02-09T12:00:00Z"),
-                utc("2026-03-09T12:00:00Z"),
-            ]
-        );
-        // 5#L: the last Friday of the month (weekdays are POSIX: 5 = Friday).
-        assert_eq!(
-            cron("0 18 * * 5#L", "UTC").upcoming(utc("2026-01-01T00:00:00Z"), 2),
-            vec![utc("2026-01-30T18:00:00Z"), utc("2026-02-27T18:00:00Z")]
-        );
-        // `+` makes day of month AND day of week: Friday the 13th.
-        assert_eq!(
-            cron("0 0 13 * +FRI", "UTC").next_after(utc("2026-01-01T00:00:00Z")),
-            Some(utc("2026-02-13T00:00:00Z"))
-        );
-    }
-
-    #[test]
-    fn cron_ranges_lists_and_steps() {
-        // Friday 2026-05-01, then Monday.
-        let s = cron("0 9-17/2 * * MON-FRI", "UTC");
-        assert_eq!(
-            s.upcoming(utc("2026-05-01T00:00:00Z"), 6),
-            vec![
-                utc("2026-05-01T09:00:00Z"),
-                utc("2026-05-01T11:00:00Z"),
-                utc("2026-05-01T13:00:00Z"),
-                utc("2026-05-01T15:00:00Z"),
-                utc("2026-05-01T17:00:00Z"),
-                utc("2026-05-04T09:00:00Z"),
-            ]
-        );
-        assert_eq!(
-            cron("0 0,30 8 * * *", "UTC").upcoming(utc("2026-05-01T00:00:00Z"), 3),
-            vec![
-                utc("2026-05-01T08:00:00Z"),
-                utc("2026-05-01T08:30:00Z"),
-                utc("2026-05-02T08:00:00Z"),
-            ]
-        );
-        // Quartz's `0/10` is accepted and means every ten from 0.
-        let t0 = utc("2026-05-01T10:07:13Z");
-        assert_eq!(
-            cron("0/10 * * * * *", "UTC").upcoming(t0, 3),
-            cron("*/10 * * * * *", "UTC").upcoming(t0, 3)
-        );
+        let twenty_past = &[
+            "2026-05-01T10:20:00Z",
+            "2026-05-01T11:20:00Z",
+            "2026-05-01T12:20:00Z",
+        ];
+        let cases: &[(&str, &str, &str, usize, &[&str])] = &[
+            ("five fields", "20 * * * *", t0, 3, twenty_past),
+            (
+                "six fields, seconds first",
+                "0 20 * * * *",
+                t0,
+                3,
+                twenty_past,
+            ),
+            (
+                "a seconds value",
+                "30 20 * * * *",
+                t0,
+                1,
+                &["2026-05-01T10:20:30Z"],
+            ),
+            ("a seconds step", "*/10 * * * * *", t0, 3, every_ten),
+            // Quartz's `0/10` is accepted and means every ten from 0.
+            ("Quartz 0/10 is */10", "0/10 * * * * *", t0, 3, every_ten),
+            // A seventh field is a year.
+            (
+                "a year field",
+                "0 0 0 1 1 * 2030",
+                t0,
+                2,
+                &["2030-01-01T00:00:00Z"],
+            ),
+            (
+                "L: last day of the month",
+                "0 0 L * *",
+                "2026-01-15T00:00:00Z",
+                4,
+                &[
+                    "2026-01-31T00:00:00Z",
+                    "2026-02-28T00:00:00Z",
+                    "2026-03-31T00:00:00Z",
+                    "2026-04-30T00:00:00Z",
+                ],
+            ),
+            (
+                "L in a leap February",
+                "0 0 L * *",
+                "2028-02-01T00:00:00Z",
+                1,
+                &["2028-02-29T00:00:00Z"],
+            ),
+            // 2026-08-15 is a Saturday: Friday the 14th.
+            (
+                "15W on a Saturday",
+                "0 0 15W * *",
+                "2026-08-01T00:00:00Z",
+                1,
+                &["2026-08-14T00:00:00Z"],
+            ),
+            // 2026-11-15 is a Sunday: Monday the 16th.
+            (
+                "15W on a Sunday",
+                "0 0 15W * *",
+                "2026-11-01T00:00:00Z",
+                1,
+                &["2026-11-16T00:00:00Z"],
+            ),
+            // 2026-08-01 is a Saturday; W stays in its month: Monday the 3rd.
+            (
+                "1W stays in its month",
+                "0 0 1W * *",
+                "2026-07-15T00:00:00Z",
+                1,
+                &["2026-08-03T00:00:00Z"],
+            ),
+            // Quartz-looking syntax works: `?` is `*`, MON#2 the second Monday.
+            (
+                "? and MON#2",
+                "0 0 12 ? * MON#2",
+                "2026-01-01T00:00:00Z",
+                3,
+                &[
+                    "2026-01-12T12:00:00Z",
+                    "2026-02-09T12:00:00Z",
+                    "2026-03-09T12:00:00Z",
+                ],
+            ),
+            // 5#L: the last Friday of the month (weekdays are POSIX: 5 = Friday).
+            (
+                "5#L: last Friday",
+                "0 18 * * 5#L",
+                "2026-01-01T00:00:00Z",
+                2,
+                &["2026-01-30T18:00:00Z", "2026-02-27T18:00:00Z"],
+            ),
+            // `+` makes day of month AND day of week: Friday the 13th.
+            (
+                "+FRI: day of month and week",
+                "0 0 13 * +FRI",
+                "2026-01-01T00:00:00Z",
+                1,
+                &["2026-02-13T00:00:00Z"],
+            ),
+            // Friday 2026-05-01, then Monday.
+            (
+                "ranges and steps",
+                "0 9-17/2 * * MON-FRI",
+                "2026-05-01T00:00:00Z",
+                6,
+                &[
+                    "2026-05-01T09:00:00Z",
+                    "2026-05-01T11:00:00Z",
+                    "2026-05-01T13:00:00Z",
+                    "2026-05-01T15:00:00Z",
+                    "2026-05-01T17:00:00Z",
+                    "2026-05-04T09:00:00Z",
+                ],
+            ),
+            (
+                "a list",
+                "0 0,30 8 * * *",
+                "2026-05-01T00:00:00Z",
+                3,
+                &[
+                    "2026-05-01T08:00:00Z",
+                    "2026-05-01T08:30:00Z",
+                    "2026-05-02T08:00:00Z",
+                ],
+            ),
+        ];
+        for &(case, expr, from, n, want) in cases {
+            let s = cron(expr, "UTC");
+            let want: Vec<_> = want.iter().map(|t| utc(t)).collect();
+            let from = utc(from);
+            assert_eq!(s.upcoming(from, n), want, "{case}: {expr}");
+            assert_eq!(s.next_after(from), want.first().copied(), "{case}: {expr}");
+        }
     }
 
     #[test]
@@ -393,62 +419,110 @@ mod tests {
     const BERLIN: Tz = chrono_tz::Europe::Berlin;
 
     #[test]
-    fn dst_gap_fixed_time_job_runs_once_right_after_the_gap() {
-        // New York, 2026-03-08: 02:00 EST jumps to 03:00 EDT; 02:30 does not exist.
-        let s = cron("0 30 2 * * *", "America/New_York");
-        let (a, b) = local_day(NY, 2026, 3, 8);
-        let fires = s.between(a, b, 100);
-        // croner (OCPS): the first instant after the gap, 03:00:00 EDT = 07:00Z.
-        assert_eq!(fires, vec![utc("2026-03-08T07:00:00Z")]);
-        assert_eq!(shown(NY, &fires), ["03-08 03:00:00 EDT"]);
-        // The days around it are ordinary.
-        let (a, b) = local_day(NY, 2026, 3, 7);
-        assert_eq!(shown(NY, &s.between(a, b, 100)), ["03-07 02:30:00 EST"]);
-        let (a, b) = local_day(NY, 2026, 3, 9);
-        assert_eq!(shown(NY, &s.between(a, b, 100)), ["03-09 02:30:00 EDT"]);
-        // Chained next_after from the day before sees the same three fires.
+    fn dst_fixed_time_jobs_run_once_a_local_day() {
+        // (case, pattern, zone, local day, its fires in UTC, the same shown locally).
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Tz,
+            (i32, u32, u32),
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
+            // New York, 2026-03-08: 02:00 EST jumps to 03:00 EDT; 02:30 does not
+            // exist. croner (OCPS): the first instant after the gap, 03:00:00 EDT.
+            (
+                "New York gap",
+                "0 30 2 * * *",
+                NY,
+                (2026, 3, 8),
+                &["2026-03-08T07:00:00Z"],
+                &["03-08 03:00:00 EDT"],
+            ),
+            // The days around it are ordinary.
+            (
+                "New York before the gap",
+                "0 30 2 * * *",
+                NY,
+                (2026, 3, 7),
+                &["2026-03-07T07:30:00Z"],
+                &["03-07 02:30:00 EST"],
+            ),
+            (
+                "New York after the gap",
+                "0 30 2 * * *",
+                NY,
+                (2026, 3, 9),
+                &["2026-03-09T06:30:00Z"],
+                &["03-09 02:30:00 EDT"],
+            ),
+            // Berlin, 2026-03-29: 02:00 CET jumps to 03:00 CEST.
+            (
+                "Berlin gap",
+                "0 30 2 * * *",
+                BERLIN,
+                (2026, 3, 29),
+                &["2026-03-29T01:00:00Z"],
+                &["03-29 03:00:00 CEST"],
+            ),
+            // New York, 2026-11-01: 02:00 EDT falls back to 01:00 EST, so 01:00-01:59
+            // happens twice. A 01:30 job runs once, at the first 01:30 (EDT).
+            (
+                "New York overlap",
+                "0 30 1 * * *",
+                NY,
+                (2026, 11, 1),
+                &["2026-11-01T05:30:00Z"],
+                &["11-01 01:30:00 EDT"],
+            ),
+            // 02:30 comes once (in New York it is past the repeated hour).
+            (
+                "New York past the overlap",
+                "0 30 2 * * *",
+                NY,
+                (2026, 11, 1),
+                &["2026-11-01T07:30:00Z"],
+                &["11-01 02:30:00 EST"],
+            ),
+            // Berlin, 2026-10-25: 03:00 CEST falls back to 02:00 CET, so 02:30 happens
+            // twice; the job runs once, at 02:30 CEST (00:30Z), not again at 01:30Z.
+            (
+                "Berlin overlap",
+                "0 30 2 * * *",
+                BERLIN,
+                (2026, 10, 25),
+                &["2026-10-25T00:30:00Z"],
+                &["10-25 02:30:00 CEST"],
+            ),
+        ];
+        for &(case, expr, tz, (y, m, d), want, want_shown) in cases {
+            let (a, b) = local_day(tz, y, m, d);
+            let fires = cron(expr, tz.name()).between(a, b, 100);
+            let want: Vec<_> = want.iter().map(|t| utc(t)).collect();
+            assert_eq!(fires, want, "{case}: {expr}");
+            assert_eq!(shown(tz, &fires), want_shown, "{case}: {expr}");
+        }
+    }
+
+    #[test]
+    fn dst_fixed_time_searches_step_over_the_transitions() {
+        // Chained next_after from the day before the New York gap sees the same
+        // three fires as the local days.
         assert_eq!(
-            s.upcoming(utc("2026-03-07T00:00:00Z"), 3),
+            cron("0 30 2 * * *", "America/New_York").upcoming(utc("2026-03-07T00:00:00Z"), 3),
             vec![
                 utc("2026-03-07T07:30:00Z"),
                 utc("2026-03-08T07:00:00Z"),
                 utc("2026-03-09T06:30:00Z"),
             ]
         );
-
-        // Berlin, 2026-03-29: 02:00 CET jumps to 03:00 CEST.
-        let s = cron("0 30 2 * * *", "Europe/Berlin");
-        let (a, b) = local_day(BERLIN, 2026, 3, 29);
-        let fires = s.between(a, b, 100);
-        assert_eq!(fires, vec![utc("2026-03-29T01:00:00Z")]);
-        assert_eq!(shown(BERLIN, &fires), ["03-29 03:00:00 CEST"]);
-    }
-
-    #[test]
-    fn dst_overlap_fixed_time_job_runs_once_in_the_first_pass() {
-        // New York, 2026-11-01: 02:00 EDT falls back to 01:00 EST, so 01:00-01:59
-        // happens twice. A 01:30 job runs once, at the first 01:30 (EDT).
-        let s = cron("0 30 1 * * *", "America/New_York");
-        let (a, b) = local_day(NY, 2026, 11, 1);
-        let fires = s.between(a, b, 100);
-        assert_eq!(fires, vec![utc("2026-11-01T05:30:00Z")]);
-        assert_eq!(shown(NY, &fires), ["11-01 01:30:00 EDT"]);
-        // Asking from inside the second pass does not bring the 01:30 EST back.
+        // Asking from inside the second pass of the New York overlap does not bring
+        // the 01:30 EST back.
         assert_eq!(
-            s.next_after(utc("2026-11-01T06:00:00Z")), // 01:00 EST
+            cron("0 30 1 * * *", "America/New_York").next_after(utc("2026-11-01T06:00:00Z")), // 01:00 EST
             Some(utc("2026-11-02T06:30:00Z"))
         );
-        // 02:30 comes once (in New York it is past the repeated hour).
-        let s = cron("0 30 2 * * *", "America/New_York");
-        assert_eq!(shown(NY, &s.between(a, b, 100)), ["11-01 02:30:00 EST"]);
-
-        // Berlin, 2026-10-25: 03:00 CEST falls back to 02:00 CET, so 02:30 happens
-        // twice; the job runs once, at 02:30 CEST (00:30Z), not again at 01:30Z.
-        let (a, b) = local_day(BERLIN, 2026, 10, 25);
-        let s = cron("0 30 2 * * *", "Europe/Berlin");
-        let fires = s.between(a, b, 100);
-        assert_eq!(fires, vec![utc("2026-10-25T00:30:00Z")]);
-        assert_eq!(shown(BERLIN, &fires), ["10-25 02:30:00 CEST"]);
     }
 
     #[test]
@@ -459,72 +533,120 @@ mod tests {
         // the spring-forward day and 25 times on the fall-back day; every 15 minutes,
         // 92 and 100 times. Each is still a distinct instant, so claims keyed on the
         // instant stay unique.
-        let hourly = cron("0 0 * * * *", "America/New_York");
-        let quarter = cron("0 */15 * * * *", "America/New_York");
-        let half_past = cron("0 30 * * * *", "America/New_York"); // wildcard hour
-
-        let (a, b) = local_day(NY, 2026, 3, 8);
-        let h = hourly.between(a, b, 1000);
-        assert_eq!(h.len(), 23);
-        assert_eq!(
-            shown(NY, &h[1..3]),
-            ["03-08 01:00:00 EST", "03-08 03:00:00 EDT"]
+        let hourly = "0 0 * * * *";
+        let quarter = "0 */15 * * * *";
+        let half_past = "0 30 * * * *"; // wildcard hour
+        // (case, pattern, zone, local day, how many fires, which of them to show,
+        // how they are shown).
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Tz,
+            (i32, u32, u32),
+            usize,
+            std::ops::Range<usize>,
+            &'a [&'a str],
         );
-        assert_eq!(quarter.between(a, b, 1000).len(), 92);
-        let hp = half_past.between(a, b, 1000);
-        assert_eq!(hp.len(), 23);
-        assert_eq!(
-            shown(NY, &hp[1..3]),
-            ["03-08 01:30:00 EST", "03-08 03:30:00 EDT"]
-        );
+        let cases: &[Case] = &[
+            (
+                "New York hourly, gap",
+                hourly,
+                NY,
+                (2026, 3, 8),
+                23,
+                1..3,
+                &["03-08 01:00:00 EST", "03-08 03:00:00 EDT"],
+            ),
+            (
+                "New York quarterly, gap",
+                quarter,
+                NY,
+                (2026, 3, 8),
+                92,
+                0..0,
+                &[],
+            ),
+            (
+                "New York half past, gap",
+                half_past,
+                NY,
+                (2026, 3, 8),
+                23,
+                1..3,
+                &["03-08 01:30:00 EST", "03-08 03:30:00 EDT"],
+            ),
+            (
+                "New York hourly, overlap",
+                hourly,
+                NY,
+                (2026, 11, 1),
+                25,
+                1..4,
+                &[
+                    "11-01 01:00:00 EDT",
+                    "11-01 01:00:00 EST",
+                    "11-01 02:00:00 EST",
+                ],
+            ),
+            (
+                "New York quarterly, overlap",
+                quarter,
+                NY,
+                (2026, 11, 1),
+                100,
+                4..12,
+                &[
+                    "11-01 01:00:00 EDT",
+                    "11-01 01:15:00 EDT",
+                    "11-01 01:30:00 EDT",
+                    "11-01 01:45:00 EDT",
+                    "11-01 01:00:00 EST",
+                    "11-01 01:15:00 EST",
+                    "11-01 01:30:00 EST",
+                    "11-01 01:45:00 EST",
+                ],
+            ),
+            // Berlin, the same shape.
+            (
+                "Berlin hourly, gap",
+                hourly,
+                BERLIN,
+                (2026, 3, 29),
+                23,
+                0..0,
+                &[],
+            ),
+            (
+                "Berlin hourly, overlap",
+                hourly,
+                BERLIN,
+                (2026, 10, 25),
+                25,
+                2..4,
+                &["10-25 02:00:00 CEST", "10-25 02:00:00 CET"],
+            ),
+        ];
+        for (case, expr, tz, (y, m, d), n, range, want_shown) in cases.iter().cloned() {
+            let (a, b) = local_day(tz, y, m, d);
+            let fires = cron(expr, tz.name()).between(a, b, 1000);
+            assert_eq!(fires.len(), n, "{case}: {expr}");
+            assert_eq!(shown(tz, &fires[range]), want_shown, "{case}: {expr}");
+        }
 
+        // The two New York 01:00 of the overlap are an hour apart in UTC, and the
+        // quarterly fires stay 15 minutes apart through it.
         let (a, b) = local_day(NY, 2026, 11, 1);
-        let h = hourly.between(a, b, 1000);
-        assert_eq!(h.len(), 25);
+        let ny_hourly = cron(hourly, "America/New_York");
         assert_eq!(
-            shown(NY, &h[1..4]),
-            [
-                "11-01 01:00:00 EDT",
-                "11-01 01:00:00 EST",
-                "11-01 02:00:00 EST"
-            ]
-        );
-        assert_eq!(
-            &h[1..3],
+            &ny_hourly.between(a, b, 1000)[1..3],
             [utc("2026-11-01T05:00:00Z"), utc("2026-11-01T06:00:00Z")]
         );
-        let q = quarter.between(a, b, 1000);
-        assert_eq!(q.len(), 100);
-        assert_eq!(
-            shown(NY, &q[4..12]),
-            [
-                "11-01 01:00:00 EDT",
-                "11-01 01:15:00 EDT",
-                "11-01 01:30:00 EDT",
-                "11-01 01:45:00 EDT",
-                "11-01 01:00:00 EST",
-                "11-01 01:15:00 EST",
-                "11-01 01:30:00 EST",
-                "11-01 01:45:00 EST",
-            ]
-        );
+        let q = cron(quarter, "America/New_York").between(a, b, 1000);
         assert!(q.windows(2).all(|w| w[1] - w[0] == TimeDelta::minutes(15)));
         // next_after from inside the first pass continues into the second one.
         assert_eq!(
-            hourly.next_after(utc("2026-11-01T05:00:00Z")), // 01:00 EDT
-            Some(utc("2026-11-01T06:00:00Z"))               // 01:00 EST
-        );
-
-        // Berlin, the same shape.
-        let hourly = cron("0 0 * * * *", "Europe/Berlin");
-        let (a, b) = local_day(BERLIN, 2026, 3, 29);
-        assert_eq!(hourly.between(a, b, 1000).len(), 23);
-        let (a, b) = local_day(BERLIN, 2026, 10, 25);
-        let h = hourly.between(a, b, 1000);
-        assert_eq!(h.len(), 25);
-        assert_eq!(
-            shown(BERLIN, &h[2..4]),
-            ["10-25 02:00:00 CEST", "10-25 02:00:00 CET"]
+            ny_hourly.next_after(utc("2026-11-01T05:00:00Z")), // 01:00 EDT
+            Some(utc("2026-11-01T06:00:00Z"))                  // 01:00 EST
         );
     }
 
