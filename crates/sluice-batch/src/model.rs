@@ -223,12 +223,6 @@ pub struct SkipRecord {
     pub item: Option<String>,
 }
 
-/// The system clock's time in Unix milliseconds, for the parts that are not given
-/// a [`Clock`](sluice_core::Clock) (the job runner and the repository are).
-pub fn now_millis() -> Millis {
-    sluice_core::Clock::now_millis(&sluice_core::SystemClock)
-}
-
 /// `s` cut to at most `max` bytes, on a character boundary.
 pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {

@@ -1034,3 +1034,43 @@ async fn cache_writer_warms_the_gateway() {
     assert!(matches!(e, WriteError::Transient(_)), "{e:?}");
     assert!(CacheWriter::new(gw, "/air/{unclosed", Duration::from_secs(1)).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_writer_stamps_entries_on_the_gateways_clock() {
+    use sluice_cache::CacheTarget;
+    use sluice_core::ManualClock;
+    // Far from the system time, so that a system-clock stamp cannot pass.
+    const T0: i64 = 1_000_000_000_000;
+    let sim = sim(40).await;
+    let clock = ManualClock::new(T0);
+    let gw = Gateway::builder()
+        .route(air_route(upstream(&sim, Up::default())))
+        .clock(Arc::new(clock.clone()))
+        .store(Arc::new(
+            MemoryStore::builder()
+                .clock(Arc::new(clock.clone()))
+                .build(),
+        ))
+        .build()
+        .unwrap();
+    let path = "/air/getCtprvnRltmMesureDnsty?sidoName={sido}&returnType=json";
+    let mut w = CacheWriter::new(gw.clone(), path, Duration::from_secs(60)).unwrap();
+    w.open(None).await.unwrap();
+    w.write_items(&[json!({"sido": "서울"})]).await.unwrap();
+    let key =
+        CacheTarget::key_for(&gw, &path.replace("{sido}", &encode_component("서울"))).unwrap();
+    let entry = gw.store().get(&key).await.unwrap().expect("written");
+    assert_eq!(entry.stored_at, T0);
+    assert_eq!(entry.fresh_until, T0 + 60_000);
+    assert_eq!(CacheTarget::now_millis(&gw), T0);
+    // The entry is fresh on that clock, then not, without any sleeping.
+    let get = format!(
+        "/air/getCtprvnRltmMesureDnsty?sidoName={}&returnType=json",
+        encode_component("서울")
+    );
+    let (_, cache, _) = gw_get(&gw, &get).await;
+    assert!(cache.starts_with("sluice; hit"), "{cache}");
+    clock.advance(Duration::from_secs(61));
+    let (_, cache, _) = gw_get(&gw, &get).await;
+    assert!(!cache.starts_with("sluice; hit"), "{cache}");
+}

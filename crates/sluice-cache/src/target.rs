@@ -46,4 +46,11 @@ pub trait CacheTarget: Send + Sync + fmt::Debug + 'static {
 
     /// The store that holds the entries.
     fn store(&self) -> &Arc<dyn Store>;
+
+    /// Now, in Unix milliseconds, on the clock the target judges freshness by:
+    /// entries written into it are stamped with this time, and entries read from
+    /// it are fresh or not by it. The default is the system clock.
+    fn now_millis(&self) -> sluice_core::UnixMillis {
+        sluice_core::Clock::now_millis(&sluice_core::SystemClock)
+    }
 }

@@ -854,6 +854,10 @@ impl CacheTarget for Gateway {
     fn store(&self) -> &Arc<dyn Store> {
         Gateway::store(self)
     }
+
+    fn now_millis(&self) -> sluice_core::UnixMillis {
+        self.inner.clock.now_millis()
+    }
 }
 
 #[cfg(test)]

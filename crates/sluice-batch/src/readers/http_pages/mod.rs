@@ -22,7 +22,6 @@ use sluice_upstream::{
 };
 
 use crate::api::{ReadError, ReadItem, Reader};
-use crate::model::now_millis;
 
 mod config;
 
@@ -322,7 +321,7 @@ impl HttpPagesReader {
         if let (Some(c), Some(key)) = (&self.cache, &key) {
             // A store failure is a miss, as in the gateway.
             if let Ok(Some(e)) = c.gateway.store().get(key).await
-                && matches!(e.freshness(now_millis()), Freshness::Fresh { .. })
+                && matches!(e.freshness(c.gateway.now_millis()), Freshness::Fresh { .. })
                 && (200..300).contains(&e.status)
             {
                 tracing::debug!(key = %key, "page read from the gateway's cache");
@@ -372,7 +371,7 @@ impl HttpPagesReader {
                 resp.status,
                 headers,
                 resp.body.clone(),
-                now_millis(),
+                c.gateway.now_millis(),
                 ttl,
                 Duration::ZERO,
                 Duration::ZERO,

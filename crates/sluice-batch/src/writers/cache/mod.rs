@@ -21,7 +21,7 @@ use sluice_upstream::encode_component;
 use thiserror::Error;
 
 use crate::api::{Chunk, Committed, SqlStatement, WriteError, Writer};
-use crate::model::{Item, now_millis};
+use crate::model::Item;
 
 mod config;
 
@@ -213,7 +213,7 @@ impl Writer for CacheWriter {
         chunk: Chunk<'_>,
         _: &[SqlStatement],
     ) -> Result<Committed, WriteError> {
-        let now = now_millis();
+        let now = self.gateway.now_millis();
         let items = chunk.items();
         let mut entries = Vec::with_capacity(items.len());
         for item in items.iter() {
