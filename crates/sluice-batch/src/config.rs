@@ -79,6 +79,13 @@ pub enum ConfigError {
         /// What it needs, as it is written.
         needs: &'static str,
     },
+    /// A CSV reader with `columns` but no `header`: whether the first record is
+    /// a header (renamed by `columns`) or data (named by them) must be said, or
+    /// a data row is lost or a header read as data.
+    #[error(
+        "columns needs header = true (the first record is a header, renamed by columns) or header = false (every record is data)"
+    )]
+    ColumnsWithoutHeader,
     /// An empty `key` of the SQL reader.
     #[error("key must name the unique, ordered column(s)")]
     EmptyKey,

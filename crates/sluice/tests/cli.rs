@@ -272,13 +272,18 @@ fn check_locates_every_broken_step_table() {
     std::fs::write(
         &path,
         "[[job]]\nname = \"a\"\n[[job.step]]\nname = \"s\"\ntasklet = { kind = \"shell\", comand = \"true\" }\n\
-         [[job.step]]\nname = \"t\"\nreader = { kind = \"jsonl\", path = \"in.jsonl\" }\nwriter = { kind = \"csv\", path = \"out.csv\", delimiter = \"ab\" }\n",
+         [[job.step]]\nname = \"t\"\nreader = { kind = \"jsonl\", path = \"in.jsonl\" }\nwriter = { kind = \"csv\", path = \"out.csv\", delimiter = \"ab\" }\n\
+         [[job.step]]\nname = \"u\"\nreader = { kind = \"csv\", path = \"in.csv\", columns = [\"a\"] }\nwriter = { kind = \"jsonl\", path = \"out.jsonl\" }\n",
     )
     .unwrap();
     let out = check(&path);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 2, "{err}");
+    assert_eq!(err.lines().count(), 3, "{err}");
+    assert!(
+        err.contains("job[0].step[2].reader: columns needs header = true"),
+        "{err}"
+    );
     assert!(
         err.contains("jobs.toml:5:11: job[0].step[0].tasklet: unknown field `comand`"),
         "{err}"

@@ -15,10 +15,11 @@ pub struct RawCsvReader {
     pub delimiter: Option<String>,
     /// `utf-8` (default), `euc-kr` / `cp949`, or any WHATWG label.
     pub encoding: Option<String>,
-    /// Whether the first record is a header naming the fields. Default `true`.
+    /// Whether the first record is a header naming the fields. Default `true`;
+    /// required with `columns`.
     pub header: Option<bool>,
-    /// Keys of the fields, in order (renames the header, or names the fields
-    /// of a file without one).
+    /// Keys of the fields, in order: they rename the header (`header = true`)
+    /// or name the fields of a file without one (`header = false`).
     pub columns: Option<Vec<String>>,
 }
 
@@ -27,8 +28,12 @@ impl RawCsvReader {
     ///
     /// # Errors
     ///
-    /// A delimiter longer than one byte, an unknown encoding.
+    /// A delimiter longer than one byte, an unknown encoding, `columns` without
+    /// `header`.
     pub fn build(self, share: Option<(usize, usize)>) -> Result<CsvReader, ConfigError> {
+        if self.columns.is_some() && self.header.is_none() {
+            return Err(ConfigError::ColumnsWithoutHeader);
+        }
         let mut r = CsvReader::new(self.path);
         if let Some(d) = self.delimiter {
             r = r.delimiter(delimiter(&d)?);
@@ -63,6 +68,34 @@ fn encoding(label: &str) -> Result<&'static encoding_rs::Encoding, ConfigError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw(header: Option<bool>, columns: Option<Vec<String>>) -> RawCsvReader {
+        RawCsvReader {
+            path: "in.csv".into(),
+            delimiter: None,
+            encoding: None,
+            header,
+            columns,
+        }
+    }
+
+    #[test]
+    fn columns_need_header_said_either_way() {
+        let cols = || Some(vec!["a".to_owned(), "b".to_owned()]);
+        let e = raw(None, cols()).build(None).unwrap_err();
+        assert!(matches!(e, ConfigError::ColumnsWithoutHeader), "{e}");
+        assert!(
+            e.to_string().contains("header = true") && e.to_string().contains("header = false")
+        );
+        for ok in [
+            raw(Some(true), cols()),
+            raw(Some(false), cols()),
+            raw(None, None),
+            raw(Some(false), None),
+        ] {
+            ok.build(None).unwrap();
+        }
+    }
 
     #[test]
     fn encodings_by_label() {
