@@ -32,6 +32,52 @@ pub trait BuildContext {
 
     /// The cache the cache writer fills, if there is one.
     fn cache_target(&self) -> Option<Arc<dyn CacheTarget>>;
+
+    /// The share (`(index, of)`) of a partitioned step's input a reader reads;
+    /// `None` (the default) reads it all. [`Shared`] sets it.
+    fn share(&self) -> Option<(usize, usize)> {
+        None
+    }
+}
+
+/// A context with a partition share: what `inner` gives, and `share`.
+#[derive(Clone, Copy)]
+pub struct Shared<'a> {
+    /// Where upstreams and the cache come from.
+    pub inner: &'a dyn BuildContext,
+    /// The share of the input (`(index, of)`), or `None` for all of it.
+    pub share: Option<(usize, usize)>,
+}
+
+impl BuildContext for Shared<'_> {
+    fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.inner.upstream(name)
+    }
+
+    fn upstream_names(&self) -> Vec<String> {
+        self.inner.upstream_names()
+    }
+
+    fn cache_target(&self) -> Option<Arc<dyn CacheTarget>> {
+        self.inner.cache_target()
+    }
+
+    fn share(&self) -> Option<(usize, usize)> {
+        self.share
+    }
+}
+
+/// A component kind's config (`Raw*`, as written in the TOML file) that builds
+/// a `T`: `dyn Reader`, `dyn Processor`, `dyn Writer` or `dyn Tasklet`. Every
+/// kind implements it in its own `config.rs`; the family's registry enum (made
+/// by `registry!`) implements it by asking the kind it holds.
+pub trait Kind<T: ?Sized> {
+    /// The component, in `ctx` (its upstreams, its cache, a reader's share).
+    ///
+    /// # Errors
+    ///
+    /// What the kind's config says is wrong.
+    fn build(self, ctx: &dyn BuildContext) -> Result<Box<T>, ConfigError>;
 }
 
 /// Why a component config cannot be built. Its message is what the binary shows
@@ -241,11 +287,11 @@ mod tests {
             .to_string();
         assert_eq!(e, "missing field `command`");
         let p = crate::processors::RawProcessor::deserialize(json!({"kind": "jq", "expr": "."}));
-        assert!(p.unwrap().build(&NoContext).is_ok());
+        assert!(Kind::<dyn crate::Processor>::build(p.unwrap(), &NoContext).is_ok());
         let r = crate::readers::RawReader::deserialize(json!({
             "kind": "http_pages", "upstream": "u", "path": "/", "items": ".[]"
         }));
-        let Err(e) = r.unwrap().build(&NoContext, None) else {
+        let Err(e) = Kind::<dyn crate::Reader>::build(r.unwrap(), &NoContext) else {
             panic!("a reader without pagination was built");
         };
         assert_eq!(

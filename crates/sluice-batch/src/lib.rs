@@ -38,6 +38,32 @@ macro_rules! setters {
     };
 }
 
+/// A family's registry: the enum of its kinds (as the config file names them,
+/// `kind = "…"`) and its [`config::Kind`] impl, which asks the kind it holds.
+/// Adding a kind is its folder (whose `config.rs` implements `Kind`) and one
+/// line here.
+macro_rules! registry {
+    ($t:ty => $(#[$attr:meta])* pub enum $name:ident {
+        $($(#[$vattr:meta])* $v:ident($c:ty),)*
+    }) => {
+        $(#[$attr])*
+        pub enum $name {
+            $($(#[$vattr])* $v($c),)*
+        }
+
+        impl $crate::config::Kind<$t> for $name {
+            fn build(
+                self,
+                ctx: &dyn $crate::config::BuildContext,
+            ) -> Result<Box<$t>, $crate::config::ConfigError> {
+                match self {
+                    $(Self::$v(c) => $crate::config::Kind::<$t>::build(c, ctx),)*
+                }
+            }
+        }
+    };
+}
+
 pub mod api;
 pub mod config;
 pub mod job;

@@ -3,8 +3,8 @@
 //!
 //! One folder per kind, its config (`Raw*`, as written in a step's `reader`
 //! table) in its `config.rs`; [`RawReader`] is the registry of kinds. A new kind
-//! is a folder here plus its variant of [`RawReader`] (and that variant's arm in
-//! [`RawReader::build`]).
+//! is a folder here plus its variant of [`RawReader`] (one line in its
+//! `registry!`); the kind's `config.rs` implements [`Kind`](crate::config::Kind).
 //!
 //! | reader | input | item | checkpoint |
 //! |---|---|---|---|
@@ -75,8 +75,9 @@ pub use sql::{RawSqlReader, SqlReader, SqlSource};
 use serde::Deserialize;
 
 use crate::api::Reader;
-use crate::config::{BuildContext, ConfigError};
 
+registry! {
+dyn Reader =>
 /// `reader = { kind = …, … }`: where a chunk step's items come from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -94,25 +95,4 @@ pub enum RawReader {
     /// `kind = "sql"`: the rows of a table or query, by keyset pagination.
     Sql(RawSqlReader),
 }
-
-impl RawReader {
-    /// The reader, in `ctx`; a partitioned step's readers read only their
-    /// `share` (`(index, of)`; the `json` reader has no shares and reads it all).
-    ///
-    /// # Errors
-    ///
-    /// What the kind's config says is wrong ([`ConfigError`]).
-    pub fn build(
-        self,
-        ctx: &dyn BuildContext,
-        share: Option<(usize, usize)>,
-    ) -> Result<Box<dyn Reader>, ConfigError> {
-        Ok(match self {
-            Self::Csv(c) => Box::new(c.build(share)?),
-            Self::Jsonl(c) => Box::new(c.build(share)),
-            Self::Json(c) => Box::new(c.build()),
-            Self::HttpPages(c) => Box::new(c.build(ctx)?),
-            Self::Sql(c) => Box::new(c.build(share)?),
-        })
-    }
 }

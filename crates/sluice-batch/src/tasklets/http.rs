@@ -23,6 +23,15 @@ pub struct RawHttpTasklet {
     pub query: BTreeMap<String, String>,
 }
 
+impl crate::config::Kind<dyn crate::job::Tasklet> for RawHttpTasklet {
+    fn build(
+        self,
+        ctx: &dyn crate::config::BuildContext,
+    ) -> Result<Box<dyn crate::job::Tasklet>, crate::config::ConfigError> {
+        Ok(Box::new(Self::build(self, ctx)?))
+    }
+}
+
 impl RawHttpTasklet {
     /// The tasklet, calling the upstream of `ctx` it names.
     ///

@@ -10,8 +10,8 @@
 //!
 //! One module per kind, its config (`Raw*`, as written in a step's `tasklet`
 //! table) beside it; [`RawTasklet`] is the registry of kinds. A new kind is a
-//! module here plus its variant of [`RawTasklet`] (and that variant's arm in
-//! [`RawTasklet::build`]).
+//! module here plus its variant of [`RawTasklet`] (one line in its
+//! `registry!`); the kind's `config.rs` implements [`Kind`](crate::config::Kind).
 
 mod http;
 mod shell;
@@ -23,9 +23,10 @@ pub use http::{HttpTasklet, RawHttpTasklet};
 pub use shell::{DEFAULT_TAIL_BYTES, RawShellTasklet, ShellTasklet};
 pub use sql::{BatchLoop, RawSqlTasklet, SqlTasklet};
 
-use crate::config::{BuildContext, ConfigError};
 use crate::job::Tasklet;
 
+registry! {
+dyn Tasklet =>
 /// `tasklet = { kind = …, … }`: a step that does one thing, instead of
 /// reader/processor/writer.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,18 +39,4 @@ pub enum RawTasklet {
     /// `kind = "http"`: one GET through an upstream.
     Http(RawHttpTasklet),
 }
-
-impl RawTasklet {
-    /// The tasklet, in `ctx` (the HTTP tasklet takes its upstream from it).
-    ///
-    /// # Errors
-    ///
-    /// What the kind's config says is wrong ([`ConfigError`]).
-    pub fn build(self, ctx: &dyn BuildContext) -> Result<Box<dyn Tasklet>, ConfigError> {
-        Ok(match self {
-            Self::Sql(c) => Box::new(c.build()),
-            Self::Shell(c) => Box::new(c.build()?),
-            Self::Http(c) => Box::new(c.build(ctx)?),
-        })
-    }
 }

@@ -29,6 +29,15 @@ pub struct RawShellTasklet {
     pub cwd: Option<String>,
 }
 
+impl crate::config::Kind<dyn crate::job::Tasklet> for RawShellTasklet {
+    fn build(
+        self,
+        _ctx: &dyn crate::config::BuildContext,
+    ) -> Result<Box<dyn crate::job::Tasklet>, crate::config::ConfigError> {
+        Ok(Box::new(Self::build(self)?))
+    }
+}
+
 impl RawShellTasklet {
     /// The tasklet.
     ///

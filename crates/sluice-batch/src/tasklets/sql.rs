@@ -23,6 +23,15 @@ pub struct RawSqlTasklet {
     pub repeat: bool,
 }
 
+impl crate::config::Kind<dyn crate::job::Tasklet> for RawSqlTasklet {
+    fn build(
+        self,
+        _ctx: &dyn crate::config::BuildContext,
+    ) -> Result<Box<dyn crate::job::Tasklet>, crate::config::ConfigError> {
+        Ok(Box::new(Self::build(self)))
+    }
+}
+
 impl RawSqlTasklet {
     /// The tasklet (it connects when it runs).
     pub fn build(self) -> SqlTasklet {

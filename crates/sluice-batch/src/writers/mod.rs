@@ -1,7 +1,7 @@
 //! Built-in writers, one folder per writer type, its configs (`Raw*`, as written
 //! in a step's `writer` table) in its `config.rs`; [`RawWriter`] is the registry
-//! of kinds. A new kind is a folder here plus its variant of [`RawWriter`] (and
-//! that variant's arm in [`RawWriter::build`]).
+//! of kinds. A new kind is a folder here plus its variant of [`RawWriter`] (one line in its
+//! `registry!`); the kind's `config.rs` implements [`Kind`](crate::config::Kind).
 //!
 //! - [`SqlWriter`]: upserts (or appends) chunks into a table of SQLite, PostgreSQL
 //!   or MySQL/MariaDB. SQLite and MySQL get multi-row `INSERT … ON CONFLICT` /
@@ -61,8 +61,9 @@ pub use sql::{
 use serde::Deserialize;
 
 use crate::api::Writer;
-use crate::config::{BuildContext, ConfigError};
 
+registry! {
+dyn Writer =>
 /// `writer = { kind = …, … }`: where a chunk step's chunks go.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -81,20 +82,4 @@ pub enum RawWriter {
     /// request for `path` would use.
     Cache(RawCacheWriter),
 }
-
-impl RawWriter {
-    /// The writer, in `ctx` (the cache writer takes its cache from it).
-    ///
-    /// # Errors
-    ///
-    /// What the kind's config says is wrong ([`ConfigError`]).
-    pub fn build(self, ctx: &dyn BuildContext) -> Result<Box<dyn Writer>, ConfigError> {
-        Ok(match self {
-            Self::SqlUpsert(c) => Box::new(c.build()?),
-            Self::SqlAppend(c) => Box::new(c.build()?),
-            Self::Csv(c) => Box::new(c.build()?),
-            Self::Jsonl(c) => Box::new(c.build()),
-            Self::Cache(c) => Box::new(c.build(ctx)?),
-        })
-    }
 }

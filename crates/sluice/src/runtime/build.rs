@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sluice_batch::config::{BuildContext, ConfigError};
+use sluice_batch::config::{BuildContext, Kind, Shared};
 use sluice_batch::model::Params;
 use sluice_batch::partition::{
     PartitionError, PartitionHandler, PartitionRequest, PartitionedStep,
@@ -29,12 +29,12 @@ fn typed<T: serde::de::DeserializeOwned>(v: &toml::Value, params: &Params) -> Re
 }
 
 /// Types a step table, then builds it with `build`.
-fn built<T: serde::de::DeserializeOwned, B>(
+fn built<R: serde::de::DeserializeOwned + Kind<T>, T: ?Sized>(
     v: &toml::Value,
     params: &Params,
-    build: impl FnOnce(T) -> Result<B, ConfigError>,
-) -> Result<B, String> {
-    build(typed(v, params)?).map_err(|e| e.to_string())
+    ctx: &dyn BuildContext,
+) -> Result<Box<T>, String> {
+    typed::<R>(v, params)?.build(ctx).map_err(|e| e.to_string())
 }
 
 /// What the batch components are built in: the configured upstreams, the
@@ -211,7 +211,7 @@ fn build_chunk_step(
         }
     };
     if let Some(t) = &s.tasklet {
-        let tasklet = built(t, params, |t: RawTasklet| t.build(settings));
+        let tasklet = built::<RawTasklet, _>(t, params, settings);
         return Ok(Step::Tasklet {
             name: sname.clone(),
             tasklet: tasklet.map_err(at("tasklet"))?,
@@ -220,13 +220,17 @@ fn build_chunk_step(
     let (Some(r), Some(w)) = (&s.reader, &s.writer) else {
         return Err(at("")("a chunk step needs a reader and a writer".into()));
     };
-    let reader =
-        built(r, params, |r: RawReader| r.build(settings, partition)).map_err(at("reader"))?;
-    let writer = built(w, params, |w: RawWriter| w.build(settings)).map_err(at("writer"))?;
+    let shared = Shared {
+        inner: settings,
+        share: partition,
+    };
+    let reader = built::<RawReader, _>(r, params, &shared).map_err(at("reader"))?;
+    let writer = built::<RawWriter, _>(w, params, settings).map_err(at("writer"))?;
     let processor: Option<Arc<dyn Processor>> = match &s.processor {
         None => None,
         Some(p) => {
-            Some(built(p, params, |p: RawProcessor| p.build(settings)).map_err(at("processor"))?)
+            let p = built::<RawProcessor, _>(p, params, settings).map_err(at("processor"))?;
+            Some(Arc::from(p))
         }
     };
     let d = Retry::default();

@@ -12,6 +12,15 @@ pub struct RawJsonlReader {
     pub path: String,
 }
 
+impl crate::config::Kind<dyn crate::Reader> for RawJsonlReader {
+    fn build(
+        self,
+        ctx: &dyn crate::config::BuildContext,
+    ) -> Result<Box<dyn crate::Reader>, crate::config::ConfigError> {
+        Ok(Box::new(Self::build(self, ctx.share())))
+    }
+}
+
 impl RawJsonlReader {
     /// The reader, narrowed to partition `share` (`(index, of)`) when given.
     pub fn build(self, share: Option<(usize, usize)>) -> JsonLinesReader {

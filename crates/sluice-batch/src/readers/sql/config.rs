@@ -23,6 +23,15 @@ pub struct RawSqlReader {
     pub page: Option<usize>,
 }
 
+impl crate::config::Kind<dyn crate::Reader> for RawSqlReader {
+    fn build(
+        self,
+        ctx: &dyn crate::config::BuildContext,
+    ) -> Result<Box<dyn crate::Reader>, crate::config::ConfigError> {
+        Ok(Box::new(Self::build(self, ctx.share())?))
+    }
+}
+
 impl RawSqlReader {
     /// The reader (counting the rows on open, for progress), narrowed to
     /// partition `share` (`(index, of)`) when given.

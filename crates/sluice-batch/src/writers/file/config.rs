@@ -27,6 +27,15 @@ pub struct RawJsonlWriter {
     pub path: String,
 }
 
+impl crate::config::Kind<dyn crate::Writer> for RawCsvWriter {
+    fn build(
+        self,
+        _ctx: &dyn crate::config::BuildContext,
+    ) -> Result<Box<dyn crate::Writer>, crate::config::ConfigError> {
+        Ok(Box::new(Self::build(self)?))
+    }
+}
+
 impl RawCsvWriter {
     /// The writer.
     ///
@@ -42,6 +51,15 @@ impl RawCsvWriter {
             w = w.columns(c);
         }
         Ok(w)
+    }
+}
+
+impl crate::config::Kind<dyn crate::Writer> for RawJsonlWriter {
+    fn build(
+        self,
+        _ctx: &dyn crate::config::BuildContext,
+    ) -> Result<Box<dyn crate::Writer>, crate::config::ConfigError> {
+        Ok(Box::new(Self::build(self)))
     }
 }
 

@@ -43,6 +43,15 @@ pub struct RawSqlAppendWriter {
     pub indexes: Vec<Vec<String>>,
 }
 
+impl crate::config::Kind<dyn crate::Writer> for RawSqlUpsertWriter {
+    fn build(
+        self,
+        _ctx: &dyn crate::config::BuildContext,
+    ) -> Result<Box<dyn crate::Writer>, crate::config::ConfigError> {
+        Ok(Box::new(Self::build(self)?))
+    }
+}
+
 impl RawSqlUpsertWriter {
     /// The writer (it connects when opened).
     ///
@@ -61,6 +70,15 @@ impl RawSqlUpsertWriter {
             .key(self.key)
             .mode(WriteMode::Upsert);
         writer(&self.url, options, self.columns, self.create, self.indexes)
+    }
+}
+
+impl crate::config::Kind<dyn crate::Writer> for RawSqlAppendWriter {
+    fn build(
+        self,
+        _ctx: &dyn crate::config::BuildContext,
+    ) -> Result<Box<dyn crate::Writer>, crate::config::ConfigError> {
+        Ok(Box::new(Self::build(self)?))
     }
 }
 
