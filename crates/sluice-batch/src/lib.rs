@@ -64,6 +64,22 @@ macro_rules! registry {
     };
 }
 
+/// A kind's [`config::Kind`] impl in one line: `kind!(RawCsvReader => dyn Reader,
+/// |c, ctx| c.build(ctx.share())?);` (the body makes the component, `?` allowed).
+macro_rules! kind {
+    ($raw:ty => $t:ty, |$c:ident, $ctx:ident| $body:expr) => {
+        impl $crate::config::Kind<$t> for $raw {
+            fn build(
+                self,
+                $ctx: &dyn $crate::config::BuildContext,
+            ) -> Result<Box<$t>, $crate::config::ConfigError> {
+                let $c = self;
+                Ok(Box::new($body))
+            }
+        }
+    };
+}
+
 pub mod api;
 pub mod config;
 pub mod job;

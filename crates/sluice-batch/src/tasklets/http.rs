@@ -23,14 +23,7 @@ pub struct RawHttpTasklet {
     pub query: BTreeMap<String, String>,
 }
 
-impl crate::config::Kind<dyn crate::job::Tasklet> for RawHttpTasklet {
-    fn build(
-        self,
-        ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::job::Tasklet>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self, ctx)?))
-    }
-}
+kind!(RawHttpTasklet => dyn crate::job::Tasklet, |c, ctx| Self::build(c, ctx)?);
 
 impl RawHttpTasklet {
     /// The tasklet, calling the upstream of `ctx` it names.

@@ -29,14 +29,7 @@ pub struct RawShellTasklet {
     pub cwd: Option<String>,
 }
 
-impl crate::config::Kind<dyn crate::job::Tasklet> for RawShellTasklet {
-    fn build(
-        self,
-        _ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::job::Tasklet>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self)?))
-    }
-}
+kind!(RawShellTasklet => dyn crate::job::Tasklet, |c, _ctx| Self::build(c)?);
 
 impl RawShellTasklet {
     /// The tasklet.

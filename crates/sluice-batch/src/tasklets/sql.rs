@@ -23,14 +23,7 @@ pub struct RawSqlTasklet {
     pub repeat: bool,
 }
 
-impl crate::config::Kind<dyn crate::job::Tasklet> for RawSqlTasklet {
-    fn build(
-        self,
-        _ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::job::Tasklet>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self)))
-    }
-}
+kind!(RawSqlTasklet => dyn crate::job::Tasklet, |c, _ctx| Self::build(c));
 
 impl RawSqlTasklet {
     /// The tasklet (it connects when it runs).

@@ -13,14 +13,7 @@ pub struct RawJqProcessor {
     pub expr: String,
 }
 
-impl crate::config::Kind<dyn crate::Processor> for RawJqProcessor {
-    fn build(
-        self,
-        _ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::Processor>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self)?))
-    }
-}
+kind!(RawJqProcessor => dyn crate::Processor, |c, _ctx| Self::build(c)?);
 
 impl RawJqProcessor {
     /// The processor.

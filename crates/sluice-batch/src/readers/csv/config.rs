@@ -23,14 +23,7 @@ pub struct RawCsvReader {
     pub columns: Option<Vec<String>>,
 }
 
-impl crate::config::Kind<dyn crate::Reader> for RawCsvReader {
-    fn build(
-        self,
-        ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::Reader>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self, ctx.share())?))
-    }
-}
+kind!(RawCsvReader => dyn crate::Reader, |c, ctx| Self::build(c, ctx.share())?);
 
 impl RawCsvReader {
     /// The reader, narrowed to partition `share` (`(index, of)`) when given.

@@ -44,14 +44,7 @@ fn jq(source: &str, key: &'static str) -> Result<Jq, ConfigError> {
     Jq::compile(source).map_err(|source| ConfigError::Jq { key, source })
 }
 
-impl crate::config::Kind<dyn crate::Reader> for RawHttpPagesReader {
-    fn build(
-        self,
-        ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::Reader>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self, ctx)?))
-    }
-}
+kind!(RawHttpPagesReader => dyn crate::Reader, |c, ctx| Self::build(c, ctx)?);
 
 impl RawHttpPagesReader {
     /// The reader, calling the upstream of `ctx` it names.

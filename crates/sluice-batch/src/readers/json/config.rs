@@ -15,14 +15,7 @@ pub struct RawJsonReader {
     pub pointer: Option<String>,
 }
 
-impl crate::config::Kind<dyn crate::Reader> for RawJsonReader {
-    fn build(
-        self,
-        _ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::Reader>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self)))
-    }
-}
+kind!(RawJsonReader => dyn crate::Reader, |c, _ctx| Self::build(c));
 
 impl RawJsonReader {
     /// The reader; a lone object where the array is expected is one item.

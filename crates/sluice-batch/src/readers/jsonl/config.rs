@@ -12,14 +12,7 @@ pub struct RawJsonlReader {
     pub path: String,
 }
 
-impl crate::config::Kind<dyn crate::Reader> for RawJsonlReader {
-    fn build(
-        self,
-        ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::Reader>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self, ctx.share())))
-    }
-}
+kind!(RawJsonlReader => dyn crate::Reader, |c, ctx| Self::build(c, ctx.share()));
 
 impl RawJsonlReader {
     /// The reader, narrowed to partition `share` (`(index, of)`) when given.

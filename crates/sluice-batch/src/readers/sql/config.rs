@@ -23,14 +23,7 @@ pub struct RawSqlReader {
     pub page: Option<usize>,
 }
 
-impl crate::config::Kind<dyn crate::Reader> for RawSqlReader {
-    fn build(
-        self,
-        ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::Reader>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self, ctx.share())?))
-    }
-}
+kind!(RawSqlReader => dyn crate::Reader, |c, ctx| Self::build(c, ctx.share())?);
 
 impl RawSqlReader {
     /// The reader (counting the rows on open, for progress), narrowed to

@@ -16,14 +16,7 @@ pub struct RawCacheWriter {
     pub ttl: String,
 }
 
-impl crate::config::Kind<dyn crate::Writer> for RawCacheWriter {
-    fn build(
-        self,
-        ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::Writer>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self, ctx)?))
-    }
-}
+kind!(RawCacheWriter => dyn crate::Writer, |c, ctx| Self::build(c, ctx)?);
 
 impl RawCacheWriter {
     /// The writer, into the cache of `ctx`.

@@ -27,14 +27,7 @@ pub struct RawJsonlWriter {
     pub path: String,
 }
 
-impl crate::config::Kind<dyn crate::Writer> for RawCsvWriter {
-    fn build(
-        self,
-        _ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::Writer>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self)?))
-    }
-}
+kind!(RawCsvWriter => dyn crate::Writer, |c, _ctx| Self::build(c)?);
 
 impl RawCsvWriter {
     /// The writer.
@@ -54,14 +47,7 @@ impl RawCsvWriter {
     }
 }
 
-impl crate::config::Kind<dyn crate::Writer> for RawJsonlWriter {
-    fn build(
-        self,
-        _ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::Writer>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self)))
-    }
-}
+kind!(RawJsonlWriter => dyn crate::Writer, |c, _ctx| Self::build(c));
 
 impl RawJsonlWriter {
     /// The writer.

@@ -43,14 +43,7 @@ pub struct RawSqlAppendWriter {
     pub indexes: Vec<Vec<String>>,
 }
 
-impl crate::config::Kind<dyn crate::Writer> for RawSqlUpsertWriter {
-    fn build(
-        self,
-        _ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::Writer>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self)?))
-    }
-}
+kind!(RawSqlUpsertWriter => dyn crate::Writer, |c, _ctx| Self::build(c)?);
 
 impl RawSqlUpsertWriter {
     /// The writer (it connects when opened).
@@ -73,14 +66,7 @@ impl RawSqlUpsertWriter {
     }
 }
 
-impl crate::config::Kind<dyn crate::Writer> for RawSqlAppendWriter {
-    fn build(
-        self,
-        _ctx: &dyn crate::config::BuildContext,
-    ) -> Result<Box<dyn crate::Writer>, crate::config::ConfigError> {
-        Ok(Box::new(Self::build(self)?))
-    }
-}
+kind!(RawSqlAppendWriter => dyn crate::Writer, |c, _ctx| Self::build(c)?);
 
 impl RawSqlAppendWriter {
     /// The writer (it connects when opened).
