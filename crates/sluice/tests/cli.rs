@@ -295,3 +295,61 @@ fn check_locates_every_broken_step_table() {
         "{err}"
     );
 }
+
+/// `sluice sim --rows-per-sido N` serves an N-row dataset per `sidoName`: its
+/// `totalCount`, a full last page, nothing past it (issue #14 point 10).
+#[tokio::test]
+async fn the_simulator_serves_a_dataset_of_the_size_asked() {
+    sluice::init_tls();
+    let mut child = Command::new(BIN)
+        .args(["sim", "--listen", "127.0.0.1:0", "--latency", "0ms"])
+        .args(["--key", "plainkey", "--rows-per-sido", "1000000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(child.id());
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("simulated upstream on ")
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_owned();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let page = |no: u64| {
+        let url = format!(
+            "{base}/getCtprvnRltmMesureDnsty?serviceKey=plainkey&sidoName=%EC%84%9C%EC%9A%B8\
+             &returnType=json&numOfRows=1000&pageNo={no}"
+        );
+        let client = client.clone();
+        async move {
+            let text = client.get(url).send().await.unwrap().text().await.unwrap();
+            serde_json::from_str::<serde_json::Value>(&text)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        }
+    };
+    let last = page(1000).await;
+    let body = &last["response"]["body"];
+    assert_eq!(body["totalCount"], 1_000_000, "{last}");
+    assert_eq!(
+        body["items"]["item"].as_array().map(Vec::len),
+        Some(1000),
+        "{last}"
+    );
+    let past = page(1001).await;
+    let items = &past["response"]["body"]["items"];
+    assert!(
+        items["item"].as_array().is_none_or(Vec::is_empty),
+        "rows past the end: {past}"
+    );
+    let bad = Command::new(BIN)
+        .args(["sim", "--rows-per-sido", "many"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--rows-per-sido"), "{err}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -111,6 +111,10 @@ pub enum Command {
         /// Daily quota per key (resets at midnight KST).
         #[arg(long)]
         quota: Option<u64>,
+        /// Rows in the dataset of each `sidoName` (its `totalCount`); rows are
+        /// made on demand, so millions cost no memory.
+        #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+        rows_per_sido: u64,
     },
 }
 
@@ -158,7 +162,8 @@ pub async fn run(cmd: Command) -> ExitCode {
             latency,
             key,
             quota,
-        } => serve::sim(listen, latency, key, quota).await,
+            rows_per_sido,
+        } => serve::sim(listen, latency, key, quota, rows_per_sido).await,
     }
 }
 

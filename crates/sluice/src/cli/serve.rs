@@ -28,17 +28,23 @@ pub async fn serve(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
     }
 }
 
-/// Runs the simulated public-data portal on `listen` until SIGINT/SIGTERM.
+/// Runs the simulated public-data portal on `listen` until SIGINT/SIGTERM, with
+/// `rows_per_sido` rows in each `sidoName`'s dataset.
 pub async fn sim(
     listen: SocketAddr,
     latency: Duration,
     key: String,
     quota: Option<u64>,
+    rows_per_sido: u64,
 ) -> ExitCode {
+    let Ok(rows_per_sido) = usize::try_from(rows_per_sido) else {
+        return fail(format!("--rows-per-sido {rows_per_sido} is too large here"));
+    };
     let cfg = sluice_sim::SimConfig {
         latency,
         service_key: key,
         daily_quota: quota,
+        rows_per_sido,
         ..Default::default()
     };
     match sluice_sim::SimUpstream::start_on(listen, cfg).await {
