@@ -30,8 +30,10 @@ use crate::scheduler::LaunchError;
 pub struct RawWatch {
     /// The directory whose arriving files run the job.
     pub watch: String,
-    /// File names to take, `*` wildcards (`*.csv`); default: all not starting
-    /// with `.`.
+    /// File names to take, `*` wildcards (`*.csv`); default `*`. Dot-files
+    /// and partial files (`.part`, `.partial`, `.tmp`, `.temp`, `.crdownload`,
+    /// `.download`, `.filepart`, `.swp`, `~`, `.tmp-sluice`) are never taken
+    /// unless the pattern starts with `.` or ends with that suffix.
     pub pattern: Option<String>,
     /// Quiet time before a file counts as arrived. Default `1s`.
     pub settle: Option<String>,
@@ -95,7 +97,8 @@ pub struct FileTrigger {
     /// The watched directory.
     pub dir: PathBuf,
     /// File-name pattern: `*` matches any run of characters (`*.csv`); `None`
-    /// matches every file not starting with `.`.
+    /// is `*`. Dot-files and partial files never match unless asked (see
+    /// [`matches`]).
     pub pattern: Option<String>,
     /// How long a file must be quiet before it fires.
     pub settle: Duration,
@@ -112,17 +115,48 @@ pub trait FileLauncher: Send + Sync + 'static {
     async fn launch_file(&self, trigger: &FileTrigger, path: &Path) -> Result<String, LaunchError>;
 }
 
-/// Whether `name` matches `pattern` (`*` wildcards only).
+/// Name endings of files still being written (a download, an editor's or a
+/// copy tool's temporary, sluice's own file writer): never taken unless the
+/// pattern itself ends with one.
+pub const PARTIAL_SUFFIXES: &[&str] = &[
+    ".part",
+    ".partial",
+    ".tmp",
+    ".temp",
+    ".crdownload",
+    ".download",
+    ".filepart",
+    ".swp",
+    "~",
+    ".tmp-sluice",
+];
+
+/// Whether `name` matches `pattern` (`*` wildcards only). Dot-files and
+/// partial files ([`PARTIAL_SUFFIXES`]) never match unless asked: a pattern
+/// starting with `.` takes dot-files, one ending with a partial suffix takes
+/// those files.
 pub fn matches(pattern: Option<&str>, name: &str) -> bool {
-    let Some(p) = pattern else {
-        return !name.starts_with('.');
-    };
+    let p = pattern.unwrap_or("*");
+    if name.starts_with('.') && !p.starts_with('.') {
+        return false;
+    }
+    if PARTIAL_SUFFIXES
+        .iter()
+        .any(|s| name.ends_with(s) && !p.ends_with(s))
+    {
+        return false;
+    }
+    glob(p, name)
+}
+
+/// `*`-wildcard matching of a whole name.
+fn glob(p: &str, name: &str) -> bool {
     let parts: Vec<&str> = p.split('*').collect();
     if parts.len() == 1 {
         return name == p;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || !name[first.len()..].ends_with(last) {
+    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
         return false;
     }
     let mut rest = &name[first.len()..name.len() - last.len()];
@@ -273,5 +307,26 @@ mod tests {
         assert!(matches(Some("exact.txt"), "exact.txt"));
         assert!(matches(None, "x.json"));
         assert!(!matches(None, ".hidden"));
+        // Dot-files never match unless the pattern asks for them.
+        assert!(!matches(Some("*.csv"), ".air.csv"));
+        assert!(!matches(Some("*"), ".air.csv"));
+        assert!(matches(Some(".*.csv"), ".air.csv"));
+        // Partial files never match, whatever the pattern, unless it names them.
+        for partial in [
+            "air.csv.part",
+            "air.csv.partial",
+            "air.csv.tmp",
+            "air.csv.crdownload",
+            "air.csv~",
+            "air.csv.tmp-sluice",
+        ] {
+            assert!(!matches(Some("*"), partial), "{partial}");
+            assert!(!matches(Some("air*"), partial), "{partial}");
+            assert!(!matches(None, partial), "{partial}");
+        }
+        assert!(matches(Some("*.part"), "air.csv.part"));
+        // `a*a` needs two characters, not one shared one.
+        assert!(!matches(Some("a*a"), "a"));
+        assert!(matches(Some("a*a"), "aa"));
     }
 }
