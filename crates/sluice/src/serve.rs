@@ -680,23 +680,28 @@ pub async fn shutdown_signal() {
 pub async fn run(settings: Settings) -> io::Result<()> {
     let listener = bind(settings.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, routes = ?settings.gateway.route_names(), store = settings.gateway.store().kind(),
-        admin = settings.admin_token.is_some(), max_connections = settings.connections.max_connections,
-        "sluice gateway listening");
     check_open_files_limit(settings.connections.max_connections);
     let grace = settings.shutdown_grace;
     let limits = settings.connections;
     let readiness = Readiness::new();
     let rt = Runtime::new(settings);
     let settings = rt.settings().clone();
-    let jobs_api = if settings.admin_token.is_some() && !settings.jobs.jobs.is_empty() {
-        match JobsApi::new(rt.clone()).await {
-            Ok(api) => Some(Arc::new(api)),
-            Err(e) => {
-                tracing::warn!(error = %e, "job API disabled: the queue is unreachable");
-                None
-            }
-        }
+    // A gateway-only config opens no database and starts no worker; with jobs,
+    // whatever can fail at start fails here, before "listening".
+    let has_jobs = !settings.jobs.jobs.is_empty();
+    if has_jobs {
+        rt.repository()
+            .await
+            .map_err(|e| io::Error::other(format!("cannot open the job repository: {e}")))?;
+        rt.broker()
+            .await
+            .map_err(|e| io::Error::other(format!("cannot reach the queue: {e}")))?;
+    }
+    let jobs_api = if settings.admin_token.is_some() && has_jobs {
+        let api = JobsApi::new(rt.clone())
+            .await
+            .map_err(|e| io::Error::other(format!("cannot start the job API: {e}")))?;
+        Some(Arc::new(api))
     } else {
         None
     };
@@ -706,7 +711,7 @@ pub async fn run(settings: Settings) -> io::Result<()> {
         readiness.clone(),
         jobs_api,
     );
-    let workers = if settings.queue.workers {
+    let workers = if settings.queue.workers && has_jobs {
         match rt.start_workers(None).await {
             Ok(w) => Some(w),
             Err(e) => {
@@ -724,6 +729,10 @@ pub async fn run(settings: Settings) -> io::Result<()> {
             return Err(io::Error::other(format!("cannot start the scheduler: {e}")));
         }
     };
+    tracing::info!(%addr, routes = ?settings.gateway.route_names(), store = settings.gateway.store().kind(),
+        admin = settings.admin_token.is_some(), max_connections = settings.connections.max_connections,
+        jobs = settings.jobs.jobs.len(), workers = workers.is_some(),
+        "sluice gateway listening");
     serve_until(listener, app, limits, grace, readiness, shutdown_signal()).await?;
     if let Some(s) = scheduler {
         s.shutdown().await;

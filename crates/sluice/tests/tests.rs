@@ -12,6 +12,9 @@ mod config;
 // The binary: `check`, `serve` with JSON logs, graceful shutdown on SIGTERM.
 mod cli;
 
+// `serve` at start: gateway-only configs touch no database; start failures come before listening.
+mod serve_start;
+
 // Several nodes on one Redis: cluster-wide coalescing, quota, purges, outages.
 mod cluster;
 

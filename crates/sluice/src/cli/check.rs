@@ -14,10 +14,12 @@ use crate::runtime::BuildError;
 /// problem found (each `FILE:LINE:COLUMN: KEY: what`), or a one-line summary.
 pub fn run(path: &Path) -> ExitCode {
     let loaded = Source::read(path).and_then(|src| {
-        let s = src.parse()?.resolve(&src, &Env::process())?;
-        Ok((src, s))
+        let raw = src.parse()?;
+        let missing = missing_watch_dirs(&src, &raw);
+        let s = raw.resolve(&src, &Env::process())?;
+        Ok((src, s, missing))
     });
-    let (src, s) = match loaded {
+    let (src, s, missing) = match loaded {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
@@ -25,8 +27,9 @@ pub fn run(path: &Path) -> ExitCode {
         }
     };
     let problems = crate::runtime::check_all(&s);
-    if !problems.is_empty() {
-        let located: Vec<ConfigError> = problems.iter().map(|p| locate(&src, &s, p)).collect();
+    if !problems.is_empty() || !missing.is_empty() {
+        let mut located: Vec<ConfigError> = problems.iter().map(|p| locate(&src, &s, p)).collect();
+        located.extend(missing);
         eprintln!("{}", ConfigErrors(located));
         return ExitCode::from(2);
     }
@@ -38,6 +41,32 @@ pub fn run(path: &Path) -> ExitCode {
         s.jobs.jobs.len()
     );
     ExitCode::SUCCESS
+}
+
+/// Watched directories that do not exist (what `serve` would fail on at start),
+/// each at its trigger's `watch` key. Only `check` and `serve` look: the other
+/// commands do not need the directory.
+fn missing_watch_dirs(src: &Source, raw: &crate::config::RawConfig) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    for (i, job) in raw.jobs.iter().enumerate() {
+        for (k, t) in job.triggers.iter().enumerate() {
+            if let Ok(sluice_schedule::TriggerPlan::Watch { trigger, .. }) =
+                t.build(job.name.get_ref(), k)
+                && !trigger.dir.is_dir()
+            {
+                out.push(src.err(
+                    None,
+                    format!("job[{i}].trigger[{k}].watch"),
+                    format!(
+                        "trigger {}: watched directory {} does not exist",
+                        trigger.id,
+                        trigger.dir.display()
+                    ),
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// A build problem as a config error: at the step's table (`job[1].step[0].writer`).

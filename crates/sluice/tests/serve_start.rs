@@ -1,0 +1,203 @@
+//! `sluice serve` at start (issue #14 point 4): a gateway-only config opens no
+//! database and starts no worker; with jobs, whatever can fail at start (an
+//! unreachable repository, a missing watched directory) fails before
+//! "listening" is logged, and `check` reports it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_testkit::{SimConfig, SimUpstream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn gateway_toml(port: u16, base_url: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+
+[[upstream]]
+name = "airkorea"
+base_url = "{base_url}"
+secret_query = {{ serviceKey = {{ env = "START_TEST_KEY" }} }}
+ok_when = '.response.header.resultCode == "00"'
+
+[[route]]
+name = "air"
+path = "/air/{{*rest}}"
+upstream = "airkorea"
+ttl = "1m"
+"#
+    )
+}
+
+/// `serve` in `dir` (its working directory) until it exits, killed after
+/// `limit` if it is still running: its exit code (None when killed) and stderr.
+fn serve_until_exit(dir: &Path, cfg: &Path, limit: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(cfg)
+        .current_dir(dir)
+        .env("START_TEST_KEY", "k")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.code(), err);
+        }
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            return (None, String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn check(cfg: &Path) -> Output {
+    Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(cfg)
+        .env("START_TEST_KEY", "k")
+        .output()
+        .unwrap()
+}
+
+/// With no jobs, `serve` proxies, starts no worker and writes nothing into its
+/// working directory (no `./sluice.db`, no queue polled).
+#[tokio::test]
+async fn a_gateway_only_config_opens_no_database_and_starts_no_worker() {
+    let sim = SimUpstream::start(SimConfig {
+        latency: Duration::from_millis(5),
+        service_key: "k".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = sluice_testkit::free_port();
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(&cfg, gateway_toml(port, &sim.base_url())).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "serve", "-c"])
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .env("START_TEST_KEY", "k")
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("sluice gateway listening"))
+        .expect("serve logs listening");
+    let v: serde_json::Value = serde_json::from_str(&listening).unwrap();
+    assert_eq!(v["workers"], false, "{listening}");
+    assert_eq!(v["jobs"], 0, "{listening}");
+    sluice::init_tls();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = client
+        .get(format!(
+            "http://127.0.0.1:{port}/air/getCtprvnRltmMesureDnsty?sidoName=x&returnType=json"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    child.wait().unwrap();
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["gateway.toml"], "serve wrote into its directory");
+    for l in &rest {
+        assert!(
+            !l.contains("sqlx") && !l.contains("worker"),
+            "a gateway-only node touched a database or ran a worker: {l}"
+        );
+    }
+}
+
+/// A job whose repository cannot be reached: `serve` fails at start, saying
+/// so, and never logs "listening" (PostgreSQL and a SQLite file in a missing
+/// directory).
+#[test]
+fn an_unreachable_repository_fails_serve_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    for repo in [
+        "postgres://postgres@127.0.0.1:1/none".to_owned(),
+        format!("sqlite://{}/no/such/dir/repo.db", dir.path().display()),
+    ] {
+        let cfg = dir.path().join("jobs.toml");
+        let text = format!(
+            "{}\n[repository]\nurl = \"{repo}\"\n\n[[job]]\nname = \"j\"\n\n[[job.step]]\n\
+             name = \"s\"\ntasklet = {{ kind = \"shell\", command = \"true\" }}\n",
+            gateway_toml(sluice_testkit::free_port(), "http://127.0.0.1:1/x")
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let (code, err) = serve_until_exit(dir.path(), &cfg, Duration::from_secs(60));
+        assert!(code.is_some_and(|c| c != 0), "{repo}: serve kept running: {err}");
+        assert!(err.contains("job repository"), "{repo}: {err}");
+        assert!(!err.contains("listening"), "{repo}: listened first: {err}");
+    }
+}
+
+/// A watched directory that does not exist: `check` reports it at its key,
+/// `serve` fails before "listening"; other commands (`job list`) still work.
+#[test]
+fn a_missing_watched_directory_fails_check_and_serve_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("jobs.toml");
+    let missing = dir.path().join("inbox");
+    let text = format!(
+        "{}\n[repository]\nurl = \"sqlite://{}\"\n\n[[job]]\nname = \"j\"\n\n[[job.step]]\n\
+         name = \"s\"\ntasklet = {{ kind = \"shell\", command = \"true\" }}\n\n\
+         [[job.trigger]]\nkind = \"watch\"\nwatch = \"{}\"\n",
+        gateway_toml(sluice_testkit::free_port(), "http://127.0.0.1:1/x"),
+        dir.path().join("repo.db").display(),
+        missing.display()
+    );
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("watch ="))
+        .unwrap();
+    std::fs::write(&cfg, text).unwrap();
+    let out = check(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("job[0].trigger[0].watch") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("jobs.toml:{line}:")),
+        "not located at line {line}: {err}"
+    );
+    let (code, err) = serve_until_exit(dir.path(), &cfg, Duration::from_secs(60));
+    assert!(code.is_some_and(|c| c != 0), "serve kept running: {err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!err.contains("listening"), "listened first: {err}");
+    let list = Command::new(BIN)
+        .args(["job", "list", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    std::fs::create_dir(&missing).unwrap();
+    assert!(check(&cfg).status.success());
+}
