@@ -51,6 +51,26 @@ pub enum ReadError {
     Fatal(String),
 }
 
+/// How far a reader is through its source ([`Reader::extent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Units done (for a resumed or partitioned reader, from its share's start).
+    pub done: u64,
+    /// Units in the whole source (or share).
+    pub total: u64,
+    /// What is counted.
+    pub unit: ExtentUnit,
+}
+
+/// What an [`Extent`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtentUnit {
+    /// Bytes of a file.
+    Bytes,
+    /// Items.
+    Items,
+}
+
 /// Reads items one by one from a source, and says where it stands.
 ///
 /// A reader's checkpoint is **exact**: opening a new reader of the same source at a
@@ -78,6 +98,13 @@ pub trait Reader: Send {
 
     /// The number of items in the whole source, when known (for the ETA).
     fn total(&self) -> Option<u64> {
+        None
+    }
+
+    /// How far through its source the reader is, for a progress bar: bytes of
+    /// a file, or items of a known total; `None` (the default) when unknown.
+    /// Asked when the step starts and after each chunk is read.
+    fn extent(&self) -> Option<Extent> {
         None
     }
 

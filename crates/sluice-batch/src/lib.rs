@@ -93,8 +93,8 @@ pub mod tasklets;
 pub mod writers;
 
 pub use api::{
-    Chunk, ChunkForm, Committed, ProcessError, Processor, ReadError, ReadItem, Reader, Rows,
-    SqlStatement, WriteError, Writer,
+    Chunk, ChunkForm, Committed, Extent, ExtentUnit, ProcessError, Processor, ReadError, ReadItem,
+    Reader, Rows, SqlStatement, WriteError, Writer,
 };
 pub use job::{Job, JobRunner, RunOptions, RunReport, Step, Tasklet, TaskletError};
 pub use model::{

@@ -23,8 +23,8 @@ use serde_json::json;
 use sluice_core::Clock;
 
 use crate::api::{
-    Chunk, ChunkForm, Committed, Processor, ReadError, Reader, Rows, SqlStatement, WriteError,
-    Writer,
+    Chunk, ChunkForm, Committed, Extent, Processor, ReadError, Reader, Rows, SqlStatement,
+    WriteError, Writer,
 };
 use crate::model::{BatchStatus, Item, SkipRecord, StepCounts, StepExecution, truncate};
 use crate::repository::{RepoError, Repository};
@@ -149,6 +149,11 @@ pub trait Progress: Send + Sync {
     fn chunk_committed(&self, step: &str, counts: &StepCounts) {
         let _ = (step, counts);
     }
+    /// How far the step's reader is through its source ([`Reader::extent`]),
+    /// when it knows: reported as the step starts and as each chunk is read.
+    fn extent(&self, step: &str, extent: Extent) {
+        let _ = (step, extent);
+    }
     /// A step ended.
     fn step_finished(&self, step: &StepExecution) {
         let _ = step;
@@ -267,6 +272,9 @@ impl ChunkStep {
             .map_err(|e| StepEnd::Failed(format!("step {name}: opening the writer: {e}")))?;
         ctx.progress
             .step_started(&name, self.reader.total(), &exec.counts);
+        if let Some(e) = self.reader.extent() {
+            ctx.progress.extent(&name, e);
+        }
         let retry = self.retry;
         let takes_rows = self.processor.is_none() && self.writer.chunk_form() == ChunkForm::Rows;
         let mut rs = ReadSide {
@@ -349,6 +357,9 @@ impl ChunkStep {
                 return Err(e);
             }
             let reader_cp = rs.reader.checkpoint();
+            if let Some(e) = rs.reader.extent() {
+                ctx.progress.extent(&name, e);
+            }
             let skipped_before = exec.counts.skipped + delta.skipped;
             // Into the repository's own database: the chunk and its commit in one
             // transaction (exactly once). The statements assume the whole chunk is

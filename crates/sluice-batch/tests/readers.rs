@@ -715,3 +715,69 @@ fn assert_oversize_and_deep(out: &[Out], oversize: &str) {
     }
     assert_eq!(out[4], Out::Item(5, json!({"b": 2})));
 }
+
+/// Reads `r` to its end, recording its extent after open and after each item.
+async fn extents(mut r: impl Reader) -> Vec<sluice_batch::Extent> {
+    r.open(None).await.unwrap();
+    let mut out = vec![r.extent().expect("a file reader knows its extent")];
+    while r.read().await.unwrap().is_some() {
+        out.push(r.extent().unwrap());
+    }
+    out
+}
+
+/// File readers report their progress in bytes of the file (or of their
+/// share): from 0, never backwards, up to the share's length at the end; the
+/// shares of a partitioned file add up to the file's data (issue #14 point 8).
+#[tokio::test]
+async fn file_readers_report_their_extent_in_bytes() {
+    use sluice_batch::ExtentUnit;
+    let mut csv = String::from("id,name\n");
+    let mut jsonl = String::new();
+    for i in 0..500 {
+        csv.push_str(&format!("{i},name-{i}\n"));
+        jsonl.push_str(&format!("{{\"id\":{i}}}\n"));
+    }
+    let json = format!(
+        "[{}]",
+        (0..500)
+            .map(|i| format!("{{\"id\":{i}}}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (c, l, j) = (
+        write(&dir, "a.csv", &csv),
+        write(&dir, "a.jsonl", &jsonl),
+        write(&dir, "a.json", &json),
+    );
+    // (extents, data bytes, bytes left after the last item: the JSON array's `]`)
+    let runs = [
+        (
+            extents(CsvReader::new(&c)).await,
+            csv.len() - "id,name\n".len(),
+            0,
+        ),
+        (extents(JsonLinesReader::new(&l)).await, jsonl.len(), 0),
+        (extents(JsonArrayReader::new(&j)).await, json.len(), 1),
+    ];
+    for (ext, len, tail) in runs {
+        let (first, last) = (ext[0], ext[ext.len() - 1]);
+        assert_eq!(first.unit, ExtentUnit::Bytes);
+        assert!(first.done <= 1, "{first:?}");
+        assert_eq!(last.total, len as u64, "{last:?}");
+        assert_eq!(last.done + tail, last.total, "not at the end: {last:?}");
+        assert!(ext.windows(2).all(|w| w[0].done <= w[1].done), "went back");
+        assert!(ext.len() > 500, "one extent per item and one after open");
+    }
+    // Shares: each from 0 to its own length; together the whole data.
+    let mut sum = 0;
+    for i in 0..3 {
+        let ext = extents(CsvReader::new(&c).partition(i, 3)).await;
+        let last = ext[ext.len() - 1];
+        assert_eq!(ext[0].done, 0);
+        assert_eq!(last.done, last.total);
+        sum += last.total;
+    }
+    assert_eq!(sum, (csv.len() - "id,name\n".len()) as u64);
+}

@@ -147,7 +147,10 @@ fn an_unreachable_repository_fails_serve_before_listening() {
         );
         std::fs::write(&cfg, text).unwrap();
         let (code, err) = serve_until_exit(dir.path(), &cfg, Duration::from_secs(60));
-        assert!(code.is_some_and(|c| c != 0), "{repo}: serve kept running: {err}");
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "{repo}: serve kept running: {err}"
+        );
         assert!(err.contains("job repository"), "{repo}: {err}");
         assert!(!err.contains("listening"), "{repo}: listened first: {err}");
     }
@@ -168,10 +171,7 @@ fn a_missing_watched_directory_fails_check_and_serve_before_listening() {
         dir.path().join("repo.db").display(),
         missing.display()
     );
-    let line = 1 + text
-        .lines()
-        .position(|l| l.starts_with("watch ="))
-        .unwrap();
+    let line = 1 + text.lines().position(|l| l.starts_with("watch =")).unwrap();
     std::fs::write(&cfg, text).unwrap();
     let out = check(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);

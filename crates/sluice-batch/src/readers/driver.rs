@@ -80,6 +80,9 @@ pub(crate) trait Source: Send + 'static {
         let _ = rows;
         (self.fill(out), false)
     }
+
+    /// The bytes `[start, end)` of the file this source reads (its share).
+    fn span(&self) -> (u64, u64);
 }
 
 /// A filled batch: the source back, its entries, the rows of its `Ok` entries
@@ -113,11 +116,14 @@ pub(crate) struct Driver<S> {
     /// Batches are filled as rows (set by the first [`next_row`](Self::next_row)).
     as_rows: bool,
     pos: Pos,
+    /// The source's [`span`](Source::span).
+    span: (u64, u64),
 }
 
 impl<S: Source> Driver<S> {
     /// A driver whose source stands at `pos`.
     pub(crate) fn new(source: S, pos: Pos) -> Self {
+        let span = source.span();
         Driver {
             state: State::Idle(source),
             ready: VecDeque::new(),
@@ -128,6 +134,17 @@ impl<S: Source> Driver<S> {
             spare_rows: Rows::default(),
             as_rows: false,
             pos,
+            span,
+        }
+    }
+
+    /// How far through its bytes the reader is (after the last entry returned).
+    pub(crate) fn extent(&self) -> crate::api::Extent {
+        let (start, end) = self.span;
+        crate::api::Extent {
+            done: self.pos.offset.clamp(start, end) - start,
+            total: end - start,
+            unit: crate::api::ExtentUnit::Bytes,
         }
     }
 

@@ -73,7 +73,8 @@ impl Extent {
     /// Where a reader starts and where its share ends: at the start of its share
     /// (of `partition`), or at checkpoint `start`, which must stand at the data's
     /// start, at the end, or after a byte `ends_line` accepts; `refuse` says why
-    /// a checkpoint offset that does not is wrong.
+    /// a checkpoint offset that does not is wrong. The span is the share's
+    /// `[start, end)` in bytes (the whole data without partitions).
     pub(crate) fn start(
         self,
         file: &mut File,
@@ -82,7 +83,7 @@ impl Extent {
         start: Option<Pos>,
         ends_line: fn(u8) -> bool,
         refuse: impl FnOnce(u64) -> ReadError,
-    ) -> Result<(Pos, u64), ReadError> {
+    ) -> Result<(Pos, (u64, u64)), ReadError> {
         let Extent { data_start, len } = self;
         let (share_start, end) = match partition {
             Some((i, n)) => share(file, path, data_start, len, i, n)?,
@@ -107,7 +108,7 @@ impl Extent {
                 p
             }
         };
-        Ok((pos, end))
+        Ok((pos, (share_start, end)))
     }
 }
 

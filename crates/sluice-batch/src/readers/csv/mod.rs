@@ -172,6 +172,10 @@ impl Reader for CsvReader {
         opened(&mut self.driver, "CsvReader::read")?.next().await
     }
 
+    fn extent(&self) -> Option<crate::api::Extent> {
+        self.driver.as_ref().map(Driver::extent)
+    }
+
     fn checkpoint(&self) -> Value {
         checkpoint_json(pos_of(&self.driver), "row")
     }
@@ -192,6 +196,8 @@ struct CsvSource {
     row: u64,
     /// Where this reader's share ends (the file's length without partitions).
     end: u64,
+    /// Where its share starts.
+    start: u64,
 }
 
 fn builder(config: &CsvConfig) -> csv::ReaderBuilder {
@@ -327,7 +333,7 @@ impl CsvSource {
         }
 
         let extent = Extent { data_start, len };
-        let (pos, end) = extent.start(
+        let (pos, span) = extent.start(
             &mut file,
             path,
             config.partition,
@@ -357,7 +363,8 @@ impl CsvSource {
                 empty_as_null: config.empty_as_null,
                 base: pos.offset,
                 row: pos.n,
-                end,
+                end: span.1,
+                start: span.0,
             },
             pos,
         ))
@@ -505,6 +512,10 @@ impl CsvSource {
 }
 
 impl Source for CsvSource {
+    fn span(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+
     fn fill(&mut self, out: &mut VecDeque<Entry>) -> bool {
         self.fill_with(out, None)
     }

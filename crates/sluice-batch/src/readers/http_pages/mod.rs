@@ -556,4 +556,12 @@ impl Reader for HttpPagesReader {
     fn total(&self) -> Option<u64> {
         self.total
     }
+
+    fn extent(&self) -> Option<crate::api::Extent> {
+        self.total.map(|total| crate::api::Extent {
+            done: self.position.min(total),
+            total,
+            unit: crate::api::ExtentUnit::Items,
+        })
+    }
 }

@@ -114,6 +114,10 @@ impl Reader for JsonArrayReader {
             .await
     }
 
+    fn extent(&self) -> Option<crate::api::Extent> {
+        self.driver.as_ref().map(Driver::extent)
+    }
+
     fn checkpoint(&self) -> Value {
         let pos = pos_of(&self.driver);
         serde_json::json!({ "index": pos.n, "offset": pos.offset })
@@ -399,6 +403,8 @@ struct ArraySource {
     top_level: bool,
     index: u64,
     item: Vec<u8>,
+    /// The file's length.
+    len: u64,
 }
 
 impl ArraySource {
@@ -415,6 +421,7 @@ impl ArraySource {
             ))
         })?;
         let mut file = File::open(&path).map_err(|e| io_fatal(&path, e))?;
+        let len = file.metadata().map_err(|e| io_fatal(&path, e))?.len();
         let bom = utf8_bom_len(&mut file, &path)?;
         file.seek(SeekFrom::Start(bom))
             .map_err(|e| io_fatal(&path, e))?;
@@ -463,6 +470,7 @@ impl ArraySource {
             top_level: segments.is_empty(),
             index: 0,
             item: Vec::new(),
+            len,
         };
         let Some((index, offset)) = start else {
             return Ok((
@@ -553,6 +561,10 @@ impl ArraySource {
 }
 
 impl Source for ArraySource {
+    fn span(&self) -> (u64, u64) {
+        (0, self.len)
+    }
+
     fn fill(&mut self, out: &mut VecDeque<Entry>) -> bool {
         let start = self.scan.pos;
         match self.mode {

@@ -80,6 +80,10 @@ impl Reader for JsonLinesReader {
             .await
     }
 
+    fn extent(&self) -> Option<crate::api::Extent> {
+        self.driver.as_ref().map(Driver::extent)
+    }
+
     fn checkpoint(&self) -> Value {
         checkpoint_json(pos_of(&self.driver), "line")
     }
@@ -92,6 +96,8 @@ struct JsonlSource {
     pos: Pos,
     /// Where this reader's share ends (the file's length without partitions).
     end: u64,
+    /// Where its share starts.
+    start: u64,
 }
 
 fn is_ws(b: &u8) -> bool {
@@ -108,7 +114,7 @@ impl JsonlSource {
         let len = file.metadata().map_err(|e| io_fatal(&path, e))?.len();
         let data_start = utf8_bom_len(&mut file, &path)?;
         let extent = Extent { data_start, len };
-        let (pos, end) = extent.start(
+        let (pos, span) = extent.start(
             &mut file,
             &path,
             partition,
@@ -129,7 +135,8 @@ impl JsonlSource {
                 rdr: BufReader::with_capacity(64 * 1024, file),
                 line: Vec::new(),
                 pos,
-                end,
+                end: span.1,
+                start: span.0,
             },
             pos,
         ))
@@ -137,6 +144,10 @@ impl JsonlSource {
 }
 
 impl Source for JsonlSource {
+    fn span(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+
     fn fill(&mut self, out: &mut VecDeque<Entry>) -> bool {
         let start = self.pos.offset;
         while out.len() < BATCH_ITEMS && self.pos.offset - start < BATCH_BYTES {
