@@ -57,9 +57,14 @@ impl SqlWriter {
             .options
             .pg_bulk_min_rows
             .unwrap_or(DEFAULT_PG_BULK_MIN_ROWS);
+        if !extra.is_empty() && plan.upsert_key.is_empty() {
+            // Appends with a commit (the repository's, or the checkpoint in
+            // `sluice_checkpoint`): the COPY and the commit in one transaction.
+            return self.pg_copy_with(&cells, extra).await;
+        }
         if !extra.is_empty() {
-            // With the repository's chunk commit: one transaction of multi-row
-            // statements and the commit.
+            // Upserts with a commit: one transaction of multi-row statements and
+            // the commit.
             return self.pg_multirow(&cells, extra).await;
         }
         if plan.upsert_key.is_empty() {
@@ -109,6 +114,39 @@ impl SqlWriter {
             // The server answered: the connection is fine.
             self.held.pg = Some(conn);
         }
+        result
+    }
+
+    /// `COPY … FROM STDIN` of the chunk and `extra`, in one transaction.
+    pub(super) async fn pg_copy_with(
+        &mut self,
+        cells: &Cells<'_>,
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let statement = format!(
+            "COPY {} ({}) FROM STDIN",
+            self.table_q,
+            Self::column_list(plan)
+        );
+        let mut conn = pg_acquire(&self.pool, &mut self.held.pg)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.statements += 1;
+        let table = self.options.table.clone();
+        let result = async {
+            let mut tx = conn.begin().await?;
+            copy_in(&mut tx, &statement, plan, cells).await?;
+            let rows = |r: &sqlx::postgres::PgQueryResult| r.rows_affected();
+            if let Err(e) = run_extra::<Postgres>(&mut tx, extra, &table, rows).await? {
+                return Ok(Err(e));
+            }
+            tx.commit().await.map(Ok)
+        }
+        .await
+        .map_err(|e| map_sqlx_error(&table, e))
+        .and_then(|r| r);
+        self.held.pg = Self::keep(&result, conn);
         result
     }
 
