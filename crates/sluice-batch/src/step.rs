@@ -13,6 +13,19 @@
 //!   commit counts + checkpoint + skips in the repository (lease checked)
 //! end of input ─▶ writer.complete() ─▶ COMPLETED
 //! ```
+//!
+//! **Exactly once.** A chunk and its checkpoint commit in one transaction
+//! wherever the writer can: into the repository's own database, the writer runs
+//! the repository's chunk commit; into another database, a writer with a
+//! [`CheckpointStore`](crate::api::CheckpointStore) (the SQL writers: the
+//! target's `sluice_checkpoint` table) stores the step's checkpoint there, fenced
+//! by the execution, and the repository's commit follows. Before the first chunk
+//! the step claims that row; a target ahead of the repository (a crash between
+//! the two commits) is where the step resumes. Not covered: a chunk refused by
+//! the writer and rewritten item by item commits item by item, so a crash in the
+//! middle of it writes its first items again on restart (an upsert rewrites them
+//! harmlessly); the skip records of chunks adopted from the target are not in
+//! the repository (their counts are).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
