@@ -267,12 +267,23 @@ async fn killed_mid_load(kind: Kind, mode: Mode) {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let (_, recorded) = load.repository().await;
+    let (recorded_chunks, recorded) = load.repository().await;
     assert!(recorded < ROWS as i64, "killed too late: {recorded}");
+    // The target commits first: it is never behind the repository.
+    let target_chunks = load.target_commits().await;
+    assert!(target_chunks >= recorded_chunks, "{target_chunks} < {recorded_chunks}");
 
     let out = load.run_after_lease();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("resumed execution 1"), "{}", text(&out));
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("resumed execution 1"), "{t}");
+    // Killed between the two commits: the chunks the repository missed are not
+    // written again (upserts would hide it in the rows, not in the resume point).
+    assert_eq!(
+        t.contains("resuming from the target's checkpoint"),
+        target_chunks > recorded_chunks,
+        "target {target_chunks} chunks, repository {recorded_chunks}: {t}"
+    );
     assert_eq!(load.ids().await, every_row_once(ROWS), "every row exactly once");
     assert_eq!(load.repository().await, ((ROWS / CHUNK) as i64, ROWS as i64));
 }
