@@ -322,8 +322,9 @@ impl ChunkStep {
             .read_with_retry(exec.id, exec.counts.skipped, &exec.checkpoint, retry)
             .await?;
         // The previous chunk: written, its checkpoint committed while the next chunk
-        // is written (a crash in between rewrites it on restart: upserts are
-        // idempotent and file writers truncate to the committed length).
+        // is written (a crash in between: the SQL writers' target holds the chunk's
+        // checkpoint and the restart resumes from it; file writers truncate to the
+        // committed length).
         let mut uncommitted: Option<(StepExecution, Vec<SkipRecord>)> = None;
         let commit = |pending: Option<(StepExecution, Vec<SkipRecord>)>| {
             let name = &name;
@@ -522,7 +523,9 @@ impl ChunkStep {
             execution_id: exec.execution_id,
         };
         let held = store.claim(&key, !ctx.resumed).await.map_err(|e| {
-            StepEnd::Failed(format!("step {name}: claiming the target's checkpoint: {e}"))
+            StepEnd::Failed(format!(
+                "step {name}: claiming the target's checkpoint: {e}"
+            ))
         })?;
         if let Some(t) = held.filter(|t| t.counts.commits > exec.counts.commits) {
             tracing::warn!(step = %name, target = t.counts.commits, repository = exec.counts.commits,

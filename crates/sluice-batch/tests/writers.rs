@@ -700,13 +700,17 @@ async fn write_with_checkpoint(
 /// neither write a chunk (rolled back whole) nor claim the row again; a fresh
 /// start resets it.
 async fn checkpoint_store_fences_a_stale_execution(db: &TestDb) {
-    for (table, mode) in [("appended", WriteMode::Append), ("upserted", WriteMode::Upsert)] {
+    for (table, mode) in [
+        ("appended", WriteMode::Append),
+        ("upserted", WriteMode::Upsert),
+    ] {
         let options = keyed_table(table, &[("v", "TEXT")]).mode(mode);
         let (mut first, check) = db.opened_and_check(options.clone()).await;
         let store = first.checkpoint_store().unwrap();
         assert_eq!(store.claim(&step_key(1), true).await.unwrap(), None);
         let chunk = |ids: std::ops::Range<i64>| -> Vec<Value> {
-            ids.map(|id| json!({"id": id, "v": format!("v{id}")})).collect()
+            ids.map(|id| json!({"id": id, "v": format!("v{id}")}))
+                .collect()
         };
         let done = write_with_checkpoint(&mut first, &step_key(1), 1, &chunk(0..10)).await;
         assert_eq!(done.unwrap(), Committed::Together, "{table}");
@@ -723,7 +727,11 @@ async fn checkpoint_store_fences_a_stale_execution(db: &TestDb) {
             panic!("{table}: a stale execution wrote: {stale:?}");
         };
         assert!(m.contains("superseded"), "{m}");
-        assert_eq!(check.count(table).await, 10, "{table}: nothing of the stale chunk");
+        assert_eq!(
+            check.count(table).await,
+            10,
+            "{table}: nothing of the stale chunk"
+        );
         let store = first.checkpoint_store().unwrap();
         let Err(WriteError::Fatal(m)) = store.claim(&step_key(1), false).await else {
             panic!("{table}: a stale execution claimed the row again");
@@ -736,7 +744,10 @@ async fn checkpoint_store_fences_a_stale_execution(db: &TestDb) {
         assert_eq!(check.count(table).await, 20, "{table}");
         let mut third = db.opened(options.clone()).await;
         let store = third.checkpoint_store().unwrap();
-        assert_eq!(store.claim(&step_key(3), false).await.unwrap(), Some(after_chunk(2)));
+        assert_eq!(
+            store.claim(&step_key(3), false).await.unwrap(),
+            Some(after_chunk(2))
+        );
 
         // A fresh start (a rerun) owes nothing to the row.
         assert_eq!(store.claim(&step_key(4), true).await.unwrap(), None);

@@ -145,7 +145,10 @@ impl Load {
     /// `(commits, written)` of the step's latest execution in the repository (0s
     /// before there is one).
     async fn repository(&self) -> (i64, i64) {
-        let url = format!("sqlite://{}?mode=ro", self.dir.path().join("repo.db").display());
+        let url = format!(
+            "sqlite://{}?mode=ro",
+            self.dir.path().join("repo.db").display()
+        );
         let Ok(pool) = sqlx::SqlitePool::connect(&url).await else {
             return (0, 0);
         };
@@ -220,8 +223,17 @@ async fn aborted_between_the_two_commits(kind: Kind, mode: Mode) {
         .env("SLUICE_FAULT_AFTER_TARGET_COMMIT", "3")
         .output()
         .unwrap();
-    assert!(!out.status.success(), "the hook did not fire: {}", text(&out));
-    assert_eq!(load.repository().await, (2, 2 * CHUNK as i64), "{}", text(&out));
+    assert!(
+        !out.status.success(),
+        "the hook did not fire: {}",
+        text(&out)
+    );
+    assert_eq!(
+        load.repository().await,
+        (2, 2 * CHUNK as i64),
+        "{}",
+        text(&out)
+    );
     assert_eq!(load.target_commits().await, 3, "{}", text(&out));
     assert_eq!(load.ids().await, every_row_once(3 * CHUNK));
 
@@ -230,7 +242,11 @@ async fn aborted_between_the_two_commits(kind: Kind, mode: Mode) {
     let t = text(&out);
     assert!(t.contains("resumed execution 1"), "{t}");
     assert!(t.contains("resuming from the target's checkpoint"), "{t}");
-    assert_eq!(load.ids().await, every_row_once(ROWS), "every row exactly once");
+    assert_eq!(
+        load.ids().await,
+        every_row_once(ROWS),
+        "every row exactly once"
+    );
     let chunks = (ROWS / CHUNK) as i64;
     assert_eq!(load.repository().await, (chunks, ROWS as i64));
     assert_eq!(load.target_commits().await, chunks);
@@ -271,7 +287,10 @@ async fn killed_mid_load(kind: Kind, mode: Mode) {
     assert!(recorded < ROWS as i64, "killed too late: {recorded}");
     // The target commits first: it is never behind the repository.
     let target_chunks = load.target_commits().await;
-    assert!(target_chunks >= recorded_chunks, "{target_chunks} < {recorded_chunks}");
+    assert!(
+        target_chunks >= recorded_chunks,
+        "{target_chunks} < {recorded_chunks}"
+    );
 
     let out = load.run_after_lease();
     let t = text(&out);
@@ -284,8 +303,15 @@ async fn killed_mid_load(kind: Kind, mode: Mode) {
         target_chunks > recorded_chunks,
         "target {target_chunks} chunks, repository {recorded_chunks}: {t}"
     );
-    assert_eq!(load.ids().await, every_row_once(ROWS), "every row exactly once");
-    assert_eq!(load.repository().await, ((ROWS / CHUNK) as i64, ROWS as i64));
+    assert_eq!(
+        load.ids().await,
+        every_row_once(ROWS),
+        "every row exactly once"
+    );
+    assert_eq!(
+        load.repository().await,
+        ((ROWS / CHUNK) as i64, ROWS as i64)
+    );
 }
 
 /// The four scenarios on one target database.

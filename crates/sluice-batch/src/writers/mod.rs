@@ -65,8 +65,8 @@ pub use cache::{CacheWriter, CacheWriterError, RawCacheWriter};
 pub use file::{FileFormat, FileWriter, RawCsvWriter, RawJsonlWriter, TEMP_SUFFIX};
 pub use sluice_sql::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};
 pub use sql::{
-    CHECKPOINT_TABLE, Column, RawSqlAppendWriter, RawSqlUpsertWriter, SqlWriter,
-    SqlWriterOptions, WriteMode,
+    CHECKPOINT_TABLE, Column, RawSqlAppendWriter, RawSqlUpsertWriter, SqlWriter, SqlWriterOptions,
+    WriteMode,
 };
 
 use serde::Deserialize;

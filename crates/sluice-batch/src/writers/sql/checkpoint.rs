@@ -195,7 +195,15 @@ impl CheckpointStore for SqlWriter {
                 Ok(_) => {}
                 // Two writers creating it at once (PostgreSQL): it exists.
                 Err(e) if sluice_sql::is_already_exists(&e) => {}
-                Err(e) => return Err(claim_error(e)),
+                Err(e) => {
+                    let hint = "the SQL writer keeps the step's checkpoint in this table of \
+                                the target database: let its user create it, or create it \
+                                ahead (docs/batch-repository.md)";
+                    return Err(match claim_error(e) {
+                        WriteError::Fatal(m) => WriteError::Fatal(format!("{m} ({hint})")),
+                        other => other,
+                    });
+                }
             }
             self.checkpoint_table = true;
         }
@@ -238,9 +246,14 @@ mod tests {
 
     #[test]
     fn placeholders_follow_the_dialect() {
-        assert_eq!(dialect(DbKind::Postgres, "a = ? AND b = ?"), "a = $1 AND b = $2");
+        assert_eq!(
+            dialect(DbKind::Postgres, "a = ? AND b = ?"),
+            "a = $1 AND b = $2"
+        );
         assert_eq!(dialect(DbKind::MySql, "a = ? AND b = ?"), "a = ? AND b = ?");
         assert!(create_sql(DbKind::MySql).contains("MEDIUMTEXT"));
-        assert!(create_sql(DbKind::Sqlite).starts_with("CREATE TABLE IF NOT EXISTS sluice_checkpoint"));
+        assert!(
+            create_sql(DbKind::Sqlite).starts_with("CREATE TABLE IF NOT EXISTS sluice_checkpoint")
+        );
     }
 }
