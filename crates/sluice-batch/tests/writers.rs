@@ -770,6 +770,50 @@ async fn checkpoint_store_fences_a_stale_execution(db: &TestDb) {
     }
 }
 
+/// PostgreSQL upserts with the checkpoint: `COPY` under a savepoint while the
+/// keys are new, the `UNNEST` upsert in the same transaction once some exist
+/// (the failed `COPY` rolled back to its savepoint, the checkpoint stored once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_bulk_upserts_commit_the_checkpoint_in_their_transaction() {
+    let db = TestDb::new(DbKind::Postgres).await;
+    let options = keyed_table("kept", &[("v", "TEXT")]);
+    let (mut w, check) = db.opened_and_check(options).await;
+    let key = step_key(1);
+    w.checkpoint_store()
+        .unwrap()
+        .claim(&key, true)
+        .await
+        .unwrap();
+    let chunk = |ids: std::ops::Range<i64>, v: &str| -> Vec<Value> {
+        ids.map(|id| json!({"id": id, "v": format!("{v}{id}")}))
+            .collect()
+    };
+    for (n, (ids, v)) in [(0..10, "a"), (5..15, "b"), (10..20, "c"), (0..20, "d")]
+        .into_iter()
+        .enumerate()
+    {
+        let done = write_with_checkpoint(&mut w, &key, n as u64 + 1, &chunk(ids, v)).await;
+        assert_eq!(done.unwrap(), Committed::Together, "chunk {n}");
+    }
+    assert_eq!(check.count("kept").await, 20);
+    let values = check.strings("SELECT v FROM kept ORDER BY id", &[]).await;
+    assert_eq!(
+        values,
+        (0..20).map(|id| format!("d{id}")).collect::<Vec<_>>()
+    );
+    let mut next = db.opened(keyed_table("kept", &[("v", "TEXT")])).await;
+    let store = next.checkpoint_store().unwrap();
+    assert_eq!(
+        store.claim(&step_key(2), false).await.unwrap(),
+        Some(after_chunk(4))
+    );
+    // The superseded writer's upsert of existing keys rolls back whole.
+    let stale = write_with_checkpoint(&mut w, &key, 5, &chunk(0..20, "e")).await;
+    assert!(matches!(stale, Err(WriteError::Fatal(_))), "{stale:?}");
+    let values = check.strings("SELECT v FROM kept WHERE id = 3", &[]).await;
+    assert_eq!(values, ["d3"]);
+}
+
 /// Runs each scenario on SQLite, PostgreSQL and MariaDB, as separate tests.
 macro_rules! on_all {
     ($($name:ident),* $(,)?) => {
