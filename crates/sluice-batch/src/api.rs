@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::model::Item;
+use crate::model::{Item, StepCounts};
 
 /// An item read, with its position in the input (for skip records and progress).
 #[derive(Debug, Clone, PartialEq)]
@@ -383,18 +383,20 @@ where
 /// database).
 pub use sluice_sql::Arg as SqlArg;
 
-/// A statement with `$n` placeholders (SQLite and PostgreSQL) that a writer runs
-/// inside its chunk's transaction: the repository's chunk commit, when the writer
-/// writes into the repository's own database, so that data and checkpoint commit
-/// together (exactly once).
+/// A statement that a writer runs inside its chunk's transaction, so that data
+/// and checkpoint commit together (exactly once): the repository's chunk commit
+/// (`$n` placeholders, SQLite and PostgreSQL) when the writer writes into the
+/// repository's own database, or else the step's checkpoint in the target's own
+/// `sluice_checkpoint` table (see [`CheckpointStore`]), in the target's dialect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlStatement {
     /// The SQL.
     pub sql: String,
     /// Its arguments, in placeholder order.
     pub args: Vec<SqlArg>,
-    /// When it affects no row, the whole transaction is rolled back (the lease
-    /// check: a process that lost its lease commits nothing).
+    /// When it affects no row, the whole transaction is rolled back (the lease or
+    /// fencing check: a process that lost its lease, or an execution that a newer
+    /// one superseded, commits nothing).
     pub must_affect: bool,
 }
 
@@ -494,6 +496,71 @@ pub enum Committed {
     Together,
 }
 
+/// Which step's checkpoint a [`CheckpointStore`] holds, and which execution
+/// writes it: the row of the target's `sluice_checkpoint` table is keyed by job
+/// name, job instance and step (a partition is a job instance of its own), and
+/// fenced by the execution id (ids grow with every execution of an instance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointKey {
+    /// The job's name (a partition's child job: `JOB:STEP`).
+    pub job: String,
+    /// The job instance's repository id.
+    pub instance_id: i64,
+    /// The step's name.
+    pub step: String,
+    /// The job execution writing it: the fencing token.
+    pub execution_id: i64,
+}
+
+/// A step's progress as a [`CheckpointStore`] keeps it: the counts after the
+/// last chunk (its `commits` is the chunk sequence) and the step's checkpoint
+/// (`{"reader": …, "writer": …}`, as the repository keeps it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetCheckpoint {
+    /// The step's counts after the chunk; `commits` numbers the chunk.
+    pub counts: StepCounts,
+    /// The reader's and writer's positions after the chunk.
+    pub checkpoint: serde_json::Value,
+}
+
+/// A writer's ability to keep the step's checkpoint in its own target, committed
+/// in each chunk's transaction, for targets other than the repository's
+/// database (a `sluice_checkpoint` table in the target database, for the SQL
+/// writers).
+///
+/// With it, a crash between a chunk's commit in the target and the checkpoint's
+/// commit in the repository loses nothing and repeats nothing: on restart the
+/// step [claims](Self::claim) the row, finds the target ahead of the repository
+/// and resumes from the target's checkpoint instead of writing the chunk again.
+#[async_trait]
+pub trait CheckpointStore: Send {
+    /// Takes the row of `key` for `key.execution_id` (creating the table and the
+    /// row when missing) and returns what it holds, if anything. With `fresh`
+    /// (the step starts from scratch: a new instance or a rerun) the row is
+    /// reset and `None` returned. From then on, only this execution can store
+    /// checkpoints in the row.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Fatal`] when a newer execution holds the row (this one is
+    /// stale), or the database's error.
+    async fn claim(
+        &mut self,
+        key: &CheckpointKey,
+        fresh: bool,
+    ) -> Result<Option<TargetCheckpoint>, WriteError>;
+
+    /// The statements that store `checkpoint` in the row of `key`, fenced by
+    /// `key.execution_id` ([`must_affect`](SqlStatement::must_affect): when a
+    /// newer execution claimed the row, the chunk rolls back), for
+    /// [`Writer::write`] to run in the chunk's transaction.
+    fn store_statements(
+        &self,
+        key: &CheckpointKey,
+        checkpoint: &TargetCheckpoint,
+    ) -> Vec<SqlStatement>;
+}
+
 /// A writer could not write a chunk.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -577,6 +644,14 @@ pub trait Writer: Send {
         None
     }
 
+    /// Where this writer keeps the step's checkpoint in its own target (`None`,
+    /// the default: it cannot). The step uses it when the writer does not write
+    /// into the repository's database: it claims the row before the first chunk
+    /// and hands [`write`](Self::write) the store's statements with every chunk.
+    fn checkpoint_store(&mut self) -> Option<&mut dyn CheckpointStore> {
+        None
+    }
+
     /// Writes one chunk, all or nothing; when it returns `Ok`, the chunk is
     /// durable.
     ///
@@ -585,7 +660,10 @@ pub trait Writer: Send {
     /// repository's database: then they are the repository's statements for this
     /// chunk, to run in the chunk's own transaction, and the answer is
     /// [`Committed::Together`]; a writer that cannot (or did not) run them answers
-    /// [`Committed::Separately`] and the step commits them itself.
+    /// [`Committed::Separately`] and the step commits them itself. For a writer
+    /// with a [`checkpoint_store`](Self::checkpoint_store) into another database,
+    /// `commit` holds that store's statements instead (the step then still
+    /// commits the repository itself).
     ///
     /// # Errors
     ///

@@ -310,6 +310,9 @@ impl JobRunner {
         };
         let ctx = StepContext {
             repo: &*self.repo,
+            job: &job.name,
+            instance_id: launch.instance.id,
+            resumed: launch.previous.is_some(),
             owner: &self.owner,
             stop: &stop,
             progress,

@@ -93,8 +93,9 @@ pub mod tasklets;
 pub mod writers;
 
 pub use api::{
-    Chunk, ChunkForm, Committed, Extent, ExtentUnit, ProcessError, Processor, ReadError, ReadItem,
-    Reader, Rows, SqlStatement, WriteError, Writer,
+    CheckpointKey, CheckpointStore, Chunk, ChunkForm, Committed, Extent, ExtentUnit, ProcessError,
+    Processor, ReadError, ReadItem, Reader, Rows, SqlStatement, TargetCheckpoint, WriteError,
+    Writer,
 };
 pub use job::{Job, JobRunner, RunOptions, RunReport, Step, Tasklet, TaskletError};
 pub use model::{

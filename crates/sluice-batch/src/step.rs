@@ -13,6 +13,19 @@
 //!   commit counts + checkpoint + skips in the repository (lease checked)
 //! end of input ─▶ writer.complete() ─▶ COMPLETED
 //! ```
+//!
+//! **Exactly once.** A chunk and its checkpoint commit in one transaction
+//! wherever the writer can: into the repository's own database, the writer runs
+//! the repository's chunk commit; into another database, a writer with a
+//! [`CheckpointStore`](crate::api::CheckpointStore) (the SQL writers: the
+//! target's `sluice_checkpoint` table) stores the step's checkpoint there, fenced
+//! by the execution, and the repository's commit follows. Before the first chunk
+//! the step claims that row; a target ahead of the repository (a crash between
+//! the two commits) is where the step resumes. Not covered: a chunk refused by
+//! the writer and rewritten item by item commits item by item, so a crash in the
+//! middle of it writes its first items again on restart (an upsert rewrites them
+//! harmlessly); the skip records of chunks adopted from the target are not in
+//! the repository (their counts are).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,8 +36,8 @@ use serde_json::json;
 use sluice_core::Clock;
 
 use crate::api::{
-    Chunk, ChunkForm, Committed, Extent, Processor, ReadError, Reader, Rows, SqlStatement,
-    WriteError, Writer,
+    CheckpointKey, Chunk, ChunkForm, Committed, Extent, Processor, ReadError, Reader, Rows,
+    SqlStatement, TargetCheckpoint, WriteError, Writer,
 };
 use crate::model::{BatchStatus, Item, SkipRecord, StepCounts, StepExecution, truncate};
 use crate::repository::{RepoError, Repository};
@@ -169,6 +182,11 @@ impl Progress for NoProgress {}
 /// What a running step shares with the job runner.
 pub(crate) struct StepContext<'a> {
     pub(crate) repo: &'a dyn Repository,
+    /// The job's name and instance (they key the target's checkpoint row).
+    pub(crate) job: &'a str,
+    pub(crate) instance_id: i64,
+    /// The execution resumes an earlier one of the instance (else: from scratch).
+    pub(crate) resumed: bool,
     pub(crate) owner: &'a str,
     pub(crate) stop: &'a AtomicBool,
     pub(crate) progress: &'a dyn Progress,
@@ -258,10 +276,20 @@ impl ChunkStep {
         exec: &mut StepExecution,
         ctx: &StepContext<'_>,
     ) -> Result<(), StepEnd> {
+        let name = self.name.clone();
+        let same_db = matches!(
+            (ctx.repo.database_url(), self.writer.database_url()),
+            (Some(r), Some(w)) if r == w
+        );
+        let target = if same_db {
+            None
+        } else {
+            self.claim_target(exec, ctx).await?
+        };
+        let fault_after = fault_after_target_commit();
         let resuming = !exec.checkpoint.is_null();
         let reader_cp = exec.checkpoint.get("reader").cloned();
         let writer_cp = exec.checkpoint.get("writer").cloned();
-        let name = self.name.clone();
         self.reader
             .open(reader_cp.as_ref())
             .await
@@ -294,10 +322,6 @@ impl ChunkStep {
             retry,
             writer: &mut self.writer,
         };
-        let same_db = matches!(
-            (ctx.repo.database_url(), ws.writer.database_url()),
-            (Some(r), Some(w)) if r == w
-        );
         if same_db {
             tracing::info!(step = %name, "the writer targets the repository's database: chunks and checkpoints commit together");
         }
@@ -306,8 +330,9 @@ impl ChunkStep {
             .read_with_retry(exec.id, exec.counts.skipped, &exec.checkpoint, retry)
             .await?;
         // The previous chunk: written, its checkpoint committed while the next chunk
-        // is written (a crash in between rewrites it on restart: upserts are
-        // idempotent and file writers truncate to the committed length).
+        // is written (a crash in between: the SQL writers' target holds the chunk's
+        // checkpoint and the restart resumes from it; file writers truncate to the
+        // committed length).
         let mut uncommitted: Option<(StepExecution, Vec<SkipRecord>)> = None;
         let commit = |pending: Option<(StepExecution, Vec<SkipRecord>)>| {
             let name = &name;
@@ -380,6 +405,24 @@ impl ChunkStep {
                 });
                 ctx.repo
                     .chunk_commit_statements(&snapshot, ctx.owner, &skips)
+            } else if let Some(key) = &target {
+                // Into another database: the step's checkpoint after this chunk, in
+                // the target's `sluice_checkpoint`, in the chunk's transaction.
+                let mut d = delta;
+                d.written += data.as_chunk().len() as u64;
+                d.commits = 1;
+                let mut counts = exec.counts;
+                counts.add(&d);
+                let checkpoint = TargetCheckpoint {
+                    counts,
+                    checkpoint: json!({
+                        "reader": reader_cp,
+                        "writer": ws.writer.checkpoint(),
+                    }),
+                };
+                ws.writer
+                    .checkpoint_store()
+                    .map(|store| store.store_statements(key, &checkpoint))
             } else {
                 None
             };
@@ -404,7 +447,9 @@ impl ChunkStep {
                 commit(uncommitted.take()),
             );
             committed?;
-            let committed_with_chunk = written?;
+            let together = written?;
+            // With the repository's statements: the chunk's commit is done.
+            let committed_with_chunk = together && same_db;
             check_skip_limit(
                 &name,
                 rs.skip_limit,
@@ -421,6 +466,11 @@ impl ChunkStep {
                 ctx.progress.chunk_committed(&name, &exec.counts);
             } else {
                 uncommitted = Some((exec.clone(), skips));
+            }
+            if together && target.is_some() && fault_after == Some(exec.counts.commits) {
+                // Test hook: die between the target's commit and the repository's.
+                tracing::error!(step = %name, chunk = exec.counts.commits, "{FAULT_AFTER_TARGET_COMMIT}: aborting");
+                std::process::abort();
             }
             next = match read_ahead {
                 None => break,
@@ -446,6 +496,62 @@ impl ChunkStep {
         exec.status = BatchStatus::Completed;
         exec.ended_at = Some(ctx.clock.now_millis());
         Ok(())
+    }
+}
+
+/// Test hook: with `SLUICE_FAULT_AFTER_TARGET_COMMIT=N`, the process aborts
+/// right after chunk `N` (the step's `N`-th commit, counted across restarts) is
+/// committed in the target's own transaction with its `sluice_checkpoint` row,
+/// before the repository records it: the crash window that the target's
+/// checkpoint closes. For tests only; unset in production.
+pub const FAULT_AFTER_TARGET_COMMIT: &str = "SLUICE_FAULT_AFTER_TARGET_COMMIT";
+
+fn fault_after_target_commit() -> Option<u64> {
+    std::env::var(FAULT_AFTER_TARGET_COMMIT)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+impl ChunkStep {
+    /// When the writer keeps the step's checkpoint in its own target (another
+    /// database than the repository's): claims the row for this execution, and
+    /// when the target is ahead of the repository (a crash between the two
+    /// commits), resumes from the target's checkpoint and records it in the
+    /// repository. Returns the row's key, for the chunks to update it.
+    async fn claim_target(
+        &mut self,
+        exec: &mut StepExecution,
+        ctx: &StepContext<'_>,
+    ) -> Result<Option<CheckpointKey>, StepEnd> {
+        let Some(store) = self.writer.checkpoint_store() else {
+            return Ok(None);
+        };
+        let name = &self.name;
+        let key = CheckpointKey {
+            job: ctx.job.to_owned(),
+            instance_id: ctx.instance_id,
+            step: name.clone(),
+            execution_id: exec.execution_id,
+        };
+        let held = store.claim(&key, !ctx.resumed).await.map_err(|e| {
+            StepEnd::Failed(format!(
+                "step {name}: claiming the target's checkpoint: {e}"
+            ))
+        })?;
+        if let Some(t) = held.filter(|t| t.counts.commits > exec.counts.commits) {
+            tracing::warn!(step = %name, target = t.counts.commits, repository = exec.counts.commits,
+                "the target committed chunks the repository did not record; resuming from the target's checkpoint");
+            exec.counts = t.counts;
+            exec.checkpoint = t.checkpoint;
+            ctx.repo
+                .commit_chunk(exec, ctx.owner, &[])
+                .await
+                .map_err(|e| match e {
+                    e @ RepoError::LeaseLost(_) => StepEnd::LeaseLost(e),
+                    e => StepEnd::Failed(format!("step {name}: committing a chunk: {e}")),
+                })?;
+        }
+        Ok(Some(key))
     }
 }
 

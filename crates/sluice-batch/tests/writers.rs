@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use sluice_batch::writers::{
     Column, DbKind, FileFormat, FileWriter, SqlWriter, SqlWriterOptions, WriteMode,
 };
-use sluice_batch::{WriteError, Writer};
+use sluice_batch::{
+    CheckpointKey, Chunk, Committed, StepCounts, TargetCheckpoint, WriteError, Writer,
+};
 use sqlx::{MySqlPool, PgPool, SqlitePool};
 
 mod common;
@@ -658,6 +660,160 @@ async fn unreachable_database_is_transient(db: &TestDb) {
     assert!(matches!(err, WriteError::Transient(_)), "{err:?}");
 }
 
+/// The step's checkpoint row in the target's `sluice_checkpoint` for `execution`.
+fn step_key(execution: i64) -> CheckpointKey {
+    CheckpointKey {
+        job: "air-load".into(),
+        instance_id: 7,
+        step: "load".into(),
+        execution_id: execution,
+    }
+}
+
+/// The checkpoint after chunk `commits` of 10 rows each.
+fn after_chunk(commits: u64) -> TargetCheckpoint {
+    TargetCheckpoint {
+        counts: StepCounts {
+            read: commits * 10,
+            written: commits * 10,
+            commits,
+            ..StepCounts::default()
+        },
+        checkpoint: json!({"reader": {"row": commits * 10}, "writer": null}),
+    }
+}
+
+/// `writer` writes `items` with the store's statements for chunk `commits` of `key`.
+async fn write_with_checkpoint(
+    writer: &mut SqlWriter,
+    key: &CheckpointKey,
+    commits: u64,
+    items: &[Value],
+) -> Result<Committed, WriteError> {
+    let store = writer.checkpoint_store().unwrap();
+    let statements = store.store_statements(key, &after_chunk(commits));
+    writer.write(Chunk::Items(items), &statements).await
+}
+
+/// The checkpoint rides in the chunk's transaction, appends and upserts alike; a
+/// later execution that claims the row gets it; the execution it superseded can
+/// neither write a chunk (rolled back whole) nor claim the row again; a fresh
+/// start resets it.
+async fn checkpoint_store_fences_a_stale_execution(db: &TestDb) {
+    for (table, mode) in [
+        ("appended", WriteMode::Append),
+        ("upserted", WriteMode::Upsert),
+    ] {
+        let options = keyed_table(table, &[("v", "TEXT")]).mode(mode);
+        let (mut first, check) = db.opened_and_check(options.clone()).await;
+        let store = first.checkpoint_store().unwrap();
+        assert_eq!(store.claim(&step_key(1), true).await.unwrap(), None);
+        let chunk = |ids: std::ops::Range<i64>| -> Vec<Value> {
+            ids.map(|id| json!({"id": id, "v": format!("v{id}")}))
+                .collect()
+        };
+        let done = write_with_checkpoint(&mut first, &step_key(1), 1, &chunk(0..10)).await;
+        assert_eq!(done.unwrap(), Committed::Together, "{table}");
+
+        // Execution 2 resumes: the target holds chunk 1.
+        let mut second = db.opened(options.clone()).await;
+        let store = second.checkpoint_store().unwrap();
+        let held = store.claim(&step_key(2), false).await.unwrap();
+        assert_eq!(held, Some(after_chunk(1)), "{table}");
+
+        // Execution 1 is stale: its next chunk rolls back, data and all.
+        let stale = write_with_checkpoint(&mut first, &step_key(1), 2, &chunk(10..20)).await;
+        let Err(WriteError::Fatal(m)) = stale else {
+            panic!("{table}: a stale execution wrote: {stale:?}");
+        };
+        assert!(m.contains("superseded"), "{m}");
+        assert_eq!(
+            check.count(table).await,
+            10,
+            "{table}: nothing of the stale chunk"
+        );
+        let store = first.checkpoint_store().unwrap();
+        let Err(WriteError::Fatal(m)) = store.claim(&step_key(1), false).await else {
+            panic!("{table}: a stale execution claimed the row again");
+        };
+        assert!(m.contains("execution 2") && m.contains("stale"), "{m}");
+
+        // Execution 2 goes on; execution 3 finds its chunk.
+        let done = write_with_checkpoint(&mut second, &step_key(2), 2, &chunk(10..20)).await;
+        assert_eq!(done.unwrap(), Committed::Together);
+        assert_eq!(check.count(table).await, 20, "{table}");
+        let mut third = db.opened(options.clone()).await;
+        let store = third.checkpoint_store().unwrap();
+        assert_eq!(
+            store.claim(&step_key(3), false).await.unwrap(),
+            Some(after_chunk(2))
+        );
+
+        // A fresh start (a rerun) owes nothing to the row.
+        assert_eq!(store.claim(&step_key(4), true).await.unwrap(), None);
+        assert_eq!(store.claim(&step_key(5), false).await.unwrap(), None);
+        let rows = check
+            .query(
+                &format!(
+                    "SELECT {}, {} FROM sluice_checkpoint",
+                    check.cast("execution_id"),
+                    check.cast("commits")
+                ),
+                &[],
+            )
+            .await;
+        assert_eq!(rows, [[s("5"), s("0")]], "{table}");
+        // Reset for the next mode.
+        let key = step_key(6);
+        let store = third.checkpoint_store().unwrap();
+        store.claim(&key, true).await.unwrap();
+    }
+}
+
+/// PostgreSQL upserts with the checkpoint: `COPY` under a savepoint while the
+/// keys are new, the `UNNEST` upsert in the same transaction once some exist
+/// (the failed `COPY` rolled back to its savepoint, the checkpoint stored once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_bulk_upserts_commit_the_checkpoint_in_their_transaction() {
+    let db = TestDb::new(DbKind::Postgres).await;
+    let options = keyed_table("kept", &[("v", "TEXT")]);
+    let (mut w, check) = db.opened_and_check(options).await;
+    let key = step_key(1);
+    w.checkpoint_store()
+        .unwrap()
+        .claim(&key, true)
+        .await
+        .unwrap();
+    let chunk = |ids: std::ops::Range<i64>, v: &str| -> Vec<Value> {
+        ids.map(|id| json!({"id": id, "v": format!("{v}{id}")}))
+            .collect()
+    };
+    for (n, (ids, v)) in [(0..10, "a"), (5..15, "b"), (10..20, "c"), (0..20, "d")]
+        .into_iter()
+        .enumerate()
+    {
+        let done = write_with_checkpoint(&mut w, &key, n as u64 + 1, &chunk(ids, v)).await;
+        assert_eq!(done.unwrap(), Committed::Together, "chunk {n}");
+    }
+    assert_eq!(check.count("kept").await, 20);
+    let values = check.strings("SELECT v FROM kept ORDER BY id", &[]).await;
+    assert_eq!(
+        values,
+        (0..20).map(|id| format!("d{id}")).collect::<Vec<_>>()
+    );
+    let mut next = db.opened(keyed_table("kept", &[("v", "TEXT")])).await;
+    let store = next.checkpoint_store().unwrap();
+    assert_eq!(
+        store.claim(&step_key(2), false).await.unwrap(),
+        Some(after_chunk(4))
+    );
+    // The superseded writer's upsert of existing keys rolls back whole.
+    let stale = write_with_checkpoint(&mut w, &key, 5, &chunk(0..20, "e")).await;
+    assert!(matches!(stale, Err(WriteError::Fatal(_))), "{stale:?}");
+    let values = check.strings("SELECT v FROM kept WHERE id = 3", &[]).await;
+    assert_eq!(values, ["d3"]);
+}
+
 /// Runs each scenario on SQLite, PostgreSQL and MariaDB, as separate tests.
 macro_rules! on_all {
     ($($name:ident),* $(,)?) => {
@@ -700,6 +856,7 @@ on_all!(
     bad_identifiers_are_refused,
     columns_from_the_first_item,
     unreachable_database_is_transient,
+    checkpoint_store_fences_a_stale_execution,
 );
 
 /// PostgreSQL's bulk upserts: `COPY` while the keys are new, `MERGE … UNNEST`

@@ -29,3 +29,6 @@ mod hostile;
 
 // `/metrics` lint: every family has HELP and TYPE, promtool warns about nothing, names match the spec.
 mod metrics_lint;
+
+// Exactly once into any database: sql_append / sql_upsert into SQLite, PostgreSQL, MariaDB, aborted between commits or killed -9.
+mod exactly_once;

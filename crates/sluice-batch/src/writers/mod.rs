@@ -9,7 +9,17 @@
 //!   PostgreSQL gets `COPY … FROM STDIN` for appends and for upserts of new keys,
 //!   and one `MERGE … USING (SELECT … FROM UNNEST(…))` when keys exist. Its upserts
 //!   are idempotent, so it needs no checkpoint of its own; [`SqlWriter::kind`] and
-//!   [`SqlWriter::url`] tell which database it writes to.
+//!   [`SqlWriter::url`] tell which database it writes to. Into the repository's
+//!   own database, each chunk's transaction also runs the repository's chunk
+//!   commit; into any other database, it updates the step's row of a
+//!   `sluice_checkpoint` table there ([`CHECKPOINT_TABLE`], created when
+//!   missing: job name, instance and step, the execution that holds the row, the
+//!   chunk sequence, counts and checkpoint), fenced by the execution id. A crash
+//!   between the target's commit and the repository's then repeats nothing: on
+//!   restart the step finds the target ahead and resumes from its checkpoint.
+//!   Appends and upserts are exactly once on SQLite, PostgreSQL and
+//!   MySQL/MariaDB alike (a chunk with a refused item, rewritten item by item,
+//!   is the exception: see [`ChunkStep`](crate::ChunkStep)).
 //! - [`FileWriter`]: CSV or JSON Lines into `<path>.tmp-sluice`, synced after each
 //!   chunk, renamed to `<path>` when the step completes; its checkpoint (the temp
 //!   file's length) lets a restart drop the chunks written after the last commit.
@@ -55,7 +65,8 @@ pub use cache::{CacheWriter, CacheWriterError, RawCacheWriter};
 pub use file::{FileFormat, FileWriter, RawCsvWriter, RawJsonlWriter, TEMP_SUFFIX};
 pub use sluice_sql::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};
 pub use sql::{
-    Column, RawSqlAppendWriter, RawSqlUpsertWriter, SqlWriter, SqlWriterOptions, WriteMode,
+    CHECKPOINT_TABLE, Column, RawSqlAppendWriter, RawSqlUpsertWriter, SqlWriter, SqlWriterOptions,
+    WriteMode,
 };
 
 use serde::Deserialize;

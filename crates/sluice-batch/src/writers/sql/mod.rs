@@ -25,6 +25,7 @@ use super::ident::{check_ident, check_table, check_type, derived_name};
 use crate::api::{Chunk, ChunkForm, Committed, Rows, SqlStatement, WriteError, Writer};
 
 mod cells;
+mod checkpoint;
 mod config;
 mod copy;
 #[macro_use]
@@ -35,6 +36,7 @@ mod postgres;
 mod tests;
 
 use cells::{Cell, Cells, Src};
+pub use checkpoint::CHECKPOINT_TABLE;
 pub use config::{RawSqlAppendWriter, RawSqlUpsertWriter};
 use copy::copy_in;
 use multirow::{bind_rows, canonical_int, run_extra};
@@ -288,6 +290,8 @@ pub struct SqlWriter {
     pg_copy_backoff: u32,
     held: Held,
     statements: u64,
+    /// `sluice_checkpoint` is known to exist in the target.
+    checkpoint_table: bool,
 }
 
 impl fmt::Debug for SqlWriter {
@@ -353,6 +357,7 @@ impl SqlWriter {
             pg_copy_backoff: 1,
             held: Held::default(),
             statements: 0,
+            checkpoint_table: false,
         })
     }
 
@@ -493,8 +498,6 @@ impl SqlWriter {
             }
             DbKind::Postgres => self.write_postgres(cells, extra).await,
             DbKind::MySql => {
-                // `$n` statements are for SQLite and PostgreSQL: never handed to MySQL.
-                debug_assert!(extra.is_empty());
                 write_statements!(self, &cells, extra, MySql, MySqlArguments, mysql)
             }
         }
@@ -572,17 +575,20 @@ impl Writer for SqlWriter {
         Some(self.url())
     }
 
+    fn checkpoint_store(&mut self) -> Option<&mut dyn crate::api::CheckpointStore> {
+        Some(self)
+    }
+
     async fn write(
         &mut self,
         chunk: Chunk<'_>,
         commit: &[SqlStatement],
     ) -> Result<Committed, WriteError> {
-        // The repository is never on MySQL: its statements are not for it.
-        let commit = match self.kind {
-            _ if chunk.is_empty() => return Ok(Committed::Separately),
-            DbKind::MySql => &[],
-            _ => commit,
-        };
+        // `commit` is in this database's dialect: the repository's statements
+        // (never MySQL) or this writer's own checkpoint store's.
+        if chunk.is_empty() {
+            return Ok(Committed::Separately);
+        }
         if self.pool.is_none() {
             self.prepare().await?;
         }

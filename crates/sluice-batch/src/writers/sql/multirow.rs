@@ -203,7 +203,7 @@ where
             .await?;
         if st.must_affect && rows(&done) == 0 {
             return Ok(Err(WriteError::Fatal(format!(
-                "table {table}: this process lost its lease on the job; the chunk was rolled back"
+                "table {table}: this execution lost its lease on the job, or a newer execution superseded it; the chunk was rolled back"
             ))));
         }
     }

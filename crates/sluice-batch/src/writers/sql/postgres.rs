@@ -57,9 +57,19 @@ impl SqlWriter {
             .options
             .pg_bulk_min_rows
             .unwrap_or(DEFAULT_PG_BULK_MIN_ROWS);
+        if !extra.is_empty() && plan.upsert_key.is_empty() {
+            // Appends with a commit (the repository's, or the checkpoint in
+            // `sluice_checkpoint`): the COPY and the commit in one transaction.
+            return self.pg_copy_with(&cells, extra).await;
+        }
+        if !extra.is_empty() && cells.rows() >= bulk_min {
+            // Upserts with a commit: the bulk upsert and the commit in one
+            // transaction.
+            return self.pg_upsert_with(&cells, extra).await;
+        }
         if !extra.is_empty() {
-            // With the repository's chunk commit: one transaction of multi-row
-            // statements and the commit.
+            // A single item with a commit: one transaction of a multi-row statement
+            // and the commit.
             return self.pg_multirow(&cells, extra).await;
         }
         if plan.upsert_key.is_empty() {
@@ -109,6 +119,116 @@ impl SqlWriter {
             // The server answered: the connection is fine.
             self.held.pg = Some(conn);
         }
+        result
+    }
+
+    /// `COPY … FROM STDIN` of the chunk and `extra`, in one transaction.
+    pub(super) async fn pg_copy_with(
+        &mut self,
+        cells: &Cells<'_>,
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let statement = format!(
+            "COPY {} ({}) FROM STDIN",
+            self.table_q,
+            Self::column_list(plan)
+        );
+        let mut conn = pg_acquire(&self.pool, &mut self.held.pg)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.statements += 1;
+        let table = self.options.table.clone();
+        let result = async {
+            let mut tx = conn.begin().await?;
+            copy_in(&mut tx, &statement, plan, cells).await?;
+            let rows = |r: &sqlx::postgres::PgQueryResult| r.rows_affected();
+            if let Err(e) = run_extra::<Postgres>(&mut tx, extra, &table, rows).await? {
+                return Ok(Err(e));
+            }
+            tx.commit().await.map(Ok)
+        }
+        .await
+        .map_err(|e| map_sqlx_error(&table, e))
+        .and_then(|r| r);
+        self.held.pg = Self::keep(&result, conn);
+        result
+    }
+
+    /// A bulk upsert of the chunk and `extra` in one transaction: `COPY` first
+    /// (under a savepoint, as [`write_postgres`](Self::write_postgres) backs off
+    /// from it), else `INSERT … SELECT … FROM UNNEST(…) ON CONFLICT`, which also
+    /// handles a key a concurrent writer inserts meanwhile.
+    pub(super) async fn pg_upsert_with(
+        &mut self,
+        cells: &Cells<'_>,
+        extra: &[SqlStatement],
+    ) -> Result<(), WriteError> {
+        let try_copy = self.pg_copy_skip == 0;
+        if !try_copy {
+            self.pg_copy_skip -= 1;
+        }
+        let plan = self.plan.as_ref().ok_or_else(not_planned)?;
+        let copy_statement = format!(
+            "COPY {} ({}) FROM STDIN",
+            self.table_q,
+            Self::column_list(plan)
+        );
+        let sig: Vec<ArrayType> = (0..plan.cols.len())
+            .map(|c| ArrayType::of(&plan.cols[c], cells.column(c)))
+            .collect();
+        let insert_sql = self.unnest_sql(plan, &sig, false);
+        let table = self.options.table.clone();
+        let mut conn = pg_acquire(&self.pool, &mut self.held.pg)
+            .await
+            .map_err(|e| map_sqlx_error(&table, e))?;
+        let mut ran = 0;
+        let mut copy_failed = false;
+        let result = async {
+            let mut tx = conn.begin().await?;
+            let mut copied = false;
+            if try_copy {
+                ran += 1;
+                let mut savepoint = tx.begin().await?;
+                match copy_in(&mut savepoint, &copy_statement, plan, cells).await {
+                    Ok(_) => {
+                        savepoint.commit().await?;
+                        copied = true;
+                    }
+                    Err(e) if is_unique_violation(&e) => {
+                        savepoint.rollback().await?;
+                        copy_failed = true;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !copied {
+                ran += 1;
+                let args = unnest_args(plan, &sig, cells).map_err(sqlx::Error::Encode)?;
+                sqlx::query_with(&insert_sql, args)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let rows = |r: &sqlx::postgres::PgQueryResult| r.rows_affected();
+            if let Err(e) = run_extra::<Postgres>(&mut tx, extra, &table, rows).await? {
+                return Ok(Err(e));
+            }
+            tx.commit().await.map(Ok)
+        }
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Encode(e) => encode_error(&table, e),
+            e => map_sqlx_error(&table, e),
+        })
+        .and_then(|r| r);
+        self.statements += ran;
+        if copy_failed {
+            self.pg_copy_skip = self.pg_copy_backoff;
+            self.pg_copy_backoff = (self.pg_copy_backoff * 2).min(64);
+        } else if try_copy && result.is_ok() {
+            self.pg_copy_backoff = 1;
+        }
+        self.held.pg = Self::keep(&result, conn);
         result
     }
 
