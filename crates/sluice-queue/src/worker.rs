@@ -598,7 +598,9 @@ pub struct Presence {
 
 impl fmt::Debug for Presence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Presence").field("node", &self.node).finish()
+        f.debug_struct("Presence")
+            .field("node", &self.node)
+            .finish()
     }
 }
 

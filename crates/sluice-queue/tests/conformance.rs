@@ -728,7 +728,10 @@ async fn cancel_deletes_only_a_waiting_task(b: Arc<dyn Broker>) {
     )
     .await;
     assert_eq!(b.cancel(q, ready).await.unwrap(), CancelOutcome::Cancelled);
-    assert_eq!(b.cancel(q, delayed).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(
+        b.cancel(q, delayed).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
     assert!(b.status(q, ready).await.unwrap().is_none());
     assert!(b.status(q, delayed).await.unwrap().is_none());
     assert_eq!(b.stats(q).await.unwrap(), stats(0, 0, 0, 0));

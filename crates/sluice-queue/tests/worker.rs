@@ -465,9 +465,12 @@ async fn a_worker_announces_its_queues_and_withdraws_at_shutdown(broker: Arc<dyn
     assert_eq!(w.node(), "node-under-test");
     assert!(
         until(Duration::from_secs(10), async || {
-            broker.workers().await.unwrap().iter().any(|l| {
-                l.node == "node-under-test" && l.serves("announced") && l.serves("also")
-            })
+            broker
+                .workers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|l| l.node == "node-under-test" && l.serves("announced") && l.serves("also"))
         })
         .await,
         "{:?}",
