@@ -26,3 +26,6 @@ mod hostile;
 
 // `/metrics` lint: every family has HELP and TYPE, promtool warns about nothing, names match the spec.
 mod metrics_lint;
+
+// `job run` locally or through a live worker, Ctrl-C, `task cancel`, `queue list`, followers across outages, owner gone.
+mod follow;
