@@ -10,6 +10,8 @@
 //! | `ns:queue:{q}:dead` | zset | dead letters, score = death ms |
 //! | `ns:queue:{q}:t:<id>` | hash | the envelope (`env`, JSON) and its mutable fields |
 //! | `ns:queue:{q}:idem:<key>` | string | the first task's id, for the key's window |
+//! | `ns:workers:{workers}:live` | zset | announced node ids, score = announcement expiry ms |
+//! | `ns:workers:{workers}:info` | hash | node id → `seen-ms|{"node","queues","started_at"}` |
 //!
 //! Why sorted sets and not Streams: priorities and delays need ordering by score,
 //! and a lease deadline per task is a score too; every transition is one script

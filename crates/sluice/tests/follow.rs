@@ -188,7 +188,13 @@ impl Follower {
     fn wait_line(&mut self, secs: u64, needle: &str) -> String {
         let end = Instant::now() + Duration::from_secs(secs);
         loop {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
                 return l.clone();
             }
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -230,7 +236,10 @@ impl Follower {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let err = self.err.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        let err = self
+            .err
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default();
         // The reader thread may still hold the last lines.
         std::thread::sleep(Duration::from_millis(100));
         (status.code(), self.stdout(), err)
@@ -358,7 +367,11 @@ async fn ctrl_c_leaves_a_running_task_going_on_its_worker() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = nap_config(dir.path(), "");
     let serve = Serve::start(&cfg);
-    wait_until(60, || jobs_worker_live(&cfg), || "no worker announced".into());
+    wait_until(
+        60,
+        || jobs_worker_live(&cfg),
+        || "no worker announced".into(),
+    );
     let mut f = Follower::start(&cfg, &["nap", "-p", "secs=4"]);
     let id = f.task_id();
     f.wait_line(30, "execution #");
@@ -399,7 +412,11 @@ async fn the_follower_rides_out_a_redis_restart_and_exits_with_the_job_outcome()
     let queue = format!("[queue]\nurl = \"{}\"\nnamespace = \"follow\"", redis.url());
     let cfg = nap_config(dir.path(), &queue);
     let serve = Serve::start(&cfg);
-    wait_until(60, || jobs_worker_live(&cfg), || "no worker announced".into());
+    wait_until(
+        60,
+        || jobs_worker_live(&cfg),
+        || "no worker announced".into(),
+    );
     let mut f = Follower::start(&cfg, &["nap", "-p", "secs=8"]);
     f.wait_line(30, "execution #");
     redis.kill();
@@ -428,7 +445,10 @@ async fn the_follower_gives_up_with_exit_75_and_says_how_to_follow() {
     let (code, _, err) = f.finish(60);
     assert_eq!(code, Some(75), "{err}");
     assert!(err.contains("lost the broker"), "{err}");
-    assert!(err.contains(&format!("gave up following task {id}")), "{err}");
+    assert!(
+        err.contains(&format!("gave up following task {id}")),
+        "{err}"
+    );
     assert!(err.contains(&format!("sluice task status {id}")), "{err}");
 }
 
@@ -439,7 +459,11 @@ async fn a_killed_workers_run_shows_owner_gone_with_the_lease_end() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = nap_config(dir.path(), "");
     let serve = Serve::start(&cfg);
-    wait_until(60, || jobs_worker_live(&cfg), || "no worker announced".into());
+    wait_until(
+        60,
+        || jobs_worker_live(&cfg),
+        || "no worker announced".into(),
+    );
     let mut f = Follower::start(&cfg, &["nap", "-p", "secs=40"]);
     f.wait_line(30, "execution #");
     serve.kill();
@@ -448,7 +472,9 @@ async fn a_killed_workers_run_shows_owner_gone_with_the_lease_end() {
     let gone = |out: &Output| {
         let s = String::from_utf8_lossy(&out.stdout).into_owned();
         s.lines().any(|l| {
-            l.contains("owner gone") && l.contains("lease ends at ") && l.trim_end().ends_with("UTC")
+            l.contains("owner gone")
+                && l.contains("lease ends at ")
+                && l.trim_end().ends_with("UTC")
         })
     };
     wait_until(

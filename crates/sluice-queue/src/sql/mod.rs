@@ -28,6 +28,9 @@
 //!   argument; a bulk enqueue is a few multi-row `INSERT`s in one transaction.
 //! - **Random tokens** come from `gen_random_uuid()` or `randomblob(16)`.
 //!
+//! Worker announcements are rows of `sluice_workers`, one per node, upserted with
+//! an expiry; rows past it are ignored and deleted by the next announcement.
+//!
 //! Completed tasks with a result TTL stay as `completed` rows until their
 //! `expires_at`; a lease deletes a bounded number of expired rows and keys at most
 //! every few seconds.

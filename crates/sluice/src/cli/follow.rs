@@ -373,7 +373,18 @@ impl Follower {
                         .ok()
                         .and_then(|l| l.into_iter().find(|e| self.is_ours(e))),
                 };
+                let live = self.broker.workers().await.unwrap_or_default();
                 match exec {
+                    Some(e) if !e.owner.is_empty() && !live.iter().any(|w| w.node == e.owner) => {
+                        eprintln!(
+                            "task {id} stays with worker {}, which is gone: its lease ends at {}, \
+                             then another worker takes the task; follow it with \
+                             `sluice task status {id}` or `sluice job status {}`",
+                            e.owner,
+                            super::job::time(e.lease_until),
+                            e.id
+                        );
+                    }
                     Some(e) => eprintln!(
                         "task {id} keeps running on worker {} (execution #{}); follow it with \
                          `sluice task status {id}` or `sluice job status {}`",
