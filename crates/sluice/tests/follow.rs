@@ -426,6 +426,8 @@ async fn the_follower_rides_out_a_redis_restart_and_exits_with_the_job_outcome()
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{err}");
     assert!(err.contains("lost the broker"), "{err}");
     assert!(err.contains("broker back after"), "{err}");
+    // The restarted Redis is empty: the run is followed through the repository.
+    assert!(err.contains("following its execution #"), "{err}");
     assert!(stdout.contains("COMPLETED"), "{stdout}");
     serve.terminate();
 }
