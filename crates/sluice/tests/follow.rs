@@ -149,6 +149,7 @@ fn jobs_counts(cfg: &Path) -> [u64; 4] {
 struct Follower {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    err_lines: Arc<Mutex<Vec<String>>>,
     err: mpsc::Receiver<String>,
 }
 
@@ -169,15 +170,42 @@ impl Follower {
         });
         let (tx, err) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
+        let err_lines = Arc::new(Mutex::new(Vec::new()));
+        let el = err_lines.clone();
         std::thread::spawn(move || {
             let mut s = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 s.push_str(&line);
                 s.push('\n');
+                el.lock().unwrap().push(line);
             }
             let _ = tx.send(s);
         });
-        Follower { child, lines, err }
+        Follower {
+            child,
+            lines,
+            err_lines,
+            err,
+        }
+    }
+
+    /// Waits until a stderr line contains `needle`.
+    fn wait_err_line(&mut self, secs: u64, needle: &str) {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while !self
+            .err_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+        {
+            assert!(
+                Instant::now() < end && self.child.try_wait().unwrap().is_none(),
+                "no {needle:?} on stderr within {secs}s:\n{}",
+                self.err_lines.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn stdout(&self) -> String {
@@ -469,8 +497,6 @@ async fn a_killed_workers_run_shows_owner_gone_with_the_lease_end() {
     let mut f = Follower::start(&cfg, &["nap", "-p", "secs=40"]);
     f.wait_line(30, "execution #");
     serve.kill();
-    let _ = f.child.kill();
-    let _ = f.child.wait();
     let gone = |out: &Output| {
         let s = String::from_utf8_lossy(&out.stdout).into_owned();
         s.lines().any(|l| {
@@ -501,4 +527,14 @@ async fn a_killed_workers_run_shows_owner_gone_with_the_lease_end() {
         one_out.contains("owner gone (") && one_out.contains("lease ends at 20"),
         "{one_out}"
     );
+    // The follower, still following, says so too; Ctrl-C leaves the task to
+    // the next worker.
+    f.wait_err_line(
+        30,
+        &format!("running execution #{exec} is gone: its lease ends at 20"),
+    );
+    signal(&f.child, "INT");
+    let (code, _, err) = f.finish(30);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("which is gone: its lease ends at 20"), "{err}");
 }

@@ -104,6 +104,13 @@ pub(super) async fn enqueue_and_follow(
         .map_err(|e| e.to_string())?
         .id;
     outln!("enqueued job {name} as task {id} on queue {JOBS_QUEUE}");
+    if let Ok(live) = broker.workers().await
+        && !live.iter().any(|w| w.serves(JOBS_QUEUE))
+    {
+        outln!(
+            "no live worker serves queue {JOBS_QUEUE} yet: the task waits for one (Ctrl-C cancels it)"
+        );
+    }
     let mut f = Follower {
         id,
         name,
@@ -180,6 +187,7 @@ impl Follower {
         let mut last_state = None;
         let mut last_line = String::new();
         let mut hinted = false;
+        let (mut polls, mut warned_gone) = (0_u32, false);
         loop {
             let st = flow!(
                 self,
@@ -257,6 +265,10 @@ impl Follower {
                     {
                         if self.is_ours(e) {
                             self.exec = Some(e.id);
+                            polls += 1;
+                            if !warned_gone && polls % 10 == 1 {
+                                warned_gone = self.say_if_owner_gone(e).await;
+                            }
                         }
                         let steps = self
                             .repo
@@ -307,6 +319,30 @@ impl Follower {
         e.job_name == self.name
             && e.params == self.params
             && e.created_at >= self.enqueued_at - 1_000
+    }
+
+    /// Says once that the worker running `e` announces itself nowhere any more
+    /// (killed): its lease runs out, then another worker takes the task. True
+    /// when it said so.
+    async fn say_if_owner_gone(&self, e: &JobExecution) -> bool {
+        if e.owner.is_empty() || !e.status.is_running() {
+            return false;
+        }
+        let Ok(live) = self.broker.workers().await else {
+            return false;
+        };
+        if live.iter().any(|w| w.node == e.owner) {
+            return false;
+        }
+        eprintln!(
+            "worker {} running execution #{} is gone: its lease ends at {}, then another \
+             worker takes task {} (following on)",
+            e.owner,
+            e.id,
+            super::job::time(e.lease_until),
+            self.id
+        );
+        true
     }
 
     /// The execution this task runs, when the repository has one.
