@@ -11,6 +11,7 @@ use sluice_batch::model::{BatchStatus, JobExecution, StepCounts, StepExecution};
 use sluice_batch::repository::RepoError;
 use sluice_batch::step::Progress;
 use sluice_batch::{JobRunner, RunOptions};
+use sluice_queue::LiveWorker;
 
 use crate::config::{JOBS_QUEUE, PARTITIONS_QUEUE};
 use crate::runtime::Runtime;
@@ -185,7 +186,9 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
             let repo = rt.repository().await?;
             let (e, steps) = repo.execution(id).await.map_err(|e| e.to_string())?;
             print_execution(&e);
-            if let Some(line) = owner_gone(rt, &e).await {
+            if let Some(live) = live_workers(rt, &[&e]).await
+                && let Some(line) = owner_gone(&e, &live)
+            {
                 outln!("  {line}");
             }
             print_steps(&steps);
@@ -195,8 +198,9 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
             let repo = rt.repository().await?;
             let list = repo.executions(None, 20).await.map_err(|e| e.to_string())?;
             print_executions(&list);
+            let live = live_workers(rt, &list.iter().collect::<Vec<_>>()).await;
             for e in &list {
-                if let Some(line) = owner_gone(rt, e).await {
+                if let Some(line) = live.as_deref().and_then(|l| owner_gone(e, l)) {
                     outln!("  #{}: {line}", e.id);
                 }
             }
@@ -405,16 +409,20 @@ async fn a_worker_serves_jobs(rt: &Arc<Runtime>) -> bool {
     }
 }
 
-/// The owner line of a running execution whose owner announces itself nowhere:
-/// `owner gone, lease ends at …` (the next run marks it ABANDONED once the lease
-/// ended). `None` when it is not running, its owner is live, or the broker
-/// cannot tell.
-pub(super) async fn owner_gone(rt: &Runtime, e: &JobExecution) -> Option<String> {
-    if !e.status.is_running() || e.owner.is_empty() {
+/// The live workers, when any of `list` is running (`None` when none is, or the
+/// broker cannot tell).
+async fn live_workers(rt: &Runtime, list: &[&JobExecution]) -> Option<Vec<LiveWorker>> {
+    if !list.iter().any(|e| e.status.is_running()) {
         return None;
     }
-    let live = rt.broker().await.ok()?.workers().await.ok()?;
-    if live.iter().any(|w| w.node == e.owner) {
+    rt.broker().await.ok()?.workers().await.ok()
+}
+
+/// The owner line of a running execution whose owner announces itself nowhere
+/// among `live`: `owner gone, lease ends at …` (the next run marks it ABANDONED
+/// once the lease ended). `None` when it is not running or its owner is live.
+fn owner_gone(e: &JobExecution, live: &[LiveWorker]) -> Option<String> {
+    if !e.status.is_running() || e.owner.is_empty() || live.iter().any(|w| w.node == e.owner) {
         return None;
     }
     Some(lease_line(&e.owner, e.lease_until))
