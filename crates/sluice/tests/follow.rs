@@ -39,12 +39,18 @@ fn text(o: &Output) -> String {
 /// its repository in `repo.db`; `queue` is the `[queue]` table's lines (none:
 /// the embedded default, the queue in the repository's SQLite file).
 fn nap_config(dir: &Path, queue: &str) -> PathBuf {
-    let cfg = dir.join("nap.toml");
+    let repo = format!("sqlite://{}", dir.join("repo.db").display());
+    nap_config_at(&dir.join("nap.toml"), &repo, queue)
+}
+
+/// The `nap` config at `cfg` with its repository at `repo` (a URL).
+fn nap_config_at(cfg: &Path, repo: &str, queue: &str) -> PathBuf {
+    let cfg = cfg.to_path_buf();
     std::fs::write(
         &cfg,
         format!(
             r#"[repository]
-url = "sqlite://{repo}"
+url = "{repo}"
 
 {queue}
 
@@ -55,8 +61,7 @@ params = {{ secs = "0" }}
 [[job.step]]
 name = "sleep"
 tasklet = {{ kind = "shell", command = "sleep {{{{params.secs}}}}" }}
-"#,
-            repo = dir.join("repo.db").display(),
+"#
         ),
     )
     .unwrap();
@@ -537,4 +542,113 @@ async fn a_killed_workers_run_shows_owner_gone_with_the_lease_end() {
     let (code, _, err) = f.finish(30);
     assert_eq!(code, Some(130), "{err}");
     assert!(err.contains("which is gone: its lease ends at 20"), "{err}");
+}
+
+/// A TCP proxy to `target` that can be cut: [`Cut::cut`] closes every open
+/// connection and refuses new ones until [`Cut::heal`].
+struct Cut {
+    port: u16,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl Cut {
+    async fn start(target: std::net::SocketAddr) -> Cut {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (down, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut rx = rx.clone();
+                if *rx.borrow() {
+                    continue; // dropped: refused
+                }
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = rx.wait_for(|d| *d) => {}
+                    }
+                });
+            }
+        });
+        Cut { port, down }
+    }
+
+    fn cut(&self) {
+        self.down.send_replace(true);
+    }
+
+    fn heal(&self) {
+        self.down.send_replace(false);
+    }
+}
+
+/// Issue #14 point 7: the follower's repository (PostgreSQL, through a proxy
+/// that is cut) goes away while the worker runs the job and finishes it; the
+/// follower says it lost the repository, says when it is back, and exits 0
+/// with the job's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_rides_out_a_repository_outage() {
+    let redis = RedisServer::start();
+    let db =
+        sluice_testkit::db::ServerDb::new(sluice_testkit::db::Server::Postgres, "follow").await;
+    // postgres://user@host:port/db → the host:port, and the URL through the proxy.
+    let (head, rest) = db.url.split_once("://").unwrap();
+    let at = rest.rfind('@').map_or(0, |i| i + 1);
+    let slash = rest[at..].find('/').map_or(rest.len(), |i| at + i);
+    let host_port = &rest[at..slash];
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5432")
+    };
+    let target = tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let cut = Cut::start(target).await;
+    let proxied = format!(
+        "{head}://{}127.0.0.1:{}{}",
+        &rest[..at],
+        cut.port,
+        &rest[slash..]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let queue = format!(
+        "[queue]\nurl = \"{}\"\nnamespace = \"repo-out\"",
+        redis.url()
+    );
+    let direct = nap_config_at(&dir.path().join("direct.toml"), &db.url, &queue);
+    let through = nap_config_at(&dir.path().join("proxied.toml"), &proxied, &queue);
+    let serve = Serve::start(&direct);
+    wait_until(
+        60,
+        || jobs_worker_live(&direct),
+        || "no worker announced".into(),
+    );
+    let mut f = Follower::start(&through, &["nap", "-p", "secs=4"]);
+    f.wait_line(30, "execution #");
+    cut.cut();
+    // The worker finishes the run meanwhile.
+    wait_until(
+        60,
+        || {
+            let h = sluice(&direct, &["job", "history", "nap"]);
+            String::from_utf8_lossy(&h.stdout).contains("COMPLETED")
+        },
+        || "the run never completed on the worker".into(),
+    );
+    f.wait_err_line(60, "lost the repository");
+    cut.heal();
+    let (code, stdout, err) = f.finish(60);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{err}");
+    assert!(err.contains("repository back after"), "{err}");
+    assert!(stdout.contains("COMPLETED"), "{stdout}");
+    serve.terminate();
 }

@@ -39,6 +39,13 @@ const POLL: Duration = Duration::from_millis(300);
 /// The longest wait between retries during an outage.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How long one call to the broker or the repository may take before it counts
+/// as failed (a pool waiting for a connection would otherwise hide an outage).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a best-effort progress read may take.
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What a retried call came to.
 enum Flow<T> {
     /// It answered.
@@ -137,7 +144,11 @@ impl Follower {
     ) -> Flow<T> {
         let mut wait = Duration::from_millis(250);
         loop {
-            match call().await {
+            let answer = match tokio::time::timeout(CALL_TIMEOUT, call()).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {}", humantime(CALL_TIMEOUT))),
+            };
+            match answer {
                 Ok(v) => {
                     if let Some((since, lost)) = self.outage.take() {
                         eprintln!(
@@ -162,7 +173,7 @@ impl Follower {
                         }
                     };
                     if since.elapsed() >= self.give_up {
-                        return Flow::GaveUp(e.to_string());
+                        return Flow::GaveUp(e);
                     }
                 }
             }
@@ -260,7 +271,11 @@ impl Follower {
                 }
                 TaskState::Running => {
                     // Progress is best effort: a repository hiccup only skips a line.
-                    if let Ok(list) = self.repo.executions(Some(&self.name), 1).await
+                    if let Ok(Ok(list)) = tokio::time::timeout(
+                        PROGRESS_TIMEOUT,
+                        self.repo.executions(Some(&self.name), 1),
+                    )
+                    .await
                         && let Some(e) = list.first()
                     {
                         if self.is_ours(e) {
@@ -270,12 +285,13 @@ impl Follower {
                                 warned_gone = self.say_if_owner_gone(e).await;
                             }
                         }
-                        let steps = self
-                            .repo
-                            .execution(e.id)
-                            .await
-                            .map(|x| x.1)
-                            .unwrap_or_default();
+                        let steps =
+                            tokio::time::timeout(PROGRESS_TIMEOUT, self.repo.execution(e.id))
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                                .map(|x| x.1)
+                                .unwrap_or_default();
                         let line = steps
                             .iter()
                             .map(|s| {
@@ -328,7 +344,8 @@ impl Follower {
         if e.owner.is_empty() || !e.status.is_running() {
             return false;
         }
-        let Ok(live) = self.broker.workers().await else {
+        let Ok(Ok(live)) = tokio::time::timeout(PROGRESS_TIMEOUT, self.broker.workers()).await
+        else {
             return false;
         };
         if live.iter().any(|w| w.node == e.owner) {
@@ -347,7 +364,10 @@ impl Follower {
 
     /// The execution this task runs, when the repository has one.
     async fn find_execution(&self) -> Option<i64> {
-        let list = self.repo.executions(Some(&self.name), 1).await.ok()?;
+        let list = tokio::time::timeout(CALL_TIMEOUT, self.repo.executions(Some(&self.name), 1))
+            .await
+            .ok()?
+            .ok()?;
         list.first().filter(|e| self.is_ours(e)).map(|e| e.id)
     }
 
