@@ -1,8 +1,9 @@
 //! Issue #14 points 3 and 7: `sluice job run` runs here when no worker is live
 //! and through the queue when one is; Ctrl-C cancels a task no worker started and
 //! leaves a running one going; `task cancel` and `queue list`; the follower rides
-//! out a Redis restart and gives up with exit 75; a killed worker's run shows as
-//! "owner gone, lease ends at …". Real binaries, SQLite files and redis-server.
+//! out a Redis restart and a repository outage, and gives up with exit 75; a
+//! killed worker's run shows as "owner gone, lease ends at …". Real binaries,
+//! SQLite files, PostgreSQL and redis-server.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
