@@ -24,6 +24,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::task::{
@@ -68,6 +69,66 @@ pub struct LeaseRequest<'a> {
     pub max: NonZeroUsize,
     /// How long the leases last without a heartbeat.
     pub visibility: Duration,
+}
+
+/// What a worker announces of itself: which node it is and which queues it
+/// serves. A node running a job in its own process (`sluice job run` without a
+/// worker) announces itself with no queues, so that its executions show as alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerBeat {
+    /// The node id, `{hostname}-{pid}` (the owner recorded on job executions).
+    pub node: String,
+    /// The queues it leases from (empty for a node that only runs a job itself).
+    pub queues: Vec<String>,
+    /// When it started (Unix ms, its own clock).
+    pub started_at: i64,
+}
+
+/// A worker whose last [`Broker::announce`] has not run out yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveWorker {
+    /// The node id, `{hostname}-{pid}`.
+    pub node: String,
+    /// The queues it leases from.
+    pub queues: Vec<String>,
+    /// When it started (Unix ms, its own clock).
+    pub started_at: i64,
+    /// When it last announced itself (Unix ms, the broker's clock).
+    pub seen_at: i64,
+    /// When it counts as gone unless it announces itself again (Unix ms, the
+    /// broker's clock).
+    pub expires_at: i64,
+}
+
+impl LiveWorker {
+    /// Whether it leases from `queue`.
+    pub fn serves(&self, queue: &str) -> bool {
+        self.queues.iter().any(|q| q == queue)
+    }
+}
+
+/// What [`Broker::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelOutcome {
+    /// The task was waiting (ready or delayed) and is gone: no worker will run it.
+    Cancelled,
+    /// A worker holds its lease: it is left running.
+    Running,
+    /// It already finished (completed with a kept result, or dead): nothing to cancel.
+    Finished(crate::task::TaskState),
+    /// No such task on that queue.
+    Unknown,
+}
+
+/// A leased task and when its lease runs out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningTask {
+    /// The task.
+    pub id: TaskId,
+    /// When its lease runs out unless its worker extends it (Unix ms, the
+    /// broker's clock).
+    pub lease_until: i64,
 }
 
 /// Where tasks wait: Redis, SQLite or PostgreSQL.
@@ -218,4 +279,44 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     ///
     /// [`QueueError::Unavailable`].
     async fn purge_dead(&self, queue: &str) -> Result<u64, QueueError>;
+
+    /// Announces a worker for `ttl`: it counts as live until then (on the
+    /// broker's clock) unless it announces itself again. Workers call it every
+    /// few seconds; entries that ran out are ignored (and cleaned up).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn announce(&self, beat: &WorkerBeat, ttl: Duration) -> Result<(), QueueError>;
+
+    /// Removes a worker's announcement (a clean shutdown).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn withdraw(&self, node: &str) -> Result<(), QueueError>;
+
+    /// The workers whose announcement has not run out, by node id.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn workers(&self) -> Result<Vec<LiveWorker>, QueueError>;
+
+    /// Cancels task `id` of `queue` while no worker has started it (ready or
+    /// delayed): it is deleted. A running or finished task is left as it is, and
+    /// the outcome says so.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn cancel(&self, queue: &str, id: TaskId) -> Result<CancelOutcome, QueueError>;
+
+    /// Up to `limit` leased tasks of `queue`, the lease that runs out first
+    /// first.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn running(&self, queue: &str, limit: usize) -> Result<Vec<RunningTask>, QueueError>;
 }

@@ -27,7 +27,9 @@ pub mod sql;
 pub mod task;
 pub mod worker;
 
-pub use broker::{Broker, LeaseRequest, QueueError};
+pub use broker::{
+    Broker, CancelOutcome, LeaseRequest, LiveWorker, QueueError, RunningTask, WorkerBeat,
+};
 pub use redis_broker::RedisBroker;
 pub use retry::RetryPolicy;
 pub use sql::SqlBroker;
@@ -36,8 +38,8 @@ pub use task::{
     TaskState, TaskStatus,
 };
 pub use worker::{
-    FnHandler, Handler, ResultExt, Task, TaskContext, TaskError, Worker, WorkerBuilder,
-    WorkerHandle,
+    FnHandler, Handler, Presence, ResultExt, Task, TaskContext, TaskError, Worker, WorkerBuilder,
+    WorkerHandle, default_node,
 };
 
 /// Connects the broker a URL names: `redis://` / `rediss://` (keys under

@@ -10,6 +10,8 @@
 //! | `ns:queue:{q}:dead` | zset | dead letters, score = death ms |
 //! | `ns:queue:{q}:t:<id>` | hash | the envelope (`env`, JSON) and its mutable fields |
 //! | `ns:queue:{q}:idem:<key>` | string | the first task's id, for the key's window |
+//! | `ns:workers:{workers}:live` | zset | announced node ids, score = announcement expiry ms |
+//! | `ns:workers:{workers}:info` | hash | node id → `seen-ms|{"node","queues","started_at"}` |
 //!
 //! Why sorted sets and not Streams: priorities and delays need ordering by score,
 //! and a lease deadline per task is a score too; every transition is one script
@@ -28,7 +30,9 @@ use rand::Rng;
 use redis::Script;
 use sluice_core::{Redis, RedisOptions, Unavailable};
 
-use crate::broker::{Broker, LeaseRequest, QueueError};
+use crate::broker::{
+    Broker, CancelOutcome, LeaseRequest, LiveWorker, QueueError, RunningTask, WorkerBeat,
+};
 use crate::task::{
     Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, NewTask, QueueStats, TaskId,
     TaskState, TaskStatus,
@@ -240,6 +244,54 @@ end
 return #ids
 ";
 
+const CANCEL_LUA: &str = r"
+-- KEYS ready, delayed, task hash; ARGV id. Deletes a waiting task.
+local st = redis.call('HGET', KEYS[3], 'st')
+if not st then return 'unknown' end
+if st == 'ready' or st == 'delayed' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[3])
+  return 'cancelled'
+end
+return st
+";
+
+const ANNOUNCE_LUA: &str = r"
+-- KEYS live (zset, score = expiry ms), info (hash node -> 'seen|json');
+-- ARGV node, json, ttl ms. Drops entries that ran out.
+local now = now_ms()
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
+for _, n in ipairs(stale) do
+  redis.call('ZREM', KEYS[1], n)
+  redis.call('HDEL', KEYS[2], n)
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], now .. '|' .. ARGV[2])
+return now
+";
+
+const WITHDRAW_LUA: &str = r"
+-- KEYS live, info; ARGV node
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+";
+
+const WORKERS_LUA: &str = r"
+-- KEYS live, info: node, expiry, 'seen|json' of each live worker
+local now = now_ms()
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
+local out = {}
+for i = 1, #live, 2 do
+  local info = redis.call('HGET', KEYS[2], live[i])
+  if info then
+    out[#out+1] = live[i]; out[#out+1] = live[i+1]; out[#out+1] = info
+  end
+end
+return out
+";
+
 /// Tasks per enqueue script call.
 const ENQUEUE_BATCH: usize = 500;
 
@@ -252,6 +304,10 @@ struct Scripts {
     release: Script,
     retry_dead: Script,
     purge_dead: Script,
+    cancel: Script,
+    announce: Script,
+    withdraw: Script,
+    workers: Script,
 }
 
 impl Scripts {
@@ -266,6 +322,10 @@ impl Scripts {
             release: s(RELEASE_LUA),
             retry_dead: s(RETRY_DEAD_LUA),
             purge_dead: s(PURGE_DEAD_LUA),
+            cancel: s(CANCEL_LUA),
+            announce: s(ANNOUNCE_LUA),
+            withdraw: s(WITHDRAW_LUA),
+            workers: s(WORKERS_LUA),
         }
     }
 }
@@ -379,6 +439,15 @@ impl RedisBroker {
             task: format!("{base}t:"),
             idem: format!("{base}idem:"),
         }
+    }
+
+    /// The worker announcements: a zset of node ids scored by expiry and a hash
+    /// of their details, in one cluster slot.
+    fn worker_keys(&self) -> (String, String) {
+        (
+            self.redis.key("workers", "{workers}:live"),
+            self.redis.key("workers", "{workers}:info"),
+        )
     }
 
     fn names_key(&self) -> String {
@@ -723,5 +792,89 @@ impl Broker for RedisBroker {
                 return Ok(total);
             }
         }
+    }
+
+    async fn announce(&self, beat: &WorkerBeat, ttl: Duration) -> Result<(), QueueError> {
+        let (live, info) = self.worker_keys();
+        let json = serde_json::to_string(beat)
+            .map_err(|e| QueueError::Invalid(format!("worker {}: {e}", beat.node)))?;
+        let mut inv = self.scripts.announce.key(&live);
+        inv.key(&info)
+            .arg(&beat.node)
+            .arg(json)
+            .arg(ttl.as_millis().max(1) as u64);
+        self.eval::<i64>("queue.announce", inv).await?;
+        Ok(())
+    }
+
+    async fn withdraw(&self, node: &str) -> Result<(), QueueError> {
+        let (live, info) = self.worker_keys();
+        let mut inv = self.scripts.withdraw.key(&live);
+        inv.key(&info).arg(node);
+        self.eval::<i64>("queue.withdraw", inv).await?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<LiveWorker>, QueueError> {
+        let (live, info) = self.worker_keys();
+        let mut inv = self.scripts.workers.key(&live);
+        inv.key(&info);
+        let out: Vec<String> = self.eval("queue.workers", inv).await?;
+        let mut v = Vec::with_capacity(out.len() / 3);
+        for f in out.chunks(3) {
+            let [node, expires, info] = f else {
+                return Err(corrupt("-", "short workers reply"));
+            };
+            let (seen, json) = info.split_once('|').unwrap_or(("0", info));
+            let beat: WorkerBeat = serde_json::from_str(json)
+                .map_err(|e| corrupt(node, format!("worker announcement: {e}")))?;
+            v.push(LiveWorker {
+                node: node.clone(),
+                queues: beat.queues,
+                started_at: beat.started_at,
+                seen_at: seen.parse().unwrap_or(0),
+                expires_at: expires.parse::<f64>().map_or(0, |f| f as i64),
+            });
+        }
+        v.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(v)
+    }
+
+    async fn cancel(&self, queue: &str, id: TaskId) -> Result<CancelOutcome, QueueError> {
+        let k = self.keys(queue);
+        let mut inv = self.scripts.cancel.key(&k.ready);
+        inv.key(&k.delayed)
+            .key(format!("{}{}", k.task, id))
+            .arg(id.to_string());
+        let what: String = self.eval("queue.cancel", inv).await?;
+        Ok(match what.as_str() {
+            "cancelled" => CancelOutcome::Cancelled,
+            "unknown" => CancelOutcome::Unknown,
+            "running" => CancelOutcome::Running,
+            other => match TaskState::parse(other) {
+                Some(st) => CancelOutcome::Finished(st),
+                None => return Err(corrupt(&id.to_string(), "unknown state")),
+            },
+        })
+    }
+
+    async fn running(&self, queue: &str, limit: usize) -> Result<Vec<RunningTask>, QueueError> {
+        let k = self.keys(queue);
+        let cmd = redis::cmd("ZRANGE")
+            .arg(&k.leased)
+            .arg(0)
+            .arg(limit.max(1) as i64 - 1)
+            .arg("WITHSCORES")
+            .to_owned();
+        let pairs: Vec<(String, f64)> = self.query("queue.running", &cmd).await?;
+        pairs
+            .into_iter()
+            .map(|(id, until)| {
+                Ok(RunningTask {
+                    id: id.parse().map_err(|e: String| corrupt(&id, e))?,
+                    lease_until: until as i64,
+                })
+            })
+            .collect()
     }
 }

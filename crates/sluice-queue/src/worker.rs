@@ -12,6 +12,10 @@
 //! - a handler's panic is caught and counted as a failed attempt (the worker lives
 //!   on); a retryable error is retried with the task name's [`RetryPolicy`] until
 //!   the envelope's attempts run out, then dead-lettered with the error;
+//! - a **presence** loop announces the worker (its node id and queues) every few
+//!   seconds with a TTL ([`Broker::announce`]), so that `sluice job run` knows
+//!   whether a live worker serves a queue, and `job status` whether a running
+//!   execution's owner is alive; a clean shutdown withdraws the announcement;
 //! - **shutdown** stops leasing, lets in-flight handlers finish within the grace
 //!   period, then gives the rest of the leases back (not counted as attempts).
 
@@ -30,7 +34,7 @@ use sluice_core::Quota;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::broker::{Broker, QueueError};
+use crate::broker::{Broker, QueueError, WorkerBeat};
 use crate::metrics as m;
 use crate::retry::RetryPolicy;
 use crate::task::{Completion, FailOutcome, Lease, LeaseRef, NewTask, TaskId};
@@ -263,9 +267,25 @@ pub struct WorkerBuilder {
     grace: Duration,
     batch: usize,
     stats_every: Duration,
+    node: String,
+    announce_every: Duration,
 }
 
 impl WorkerBuilder {
+    /// The node id it announces itself as (default `{hostname}-{pid}`, the owner
+    /// name job executions record).
+    pub fn node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    /// How often it announces itself (default 3 s); an announcement lasts three
+    /// times as long.
+    pub fn announce_every(mut self, d: Duration) -> Self {
+        self.announce_every = d.max(Duration::from_millis(50));
+        self
+    }
+
     /// Serves `queue` with up to `concurrency` tasks at once.
     pub fn queue(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
         self.queues.push((queue.into(), concurrency.max(1)));
@@ -383,6 +403,12 @@ impl WorkerBuilder {
             queues.iter().map(|q| q.0.clone()).collect(),
             self.stats_every,
         ));
+        let presence = Presence::start(
+            self.broker.clone(),
+            self.node.clone(),
+            queues.iter().map(|q| q.0.clone()).collect(),
+            self.announce_every,
+        );
         let mut loops = Vec::new();
         let handlers: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         for (q, concurrency) in queues {
@@ -406,6 +432,7 @@ impl WorkerBuilder {
             stats,
             ack_tx,
             grace: self.grace,
+            presence,
         }
     }
 }
@@ -426,6 +453,8 @@ impl Worker {
             grace: Duration::from_secs(30),
             batch: 100,
             stats_every: Duration::from_secs(5),
+            node: default_node(),
+            announce_every: Duration::from_secs(3),
         }
     }
 }
@@ -463,6 +492,7 @@ pub struct WorkerHandle {
     stats: JoinHandle<()>,
     ack_tx: mpsc::UnboundedSender<Completion>,
     grace: Duration,
+    presence: Presence,
 }
 
 impl fmt::Debug for WorkerHandle {
@@ -483,8 +513,14 @@ impl WorkerHandle {
             .len()
     }
 
+    /// The node id it announces itself as.
+    pub fn node(&self) -> &str {
+        self.presence.node()
+    }
+
     /// Stops leasing, waits up to the grace period for in-flight handlers, gives
-    /// the leases of the rest back, flushes acknowledgements, and returns.
+    /// the leases of the rest back, flushes acknowledgements, withdraws its
+    /// announcement, and returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for l in self.loops {
@@ -538,6 +574,92 @@ impl WorkerHandle {
         }
         self.heart.abort();
         self.stats.abort();
+        self.presence.leave().await;
+    }
+}
+
+/// `{hostname}-{pid}`: the node id workers announce (and job executions record
+/// as their owner).
+pub fn default_node() -> String {
+    let host = sluice_core::host_name().unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// A node's announcement loop: [`Broker::announce`] at once and then every
+/// `every`, each lasting three times as long; [`leave`](Self::leave) stops it
+/// and withdraws the announcement. Workers run one; a process that runs a job
+/// itself runs one with no queues, so its executions show as owned by a live
+/// node. Failures are logged and tried again at the next beat.
+pub struct Presence {
+    node: String,
+    broker: Arc<dyn Broker>,
+    beat: JoinHandle<()>,
+}
+
+impl fmt::Debug for Presence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Presence")
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl Presence {
+    /// Starts announcing `node` as serving `queues` on the current tokio runtime.
+    pub fn start(
+        broker: Arc<dyn Broker>,
+        node: String,
+        queues: Vec<String>,
+        every: Duration,
+    ) -> Presence {
+        let started_at = sluice_core::Clock::now_millis(&sluice_core::SystemClock);
+        let beat = WorkerBeat {
+            node: node.clone(),
+            queues,
+            started_at,
+        };
+        let b = broker.clone();
+        let task = tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                match b.announce(&beat, every * 3).await {
+                    Ok(()) => {
+                        if failing {
+                            tracing::info!(node = %beat.node, "worker announcement back");
+                        }
+                        failing = false;
+                    }
+                    Err(e) if !failing => {
+                        tracing::warn!(node = %beat.node, error = %e,
+                            "could not announce this worker; trying again");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        Presence {
+            node,
+            broker,
+            beat: task,
+        }
+    }
+
+    /// The node id it announces.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Stops announcing and withdraws the announcement (a failure is logged: the
+    /// announcement then runs out by itself).
+    pub async fn leave(self) {
+        self.beat.abort();
+        let _ = self.beat.await;
+        if let Err(e) = self.broker.withdraw(&self.node).await {
+            tracing::warn!(node = %self.node, error = %e,
+                "could not withdraw this worker's announcement; it runs out by itself");
+        }
     }
 }
 

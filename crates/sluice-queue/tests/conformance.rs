@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice_queue::{
-    Broker, Completion, FailOutcome, Lease, LeaseRef, NewTask, QueueError, QueueStats, TaskId,
-    TaskState,
+    Broker, CancelOutcome, Completion, FailOutcome, Lease, LeaseRef, NewTask, QueueError,
+    QueueStats, TaskId, TaskState, WorkerBeat,
 };
 
 /// Each case as `redis::case`, `sqlite::case` and `postgres::case`.
@@ -65,6 +65,9 @@ conformance!(
     long_delay_is_delivered_once,
     queues_lists_queues_in_use,
     invalid_tasks_are_refused,
+    workers_announce_run_out_and_withdraw,
+    cancel_deletes_only_a_waiting_task,
+    running_lists_leases_with_their_end,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -672,4 +675,104 @@ mod sql_bulk {
         let backend = crate::common::postgres().await;
         bulk(backend.broker.clone()).await;
     }
+}
+
+/// Issue #14 point 3: an announcement lasts its TTL (another one extends it), a
+/// withdrawn or run-out one is not listed, and `serves` tells the queues apart.
+async fn workers_announce_run_out_and_withdraw(b: Arc<dyn Broker>) {
+    assert!(b.workers().await.unwrap().is_empty());
+    let beat = |node: &str, queues: &[&str]| WorkerBeat {
+        node: node.into(),
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        started_at: 1_000,
+    };
+    b.announce(&beat("node-a", &["jobs", "partitions"]), LONG)
+        .await
+        .unwrap();
+    b.announce(&beat("node-b", &["partitions"]), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let live = b.workers().await.unwrap();
+    let nodes: Vec<&str> = live.iter().map(|w| w.node.as_str()).collect();
+    assert_eq!(nodes, ["node-a", "node-b"]);
+    assert!(live[0].serves("jobs") && live[0].serves("partitions"));
+    assert!(!live[1].serves("jobs"));
+    assert_eq!(live[0].started_at, 1_000);
+    assert!(live[0].expires_at > live[0].seen_at, "{:?}", live[0]);
+    // node-b stops announcing: it runs out.
+    let start = Instant::now();
+    while b.workers().await.unwrap().len() > 1 {
+        assert!(start.elapsed() < LONG, "node-b never ran out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A new announcement replaces the queues; a withdrawn worker is gone.
+    b.announce(&beat("node-a", &["jobs"]), LONG).await.unwrap();
+    let live = b.workers().await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].queues, ["jobs"]);
+    b.withdraw("node-a").await.unwrap();
+    assert!(b.workers().await.unwrap().is_empty());
+    b.withdraw("never-there").await.unwrap();
+}
+
+/// Issue #14 point 3: a ready or delayed task is deleted; a leased one is left
+/// running; a dead one and an unknown id are reported as such.
+async fn cancel_deletes_only_a_waiting_task(b: Arc<dyn Broker>) {
+    let q = "cancels";
+    let ready = put(&b, NewTask::new("t", json!(1)).queue(q)).await;
+    let delayed = put(
+        &b,
+        NewTask::new("t", json!(2))
+            .queue(q)
+            .delay(Duration::from_secs(3600)),
+    )
+    .await;
+    assert_eq!(b.cancel(q, ready).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(
+        b.cancel(q, delayed).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert!(b.status(q, ready).await.unwrap().is_none());
+    assert!(b.status(q, delayed).await.unwrap().is_none());
+    assert_eq!(b.stats(q).await.unwrap(), stats(0, 0, 0, 0));
+    assert_eq!(b.cancel(q, ready).await.unwrap(), CancelOutcome::Unknown);
+
+    let running = put(&b, NewTask::new("t", json!(3)).queue(q).max_attempts(1)).await;
+    let leases = lease_within(b.as_ref(), q, 1, LONG, LONG).await;
+    assert_eq!(leases.len(), 1);
+    assert_eq!(b.cancel(q, running).await.unwrap(), CancelOutcome::Running);
+    let st = b.status(q, running).await.unwrap().unwrap();
+    assert_eq!(st.state, TaskState::Running);
+    // The worker's lease still holds: it fails the task to the dead letters.
+    assert_eq!(
+        b.fail(&leases[0].as_ref(), "boom", None).await.unwrap(),
+        FailOutcome::Dead
+    );
+    assert_eq!(
+        b.cancel(q, running).await.unwrap(),
+        CancelOutcome::Finished(TaskState::Dead)
+    );
+    assert_eq!(b.stats(q).await.unwrap(), stats(0, 0, 0, 1));
+}
+
+/// Issue #14 point 7: the leased tasks of a queue with the ends of their leases.
+async fn running_lists_leases_with_their_end(b: Arc<dyn Broker>) {
+    let q = "leases";
+    assert!(b.running(q, 10).await.unwrap().is_empty());
+    let a = put(&b, NewTask::new("t", json!(1)).queue(q)).await;
+    let c = put(&b, NewTask::new("t", json!(2)).queue(q)).await;
+    put(&b, NewTask::new("t", json!(3)).queue(q)).await;
+    let leases = lease_within(b.as_ref(), q, 2, LONG, LONG).await;
+    assert_eq!(leases.len(), 2);
+    let running = b.running(q, 10).await.unwrap();
+    let mut ids: Vec<TaskId> = running.iter().map(|r| r.id).collect();
+    ids.sort();
+    let mut want = vec![a, c];
+    want.sort();
+    assert_eq!(ids, want);
+    for r in &running {
+        let l = leases.iter().find(|l| l.task.id == r.id).unwrap();
+        assert_eq!(r.lease_until, l.deadline, "{r:?}");
+    }
+    assert_eq!(b.running(q, 1).await.unwrap().len(), 1);
 }

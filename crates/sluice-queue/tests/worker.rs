@@ -420,6 +420,7 @@ on_brokers!(
     heartbeats_keep_a_long_task_and_delays_wait_outside_leases,
     shutdown_finishes_in_flight_and_gives_back_the_rest,
     typed_tasks_and_rate_limits,
+    a_worker_announces_its_queues_and_withdraws_at_shutdown,
 );
 
 /// Two workers (think: two nodes) share one rate limit through Redis: together
@@ -451,4 +452,30 @@ async fn a_rate_limit_on_redis_is_shared_by_every_worker() {
     for w in workers {
         w.shutdown().await;
     }
+}
+
+/// Issue #14 point 3: a started worker is listed as live with its node id and
+/// queues (at once, before any task), and a clean shutdown removes it.
+async fn a_worker_announces_its_queues_and_withdraws_at_shutdown(broker: Arc<dyn Broker>) {
+    let w = worker(&broker, "announced", 1)
+        .queue("also", 1)
+        .node("node-under-test")
+        .announce_every(Duration::from_millis(100))
+        .start();
+    assert_eq!(w.node(), "node-under-test");
+    assert!(
+        until(Duration::from_secs(10), async || {
+            broker
+                .workers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|l| l.node == "node-under-test" && l.serves("announced") && l.serves("also"))
+        })
+        .await,
+        "{:?}",
+        broker.workers().await
+    );
+    w.shutdown().await;
+    assert!(broker.workers().await.unwrap().is_empty());
 }

@@ -1,6 +1,8 @@
 //! `sluice`: a caching gateway and batch engine for slow, quota-limited APIs.
 //!
-//! Exit codes: 0 success; 1 runtime failure; 2 bad arguments or invalid config.
+//! Exit codes: 0 success; 1 runtime failure; 2 bad arguments or invalid config;
+//! `job run` also 3 (already running or completed), 4 (STOPPED), 75 (the follower
+//! gave up waiting for the broker or repository) and 130 (interrupted).
 
 use std::process::ExitCode;
 

@@ -713,7 +713,7 @@ async fn job_runs_go_through_the_queue_to_a_serve_worker() {
     let Load { dir, cfg, data, .. } = load(3_000);
     let server = serve(&cfg);
 
-    let out = sluice(&cfg, &["run", "air-load"]);
+    let out = sluice(&cfg, &["run", "--queue", "air-load"]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("enqueued job air-load as task"), "{stdout}");
@@ -734,7 +734,7 @@ async fn job_runs_go_through_the_queue_to_a_serve_worker() {
     // A run that fails (its file is missing) is dead-lettered with its error.
     let missing = dir.path().join("later.csv");
     let p = format!("file={}", missing.display());
-    let out = sluice(&cfg, &["run", "air-load", "-p", &p]);
+    let out = sluice(&cfg, &["run", "--queue", "air-load", "-p", &p]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

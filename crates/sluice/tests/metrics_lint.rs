@@ -434,4 +434,31 @@ impl Broker for RefusedHeartbeats {
     async fn purge_dead(&self, queue: &str) -> Result<u64, QueueError> {
         self.0.purge_dead(queue).await
     }
+    async fn announce(
+        &self,
+        beat: &sluice_queue::WorkerBeat,
+        ttl: Duration,
+    ) -> Result<(), QueueError> {
+        self.0.announce(beat, ttl).await
+    }
+    async fn withdraw(&self, node: &str) -> Result<(), QueueError> {
+        self.0.withdraw(node).await
+    }
+    async fn workers(&self) -> Result<Vec<sluice_queue::LiveWorker>, QueueError> {
+        self.0.workers().await
+    }
+    async fn cancel(
+        &self,
+        queue: &str,
+        id: TaskId,
+    ) -> Result<sluice_queue::CancelOutcome, QueueError> {
+        self.0.cancel(queue, id).await
+    }
+    async fn running(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> Result<Vec<sluice_queue::RunningTask>, QueueError> {
+        self.0.running(queue, limit).await
+    }
 }

@@ -32,3 +32,6 @@ mod metrics_lint;
 
 // Exactly once into any database: sql_append / sql_upsert into SQLite, PostgreSQL, MariaDB, aborted between commits or killed -9.
 mod exactly_once;
+
+// `job run` locally or through a live worker, Ctrl-C, `task cancel`, `queue list`, followers across outages, owner gone.
+mod follow;

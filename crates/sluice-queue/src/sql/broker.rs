@@ -399,6 +399,26 @@ impl Broker for SqlBroker {
         )
         .await
     }
+
+    async fn announce(&self, beat: &WorkerBeat, ttl: Duration) -> Result<(), QueueError> {
+        self.announce_worker(beat, ttl).await
+    }
+
+    async fn withdraw(&self, node: &str) -> Result<(), QueueError> {
+        self.withdraw_worker(node).await
+    }
+
+    async fn workers(&self) -> Result<Vec<LiveWorker>, QueueError> {
+        self.live_workers().await
+    }
+
+    async fn cancel(&self, queue: &str, id: TaskId) -> Result<CancelOutcome, QueueError> {
+        self.cancel_task(queue, id).await
+    }
+
+    async fn running(&self, queue: &str, limit: usize) -> Result<Vec<RunningTask>, QueueError> {
+        self.running_tasks(queue, limit).await
+    }
 }
 
 /// A PostgreSQL statement over `leases`: their ids bound to `$1` and their tokens

@@ -28,6 +28,9 @@
 //!   argument; a bulk enqueue is a few multi-row `INSERT`s in one transaction.
 //! - **Random tokens** come from `gen_random_uuid()` or `randomblob(16)`.
 //!
+//! Worker announcements are rows of `sluice_workers`, one per node, upserted with
+//! an expiry; rows past it are ignored and deleted by the next announcement.
+//!
 //! Completed tasks with a result TTL stay as `completed` rows until their
 //! `expires_at`; a lease deletes a bounded number of expired rows and keys at most
 //! every few seconds.
@@ -50,7 +53,9 @@ use sqlx::Row as _;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
-use crate::broker::{Broker, LeaseRequest, QueueError};
+use crate::broker::{
+    Broker, CancelOutcome, LeaseRequest, LiveWorker, QueueError, RunningTask, WorkerBeat,
+};
 use crate::task::{
     Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, NewTask, QueueStats, TaskId,
     TaskState, TaskStatus,
@@ -64,6 +69,7 @@ const PG_CONNECTIONS: u32 = 16;
 
 mod broker;
 mod enqueue;
+mod presence;
 mod rows;
 mod statement;
 #[cfg(test)]
@@ -90,7 +96,10 @@ const ID_CHUNK: usize = 500;
 const MIGRATOR: Migrator = Migrator::new(
     "sluice_queue_migrations",
     0x736C_7569_6365_5155,
-    &[Migration::new(1, include_str!("0001_init.sql"))],
+    &[
+        Migration::new(1, include_str!("0001_init.sql")),
+        Migration::new(2, include_str!("0002_workers.sql")),
+    ],
 );
 
 /// The broker's pools. On SQLite one connection writes (so this process's

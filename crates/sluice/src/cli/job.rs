@@ -11,10 +11,11 @@ use sluice_batch::model::{BatchStatus, JobExecution, StepCounts, StepExecution};
 use sluice_batch::repository::RepoError;
 use sluice_batch::step::Progress;
 use sluice_batch::{JobRunner, RunOptions};
+use sluice_queue::LiveWorker;
 
 use crate::config::{JOBS_QUEUE, PARTITIONS_QUEUE};
 use crate::runtime::Runtime;
-use crate::runtime::job_task::{JobRunInput, JobRunOutput, job_run_task};
+use crate::runtime::job_task::JobRunInput;
 use crate::runtime::params::{self, Origin};
 
 /// `sluice job …`
@@ -22,9 +23,15 @@ use crate::runtime::params::{self, Origin};
 pub enum JobCommand {
     /// The configured jobs, their steps and their last execution.
     List,
-    /// Runs a job (or restarts its failed, stopped or dead last execution): enqueues
-    /// a `job.run` task for a worker (`sluice serve`) and follows it; `--local` runs
-    /// it in this process.
+    /// Runs a job (or restarts its failed, stopped or dead last execution). When a
+    /// live worker (`sluice serve`) serves the `jobs` queue, enqueues a `job.run`
+    /// task and follows it; else runs it in this process. `--local` and `--queue`
+    /// force either.
+    ///
+    /// Exit codes: 0 COMPLETED, 1 FAILED (or another error), 3 already running or
+    /// already completed, 4 STOPPED, 75 the follower gave up waiting for the broker
+    /// or the repository (the task goes on), 130 interrupted (Ctrl-C: a task no
+    /// worker had started is cancelled, a running one keeps running).
     Run {
         /// The job's name.
         name: String,
@@ -34,9 +41,16 @@ pub enum JobCommand {
         /// Run a COMPLETED instance again from the start.
         #[arg(long)]
         rerun: bool,
-        /// Run in this process instead of through the queue.
-        #[arg(long)]
+        /// Run in this process, even when a worker is live.
+        #[arg(long, conflicts_with = "queue")]
         local: bool,
+        /// Enqueue it for a worker, even when none is live (it waits for one).
+        #[arg(long)]
+        queue: bool,
+        /// How long the follower rides out a broker or repository outage before
+        /// it gives up (exit 75; the task goes on).
+        #[arg(long, default_value = "3m", value_parser = crate::config::parse_duration)]
+        follow_timeout: Duration,
     },
     /// One execution with its steps, or the running and recent executions.
     Status {
@@ -85,121 +99,6 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     Ok((k.to_owned(), v.to_owned()))
 }
 
-/// Enqueues a `job.run` task and follows it until it completes or dies.
-async fn enqueue_and_follow(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, String> {
-    use sluice_queue::TaskState;
-    let name = input.job.as_str();
-    // A typo fails here, before anything is enqueued.
-    rt.job(name, &input.params)?;
-    let broker = rt.broker().await?;
-    let repo = rt.repository().await?;
-    let task = job_run_task(&input);
-    let id = broker.enqueue(task).await.map_err(|e| e.to_string())?.id;
-    outln!("enqueued job {name} as task {id} on queue {JOBS_QUEUE}");
-    let started = Instant::now();
-    let mut last_state = None;
-    let mut last_line = String::new();
-    let mut hinted = false;
-    let signal = crate::serve::shutdown_signal();
-    tokio::pin!(signal);
-    loop {
-        let Some(st) = broker
-            .status(JOBS_QUEUE, id)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            return Err(format!("task {id} disappeared from the queue (purged?)"));
-        };
-        if last_state != Some(st.state) {
-            let attempt = if st.task.attempt > 0 {
-                format!(" (attempt {}/{})", st.task.attempt, st.task.max_attempts)
-            } else {
-                String::new()
-            };
-            outln!("task {id}: {}{attempt}", st.state);
-            if let (Some(e), TaskState::Delayed) = (&st.task.last_error, st.state) {
-                outln!("  last error: {e}");
-            }
-            last_state = Some(st.state);
-        }
-        match st.state {
-            TaskState::Completed => {
-                let out: Option<JobRunOutput> =
-                    st.result.and_then(|r| serde_json::from_value(r).ok());
-                let Some(out) = out else {
-                    return Err(format!("task {id} completed without a readable result"));
-                };
-                if out.status == "ALREADY_COMPLETED" {
-                    eprintln!(
-                        "job {name}: this instance COMPLETED as execution {}; run with --rerun to run it again",
-                        out.execution
-                    );
-                    return Ok(ExitCode::from(3));
-                }
-                if let Ok((e, steps)) = repo.execution(out.execution).await {
-                    print_execution(&e);
-                    print_steps(&steps);
-                }
-                outln!("took {:.1?}", started.elapsed());
-                return Ok(if out.status == "COMPLETED" {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(4)
-                });
-            }
-            TaskState::Dead => {
-                eprintln!(
-                    "job {name} failed: {}",
-                    st.task.last_error.unwrap_or_default()
-                );
-                eprintln!("(retry it with `sluice queue dlq retry {id}`)");
-                return Ok(ExitCode::from(1));
-            }
-            TaskState::Running => {
-                if let Ok(list) = repo.executions(Some(name), 1).await
-                    && let Some(e) = list.first()
-                {
-                    let steps = repo.execution(e.id).await.map(|x| x.1).unwrap_or_default();
-                    let line = steps
-                        .iter()
-                        .map(|s| {
-                            format!(
-                                "{} {} read {} written {}",
-                                s.step_name, s.status, s.counts.read, s.counts.written
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    let line = format!("  execution #{} {}: {line}", e.id, e.status);
-                    if line != last_line {
-                        outln!("{line}");
-                        last_line = line;
-                    }
-                }
-            }
-            TaskState::Ready | TaskState::Delayed => {
-                if !hinted
-                    && st.state == TaskState::Ready
-                    && started.elapsed() > Duration::from_secs(5)
-                {
-                    eprintln!(
-                        "waiting for a worker: no `sluice serve` with workers has taken the task yet \
-                         (or run it here with `sluice job run {name} --local`)"
-                    );
-                    hinted = true;
-                }
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(300)) => {}
-            () = &mut signal => {
-                eprintln!("stopped following; the task goes on: `sluice task status {id}`");
-                return Ok(ExitCode::from(1));
-            }
-        }
-    }
-}
-
 /// Runs `sluice job …`.
 ///
 /// # Errors
@@ -242,6 +141,8 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
             params,
             rerun,
             local,
+            queue,
+            follow_timeout,
         } => {
             let given = params.into_iter().collect();
             let p = params::resolve(settings, &name, Origin::Manual(&given))?;
@@ -250,10 +151,19 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
                 params: p,
                 rerun,
             };
-            if local {
-                run_job(rt, input).await
+            let enqueue = if local {
+                false
+            } else if queue {
+                true
             } else {
-                enqueue_and_follow(rt, input).await
+                // A typo fails here, before the broker is asked.
+                rt.job(&input.job, &input.params)?;
+                a_worker_serves_jobs(rt).await
+            };
+            if enqueue {
+                super::follow::enqueue_and_follow(rt, input, follow_timeout).await
+            } else {
+                run_job(rt, input).await
             }
         }
         JobCommand::Restart { exec } => {
@@ -276,6 +186,11 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
             let repo = rt.repository().await?;
             let (e, steps) = repo.execution(id).await.map_err(|e| e.to_string())?;
             print_execution(&e);
+            if let Some(live) = live_workers(rt, &[&e]).await
+                && let Some(line) = owner_gone(&e, &live)
+            {
+                outln!("  {line}");
+            }
             print_steps(&steps);
             Ok(ExitCode::SUCCESS)
         }
@@ -283,6 +198,12 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
             let repo = rt.repository().await?;
             let list = repo.executions(None, 20).await.map_err(|e| e.to_string())?;
             print_executions(&list);
+            let live = live_workers(rt, &list.iter().collect::<Vec<_>>()).await;
+            for e in &list {
+                if let Some(line) = live.as_deref().and_then(|l| owner_gone(e, l)) {
+                    outln!("  #{}: {line}", e.id);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::History { name, limit } => {
@@ -343,6 +264,18 @@ async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, Stri
     } else {
         None
     };
+    // Announce this process (serving no queue) so that `job status` elsewhere
+    // sees the execution's owner alive; the partition worker announces it when
+    // there is one. Best effort: a run needs no broker.
+    let presence = match (&partition_worker, rt.broker().await) {
+        (None, Ok(b)) => Some(sluice_queue::Presence::start(
+            b,
+            sluice_queue::default_node(),
+            Vec::new(),
+            Duration::from_secs(3),
+        )),
+        _ => None,
+    };
     let runner = JobRunner::new(repo).lease(settings.jobs.lease);
     let bars = Bars::default();
     let started = Instant::now();
@@ -365,6 +298,9 @@ async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, Stri
     signals.abort();
     if let Some(w) = partition_worker {
         w.shutdown().await;
+    }
+    if let Some(p) = presence {
+        p.leave().await;
     }
     let report = match result {
         Ok(r) => r,
@@ -443,13 +379,83 @@ impl Progress for Bars {
     }
 }
 
-fn time(ms: Option<i64>) -> String {
+/// Whether a live worker serves the `jobs` queue; says what `job run` does
+/// about it.
+async fn a_worker_serves_jobs(rt: &Arc<Runtime>) -> bool {
+    let workers = match rt.broker().await {
+        Ok(b) => b.workers().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match workers {
+        Ok(list) => match list.iter().find(|w| w.serves(JOBS_QUEUE)) {
+            Some(w) => {
+                outln!(
+                    "worker {} serves queue {JOBS_QUEUE}: enqueueing the job for it (`--local` runs it here)",
+                    w.node
+                );
+                true
+            }
+            None => {
+                outln!(
+                    "no live worker serves queue {JOBS_QUEUE}: running the job in this process (`--queue` enqueues it instead)"
+                );
+                false
+            }
+        },
+        Err(e) => {
+            outln!("cannot ask the broker for live workers ({e}): running the job in this process");
+            false
+        }
+    }
+}
+
+/// The live workers, when any of `list` is running (`None` when none is, or the
+/// broker cannot tell).
+async fn live_workers(rt: &Runtime, list: &[&JobExecution]) -> Option<Vec<LiveWorker>> {
+    if !list.iter().any(|e| e.status.is_running()) {
+        return None;
+    }
+    rt.broker().await.ok()?.workers().await.ok()
+}
+
+/// The owner line of a running execution whose owner announces itself nowhere
+/// among `live`: `owner gone, lease ends at …` (the next run marks it ABANDONED
+/// once the lease ended). `None` when it is not running or its owner is live.
+fn owner_gone(e: &JobExecution, live: &[LiveWorker]) -> Option<String> {
+    if !e.status.is_running() || e.owner.is_empty() || live.iter().any(|w| w.node == e.owner) {
+        return None;
+    }
+    Some(lease_line(&e.owner, e.lease_until))
+}
+
+/// `owner gone, lease ends at …` (or `ended at`, when it is past).
+pub(super) fn lease_line(owner: &str, lease_until: Option<i64>) -> String {
+    let now = sluice_core::Clock::now_millis(&sluice_core::SystemClock);
+    let ended = lease_until.is_some_and(|t| t <= now);
+    format!(
+        "owner gone{}, lease {} at {}{}",
+        if owner.is_empty() {
+            String::new()
+        } else {
+            format!(" ({owner})")
+        },
+        if ended { "ended" } else { "ends" },
+        time(lease_until),
+        if ended {
+            "; the next run marks it ABANDONED and resumes it"
+        } else {
+            ""
+        }
+    )
+}
+
+pub(super) fn time(ms: Option<i64>) -> String {
     ms.and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "-".into())
 }
 
-fn print_execution(e: &JobExecution) {
+pub(super) fn print_execution(e: &JobExecution) {
     let params: Vec<String> = e.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     outln!(
         "execution {}  job {}  [{}]  {}  started {}  ended {}{}",
@@ -467,7 +473,7 @@ fn print_execution(e: &JobExecution) {
     );
 }
 
-fn print_steps(steps: &[StepExecution]) {
+pub(super) fn print_steps(steps: &[StepExecution]) {
     /// The width of each count's column, in [`StepCounts::NAMES`] order.
     const WIDTHS: [usize; 7] = [10, 10, 9, 10, 8, 8, 9];
     let row = |step: &str, status: &str, counts: [String; 7]| {

@@ -16,6 +16,7 @@ use crate::runtime::Runtime;
 use crate::telemetry::LogFormat;
 
 pub mod check;
+pub mod follow;
 pub mod job;
 pub mod out;
 pub mod queue;

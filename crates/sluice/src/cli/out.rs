@@ -21,3 +21,14 @@ fn gone(e: &io::Error) -> ! {
     let _ = writeln!(io::stderr(), "error: cannot write the output: {e}");
     std::process::exit(1);
 }
+
+/// Writes `value` as one line of JSON to stdout (as [`line`] does).
+pub fn json<T: serde::Serialize + ?Sized>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(text) => line(format_args!("{text}")),
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "error: cannot write the output as JSON: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use sluice_queue::TaskId;
+use sluice_queue::{Broker, TaskId};
 
 use crate::config::JOBS_QUEUE;
 use crate::runtime::Runtime;
@@ -11,8 +11,16 @@ use crate::runtime::Runtime;
 /// `sluice queue …`
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// Counts of every queue: ready, delayed, running, dead.
+    /// Counts of every queue: ready, delayed, running, dead; a running task of a
+    /// queue no live worker serves shows as `owner gone, lease ends at …`.
     Stats,
+    /// Every queue with its counts, and the live workers with the queues they
+    /// serve.
+    List {
+        /// One JSON document: `{"queues": [...], "workers": [...]}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// The dead-letter queue.
     Dlq {
         /// What to do.
@@ -53,6 +61,100 @@ pub enum DlqCommand {
     },
 }
 
+/// The `task ID: owner gone, lease ends at …` lines of `queue`'s running tasks
+/// when no live worker serves it (with a live one, the owner cannot be told).
+async fn owners_gone(broker: &dyn Broker, queue: &str, running: u64) -> Vec<String> {
+    if running == 0 {
+        return Vec::new();
+    }
+    let Ok(live) = broker.workers().await else {
+        return Vec::new();
+    };
+    if live.iter().any(|w| w.serves(queue)) {
+        return Vec::new();
+    }
+    let Ok(tasks) = broker.running(queue, 20).await else {
+        return Vec::new();
+    };
+    tasks
+        .into_iter()
+        .map(|t| {
+            format!(
+                "task {}: {}",
+                t.id,
+                super::job::lease_line("", Some(t.lease_until))
+            )
+        })
+        .collect()
+}
+
+/// `sluice queue list`: queues with counts, then the live workers.
+async fn list(broker: &dyn Broker, json: bool) -> Result<ExitCode, String> {
+    let e = |e: sluice_queue::QueueError| e.to_string();
+    let mut queues = Vec::new();
+    for q in broker.queues().await.map_err(e)? {
+        let s = broker.stats(&q).await.map_err(e)?;
+        queues.push((q, s));
+    }
+    let workers = broker.workers().await.map_err(e)?;
+    if json {
+        let queues: Vec<serde_json::Value> = queues
+            .iter()
+            .map(|(q, s)| {
+                serde_json::json!({
+                    "name": q,
+                    "ready": s.ready,
+                    "delayed": s.delayed,
+                    "running": s.running,
+                    "dead": s.dead,
+                    "workers": workers.iter().filter(|w| w.serves(q)).map(|w| &w.node).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        super::out::json(&serde_json::json!({ "queues": queues, "workers": workers }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if queues.is_empty() {
+        outln!("no queue has held a task yet");
+    } else {
+        outln!(
+            "{:<20} {:>8} {:>8} {:>8} {:>8}  workers",
+            "queue",
+            "ready",
+            "delayed",
+            "running",
+            "dead"
+        );
+    }
+    for (q, s) in &queues {
+        let serving = workers.iter().filter(|w| w.serves(q)).count();
+        outln!(
+            "{q:<20} {:>8} {:>8} {:>8} {:>8}  {serving}",
+            s.ready,
+            s.delayed,
+            s.running,
+            s.dead
+        );
+    }
+    if workers.is_empty() {
+        outln!("no live worker (start one with `sluice serve`)");
+    }
+    for w in &workers {
+        let queues = if w.queues.is_empty() {
+            "no queue (runs a job in its own process)".to_owned()
+        } else {
+            format!("queues {}", w.queues.join(", "))
+        };
+        outln!(
+            "worker {}  {queues}  started {}  seen {}",
+            w.node,
+            super::job::time(Some(w.started_at)),
+            super::job::time(Some(w.seen_at))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `sluice queue …`.
 ///
 /// # Errors
@@ -85,9 +187,13 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
                     s.running,
                     s.dead
                 );
+                for line in owners_gone(broker, &q, s.running).await {
+                    outln!("  {line}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
+        QueueCommand::List { json } => list(broker, json).await,
         QueueCommand::Dlq {
             cmd: DlqCommand::List { queue, limit },
         } => {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use sluice_queue::{Broker, TaskId, TaskStatus};
+use sluice_queue::{Broker, CancelOutcome, TaskId, TaskStatus};
 
 use crate::runtime::Runtime;
 
@@ -12,6 +12,15 @@ use crate::runtime::Runtime;
 pub enum TaskCommand {
     /// A task's state, attempts, last error and result.
     Status {
+        /// The task's id.
+        id: TaskId,
+        /// Its queue (default: look in every queue).
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Cancels a task no worker has started (ready or delayed): it is deleted.
+    /// A running or finished task is refused (exit 1).
+    Cancel {
         /// The task's id.
         id: TaskId,
         /// Its queue (default: look in every queue).
@@ -81,7 +90,10 @@ pub fn print_task(s: &TaskStatus) {
 ///
 /// The broker's errors; an unknown task.
 pub async fn run(cmd: TaskCommand, rt: &Runtime) -> Result<ExitCode, String> {
-    let TaskCommand::Status { id, queue } = cmd;
+    let (id, queue) = match cmd {
+        TaskCommand::Status { id, queue } => (id, queue),
+        TaskCommand::Cancel { id, queue } => return cancel(rt, id, queue).await,
+    };
     let broker = rt.broker().await?;
     match find_task(broker.as_ref(), id, queue.as_deref()).await? {
         Some(s) => {
@@ -91,5 +103,31 @@ pub async fn run(cmd: TaskCommand, rt: &Runtime) -> Result<ExitCode, String> {
         None => Err(format!(
             "task {id} is unknown: never enqueued here, or completed without a result TTL, or its result expired"
         )),
+    }
+}
+
+/// `sluice task cancel ID`: deletes a waiting task; refuses a running or
+/// finished one.
+async fn cancel(rt: &Runtime, id: TaskId, queue: Option<String>) -> Result<ExitCode, String> {
+    let broker = rt.broker().await?;
+    let Some(found) = find_task(broker.as_ref(), id, queue.as_deref()).await? else {
+        return Err(format!(
+            "task {id} is unknown: never enqueued here, already cancelled, or completed"
+        ));
+    };
+    let q = found.task.queue.clone();
+    match broker.cancel(&q, id).await.map_err(|e| e.to_string())? {
+        CancelOutcome::Cancelled => {
+            outln!("cancelled task {id} on queue {q} (no worker had started it)");
+            Ok(ExitCode::SUCCESS)
+        }
+        CancelOutcome::Running => Err(format!(
+            "task {id} is running on a worker and cannot be cancelled; a job run stops with \
+             `sluice job stop EXEC` (see `sluice job status`)"
+        )),
+        CancelOutcome::Finished(st) => {
+            Err(format!("task {id} already ended ({st}): nothing to cancel"))
+        }
+        _ => Err(format!("task {id} is no longer on queue {q}")),
     }
 }
