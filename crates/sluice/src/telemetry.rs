@@ -34,11 +34,27 @@ pub fn init_logs(format: LogFormat, default_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(|| BarAware);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Stderr for log lines: each line is written with `job run`'s progress bar
+/// cleared and drawn again after it (see [`crate::cli::progress::suspended`]),
+/// so lines never tear the bar. The formatter writes one event at once.
+struct BarAware;
+
+impl std::io::Write for BarAware {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::cli::progress::suspended(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

@@ -12,6 +12,9 @@ mod config;
 // The binary: `check`, `serve` with JSON logs, graceful shutdown on SIGTERM.
 mod cli;
 
+// `job run`'s progress bar on a pseudo-terminal: bytes of a CSV, rates, whole log lines.
+mod progress;
+
 // `serve` at start: gateway-only configs touch no database; start failures come before listening.
 mod serve_start;
 

@@ -1,18 +1,17 @@
 //! `sluice job …`: run batch jobs and look into their repository.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 use sluice_batch::model::{BatchStatus, JobExecution, StepCounts, StepExecution};
 use sluice_batch::repository::RepoError;
-use sluice_batch::step::Progress;
 use sluice_batch::{JobRunner, RunOptions};
 use sluice_queue::LiveWorker;
 
+use super::progress::Bars;
 use crate::config::{JOBS_QUEUE, PARTITIONS_QUEUE};
 use crate::runtime::Runtime;
 use crate::runtime::job_task::JobRunInput;
@@ -286,7 +285,7 @@ async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, Stri
         let stop = stop.clone();
         tokio::spawn(async move {
             crate::serve::shutdown_signal().await;
-            eprintln!("stopping at the next chunk boundary…");
+            super::progress::suspended(|| eprintln!("stopping at the next chunk boundary…"));
             stop.store(true, Ordering::Relaxed);
         })
     };
@@ -322,61 +321,6 @@ async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, Stri
         BatchStatus::Stopped => ExitCode::from(4),
         _ => ExitCode::from(1),
     })
-}
-
-/// indicatif progress bars, one per step.
-#[derive(Default)]
-struct Bars {
-    bar: Mutex<Option<(ProgressBar, u64)>>,
-}
-
-impl Bars {
-    fn finish(&self) {
-        if let Ok(mut b) = self.bar.lock()
-            && let Some((bar, _)) = b.take()
-        {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl Progress for Bars {
-    fn step_started(&self, step: &str, total: Option<u64>, resumed: &StepCounts) {
-        let bar = match total {
-            Some(t) => ProgressBar::new(t).with_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {human_pos}/{human_len} items, {per_sec}, ETA {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            ),
-            None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{spinner} {msg} {human_pos} items, {per_sec}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            ),
-        };
-        bar.set_message(step.to_owned());
-        bar.set_position(resumed.read);
-        bar.reset_eta();
-        bar.enable_steady_tick(Duration::from_millis(200));
-        if let Ok(mut b) = self.bar.lock() {
-            if let Some((old, _)) = b.take() {
-                old.finish_and_clear();
-            }
-            *b = Some((bar, resumed.read));
-        }
-    }
-
-    fn chunk_committed(&self, _step: &str, counts: &StepCounts) {
-        if let Ok(b) = self.bar.lock()
-            && let Some((bar, _)) = b.as_ref()
-        {
-            bar.set_position(counts.read);
-        }
-    }
-
-    fn step_finished(&self, _step: &StepExecution) {
-        self.finish();
-    }
 }
 
 /// Whether a live worker serves the `jobs` queue; says what `job run` does

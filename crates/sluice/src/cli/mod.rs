@@ -19,6 +19,7 @@ pub mod check;
 pub mod follow;
 pub mod job;
 pub mod out;
+pub mod progress;
 pub mod queue;
 pub mod schedule;
 pub mod serve;
