@@ -1074,3 +1074,38 @@ async fn cache_writer_stamps_entries_on_the_gateways_clock() {
     let (_, cache, _) = gw_get(&gw, &get).await;
     assert!(!cache.starts_with("sluice; hit"), "{cache}");
 }
+
+/// An `http_pages` reader with a `total` reports its extent in items of that
+/// total (for `job run`'s bar): unknown before the first page, then
+/// `position / totalCount`, at the total when read to the end (issue #14
+/// point 8).
+#[tokio::test]
+async fn http_pages_report_their_extent_in_items_of_the_total() {
+    let sim = sim(45).await;
+    let mut r = opened(pages_reader(upstream(&sim, Up::default()), 10, true)).await;
+    assert_eq!(r.extent(), None, "no total before the first page");
+    let first = read_n(&mut r, 3).await;
+    assert_eq!(first.len(), 3);
+    let e = r.extent().expect("the total is known after a page");
+    assert_eq!(
+        (e.done, e.total, e.unit),
+        (3, 45, sluice_batch::ExtentUnit::Items)
+    );
+    read_all(&mut r).await;
+    let e = r.extent().unwrap();
+    assert_eq!((e.done, e.total), (45, 45));
+    // Without a total, no extent at all.
+    let mut r = opened(
+        HttpPagesReader::new(
+            upstream(&sim, Up::default()),
+            OP,
+            Jq::compile(".response.body.items[]").unwrap(),
+            Pagination::page("pageNo", "numOfRows", 10),
+        )
+        .query("sidoName", SIDO)
+        .query("returnType", "json"),
+    )
+    .await;
+    read_n(&mut r, 12).await;
+    assert_eq!(r.extent(), None);
+}
