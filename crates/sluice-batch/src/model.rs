@@ -235,6 +235,15 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// `ms` as an RFC 3339 UTC time with milliseconds (`2026-12-03T11:22:33.401Z`),
+/// the form every message that shows a repository time uses.
+pub fn format_millis(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms since the Unix epoch"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
 /// The canonical key of a parameter map (sorted JSON object).
 pub fn params_key(params: &Params) -> String {
     serde_json::to_string(params).unwrap_or_default()
@@ -268,5 +277,10 @@ mod tests {
         a.insert("b".into(), "2".into());
         a.insert("a".into(), "서울".into());
         assert_eq!(params_key(&a), r#"{"a":"서울","b":"2"}"#);
+    }
+
+    #[test]
+    fn times_are_shown_as_times() {
+        assert_eq!(format_millis(1_796_159_325_401), "2026-12-01T21:08:45.401Z");
     }
 }

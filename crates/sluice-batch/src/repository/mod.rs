@@ -36,7 +36,8 @@ pub use sql::SqlRepository;
 pub enum RepoError {
     /// Another live execution holds the instance.
     #[error(
-        "job {job:?} with these parameters is already running as execution {execution_id} (owner {owner}, lease until {lease_until} ms)"
+        "job {job:?} with these parameters is already running as execution {execution_id} (owner {owner}, lease until {until})",
+        until = crate::model::format_millis(*.lease_until)
     )]
     AlreadyRunning {
         /// The job's name.

@@ -23,7 +23,7 @@ use sluice_sql::{ConnectSettings, Db, DbKind, Journal, Migration, Migrator, Row,
 use super::{Heartbeat, Launch, RepoError, Repository};
 use crate::model::{
     BatchStatus, JobExecution, JobInstance, Millis, Params, SkipRecord, StepCounts, StepExecution,
-    params_key, truncate,
+    format_millis, params_key, truncate,
 };
 
 /// The largest `item` kept with a skip, in bytes (cut on a character boundary).
@@ -738,14 +738,6 @@ fn to_i64(v: u64) -> i64 {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
-}
-
-/// `ms` as an RFC 3339 UTC time, for messages.
-fn format_millis(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
-        || format!("{ms} ms"),
-        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    )
 }
 
 use sluice_core::{Secret, redact_url};
