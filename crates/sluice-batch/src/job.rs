@@ -7,6 +7,7 @@
 //!     ├─ heartbeat task: extends the lease every lease/3; learns of stop requests
 //!     └─ for each step, in order:
 //!          restarting and the step COMPLETED before ─▶ skipped
+//!          stop requested (read before every step and every chunk) ─▶ STOPPED
 //!          else start_step (resuming counts + checkpoint) ─▶ chunk loop / tasklet
 //!   finish_execution(COMPLETED | FAILED | STOPPED, exit message)
 //! ```
@@ -331,6 +332,11 @@ impl JobRunner {
                 steps.push(done.clone());
                 continue;
             }
+            if ctx.should_stop(exec_id).await {
+                // Between steps: the next one starts on restart.
+                outcome = Err(StepEnd::Stopped);
+                break;
+            }
             let (counts, checkpoint) = last
                 .map(|s| (s.counts, s.checkpoint))
                 .unwrap_or((StepCounts::default(), serde_json::Value::Null));
@@ -340,21 +346,15 @@ impl JobRunner {
                 .await?;
             let result = match step {
                 Step::Chunk(c) => c.run(&mut exec, &ctx).await,
-                Step::Tasklet { tasklet, .. } => {
-                    if stop.load(Ordering::Relaxed) {
-                        Err(StepEnd::Stopped)
-                    } else {
-                        match tasklet.execute().await {
-                            Ok(msg) => {
-                                exec.status = BatchStatus::Completed;
-                                exec.exit_message = msg;
-                                exec.counts.commits = 1;
-                                Ok(())
-                            }
-                            Err(e) => Err(StepEnd::Failed(format!("step {name}: {e}"))),
-                        }
+                Step::Tasklet { tasklet, .. } => match tasklet.execute().await {
+                    Ok(msg) => {
+                        exec.status = BatchStatus::Completed;
+                        exec.exit_message = msg;
+                        exec.counts.commits = 1;
+                        Ok(())
                     }
-                }
+                    Err(e) => Err(StepEnd::Failed(format!("step {name}: {e}"))),
+                },
             };
             exec.ended_at = Some(self.clock.now_millis());
             match &result {

@@ -225,6 +225,14 @@ pub trait Repository: Send + Sync {
     /// When the database fails.
     async fn request_stop(&self, execution_id: i64) -> Result<bool, RepoError>;
 
+    /// Whether a stop was requested for `execution_id` (a cheap read, made at
+    /// every chunk boundary and between steps).
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::NoSuchExecution`], or when the database fails.
+    async fn stop_requested(&self, execution_id: i64) -> Result<bool, RepoError>;
+
     /// Recent executions, newest first, of `job` (or all jobs).
     ///
     /// # Errors

@@ -558,6 +558,21 @@ impl Repository for SqlRepository {
         Ok(updated > 0)
     }
 
+    async fn stop_requested(&self, execution_id: i64) -> Result<bool, RepoError> {
+        let mut tx = self.read().await?;
+        let row = tx
+            .fetch_optional(
+                &Statement::new("SELECT stop_requested FROM batch_job_execution WHERE id = $1")
+                    .bind(execution_id),
+            )
+            .await?;
+        tx.commit().await?;
+        match row {
+            Some(r) => Ok(r.get("stop_requested")?),
+            None => Err(RepoError::NoSuchExecution(execution_id)),
+        }
+    }
+
     async fn executions(
         &self,
         job: Option<&str>,
