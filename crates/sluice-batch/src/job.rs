@@ -20,7 +20,9 @@ use async_trait::async_trait;
 use sluice_core::{Clock, SystemClock};
 use thiserror::Error;
 
-use crate::model::{BatchStatus, JobExecution, Params, StepCounts, StepExecution};
+use crate::model::{
+    BatchStatus, JobExecution, NonIdentifying, Params, StepCounts, StepExecution,
+};
 use crate::partition::PartitionError;
 use crate::repository::{Heartbeat, RepoError, Repository};
 use crate::step::{ChunkStep, Progress, StepContext, StepEnd};
@@ -196,6 +198,9 @@ pub struct RunOptions {
     /// Set it to stop the run at the next chunk boundary (STOPPED, restartable),
     /// e.g. from a SIGINT/SIGTERM handler.
     pub stop: Option<Arc<AtomicBool>>,
+    /// The parameters that do not identify the instance (recorded with the
+    /// execution, left out of the instance key).
+    pub non_identifying: NonIdentifying,
 }
 
 /// Runs jobs against a repository.
@@ -273,7 +278,14 @@ impl JobRunner {
     ) -> Result<RunReport, RepoError> {
         let launch = self
             .repo
-            .start_execution(&job.name, params, &self.owner, self.lease, opts.rerun)
+            .start_execution_with(
+                &job.name,
+                params,
+                &opts.non_identifying,
+                &self.owner,
+                self.lease,
+                opts.rerun,
+            )
             .await?;
         let exec_id = launch.execution.id;
         let resumed_from = launch.previous.as_ref().map(|p| p.id);

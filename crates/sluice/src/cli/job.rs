@@ -245,11 +245,7 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
         } => {
             let given = params.into_iter().collect();
             let p = params::resolve(settings, &name, Origin::Manual(&given))?;
-            let input = JobRunInput {
-                job: name,
-                params: p,
-                rerun,
-            };
+            let input = JobRunInput::new(name, p, rerun);
             if local {
                 run_job(rt, input).await
             } else {
@@ -268,6 +264,7 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
             let input = JobRunInput {
                 job: e.job_name,
                 params: e.params,
+                non_identifying: e.non_identifying,
                 rerun: false,
             };
             run_job(rt, input).await
@@ -326,6 +323,7 @@ async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, Stri
     let JobRunInput {
         job: name,
         params,
+        non_identifying,
         rerun,
     } = input;
     let name = name.as_str();
@@ -360,6 +358,7 @@ async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, Stri
     let opts = RunOptions {
         rerun,
         stop: Some(stop),
+        non_identifying,
     };
     let result = runner.run(job, &params, opts, &bars).await;
     signals.abort();

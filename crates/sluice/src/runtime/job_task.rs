@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sluice_batch::model::{BatchStatus, Params};
+use sluice_batch::model::{BatchStatus, NonIdentifying, Params};
 use sluice_batch::repository::RepoError;
 use sluice_batch::step::NoProgress;
 use sluice_batch::{JobRunner, RunOptions};
@@ -34,6 +34,7 @@ use sluice_core::SystemClock;
 use sluice_queue::{NewTask, RetryPolicy, Task, TaskContext, TaskError};
 
 use super::Runtime;
+use super::params::RunParams;
 use crate::config::JOBS_QUEUE;
 
 /// The task name of job runs.
@@ -62,9 +63,24 @@ pub struct JobRunInput {
     /// Its parameters (the job's defaults already merged in).
     #[serde(default)]
     pub params: Params,
+    /// Those of `params` that do not identify the instance.
+    #[serde(default, skip_serializing_if = "NonIdentifying::is_empty")]
+    pub non_identifying: NonIdentifying,
     /// Run a COMPLETED instance again.
     #[serde(default)]
     pub rerun: bool,
+}
+
+impl JobRunInput {
+    /// A run of `job` with `run`'s parameters.
+    pub fn new(job: impl Into<String>, run: RunParams, rerun: bool) -> Self {
+        Self {
+            job: job.into(),
+            params: run.params,
+            non_identifying: run.non_identifying,
+            rerun,
+        }
+    }
 }
 
 /// The result of a `job.run` task.
@@ -107,7 +123,15 @@ impl Task for JobRunTask {
             .rt
             .job(&input.job, &input.params)
             .map_err(TaskError::Fatal)?;
-        run_job_task(&ctx, &self.rt, job, &input.params, input.rerun).await
+        run_job_task(
+            &ctx,
+            &self.rt,
+            job,
+            &input.params,
+            &input.non_identifying,
+            input.rerun,
+        )
+        .await
     }
 
     fn retry_policy(&self) -> RetryPolicy {
@@ -142,6 +166,7 @@ pub async fn run_job_task(
     rt: &Runtime,
     job: sluice_batch::Job,
     params: &Params,
+    non_identifying: &NonIdentifying,
     rerun: bool,
 ) -> Result<JobRunOutput, TaskError> {
     let name = job.name.clone();
@@ -158,6 +183,7 @@ pub async fn run_job_task(
     let opts = RunOptions {
         rerun,
         stop: Some(stop),
+        non_identifying: non_identifying.clone(),
     };
     tracing::info!(job = %name, task = %ctx.id, attempt = ctx.attempt, "running job");
     let result = runner.run(job, params, opts, &NoProgress).await;
