@@ -140,6 +140,9 @@ async fn enqueue_and_follow(rt: &Arc<Runtime>, input: JobRunInput) -> Result<Exi
                     print_execution(&e);
                     print_steps(&steps);
                 }
+                if let Some(prev) = out.resumed_from {
+                    outln!("resumed execution {prev}");
+                }
                 outln!("took {:.1?}", started.elapsed());
                 return Ok(if out.status == "COMPLETED" {
                     ExitCode::SUCCESS
