@@ -20,9 +20,7 @@ use async_trait::async_trait;
 use sluice_core::{Clock, SystemClock};
 use thiserror::Error;
 
-use crate::model::{
-    BatchStatus, JobExecution, NonIdentifying, Params, StepCounts, StepExecution,
-};
+use crate::model::{BatchStatus, JobExecution, NonIdentifying, Params, StepCounts, StepExecution};
 use crate::partition::PartitionError;
 use crate::repository::{Heartbeat, RepoError, Repository};
 use crate::step::{ChunkStep, Progress, StepContext, StepEnd};

@@ -22,8 +22,8 @@ use sluice_sql::{ConnectSettings, Db, DbKind, Journal, Migration, Migrator, Row,
 
 use super::{Heartbeat, Launch, RepoError, Repository};
 use crate::model::{
-    BatchStatus, JobExecution, JobInstance, Millis, NonIdentifying, Params, SkipRecord,
-    StepCounts, StepExecution, format_millis, identifying, params_key, truncate,
+    BatchStatus, JobExecution, JobInstance, Millis, NonIdentifying, Params, SkipRecord, StepCounts,
+    StepExecution, format_millis, identifying, params_key, truncate,
 };
 
 /// The largest `item` kept with a skip, in bytes (cut on a character boundary).

@@ -160,8 +160,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, toml).unwrap();
-        crate::config::load(&path, &crate::config::Env::inspect())
-            .unwrap_or_else(|e| panic!("{e}"))
+        crate::config::load(&path, &crate::config::Env::inspect()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     const JOB: &str = r#"
