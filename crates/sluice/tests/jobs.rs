@@ -1135,3 +1135,172 @@ async fn r14_a_failed_manual_run_resumes_although_its_fire_time_differs() {
     assert_ne!(fire_time_of(cfg, "1"), fire_time_of(cfg, "2"));
     assert_eq!(sqlite_rows(data).await, expected_sums(ROWS, &[]));
 }
+
+/// Issue #14 point 1, as reported: two `sluice serve` workers on one Redis queue
+/// with a 3 s visibility (shorter than the 6 s repository lease), 20 runs
+/// enqueued through the API, one worker killed with -9 and restarted twice
+/// mid-run: every run ends COMPLETED (the killed ones resumed), none is
+/// dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r14_killed_workers_runs_are_resumed_never_dead_lettered() {
+    const RUNS: usize = 20;
+    const ROWS: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let redis =
+        std::env::var("SLUICE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let ns = {
+        use std::hash::{BuildHasher, RandomState};
+        let r = RandomState::new().hash_one(Instant::now()) as u32;
+        format!("t-r14-kill-{}-{r:x}", std::process::id())
+    };
+    let cfg = dir.path().join("jobs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[server]
+admin_token = {{ env = "SLUICE_TEST_ADMIN" }}
+
+[repository]
+url = "sqlite://{repo}"
+lease = "6s"
+
+[queue]
+url = "{redis}"
+namespace = "{ns}"
+visibility = "3s"
+grace = "1s"
+concurrency = {{ jobs = 2 }}
+
+[[job]]
+name = "air-load"
+
+[[job.step]]
+name = "load"
+chunk = 500
+reader = {{ kind = "csv", path = "{{{{params.file}}}}" }}
+processor = {{ kind = "jq", expr = "{{id: (.id | tonumber), station, pm25: (.pm25 | tonumber)}}" }}
+writer = {{ kind = "sql_upsert", url = "sqlite://{{{{params.file}}}}.db", table = "air_quality", key = ["id"], create = true, columns = ["id BIGINT NOT NULL", "station TEXT NOT NULL", "pm25 DOUBLE PRECISION"] }}
+"#,
+            repo = dir.path().join("repo.db").display(),
+        ),
+    )
+    .unwrap();
+    let files: Vec<PathBuf> = (0..RUNS)
+        .map(|i| {
+            let f = dir.path().join(format!("air-{i}.csv"));
+            write_csv(&f, ROWS, &[]);
+            f
+        })
+        .collect();
+
+    let port = sluice_testkit::free_port();
+    let steady = serve_with(&cfg, &["--listen", &format!("127.0.0.1:{port}")]);
+    let mut killed = serve(&cfg);
+    let post = |body: String| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+            .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+            .args(["-H", "Content-Type: application/json", "-d", &body])
+            .arg(format!("http://127.0.0.1:{port}/api/jobs/air-load/trigger"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_until(
+        30,
+        || {
+            Command::new("curl")
+                .args(["-s", &format!("http://127.0.0.1:{port}/healthz")])
+                .status()
+                .is_ok_and(|s| s.success())
+        },
+        || "the steady node never answered".into(),
+    );
+    for f in &files {
+        let body = serde_json::json!({"params": {"file": f.display().to_string()}}).to_string();
+        let answer = post(body);
+        assert!(answer.ends_with("202"), "{answer}");
+    }
+    let jobs_line = || {
+        let s = sluice_cmd(&cfg, &["queue", "stats"]);
+        String::from_utf8_lossy(&s.stdout)
+            .lines()
+            .find(|l| l.starts_with("jobs"))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    // Kill the second node with -9 twice while it runs jobs (it owns a started
+    // execution), restarting it each time.
+    let repo_url = format!("sqlite://{}?mode=ro", dir.path().join("repo.db").display());
+    for _ in 0..2 {
+        let owner = format!("%-{}", killed.id());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let pool = sqlx::SqlitePool::connect(&repo_url).await.unwrap();
+            let running: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM batch_job_execution WHERE status = 'STARTED' AND owner LIKE $1",
+            )
+            .bind(&owner)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+            pool.close().await;
+            if running > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node to kill never ran a job: {}",
+                jobs_line()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        killed.kill().unwrap();
+        killed.wait().unwrap();
+        killed = serve(&cfg);
+    }
+    wait_until(
+        180,
+        || {
+            jobs_line()
+                .split_whitespace()
+                .skip(1)
+                .eq(["0", "0", "0", "0"])
+        },
+        || format!("the runs did not all finish: {}", jobs_line()),
+    );
+    terminate(killed);
+    terminate(steady);
+
+    let dlq = sluice_cmd(&cfg, &["queue", "dlq", "list"]);
+    assert!(
+        !String::from_utf8_lossy(&dlq.stdout).contains("job.run"),
+        "nothing dead-lettered: {}",
+        text(&dlq)
+    );
+    let history = sluice(&cfg, &["history", "air-load", "--limit", "500"]);
+    let h = String::from_utf8_lossy(&history.stdout).to_string();
+    for f in &files {
+        let file = format!("file={}]", f.display());
+        assert!(
+            h.lines()
+                .any(|l| l.contains(&file) && l.contains(" COMPLETED ")),
+            "{} never completed: {h}",
+            f.display()
+        );
+        let db = PathBuf::from(format!("{}.db", f.display()));
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM air_quality")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        assert_eq!(n as u64, ROWS, "{}", f.display());
+    }
+    assert!(
+        h.contains("ABANDONED"),
+        "some runs were killed and resumed: {h}"
+    );
+}
