@@ -690,16 +690,16 @@ async fn run_one(shared: &Arc<Shared>, lease: Lease, ack_tx: &mpsc::UnboundedSen
     let payload = task.payload;
     let mut join = tokio::spawn(async move { handler.handle(ctx, payload).await });
     let outcome = match reg.timeout {
+        // The handler's own error is kept as it is (a Fatal stays fatal, a Wait
+        // waits); a panic or the timeout is a retryable failure.
         Some(t) => match tokio::time::timeout(t, &mut join).await {
-            Ok(r) => r
-                .map_err(panic_message)
-                .and_then(|r| r.map_err(|e| e.to_string())),
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(TaskError::Retryable(panic_message(e))),
             Err(_) => {
                 join.abort();
-                Err(format!("timed out after {t:?}"))
+                Err(TaskError::Retryable(format!("timed out after {t:?}")))
             }
-        }
-        .map_err(TaskError::Retryable),
+        },
         None => match join.await {
             Ok(r) => r,
             Err(e) => Err(TaskError::Retryable(panic_message(e))),

@@ -212,6 +212,8 @@ async fn waiting_spends_no_attempt(broker: Arc<dyn Broker>) {
             }
         })
         .retry("held", fast_retry(1))
+        // A timeout keeps the handler's own error (it wraps the handler).
+        .timeout("held", Duration::from_secs(60))
         .start();
     let t = broker
         .enqueue(
