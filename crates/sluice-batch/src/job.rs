@@ -7,6 +7,7 @@
 //!     ├─ heartbeat task: extends the lease every lease/3; learns of stop requests
 //!     └─ for each step, in order:
 //!          restarting and the step COMPLETED before ─▶ skipped
+//!          stop requested (read before every step and every chunk) ─▶ STOPPED
 //!          else start_step (resuming counts + checkpoint) ─▶ chunk loop / tasklet
 //!   finish_execution(COMPLETED | FAILED | STOPPED, exit message)
 //! ```
@@ -19,7 +20,7 @@ use async_trait::async_trait;
 use sluice_core::{Clock, SystemClock};
 use thiserror::Error;
 
-use crate::model::{BatchStatus, JobExecution, Params, StepCounts, StepExecution};
+use crate::model::{BatchStatus, JobExecution, NonIdentifying, Params, StepCounts, StepExecution};
 use crate::partition::PartitionError;
 use crate::repository::{Heartbeat, RepoError, Repository};
 use crate::step::{ChunkStep, Progress, StepContext, StepEnd};
@@ -195,6 +196,9 @@ pub struct RunOptions {
     /// Set it to stop the run at the next chunk boundary (STOPPED, restartable),
     /// e.g. from a SIGINT/SIGTERM handler.
     pub stop: Option<Arc<AtomicBool>>,
+    /// The parameters that do not identify the instance (recorded with the
+    /// execution, left out of the instance key).
+    pub non_identifying: NonIdentifying,
 }
 
 /// Runs jobs against a repository.
@@ -272,7 +276,14 @@ impl JobRunner {
     ) -> Result<RunReport, RepoError> {
         let launch = self
             .repo
-            .start_execution(&job.name, params, &self.owner, self.lease, opts.rerun)
+            .start_execution_with(
+                &job.name,
+                params,
+                &opts.non_identifying,
+                &self.owner,
+                self.lease,
+                opts.rerun,
+            )
             .await?;
         let exec_id = launch.execution.id;
         let resumed_from = launch.previous.as_ref().map(|p| p.id);
@@ -334,6 +345,11 @@ impl JobRunner {
                 steps.push(done.clone());
                 continue;
             }
+            if ctx.should_stop(exec_id).await {
+                // Between steps: the next one starts on restart.
+                outcome = Err(StepEnd::Stopped);
+                break;
+            }
             let (counts, checkpoint) = last
                 .map(|s| (s.counts, s.checkpoint))
                 .unwrap_or((StepCounts::default(), serde_json::Value::Null));
@@ -343,21 +359,15 @@ impl JobRunner {
                 .await?;
             let result = match step {
                 Step::Chunk(c) => c.run(&mut exec, &ctx).await,
-                Step::Tasklet { tasklet, .. } => {
-                    if stop.load(Ordering::Relaxed) {
-                        Err(StepEnd::Stopped)
-                    } else {
-                        match tasklet.execute().await {
-                            Ok(msg) => {
-                                exec.status = BatchStatus::Completed;
-                                exec.exit_message = msg;
-                                exec.counts.commits = 1;
-                                Ok(())
-                            }
-                            Err(e) => Err(StepEnd::Failed(format!("step {name}: {e}"))),
-                        }
+                Step::Tasklet { tasklet, .. } => match tasklet.execute().await {
+                    Ok(msg) => {
+                        exec.status = BatchStatus::Completed;
+                        exec.exit_message = msg;
+                        exec.counts.commits = 1;
+                        Ok(())
                     }
-                }
+                    Err(e) => Err(StepEnd::Failed(format!("step {name}: {e}"))),
+                },
             };
             exec.ended_at = Some(self.clock.now_millis());
             match &result {

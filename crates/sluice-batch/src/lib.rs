@@ -99,7 +99,8 @@ pub use api::{
 };
 pub use job::{Job, JobRunner, RunOptions, RunReport, Step, Tasklet, TaskletError};
 pub use model::{
-    BatchStatus, Item, JobExecution, JobInstance, Params, SkipRecord, StepCounts, StepExecution,
+    BatchStatus, Item, JobExecution, JobInstance, NonIdentifying, Params, SkipRecord, StepCounts,
+    StepExecution,
 };
 pub use processors::JqProcessor;
 pub use step::{ChunkStep, NoProgress, Progress, Retry};

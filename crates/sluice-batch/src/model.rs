@@ -9,13 +9,29 @@
 //!   reader's **checkpoint**, committed with every chunk, so that a restart resumes
 //!   after the last committed chunk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Job parameters, `name → value`, all identifying (they pick the instance).
+/// Job parameters, `name → value`. They identify the instance, except those a
+/// run names as non-identifying (see [`identifying`]).
 pub type Params = BTreeMap<String, String>;
+
+/// The names of a run's parameters that do not identify its instance (as in
+/// Spring Batch): recorded with the execution, left out of the instance key, so
+/// that a run differing only in them resumes the same instance.
+pub type NonIdentifying = BTreeSet<String>;
+
+/// The parameters of `params` that identify the instance: all but
+/// `non_identifying`.
+pub fn identifying(params: &Params, non_identifying: &NonIdentifying) -> Params {
+    params
+        .iter()
+        .filter(|(k, _)| !non_identifying.contains(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
 
 /// One item flowing through a chunk step: a JSON value (usually an object).
 pub type Item = serde_json::Value;
@@ -85,7 +101,8 @@ impl fmt::Display for BatchStatus {
     }
 }
 
-/// A job name with its identifying parameters.
+/// A job name with its identifying parameters (the instance key leaves the
+/// non-identifying ones out).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobInstance {
     /// Repository id.
@@ -109,6 +126,9 @@ pub struct JobExecution {
     pub job_name: String,
     /// The parameters it ran with.
     pub params: Params,
+    /// Those of [`params`](Self::params) that do not identify its instance.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub non_identifying: NonIdentifying,
     /// Where it stands.
     pub status: BatchStatus,
     /// When it was created.
@@ -235,6 +255,15 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// `ms` as an RFC 3339 UTC time with milliseconds (`2026-12-03T11:22:33.401Z`),
+/// the form every message that shows a repository time uses.
+pub fn format_millis(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms since the Unix epoch"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
 /// The canonical key of a parameter map (sorted JSON object).
 pub fn params_key(params: &Params) -> String {
     serde_json::to_string(params).unwrap_or_default()
@@ -268,5 +297,20 @@ mod tests {
         a.insert("b".into(), "2".into());
         a.insert("a".into(), "서울".into());
         assert_eq!(params_key(&a), r#"{"a":"서울","b":"2"}"#);
+    }
+
+    #[test]
+    fn non_identifying_params_are_left_out_of_the_key() {
+        let mut p = Params::new();
+        p.insert("sido".into(), "서울".into());
+        p.insert("fire_time".into(), "2026-12-03T11:00:00+00:00".into());
+        let non: NonIdentifying = ["fire_time".to_owned()].into();
+        assert_eq!(params_key(&identifying(&p, &non)), r#"{"sido":"서울"}"#);
+        assert_eq!(identifying(&p, &NonIdentifying::new()), p);
+    }
+
+    #[test]
+    fn times_are_shown_as_times() {
+        assert_eq!(format_millis(1_796_159_325_401), "2026-12-01T21:08:45.401Z");
     }
 }

@@ -193,6 +193,30 @@ pub(crate) struct StepContext<'a> {
     pub(crate) clock: &'a dyn Clock,
 }
 
+impl StepContext<'_> {
+    /// Whether the run must stop now: asked in this process (shutdown, a
+    /// heartbeat that learned of it), or by `sluice job stop`, read from the
+    /// repository at every chunk boundary so that a stop never waits for the
+    /// next heartbeat.
+    pub(crate) async fn should_stop(&self, execution_id: i64) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        match self.repo.stop_requested(execution_id).await {
+            Ok(stop) => {
+                if stop {
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+                stop
+            }
+            Err(e) => {
+                tracing::warn!(execution = execution_id, error = %e, "could not read whether a stop was requested; carrying on");
+                false
+            }
+        }
+    }
+}
+
 /// Why a step did not complete.
 #[derive(Debug)]
 pub(crate) enum StepEnd {
@@ -363,7 +387,7 @@ impl ChunkStep {
                 // The input ended exactly at the last chunk: nothing more to write.
                 break;
             }
-            if ctx.stop.load(Ordering::Relaxed) {
+            if ctx.should_stop(exec.execution_id).await {
                 // Nothing of this chunk is written: it is read again on restart.
                 commit(uncommitted.take()).await?;
                 return Err(StepEnd::Stopped);

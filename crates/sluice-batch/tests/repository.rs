@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 use sluice_batch::repository::{Heartbeat, Launch, RepoError, Repository, SqlRepository};
 use sluice_batch::{
-    BatchStatus, Job, JobRunner, NoProgress, Params, RunOptions, SkipRecord, Step, StepCounts,
-    StepExecution, Tasklet, TaskletError,
+    BatchStatus, Job, JobRunner, NoProgress, NonIdentifying, Params, RunOptions, SkipRecord, Step,
+    StepCounts, StepExecution, Tasklet, TaskletError,
 };
 use sluice_core::ManualClock;
 
@@ -107,6 +107,7 @@ on_both!(
     expired_lease_is_taken_over,
     completed_needs_rerun,
     request_stop_reaches_heartbeat,
+    non_identifying_params_resume_one_instance,
 );
 
 async fn migrate_is_idempotent_and_concurrent(db: &TestDb) {
@@ -451,7 +452,14 @@ async fn request_stop_reaches_heartbeat(db: &TestDb) {
         repo.heartbeat(id, "h", LONG).await.unwrap(),
         Heartbeat::Alive
     );
+    assert!(!repo.stop_requested(id).await.unwrap());
     assert!(repo.request_stop(id).await.unwrap());
+    // What the chunk loop reads at every chunk boundary.
+    assert!(repo.stop_requested(id).await.unwrap());
+    assert!(matches!(
+        repo.stop_requested(999_999).await,
+        Err(RepoError::NoSuchExecution(999_999))
+    ));
     assert_eq!(
         repo.execution(id).await.unwrap().0.status,
         BatchStatus::Stopping
@@ -483,6 +491,82 @@ async fn request_stop_reaches_heartbeat(db: &TestDb) {
         repo.heartbeat(next.execution.id, "h", LONG).await.unwrap(),
         Heartbeat::Alive
     );
+}
+
+/// Issue #14 point 6: parameters named non-identifying are recorded with the
+/// execution but left out of the instance key, so a run differing only in them
+/// resumes the instance; with every parameter identifying the key is as before.
+async fn non_identifying_params_resume_one_instance(db: &TestDb) {
+    let repo = db.repo().await;
+    let non: NonIdentifying = ["fire_time".to_owned()].into();
+    let first_params = params(&[("sido", "서울"), ("fire_time", "2026-12-03T11:00:00+00:00")]);
+    let first = repo
+        .start_execution_with("load", &first_params, &non, "h", LONG, false)
+        .await
+        .unwrap();
+    assert_eq!(first.instance.params, params(&[("sido", "서울")]));
+    assert_eq!(first.instance.params_key, r#"{"sido":"서울"}"#);
+    repo.finish_execution(first.execution.id, BatchStatus::Failed, "boom")
+        .await
+        .unwrap();
+
+    let later = params(&[("sido", "서울"), ("fire_time", "2026-12-03T12:00:00+00:00")]);
+    let second = repo
+        .start_execution_with("load", &later, &non, "h", LONG, false)
+        .await
+        .unwrap();
+    assert_eq!(second.instance.id, first.instance.id);
+    assert_eq!(second.previous.unwrap().id, first.execution.id);
+    let (recorded, _) = repo.execution(second.execution.id).await.unwrap();
+    assert_eq!(recorded.params, later, "every parameter is recorded");
+    assert_eq!(recorded.non_identifying, non);
+    repo.finish_execution(second.execution.id, BatchStatus::Completed, "")
+        .await
+        .unwrap();
+
+    // With fire_time identifying, it is another instance.
+    let other = start(&repo, "load", &later, "h").await;
+    assert_ne!(other.instance.id, first.instance.id);
+    assert!(other.execution.non_identifying.is_empty());
+}
+
+/// A repository created before migration 2 (no `non_identifying` column) keeps
+/// working: its executions read back with every parameter identifying, and a
+/// failed instance is resumed by a run with the same parameters.
+#[tokio::test]
+async fn a_version_1_repository_is_migrated_and_resumes_its_instances() {
+    use sluice_sql::{ConnectSettings, Db, Journal, Migration, Migrator};
+    const V1: Migrator = Migrator::new(
+        "sluice_batch_migrations",
+        0x736C_7569_6365_424D,
+        &[Migration::new(
+            1,
+            include_str!("../migrations/0001_init.sql"),
+        )],
+    );
+    let db = TestDb::sqlite();
+    let pool = Db::connect(&db.url, &ConnectSettings::new().create(Journal::Wal))
+        .await
+        .unwrap();
+    V1.run(&pool, 0).await.unwrap();
+    pool.execute_script(
+        "INSERT INTO batch_job_instance (id, job_name, params_key, params) \
+         VALUES (1, 'load', '{\"day\":\"1\"}', '{\"day\":\"1\"}'); \
+         INSERT INTO batch_job_execution (id, instance_id, job_name, params, status, \
+         created_at, exit_message, owner) \
+         VALUES (1, 1, 'load', '{\"day\":\"1\"}', 'FAILED', 0, 'boom', 'old-host');",
+    )
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let repo = db.repo().await;
+    let (old, _) = repo.execution(1).await.unwrap();
+    assert_eq!(old.params, params(&[("day", "1")]));
+    assert!(old.non_identifying.is_empty());
+    let next = start(&repo, "load", &params(&[("day", "1")]), "h").await;
+    assert_eq!(next.instance.id, 1, "the old key still finds the instance");
+    assert_eq!(next.previous.unwrap().id, 1);
 }
 
 #[tokio::test]

@@ -235,6 +235,21 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// [`QueueError::Unavailable`].
     async fn release(&self, lease: &LeaseRef) -> Result<bool, QueueError>;
 
+    /// Gives a lease back without counting the attempt, the task becoming ready
+    /// again only `delay` from now (a handler that must wait for something, such
+    /// as another process's lease on the same work); `reason` becomes the task's
+    /// last error. False when the lease was no longer held.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn release_delayed(
+        &self,
+        lease: &LeaseRef,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<bool, QueueError>;
+
     /// A task's state, or `None` when unknown (never enqueued, or completed
     /// without a result TTL, or its result expired).
     ///

@@ -209,6 +209,20 @@ redis.call('ZADD', KEYS[2], score(f[3], now), id)
 return 1
 ";
 
+const RELEASE_DELAYED_LUA: &str = r"
+-- KEYS leased, delayed, task hash; ARGV token, id, delay ms, reason
+local now = now_ms()
+local f = redis.call('HMGET', KEYS[3], 'st', 'lt')
+if f[1] ~= 'running' or f[2] ~= ARGV[1] then return 0 end
+local id = ARGV[2]
+local at = now + tonumber(ARGV[3])
+redis.call('ZREM', KEYS[1], id)
+redis.call('HINCRBY', KEYS[3], 'a', -1)
+redis.call('HSET', KEYS[3], 'st', 'delayed', 'nb', at, 'err', ARGV[4])
+redis.call('ZADD', KEYS[2], at, id)
+return 1
+";
+
 const RETRY_DEAD_LUA: &str = r"
 -- KEYS dead, ready; ARGV hash prefix, then ids (none = the first 1000 dead)
 local now = now_ms()
@@ -302,6 +316,7 @@ struct Scripts {
     complete: Script,
     fail: Script,
     release: Script,
+    release_delayed: Script,
     retry_dead: Script,
     purge_dead: Script,
     cancel: Script,
@@ -320,6 +335,7 @@ impl Scripts {
             complete: s(COMPLETE_LUA),
             fail: s(FAIL_LUA),
             release: s(RELEASE_LUA),
+            release_delayed: s(RELEASE_DELAYED_LUA),
             retry_dead: s(RETRY_DEAD_LUA),
             purge_dead: s(PURGE_DEAD_LUA),
             cancel: s(CANCEL_LUA),
@@ -669,6 +685,25 @@ impl Broker for RedisBroker {
             .arg(&lease.token)
             .arg(lease.id.to_string());
         let n: i64 = self.eval("queue.release", inv).await?;
+        Ok(n == 1)
+    }
+
+    async fn release_delayed(
+        &self,
+        lease: &LeaseRef,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<bool, QueueError> {
+        let k = self.keys(&lease.queue);
+        let h = format!("{}{}", k.task, lease.id);
+        let mut inv = self.scripts.release_delayed.key(&k.leased);
+        inv.key(&k.delayed)
+            .key(&h)
+            .arg(&lease.token)
+            .arg(lease.id.to_string())
+            .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+            .arg(reason);
+        let n: i64 = self.eval("queue.release_delayed", inv).await?;
         Ok(n == 1)
     }
 

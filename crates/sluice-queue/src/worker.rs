@@ -11,7 +11,9 @@
 //!   handler returned, and several finished tasks share one broker call;
 //! - a handler's panic is caught and counted as a failed attempt (the worker lives
 //!   on); a retryable error is retried with the task name's [`RetryPolicy`] until
-//!   the envelope's attempts run out, then dead-lettered with the error;
+//!   the envelope's attempts run out, then dead-lettered with the error; a
+//!   [`TaskError::Wait`] ("not now, after this delay") gives the lease back
+//!   without counting the attempt, the task leased again after the delay;
 //! - a **presence** loop announces the worker (its node id and queues) every few
 //!   seconds with a TTL ([`Broker::announce`]), so that `sluice job run` knows
 //!   whether a live worker serves a queue, and `job status` whether a running
@@ -53,6 +55,16 @@ pub enum TaskError {
     /// given back without counting the attempt.
     #[error("interrupted: {0}")]
     Interrupted(String),
+    /// Not now: the work cannot start before some time (another process still
+    /// holds it, say). The lease is given back without counting the attempt and
+    /// the task is leased again after `delay`.
+    #[error("waiting {delay:?}: {reason}")]
+    Wait {
+        /// How long to wait before the next attempt.
+        delay: Duration,
+        /// Why (kept as the task's last error).
+        reason: String,
+    },
 }
 
 /// Turns any error into a [`TaskError`]: `.retryable()?` or `.fatal()?`.
@@ -800,16 +812,16 @@ async fn run_one(shared: &Arc<Shared>, lease: Lease, ack_tx: &mpsc::UnboundedSen
     let payload = task.payload;
     let mut join = tokio::spawn(async move { handler.handle(ctx, payload).await });
     let outcome = match reg.timeout {
+        // The handler's own error is kept as it is (a Fatal stays fatal, a Wait
+        // waits); a panic or the timeout is a retryable failure.
         Some(t) => match tokio::time::timeout(t, &mut join).await {
-            Ok(r) => r
-                .map_err(panic_message)
-                .and_then(|r| r.map_err(|e| e.to_string())),
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(TaskError::Retryable(panic_message(e))),
             Err(_) => {
                 join.abort();
-                Err(format!("timed out after {t:?}"))
+                Err(TaskError::Retryable(format!("timed out after {t:?}")))
             }
-        }
-        .map_err(TaskError::Retryable),
+        },
         None => match join.await {
             Ok(r) => r,
             Err(e) => Err(TaskError::Retryable(panic_message(e))),
@@ -838,12 +850,49 @@ async fn run_one(shared: &Arc<Shared>, lease: Lease, ack_tx: &mpsc::UnboundedSen
             }
             shared.forget(&lref.id);
         }
+        Err(TaskError::Wait { delay, reason }) => {
+            release_delayed(shared, &lref, &name, delay, &reason).await;
+        }
         Err(TaskError::Fatal(msg)) => finish_failed(shared, &lref, &name, msg, None).await,
         Err(TaskError::Retryable(msg)) => {
             let retry = (task.attempt < task.max_attempts).then(|| reg.retry.backoff(task.attempt));
             finish_failed(shared, &lref, &name, msg, retry).await;
         }
     }
+}
+
+/// Gives `lref` back, ready again after `delay`, without counting the attempt
+/// (a handler's [`TaskError::Wait`]).
+async fn release_delayed(
+    shared: &Arc<Shared>,
+    lref: &LeaseRef,
+    name: &str,
+    delay: Duration,
+    reason: &str,
+) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match shared.broker.release_delayed(lref, delay, reason).await {
+            Ok(held) => {
+                if held {
+                    tracing::info!(task = %lref.id, name, delay = ?delay, reason, "not now; leased again after the delay, the attempt not counted");
+                } else {
+                    metrics::counter!(m::LEASES_LOST, "queue" => lref.queue.clone()).increment(1);
+                }
+                break;
+            }
+            Err(e) if !shared.stopping() => {
+                tracing::warn!(task = %lref.id, error = %e, "could not give the lease back for later; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::warn!(task = %lref.id, error = %e, "could not give the lease back for later; the lease runs out by itself");
+                break;
+            }
+        }
+    }
+    shared.forget(&lref.id);
 }
 
 async fn finish_failed(

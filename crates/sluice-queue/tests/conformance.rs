@@ -59,6 +59,7 @@ conformance!(
     extended_lease_is_not_handed_out,
     retry_then_dead_letter_then_retry_dead_and_purge,
     release_returns_the_task_without_using_an_attempt,
+    release_delayed_waits_without_using_an_attempt,
     results_are_kept_only_with_a_ttl,
     concurrent_leasers_get_each_task_once,
     lease_expiry_on_the_last_attempt_dead_letters,
@@ -461,6 +462,37 @@ async fn release_returns_the_task_without_using_an_attempt(b: Arc<dyn Broker>) {
     assert_eq!(l2.task.attempt, 1, "a release does not use an attempt");
     assert_eq!(b.status(q, id).await.unwrap().unwrap().redelivered, 0);
     assert_eq!(b.complete(&[done(&l2)]).await.unwrap(), 1);
+    assert_eq!(b.stats(q).await.unwrap(), QueueStats::default());
+}
+
+async fn release_delayed_waits_without_using_an_attempt(b: Arc<dyn Broker>) {
+    let q = "conf-release-delayed";
+    // One attempt only: a counted attempt would dead-letter it.
+    let id = put(&b, NewTask::new("t", json!(1)).queue(q).max_attempts(1)).await;
+    let l1 = b.lease(q, 1, LONG).await.unwrap().remove(0);
+    assert!(
+        b.release_delayed(&l1.as_ref(), Duration::from_secs(1), "held elsewhere")
+            .await
+            .unwrap()
+    );
+    let status = b.status(q, id).await.unwrap().unwrap();
+    assert_eq!(status.state, TaskState::Delayed);
+    assert_eq!(b.stats(q).await.unwrap(), stats(0, 1, 0, 0));
+    // Not handed out before its time, and the old lease is void.
+    assert!(b.lease(q, 10, LONG).await.unwrap().is_empty());
+    assert!(
+        !b.release_delayed(&l1.as_ref(), Duration::ZERO, "again")
+            .await
+            .unwrap()
+    );
+    assert_eq!(b.extend(&[l1.as_ref()], LONG).await.unwrap(), [false]);
+
+    let got = lease_within(&*b, q, 1, LONG, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1, "the released task was never leased again");
+    assert_eq!(got[0].task.id, id);
+    assert_eq!(got[0].task.attempt, 1, "waiting does not use an attempt");
+    assert_eq!(got[0].task.last_error.as_deref(), Some("held elsewhere"));
+    assert_eq!(b.complete(&[done(&got[0])]).await.unwrap(), 1);
     assert_eq!(b.stats(q).await.unwrap(), QueueStats::default());
 }
 

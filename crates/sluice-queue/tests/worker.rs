@@ -188,6 +188,57 @@ async fn retries_then_succeeds(broker: Arc<dyn Broker>) {
     w.shutdown().await;
 }
 
+/// Issue #14 point 1: a handler that says "not now" (`TaskError::Wait`) several
+/// times, on a task with one attempt, is not dead-lettered: each wait gives the
+/// lease back without counting the attempt, and the task completes on attempt 1.
+async fn waiting_spends_no_attempt(broker: Arc<dyn Broker>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let w = worker(&broker, "q", 2)
+        .handler_fn("held", move |ctx: TaskContext, _p| {
+            let c = c.clone();
+            async move {
+                let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+                if n <= 3 {
+                    Err(TaskError::Wait {
+                        delay: Duration::from_millis(200),
+                        reason: format!("held elsewhere ({n})"),
+                    })
+                } else {
+                    Ok(Some(
+                        json!({"attempt": ctx.attempt, "last": ctx.last_error}),
+                    ))
+                }
+            }
+        })
+        .retry("held", fast_retry(1))
+        // A timeout keeps the handler's own error (it wraps the handler).
+        .timeout("held", Duration::from_secs(60))
+        .start();
+    let t = broker
+        .enqueue(
+            NewTask::new("held", json!({}))
+                .queue("q")
+                .max_attempts(1)
+                .result_ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap()
+        .id;
+    assert!(
+        completes(&broker, "q", t, 20).await,
+        "the task should complete after its waits"
+    );
+    let s = broker.status("q", t).await.unwrap().unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        s.result,
+        Some(json!({"attempt": 1, "last": "held elsewhere (3)"}))
+    );
+    assert_eq!(broker.stats("q").await.unwrap().dead, 0);
+    w.shutdown().await;
+}
+
 async fn panics_and_fatal_errors_dead_letter_with_their_error(broker: Arc<dyn Broker>) {
     let w = worker(&broker, "q", 2)
         .handler_fn("boom", |_ctx, p| async move {
@@ -416,6 +467,7 @@ macro_rules! on_brokers {
 
 on_brokers!(
     retries_then_succeeds,
+    waiting_spends_no_attempt,
     panics_and_fatal_errors_dead_letter_with_their_error,
     heartbeats_keep_a_long_task_and_delays_wait_outside_leases,
     shutdown_finishes_in_flight_and_gives_back_the_rest,

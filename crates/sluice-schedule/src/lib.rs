@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 pub mod claim;
+pub mod fire;
 pub mod scheduler;
 pub mod triggers;
 
 pub use claim::{ClaimError, ClaimStore, LastFire, RedisClaims, SqlClaims};
+pub use fire::{FIRE_DATE, FIRE_TIME, fire_params};
 pub use scheduler::{Fired, LaunchError, Launcher, Scheduler, TriggerDef, misfires};
 pub use triggers::{
     EveryMode, FileLauncher, FileTrigger, Misfire, Overlap, RawTrigger, RawTriggerKind,

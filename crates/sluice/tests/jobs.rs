@@ -1017,3 +1017,290 @@ async fn files_arriving_in_a_watched_directory_run_the_job_once_each() {
     );
     nodes.into_iter().for_each(terminate);
 }
+
+/// The `fire_time=…` parameter `sluice job status EXEC` shows.
+fn fire_time_of(cfg: &Path, exec: &str) -> String {
+    let out = sluice(cfg, &["status", exec]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("fire_time=").map(str::to_owned))
+        .unwrap_or_else(|| panic!("no fire_time in {}", text(&out)))
+}
+
+/// Issue #14 point 1: a queued run whose execution a killed process still
+/// holds waits for that repository lease (without spending an attempt) and then
+/// resumes it; the wait's message shows the lease's end as a time.
+#[tokio::test]
+async fn r14_a_queued_run_waits_for_a_dead_owners_lease_and_resumes_it() {
+    const ROWS: u64 = 100_000;
+    let load = load(ROWS);
+    load.edit_config(&[("lease = \"2s\"", "lease = \"8s\"")]);
+    let (cfg, data) = (&load.cfg, &load.data);
+    let mut child = spawn_run(cfg);
+    wait_written(&load.repository(), 10_000, &mut child).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let server = serve(cfg);
+    let out = sluice(cfg, &["run", "air-load"]);
+    terminate(server);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("already running as execution 1") && stdout.contains("lease until 20"),
+        "the task waited for the dead process's lease: {stdout}"
+    );
+    assert!(!stdout.contains(" ms)"), "times shown as times: {stdout}");
+    assert!(
+        !stdout.contains("attempt 2/"),
+        "waiting spent no attempt: {stdout}"
+    );
+    assert!(stdout.contains("resumed execution 1"), "{stdout}");
+    assert_eq!(sqlite_rows(data).await, expected_sums(ROWS, &[]));
+}
+
+/// Issue #14 point 5: `job stop` takes effect at the next chunk boundary, read
+/// from the repository with every chunk, not at the next heartbeat (the lease
+/// here is 5 minutes: its heartbeat would come long after the run's end).
+#[tokio::test]
+async fn r14_stop_takes_effect_at_the_next_chunk_without_a_heartbeat() {
+    const ROWS: u64 = 100_000;
+    let load = load(ROWS);
+    load.edit_config(&[
+        ("lease = \"2s\"", "lease = \"5m\""),
+        ("chunk = 1000", "chunk = 200"),
+    ]);
+    let (cfg, data) = (&load.cfg, &load.data);
+    let mut child = spawn_run(cfg);
+    wait_written(&load.repository(), 2_000, &mut child).await;
+    let stop = sluice(cfg, &["stop", "1"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("STOPPED"), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
+    let written: u64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
+    assert!(
+        written < ROWS && written.is_multiple_of(200),
+        "stopped at a chunk boundary: {line}"
+    );
+    assert_eq!(sqlite_rows(data).await.0 as u64, written);
+
+    // Its checkpoint lets the next run resume.
+    let again = sluice(cfg, &["run", "--local", "air-load"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("resumed execution 1"));
+    assert_eq!(sqlite_rows(data).await, expected_sums(ROWS, &[]));
+}
+
+/// Issue #14 point 6: `fire_time` / `fire_date` added to a manual run do not
+/// identify it, so `job run` after a FAILED run resumes that instance from its
+/// checkpoint although its fire_time differs.
+#[tokio::test]
+async fn r14_a_failed_manual_run_resumes_although_its_fire_time_differs() {
+    const ROWS: u64 = 20_000;
+    // Six broken rows in one chunk: over the skip limit of 5.
+    let bad: Vec<u64> = (15_001..=15_006).collect();
+    let load = load_with(ROWS, &bad);
+    let (csv, cfg, data) = (&load.csv, &load.cfg, &load.data);
+    let mut text_cfg = std::fs::read_to_string(cfg).unwrap();
+    text_cfg.push_str(
+        "\n[[job.step]]\nname = \"stamp\"\ntasklet = { kind = \"shell\", command = \"echo {{fire_time}} {{fire_date}}\" }\n",
+    );
+    std::fs::write(cfg, text_cfg).unwrap();
+
+    let first = sluice(cfg, &["run", "--local", "air-load"]);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    assert!(text(&first).contains("FAILED"), "{}", text(&first));
+    assert_eq!(
+        sqlite_rows(data).await.0,
+        15_000,
+        "the chunks before the broken rows are committed"
+    );
+
+    write_csv(csv, ROWS, &[]);
+    // fire_time has whole seconds: let the next one differ.
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = sluice(cfg, &["run", "--local", "air-load"]);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("resumed execution 1"),
+        "{}",
+        text(&second)
+    );
+    assert_ne!(fire_time_of(cfg, "1"), fire_time_of(cfg, "2"));
+    assert_eq!(sqlite_rows(data).await, expected_sums(ROWS, &[]));
+}
+
+/// Issue #14 point 1, as reported: two `sluice serve` workers on one Redis queue
+/// with a 3 s visibility (shorter than the 6 s repository lease), 20 runs
+/// enqueued through the API, one worker killed with -9 and restarted twice
+/// mid-run: every run ends COMPLETED (the killed ones resumed), none is
+/// dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r14_killed_workers_runs_are_resumed_never_dead_lettered() {
+    const RUNS: usize = 20;
+    const ROWS: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let redis =
+        std::env::var("SLUICE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let ns = {
+        use std::hash::{BuildHasher, RandomState};
+        let r = RandomState::new().hash_one(Instant::now()) as u32;
+        format!("t-r14-kill-{}-{r:x}", std::process::id())
+    };
+    let cfg = dir.path().join("jobs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[server]
+admin_token = {{ env = "SLUICE_TEST_ADMIN" }}
+
+[repository]
+url = "sqlite://{repo}"
+lease = "6s"
+
+[queue]
+url = "{redis}"
+namespace = "{ns}"
+visibility = "3s"
+grace = "1s"
+concurrency = {{ jobs = 2 }}
+
+[[job]]
+name = "air-load"
+
+[[job.step]]
+name = "load"
+chunk = 500
+reader = {{ kind = "csv", path = "{{{{params.file}}}}" }}
+processor = {{ kind = "jq", expr = "{{id: (.id | tonumber), station, pm25: (.pm25 | tonumber)}}" }}
+writer = {{ kind = "sql_upsert", url = "sqlite://{{{{params.file}}}}.db", table = "air_quality", key = ["id"], create = true, columns = ["id BIGINT NOT NULL", "station TEXT NOT NULL", "pm25 DOUBLE PRECISION"] }}
+"#,
+            repo = dir.path().join("repo.db").display(),
+        ),
+    )
+    .unwrap();
+    let files: Vec<PathBuf> = (0..RUNS)
+        .map(|i| {
+            let f = dir.path().join(format!("air-{i}.csv"));
+            write_csv(&f, ROWS, &[]);
+            f
+        })
+        .collect();
+
+    let port = sluice_testkit::free_port();
+    let steady = serve_with(&cfg, &["--listen", &format!("127.0.0.1:{port}")]);
+    let mut killed = serve(&cfg);
+    let post = |body: String| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+            .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+            .args(["-H", "Content-Type: application/json", "-d", &body])
+            .arg(format!("http://127.0.0.1:{port}/api/jobs/air-load/trigger"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_until(
+        30,
+        || {
+            Command::new("curl")
+                .args(["-s", &format!("http://127.0.0.1:{port}/healthz")])
+                .status()
+                .is_ok_and(|s| s.success())
+        },
+        || "the steady node never answered".into(),
+    );
+    for f in &files {
+        let body = serde_json::json!({"params": {"file": f.display().to_string()}}).to_string();
+        let answer = post(body);
+        assert!(answer.ends_with("202"), "{answer}");
+    }
+    let jobs_line = || {
+        let s = sluice_cmd(&cfg, &["queue", "stats"]);
+        String::from_utf8_lossy(&s.stdout)
+            .lines()
+            .find(|l| l.starts_with("jobs"))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    // Kill the second node with -9 twice while it runs jobs (it owns a started
+    // execution), restarting it each time.
+    let repo_url = format!("sqlite://{}?mode=ro", dir.path().join("repo.db").display());
+    for _ in 0..2 {
+        let owner = format!("%-{}", killed.id());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let pool = sqlx::SqlitePool::connect(&repo_url).await.unwrap();
+            let running: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM batch_job_execution WHERE status = 'STARTED' AND owner LIKE $1",
+            )
+            .bind(&owner)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+            pool.close().await;
+            if running > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node to kill never ran a job: {}",
+                jobs_line()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        killed.kill().unwrap();
+        killed.wait().unwrap();
+        killed = serve(&cfg);
+    }
+    wait_until(
+        180,
+        || {
+            jobs_line()
+                .split_whitespace()
+                .skip(1)
+                .eq(["0", "0", "0", "0"])
+        },
+        || format!("the runs did not all finish: {}", jobs_line()),
+    );
+    terminate(killed);
+    terminate(steady);
+
+    let dlq = sluice_cmd(&cfg, &["queue", "dlq", "list"]);
+    assert!(
+        !String::from_utf8_lossy(&dlq.stdout).contains("job.run"),
+        "nothing dead-lettered: {}",
+        text(&dlq)
+    );
+    let history = sluice(&cfg, &["history", "air-load", "--limit", "500"]);
+    let h = String::from_utf8_lossy(&history.stdout).to_string();
+    for f in &files {
+        let file = format!("file={}]", f.display());
+        assert!(
+            h.lines()
+                .any(|l| l.contains(&file) && l.contains(" COMPLETED ")),
+            "{} never completed: {h}",
+            f.display()
+        );
+        let db = PathBuf::from(format!("{}.db", f.display()));
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM air_quality")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        assert_eq!(n as u64, ROWS, "{}", f.display());
+    }
+    assert!(
+        h.contains("ABANDONED"),
+        "some runs were killed and resumed: {h}"
+    );
+}

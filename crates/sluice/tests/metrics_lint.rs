@@ -416,6 +416,14 @@ impl Broker for RefusedHeartbeats {
     async fn release(&self, lease: &LeaseRef) -> Result<bool, QueueError> {
         self.0.release(lease).await
     }
+    async fn release_delayed(
+        &self,
+        lease: &LeaseRef,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<bool, QueueError> {
+        self.0.release_delayed(lease, delay, reason).await
+    }
     async fn status(&self, queue: &str, id: TaskId) -> Result<Option<TaskStatus>, QueueError> {
         self.0.status(queue, id).await
     }

@@ -23,7 +23,8 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use crate::model::{
-    BatchStatus, JobExecution, JobInstance, Params, SkipRecord, StepCounts, StepExecution,
+    BatchStatus, JobExecution, JobInstance, NonIdentifying, Params, SkipRecord, StepCounts,
+    StepExecution,
 };
 
 mod sql;
@@ -36,7 +37,8 @@ pub use sql::SqlRepository;
 pub enum RepoError {
     /// Another live execution holds the instance.
     #[error(
-        "job {job:?} with these parameters is already running as execution {execution_id} (owner {owner}, lease until {lease_until} ms)"
+        "job {job:?} with these parameters is already running as execution {execution_id} (owner {owner}, lease until {until})",
+        until = crate::model::format_millis(*.lease_until)
     )]
     AlreadyRunning {
         /// The job's name.
@@ -106,8 +108,27 @@ pub trait Repository: Send + Sync {
     /// When the database fails.
     async fn migrate(&self) -> Result<(), RepoError>;
 
-    /// Claims the instance of `(job, params)` (creating it when new) for a new
-    /// execution owned by `owner`, with a lease of `lease`.
+    /// [`start_execution_with`](Self::start_execution_with) with every
+    /// parameter identifying.
+    ///
+    /// # Errors
+    ///
+    /// As `start_execution_with`.
+    async fn start_execution(
+        &self,
+        job: &str,
+        params: &Params,
+        owner: &str,
+        lease: Duration,
+        rerun: bool,
+    ) -> Result<Launch, RepoError> {
+        self.start_execution_with(job, params, &NonIdentifying::new(), owner, lease, rerun)
+            .await
+    }
+
+    /// Claims the instance of `job` with the identifying part of `params` (all
+    /// but `non_identifying`; creating it when new) for a new execution, which
+    /// records all of `params`, owned by `owner`, with a lease of `lease`.
     ///
     /// - A live execution (lease not expired) → [`RepoError::AlreadyRunning`].
     /// - An expired one is marked `ABANDONED` and becomes [`Launch::previous`].
@@ -118,10 +139,11 @@ pub trait Repository: Send + Sync {
     /// # Errors
     ///
     /// As above, or when the database fails.
-    async fn start_execution(
+    async fn start_execution_with(
         &self,
         job: &str,
         params: &Params,
+        non_identifying: &NonIdentifying,
         owner: &str,
         lease: Duration,
         rerun: bool,
@@ -223,6 +245,14 @@ pub trait Repository: Send + Sync {
     ///
     /// When the database fails.
     async fn request_stop(&self, execution_id: i64) -> Result<bool, RepoError>;
+
+    /// Whether a stop was requested for `execution_id` (a cheap read, made at
+    /// every chunk boundary and between steps).
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::NoSuchExecution`], or when the database fails.
+    async fn stop_requested(&self, execution_id: i64) -> Result<bool, RepoError>;
 
     /// Recent executions, newest first, of `job` (or all jobs).
     ///

@@ -22,8 +22,8 @@ use sluice_sql::{ConnectSettings, Db, DbKind, Journal, Migration, Migrator, Row,
 
 use super::{Heartbeat, Launch, RepoError, Repository};
 use crate::model::{
-    BatchStatus, JobExecution, JobInstance, Millis, Params, SkipRecord, StepCounts, StepExecution,
-    params_key, truncate,
+    BatchStatus, JobExecution, JobInstance, Millis, NonIdentifying, Params, SkipRecord, StepCounts,
+    StepExecution, format_millis, identifying, params_key, truncate,
 };
 
 /// The largest `item` kept with a skip, in bytes (cut on a character boundary).
@@ -35,15 +35,15 @@ const MAX_SKIP_ITEM: usize = 4096;
 const MIGRATOR: Migrator = Migrator::new(
     "sluice_batch_migrations",
     0x736C_7569_6365_424D,
-    &[Migration::new(
-        1,
-        include_str!("../../migrations/0001_init.sql"),
-    )],
+    &[
+        Migration::new(1, include_str!("../../migrations/0001_init.sql")),
+        Migration::new(2, include_str!("../../migrations/0002_non_identifying.sql")),
+    ],
 );
 
 /// The columns of `batch_job_execution`, in the order [`execution_from_row`] reads.
-const EXECUTION_COLUMNS: &str = "id, instance_id, job_name, params, status, created_at, \
-     started_at, ended_at, exit_message, owner, lease_until";
+const EXECUTION_COLUMNS: &str = "id, instance_id, job_name, params, non_identifying, status, \
+     created_at, started_at, ended_at, exit_message, owner, lease_until";
 
 /// The job repository on SQLite or PostgreSQL.
 ///
@@ -160,16 +160,20 @@ impl Repository for SqlRepository {
             .map_err(|e| RepoError::Db(format!("{e} ({})", self.url)))
     }
 
-    async fn start_execution(
+    async fn start_execution_with(
         &self,
         job: &str,
         params: &Params,
+        non_identifying: &NonIdentifying,
         owner: &str,
         lease: Duration,
         rerun: bool,
     ) -> Result<Launch, RepoError> {
-        let key = params_key(params);
+        let instance_params = identifying(params, non_identifying);
+        let key = params_key(&instance_params);
+        let instance_json = to_json(&instance_params)?;
         let params_json = to_json(params)?;
+        let non_identifying_json = to_json(non_identifying)?;
         let mut tx = self.write().await?;
         // Read the clock once the write lock is ours (SQLite may have queued us).
         let now = self.now();
@@ -183,7 +187,7 @@ impl Repository for SqlRepository {
             )
             .bind(job)
             .bind(key.as_str())
-            .bind(params_json.as_str()),
+            .bind(instance_json.as_str()),
         )
         .await?;
         let instance_id: i64 = tx
@@ -288,13 +292,15 @@ impl Repository for SqlRepository {
         let execution_id: i64 = tx
             .fetch_one(
                 &Statement::new(
-                    "INSERT INTO batch_job_execution (instance_id, job_name, params, status, \
-                     created_at, started_at, exit_message, owner, lease_until, stop_requested) \
-                     VALUES ($1, $2, $3, $4, $5, $5, '', $6, $7, FALSE) RETURNING id",
+                    "INSERT INTO batch_job_execution (instance_id, job_name, params, \
+                     non_identifying, status, created_at, started_at, exit_message, owner, \
+                     lease_until, stop_requested) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, '', $7, $8, FALSE) RETURNING id",
                 )
                 .bind(instance_id)
                 .bind(job)
                 .bind(params_json.as_str())
+                .bind(non_identifying_json.as_str())
                 .bind(BatchStatus::Started.as_str())
                 .bind(now)
                 .bind(owner)
@@ -314,7 +320,7 @@ impl Repository for SqlRepository {
             instance: JobInstance {
                 id: instance_id,
                 job_name: job.to_owned(),
-                params: params.clone(),
+                params: instance_params,
                 params_key: key,
             },
             execution: JobExecution {
@@ -322,6 +328,7 @@ impl Repository for SqlRepository {
                 instance_id,
                 job_name: job.to_owned(),
                 params: params.clone(),
+                non_identifying: non_identifying.clone(),
                 status: BatchStatus::Started,
                 created_at: now,
                 started_at: Some(now),
@@ -558,6 +565,21 @@ impl Repository for SqlRepository {
         Ok(updated > 0)
     }
 
+    async fn stop_requested(&self, execution_id: i64) -> Result<bool, RepoError> {
+        let mut tx = self.read().await?;
+        let row = tx
+            .fetch_optional(
+                &Statement::new("SELECT stop_requested FROM batch_job_execution WHERE id = $1")
+                    .bind(execution_id),
+            )
+            .await?;
+        tx.commit().await?;
+        match row {
+            Some(r) => Ok(r.get("stop_requested")?),
+            None => Err(RepoError::NoSuchExecution(execution_id)),
+        }
+    }
+
     async fn executions(
         &self,
         job: Option<&str>,
@@ -669,6 +691,12 @@ fn execution_from_row(r: &Row) -> Result<JobExecution, RepoError> {
         instance_id: r.get("instance_id")?,
         job_name: r.get("job_name")?,
         params: from_json(&r.get::<String>("params")?, "parameters", "execution", id)?,
+        non_identifying: from_json(
+            &r.get::<String>("non_identifying")?,
+            "non-identifying parameter names",
+            "execution",
+            id,
+        )?,
         status: status(r)?,
         created_at: r.get("created_at")?,
         started_at: r.get("started_at")?,
@@ -738,14 +766,6 @@ fn to_i64(v: u64) -> i64 {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
-}
-
-/// `ms` as an RFC 3339 UTC time, for messages.
-fn format_millis(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
-        || format!("{ms} ms"),
-        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    )
 }
 
 use sluice_core::{Secret, redact_url};

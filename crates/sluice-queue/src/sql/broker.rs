@@ -277,6 +277,25 @@ impl Broker for SqlBroker {
         Ok(self.execute(q).await? > 0)
     }
 
+    async fn release_delayed(
+        &self,
+        lease: &LeaseRef,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<bool, QueueError> {
+        let q = Q::new(
+            "UPDATE sluice_tasks SET state = 'ready', \
+             attempt = CASE WHEN attempt > 0 THEN attempt - 1 ELSE 0 END, \
+             not_before = {now} + $3, last_error = $4, lease_token = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        )
+        .bind(lease.id.to_string())
+        .bind(lease.token.as_str())
+        .bind(millis(delay))
+        .bind(reason);
+        Ok(self.execute(q).await? > 0)
+    }
+
     async fn status(&self, queue: &str, id: TaskId) -> Result<Option<TaskStatus>, QueueError> {
         let sql = format!(
             "SELECT {COLUMNS}, {{now}} AS now_ms FROM sluice_tasks WHERE id = $1 AND queue = $2"

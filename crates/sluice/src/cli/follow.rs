@@ -253,6 +253,9 @@ impl Follower {
                     );
                     super::job::print_execution(&e);
                     super::job::print_steps(&steps);
+                    if let Some(prev) = out.resumed_from {
+                        outln!("resumed execution {prev}");
+                    }
                     outln!("took {:.1?}", self.started.elapsed());
                     return Ok(if out.status == "COMPLETED" {
                         ExitCode::SUCCESS

@@ -145,11 +145,7 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
         } => {
             let given = params.into_iter().collect();
             let p = params::resolve(settings, &name, Origin::Manual(&given))?;
-            let input = JobRunInput {
-                job: name,
-                params: p,
-                rerun,
-            };
+            let input = JobRunInput::new(name, p, rerun);
             let enqueue = if local {
                 false
             } else if queue {
@@ -177,6 +173,7 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
             let input = JobRunInput {
                 job: e.job_name,
                 params: e.params,
+                non_identifying: e.non_identifying,
                 rerun: false,
             };
             run_job(rt, input).await
@@ -246,6 +243,7 @@ async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, Stri
     let JobRunInput {
         job: name,
         params,
+        non_identifying,
         rerun,
     } = input;
     let name = name.as_str();
@@ -292,6 +290,7 @@ async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, Stri
     let opts = RunOptions {
         rerun,
         stop: Some(stop),
+        non_identifying,
     };
     let result = runner.run(job, &params, opts, &bars).await;
     signals.abort();

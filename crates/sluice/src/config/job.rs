@@ -71,10 +71,18 @@ impl RawStep {
 pub struct RawJob {
     /// The job's name (`sluice job run NAME`).
     pub name: Spanned<String>,
-    /// Default parameters; `-p k=v` overrides them. All parameters identify the
-    /// instance.
+    /// Default parameters; `-p k=v` overrides them. They identify the instance
+    /// (a run with the same ones resumes it after a failure or a stop), except
+    /// those named in `non_identifying`.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// Parameters that do not identify the instance (as in Spring Batch): kept
+    /// with each execution, left out of the instance key, so a run that differs
+    /// only in them resumes the instance. `fire_time` / `fire_date` added to a
+    /// run by hand or for a file never identify it; a scheduled fire's do. E.g.
+    /// `non_identifying = ["requested_by"]`.
+    #[serde(default)]
+    pub non_identifying: Vec<String>,
     /// What `sluice job list` shows.
     pub description: Option<String>,
     /// The steps, in order.

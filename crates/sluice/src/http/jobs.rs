@@ -77,16 +77,12 @@ async fn trigger_job(
         ));
     }
     let extra = body_params(&body)?;
-    let params = params::resolve(settings, &name, Origin::Manual(&extra))
+    let run = params::resolve(settings, &name, Origin::Manual(&extra))
         .map_err(|e| ApiError::bad_request("bad_job", e))?;
     api.rt
-        .job(&name, &params)
+        .job(&name, &run.params)
         .map_err(|e| ApiError::bad_request("bad_job", e))?;
-    let input = JobRunInput {
-        job: name,
-        params,
-        rerun: false,
-    };
+    let input = JobRunInput::new(name, run, false);
     let e = api
         .broker
         .enqueue(job_run_task(&input))

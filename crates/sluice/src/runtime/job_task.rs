@@ -10,24 +10,31 @@
 //!   `sluice queue dlq retry` restarts it from its last committed chunk;
 //! - STOPPED because the worker shuts down: the lease is given back and another
 //!   worker resumes the execution; STOPPED on `sluice job stop`: completes;
-//! - the execution is still held by a dead process's lease, or the repository is
-//!   unreachable: a retryable error, tried again with backoff.
+//! - the execution is still held by another process's repository lease (a dead
+//!   one's runs out by itself): [`TaskError::Wait`] until that lease ends, the
+//!   attempt not counted, so a killed run is resumed, never dead-lettered for
+//!   having died;
+//! - the repository is unreachable: a retryable error, tried again with backoff.
 //!
-//! A worker killed mid-run leaves its task leased; when the lease runs out another
-//! worker takes it and resumes the execution once its repository lease is gone.
+//! A worker killed mid-run leaves its task leased; when the task lease runs out
+//! (after the queue's visibility, often much sooner than the repository lease)
+//! another worker takes it, waits for the repository lease to end, and resumes
+//! the execution.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sluice_batch::model::{BatchStatus, Params};
+use sluice_batch::model::{BatchStatus, NonIdentifying, Params};
 use sluice_batch::repository::RepoError;
 use sluice_batch::step::NoProgress;
 use sluice_batch::{JobRunner, RunOptions};
+use sluice_core::SystemClock;
 use sluice_queue::{NewTask, RetryPolicy, Task, TaskContext, TaskError};
 
 use super::Runtime;
+use super::params::RunParams;
 use crate::config::JOBS_QUEUE;
 
 /// The task name of job runs.
@@ -56,9 +63,24 @@ pub struct JobRunInput {
     /// Its parameters (the job's defaults already merged in).
     #[serde(default)]
     pub params: Params,
+    /// Those of `params` that do not identify the instance.
+    #[serde(default, skip_serializing_if = "NonIdentifying::is_empty")]
+    pub non_identifying: NonIdentifying,
     /// Run a COMPLETED instance again.
     #[serde(default)]
     pub rerun: bool,
+}
+
+impl JobRunInput {
+    /// A run of `job` with `run`'s parameters.
+    pub fn new(job: impl Into<String>, run: RunParams, rerun: bool) -> Self {
+        Self {
+            job: job.into(),
+            params: run.params,
+            non_identifying: run.non_identifying,
+            rerun,
+        }
+    }
 }
 
 /// The result of a `job.run` task.
@@ -101,7 +123,15 @@ impl Task for JobRunTask {
             .rt
             .job(&input.job, &input.params)
             .map_err(TaskError::Fatal)?;
-        run_job_task(&ctx, &self.rt, job, &input.params, input.rerun).await
+        run_job_task(
+            &ctx,
+            &self.rt,
+            job,
+            &input.params,
+            &input.non_identifying,
+            input.rerun,
+        )
+        .await
     }
 
     fn retry_policy(&self) -> RetryPolicy {
@@ -129,12 +159,14 @@ impl Task for JobRunTask {
 /// # Errors
 ///
 /// FAILED → [`TaskError::Fatal`]; stopped for shutdown → [`TaskError::Interrupted`];
-/// a live lease or an unreachable repository → [`TaskError::Retryable`].
+/// a repository lease held elsewhere → [`TaskError::Wait`] until its end; an
+/// unreachable repository → [`TaskError::Retryable`].
 pub async fn run_job_task(
     ctx: &TaskContext,
     rt: &Runtime,
     job: sluice_batch::Job,
     params: &Params,
+    non_identifying: &NonIdentifying,
     rerun: bool,
 ) -> Result<JobRunOutput, TaskError> {
     let name = job.name.clone();
@@ -151,6 +183,7 @@ pub async fn run_job_task(
     let opts = RunOptions {
         rerun,
         stop: Some(stop),
+        non_identifying: non_identifying.clone(),
     };
     tracing::info!(job = %name, task = %ctx.id, attempt = ctx.attempt, "running job");
     let result = runner.run(job, params, opts, &NoProgress).await;
@@ -181,6 +214,36 @@ pub async fn run_job_task(
             resumed_from: None,
             message: "this instance completed before; run with --rerun to run it again".into(),
         }),
+        Err(e @ RepoError::AlreadyRunning { lease_until, .. }) => Err(TaskError::Wait {
+            delay: wait_for_lease(lease_until, sluice_core::Clock::now_millis(&SystemClock)),
+            reason: format!("{e}; waiting for that lease to end"),
+        }),
         Err(e) => Err(TaskError::Retryable(e.to_string())),
+    }
+}
+
+/// How long to wait, at `now` (Unix ms), for a repository lease ending at
+/// `lease_until` to run out: until its end plus [`LEASE_MARGIN`] (a holder that
+/// is alive extends it meanwhile, and the task waits again).
+fn wait_for_lease(lease_until: i64, now: i64) -> Duration {
+    let left = u64::try_from(lease_until.saturating_sub(now)).unwrap_or(0);
+    Duration::from_millis(left) + LEASE_MARGIN
+}
+
+/// Waited beyond a repository lease's end, so that the next attempt finds it
+/// expired despite small clock differences between nodes.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_until_the_lease_ends_plus_a_margin() {
+        assert_eq!(
+            wait_for_lease(10_000, 7_000),
+            Duration::from_millis(3_000) + LEASE_MARGIN
+        );
+        assert_eq!(wait_for_lease(5_000, 7_000), LEASE_MARGIN);
     }
 }

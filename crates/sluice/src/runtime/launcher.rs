@@ -33,14 +33,10 @@ impl JobLauncher {
     async fn enqueue(
         &self,
         job: &str,
-        params: sluice_batch::model::Params,
+        params: params::RunParams,
         idempotency_key: Option<String>,
     ) -> Result<String, LaunchError> {
-        let input = JobRunInput {
-            job: job.to_owned(),
-            params,
-            rerun: false,
-        };
+        let input = JobRunInput::new(job, params, false);
         let mut task = job_run_task(&input);
         if let Some(k) = idempotency_key {
             task = task.idempotency_key(k);

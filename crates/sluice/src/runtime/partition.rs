@@ -268,7 +268,15 @@ impl Task for PartitionTask {
             input.of,
         )
         .map_err(|e| TaskError::Fatal(e.to_string()))?;
-        super::job_task::run_job_task(&ctx, &self.rt, job, &input.child_params(), false).await
+        super::job_task::run_job_task(
+            &ctx,
+            &self.rt,
+            job,
+            &input.child_params(),
+            &Default::default(),
+            false,
+        )
+        .await
     }
 
     fn retry_policy(&self) -> RetryPolicy {
