@@ -41,9 +41,8 @@ pub fn default_filter(level: &str) -> String {
 /// nothing.
 pub fn init_logs(format: LogFormat, default_level: &str) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(default_filter(default_level))
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter(default_level)));
     let ansi = colour(
         std::env::var_os("NO_COLOR").as_deref(),
         std::io::stderr().is_terminal(),

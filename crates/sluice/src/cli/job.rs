@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice_batch::model::{BatchStatus, JobExecution, StepCounts, StepExecution};
 use serde::Serialize;
+use sluice_batch::model::{BatchStatus, JobExecution, StepCounts, StepExecution};
 use sluice_batch::repository::{RepoError, Repository};
 use sluice_batch::step::Progress;
 use sluice_batch::{JobRunner, RunOptions};
@@ -237,10 +237,10 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
             if json {
                 let mut execution = ExecutionView::of(&e);
                 execution.owner_gone = gone;
-                super::out::json(&serde_json::json!({
-                    "execution": execution,
-                    "steps": steps.iter().map(StepView::of).collect::<Vec<_>>(),
-                }));
+                super::out::json(&ExecutionDetail {
+                    execution,
+                    steps: steps.iter().map(StepView::of).collect(),
+                });
                 return Ok(ExitCode::SUCCESS);
             }
             print_execution(&e);
@@ -535,6 +535,13 @@ impl<'a> ExecutionView<'a> {
     }
 }
 
+/// `job status EXEC --json`: the execution and its steps.
+#[derive(Serialize)]
+struct ExecutionDetail<'a> {
+    execution: ExecutionView<'a>,
+    steps: Vec<StepView<'a>>,
+}
+
 /// A step execution in `job status EXEC --json`.
 #[derive(Serialize)]
 struct StepView<'a> {
@@ -648,10 +655,11 @@ pub(super) fn print_execution(e: &JobExecution) {
         e.status,
         time(e.started_at),
         time(e.ended_at),
-        if e.exit_message.is_empty() {
-            String::new()
-        } else {
-            format!("\n  {}", e.exit_message)
+        // Its first line: the steps below show the whole of it (a shell
+        // step's output).
+        match e.exit_message.lines().next() {
+            Some(first) if !first.is_empty() => format!("\n  {first}"),
+            _ => String::new(),
         }
     );
 }

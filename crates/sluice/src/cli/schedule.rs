@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use clap::Subcommand;
+use serde::Serialize;
 use sluice_schedule::{ClaimStore, LastFire};
 
 use crate::config::Settings;
@@ -111,7 +111,8 @@ struct TriggerView<'a> {
     kind: &'static str,
     /// What fires it: `every 1s`, `cron … in Europe/Paris`, `watch DIR (PATTERN)`.
     rule: String,
-    /// What happens to fires missed while no node ran (schedules only).
+    /// What happens to fires missed while no node ran (schedules only):
+    /// `fire_once`, `skip`, `catch_up(max N)`.
     misfire: Option<String>,
     /// What happens when a fire comes while the last run still runs (schedules only).
     overlap: Option<&'static str>,
@@ -137,6 +138,16 @@ impl<'a> LastFireView<'a> {
             outcome: &l.outcome,
             task: l.task.as_deref(),
         }
+    }
+}
+
+/// A misfire policy as the config spells it: `fire_once`, `skip`,
+/// `catch_up` (`catch_up(max N)`).
+fn misfire_name(m: sluice_schedule::Misfire) -> String {
+    match m {
+        sluice_schedule::Misfire::FireOnce => "fire_once".into(),
+        sluice_schedule::Misfire::Skip => "skip".into(),
+        sluice_schedule::Misfire::CatchUp { max } => format!("catch_up(max {max})"),
     }
 }
 
@@ -173,7 +184,7 @@ fn views<'a>(
             job: &d.job,
             kind: "schedule",
             rule: d.spec.describe(),
-            misfire: Some(format!("{:?}", d.misfire)),
+            misfire: Some(misfire_name(d.misfire)),
             overlap: Some(d.overlap.as_str()),
             paused: paused.contains(&d.id),
             last_fire: last.get(&d.id).map(LastFireView::of),
