@@ -34,7 +34,7 @@ pub enum JobCommand {
     /// task and follows it; else runs it in this process. `--local` and `--queue`
     /// force either.
     ///
-    /// Exit codes: 0 COMPLETED, 1 FAILED (or another error), 3 already running or
+    /// Exit codes: 0 COMPLETED, 1 FAILED (or another error), 2 no such job, 3 already running or
     /// already completed, 4 STOPPED, 75 the follower gave up waiting for the broker
     /// or the repository (the task goes on), 130 interrupted (Ctrl-C: a task no
     /// worker had started is cancelled, a running one keeps running).

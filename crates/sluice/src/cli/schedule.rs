@@ -23,7 +23,7 @@ pub enum ScheduleCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Pauses a trigger (on every node).
+    /// Pauses a trigger (on every node). An unknown trigger exits 2.
     Pause {
         /// The trigger's id (`JOB#N` or `JOB/NAME`, see `list`).
         id: String,
