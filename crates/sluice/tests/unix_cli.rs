@@ -61,7 +61,8 @@ fn json(cfg: &Path, args: &[&str]) -> Value {
 
 /// `jobs.toml` in `dir` with its repository at `repo` (a URL): job `greet` (a
 /// shell step writing to stdout and stderr, triggered every hour), job `fail` (a
-/// shell step that writes and exits 3), job `load` (3 CSV rows, one of them
+/// shell step that writes and exits 3), job `slow` (a shell step that writes and
+/// times out after 500 ms), job `load` (3 CSV rows, one of them
 /// broken and skipped, into a JSONL file).
 fn config(dir: &Path, repo: &str) -> PathBuf {
     let csv = dir.join("in.csv");
@@ -92,6 +93,13 @@ name = "fail"
 [[job.step]]
 name = "boom"
 tasklet = {{ kind = "shell", command = "echo partial-out; echo boom-err >&2; exit 3" }}
+
+[[job]]
+name = "slow"
+
+[[job.step]]
+name = "nap"
+tasklet = {{ kind = "shell", command = "echo napping; sleep 30", timeout = "500ms" }}
 
 [[job]]
 name = "load"
@@ -143,7 +151,7 @@ fn every_listing_command_prints_one_json_document_with_json() {
     let list = json(&cfg, &["job", "list"]);
     let jobs = list.as_array().unwrap();
     let names: Vec<&str> = jobs.iter().map(|j| j["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["fail", "greet", "load"], "{list}");
+    assert_eq!(names, ["fail", "greet", "load", "slow"], "{list}");
     let greet = &jobs[1];
     assert_eq!(greet["description"], "says hello", "{list}");
     assert_eq!(greet["steps"], serde_json::json!(["say"]), "{list}");
@@ -272,7 +280,7 @@ fn unknown_triggers_jobs_executions_and_tasks_exit_2() {
         ),
         (
             &["job", "run", "nope"],
-            "no job named \"nope\"; jobs: fail, greet, load",
+            "no job named \"nope\"; jobs: fail, greet, load, slow",
         ),
         (&["job", "run", "--queue", "nope"], "no job named \"nope\""),
         (&["job", "history", "nope"], "no job named \"nope\""),
@@ -428,27 +436,40 @@ async fn database_notices_stay_below_the_default_log_level() {
 
 /// A shell step's output (the tail of its stdout and stderr) shows in `job
 /// status EXEC`, indented under the step, and in its `--json`, when it
-/// succeeded and when it failed.
+/// succeeded, when it failed and when it timed out.
 #[test]
 fn a_shell_steps_output_shows_in_job_status() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = sqlite_config(dir.path());
     assert!(run(&cfg, "greet").status.success());
     assert_eq!(run(&cfg, "fail").status.code(), Some(1));
+    assert_eq!(run(&cfg, "slow").status.code(), Some(1));
 
-    for (exec, status, lines) in [
+    for (exec, step, status, lines) in [
         (
             "1",
+            "say",
             "COMPLETED",
             ["    exit 0 in ", "    hello-out", "    hello-err"],
         ),
         (
             "2",
+            "boom",
             "FAILED",
             [
                 "    step boom: exit code 3",
                 "    partial-out",
                 "    boom-err",
+            ],
+        ),
+        (
+            "3",
+            "nap",
+            "FAILED",
+            [
+                "    step nap: timed out after 500ms",
+                "    stdout:",
+                "    napping",
             ],
         ),
     ] {
@@ -457,12 +478,7 @@ fn a_shell_steps_output_shows_in_job_status() {
         let out = stdout(&o);
         let step = out
             .lines()
-            .position(|l| {
-                l.starts_with(&format!(
-                    "{:<20} {status}",
-                    if exec == "1" { "say" } else { "boom" }
-                ))
-            })
+            .position(|l| l.starts_with(&format!("{step:<20} {status}")))
             .unwrap_or_else(|| panic!("the step's row in {out}"));
         let below: Vec<&str> = out.lines().skip(step + 1).collect();
         for want in lines {
