@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
+use sqlx::{Connection as _, Executor as _};
 
 use crate::DbKind;
 use crate::error::{ErrorClass, SqlError};
@@ -96,7 +96,7 @@ pub struct ConnectSettings {
     /// MySQL: run sessions in strict mode (`STRICT_ALL_TABLES`), so that a bad
     /// value is refused rather than truncated with a warning.
     pub mysql_strict: bool,
-    /// Log statements at debug level (sqlx's default); off for bulk writers.
+    /// Log statements, and slow ones, at debug level; off for bulk writers.
     pub log_statements: bool,
 }
 
@@ -275,9 +275,7 @@ impl DbUrl {
                 if s.foreign_keys {
                     o = o.foreign_keys(true);
                 }
-                if !s.log_statements {
-                    o = o.disable_statement_logging();
-                }
+                o = log_levels(o, s.log_statements);
                 let pool = SqlitePoolOptions::new().acquire_timeout(s.acquire_timeout);
                 let pool = if is_memory_url(url) {
                     // Each connection to `:memory:` would be its own database: keep
@@ -299,11 +297,7 @@ impl DbUrl {
                 Db::Sqlite(pool.connect_with(o).await.map_err(fail)?)
             }
             Self::Postgres(o) => {
-                let o = if s.log_statements {
-                    o.clone()
-                } else {
-                    o.clone().disable_statement_logging()
-                };
+                let o = log_levels(o.clone(), s.log_statements);
                 if s.check_first {
                     PgConnection::connect_with(&o)
                         .await
@@ -323,11 +317,7 @@ impl DbUrl {
                 )
             }
             Self::MySql(o) => {
-                let o = if s.log_statements {
-                    o.clone()
-                } else {
-                    o.clone().disable_statement_logging()
-                };
+                let o = log_levels(o.clone(), s.log_statements);
                 let strict = s.mysql_strict;
                 Db::MySql(
                     MySqlPoolOptions::new()
@@ -352,6 +342,23 @@ impl DbUrl {
                 )
             }
         })
+    }
+}
+
+/// How long a statement runs before sqlx calls it slow (logged at debug level).
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
+/// `o` logging its statements, and its slow ones (over [`SLOW_STATEMENT`]), at
+/// debug level only (sqlx's slow-statement default is a warning), or neither
+/// when `log` is off. PostgreSQL notices (`relation … already exists,
+/// skipping`) are sqlx's `sqlx::postgres::notice` events at info level; the
+/// binary's default log filter keeps those out.
+fn log_levels<O: sqlx::ConnectOptions>(o: O, log: bool) -> O {
+    if log {
+        o.log_statements(log::LevelFilter::Debug)
+            .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT)
+    } else {
+        o.disable_statement_logging()
     }
 }
 

@@ -1,7 +1,7 @@
 //! `sluice`: a caching gateway and batch engine for slow, quota-limited APIs.
 //!
-//! Exit codes: 0 success; 1 runtime failure; 2 bad arguments or invalid config;
-//! `job run` also 3 (already running or completed), 4 (STOPPED), 75 (the follower
+//! Exit codes: 0 success; 1 runtime failure; 2 bad arguments, invalid config, or
+//! an unknown job, execution, trigger or task; `job run` also 3 (already running or completed), 4 (STOPPED), 75 (the follower
 //! gave up waiting for the broker or repository) and 130 (interrupted).
 
 use std::process::ExitCode;

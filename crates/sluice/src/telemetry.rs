@@ -20,13 +20,29 @@ pub fn colour(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-/// Installs the tracing subscriber (stderr; `RUST_LOG` overrides `default_level`).
-/// Colour only on a terminal without `NO_COLOR` (see [`colour`]). Safe to call
-/// more than once: later calls do nothing.
+/// The log filter without `RUST_LOG`: `level` for everything, but the database
+/// driver (sqlx) at most at `warn`, so that PostgreSQL notices such as
+/// `relation "…" already exists, skipping` (sqlx logs them at info) stay below
+/// the default level; `RUST_LOG=sqlx=info` shows them. A `debug` or `trace`
+/// level shows everything.
+pub fn default_filter(level: &str) -> String {
+    use tracing_subscriber::filter::LevelFilter;
+    match level.parse::<LevelFilter>() {
+        Ok(l) if l <= LevelFilter::INFO => {
+            format!("{l},sqlx={}", l.min(LevelFilter::WARN)).to_lowercase()
+        }
+        _ => level.to_owned(),
+    }
+}
+
+/// Installs the tracing subscriber (stderr; `RUST_LOG` overrides
+/// [`default_filter`]`(default_level)`). Colour only on a terminal without
+/// `NO_COLOR` (see [`colour`]). Safe to call more than once: later calls do
+/// nothing.
 pub fn init_logs(format: LogFormat, default_level: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter(default_level)));
     let ansi = colour(
         std::env::var_os("NO_COLOR").as_deref(),
         std::io::stderr().is_terminal(),
@@ -103,7 +119,14 @@ pub fn spawn_upkeep() {
 mod tests {
     use std::ffi::OsStr;
 
-    use super::colour;
+    use super::{colour, default_filter};
+
+    #[test]
+    fn the_database_driver_logs_at_most_warnings_by_default() {
+        assert_eq!(default_filter("info"), "info,sqlx=warn");
+        assert_eq!(default_filter("error"), "error,sqlx=error");
+        assert_eq!(default_filter("debug"), "debug");
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {

@@ -385,7 +385,7 @@ async fn job_run_uses_a_live_worker_and_ctrl_c_cancels_a_waiting_task() {
         "{err}"
     );
     let again = sluice(&cfg, &["task", "cancel", &id]);
-    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("unknown"),
         "{}",

@@ -924,7 +924,11 @@ async fn triggers_fire_jobs_under_serve_and_can_be_paused() {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(lines(&out).len(), before, "a paused trigger does not fire");
     let bad = sluice_cmd(&cfg, &["schedule", "pause", "nope"]);
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "an unknown trigger is invalid input"
+    );
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("stamp/tick"),
         "{}",

@@ -38,3 +38,6 @@ mod exactly_once;
 
 // `job run` locally or through a live worker, Ctrl-C, `task cancel`, `queue list`, followers across outages, owner gone.
 mod follow;
+
+// The CLI as a Unix tool: `--json` everywhere, exit 2 for unknown ids, one `job finished` line, no database notices, shell output in `job status`.
+mod unix_cli;

@@ -65,6 +65,10 @@ pub const DEFAULT_TAIL_BYTES: usize = 64 * 1024;
 /// Exit 0 → `Ok("exit 0 in 1.2s\nstdout:\n…")`; another exit code →
 /// [`TaskletError::Exited`] (`exit code 3 …\nstderr:\n…`); a timeout →
 /// [`TaskletError::TimedOut`] (`timed out after …`).
+///
+/// Either way the text (with the output tails) becomes the step execution's
+/// exit message in the repository, which `sluice job status EXEC` prints
+/// under the step and its `--json` carries as `exit_message`.
 #[derive(Debug, Clone)]
 pub struct ShellTasklet {
     /// The command, run with `sh -c`.

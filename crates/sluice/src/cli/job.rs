@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
+use serde::Serialize;
 use sluice_batch::model::{BatchStatus, JobExecution, StepCounts, StepExecution};
-use sluice_batch::repository::RepoError;
+use sluice_batch::repository::{RepoError, Repository};
 use sluice_batch::{JobRunner, RunOptions};
 use sluice_queue::LiveWorker;
 
+use super::out::rfc3339;
 use super::progress::Bars;
 use crate::config::{JOBS_QUEUE, PARTITIONS_QUEUE};
 use crate::runtime::Runtime;
@@ -21,13 +23,17 @@ use crate::runtime::params::{self, Origin};
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// The configured jobs, their steps and their last execution.
-    List,
+    List {
+        /// One JSON document: an array of `{name, description, steps, last}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs a job (or restarts its failed, stopped or dead last execution). When a
     /// live worker (`sluice serve`) serves the `jobs` queue, enqueues a `job.run`
     /// task and follows it; else runs it in this process. `--local` and `--queue`
     /// force either.
     ///
-    /// Exit codes: 0 COMPLETED, 1 FAILED (or another error), 3 already running or
+    /// Exit codes: 0 COMPLETED, 1 FAILED (or another error), 2 no such job, 3 already running or
     /// already completed, 4 STOPPED, 75 the follower gave up waiting for the broker
     /// or the repository (the task goes on), 130 interrupted (Ctrl-C: a task no
     /// worker had started is cancelled, a running one keeps running).
@@ -55,6 +61,10 @@ pub enum JobCommand {
     Status {
         /// Execution id.
         exec: Option<i64>,
+        /// One JSON document: `{"execution": {...}, "steps": [...]}` for one
+        /// execution, else an array of executions.
+        #[arg(long)]
+        json: bool,
     },
     /// The executions of a job, newest first.
     History {
@@ -63,6 +73,9 @@ pub enum JobCommand {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// One JSON document: an array of executions.
+        #[arg(long)]
+        json: bool,
     },
     /// Restarts an execution from its last committed chunk.
     Restart {
@@ -78,6 +91,10 @@ pub enum JobCommand {
     Skips {
         /// Execution id.
         exec: i64,
+        /// One JSON document: an array of `{step_execution_id, step_name,
+        /// position, phase, reason, item}`.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -106,11 +123,9 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String> {
     let settings = rt.settings();
     match cmd {
-        JobCommand::List => {
+        JobCommand::List { json } => {
             let repo = rt.repository().await?;
-            if settings.jobs.jobs.is_empty() {
-                outln!("no jobs configured ([[job]] in the config)");
-            }
+            let mut jobs = Vec::new();
             for (name, job) in &settings.jobs.jobs {
                 let last = repo
                     .executions(Some(name), 1)
@@ -121,6 +136,25 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
                     .iter()
                     .map(|s| s.name.get_ref().as_str())
                     .collect();
+                jobs.push((name, job, steps, last));
+            }
+            if json {
+                let list: Vec<JobView<'_>> = jobs
+                    .iter()
+                    .map(|(name, job, steps, last)| JobView {
+                        name,
+                        description: job.description.as_deref(),
+                        steps: steps.clone(),
+                        last: last.first().map(ExecutionView::of),
+                    })
+                    .collect();
+                super::out::json(&list);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if jobs.is_empty() {
+                outln!("no jobs configured ([[job]] in the config)");
+            }
+            for (name, job, steps, last) in &jobs {
                 outln!(
                     "{name}  steps: {}  last: {}{}",
                     steps.join(" → "),
@@ -143,6 +177,9 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
             queue,
             follow_timeout,
         } => {
+            if let Err(e) = settings.jobs.job(&name) {
+                return Ok(super::out::invalid_input(e));
+            }
             let given = params.into_iter().collect();
             let p = params::resolve(settings, &name, Origin::Manual(&given))?;
             let input = JobRunInput::new(name, p, rerun);
@@ -163,7 +200,10 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
         }
         JobCommand::Restart { exec } => {
             let repo = rt.repository().await?;
-            let (e, _) = repo.execution(exec).await.map_err(|e| e.to_string())?;
+            let (e, _) = match execution(&*repo, exec).await? {
+                Ok(found) => found,
+                Err(code) => return Ok(code),
+            };
             if e.status == BatchStatus::Completed {
                 return Err(format!(
                     "execution {exec} COMPLETED; run `sluice job run {} --rerun` to run it again",
@@ -178,41 +218,84 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
             };
             run_job(rt, input).await
         }
-        JobCommand::Status { exec: Some(id) } => {
+        JobCommand::Status {
+            exec: Some(id),
+            json,
+        } => {
             let repo = rt.repository().await?;
-            let (e, steps) = repo.execution(id).await.map_err(|e| e.to_string())?;
+            let (e, steps) = match execution(&*repo, id).await? {
+                Ok(found) => found,
+                Err(code) => return Ok(code),
+            };
+            let gone = live_workers(rt, &[&e])
+                .await
+                .and_then(|live| owner_gone(&e, &live));
+            if json {
+                let mut execution = ExecutionView::of(&e);
+                execution.owner_gone = gone;
+                super::out::json(&ExecutionDetail {
+                    execution,
+                    steps: steps.iter().map(StepView::of).collect(),
+                });
+                return Ok(ExitCode::SUCCESS);
+            }
             print_execution(&e);
-            if let Some(live) = live_workers(rt, &[&e]).await
-                && let Some(line) = owner_gone(&e, &live)
-            {
+            if let Some(line) = gone {
                 outln!("  {line}");
             }
             print_steps(&steps);
             Ok(ExitCode::SUCCESS)
         }
-        JobCommand::Status { exec: None } => {
+        JobCommand::Status { exec: None, json } => {
             let repo = rt.repository().await?;
             let list = repo.executions(None, 20).await.map_err(|e| e.to_string())?;
-            print_executions(&list);
             let live = live_workers(rt, &list.iter().collect::<Vec<_>>()).await;
+            let gone = |e: &JobExecution| live.as_deref().and_then(|l| owner_gone(e, l));
+            if json {
+                let views: Vec<ExecutionView<'_>> = list
+                    .iter()
+                    .map(|e| ExecutionView {
+                        owner_gone: gone(e),
+                        ..ExecutionView::of(e)
+                    })
+                    .collect();
+                super::out::json(&views);
+                return Ok(ExitCode::SUCCESS);
+            }
+            print_executions(&list);
             for e in &list {
-                if let Some(line) = live.as_deref().and_then(|l| owner_gone(e, l)) {
+                if let Some(line) = gone(e) {
                     outln!("  #{}: {line}", e.id);
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        JobCommand::History { name, limit } => {
+        JobCommand::History { name, limit, json } => {
             let repo = rt.repository().await?;
             let list = repo
                 .executions(Some(&name), limit)
                 .await
                 .map_err(|e| e.to_string())?;
+            // A job no longer configured keeps its history; a name known
+            // nowhere is a typo.
+            if list.is_empty()
+                && let Err(e) = settings.jobs.job(&name)
+            {
+                return Ok(super::out::invalid_input(e));
+            }
+            if json {
+                let views: Vec<ExecutionView<'_>> = list.iter().map(ExecutionView::of).collect();
+                super::out::json(&views);
+                return Ok(ExitCode::SUCCESS);
+            }
             print_executions(&list);
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Stop { exec } => {
             let repo = rt.repository().await?;
+            if let Err(code) = execution(&*repo, exec).await? {
+                return Ok(code);
+            }
             if repo.request_stop(exec).await.map_err(|e| e.to_string())? {
                 outln!("execution {exec}: stop requested; it stops at its next chunk boundary");
                 Ok(ExitCode::SUCCESS)
@@ -220,9 +303,16 @@ pub async fn run(cmd: JobCommand, rt: &Arc<Runtime>) -> Result<ExitCode, String>
                 Err(format!("execution {exec} is not running"))
             }
         }
-        JobCommand::Skips { exec } => {
+        JobCommand::Skips { exec, json } => {
             let repo = rt.repository().await?;
+            if let Err(code) = execution(&*repo, exec).await? {
+                return Ok(code);
+            }
             let skips = repo.skips(exec).await.map_err(|e| e.to_string())?;
+            if json {
+                super::out::json(&skips);
+                return Ok(ExitCode::SUCCESS);
+            }
             super::print_lines(skips, &format!("execution {exec} skipped nothing"), |s| {
                 format!(
                     "{}\t{}\t#{}\t{}{}",
@@ -309,6 +399,7 @@ async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, Stri
         Err(e) => return Err(e.to_string()),
     };
     bars.finish();
+    crate::runtime::job_task::log_finished(&report);
     if let Some(prev) = report.resumed_from {
         outln!("resumed execution {prev}");
     }
@@ -320,6 +411,105 @@ async fn run_job(rt: &Arc<Runtime>, input: JobRunInput) -> Result<ExitCode, Stri
         BatchStatus::Stopped => ExitCode::from(4),
         _ => ExitCode::from(1),
     })
+}
+
+/// Execution `id` with its steps; an unknown one is invalid input (exit 2,
+/// the inner `Err`).
+///
+/// # Errors
+///
+/// The repository's other errors.
+async fn execution(
+    repo: &dyn Repository,
+    id: i64,
+) -> Result<Result<(JobExecution, Vec<StepExecution>), ExitCode>, String> {
+    match repo.execution(id).await {
+        Ok(found) => Ok(Ok(found)),
+        Err(e @ RepoError::NoSuchExecution(_)) => Ok(Err(super::out::invalid_input(format!(
+            "{e} (see `sluice job status` for the recent ones)"
+        )))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A configured job in `job list --json`.
+#[derive(Serialize)]
+struct JobView<'a> {
+    name: &'a str,
+    description: Option<&'a str>,
+    steps: Vec<&'a str>,
+    last: Option<ExecutionView<'a>>,
+}
+
+/// An execution in `--json` output: the repository's record, times as RFC 3339.
+#[derive(Serialize)]
+struct ExecutionView<'a> {
+    id: i64,
+    instance_id: i64,
+    job_name: &'a str,
+    params: &'a sluice_batch::model::Params,
+    status: BatchStatus,
+    created_at: Option<String>,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    exit_message: &'a str,
+    owner: &'a str,
+    lease_until: Option<String>,
+    /// `owner gone, lease ends at …` when it runs and its owner is not live.
+    owner_gone: Option<String>,
+}
+
+impl<'a> ExecutionView<'a> {
+    fn of(e: &'a JobExecution) -> Self {
+        Self {
+            id: e.id,
+            instance_id: e.instance_id,
+            job_name: &e.job_name,
+            params: &e.params,
+            status: e.status,
+            created_at: rfc3339(Some(e.created_at)),
+            started_at: rfc3339(e.started_at),
+            ended_at: rfc3339(e.ended_at),
+            exit_message: &e.exit_message,
+            owner: &e.owner,
+            lease_until: rfc3339(e.lease_until),
+            owner_gone: None,
+        }
+    }
+}
+
+/// `job status EXEC --json`: the execution and its steps.
+#[derive(Serialize)]
+struct ExecutionDetail<'a> {
+    execution: ExecutionView<'a>,
+    steps: Vec<StepView<'a>>,
+}
+
+/// A step execution in `job status EXEC --json`.
+#[derive(Serialize)]
+struct StepView<'a> {
+    id: i64,
+    step_name: &'a str,
+    status: BatchStatus,
+    counts: StepCounts,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    /// Why it ended; a shell tasklet's exit and the tail of its output.
+    exit_message: &'a str,
+}
+
+impl<'a> StepView<'a> {
+    fn of(s: &'a StepExecution) -> Self {
+        Self {
+            id: s.id,
+            step_name: &s.step_name,
+            status: s.status,
+            counts: s.counts,
+            started_at: rfc3339(Some(s.started_at)),
+            ended_at: rfc3339(s.ended_at),
+            exit_message: &s.exit_message,
+        }
+    }
 }
 
 /// Whether a live worker serves the `jobs` queue; says what `job run` does
@@ -408,10 +598,11 @@ pub(super) fn print_execution(e: &JobExecution) {
         e.status,
         time(e.started_at),
         time(e.ended_at),
-        if e.exit_message.is_empty() {
-            String::new()
-        } else {
-            format!("\n  {}", e.exit_message)
+        // Its first line: the steps below show the whole of it (a shell
+        // step's output).
+        match e.exit_message.lines().next() {
+            Some(first) if !first.is_empty() => format!("\n  {first}"),
+            _ => String::new(),
         }
     );
 }
@@ -431,8 +622,10 @@ pub(super) fn print_steps(steps: &[StepExecution]) {
     for s in steps {
         let counts = s.counts.values().map(|n| n.to_string());
         row(&s.step_name, s.status.as_str(), counts);
-        if !s.exit_message.is_empty() && s.status != BatchStatus::Completed {
-            outln!("  {}", s.exit_message);
+        // Why it ended: an error, or a tasklet's exit and the tail of its
+        // output (a shell step's stdout and stderr), indented under the step.
+        for line in s.exit_message.lines() {
+            outln!("    {line}");
         }
     }
 }

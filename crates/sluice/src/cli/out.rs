@@ -1,7 +1,9 @@
-//! Writing a command's output (see the `outln!` macro).
+//! Writing a command's output (see the `outln!` macro): lines, one JSON
+//! document (`--json`), and invalid input (exit 2).
 
 use std::fmt;
 use std::io::{self, Write};
+use std::process::ExitCode;
 
 /// Writes `args` and a newline to stdout. A closed pipe ends the process with
 /// exit 0; another write error ends it with exit 1, saying why on stderr.
@@ -31,4 +33,18 @@ pub fn json<T: serde::Serialize + ?Sized>(value: &T) {
             std::process::exit(1);
         }
     }
+}
+
+/// Unix milliseconds as an RFC 3339 UTC instant (`2026-12-03T11:35:35.123Z`),
+/// for `--json` output; `None` stays `None`.
+pub fn rfc3339(ms: Option<i64>) -> Option<String> {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// Invalid input (an unknown job, execution, trigger or task): `error: …` on
+/// stderr, exit 2, as for bad arguments.
+pub fn invalid_input(message: impl fmt::Display) -> ExitCode {
+    let _ = writeln!(io::stderr(), "error: {message}");
+    ExitCode::from(2)
 }

@@ -13,7 +13,12 @@ use crate::runtime::Runtime;
 pub enum QueueCommand {
     /// Counts of every queue: ready, delayed, running, dead; a running task of a
     /// queue no live worker serves shows as `owner gone, lease ends at …`.
-    Stats,
+    Stats {
+        /// One JSON document: an array of `{name, ready, delayed, running, dead,
+        /// owners_gone}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every queue with its counts, and the live workers with the queues they
     /// serve.
     List {
@@ -86,6 +91,17 @@ async fn owners_gone(broker: &dyn Broker, queue: &str, running: u64) -> Vec<Stri
             )
         })
         .collect()
+}
+
+/// A queue in `queue stats --json`.
+#[derive(serde::Serialize)]
+struct QueueView {
+    name: String,
+    #[serde(flatten)]
+    stats: sluice_queue::QueueStats,
+    /// `task ID: owner gone, lease ends at …` of its running tasks no live
+    /// worker holds.
+    owners_gone: Vec<String>,
 }
 
 /// `sluice queue list`: queues with counts, then the live workers.
@@ -165,7 +181,21 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
     let broker = broker.as_ref();
     let e = |e: sluice_queue::QueueError| e.to_string();
     match cmd {
-        QueueCommand::Stats => {
+        QueueCommand::Stats { json: true } => {
+            let mut list = Vec::new();
+            for name in broker.queues().await.map_err(e)? {
+                let stats = broker.stats(&name).await.map_err(e)?;
+                let owners_gone = owners_gone(broker, &name, stats.running).await;
+                list.push(QueueView {
+                    name,
+                    stats,
+                    owners_gone,
+                });
+            }
+            super::out::json(&list);
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCommand::Stats { json: false } => {
             let queues = broker.queues().await.map_err(e)?;
             if queues.is_empty() {
                 outln!("no queue has held a task yet");
@@ -222,9 +252,9 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
             if n == 0
                 && let Some(id) = id
             {
-                return Err(format!(
-                    "task {id} is not in the dead-letter queue of {queue}"
-                ));
+                return Ok(super::out::invalid_input(format!(
+                    "task {id} is not in the dead-letter queue of {queue} (see `sluice queue dlq list --queue {queue}`)"
+                )));
             }
             outln!("{n} task(s) back on queue {queue}");
             Ok(ExitCode::SUCCESS)

@@ -19,7 +19,7 @@ pub enum TaskCommand {
         queue: Option<String>,
     },
     /// Cancels a task no worker has started (ready or delayed): it is deleted.
-    /// A running or finished task is refused (exit 1).
+    /// A running or finished task is refused (exit 1); an unknown one exits 2.
     Cancel {
         /// The task's id.
         id: TaskId,
@@ -100,9 +100,9 @@ pub async fn run(cmd: TaskCommand, rt: &Runtime) -> Result<ExitCode, String> {
             print_task(&s);
             Ok(ExitCode::SUCCESS)
         }
-        None => Err(format!(
+        None => Ok(super::out::invalid_input(format!(
             "task {id} is unknown: never enqueued here, or completed without a result TTL, or its result expired"
-        )),
+        ))),
     }
 }
 
@@ -111,9 +111,9 @@ pub async fn run(cmd: TaskCommand, rt: &Runtime) -> Result<ExitCode, String> {
 async fn cancel(rt: &Runtime, id: TaskId, queue: Option<String>) -> Result<ExitCode, String> {
     let broker = rt.broker().await?;
     let Some(found) = find_task(broker.as_ref(), id, queue.as_deref()).await? else {
-        return Err(format!(
+        return Ok(super::out::invalid_input(format!(
             "task {id} is unknown: never enqueued here, already cancelled, or completed"
-        ));
+        )));
     };
     let q = found.task.queue.clone();
     match broker.cancel(&q, id).await.map_err(|e| e.to_string())? {

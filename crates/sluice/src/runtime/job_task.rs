@@ -190,6 +190,7 @@ pub async fn run_job_task(
     watcher.abort();
     match result {
         Ok(r) => {
+            log_finished(&r);
             let out = JobRunOutput {
                 execution: r.execution.id,
                 status: r.execution.status.to_string(),
@@ -220,6 +221,30 @@ pub async fn run_job_task(
         }),
         Err(e) => Err(TaskError::Retryable(e.to_string())),
     }
+}
+
+/// The one log line of a finished run (here and in a local `sluice job run`):
+/// job, execution, status, the read, written and skipped counts of its steps
+/// (including steps an earlier execution completed) and how long it ran.
+pub fn log_finished(r: &sluice_batch::RunReport) {
+    let e = &r.execution;
+    let sum = |f: fn(&sluice_batch::model::StepCounts) -> u64| -> u64 {
+        r.steps.iter().map(|s| f(&s.counts)).sum()
+    };
+    let ms = match (e.started_at, e.ended_at) {
+        (Some(a), Some(b)) => b.saturating_sub(a).max(0),
+        _ => 0,
+    };
+    tracing::info!(
+        job = %e.job_name,
+        execution = e.id,
+        status = %e.status,
+        read = sum(|c| c.read),
+        written = sum(|c| c.written),
+        skipped = sum(|c| c.skipped),
+        duration = %format!("{:.3}s", ms as f64 / 1000.0),
+        "job finished"
+    );
 }
 
 /// How long to wait, at `now` (Unix ms), for a repository lease ending at
