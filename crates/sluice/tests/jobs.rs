@@ -1047,7 +1047,8 @@ async fn r14_a_queued_run_waits_for_a_dead_owners_lease_and_resumes_it() {
     child.wait().unwrap();
 
     let server = serve(cfg);
-    let out = sluice(cfg, &["run", "air-load"]);
+    // `--queue`: the server may not have announced its worker yet.
+    let out = sluice(cfg, &["run", "air-load", "--queue"]);
     terminate(server);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
