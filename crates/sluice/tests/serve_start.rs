@@ -60,6 +60,16 @@ fn serve_until_exit(dir: &Path, cfg: &Path, limit: Duration) -> (Option<i32>, St
     }
 }
 
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 fn check(cfg: &Path) -> Output {
     Command::new(BIN)
         .args(["check", "-c"])
@@ -69,8 +79,8 @@ fn check(cfg: &Path) -> Output {
         .unwrap()
 }
 
-/// With no jobs, `serve` proxies, starts no worker and writes nothing into its
-/// working directory (no `./sluice.db`, no queue polled).
+/// With no jobs, `serve` proxies from a read-only working directory, starts
+/// no worker and writes nothing there (no `./sluice.db`, no queue polled).
 #[tokio::test]
 async fn a_gateway_only_config_opens_no_database_and_starts_no_worker() {
     let sim = SimUpstream::start(SimConfig {
@@ -84,7 +94,24 @@ async fn a_gateway_only_config_opens_no_database_and_starts_no_worker() {
     let port = sluice_testkit::free_port();
     let cfg = dir.path().join("gateway.toml");
     std::fs::write(&cfg, gateway_toml(port, &sim.base_url())).unwrap();
-    let mut child = Command::new(BIN)
+    // A read-only working directory: mode 0555, and, as root (who writes
+    // anywhere), the server runs as `nobody` through util-linux `setpriv`,
+    // from a copy of the binary it can reach.
+    let bin_dir = tempfile::tempdir().unwrap();
+    let mut command = if is_root() {
+        let bin = bin_dir.path().join("sluice");
+        std::fs::copy(BIN, &bin).unwrap();
+        set_mode(bin_dir.path(), 0o755);
+        set_mode(&cfg, 0o644);
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    set_mode(dir.path(), 0o555);
+    let mut child = command
         .args(["--log-format", "json", "serve", "-c"])
         .arg(&cfg)
         .current_dir(dir.path())
@@ -120,6 +147,7 @@ async fn a_gateway_only_config_opens_no_database_and_starts_no_worker() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
+    set_mode(dir.path(), 0o755);
     assert_eq!(files, ["gateway.toml"], "serve wrote into its directory");
     for l in &rest {
         assert!(
