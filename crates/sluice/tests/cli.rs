@@ -1,28 +1,18 @@
 //! The binary: `check`, `serve` with JSON logs, graceful shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::bin::{BIN, KillOnDrop, check, gateway_toml};
 use sluice_testkit::{SimConfig, SimUpstream};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-
-/// `sluice check -c PATH`.
-fn check(path: &std::path::Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(path)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn check_reports_errors_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\ncolour = 1\n").unwrap();
-    let out = check(&path);
+    let out = check(&path, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -32,7 +22,7 @@ fn check_reports_errors_with_exit_code_2() {
 
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
-    let out = check(&good);
+    let out = check(&good, &[]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -60,26 +50,14 @@ async fn serve_logs_json_and_drains_in_flight_requests_on_sigterm() {
     let port = sluice_testkit::free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("sluice.toml");
-    let mut f = std::fs::File::create(&cfg).unwrap();
-    write!(
-        f,
-        r#"[server]
-listen = "127.0.0.1:{port}"
-shutdown_grace = "10s"
-
-[[upstream]]
-name = "airkorea"
-base_url = "{}"
-secret_query = {{ serviceKey = {{ env = "CLI_TEST_KEY" }} }}
-ok_when = '.response.header.resultCode == "00"'
-
-[[route]]
-name = "air"
-path = "/air/{{*rest}}"
-upstream = "airkorea"
-ttl = "1m"
-"#,
-        sim.base_url()
+    std::fs::write(
+        &cfg,
+        gateway_toml(
+            port,
+            &sim.base_url(),
+            "CLI_TEST_KEY",
+            "shutdown_grace = \"10s\"\n",
+        ),
     )
     .unwrap();
     let mut child = Command::new(BIN)
@@ -138,31 +116,9 @@ ttl = "1m"
     );
 }
 
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.0.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 /// examples/jobs.toml written into `dir`, its databases there too.
 fn jobs_example(dir: &std::path::Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs.toml"),
-    )
-    .unwrap()
-    .replace(
-        "sqlite://sluice.db",
-        &format!("sqlite://{}", dir.join("repo.db").display()),
-    )
-    .replace(
-        "sqlite://data.db",
-        &format!("sqlite://{}", dir.join("data.db").display()),
-    );
+    let text = crate::bin::example_jobs_toml(dir);
     assert!(
         text.contains("AIRKOREA_KEY"),
         "the example should use a secret"
@@ -276,7 +232,7 @@ fn check_locates_every_broken_step_table() {
          [[job.step]]\nname = \"u\"\nreader = { kind = \"csv\", path = \"in.csv\", columns = [\"a\"] }\nwriter = { kind = \"jsonl\", path = \"out.jsonl\" }\n",
     )
     .unwrap();
-    let out = check(&path);
+    let out = check(&path, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 3, "{err}");

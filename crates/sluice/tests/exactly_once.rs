@@ -15,9 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bin::{BIN, text};
 use sluice_testkit::db::{Server, ServerDb};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 /// Rows per chunk.
 const CHUNK: u64 = 1000;
@@ -126,20 +125,7 @@ impl Load {
 
     /// Runs again until the dead process's lease has expired (exit 3 meanwhile).
     fn run_after_lease(&self) -> Output {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = self.command().output().unwrap();
-            if out.status.code() != Some(3) {
-                return out;
-            }
-            assert!(
-                String::from_utf8_lossy(&out.stderr).contains("already running"),
-                "{}",
-                text(&out)
-            );
-            assert!(Instant::now() < deadline, "the lease never expired");
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        crate::bin::after_lease(|| self.command().output().unwrap())
     }
 
     /// `(commits, written)` of the step's latest execution in the repository (0s
@@ -195,15 +181,6 @@ impl Load {
         .await
         .0
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Every id of `1..=rows` exactly once.

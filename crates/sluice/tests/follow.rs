@@ -12,9 +12,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::bin::{BIN, text, wait_until};
 use sluice_testkit::servers::RedisServer;
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 /// `sluice ARGS -c CONFIG`, quiet logs.
 fn command(cfg: &Path, args: &[&str]) -> Command {
@@ -25,15 +24,6 @@ fn command(cfg: &Path, args: &[&str]) -> Command {
 
 fn sluice(cfg: &Path, args: &[&str]) -> Output {
     command(cfg, args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A config in `dir`: job `nap` sleeps `{{params.secs}}` seconds (default 0),
@@ -73,6 +63,17 @@ tasklet = {{ kind = "shell", command = "sleep {{{{params.secs}}}}" }}
 struct Serve(Child);
 
 impl Serve {
+    /// `serve` on `cfg`, once its worker has announced itself.
+    fn live(cfg: &Path) -> Self {
+        let serve = Self::start(cfg);
+        wait_until(
+            60,
+            || jobs_worker_live(cfg),
+            || format!("serve never announced a worker: {}", queue_list(cfg)),
+        );
+        serve
+    }
+
     fn start(cfg: &Path) -> Serve {
         let port = sluice_testkit::free_port();
         let child = command(cfg, &["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -110,15 +111,6 @@ fn signal(child: &Child, sig: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill -{sig} failed");
-}
-
-/// Polls `done` every 200 ms until it holds; after `secs` fails with `what()`.
-fn wait_until(secs: u64, mut done: impl FnMut() -> bool, what: impl Fn() -> String) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < end, "{}", what());
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// `queue list --json`.
@@ -317,12 +309,7 @@ async fn job_run_without_a_live_worker_runs_here_and_leaves_no_task() {
 async fn job_run_uses_a_live_worker_and_ctrl_c_cancels_a_waiting_task() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = nap_config(dir.path(), "");
-    let serve = Serve::start(&cfg);
-    wait_until(
-        60,
-        || jobs_worker_live(&cfg),
-        || format!("serve never announced a worker: {}", queue_list(&cfg)),
-    );
+    let serve = Serve::live(&cfg);
     let listed = sluice(&cfg, &["queue", "list"]);
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(
@@ -400,12 +387,7 @@ async fn job_run_uses_a_live_worker_and_ctrl_c_cancels_a_waiting_task() {
 async fn ctrl_c_leaves_a_running_task_going_on_its_worker() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = nap_config(dir.path(), "");
-    let serve = Serve::start(&cfg);
-    wait_until(
-        60,
-        || jobs_worker_live(&cfg),
-        || "no worker announced".into(),
-    );
+    let serve = Serve::live(&cfg);
     let mut f = Follower::start(&cfg, &["nap", "-p", "secs=4"]);
     let id = f.task_id();
     f.wait_line(30, "execution #");
@@ -445,12 +427,7 @@ async fn the_follower_rides_out_a_redis_restart_and_exits_with_the_job_outcome()
     let dir = tempfile::tempdir().unwrap();
     let queue = format!("[queue]\nurl = \"{}\"\nnamespace = \"follow\"", redis.url());
     let cfg = nap_config(dir.path(), &queue);
-    let serve = Serve::start(&cfg);
-    wait_until(
-        60,
-        || jobs_worker_live(&cfg),
-        || "no worker announced".into(),
-    );
+    let serve = Serve::live(&cfg);
     let mut f = Follower::start(&cfg, &["nap", "-p", "secs=8"]);
     f.wait_line(30, "execution #");
     redis.kill();
@@ -494,12 +471,7 @@ async fn the_follower_gives_up_with_exit_75_and_says_how_to_follow() {
 async fn a_killed_workers_run_shows_owner_gone_with_the_lease_end() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = nap_config(dir.path(), "");
-    let serve = Serve::start(&cfg);
-    wait_until(
-        60,
-        || jobs_worker_live(&cfg),
-        || "no worker announced".into(),
-    );
+    let serve = Serve::live(&cfg);
     let mut f = Follower::start(&cfg, &["nap", "-p", "secs=40"]);
     f.wait_line(30, "execution #");
     serve.kill();
@@ -627,12 +599,7 @@ async fn the_follower_rides_out_a_repository_outage() {
     );
     let direct = nap_config_at(&dir.path().join("direct.toml"), &db.url, &queue);
     let through = nap_config_at(&dir.path().join("proxied.toml"), &proxied, &queue);
-    let serve = Serve::start(&direct);
-    wait_until(
-        60,
-        || jobs_worker_live(&direct),
-        || "no worker announced".into(),
-    );
+    let serve = Serve::live(&direct);
     let mut f = Follower::start(&through, &["nap", "-p", "secs=4"]);
     f.wait_line(30, "execution #");
     cut.cut();

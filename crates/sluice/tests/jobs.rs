@@ -1,11 +1,10 @@
 //! `sluice job …` end to end: the binary, a config, real files and databases.
 
+use crate::bin::{BIN, terminate, text, wait_until};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 /// The admin token the configs that need one read from `SLUICE_TEST_ADMIN`.
 const ADMIN_TOKEN: &str = "s3cret-s3cret-s3cret";
@@ -39,21 +38,6 @@ fn sluice_cmd(config: &Path, args: &[&str]) -> Output {
     command(config, args).output().unwrap()
 }
 
-/// Ends a `sluice serve` child with SIGTERM and reaps it.
-fn terminate(mut child: std::process::Child) {
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
-}
-
-/// Polls `done` every 200 ms until it holds; after `secs` seconds fails with `what()`.
-fn wait_until(secs: u64, mut done: impl FnMut() -> bool, what: impl Fn() -> String) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < end, "{}", what());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The `STEP ` line of a run's output and its counts (those after the state).
 fn step_counts<'a>(stdout: &'a str, step: &str) -> (&'a str, Vec<u64>) {
     let line = stdout
@@ -66,15 +50,6 @@ fn step_counts<'a>(stdout: &'a str, step: &str) -> (&'a str, Vec<u64>) {
         .map(|n| n.parse().unwrap())
         .collect();
     (line, counts)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// `n` rows: id, station, ts, pm10, pm25, a 40-char note.
@@ -313,20 +288,7 @@ async fn kill_and_run_again(cfg: &Path, repo: &Repo, n: u64) -> (u64, Output) {
 
 /// `run` again until the dead process's lease has expired (exit 3 meanwhile).
 fn run_after_lease(cfg: &Path) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = sluice(cfg, &["run", "--local", "air-load"]);
-        if out.status.code() != Some(3) {
-            return out;
-        }
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("already running"),
-            "{}",
-            text(&out)
-        );
-        assert!(Instant::now() < deadline, "the lease never expired");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    crate::bin::after_lease(|| sluice(cfg, &["run", "--local", "air-load"]))
 }
 
 #[tokio::test]
@@ -366,23 +328,12 @@ async fn a_killed_load_restarts_from_its_last_chunk_and_loads_every_row_once() {
 /// `examples/jobs.toml` in `dir`, its upstream at `base_url`, its databases in `dir`,
 /// `page` rows a page.
 fn example_jobs(dir: &Path, base_url: &str, page: u64) -> PathBuf {
-    let example = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs.toml"),
-    )
-    .unwrap()
-    .replace(
-        "http://127.0.0.1:9000/B552584/ArpltnInforInqireSvc",
-        base_url,
-    )
-    .replace(
-        "sqlite://sluice.db",
-        &format!("sqlite://{}", dir.join("repo.db").display()),
-    )
-    .replace(
-        "sqlite://data.db",
-        &format!("sqlite://{}", dir.join("data.db").display()),
-    )
-    .replace("size = 1000", &format!("size = {page}"));
+    let example = crate::bin::example_jobs_toml(dir)
+        .replace(
+            "http://127.0.0.1:9000/B552584/ArpltnInforInqireSvc",
+            base_url,
+        )
+        .replace("size = 1000", &format!("size = {page}"));
     let cfg = dir.join("jobs.toml");
     std::fs::write(&cfg, example).unwrap();
     cfg
@@ -494,20 +445,7 @@ async fn stop_ends_a_run_at_a_chunk_boundary_and_restart_finishes_it() {
     const ROWS: u64 = 100_000;
     let (load, child) = load_running(ROWS, 10_000).await;
     let (cfg, data) = (&load.cfg, &load.data);
-    let stop = sluice(cfg, &["stop", "1"]);
-    assert!(stop.status.success(), "{}", text(&stop));
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("STOPPED"), "{stdout}");
-    let line = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
-    let written: u64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
-    assert!(
-        written < ROWS && written.is_multiple_of(1000),
-        "stopped at a chunk boundary: {line}"
-    );
+    let written = stop_execution_1(cfg, child, ROWS, 1000).await;
     assert_eq!(
         sqlite_rows(data).await.0 as u64,
         written,
@@ -764,14 +702,7 @@ async fn job_runs_go_through_the_queue_to_a_serve_worker() {
         "{}",
         text(&retry)
     );
-    let jobs_line = || {
-        let s = sluice_cmd(&cfg, &["queue", "stats"]);
-        String::from_utf8_lossy(&s.stdout)
-            .lines()
-            .find(|l| l.starts_with("jobs"))
-            .map(str::to_owned)
-            .unwrap_or_default()
-    };
+    let jobs_line = || jobs_stats_line(&cfg);
     wait_until(
         30,
         || {
@@ -1032,6 +963,36 @@ fn fire_time_of(cfg: &Path, exec: &str) -> String {
         .unwrap_or_else(|| panic!("no fire_time in {}", text(&out)))
 }
 
+/// The `jobs` line of `sluice queue stats` (empty when there is none).
+fn jobs_stats_line(cfg: &Path) -> String {
+    let s = sluice_cmd(cfg, &["queue", "stats"]);
+    String::from_utf8_lossy(&s.stdout)
+        .lines()
+        .find(|l| l.starts_with("jobs"))
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
+/// `job stop 1` on the run `child` of `rows` rows: it ends STOPPED (exit 4)
+/// at a chunk boundary (of `chunk` rows); the rows its load step wrote.
+async fn stop_execution_1(cfg: &Path, child: std::process::Child, rows: u64, chunk: u64) -> u64 {
+    let stop = sluice(cfg, &["stop", "1"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("STOPPED"), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
+    let written: u64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
+    assert!(
+        written < rows && written.is_multiple_of(chunk),
+        "stopped at a chunk boundary: {line}"
+    );
+    written
+}
+
 /// Issue #14 point 1: a queued run whose execution a killed process still
 /// holds waits for that repository lease (without spending an attempt) and then
 /// resumes it; the wait's message shows the lease's end as a time.
@@ -1079,20 +1040,7 @@ async fn r14_stop_takes_effect_at_the_next_chunk_without_a_heartbeat() {
     let (cfg, data) = (&load.cfg, &load.data);
     let mut child = spawn_run(cfg);
     wait_written(&load.repository(), 2_000, &mut child).await;
-    let stop = sluice(cfg, &["stop", "1"]);
-    assert!(stop.status.success(), "{}", text(&stop));
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("STOPPED"), "{stdout}");
-    let line = stdout.lines().find(|l| l.starts_with("load ")).unwrap();
-    let written: u64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
-    assert!(
-        written < ROWS && written.is_multiple_of(200),
-        "stopped at a chunk boundary: {line}"
-    );
+    let written = stop_execution_1(cfg, child, ROWS, 200).await;
     assert_eq!(sqlite_rows(data).await.0 as u64, written);
 
     // Its checkpoint lets the next run resume.
@@ -1226,14 +1174,7 @@ writer = {{ kind = "sql_upsert", url = "sqlite://{{{{params.file}}}}.db", table 
         let answer = post(body);
         assert!(answer.ends_with("202"), "{answer}");
     }
-    let jobs_line = || {
-        let s = sluice_cmd(&cfg, &["queue", "stats"]);
-        String::from_utf8_lossy(&s.stdout)
-            .lines()
-            .find(|l| l.starts_with("jobs"))
-            .map(str::to_owned)
-            .unwrap_or_default()
-    };
+    let jobs_line = || jobs_stats_line(&cfg);
     // Kill the second node with -9 twice while it runs jobs (it owns a started
     // execution), restarting it each time.
     let repo_url = format!("sqlite://{}?mode=ro", dir.path().join("repo.db").display());

@@ -2,9 +2,8 @@
 //! measures bytes of the file, rates read as rates, and log lines print whole,
 //! above the bar. The terminal is a pseudo-terminal from util-linux `script`.
 
+use crate::bin::BIN;
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 #[test]
 fn a_csv_step_shows_a_bar_in_bytes_and_log_lines_do_not_tear_it() {

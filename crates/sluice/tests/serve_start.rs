@@ -5,32 +5,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bin::{BIN, check, gateway_toml};
 use sluice_testkit::{SimConfig, SimUpstream};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-
-fn gateway_toml(port: u16, base_url: &str) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-
-[[upstream]]
-name = "airkorea"
-base_url = "{base_url}"
-secret_query = {{ serviceKey = {{ env = "START_TEST_KEY" }} }}
-ok_when = '.response.header.resultCode == "00"'
-
-[[route]]
-name = "air"
-path = "/air/{{*rest}}"
-upstream = "airkorea"
-ttl = "1m"
-"#
-    )
-}
 
 /// `serve` in `dir` (its working directory) until it exits, killed after
 /// `limit` if it is still running: its exit code (None when killed) and stderr.
@@ -70,15 +49,6 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn check(cfg: &Path) -> Output {
-    Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(cfg)
-        .env("START_TEST_KEY", "k")
-        .output()
-        .unwrap()
-}
-
 /// With no jobs, `serve` proxies from a read-only working directory, starts
 /// no worker and writes nothing there (no `./sluice.db`, no queue polled).
 #[tokio::test]
@@ -93,7 +63,11 @@ async fn a_gateway_only_config_opens_no_database_and_starts_no_worker() {
     let dir = tempfile::tempdir().unwrap();
     let port = sluice_testkit::free_port();
     let cfg = dir.path().join("gateway.toml");
-    std::fs::write(&cfg, gateway_toml(port, &sim.base_url())).unwrap();
+    std::fs::write(
+        &cfg,
+        gateway_toml(port, &sim.base_url(), "START_TEST_KEY", ""),
+    )
+    .unwrap();
     // A read-only working directory: mode 0555, and, as root (who writes
     // anywhere), the server runs as `nobody` through util-linux `setpriv`,
     // from a copy of the binary it can reach.
@@ -171,7 +145,12 @@ fn an_unreachable_repository_fails_serve_before_listening() {
         let text = format!(
             "{}\n[repository]\nurl = \"{repo}\"\n\n[[job]]\nname = \"j\"\n\n[[job.step]]\n\
              name = \"s\"\ntasklet = {{ kind = \"shell\", command = \"true\" }}\n",
-            gateway_toml(sluice_testkit::free_port(), "http://127.0.0.1:1/x")
+            gateway_toml(
+                sluice_testkit::free_port(),
+                "http://127.0.0.1:1/x",
+                "START_TEST_KEY",
+                ""
+            )
         );
         std::fs::write(&cfg, text).unwrap();
         let (code, err) = serve_until_exit(dir.path(), &cfg, Duration::from_secs(60));
@@ -195,13 +174,18 @@ fn a_missing_watched_directory_fails_check_and_serve_before_listening() {
         "{}\n[repository]\nurl = \"sqlite://{}\"\n\n[[job]]\nname = \"j\"\n\n[[job.step]]\n\
          name = \"s\"\ntasklet = {{ kind = \"shell\", command = \"true\" }}\n\n\
          [[job.trigger]]\nkind = \"watch\"\nwatch = \"{}\"\n",
-        gateway_toml(sluice_testkit::free_port(), "http://127.0.0.1:1/x"),
+        gateway_toml(
+            sluice_testkit::free_port(),
+            "http://127.0.0.1:1/x",
+            "START_TEST_KEY",
+            ""
+        ),
         dir.path().join("repo.db").display(),
         missing.display()
     );
     let line = 1 + text.lines().position(|l| l.starts_with("watch =")).unwrap();
     std::fs::write(&cfg, text).unwrap();
-    let out = check(&cfg);
+    let out = check(&cfg, &[("START_TEST_KEY", "k")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -227,5 +211,5 @@ fn a_missing_watched_directory_fails_check_and_serve_before_listening() {
         String::from_utf8_lossy(&list.stderr)
     );
     std::fs::create_dir(&missing).unwrap();
-    assert!(check(&cfg).status.success());
+    assert!(check(&cfg, &[("START_TEST_KEY", "k")]).status.success());
 }

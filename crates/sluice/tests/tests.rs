@@ -1,5 +1,8 @@
 //! Integration tests of the sluice binary crate, against real sockets.
 
+// Running the binary: its path, outputs for messages, polling, ending children, configs.
+mod bin;
+
 // Shared harness: simulated upstream + gateway on free ports, raw HTTP, log capture.
 mod support;
 

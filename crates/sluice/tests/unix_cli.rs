@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bin::{BIN, text};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 /// `sluice ARGS -c CONFIG` at the default log level (`RUST_LOG` unset), or at
 /// `log`.
@@ -26,15 +25,6 @@ fn command(cfg: &Path, args: &[&str], log: Option<&str>) -> Command {
 /// `sluice ARGS -c CONFIG` at the default log level.
 fn sluice(cfg: &Path, args: &[&str]) -> Output {
     command(cfg, args, None).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn stdout(o: &Output) -> String {
