@@ -120,3 +120,11 @@ pub(crate) fn example_jobs_toml(dir: &Path) -> String {
         &format!("sqlite://{}", dir.join("data.db").display()),
     )
 }
+
+/// Writes `dir/jobs.toml`: `[repository] url = repo_url`, then `rest` (more
+/// repository keys, the jobs); its path.
+pub(crate) fn jobs_config(dir: &Path, repo_url: &str, rest: &str) -> std::path::PathBuf {
+    let cfg = dir.join("jobs.toml");
+    std::fs::write(&cfg, format!("[repository]\nurl = \"{repo_url}\"\n{rest}")).unwrap();
+    cfg
+}

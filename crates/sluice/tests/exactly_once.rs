@@ -71,13 +71,12 @@ async fn load(kind: Kind, mode: Mode, rows: u64) -> Load {
             r#"{{ kind = "sql_upsert", url = "{target}", table = "air_quality", key = ["id"], create = true, columns = ["id BIGINT NOT NULL", "station TEXT", "pm10 TEXT", "note TEXT"] }}"#
         ),
     };
-    let cfg = dir.path().join("jobs.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[repository]
-url = "sqlite://{repo}"
-lease = "2s"
+    let repo = format!("sqlite://{}", dir.path().join("repo.db").display());
+    let cfg = crate::bin::jobs_config(
+        dir.path(),
+        &repo,
+        &format!(
+            r#"lease = "2s"
 
 [[job]]
 name = "air-load"
@@ -88,11 +87,9 @@ chunk = {CHUNK}
 reader = {{ kind = "csv", path = "{csv}" }}
 writer = {writer}
 "#,
-            repo = dir.path().join("repo.db").display(),
             csv = csv.display(),
         ),
-    )
-    .unwrap();
+    );
     Load {
         dir,
         cfg,

@@ -77,13 +77,12 @@ fn write_csv(path: &Path, n: u64, bad_rows: &[u64]) {
 
 /// `jobs.toml` in `dir`: job `air-load` loads `csv` into `data_url`.
 fn config(dir: &Path, csv: &Path, data_url: &str) -> PathBuf {
-    let cfg = dir.join("jobs.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[repository]
-url = "sqlite://{repo}"
-lease = "2s"
+    let repo = format!("sqlite://{}", dir.join("repo.db").display());
+    crate::bin::jobs_config(
+        dir,
+        &repo,
+        &format!(
+            r#"lease = "2s"
 
 [[job]]
 name = "air-load"
@@ -98,12 +97,9 @@ reader = {{ kind = "csv", path = "{{{{params.file}}}}" }}
 processor = {{ kind = "jq", expr = "{{id: (.id | tonumber), station, ts, pm10: (.pm10 | tonumber), pm25: (.pm25 | tonumber), note}}" }}
 writer = {{ kind = "sql_upsert", url = "{data_url}", table = "air_quality", key = ["id"], create = true, columns = ["id BIGINT NOT NULL", "station TEXT NOT NULL", "ts TEXT", "pm10 DOUBLE PRECISION", "pm25 DOUBLE PRECISION", "note TEXT"] }}
 "#,
-            repo = dir.join("repo.db").display(),
             csv = csv.display(),
         ),
     )
-    .unwrap();
-    cfg
 }
 
 /// Count, sum of ids and sum of pm25 in the `air_quality` table of a SQLite file.
@@ -775,11 +771,9 @@ async fn a_partitioned_step_fans_out_and_restarts_only_unfinished_partitions() {
 /// repository in `dir/repo.db`.
 fn shell_job(dir: &Path, head: &str, names: [&str; 3], echo: &str, rule: &str) -> PathBuf {
     let [job, step, trigger] = names;
-    let cfg = dir.join("jobs.toml");
-    let text = format!(
-        r#"{head}[repository]
-url = "sqlite://{repo}"
-
+    let repo = format!("sqlite://{}", dir.join("repo.db").display());
+    let rest = format!(
+        r#"
 [[job]]
 name = "{job}"
 
@@ -790,10 +784,8 @@ tasklet = {{ kind = "shell", command = "echo {echo}" }}
 [[job.trigger]]
 name = "{trigger}"
 {rule}"#,
-        repo = dir.join("repo.db").display(),
     );
-    std::fs::write(&cfg, text).unwrap();
-    cfg
+    crate::bin::jobs_config(dir, &repo, &format!("{rest}\n{head}"))
 }
 
 /// A job with `every = "1s"` runs by itself under `sluice serve` (embedded: SQLite

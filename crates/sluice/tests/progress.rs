@@ -14,13 +14,12 @@ fn a_csv_step_shows_a_bar_in_bytes_and_log_lines_do_not_tear_it() {
         text.push_str(&format!("{i},name-{i},{}\n", i * 7));
     }
     std::fs::write(&csv, &text).unwrap();
-    let cfg = dir.path().join("jobs.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[repository]
-url = "sqlite://{d}/repo.db"
-
+    let repo = format!("sqlite://{}/repo.db", dir.path().display());
+    let cfg = crate::bin::jobs_config(
+        dir.path(),
+        &repo,
+        &format!(
+            r#"
 [[job]]
 name = "load"
 
@@ -32,8 +31,7 @@ writer = {{ kind = "sql_append", url = "sqlite://{d}/data.db", table = "t", crea
 "#,
             d = dir.path().display()
         ),
-    )
-    .unwrap();
+    );
     let log = dir.path().join("tty.log");
     let cmd = format!(
         "COLUMNS=160 RUST_LOG=debug {BIN} job run load --local -c {}",

@@ -57,13 +57,11 @@ fn json(cfg: &Path, args: &[&str]) -> Value {
 fn config(dir: &Path, repo: &str) -> PathBuf {
     let csv = dir.join("in.csv");
     std::fs::write(&csv, "id,name\n1,a\n2\n3,c\n").unwrap();
-    let cfg = dir.join("jobs.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[repository]
-url = "{repo}"
-
+    crate::bin::jobs_config(
+        dir,
+        repo,
+        &format!(
+            r#"
 [[job]]
 name = "greet"
 description = "says hello"
@@ -105,8 +103,6 @@ writer = {{ kind = "jsonl", path = "{out}" }}
             out = dir.join("out.jsonl").display(),
         ),
     )
-    .unwrap();
-    cfg
 }
 
 /// A config with a SQLite repository in `dir`.

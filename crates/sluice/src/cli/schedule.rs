@@ -158,42 +158,40 @@ fn views<'a>(
     paused: &HashSet<String>,
     now: DateTime<Utc>,
 ) -> Vec<TriggerView<'a>> {
+    // What every kind has; a scheduled trigger adds its policies and next fires.
+    let base = |id: &'a str, job: &'a str, kind: &'static str, rule: String| TriggerView {
+        id,
+        job,
+        kind,
+        rule,
+        misfire: None,
+        overlap: None,
+        paused: paused.contains(id),
+        last_fire: last.get(id).map(LastFireView::of),
+        next: Vec::new(),
+    };
     let watches = settings.jobs.watches.iter().map(|w| {
         let t = &w.trigger;
-        TriggerView {
-            id: &t.id,
-            job: &t.job,
-            kind: "watch",
-            rule: format!(
-                "watch {} ({}), the path in parameter {}",
-                t.dir.display(),
-                t.pattern.as_deref().unwrap_or("*"),
-                w.param
-            ),
-            misfire: None,
-            overlap: None,
-            paused: paused.contains(&t.id),
-            last_fire: last.get(&t.id).map(LastFireView::of),
-            next: Vec::new(),
-        }
+        let rule = format!(
+            "watch {} ({}), the path in parameter {}",
+            t.dir.display(),
+            t.pattern.as_deref().unwrap_or("*"),
+            w.param
+        );
+        base(&t.id, &t.job, "watch", rule)
     });
     let triggers = settings.jobs.triggers.iter().map(|t| {
         let d = &t.def;
         TriggerView {
-            id: &d.id,
-            job: &d.job,
-            kind: "schedule",
-            rule: d.spec.describe(),
             misfire: Some(misfire_name(d.misfire)),
             overlap: Some(d.overlap.as_str()),
-            paused: paused.contains(&d.id),
-            last_fire: last.get(&d.id).map(LastFireView::of),
             next: d
                 .spec
                 .upcoming(now, 3)
                 .into_iter()
                 .map(|n| n.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .collect(),
+            ..base(&d.id, &d.job, "schedule", d.spec.describe())
         }
     });
     watches.chain(triggers).collect()
