@@ -184,6 +184,21 @@ fn fails_then_reports(
     }
 }
 
+/// Asserts that the handler was called `n` times, that task `t` (queue "q")
+/// kept `result`, and that nothing on it is dead.
+async fn assert_reported(
+    broker: &Arc<dyn Broker>,
+    t: TaskId,
+    calls: &AtomicU32,
+    n: u32,
+    result: serde_json::Value,
+) {
+    let s = broker.status("q", t).await.unwrap().unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), n);
+    assert_eq!(s.result, Some(result));
+    assert_eq!(broker.stats("q").await.unwrap().dead, 0);
+}
+
 async fn retries_then_succeeds(broker: Arc<dyn Broker>) {
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
@@ -199,13 +214,14 @@ async fn retries_then_succeeds(broker: Arc<dyn Broker>) {
     let t = enqueue_kept(&broker, "flaky", json!({})).await;
     let done = completes(&broker, "q", t, 10).await;
     assert!(done, "the task should complete on its third attempt");
-    let s = broker.status("q", t).await.unwrap().unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
-    assert_eq!(
-        s.result,
-        Some(json!({"attempt": 3, "last": "upstream 503 on attempt 2"}))
-    );
-    assert_eq!(broker.stats("q").await.unwrap().dead, 0);
+    assert_reported(
+        &broker,
+        t,
+        &calls,
+        3,
+        json!({"attempt": 3, "last": "upstream 503 on attempt 2"}),
+    )
+    .await;
     w.shutdown().await;
 }
 
@@ -241,13 +257,14 @@ async fn waiting_spends_no_attempt(broker: Arc<dyn Broker>) {
         completes(&broker, "q", t, 20).await,
         "the task should complete after its waits"
     );
-    let s = broker.status("q", t).await.unwrap().unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 4);
-    assert_eq!(
-        s.result,
-        Some(json!({"attempt": 1, "last": "held elsewhere (3)"}))
-    );
-    assert_eq!(broker.stats("q").await.unwrap().dead, 0);
+    assert_reported(
+        &broker,
+        t,
+        &calls,
+        4,
+        json!({"attempt": 1, "last": "held elsewhere (3)"}),
+    )
+    .await;
     w.shutdown().await;
 }
 
