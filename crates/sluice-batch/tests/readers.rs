@@ -62,6 +62,12 @@ async fn read_all(mut reader: impl Reader) -> Vec<Out> {
     out
 }
 
+/// A JSON array of `n` objects `{"<key>":0}`, `{"<key>":1}`, …, joined by `sep`.
+fn json_array(n: usize, key: &str, sep: &str) -> String {
+    let items: Vec<String> = (0..n).map(|i| format!("{{\"{key}\":{i}}}")).collect();
+    format!("[{}]", items.join(sep))
+}
+
 fn items(outs: &[Out]) -> Vec<Value> {
     outs.iter()
         .filter_map(|o| match o {
@@ -532,13 +538,7 @@ async fn json_array_streams_items_and_resumes_exactly() {
     // Empty arrays, and across batch boundaries.
     let empty = write(&dir, "empty.json", " [ ] ");
     assert_eq!(read_all(JsonArrayReader::new(&empty)).await, vec![]);
-    let big = format!(
-        "[{}]",
-        (0..3000)
-            .map(|i| format!("{{\"i\":{i}}}"))
-            .collect::<Vec<_>>()
-            .join(",\n")
-    );
+    let big = json_array(3000, "i", ",\n");
     let big = write(&dir, "big.json", big);
     let out = assert_resumes(
         || JsonArrayReader::new(&big),
@@ -738,13 +738,7 @@ async fn file_readers_report_their_extent_in_bytes() {
         csv.push_str(&format!("{i},name-{i}\n"));
         jsonl.push_str(&format!("{{\"id\":{i}}}\n"));
     }
-    let json = format!(
-        "[{}]",
-        (0..500)
-            .map(|i| format!("{{\"id\":{i}}}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let json = json_array(500, "id", ",");
     let dir = tempfile::tempdir().unwrap();
     let (c, l, j) = (
         write(&dir, "a.csv", &csv),

@@ -870,27 +870,18 @@ async fn release_delayed(
     delay: Duration,
     reason: &str,
 ) {
-    let mut wait = Duration::from_millis(100);
-    loop {
-        match shared.broker.release_delayed(lref, delay, reason).await {
-            Ok(held) => {
-                if held {
-                    tracing::info!(task = %lref.id, name, delay = ?delay, reason, "not now; leased again after the delay, the attempt not counted");
-                } else {
-                    metrics::counter!(m::LEASES_LOST, "queue" => lref.queue.clone()).increment(1);
-                }
-                break;
-            }
-            Err(e) if !shared.stopping() => {
-                tracing::warn!(task = %lref.id, error = %e, "could not give the lease back for later; trying again");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                tracing::warn!(task = %lref.id, error = %e, "could not give the lease back for later; the lease runs out by itself");
-                break;
-            }
+    let held = until_answered(shared, lref, "give the lease back for later", || {
+        shared.broker.release_delayed(lref, delay, reason)
+    })
+    .await;
+    match held {
+        Some(true) => {
+            tracing::info!(task = %lref.id, name, delay = ?delay, reason, "not now; leased again after the delay, the attempt not counted");
         }
+        Some(false) => {
+            metrics::counter!(m::LEASES_LOST, "queue" => lref.queue.clone()).increment(1);
+        }
+        None => {}
     }
     shared.forget(&lref.id);
 }
@@ -902,43 +893,62 @@ async fn finish_failed(
     error: String,
     retry: Option<Duration>,
 ) {
+    let outcome = until_answered(shared, lref, "record a failed attempt", || {
+        shared.broker.fail(lref, &error, retry)
+    })
+    .await;
+    if let Some(outcome) = outcome {
+        let what = match outcome {
+            FailOutcome::Retry(_) => {
+                metrics::counter!(m::RETRIED, "queue" => lref.queue.clone(), "task" => name.to_owned())
+                    .increment(1);
+                tracing::info!(task = %lref.id, name, error = %error, "attempt failed; retrying later");
+                "retry"
+            }
+            FailOutcome::Dead => {
+                tracing::warn!(task = %lref.id, name, error = %error, "task failed its last attempt; moved to the dead-letter queue");
+                "dead"
+            }
+            FailOutcome::LeaseLost => {
+                metrics::counter!(m::LEASES_LOST, "queue" => lref.queue.clone()).increment(1);
+                "lease_lost"
+            }
+        };
+        metrics::counter!(m::FAILED, "queue" => lref.queue.clone(), "task" => name.to_owned(), "outcome" => what)
+            .increment(1);
+    }
+    shared.forget(&lref.id);
+}
+
+/// Calls the broker with `call` about `lref` until it answers, waiting 100 ms
+/// (doubling up to 5 s) between tries; once the worker stops, a failed call is
+/// given up (`None`) and the lease runs out by itself. `what` says in the logs
+/// what could not be done.
+async fn until_answered<T, F, Fut>(
+    shared: &Shared,
+    lref: &LeaseRef,
+    what: &str,
+    mut call: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, QueueError>>,
+{
     let mut wait = Duration::from_millis(100);
     loop {
-        match shared.broker.fail(lref, &error, retry).await {
-            Ok(outcome) => {
-                let what = match outcome {
-                    FailOutcome::Retry(_) => {
-                        metrics::counter!(m::RETRIED, "queue" => lref.queue.clone(), "task" => name.to_owned())
-                            .increment(1);
-                        tracing::info!(task = %lref.id, name, error = %error, "attempt failed; retrying later");
-                        "retry"
-                    }
-                    FailOutcome::Dead => {
-                        tracing::warn!(task = %lref.id, name, error = %error, "task failed its last attempt; moved to the dead-letter queue");
-                        "dead"
-                    }
-                    FailOutcome::LeaseLost => {
-                        metrics::counter!(m::LEASES_LOST, "queue" => lref.queue.clone())
-                            .increment(1);
-                        "lease_lost"
-                    }
-                };
-                metrics::counter!(m::FAILED, "queue" => lref.queue.clone(), "task" => name.to_owned(), "outcome" => what)
-                    .increment(1);
-                break;
-            }
+        match call().await {
+            Ok(answer) => return Some(answer),
             Err(e) if !shared.stopping() => {
-                tracing::warn!(task = %lref.id, error = %e, "could not record a failed attempt; trying again");
+                tracing::warn!(task = %lref.id, error = %e, "could not {what}; trying again");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                tracing::warn!(task = %lref.id, error = %e, "could not record a failed attempt; the lease runs out by itself");
-                break;
+                tracing::warn!(task = %lref.id, error = %e, "could not {what}; the lease runs out by itself");
+                return None;
             }
         }
     }
-    shared.forget(&lref.id);
 }
 
 async fn acknowledger(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {

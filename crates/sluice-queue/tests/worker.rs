@@ -3,6 +3,8 @@
 //! graceful shutdown, rate limits and typed tasks.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -153,38 +155,73 @@ fn per_second(n: u32) -> sluice_core::LocalQuota {
     )
 }
 
+/// What a handler's future gives.
+type Reply = Result<Option<serde_json::Value>, TaskError>;
+
+/// A handler that counts its calls in `calls`, answers the first `failures`
+/// of them with `error(call number, context)`, and every later one with
+/// `{"attempt": …, "last": …}` (its attempt and the last error it was told of).
+fn fails_then_reports(
+    calls: Arc<AtomicU32>,
+    failures: u32,
+    error: fn(u32, &TaskContext) -> TaskError,
+) -> impl Fn(TaskContext, serde_json::Value) -> Pin<Box<dyn Future<Output = Reply> + Send>>
++ Send
++ Sync
++ 'static {
+    move |ctx, _p| {
+        let calls = calls.clone();
+        Box::pin(async move {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if n <= failures {
+                Err(error(n, &ctx))
+            } else {
+                Ok(Some(
+                    json!({"attempt": ctx.attempt, "last": ctx.last_error}),
+                ))
+            }
+        })
+    }
+}
+
+/// Asserts that the handler was called `n` times, that task `t` (queue "q")
+/// kept `result`, and that nothing on it is dead.
+async fn assert_reported(
+    broker: &Arc<dyn Broker>,
+    t: TaskId,
+    calls: &AtomicU32,
+    n: u32,
+    result: serde_json::Value,
+) {
+    let s = broker.status("q", t).await.unwrap().unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), n);
+    assert_eq!(s.result, Some(result));
+    assert_eq!(broker.stats("q").await.unwrap().dead, 0);
+}
+
 async fn retries_then_succeeds(broker: Arc<dyn Broker>) {
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
     let w = worker(&broker, "q", 4)
-        .handler_fn("flaky", move |ctx: TaskContext, _p| {
-            let c = c.clone();
-            async move {
-                c.fetch_add(1, Ordering::SeqCst);
-                if ctx.attempt < 3 {
-                    Err(TaskError::Retryable(format!(
-                        "upstream 503 on attempt {}",
-                        ctx.attempt
-                    )))
-                } else {
-                    Ok(Some(
-                        json!({"attempt": ctx.attempt, "last": ctx.last_error}),
-                    ))
-                }
-            }
-        })
+        .handler_fn(
+            "flaky",
+            fails_then_reports(c, 2, |_, ctx| {
+                TaskError::Retryable(format!("upstream 503 on attempt {}", ctx.attempt))
+            }),
+        )
         .retry("flaky", fast_retry(5))
         .start();
     let t = enqueue_kept(&broker, "flaky", json!({})).await;
     let done = completes(&broker, "q", t, 10).await;
     assert!(done, "the task should complete on its third attempt");
-    let s = broker.status("q", t).await.unwrap().unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
-    assert_eq!(
-        s.result,
-        Some(json!({"attempt": 3, "last": "upstream 503 on attempt 2"}))
-    );
-    assert_eq!(broker.stats("q").await.unwrap().dead, 0);
+    assert_reported(
+        &broker,
+        t,
+        &calls,
+        3,
+        json!({"attempt": 3, "last": "upstream 503 on attempt 2"}),
+    )
+    .await;
     w.shutdown().await;
 }
 
@@ -195,22 +232,13 @@ async fn waiting_spends_no_attempt(broker: Arc<dyn Broker>) {
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
     let w = worker(&broker, "q", 2)
-        .handler_fn("held", move |ctx: TaskContext, _p| {
-            let c = c.clone();
-            async move {
-                let n = c.fetch_add(1, Ordering::SeqCst) + 1;
-                if n <= 3 {
-                    Err(TaskError::Wait {
-                        delay: Duration::from_millis(200),
-                        reason: format!("held elsewhere ({n})"),
-                    })
-                } else {
-                    Ok(Some(
-                        json!({"attempt": ctx.attempt, "last": ctx.last_error}),
-                    ))
-                }
-            }
-        })
+        .handler_fn(
+            "held",
+            fails_then_reports(c, 3, |n, _| TaskError::Wait {
+                delay: Duration::from_millis(200),
+                reason: format!("held elsewhere ({n})"),
+            }),
+        )
         .retry("held", fast_retry(1))
         // A timeout keeps the handler's own error (it wraps the handler).
         .timeout("held", Duration::from_secs(60))
@@ -229,13 +257,14 @@ async fn waiting_spends_no_attempt(broker: Arc<dyn Broker>) {
         completes(&broker, "q", t, 20).await,
         "the task should complete after its waits"
     );
-    let s = broker.status("q", t).await.unwrap().unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 4);
-    assert_eq!(
-        s.result,
-        Some(json!({"attempt": 1, "last": "held elsewhere (3)"}))
-    );
-    assert_eq!(broker.stats("q").await.unwrap().dead, 0);
+    assert_reported(
+        &broker,
+        t,
+        &calls,
+        4,
+        json!({"attempt": 1, "last": "held elsewhere (3)"}),
+    )
+    .await;
     w.shutdown().await;
 }
 

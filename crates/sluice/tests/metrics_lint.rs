@@ -384,89 +384,47 @@ impl Launcher for Notifying {
 #[derive(Debug)]
 struct RefusedHeartbeats(Arc<dyn Broker>);
 
-#[async_trait]
-impl Broker for RefusedHeartbeats {
-    fn kind(&self) -> &'static str {
-        self.0.kind()
-    }
-    async fn enqueue(&self, task: NewTask) -> Result<Enqueued, QueueError> {
-        self.0.enqueue(task).await
-    }
-    async fn lease_request(&self, req: LeaseRequest<'_>) -> Result<Vec<Lease>, QueueError> {
-        self.0.lease_request(req).await
-    }
-    async fn extend(
-        &self,
-        leases: &[LeaseRef],
-        _visibility: Duration,
-    ) -> Result<Vec<bool>, QueueError> {
-        Ok(vec![false; leases.len()])
-    }
-    async fn complete(&self, done: &[Completion]) -> Result<usize, QueueError> {
-        self.0.complete(done).await
-    }
-    async fn fail(
-        &self,
-        lease: &LeaseRef,
-        error: &str,
-        retry_in: Option<Duration>,
-    ) -> Result<FailOutcome, QueueError> {
-        self.0.fail(lease, error, retry_in).await
-    }
-    async fn release(&self, lease: &LeaseRef) -> Result<bool, QueueError> {
-        self.0.release(lease).await
-    }
-    async fn release_delayed(
-        &self,
-        lease: &LeaseRef,
-        delay: Duration,
-        reason: &str,
-    ) -> Result<bool, QueueError> {
-        self.0.release_delayed(lease, delay, reason).await
-    }
-    async fn status(&self, queue: &str, id: TaskId) -> Result<Option<TaskStatus>, QueueError> {
-        self.0.status(queue, id).await
-    }
-    async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
-        self.0.stats(queue).await
-    }
-    async fn queues(&self) -> Result<Vec<String>, QueueError> {
-        self.0.queues().await
-    }
-    async fn dead(&self, queue: &str, limit: usize) -> Result<Vec<Envelope>, QueueError> {
-        self.0.dead(queue, limit).await
-    }
-    async fn retry_dead(&self, queue: &str, ids: Option<&[TaskId]>) -> Result<u64, QueueError> {
-        self.0.retry_dead(queue, ids).await
-    }
-    async fn purge_dead(&self, queue: &str) -> Result<u64, QueueError> {
-        self.0.purge_dead(queue).await
-    }
-    async fn announce(
-        &self,
-        beat: &sluice_queue::WorkerBeat,
-        ttl: Duration,
-    ) -> Result<(), QueueError> {
-        self.0.announce(beat, ttl).await
-    }
-    async fn withdraw(&self, node: &str) -> Result<(), QueueError> {
-        self.0.withdraw(node).await
-    }
-    async fn workers(&self) -> Result<Vec<sluice_queue::LiveWorker>, QueueError> {
-        self.0.workers().await
-    }
-    async fn cancel(
-        &self,
-        queue: &str,
-        id: TaskId,
-    ) -> Result<sluice_queue::CancelOutcome, QueueError> {
-        self.0.cancel(queue, id).await
-    }
-    async fn running(
-        &self,
-        queue: &str,
-        limit: usize,
-    ) -> Result<Vec<sluice_queue::RunningTask>, QueueError> {
-        self.0.running(queue, limit).await
-    }
+/// Implements [`Broker`] for `RefusedHeartbeats`: `extend` refuses every
+/// lease, each listed method hands its arguments on to the wrapped broker.
+macro_rules! refuse_heartbeats_delegate_rest {
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        #[async_trait]
+        impl Broker for RefusedHeartbeats {
+            fn kind(&self) -> &'static str {
+                self.0.kind()
+            }
+            async fn extend(
+                &self,
+                leases: &[LeaseRef],
+                _visibility: Duration,
+            ) -> Result<Vec<bool>, QueueError> {
+                Ok(vec![false; leases.len()])
+            }
+            $(
+                async fn $name(&self, $($arg: $ty),*) -> Result<$ret, QueueError> {
+                    self.0.$name($($arg),*).await
+                }
+            )*
+        }
+    };
+}
+
+refuse_heartbeats_delegate_rest! {
+    fn enqueue(task: NewTask) -> Enqueued;
+    fn lease_request(req: LeaseRequest<'_>) -> Vec<Lease>;
+    fn complete(done: &[Completion]) -> usize;
+    fn fail(lease: &LeaseRef, error: &str, retry_in: Option<Duration>) -> FailOutcome;
+    fn release(lease: &LeaseRef) -> bool;
+    fn release_delayed(lease: &LeaseRef, delay: Duration, reason: &str) -> bool;
+    fn status(queue: &str, id: TaskId) -> Option<TaskStatus>;
+    fn stats(queue: &str) -> QueueStats;
+    fn queues() -> Vec<String>;
+    fn dead(queue: &str, limit: usize) -> Vec<Envelope>;
+    fn retry_dead(queue: &str, ids: Option<&[TaskId]>) -> u64;
+    fn purge_dead(queue: &str) -> u64;
+    fn announce(beat: &sluice_queue::WorkerBeat, ttl: Duration) -> ();
+    fn withdraw(node: &str) -> ();
+    fn workers() -> Vec<sluice_queue::LiveWorker>;
+    fn cancel(queue: &str, id: TaskId) -> sluice_queue::CancelOutcome;
+    fn running(queue: &str, limit: usize) -> Vec<sluice_queue::RunningTask>;
 }

@@ -142,11 +142,7 @@ impl SqlWriter {
         let result = async {
             let mut tx = conn.begin().await?;
             copy_in(&mut tx, &statement, plan, cells).await?;
-            let rows = |r: &sqlx::postgres::PgQueryResult| r.rows_affected();
-            if let Err(e) = run_extra::<Postgres>(&mut tx, extra, &table, rows).await? {
-                return Ok(Err(e));
-            }
-            tx.commit().await.map(Ok)
+            commit_with_extra(tx, extra, &table).await
         }
         .await
         .map_err(|e| map_sqlx_error(&table, e))
@@ -209,11 +205,7 @@ impl SqlWriter {
                     .execute(&mut *tx)
                     .await?;
             }
-            let rows = |r: &sqlx::postgres::PgQueryResult| r.rows_affected();
-            if let Err(e) = run_extra::<Postgres>(&mut tx, extra, &table, rows).await? {
-                return Ok(Err(e));
-            }
-            tx.commit().await.map(Ok)
+            commit_with_extra(tx, extra, &table).await
         }
         .await
         .map_err(|e| match e {
@@ -273,11 +265,7 @@ impl SqlWriter {
                 ran += 1;
                 sqlx::query_with(&sql, args).execute(&mut *tx).await?;
             }
-            let rows = |r: &sqlx::postgres::PgQueryResult| r.rows_affected();
-            if let Err(e) = run_extra::<Postgres>(&mut tx, extra, &table, rows).await? {
-                return Ok(Err(e));
-            }
-            tx.commit().await.map(Ok)
+            commit_with_extra(tx, extra, &table).await
         }
         .await
         .map_err(|e| self.err(e))
@@ -462,6 +450,20 @@ pub(super) fn unnest_args(
 }
 
 /// Whether a database error is a unique (or primary key) violation.
+/// Runs `extra` in `tx`, then commits it; `Ok(Err(…))` (and `tx` rolled back)
+/// when a statement that must affect a row affects none.
+async fn commit_with_extra(
+    mut tx: sqlx::Transaction<'_, Postgres>,
+    extra: &[SqlStatement],
+    table: &str,
+) -> Result<Result<(), WriteError>, sqlx::Error> {
+    let rows = |r: &sqlx::postgres::PgQueryResult| r.rows_affected();
+    if let Err(e) = run_extra::<Postgres>(&mut tx, extra, table, rows).await? {
+        return Ok(Err(e));
+    }
+    tx.commit().await.map(Ok)
+}
+
 pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
     ErrorClass::of(e) == ErrorClass::UniqueViolation
 }
