@@ -128,3 +128,14 @@ pub(crate) fn jobs_config(dir: &Path, repo_url: &str, rest: &str) -> std::path::
     std::fs::write(&cfg, format!("[repository]\nurl = \"{repo_url}\"\n{rest}")).unwrap();
     cfg
 }
+
+/// A simulated upstream answering after `latency`, accepting `key`.
+pub(crate) async fn sim(latency: Duration, key: &str) -> sluice_testkit::SimUpstream {
+    sluice_testkit::SimUpstream::start(sluice_testkit::SimConfig {
+        latency,
+        service_key: key.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}

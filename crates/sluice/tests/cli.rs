@@ -5,7 +5,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::bin::{BIN, KillOnDrop, check, gateway_toml};
-use sluice_testkit::{SimConfig, SimUpstream};
 
 #[test]
 fn check_reports_errors_with_exit_code_2() {
@@ -40,13 +39,7 @@ fn check_reports_errors_with_exit_code_2() {
 #[tokio::test]
 async fn serve_logs_json_and_drains_in_flight_requests_on_sigterm() {
     crate::support::init_logs();
-    let sim = SimUpstream::start(SimConfig {
-        latency: Duration::from_millis(800),
-        service_key: "cli+key/==".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = crate::bin::sim(Duration::from_millis(800), "cli+key/==").await;
     let port = sluice_testkit::free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("sluice.toml");

@@ -289,30 +289,35 @@ async fn killed_mid_load(kind: Kind, mode: Mode) {
 }
 
 /// The four scenarios on one target database.
+/// One test: `$f($kind, $mode)`.
+macro_rules! case {
+    ($name:ident, $f:ident, $kind:expr, $mode:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            $f($kind, $mode).await;
+        }
+    };
+}
+
 macro_rules! on {
     ($db:ident, $kind:expr) => {
         mod $db {
             use super::*;
 
-            #[tokio::test]
-            async fn append_aborted_between_the_two_commits() {
-                aborted_between_the_two_commits($kind, Mode::Append).await;
-            }
-
-            #[tokio::test]
-            async fn upsert_aborted_between_the_two_commits() {
-                aborted_between_the_two_commits($kind, Mode::Upsert).await;
-            }
-
-            #[tokio::test]
-            async fn append_killed_mid_load() {
-                killed_mid_load($kind, Mode::Append).await;
-            }
-
-            #[tokio::test]
-            async fn upsert_killed_mid_load() {
-                killed_mid_load($kind, Mode::Upsert).await;
-            }
+            case!(
+                append_aborted_between_the_two_commits,
+                aborted_between_the_two_commits,
+                $kind,
+                Mode::Append
+            );
+            case!(
+                upsert_aborted_between_the_two_commits,
+                aborted_between_the_two_commits,
+                $kind,
+                Mode::Upsert
+            );
+            case!(append_killed_mid_load, killed_mid_load, $kind, Mode::Append);
+            case!(upsert_killed_mid_load, killed_mid_load, $kind, Mode::Upsert);
         }
     };
 }

@@ -120,6 +120,19 @@ fn queue_list(cfg: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
 }
 
+/// Its own redis-server, a temp dir and a `nap` config whose queue is that
+/// Redis (under `namespace`).
+fn nap_on_redis(namespace: &str) -> (RedisServer, tempfile::TempDir, PathBuf) {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = format!(
+        "[queue]\nurl = \"{}\"\nnamespace = \"{namespace}\"",
+        redis.url()
+    );
+    let cfg = nap_config(dir.path(), &queue);
+    (redis, dir, cfg)
+}
+
 /// Whether a live worker serves the `jobs` queue.
 fn jobs_worker_live(cfg: &Path) -> bool {
     queue_list(cfg)["workers"]
@@ -423,10 +436,7 @@ async fn ctrl_c_leaves_a_running_task_going_on_its_worker() {
 /// exits 0 with the job's outcome.
 #[tokio::test]
 async fn the_follower_rides_out_a_redis_restart_and_exits_with_the_job_outcome() {
-    let mut redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = format!("[queue]\nurl = \"{}\"\nnamespace = \"follow\"", redis.url());
-    let cfg = nap_config(dir.path(), &queue);
+    let (mut redis, _dir, cfg) = nap_on_redis("follow");
     let serve = Serve::live(&cfg);
     let mut f = Follower::start(&cfg, &["nap", "-p", "secs=8"]);
     f.wait_line(30, "execution #");
@@ -447,10 +457,7 @@ async fn the_follower_rides_out_a_redis_restart_and_exits_with_the_job_outcome()
 /// and how to follow the task later.
 #[tokio::test]
 async fn the_follower_gives_up_with_exit_75_and_says_how_to_follow() {
-    let mut redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = format!("[queue]\nurl = \"{}\"\nnamespace = \"giveup\"", redis.url());
-    let cfg = nap_config(dir.path(), &queue);
+    let (mut redis, _dir, cfg) = nap_on_redis("giveup");
     let mut f = Follower::start(&cfg, &["nap", "--queue", "--follow-timeout", "2s"]);
     let id = f.task_id();
     f.wait_line(30, &format!("task {id}: ready"));

@@ -698,17 +698,7 @@ async fn job_runs_go_through_the_queue_to_a_serve_worker() {
         "{}",
         text(&retry)
     );
-    let jobs_line = || jobs_stats_line(&cfg);
-    wait_until(
-        30,
-        || {
-            jobs_line()
-                .split_whitespace()
-                .skip(1)
-                .eq(["0", "0", "0", "0"])
-        },
-        || format!("the retried run did not finish: {}", jobs_line()),
-    );
+    wait_jobs_queue_empty(&cfg, 30, "the retried run did not finish");
     let hist = sluice(&cfg, &["history", "air-load"]);
     let h = String::from_utf8_lossy(&hist.stdout);
     assert!(h.matches("COMPLETED").count() >= 2, "{h}");
@@ -965,6 +955,21 @@ fn jobs_stats_line(cfg: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Waits up to `secs` for the `jobs` queue to hold nothing (ready, delayed,
+/// running, dead); fails saying `what` with the stats line.
+fn wait_jobs_queue_empty(cfg: &Path, secs: u64, what: &str) {
+    wait_until(
+        secs,
+        || {
+            jobs_stats_line(cfg)
+                .split_whitespace()
+                .skip(1)
+                .eq(["0", "0", "0", "0"])
+        },
+        || format!("{what}: {}", jobs_stats_line(cfg)),
+    );
+}
+
 /// `job stop 1` on the run `child` of `rows` rows: it ends STOPPED (exit 4)
 /// at a chunk boundary (of `chunk` rows); the rows its load step wrote.
 async fn stop_execution_1(cfg: &Path, child: std::process::Child, rows: u64, chunk: u64) -> u64 {
@@ -1166,7 +1171,6 @@ writer = {{ kind = "sql_upsert", url = "sqlite://{{{{params.file}}}}.db", table 
         let answer = post(body);
         assert!(answer.ends_with("202"), "{answer}");
     }
-    let jobs_line = || jobs_stats_line(&cfg);
     // Kill the second node with -9 twice while it runs jobs (it owns a started
     // execution), restarting it each time.
     let repo_url = format!("sqlite://{}?mode=ro", dir.path().join("repo.db").display());
@@ -1189,7 +1193,7 @@ writer = {{ kind = "sql_upsert", url = "sqlite://{{{{params.file}}}}.db", table 
             assert!(
                 Instant::now() < deadline,
                 "the node to kill never ran a job: {}",
-                jobs_line()
+                jobs_stats_line(&cfg)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1197,16 +1201,7 @@ writer = {{ kind = "sql_upsert", url = "sqlite://{{{{params.file}}}}.db", table 
         killed.wait().unwrap();
         killed = serve(&cfg);
     }
-    wait_until(
-        180,
-        || {
-            jobs_line()
-                .split_whitespace()
-                .skip(1)
-                .eq(["0", "0", "0", "0"])
-        },
-        || format!("the runs did not all finish: {}", jobs_line()),
-    );
+    wait_jobs_queue_empty(&cfg, 180, "the runs did not all finish");
     terminate(killed);
     terminate(steady);
 

@@ -9,7 +9,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::bin::{BIN, check, gateway_toml};
-use sluice_testkit::{SimConfig, SimUpstream};
 
 /// `serve` in `dir` (its working directory) until it exits, killed after
 /// `limit` if it is still running: its exit code (None when killed) and stderr.
@@ -53,13 +52,7 @@ fn set_mode(path: &Path, mode: u32) {
 /// no worker and writes nothing there (no `./sluice.db`, no queue polled).
 #[tokio::test]
 async fn a_gateway_only_config_opens_no_database_and_starts_no_worker() {
-    let sim = SimUpstream::start(SimConfig {
-        latency: Duration::from_millis(5),
-        service_key: "k".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sim = crate::bin::sim(Duration::from_millis(5), "k").await;
     let dir = tempfile::tempdir().unwrap();
     let port = sluice_testkit::free_port();
     let cfg = dir.path().join("gateway.toml");

@@ -106,6 +106,15 @@ writer = {{ kind = "jsonl", path = "{out}" }}
 }
 
 /// A config with a SQLite repository in `dir`.
+/// The SQLite config in `dir`, after a run of `greet` (completed) and one of
+/// `fail` (failed, exit 1).
+fn greeted_and_failed(dir: &Path) -> PathBuf {
+    let cfg = sqlite_config(dir);
+    assert!(run(&cfg, "greet").status.success());
+    assert_eq!(run(&cfg, "fail").status.code(), Some(1));
+    cfg
+}
+
 fn sqlite_config(dir: &Path) -> PathBuf {
     config(dir, &format!("sqlite://{}", dir.join("repo.db").display()))
 }
@@ -129,9 +138,7 @@ fn finished_lines(stderr: &str) -> Vec<&str> {
 #[test]
 fn every_listing_command_prints_one_json_document_with_json() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = sqlite_config(dir.path());
-    assert!(run(&cfg, "greet").status.success());
-    assert_eq!(run(&cfg, "fail").status.code(), Some(1));
+    let cfg = greeted_and_failed(dir.path());
     assert!(run(&cfg, "load").status.success());
 
     let list = json(&cfg, &["job", "list"]);
@@ -426,9 +433,7 @@ async fn database_notices_stay_below_the_default_log_level() {
 #[test]
 fn a_shell_steps_output_shows_in_job_status() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = sqlite_config(dir.path());
-    assert!(run(&cfg, "greet").status.success());
-    assert_eq!(run(&cfg, "fail").status.code(), Some(1));
+    let cfg = greeted_and_failed(dir.path());
     assert_eq!(run(&cfg, "slow").status.code(), Some(1));
 
     for (exec, step, status, lines) in [

@@ -63,13 +63,7 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
             }
             for w in &settings.jobs.watches {
                 let t = &w.trigger;
-                let what = format!(
-                    "watch {} ({}), the path in parameter {}",
-                    t.dir.display(),
-                    t.pattern.as_deref().unwrap_or("*"),
-                    w.param
-                );
-                outln!("{}  job {}  {what}", t.id, t.job);
+                outln!("{}  job {}  {}", t.id, t.job, watch_rule(w));
                 print_last_fire(last.get(&t.id), None);
             }
             let paused = store.paused().await.map_err(|e| e.to_string())?;
@@ -151,6 +145,17 @@ fn misfire_name(m: sluice_schedule::Misfire) -> String {
     }
 }
 
+/// What fires a watch: `watch DIR (PATTERN), the path in parameter P`.
+fn watch_rule(w: &crate::config::WatchSettings) -> String {
+    let t = &w.trigger;
+    format!(
+        "watch {} ({}), the path in parameter {}",
+        t.dir.display(),
+        t.pattern.as_deref().unwrap_or("*"),
+        w.param
+    )
+}
+
 /// Every watch and trigger of `settings` for `schedule list --json`.
 fn views<'a>(
     settings: &'a Settings,
@@ -170,16 +175,11 @@ fn views<'a>(
         last_fire: last.get(id).map(LastFireView::of),
         next: Vec::new(),
     };
-    let watches = settings.jobs.watches.iter().map(|w| {
-        let t = &w.trigger;
-        let rule = format!(
-            "watch {} ({}), the path in parameter {}",
-            t.dir.display(),
-            t.pattern.as_deref().unwrap_or("*"),
-            w.param
-        );
-        base(&t.id, &t.job, "watch", rule)
-    });
+    let watches = settings
+        .jobs
+        .watches
+        .iter()
+        .map(|w| base(&w.trigger.id, &w.trigger.job, "watch", watch_rule(w)));
     let triggers = settings.jobs.triggers.iter().map(|t| {
         let d = &t.def;
         TriggerView {
