@@ -133,6 +133,18 @@ fn nap_on_redis(namespace: &str) -> (RedisServer, tempfile::TempDir, PathBuf) {
     (redis, dir, cfg)
 }
 
+/// Waits up to 60 s for a COMPLETED run of `nap` in `job history`.
+fn wait_nap_completed(cfg: &Path) {
+    wait_until(
+        60,
+        || {
+            let h = sluice(cfg, &["job", "history", "nap"]);
+            String::from_utf8_lossy(&h.stdout).contains("COMPLETED")
+        },
+        || "the run never completed on the worker".into(),
+    );
+}
+
 /// Whether a live worker serves the `jobs` queue.
 fn jobs_worker_live(cfg: &Path) -> bool {
     queue_list(cfg)["workers"]
@@ -419,14 +431,7 @@ async fn ctrl_c_leaves_a_running_task_going_on_its_worker() {
             && err.contains(&format!("sluice task status {id}")),
         "{err}"
     );
-    wait_until(
-        60,
-        || {
-            let h = sluice(&cfg, &["job", "history", "nap"]);
-            String::from_utf8_lossy(&h.stdout).contains("COMPLETED")
-        },
-        || "the run never completed on the worker".into(),
-    );
+    wait_nap_completed(&cfg);
     serve.terminate();
 }
 
@@ -611,14 +616,7 @@ async fn the_follower_rides_out_a_repository_outage() {
     f.wait_line(30, "execution #");
     cut.cut();
     // The worker finishes the run meanwhile.
-    wait_until(
-        60,
-        || {
-            let h = sluice(&direct, &["job", "history", "nap"]);
-            String::from_utf8_lossy(&h.stdout).contains("COMPLETED")
-        },
-        || "the run never completed on the worker".into(),
-    );
+    wait_nap_completed(&direct);
     f.wait_err_line(60, "lost the repository");
     cut.heal();
     let (code, stdout, err) = f.finish(60);
