@@ -373,6 +373,22 @@ impl fmt::Debug for RedisBroker {
     }
 }
 
+/// `script` on one lease of the queue with keys `k`: keys `leased`, then
+/// `middle`, then the task's hash; first argument the lease's token.
+fn lease_script<'a>(
+    script: &'a redis::Script,
+    k: &Keys,
+    lease: &LeaseRef,
+    middle: &[&String],
+) -> redis::ScriptInvocation<'a> {
+    let mut inv = script.key(&k.leased);
+    for key in middle {
+        inv.key(*key);
+    }
+    inv.key(format!("{}{}", k.task, lease.id)).arg(&lease.token);
+    inv
+}
+
 fn unavailable(e: Unavailable) -> QueueError {
     metrics::counter!(crate::metrics::BROKER_ERRORS, "broker" => "redis").increment(1);
     QueueError::Unavailable {
@@ -659,13 +675,8 @@ impl Broker for RedisBroker {
         retry_in: Option<Duration>,
     ) -> Result<FailOutcome, QueueError> {
         let k = self.keys(&lease.queue);
-        let h = format!("{}{}", k.task, lease.id);
-        let mut inv = self.scripts.fail.key(&k.leased);
-        inv.key(&k.delayed)
-            .key(&k.dead)
-            .key(&h)
-            .arg(&lease.token)
-            .arg(error)
+        let mut inv = lease_script(&self.scripts.fail, &k, lease, &[&k.delayed, &k.dead]);
+        inv.arg(error)
             .arg(retry_in.map_or(-1, |d| d.as_millis() as i64))
             .arg(lease.id.to_string());
         let (what, at): (String, String) = self.eval("queue.fail", inv).await?;
@@ -678,12 +689,8 @@ impl Broker for RedisBroker {
 
     async fn release(&self, lease: &LeaseRef) -> Result<bool, QueueError> {
         let k = self.keys(&lease.queue);
-        let h = format!("{}{}", k.task, lease.id);
-        let mut inv = self.scripts.release.key(&k.leased);
-        inv.key(&k.ready)
-            .key(&h)
-            .arg(&lease.token)
-            .arg(lease.id.to_string());
+        let mut inv = lease_script(&self.scripts.release, &k, lease, &[&k.ready]);
+        inv.arg(lease.id.to_string());
         let n: i64 = self.eval("queue.release", inv).await?;
         Ok(n == 1)
     }
@@ -695,12 +702,8 @@ impl Broker for RedisBroker {
         reason: &str,
     ) -> Result<bool, QueueError> {
         let k = self.keys(&lease.queue);
-        let h = format!("{}{}", k.task, lease.id);
-        let mut inv = self.scripts.release_delayed.key(&k.leased);
-        inv.key(&k.delayed)
-            .key(&h)
-            .arg(&lease.token)
-            .arg(lease.id.to_string())
+        let mut inv = lease_script(&self.scripts.release_delayed, &k, lease, &[&k.delayed]);
+        inv.arg(lease.id.to_string())
             .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
             .arg(reason);
         let n: i64 = self.eval("queue.release_delayed", inv).await?;
