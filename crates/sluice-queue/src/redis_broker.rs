@@ -389,6 +389,15 @@ fn lease_script<'a>(
     inv
 }
 
+/// `ZRANGE key 0 (limit - 1)`: the first `limit` members (at least one).
+fn zrange_head(key: &str, limit: usize) -> redis::Cmd {
+    redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(limit.max(1) as i64 - 1)
+        .to_owned()
+}
+
 fn unavailable(e: Unavailable) -> QueueError {
     metrics::counter!(crate::metrics::BROKER_ERRORS, "broker" => "redis").increment(1);
     QueueError::Unavailable {
@@ -779,12 +788,7 @@ impl Broker for RedisBroker {
     }
 
     async fn dead(&self, queue: &str, limit: usize) -> Result<Vec<Envelope>, QueueError> {
-        let k = self.keys(queue);
-        let cmd = redis::cmd("ZRANGE")
-            .arg(&k.dead)
-            .arg(0)
-            .arg(limit.max(1) as i64 - 1)
-            .to_owned();
+        let cmd = zrange_head(&self.keys(queue).dead, limit);
         let ids: Vec<String> = self.query("queue.dead", &cmd).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -897,11 +901,7 @@ impl Broker for RedisBroker {
     }
 
     async fn running(&self, queue: &str, limit: usize) -> Result<Vec<RunningTask>, QueueError> {
-        let k = self.keys(queue);
-        let cmd = redis::cmd("ZRANGE")
-            .arg(&k.leased)
-            .arg(0)
-            .arg(limit.max(1) as i64 - 1)
+        let cmd = zrange_head(&self.keys(queue).leased, limit)
             .arg("WITHSCORES")
             .to_owned();
         let pairs: Vec<(String, f64)> = self.query("queue.running", &cmd).await?;
