@@ -373,6 +373,31 @@ impl fmt::Debug for RedisBroker {
     }
 }
 
+/// `script` on one lease of the queue with keys `k`: keys `leased`, then
+/// `middle`, then the task's hash; first argument the lease's token.
+fn lease_script<'a>(
+    script: &'a redis::Script,
+    k: &Keys,
+    lease: &LeaseRef,
+    middle: &[&String],
+) -> redis::ScriptInvocation<'a> {
+    let mut inv = script.key(&k.leased);
+    for key in middle {
+        inv.key(*key);
+    }
+    inv.key(format!("{}{}", k.task, lease.id)).arg(&lease.token);
+    inv
+}
+
+/// `ZRANGE key 0 (limit - 1)`: the first `limit` members (at least one).
+fn zrange_head(key: &str, limit: usize) -> redis::Cmd {
+    redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(limit.max(1) as i64 - 1)
+        .to_owned()
+}
+
 fn unavailable(e: Unavailable) -> QueueError {
     metrics::counter!(crate::metrics::BROKER_ERRORS, "broker" => "redis").increment(1);
     QueueError::Unavailable {
@@ -659,13 +684,8 @@ impl Broker for RedisBroker {
         retry_in: Option<Duration>,
     ) -> Result<FailOutcome, QueueError> {
         let k = self.keys(&lease.queue);
-        let h = format!("{}{}", k.task, lease.id);
-        let mut inv = self.scripts.fail.key(&k.leased);
-        inv.key(&k.delayed)
-            .key(&k.dead)
-            .key(&h)
-            .arg(&lease.token)
-            .arg(error)
+        let mut inv = lease_script(&self.scripts.fail, &k, lease, &[&k.delayed, &k.dead]);
+        inv.arg(error)
             .arg(retry_in.map_or(-1, |d| d.as_millis() as i64))
             .arg(lease.id.to_string());
         let (what, at): (String, String) = self.eval("queue.fail", inv).await?;
@@ -678,12 +698,8 @@ impl Broker for RedisBroker {
 
     async fn release(&self, lease: &LeaseRef) -> Result<bool, QueueError> {
         let k = self.keys(&lease.queue);
-        let h = format!("{}{}", k.task, lease.id);
-        let mut inv = self.scripts.release.key(&k.leased);
-        inv.key(&k.ready)
-            .key(&h)
-            .arg(&lease.token)
-            .arg(lease.id.to_string());
+        let mut inv = lease_script(&self.scripts.release, &k, lease, &[&k.ready]);
+        inv.arg(lease.id.to_string());
         let n: i64 = self.eval("queue.release", inv).await?;
         Ok(n == 1)
     }
@@ -695,12 +711,8 @@ impl Broker for RedisBroker {
         reason: &str,
     ) -> Result<bool, QueueError> {
         let k = self.keys(&lease.queue);
-        let h = format!("{}{}", k.task, lease.id);
-        let mut inv = self.scripts.release_delayed.key(&k.leased);
-        inv.key(&k.delayed)
-            .key(&h)
-            .arg(&lease.token)
-            .arg(lease.id.to_string())
+        let mut inv = lease_script(&self.scripts.release_delayed, &k, lease, &[&k.delayed]);
+        inv.arg(lease.id.to_string())
             .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
             .arg(reason);
         let n: i64 = self.eval("queue.release_delayed", inv).await?;
@@ -776,12 +788,7 @@ impl Broker for RedisBroker {
     }
 
     async fn dead(&self, queue: &str, limit: usize) -> Result<Vec<Envelope>, QueueError> {
-        let k = self.keys(queue);
-        let cmd = redis::cmd("ZRANGE")
-            .arg(&k.dead)
-            .arg(0)
-            .arg(limit.max(1) as i64 - 1)
-            .to_owned();
+        let cmd = zrange_head(&self.keys(queue).dead, limit);
         let ids: Vec<String> = self.query("queue.dead", &cmd).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -894,11 +901,7 @@ impl Broker for RedisBroker {
     }
 
     async fn running(&self, queue: &str, limit: usize) -> Result<Vec<RunningTask>, QueueError> {
-        let k = self.keys(queue);
-        let cmd = redis::cmd("ZRANGE")
-            .arg(&k.leased)
-            .arg(0)
-            .arg(limit.max(1) as i64 - 1)
+        let cmd = zrange_head(&self.keys(queue).leased, limit)
             .arg("WITHSCORES")
             .to_owned();
         let pairs: Vec<(String, f64)> = self.query("queue.running", &cmd).await?;

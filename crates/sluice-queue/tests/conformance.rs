@@ -99,6 +99,18 @@ async fn put(b: &Arc<dyn Broker>, task: NewTask) -> TaskId {
     b.enqueue(task).await.unwrap().id
 }
 
+/// Enqueues a task `name` with `payload` on queue `q`, due after `delay`, and
+/// returns its id.
+async fn put_delayed(
+    b: &Arc<dyn Broker>,
+    q: &str,
+    name: &str,
+    payload: serde_json::Value,
+    delay: Duration,
+) -> TaskId {
+    put(b, NewTask::new(name, payload).queue(q).delay(delay)).await
+}
+
 /// Leases from `queue` every 20 ms until something comes or `bound` passes.
 async fn lease_within(
     b: &dyn Broker,
@@ -201,13 +213,7 @@ async fn higher_priority_first_then_fifo(b: Arc<dyn Broker>) {
 async fn delayed_task_waits_for_its_time(b: Arc<dyn Broker>) {
     let q = "conf-delay";
     let start = Instant::now();
-    let id = put(
-        &b,
-        NewTask::new("later", json!(1))
-            .queue(q)
-            .delay(Duration::from_secs(1)),
-    )
-    .await;
+    let id = put_delayed(&b, q, "later", json!(1), Duration::from_secs(1)).await;
     assert_eq!(b.stats(q).await.unwrap(), stats(0, 1, 0, 0));
     assert_eq!(
         b.status(q, id).await.unwrap().unwrap().state,
@@ -612,11 +618,7 @@ async fn long_delay_is_delivered_once(b: Arc<dyn Broker>) {
     let q = "conf-long-delay";
     let visibility = Duration::from_millis(300);
     let start = Instant::now();
-    let id = put(
-        &b,
-        NewTask::new("t", json!(1)).queue(q).delay(visibility * 3),
-    )
-    .await;
+    let id = put_delayed(&b, q, "t", json!(1), visibility * 3).await;
     let mut deliveries = 0;
     let mut held = None;
     while start.elapsed() < Duration::from_millis(1_800) {
@@ -752,13 +754,7 @@ async fn workers_announce_run_out_and_withdraw(b: Arc<dyn Broker>) {
 async fn cancel_deletes_only_a_waiting_task(b: Arc<dyn Broker>) {
     let q = "cancels";
     let ready = put(&b, NewTask::new("t", json!(1)).queue(q)).await;
-    let delayed = put(
-        &b,
-        NewTask::new("t", json!(2))
-            .queue(q)
-            .delay(Duration::from_secs(3600)),
-    )
-    .await;
+    let delayed = put_delayed(&b, q, "t", json!(2), Duration::from_secs(3600)).await;
     assert_eq!(b.cancel(q, ready).await.unwrap(), CancelOutcome::Cancelled);
     assert_eq!(
         b.cancel(q, delayed).await.unwrap(),

@@ -199,73 +199,78 @@ async fn assert_reported(
     assert_eq!(broker.stats("q").await.unwrap().dead, 0);
 }
 
-async fn retries_then_succeeds(broker: Arc<dyn Broker>) {
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
-    let w = worker(&broker, "q", 4)
-        .handler_fn(
-            "flaky",
-            fails_then_reports(c, 2, |_, ctx| {
-                TaskError::Retryable(format!("upstream 503 on attempt {}", ctx.attempt))
-            }),
-        )
-        .retry("flaky", fast_retry(5))
-        .start();
-    let t = enqueue_kept(&broker, "flaky", json!({})).await;
-    let done = completes(&broker, "q", t, 10).await;
-    assert!(done, "the task should complete on its third attempt");
-    assert_reported(
-        &broker,
-        t,
-        &calls,
-        3,
-        json!({"attempt": 3, "last": "upstream 503 on attempt 2"}),
-    )
-    .await;
-    w.shutdown().await;
+/// A task whose handler fails `failures` times with `error` (then reports, see
+/// [`fails_then_reports`]), on a retry policy and task of `attempts` attempts.
+struct FailsThenCompletes {
+    name: &'static str,
+    failures: u32,
+    error: fn(u32, &TaskContext) -> TaskError,
+    attempts: u32,
+    /// How long it may take to complete, in seconds.
+    secs: u64,
+    /// What its handler reports at last.
+    report: serde_json::Value,
 }
 
-/// Issue #14 point 1: a handler that says "not now" (`TaskError::Wait`) several
-/// times, on a task with one attempt, is not dead-lettered: each wait gives the
-/// lease back without counting the attempt, and the task completes on attempt 1.
-async fn waiting_spends_no_attempt(broker: Arc<dyn Broker>) {
+/// Runs `case`: the task completes, after `failures + 1` calls, with its report
+/// and nothing dead.
+async fn fails_then_completes(broker: Arc<dyn Broker>, case: FailsThenCompletes) {
     let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
+    let handler = fails_then_reports(calls.clone(), case.failures, case.error);
     let w = worker(&broker, "q", 2)
-        .handler_fn(
-            "held",
-            fails_then_reports(c, 3, |n, _| TaskError::Wait {
-                delay: Duration::from_millis(200),
-                reason: format!("held elsewhere ({n})"),
-            }),
-        )
-        .retry("held", fast_retry(1))
+        .handler_fn(case.name, handler)
+        .retry(case.name, fast_retry(case.attempts))
         // A timeout keeps the handler's own error (it wraps the handler).
-        .timeout("held", Duration::from_secs(60))
+        .timeout(case.name, Duration::from_secs(60))
         .start();
     let t = broker
         .enqueue(
-            NewTask::new("held", json!({}))
+            NewTask::new(case.name, json!({}))
                 .queue("q")
-                .max_attempts(1)
+                .max_attempts(case.attempts)
                 .result_ttl(Duration::from_secs(60)),
         )
         .await
         .unwrap()
         .id;
     assert!(
-        completes(&broker, "q", t, 20).await,
-        "the task should complete after its waits"
+        completes(&broker, "q", t, case.secs).await,
+        "task {} should complete after {} failures",
+        case.name,
+        case.failures
     );
-    assert_reported(
-        &broker,
-        t,
-        &calls,
-        4,
-        json!({"attempt": 1, "last": "held elsewhere (3)"}),
-    )
-    .await;
+    assert_reported(&broker, t, &calls, case.failures + 1, case.report).await;
     w.shutdown().await;
+}
+
+async fn retries_then_succeeds(broker: Arc<dyn Broker>) {
+    let case = FailsThenCompletes {
+        name: "flaky",
+        failures: 2,
+        error: |_, ctx| TaskError::Retryable(format!("upstream 503 on attempt {}", ctx.attempt)),
+        attempts: 5,
+        secs: 10,
+        report: json!({"attempt": 3, "last": "upstream 503 on attempt 2"}),
+    };
+    fails_then_completes(broker, case).await;
+}
+
+/// Issue #14 point 1: a handler that says "not now" (`TaskError::Wait`) several
+/// times, on a task with one attempt, is not dead-lettered: each wait gives the
+/// lease back without counting the attempt, and the task completes on attempt 1.
+async fn waiting_spends_no_attempt(broker: Arc<dyn Broker>) {
+    let case = FailsThenCompletes {
+        name: "held",
+        failures: 3,
+        error: |n, _| TaskError::Wait {
+            delay: Duration::from_millis(200),
+            reason: format!("held elsewhere ({n})"),
+        },
+        attempts: 1,
+        secs: 20,
+        report: json!({"attempt": 1, "last": "held elsewhere (3)"}),
+    };
+    fails_then_completes(broker, case).await;
 }
 
 async fn panics_and_fatal_errors_dead_letter_with_their_error(broker: Arc<dyn Broker>) {

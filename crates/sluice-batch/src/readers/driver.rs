@@ -326,6 +326,50 @@ pub(crate) fn pos_of<S: Source>(driver: &Option<Driver<S>>) -> Pos {
     driver.as_ref().map(Driver::pos).unwrap_or_default()
 }
 
+/// The `read`, `extent` and `checkpoint` methods of a [`Reader`](crate::api::Reader)
+/// impl for a reader whose `driver: Option<Driver<_>>` field does the reading:
+/// `driven_reader_methods!("CsvReader", |pos| checkpoint_json(pos, "row"));`
+/// inside the `#[async_trait] impl Reader`. The name is what a read before
+/// `open` names in its error; the closure turns the driver's [`Pos`] into the
+/// checkpoint. (`read` is spelled as `async_trait` expands it, since a macro in
+/// the impl is expanded after that attribute.)
+macro_rules! driven_reader_methods {
+    ($name:literal, $checkpoint:expr) => {
+        fn read<'life0, 'async_trait>(
+            &'life0 mut self,
+        ) -> ::core::pin::Pin<
+            Box<
+                dyn ::core::future::Future<
+                        Output = Result<Option<$crate::api::ReadItem>, $crate::api::ReadError>,
+                    > + Send
+                    + 'async_trait,
+            >,
+        >
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move {
+                $crate::readers::driver::opened(&mut self.driver, concat!($name, "::read"))?
+                    .next()
+                    .await
+            })
+        }
+
+        fn extent(&self) -> Option<$crate::api::Extent> {
+            self.driver
+                .as_ref()
+                .map($crate::readers::driver::Driver::extent)
+        }
+
+        fn checkpoint(&self) -> serde_json::Value {
+            let to_json: fn($crate::readers::driver::Pos) -> serde_json::Value = $checkpoint;
+            to_json($crate::readers::driver::pos_of(&self.driver))
+        }
+    };
+}
+pub(crate) use driven_reader_methods;
+
 /// Parses `{"offset": …, "<n_key>": …}`; `None` or `null` is the start.
 pub(crate) fn parse_checkpoint(
     checkpoint: Option<&Value>,

@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 
 use crate::api::{ReadError, ReadItem, Reader, Rows};
 use crate::readers::driver::{
-    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, Pos, Source, blocking, checkpoint_json, io_fatal,
-    io_transient, opened, parse_checkpoint, pos_of, sniff_bom,
+    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, Pos, Source, blocking, checkpoint_json,
+    driven_reader_methods, io_fatal, io_transient, opened, parse_checkpoint, sniff_bom,
 };
 use crate::readers::split::Extent;
 
@@ -168,17 +168,7 @@ impl Reader for CsvReader {
             .await
     }
 
-    async fn read(&mut self) -> Result<Option<ReadItem>, ReadError> {
-        opened(&mut self.driver, "CsvReader::read")?.next().await
-    }
-
-    fn extent(&self) -> Option<crate::api::Extent> {
-        self.driver.as_ref().map(Driver::extent)
-    }
-
-    fn checkpoint(&self) -> Value {
-        checkpoint_json(pos_of(&self.driver), "row")
-    }
+    driven_reader_methods!("CsvReader", |pos| checkpoint_json(pos, "row"));
 }
 
 /// The blocking half: a csv reader positioned at `base` in the raw file.

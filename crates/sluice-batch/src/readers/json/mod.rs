@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::api::{ReadError, ReadItem, Reader};
 use crate::readers::driver::{
-    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, io_fatal, io_transient,
-    opened, pos_of, raw_excerpt, utf8_bom_len,
+    BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, driven_reader_methods,
+    io_fatal, io_transient, raw_excerpt, utf8_bom_len,
 };
 
 mod config;
@@ -108,20 +108,9 @@ impl Reader for JsonArrayReader {
         Ok(())
     }
 
-    async fn read(&mut self) -> Result<Option<ReadItem>, ReadError> {
-        opened(&mut self.driver, "JsonArrayReader::read")?
-            .next()
-            .await
-    }
-
-    fn extent(&self) -> Option<crate::api::Extent> {
-        self.driver.as_ref().map(Driver::extent)
-    }
-
-    fn checkpoint(&self) -> Value {
-        let pos = pos_of(&self.driver);
+    driven_reader_methods!("JsonArrayReader", |pos| {
         serde_json::json!({ "index": pos.n, "offset": pos.offset })
-    }
+    });
 }
 
 fn bad_checkpoint(cp: &Value) -> ReadError {

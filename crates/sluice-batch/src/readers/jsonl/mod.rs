@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::api::{ReadError, ReadItem, Reader};
 use crate::readers::driver::{
     BATCH_BYTES, BATCH_ITEMS, Driver, Entry, MAX_ITEM_BYTES, Pos, Source, checkpoint_json,
-    io_fatal, io_transient, opened, parse_checkpoint, pos_of, raw_excerpt, utf8_bom_len,
+    driven_reader_methods, io_fatal, io_transient, parse_checkpoint, raw_excerpt, utf8_bom_len,
 };
 use crate::readers::split::Extent;
 
@@ -74,19 +74,7 @@ impl Reader for JsonLinesReader {
         Ok(())
     }
 
-    async fn read(&mut self) -> Result<Option<ReadItem>, ReadError> {
-        opened(&mut self.driver, "JsonLinesReader::read")?
-            .next()
-            .await
-    }
-
-    fn extent(&self) -> Option<crate::api::Extent> {
-        self.driver.as_ref().map(Driver::extent)
-    }
-
-    fn checkpoint(&self) -> Value {
-        checkpoint_json(pos_of(&self.driver), "line")
-    }
+    driven_reader_methods!("JsonLinesReader", |pos| checkpoint_json(pos, "line"));
 }
 
 struct JsonlSource {

@@ -107,11 +107,7 @@ impl SqlWriter {
         let Some(plan) = self.plan.as_ref() else {
             return Err(sqlx::Error::Protocol("sql writer: no plan".into()));
         };
-        let statement = format!(
-            "COPY {} ({}) FROM STDIN",
-            self.table_q,
-            Self::column_list(plan)
-        );
+        let statement = self.copy_sql(plan);
         let mut conn = pg_acquire(&self.pool, &mut self.held.pg).await?;
         self.statements += 1;
         let result = copy_in(&mut conn, &statement, plan, cells).await.map(drop);
@@ -129,11 +125,7 @@ impl SqlWriter {
         extra: &[SqlStatement],
     ) -> Result<(), WriteError> {
         let plan = self.plan.as_ref().ok_or_else(not_planned)?;
-        let statement = format!(
-            "COPY {} ({}) FROM STDIN",
-            self.table_q,
-            Self::column_list(plan)
-        );
+        let statement = self.copy_sql(plan);
         let mut conn = pg_acquire(&self.pool, &mut self.held.pg)
             .await
             .map_err(|e| self.err(e))?;
@@ -165,11 +157,7 @@ impl SqlWriter {
             self.pg_copy_skip -= 1;
         }
         let plan = self.plan.as_ref().ok_or_else(not_planned)?;
-        let copy_statement = format!(
-            "COPY {} ({}) FROM STDIN",
-            self.table_q,
-            Self::column_list(plan)
-        );
+        let copy_statement = self.copy_sql(plan);
         let sig: Vec<ArrayType> = (0..plan.cols.len())
             .map(|c| ArrayType::of(&plan.cols[c], cells.column(c)))
             .collect();
@@ -321,6 +309,15 @@ impl SqlWriter {
         let result = result.map_err(|e| map_sqlx_error(table, e));
         self.held.pg = Self::keep(&result, conn);
         result
+    }
+
+    /// `COPY <table> (<columns>) FROM STDIN` for `plan`'s columns.
+    fn copy_sql(&self, plan: &Plan) -> String {
+        format!(
+            "COPY {} ({}) FROM STDIN",
+            self.table_q,
+            Self::column_list(plan)
+        )
     }
 
     /// The `UNNEST` statement for one combination of array types (cached).
