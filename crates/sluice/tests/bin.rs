@@ -139,3 +139,12 @@ pub(crate) async fn sim(latency: Duration, key: &str) -> sluice_testkit::SimUpst
     .await
     .unwrap()
 }
+
+/// A `[[job]]` named `job` of one shell step `step` running `command` (put
+/// into the TOML string as it is).
+pub(crate) fn shell_job_toml(job: &str, step: &str, command: &str) -> String {
+    format!(
+        "[[job]]\nname = \"{job}\"\n\n[[job.step]]\nname = \"{step}\"\n\
+         tasklet = {{ kind = \"shell\", command = \"{command}\" }}\n"
+    )
+}

@@ -763,17 +763,8 @@ fn shell_job(dir: &Path, head: &str, names: [&str; 3], echo: &str, rule: &str) -
     let [job, step, trigger] = names;
     let repo = format!("sqlite://{}", dir.join("repo.db").display());
     let rest = format!(
-        r#"
-[[job]]
-name = "{job}"
-
-[[job.step]]
-name = "{step}"
-tasklet = {{ kind = "shell", command = "echo {echo}" }}
-
-[[job.trigger]]
-name = "{trigger}"
-{rule}"#,
+        "\n{}\n[[job.trigger]]\nname = \"{trigger}\"\n{rule}",
+        crate::bin::shell_job_toml(job, step, &format!("echo {echo}"))
     );
     crate::bin::jobs_config(dir, &repo, &format!("{rest}\n{head}"))
 }
