@@ -2,7 +2,7 @@
 //!
 //! Modelled on what Spring Batch users rely on, in idiomatic Rust:
 //!
-//! - a [`Job`](job::Job) is an ordered list of steps; a chunk step reads items
+//! - a [`Job`] is an ordered list of steps; a chunk step reads items
 //!   ([`Reader`]), optionally transforms them ([`Processor`]: jq or a closure) and
 //!   writes them in chunks ([`Writer`]); a tasklet step does one thing (SQL, shell,
 //!   HTTP);

@@ -6,7 +6,7 @@
 //! # Reserved paths
 //!
 //! The first path segments `admin`, `api`, `metrics`, `healthz`, `readyz` and `ui`
-//! ([`RESERVED_PATHS`], which `check_route` also refuses as route paths) belong to
+//! ([`RESERVED_PATHS`](sluice_gateway::route::RESERVED_PATHS), which `check_route` also refuses as route paths) belong to
 //! sluice, never to a gateway route: even a catch-all route `/{*rest}`
 //! does not see them. Where the feature behind one is absent (no admin token, no
 //! job API, no dashboard) it answers the gateway's JSON 404 and nothing is proxied.

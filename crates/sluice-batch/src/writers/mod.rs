@@ -27,7 +27,7 @@
 //!   of the requests a client would send for them (through
 //!   `sluice_cache::CacheTarget`, so batch does not depend on the gateway).
 //!
-//! All follow the [`Writer`](crate::api::Writer) contract: a chunk is written all
+//! All follow the [`Writer`] contract: a chunk is written all
 //! or nothing and is durable when `write` returns (items or rows, as its
 //! [`ChunkForm`](crate::api::ChunkForm) says); a refused item is a
 //! [`WriteError::Item`](crate::api::WriteError::Item), so that the step can find it

@@ -98,7 +98,7 @@ pub struct FileTrigger {
     pub dir: PathBuf,
     /// File-name pattern: `*` matches any run of characters (`*.csv`); `None`
     /// is `*`. Dot-files and partial files never match unless asked (see
-    /// [`matches`]).
+    /// [`matches()`]).
     pub pattern: Option<String>,
     /// How long a file must be quiet before it fires.
     pub settle: Duration,

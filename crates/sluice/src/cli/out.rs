@@ -24,7 +24,7 @@ fn gone(e: &io::Error) -> ! {
     std::process::exit(1);
 }
 
-/// Writes `value` as one line of JSON to stdout (as [`line`] does).
+/// Writes `value` as one line of JSON to stdout (as [`line()`] does).
 pub fn json<T: serde::Serialize + ?Sized>(value: &T) {
     match serde_json::to_string(value) {
         Ok(text) => line(format_args!("{text}")),
