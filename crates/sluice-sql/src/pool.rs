@@ -294,7 +294,23 @@ impl DbUrl {
                         pool
                     }
                 };
-                Db::Sqlite(pool.connect_with(o).await.map_err(fail)?)
+                // Opening can meet another process's lock (a `serve` creating or
+                // migrating the file while `queue list` opens it) with a BUSY the
+                // busy handler does not cover (the WAL switch, recovery): try again
+                // within the busy timeout.
+                let start = std::time::Instant::now();
+                let pool = loop {
+                    match pool.clone().connect_with(o.clone()).await {
+                        Err(e)
+                            if ErrorClass::of(&e) == ErrorClass::Transient
+                                && start.elapsed() < SQLITE_BUSY_TIMEOUT =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        r => break r.map_err(fail)?,
+                    }
+                };
+                Db::Sqlite(pool)
             }
             Self::Postgres(o) => {
                 let o = log_levels(o.clone(), s.log_statements);

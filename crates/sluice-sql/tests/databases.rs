@@ -140,3 +140,40 @@ async fn migrations_apply_once_even_concurrently() {
             .unwrap();
     }
 }
+
+/// Opening a SQLite file another connection holds a write lock on (as when
+/// `sluice queue list` opens the file a starting `serve` is migrating) waits
+/// for the lock within the busy timeout instead of failing "database is
+/// locked", also when opening switches the file to WAL.
+#[tokio::test]
+async fn opening_a_locked_sqlite_file_waits_for_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let keep = ConnectSettings::new()
+        .max_connections(1)
+        .create(sluice_sql::Journal::Keep);
+    let holder = Db::connect(&url, &keep).await.unwrap();
+    holder
+        .execute_script("CREATE TABLE t (x INTEGER)")
+        .await
+        .unwrap();
+    let mut tx = holder.begin_write().await.unwrap();
+    tx.execute(&Statement::new("INSERT INTO t VALUES (1)"))
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        tx.commit().await.unwrap();
+    });
+    let wal = ConnectSettings::new()
+        .max_connections(1)
+        .create(sluice_sql::Journal::Wal);
+    let opened = Db::connect(&url, &wal).await;
+    release.await.unwrap();
+    let db = opened.unwrap_or_else(|e| panic!("opening failed: {e}"));
+    let n = db
+        .fetch_all(&Statement::new("SELECT COUNT(*) AS n FROM t"))
+        .await
+        .unwrap();
+    assert_eq!(n.len(), 1);
+}
