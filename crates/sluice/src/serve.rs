@@ -601,6 +601,7 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
         settings.admin_token,
         readiness.clone(),
         None,
+        None,
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(serve_until(
@@ -710,6 +711,7 @@ pub async fn run(settings: Settings) -> io::Result<()> {
         settings.admin_token.clone(),
         readiness.clone(),
         jobs_api,
+        has_jobs.then(|| rt.clone()),
     );
     let workers = if settings.queue.workers && has_jobs {
         match rt.start_workers(None).await {

@@ -206,3 +206,95 @@ fn a_missing_watched_directory_fails_check_and_serve_before_listening() {
     std::fs::create_dir(&missing).unwrap();
     assert!(check(&cfg, &[("START_TEST_KEY", "k")]).status.success());
 }
+
+/// `/healthz` and `/readyz` report each component (issue #15 point 6): on a
+/// node that runs jobs with its queue (and claims) on Redis, a Redis outage
+/// shows as `broker` and `claims` down (healthz degraded, still 200; readyz
+/// degraded with per-component status), and both are ok again once Redis is
+/// back; a gateway-only node reports only its store.
+#[tokio::test]
+async fn the_probes_report_every_component_and_a_broker_outage() {
+    let mut redis = sluice_testkit::servers::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = sluice_testkit::free_port();
+    let cfg = dir.path().join("jobs.toml");
+    let text = format!(
+        "{}\n[queue]\nurl = \"{}\"\nnamespace = \"probes\"\n\n[repository]\nurl = \"sqlite://{}\"\n\n{}",
+        gateway_toml(port, "http://127.0.0.1:1/x", "START_TEST_KEY", ""),
+        redis.url(),
+        dir.path().join("repo.db").display(),
+        crate::bin::shell_job_toml("j", "s", "true"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .env("START_TEST_KEY", "k")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = crate::bin::KillOnDrop(child.id());
+    sluice::init_tls();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let probe = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .ok()?;
+            let status = r.status().as_u16();
+            let v: serde_json::Value = serde_json::from_str(&r.text().await.ok()?).ok()?;
+            Some((status, v))
+        }
+    };
+    let until = async |what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((200, v)) = probe("/readyz").await
+                && ok(&v)
+            {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "{what}: {:?}",
+                probe("/readyz").await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let ready = until("never ready", &|v| v["status"] == "ready").await;
+    for c in ["store", "broker", "repository", "claims"] {
+        assert_eq!(ready["components"][c]["status"], "ok", "{c}: {ready}");
+    }
+    redis.kill();
+    let degraded = until("the outage never showed", &|v| v["status"] == "degraded").await;
+    assert_eq!(
+        degraded["components"]["broker"]["status"], "down",
+        "{degraded}"
+    );
+    assert_eq!(
+        degraded["components"]["claims"]["status"], "down",
+        "{degraded}"
+    );
+    assert_eq!(
+        degraded["components"]["repository"]["status"], "ok",
+        "{degraded}"
+    );
+    let (code, health) = probe("/healthz").await.unwrap();
+    assert_eq!(code, 200, "alive during the outage: {health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["reason"].as_str().unwrap().contains("broker:"),
+        "{health}"
+    );
+    redis.restart();
+    until("never ready again", &|v| v["status"] == "ready").await;
+    let (_, health) = probe("/healthz").await.unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    crate::bin::terminate(child);
+}

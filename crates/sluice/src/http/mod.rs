@@ -31,6 +31,9 @@ struct AppState {
     gateway: Gateway,
     token: Option<Secret>,
     readiness: Readiness,
+    /// The node's job runtime (queue broker, repository, claims) when it runs
+    /// jobs: the probes report each of them.
+    runtime: Option<Arc<crate::runtime::Runtime>>,
 }
 
 /// Whether the server still takes traffic: `GET /readyz` answers from it.
@@ -60,17 +63,20 @@ impl Readiness {
 /// Builds the application router: the probes, the admin API when `admin_token`
 /// is set, the job API when `jobs` is given (behind the same token), and the
 /// gateway for every other path. `readiness` is what `/readyz` reports; pass the
-/// same handle to [`crate::serve::serve_until`].
+/// same handle to [`crate::serve::serve_until`]. `runtime` (a node that runs
+/// jobs) adds its queue broker, repository and claims to what the probes check.
 pub fn app(
     gateway: Gateway,
     admin_token: Option<Secret>,
     readiness: Readiness,
     jobs: Option<Arc<JobsApi>>,
+    runtime: Option<Arc<crate::runtime::Runtime>>,
 ) -> Router {
     let state = AppState {
         gateway: gateway.clone(),
         token: admin_token.clone(),
         readiness,
+        runtime,
     };
     let mut router = Router::new()
         .route("/healthz", get(probes::healthz))
