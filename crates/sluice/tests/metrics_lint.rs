@@ -323,6 +323,78 @@ fn families(text: &str) -> BTreeMap<String, Family> {
     out
 }
 
+/// Issue #15 point 7: `examples/prometheus/alerts.yml` passes `promtool check
+/// rules` and its unit tests (`alerts_test.yml`, `promtool test rules`: each
+/// alert fires on the series it is about and not before), and every metric
+/// the rules and `examples/grafana/sluice.json` name is a family of
+/// `docs/specs/metrics.md` (histograms with their `_bucket`); every dashboard
+/// panel has a query on the Prometheus datasource.
+#[test]
+fn the_example_alert_rules_and_dashboard_use_real_metrics_and_pass_promtool() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let prometheus = format!("{examples}/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&prometheus)
+            .output()
+            .unwrap_or_else(|e| panic!("{PROMTOOL_MISSING} ({e})"));
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rules = std::fs::read_to_string(format!("{prometheus}/alerts.yml")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{examples}/grafana/sluice.json")).unwrap(),
+    )
+    .unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "a dashboard of {} panels", panels.len());
+    let mut exprs = vec![rules];
+    for p in panels {
+        let targets = p["targets"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        assert!(!targets.is_empty(), "panel {} has no query", p["title"]);
+        assert_eq!(
+            p["datasource"]["type"], "prometheus",
+            "panel {}",
+            p["title"]
+        );
+        for t in targets {
+            let e = t["expr"].as_str().unwrap_or("");
+            assert!(!e.is_empty(), "panel {}: an empty query", p["title"]);
+            exprs.push(e.to_owned());
+        }
+    }
+    let spec = spec_families();
+    let mut named = 0;
+    for text in &exprs {
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !word.starts_with("sluice_") {
+                continue;
+            }
+            named += 1;
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    word.strip_suffix(s)
+                        .filter(|f| spec.get(*f).is_some_and(|t| t == "histogram"))
+                })
+                .unwrap_or(word);
+            assert!(
+                spec.contains_key(family),
+                "{word} is not a family of docs/specs/metrics.md (in {text})"
+            );
+        }
+    }
+    assert!(named > 20, "only {named} metric names found");
+}
+
 /// Family name → type, from the table of `docs/specs/metrics.md`.
 fn spec_families() -> BTreeMap<String, String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/specs/metrics.md");
