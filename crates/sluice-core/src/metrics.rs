@@ -63,6 +63,14 @@ pub mod names {
     pub const LATENESS: &str = "sluice_schedule_fire_lateness_seconds";
     /// Fires by trigger and outcome (`fired` | `lost` (another node claimed it) | `skipped_overlap` | `queued` | `paused` | `error`).
     pub const FIRES: &str = "sluice_schedule_fires_total";
+    /// Finished job runs, by `job_name` and `status` (`COMPLETED`, `FAILED`, `STOPPED`, …).
+    pub const JOB_RUNS: &str = "sluice_job_runs_total";
+    /// Items of a job's last finished run, by `job_name`, `step` and `kind` (`read`, `written`, `skipped`).
+    pub const JOB_ITEMS: &str = "sluice_job_last_run_items";
+    /// Run time of finished job runs in seconds, by `job_name`.
+    pub const JOB_DURATION: &str = "sluice_job_duration_seconds";
+    /// When a job last completed, Unix seconds, by `job_name`.
+    pub const JOB_LAST_SUCCESS: &str = "sluice_job_last_success_timestamp_seconds";
 }
 
 /// The type of a metric family.
@@ -230,6 +238,30 @@ pub const FAMILIES: &[Family] = &[
         names::FIRES,
         Unit::Count,
         "Trigger fires, by trigger and outcome (fired, lost, skipped_overlap, queued, paused, error).",
+    ),
+    (
+        Kind::Counter,
+        names::JOB_RUNS,
+        Unit::Count,
+        "Finished job runs, by job_name and status.",
+    ),
+    (
+        Kind::Gauge,
+        names::JOB_ITEMS,
+        Unit::Count,
+        "Items of the job's last finished run on this node, by job_name, step and kind (read, written, skipped); a resumed step's counts include what earlier executions committed.",
+    ),
+    (
+        Kind::Histogram,
+        names::JOB_DURATION,
+        Unit::Seconds,
+        "Run time of finished job runs in seconds, by job_name.",
+    ),
+    (
+        Kind::Gauge,
+        names::JOB_LAST_SUCCESS,
+        Unit::Seconds,
+        "When a job last completed on this node, Unix seconds, by job_name.",
     ),
 ];
 

@@ -57,6 +57,7 @@ async fn every_family_has_help_and_type_and_promtool_finds_nothing() {
     queue_worker(&redis.url()).await;
     broker_on_a_dead_port(dead_port).await;
     scheduler().await;
+    job_run().await;
 
     let r = h.get("/metrics").await;
     assert_eq!(r.status, 200);
@@ -262,6 +263,53 @@ async fn scheduler() {
     // The fire is counted once the launch returned.
     wait_for_metric("sluice_schedule_fires_total{").await;
     s.shutdown().await;
+}
+
+/// A tasklet that does nothing.
+struct Noop;
+
+#[async_trait]
+impl sluice_batch::Tasklet for Noop {
+    async fn execute(&mut self) -> Result<String, sluice_batch::TaskletError> {
+        Ok("done".into())
+    }
+}
+
+/// A finished job run, recorded as every run is (`log_finished`): runs by
+/// status, duration, last success, last run's items.
+async fn job_run() {
+    use sluice_batch::repository::{Repository, SqlRepository};
+    let repo = SqlRepository::connect("sqlite::memory:").await.unwrap();
+    repo.migrate().await.unwrap();
+    let job = sluice_batch::Job::new("lint").step(sluice_batch::Step::Tasklet {
+        name: "noop".into(),
+        tasklet: Box::new(Noop),
+    });
+    let report = sluice_batch::JobRunner::new(Arc::new(repo))
+        .run(
+            job,
+            &sluice_batch::model::Params::new(),
+            sluice_batch::RunOptions::default(),
+            &sluice_batch::NoProgress,
+        )
+        .await
+        .unwrap();
+    sluice::runtime::job_task::log_finished(&report);
+    wait_for_metric("sluice_job_runs_total{").await;
+    let page = sluice::telemetry::prometheus().render();
+    for line in [
+        r#"sluice_job_runs_total{job_name="lint",status="COMPLETED"} 1"#,
+        r#"sluice_job_last_run_items{job_name="lint",step="noop",kind="read"} 0"#,
+        r#"sluice_job_duration_seconds_count{job_name="lint"} 1"#,
+    ] {
+        assert!(page.lines().any(|l| l == line), "no `{line}` in:\n{page}");
+    }
+    assert!(
+        page.lines()
+            .any(|l| l
+                .starts_with(r#"sluice_job_last_success_timestamp_seconds{job_name="lint"} 17"#)),
+        "{page}"
+    );
 }
 
 /// Polls the process's recorder until a line of its page starts with `prefix`.

@@ -223,6 +223,32 @@ pub async fn run_job_task(
     }
 }
 
+/// The job metrics of a finished run (`docs/specs/metrics.md`): its status,
+/// the item counts of this execution's steps, its duration, its completion time.
+fn record_finished(r: &sluice_batch::RunReport, ms: i64) {
+    use sluice_core::metrics::names::{JOB_DURATION, JOB_ITEMS, JOB_LAST_SUCCESS, JOB_RUNS};
+    let e = &r.execution;
+    let job = e.job_name.clone();
+    metrics::counter!(JOB_RUNS, "job_name" => job.clone(), "status" => e.status.to_string())
+        .increment(1);
+    metrics::histogram!(JOB_DURATION, "job_name" => job.clone()).record(ms as f64 / 1000.0);
+    if e.status == BatchStatus::Completed
+        && let Some(end) = e.ended_at
+    {
+        metrics::gauge!(JOB_LAST_SUCCESS, "job_name" => job.clone()).set(end as f64 / 1000.0);
+    }
+    for s in r.steps.iter().filter(|s| s.execution_id == e.id) {
+        for (kind, n) in [
+            ("read", s.counts.read),
+            ("written", s.counts.written),
+            ("skipped", s.counts.skipped),
+        ] {
+            metrics::gauge!(JOB_ITEMS, "job_name" => job.clone(), "step" => s.step_name.clone(), "kind" => kind)
+                .set(n as f64);
+        }
+    }
+}
+
 /// The one log line of a finished run (here and in a local `sluice job run`):
 /// job, execution, status, the read, written and skipped counts of its steps
 /// (including steps an earlier execution completed) and how long it ran.
@@ -235,6 +261,7 @@ pub fn log_finished(r: &sluice_batch::RunReport) {
         (Some(a), Some(b)) => b.saturating_sub(a).max(0),
         _ => 0,
     };
+    record_finished(r, ms);
     tracing::info!(
         job = %e.job_name,
         execution = e.id,
