@@ -31,9 +31,9 @@ struct AppState {
     gateway: Gateway,
     token: Option<Secret>,
     readiness: Readiness,
-    /// The node's job runtime (queue broker, repository, claims) when it runs
-    /// jobs: the probes report each of them.
-    runtime: Option<Arc<crate::runtime::Runtime>>,
+    /// The last state of the job runtime's backends (queue broker, repository,
+    /// claims) on a node that runs jobs: the probes report each of them.
+    backends: Option<probes::Backends>,
 }
 
 /// Whether the server still takes traffic: `GET /readyz` answers from it.
@@ -76,7 +76,7 @@ pub fn app(
         gateway: gateway.clone(),
         token: admin_token.clone(),
         readiness,
-        runtime,
+        backends: runtime.map(probes::Backends::watch),
     };
     let mut router = Router::new()
         .route("/healthz", get(probes::healthz))

@@ -2,36 +2,62 @@
 //! balancer send traffic) and `/metrics` (Prometheus text). No token: they reveal
 //! no data.
 
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::time::Duration;
-
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use crate::runtime::Runtime;
 use crate::telemetry;
 
 /// How long one component's check may take before it counts as down.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Each component's state: `{"store": {"status": "ok", "kind": "redis"},
-/// "broker": {"status": "down", "error": "…"}, …}`; the queue broker, the job
-/// repository and the trigger claims only on a node that runs jobs. Checked
-/// concurrently, each within [`CHECK_TIMEOUT`].
-async fn components(s: &AppState) -> Map<String, Value> {
-    let mut out = Map::new();
-    let store = match s.gateway.degraded() {
-        None => json!({"status": "ok", "kind": s.gateway.store().kind()}),
-        Some(reason) => {
-            json!({"status": "down", "kind": s.gateway.store().kind(), "error": reason})
-        }
-    };
-    out.insert("store".into(), store);
-    let Some(rt) = &s.runtime else {
-        return out;
-    };
+/// How often the backends of a node that runs jobs are checked.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// The last state of a job node's backends (queue broker, job repository,
+/// trigger claims), kept by one background task: the probes read it and do no
+/// I/O, so a load balancer's probe never waits on a backend that is away.
+#[derive(Clone)]
+pub(super) struct Backends(Arc<RwLock<Map<String, Value>>>);
+
+impl Backends {
+    /// Starts checking `rt`'s backends every [`CHECK_EVERY`], concurrently,
+    /// each within [`CHECK_TIMEOUT`]; until the first round ends each is
+    /// `unknown`. The task ends with the process.
+    pub(super) fn watch(rt: Arc<Runtime>) -> Self {
+        let unknown = json!({"status": "unknown"});
+        let first = ["broker", "repository", "claims"]
+            .into_iter()
+            .map(|c| (c.to_owned(), unknown.clone()))
+            .collect();
+        let state = Arc::new(RwLock::new(first));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = check_backends(&rt).await;
+                if let Ok(mut s) = shared.write() {
+                    *s = now;
+                }
+                tokio::time::sleep(CHECK_EVERY).await;
+            }
+        });
+        Self(state)
+    }
+
+    fn latest(&self) -> Map<String, Value> {
+        self.0.read().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// One round of checks of `rt`'s queue broker, repository and claims.
+async fn check_backends(rt: &Runtime) -> Map<String, Value> {
     let broker = check(async {
         let b = rt.broker().await?;
         b.queues().await.map(|_| ()).map_err(|e| e.to_string())
@@ -48,9 +74,30 @@ async fn components(s: &AppState) -> Map<String, Value> {
         c.paused().await.map(|_| ()).map_err(|e| e.to_string())
     });
     let (broker, repository, claims) = tokio::join!(broker, repository, claims);
-    out.insert("broker".into(), broker);
-    out.insert("repository".into(), repository);
-    out.insert("claims".into(), claims);
+    [
+        ("broker", broker),
+        ("repository", repository),
+        ("claims", claims),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Each component's state: `{"store": {"status": "ok", "kind": "redis"},
+/// "broker": {"status": "down", "error": "…"}, …}`: the store as the gateway
+/// sees it now, and, on a node that runs jobs, the last round of [`Backends`].
+fn components(s: &AppState) -> Map<String, Value> {
+    let kind = s.gateway.store().kind();
+    let store = match s.gateway.degraded() {
+        None => json!({"status": "ok", "kind": kind}),
+        Some(reason) => json!({"status": "down", "kind": kind, "error": reason}),
+    };
+    let mut out = Map::new();
+    out.insert("store".into(), store);
+    if let Some(b) = &s.backends {
+        out.extend(b.latest());
+    }
     out
 }
 
@@ -64,12 +111,19 @@ async fn check(f: impl Future<Output = Result<(), String>>) -> Value {
     }
 }
 
-/// The components that are down, as `name: error` (empty when all are up).
+/// The components that are not ok (down, or not checked yet), as `name: error`
+/// (empty when all are up).
 fn down(components: &Map<String, Value>) -> Vec<String> {
     components
         .iter()
         .filter(|(_, c)| c["status"] != "ok")
-        .map(|(name, c)| format!("{name}: {}", c["error"].as_str().unwrap_or("down")))
+        .map(|(name, c)| {
+            let why = c["error"]
+                .as_str()
+                .or(c["status"].as_str())
+                .unwrap_or("down");
+            format!("{name}: {why}")
+        })
         .collect()
 }
 
@@ -78,7 +132,7 @@ fn down(components: &Map<String, Value>) -> Vec<String> {
 /// serves: from L1, the upstream, local coalescing; jobs wait); `503
 /// {"status":"draining",…}` once shutdown has begun.
 pub(super) async fn readyz(State(s): State<AppState>) -> Response {
-    let components = components(&s).await;
+    let components = components(&s);
     if s.readiness.is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -99,7 +153,7 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
 /// queue broker, the repository, the claims): the node still serves, so a load
 /// balancer must keep sending it traffic.
 pub(super) async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
-    let components = components(&s).await;
+    let components = components(&s);
     let down = down(&components);
     if down.is_empty() {
         Json(json!({"status": "ok", "components": components}))
