@@ -41,6 +41,7 @@ pub struct Runtime {
     broker: OnceCell<Arc<dyn Broker>>,
     repository: OnceCell<Arc<dyn Repository>>,
     claims: OnceCell<Arc<dyn ClaimStore>>,
+    ops: OnceCell<Arc<crate::ops::OpsStore>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -66,6 +67,7 @@ impl Runtime {
             broker: OnceCell::new(),
             repository: OnceCell::new(),
             claims: OnceCell::new(),
+            ops: OnceCell::new(),
         })
     }
 
@@ -106,6 +108,20 @@ impl Runtime {
                 repo.migrate().await.map_err(|e| e.to_string())?;
                 Ok::<_, String>(Arc::new(repo) as Arc<dyn Repository>)
             })
+            .await
+            .cloned()
+    }
+
+    /// The audit log and chart series, in the repository's database, connected
+    /// and migrated on first use.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached.
+    pub async fn ops(&self) -> Result<Arc<crate::ops::OpsStore>, String> {
+        let url = &self.settings.jobs.repository_url;
+        self.ops
+            .get_or_try_init(|| async { crate::ops::OpsStore::connect(url).await.map(Arc::new) })
             .await
             .cloned()
     }
