@@ -63,11 +63,8 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// An RFC 3339 time of Unix milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+fn rfc3339(ms: i64) -> String {
+    crate::views::rfc3339(Some(ms)).unwrap_or_default()
 }
 
 impl OpsStore {
@@ -122,7 +119,11 @@ impl OpsStore {
         .bind(action)
         .bind(target)
         .bind(detail);
-        self.db.execute(&st).await.map(drop).map_err(|e| e.to_string())
+        self.db
+            .execute(&st)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Audit entries, newest first, with an id below `before` (a page's cursor),
@@ -196,7 +197,11 @@ impl OpsStore {
             self.db.execute(&st).await.map_err(|e| e.to_string())?;
         }
         let st = Statement::new("DELETE FROM sluice_series WHERE at < $1").bind(keep_since_ms);
-        self.db.execute(&st).await.map(drop).map_err(|e| e.to_string())
+        self.db
+            .execute(&st)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// The samples of series `name` since `since_ms`, oldest first:
