@@ -23,6 +23,7 @@ pub mod api;
 mod error;
 pub mod jobs;
 mod probes;
+pub mod ui;
 
 pub use error::ApiError;
 pub use jobs::JobsApi;
@@ -66,7 +67,8 @@ impl Readiness {
 /// gateway for every other path. `readiness` is what `/readyz` reports; pass the
 /// same handle to [`crate::serve::serve_until`]. `runtime` (a node that runs
 /// jobs) adds its queue broker, repository and claims to what the probes check.
-/// `api` (a node with API tokens) adds the REST API under `/api/v1`.
+/// `api` (a node with API tokens) adds the REST API under `/api/v1` and the
+/// dashboard under `/ui`.
 pub fn app(
     gateway: Gateway,
     admin_token: Option<Secret>,
@@ -106,6 +108,7 @@ pub fn app(
         );
     }
     if let Some(api) = api.filter(|a| !a.tokens.is_empty()) {
+        app = app.merge(ui::service(api.clone()));
         app = app.merge(api::service(api));
     }
     app

@@ -309,7 +309,7 @@ pub struct Purged {
 #[utoipa::path(post, path = "/cache/purge", tag = "gateway", request_body = PurgeRequest,
     responses((status = 200, body = Purged), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn purge(
+pub async fn purge(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
     body: axum::body::Bytes,

@@ -62,7 +62,7 @@ fn parse_status(s: &str) -> Result<BatchStatus, ApiError> {
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(PageQuery, JobFilter),
     responses((status = 200, body = Page<JobView>), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn list_jobs(
+pub async fn list_jobs(
     _: auth::Viewer,
     State(s): State<ApiState>,
     Query(pq): Query<PageQuery>,
@@ -127,7 +127,7 @@ pub struct JobDetail<'a> {
 #[utoipa::path(get, path = "/jobs/{name}", tag = "jobs",
     params(("name" = String, Path, description = "The job's name")),
     responses((status = 200, body = JobDetail), (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn get_job(
+pub async fn get_job(
     _: auth::Viewer,
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -199,7 +199,7 @@ fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T,
     params(("name" = String, Path, description = "The job's name")),
     responses((status = 202, body = Enqueued), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn run_job(
+pub async fn run_job(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -434,7 +434,7 @@ fn log_lines(e: &JobExecution, steps: &[StepExecution]) -> Vec<LogLine> {
 #[utoipa::path(get, path = "/executions/{id}", tag = "jobs",
     params(("id" = i64, Path, description = "The execution's id")),
     responses((status = 200, body = ExecutionPage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn get_execution(
+pub async fn get_execution(
     _: auth::Viewer,
     State(s): State<ApiState>,
     Path(id): Path<i64>,
@@ -473,7 +473,7 @@ pub struct ActionDone {
     params(("id" = i64, Path, description = "The execution's id")),
     responses((status = 200, body = ActionDone), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)))]
-async fn stop_execution(
+pub async fn stop_execution(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
     Path(id): Path<i64>,
@@ -500,7 +500,7 @@ async fn stop_execution(
     params(("id" = i64, Path, description = "The execution's id")),
     responses((status = 202, body = ActionDone), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)))]
-async fn restart_execution(
+pub async fn restart_execution(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
     Path(id): Path<i64>,
@@ -566,7 +566,7 @@ pub struct TriggerFilter {
 #[utoipa::path(get, path = "/triggers", tag = "jobs", params(PageQuery, TriggerFilter),
     responses((status = 200, body = Page<TriggerView>), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn list_triggers(
+pub async fn list_triggers(
     _: auth::Viewer,
     State(s): State<ApiState>,
     Query(pq): Query<PageQuery>,
@@ -632,7 +632,7 @@ fn known_trigger(s: &ApiState, id: &str) -> Result<(), ApiError> {
     params(("id" = String, Path, description = "The trigger's id, `JOB#N` or `JOB/NAME`")),
     responses((status = 200, body = PauseState), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn pause_trigger(
+pub async fn pause_trigger(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -686,7 +686,7 @@ async fn pause_trigger(
     params(("id" = String, Path, description = "The trigger's id, `JOB#N` or `JOB/NAME`")),
     responses((status = 200, body = PauseState), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn resume_trigger(
+pub async fn resume_trigger(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
     Path(id): Path<String>,

@@ -151,7 +151,7 @@ pub struct AuditQuery {
 /// The audit log, newest first.
 #[utoipa::path(get, path = "/audit", tag = "meta", params(PageQuery, AuditQuery),
     responses((status = 200, body = Page<AuditEntry>), (status = 401, body = Problem)))]
-async fn audit_log(
+pub async fn audit_log(
     _: auth::Viewer,
     State(s): State<ApiState>,
     Query(pq): Query<PageQuery>,

@@ -287,7 +287,7 @@ async fn dead_matching(
 #[utoipa::path(get, path = "/queues/{name}/dead", tag = "queues", params(("name" = String, Path, description = "The queue's name"), PageQuery, DeadFilter),
     responses((status = 200, body = Page<TaskView>), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn list_dead(
+pub async fn list_dead(
     _: auth::Viewer,
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -375,7 +375,7 @@ async fn dead_targets(
     params(("name" = String, Path, description = "The queue's name")),
     responses((status = 200, body = DeadActionDone), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn retry_dead(
+pub async fn retry_dead(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -407,7 +407,7 @@ async fn retry_dead(
     params(("name" = String, Path, description = "The queue's name")),
     responses((status = 200, body = DeadActionDone), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
-async fn delete_dead(
+pub async fn delete_dead(
     auth::Admin(who): auth::Admin,
     State(s): State<ApiState>,
     Path(name): Path<String>,
