@@ -44,3 +44,6 @@ mod follow;
 
 // The CLI as a Unix tool: `--json` everywhere, exit 2 for unknown ids, one `job finished` line, no database notices, shell output in `job status`.
 mod unix_cli;
+
+// The dashboard: sessions, CSRF and roles over HTTP; chromium headless driving it (screenshots in target/ui-screenshots).
+mod ui;
