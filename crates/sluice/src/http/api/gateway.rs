@@ -294,6 +294,49 @@ async fn get_cache(
     Ok(Json(cache_view(&s).await?))
 }
 
+/// One of the most requested cache keys.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = TopKey)]
+pub struct TopKeySchema {
+    /// The cache key.
+    pub key: String,
+    /// Its route.
+    pub route: String,
+    /// Requests counted (approximate).
+    pub requests: u64,
+    /// Of those, answers from the cache.
+    pub hits: u64,
+}
+
+/// How many top keys.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopQuery {
+    /// 1 to 500; default 20.
+    pub limit: Option<i64>,
+}
+
+/// The most requested keys over all routes, most first.
+pub fn top_keys(s: &ApiState, limit: usize) -> Vec<sluice_gateway::TopKey> {
+    s.gateway.top_keys(limit)
+}
+
+/// The most requested cache keys with their hits.
+#[utoipa::path(get, path = "/cache/top", tag = "gateway", params(TopQuery),
+    responses((status = 200, body = Vec<TopKeySchema>), (status = 400, body = Problem), (status = 401, body = Problem)))]
+async fn get_top_keys(
+    _: auth::Viewer,
+    State(s): State<ApiState>,
+    Query(q): Query<TopQuery>,
+) -> Result<Json<Vec<sluice_gateway::TopKey>>, ApiError> {
+    let limit = PageQuery {
+        limit: Some(q.limit.unwrap_or(20)),
+        cursor: None,
+    }
+    .limit()?;
+    Ok(Json(top_keys(&s, limit)))
+}
+
 /// What a purge removed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Purged {
@@ -339,5 +382,6 @@ pub(super) fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_routes))
         .routes(routes!(get_route))
         .routes(routes!(get_cache))
+        .routes(routes!(get_top_keys))
         .routes(routes!(purge))
 }
