@@ -130,7 +130,7 @@ pub fn upstream_views(s: &ApiState, q: Option<&str>) -> Vec<UpstreamView> {
 
 /// Upstreams with their calls, errors, latency and quota.
 #[utoipa::path(get, path = "/upstreams", tag = "gateway", params(PageQuery, NameFilter),
-    responses((status = 200, body = Page<UpstreamView>), (status = 400, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = Page<UpstreamView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn list_upstreams(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -144,7 +144,7 @@ async fn list_upstreams(
 /// One upstream.
 #[utoipa::path(get, path = "/upstreams/{name}", tag = "gateway",
     params(("name" = String, Path, description = "The upstream's name")),
-    responses((status = 200, body = UpstreamView), (status = 404, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = UpstreamView), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn get_upstream(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -192,7 +192,7 @@ pub struct RouteFilter {
 
 /// Routes with their hit ratio and upstream calls saved.
 #[utoipa::path(get, path = "/routes", tag = "gateway", params(PageQuery, RouteFilter),
-    responses((status = 200, body = Page<RouteSchema>), (status = 400, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = Page<RouteSchema>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn list_routes(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -225,7 +225,7 @@ async fn list_routes(
 /// One route.
 #[utoipa::path(get, path = "/routes/{name}", tag = "gateway",
     params(("name" = String, Path, description = "The route's name")),
-    responses((status = 200, body = RouteSchema), (status = 404, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = RouteSchema), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn get_route(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -286,7 +286,7 @@ pub async fn cache_view(s: &ApiState) -> Result<CacheView, ApiError> {
 
 /// The cache's store, size and hit ratio.
 #[utoipa::path(get, path = "/cache", tag = "gateway",
-    responses((status = 200, body = CacheView), (status = 401, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = CacheView), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn get_cache(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -323,7 +323,7 @@ pub fn top_keys(s: &ApiState, limit: usize) -> Vec<sluice_gateway::TopKey> {
 
 /// The most requested cache keys with their hits.
 #[utoipa::path(get, path = "/cache/top", tag = "gateway", params(TopQuery),
-    responses((status = 200, body = Vec<TopKeySchema>), (status = 400, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = Vec<TopKeySchema>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn get_top_keys(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -350,8 +350,8 @@ pub struct Purged {
 /// Purges one key (`key`, or `url`: the key a GET of that path and query
 /// uses; operator) or many (`route`, `prefix`; admin).
 #[utoipa::path(post, path = "/cache/purge", tag = "gateway", request_body = PurgeRequest,
-    responses((status = 200, body = Purged), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Purged), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn purge(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,

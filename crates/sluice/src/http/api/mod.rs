@@ -112,7 +112,7 @@ pub struct WhoAmI {
 
 /// Who the caller is.
 #[utoipa::path(get, path = "/whoami", tag = "meta",
-    responses((status = 200, body = WhoAmI), (status = 401, body = Problem)))]
+    responses((status = 200, body = WhoAmI), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn whoami(auth::Viewer(p): auth::Viewer) -> Json<WhoAmI> {
     Json(WhoAmI {
         name: p.name,
@@ -150,7 +150,7 @@ pub struct AuditQuery {
 
 /// The audit log, newest first.
 #[utoipa::path(get, path = "/audit", tag = "meta", params(PageQuery, AuditQuery),
-    responses((status = 200, body = Page<AuditEntry>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Page<AuditEntry>), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn audit_log(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -193,7 +193,7 @@ pub struct SeriesQuery {
 
 /// Sampled series for the dashboard's charts, kept in the repository.
 #[utoipa::path(get, path = "/series", tag = "meta", params(SeriesQuery),
-    responses((status = 200, body = Vec<Series>), (status = 400, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = Vec<Series>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn series(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -242,6 +242,43 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every operation can answer `400` (a path, query or body it cannot read)
+/// and `401`: both are added where a handler does not list them.
+pub(crate) fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let problem = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build()
+    };
+    for item in openapi.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (code, what) in [
+                ("400", "The path, query or body cannot be read"),
+                ("401", "No valid token or session"),
+            ] {
+                op.responses
+                    .responses
+                    .entry(code.into())
+                    .or_insert_with(|| problem(what).into());
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "sluice", description = "The REST API of sluice: the gateway's upstreams, routes and cache; jobs, executions, triggers, queues and tasks."),
@@ -265,8 +302,47 @@ pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .merge(queues::router())
         .with_state(state)
         .split_for_parts();
-    let router = router.route_layer(middleware::from_fn_with_state(tokens, auth::authenticate));
+    let mut doc = doc;
+    document_common_errors(&mut doc);
+    let router = router
+        .route_layer(middleware::from_fn_with_state(tokens, auth::authenticate))
+        .layer(middleware::from_fn(problems));
     (router, doc)
+}
+
+/// Turns every error answer that is not a problem document yet (axum's
+/// rejections of a bad path, query or body, an unknown method) into one, so
+/// that every error of the API has the one shape its document promises.
+async fn problems(req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        404 => "no_route",
+        405 => "method_not_allowed",
+        413 => "too_large",
+        415 => "unsupported_media_type",
+        422 => "bad_request",
+        _ => "error",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
 }
 
 /// The `/api/v1` router with its OpenAPI document served (without a token) at
@@ -281,5 +357,11 @@ pub fn service(state: ApiState) -> axum::Router {
             async move { Json((*doc).clone()) }
         }),
     );
-    axum::Router::new().nest("/api/v1", router.merge(json))
+    let unknown = || async {
+        ApiError::not_found(
+            "no_route",
+            "no such API resource; GET /api/v1/openapi.json lists them",
+        )
+    };
+    axum::Router::new().nest("/api/v1", router.merge(json).fallback(unknown))
 }

@@ -145,7 +145,7 @@ pub async fn overview(s: &ApiState) -> Result<Overview, ApiError> {
 /// Everything at a glance: request rate, hit ratio, calls saved, quota left
 /// per upstream, jobs running and failed, queue depths.
 #[utoipa::path(get, path = "/overview", tag = "meta",
-    responses((status = 200, body = Overview), (status = 401, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Overview), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn get_overview(
     _: auth::Viewer,
     State(s): State<ApiState>,

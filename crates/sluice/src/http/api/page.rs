@@ -57,7 +57,7 @@ impl PageQuery {
     ///
     /// `400 bad_cursor` for a cursor this API did not hand out.
     pub fn cursor_key(&self) -> Result<Option<String>, ApiError> {
-        let Some(c) = &self.cursor else {
+        let Some(c) = self.cursor.as_deref().filter(|c| !c.is_empty()) else {
             return Ok(None);
         };
         B64.decode(c)
