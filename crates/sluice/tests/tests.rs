@@ -39,6 +39,9 @@ mod metrics_lint;
 // Exactly once into any database: sql_append / sql_upsert into SQLite, PostgreSQL, MariaDB, aborted between commits or killed -9.
 mod exactly_once;
 
+// The REST API: the OpenAPI document and its routes, roles, sessions and CSRF, secrets, steering.
+mod api;
+
 // `job run` locally or through a live worker, Ctrl-C, `task cancel`, `queue list`, followers across outages, owner gone.
 mod follow;
 
