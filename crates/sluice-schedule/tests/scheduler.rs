@@ -307,12 +307,7 @@ fn missed_fires_count_what_the_policy_drops() {
     }
     // A month of a every-second trigger: the count stops at the limit.
     let every = TriggerSpec::cron("* * * * * *", "UTC").unwrap();
-    let long = missed_fires(
-        &every,
-        Misfire::FireOnce,
-        at("2026-10-25T00:00:00Z"),
-        now,
-    );
+    let long = missed_fires(&every, Misfire::FireOnce, at("2026-10-25T00:00:00Z"), now);
     assert_eq!(long.fire, vec![now]);
     assert_eq!(long.skipped, MISFIRE_COUNT_LIMIT - 1);
 }

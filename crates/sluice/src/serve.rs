@@ -685,7 +685,9 @@ fn reopen_access_log_on_sighup(gateway: &sluice_gateway::Gateway) {
                     }
                 });
             }
-            Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP; the access log is not reopened on it"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGHUP; the access log is not reopened on it")
+            }
         }
     }
     #[cfg(not(unix))]

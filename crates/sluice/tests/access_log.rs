@@ -65,7 +65,13 @@ async fn serve_and_log(format: &str, dir: &Path) -> Vec<String> {
         let cs = r.headers()["cache-status"].to_str().unwrap().to_owned();
         assert!(cs.contains(want), "{cs}");
     }
-    for own in ["/healthz", "/readyz", "/metrics", "/admin/purge", "/api/v1/jobs"] {
+    for own in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/admin/purge",
+        "/api/v1/jobs",
+    ] {
         client.get(format!("{base}{own}")).send().await.unwrap();
     }
     let r = client
@@ -121,7 +127,10 @@ fn assert_clean(lines: &[String]) {
         "acc%2BSeCrEt",
         "SeCrEt",
     ] {
-        assert!(!all.contains(banned), "{banned:?} in the access log:\n{all}");
+        assert!(
+            !all.contains(banned),
+            "{banned:?} in the access log:\n{all}"
+        );
     }
 }
 
@@ -137,20 +146,24 @@ async fn json_lines_for_a_miss_a_hit_and_no_route() {
         .collect();
     // The fields, in the order of docs/specs/access-log.md, and no other.
     let order = [
-            "time",
-            "method",
-            "route",
-            "protocol",
-            "status",
-            "bytes",
-            "cache",
-            "key_hash",
+        "time",
+        "method",
+        "route",
+        "protocol",
+        "status",
+        "bytes",
+        "cache",
+        "key_hash",
         "latency_ms",
     ];
     assert_eq!(v[0].as_object().unwrap().len(), order.len(), "{}", lines[0]);
     let at: Vec<usize> = order
         .iter()
-        .map(|k| lines[0].find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("{k}: {}", lines[0])))
+        .map(|k| {
+            lines[0]
+                .find(&format!("\"{k}\":"))
+                .unwrap_or_else(|| panic!("{k}: {}", lines[0]))
+        })
         .collect();
     assert!(at.is_sorted(), "fields out of order: {}", lines[0]);
     for (line, cache) in v.iter().zip(["miss", "hit"]) {
@@ -204,7 +217,10 @@ async fn common_lines_match_the_specified_regex() {
         assert!(f[5].parse::<u64>().unwrap() > 0, "{f:?}");
         f[8].parse::<f64>().unwrap();
     }
-    assert_eq!(fields[0][7], fields[1][7], "one key hash for the miss and the hit");
+    assert_eq!(
+        fields[0][7], fields[1][7],
+        "one key hash for the miss and the hit"
+    );
     assert_ne!(fields[0][7], "-");
     let none = &fields[2];
     assert_eq!(
@@ -216,7 +232,10 @@ async fn common_lines_match_the_specified_regex() {
 
 /// The regex a `common` line matches, as `docs/specs/access-log.md` gives it.
 fn spec_regex() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/specs/access-log.md");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/specs/access-log.md"
+    );
     let doc = std::fs::read_to_string(path).unwrap();
     doc.lines()
         .find(|l| l.starts_with("^- - - "))
