@@ -111,6 +111,15 @@ async fn wait_for_listening(
     Err("no answer on /healthz within 15 s".into())
 }
 
+/// The three lines of [`serve_and_log`] in `format`, checked by [`assert_clean`].
+async fn three_clean_lines(format: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = serve_and_log(format, dir.path()).await;
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert_clean(&lines);
+    lines
+}
+
 /// Nothing a client sent in its query, no path and no form of the secret.
 fn assert_clean(lines: &[String]) {
     let all = lines.join("\n");
@@ -136,10 +145,7 @@ fn assert_clean(lines: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_lines_for_a_miss_a_hit_and_no_route() {
-    let dir = tempfile::tempdir().unwrap();
-    let lines = serve_and_log("json", dir.path()).await;
-    assert_eq!(lines.len(), 3, "{lines:#?}");
-    assert_clean(&lines);
+    let lines = three_clean_lines("json").await;
     let v: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -192,10 +198,7 @@ async fn json_lines_for_a_miss_a_hit_and_no_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn common_lines_match_the_specified_regex() {
-    let dir = tempfile::tempdir().unwrap();
-    let lines = serve_and_log("common", dir.path()).await;
-    assert_eq!(lines.len(), 3, "{lines:#?}");
-    assert_clean(&lines);
+    let lines = three_clean_lines("common").await;
     let re = regex_bites::Regex::new(&spec_regex()).unwrap();
     let fields: Vec<Vec<String>> = lines
         .iter()
