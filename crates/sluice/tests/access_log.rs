@@ -3,14 +3,15 @@
 //! status, route and one key hash; a request no route matches is logged with
 //! route `-`; sluice's own endpoints are not logged; no line holds the path, the
 //! query or the upstream's secret; `common` lines match the regex of
-//! `docs/specs/access-log.md`. A bad `access_log` is a config error naming the
+//! `docs/specs/access-log.md`; after the file is moved away, SIGHUP makes later
+//! lines go to a new file at the configured path. A bad `access_log` is a config error naming the
 //! key, a file that cannot be opened fails the start naming its key.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::bin::{BIN, KillOnDrop, check, gateway_toml, sim, terminate, text, wait_until};
+use crate::bin::{BIN, KillOnDrop, check, gateway_toml, kill, sim, terminate, text, wait_until};
 
 /// The upstream's secret (a query parameter the gateway adds upstream-side).
 const SECRET: &str = "acc+SeCrEt/lOg==";
@@ -52,7 +53,7 @@ async fn serve_and_log(format: &str, dir: &Path) -> Vec<String> {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let healthz = format!("{base}/healthz");
-    let child = match wait_for_listening(&client, &healthz, child).await {
+    let mut child = match wait_for_listening(&client, &healthz, child).await {
         Ok(c) => c,
         Err(out) => panic!("sluice serve did not start:\n{out}"),
     };
@@ -88,8 +89,30 @@ async fn serve_and_log(format: &str, dir: &Path) -> Vec<String> {
     );
     // Lines are written as they come: give a stray fourth one time to show.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines: Vec<String> = read().lines().map(str::to_owned).collect();
+    // logrotate's `create`: the file is moved away, SIGHUP makes sluice reopen
+    // its path, and later lines go to the new file.
+    std::fs::rename(&log, dir.join("access.log.1")).unwrap();
+    assert!(kill(child.id(), "HUP"));
+    let mut tries = 0;
+    while read().is_empty() {
+        tries += 1;
+        assert!(tries < 100, "no line in a new access log after SIGHUP");
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        read().lines().all(|l| l.contains("hit")),
+        "the new file has the later hits:\n{}",
+        read()
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended sluice serve"
+    );
     terminate(child);
-    read().lines().map(str::to_owned).collect()
+    lines
 }
 
 /// Polls `healthz` until it answers (the child is then handed back) or the
