@@ -47,3 +47,6 @@ mod follow;
 
 // The CLI as a Unix tool: `--json` everywhere, exit 2 for unknown ids, one `job finished` line, no database notices, shell output in `job status`.
 mod unix_cli;
+
+// The gateway access log of `sluice serve`: json and common lines for a miss, a hit and no route; no query, path or secret; config errors.
+mod access_log;
