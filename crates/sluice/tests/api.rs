@@ -686,3 +686,114 @@ async fn operators_steer_jobs_triggers_dead_letters_and_the_cache() {
     assert!(o["jobs"]["failed_24h"].as_u64().unwrap() >= 1, "{o}");
     assert_eq!(o["upstreams"][0]["name"], "airkorea");
 }
+
+/// `sluice top --once` prints the overview from the API; without a token it
+/// says which variable to set.
+#[tokio::test]
+async fn sluice_top_shows_the_overview_from_the_api() {
+    let node = Node::start().await;
+    node.run("ok").await;
+    let url = node.url("");
+    let out = Command::new(BIN)
+        .args(["top", "--once", "--url", &url])
+        .env("SLUICE_TOKEN", VIEWER)
+        .output()
+        .unwrap();
+    let text = crate::bin::text(&out);
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "GATEWAY",
+        "hit ratio",
+        "UPSTREAM",
+        "airkorea",
+        "JOBS     2 configured",
+        "QUEUE",
+        "jobs",
+        "workers alive: 1",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    assert!(!text.contains(VIEWER), "{text}");
+    let out = Command::new(BIN)
+        .args(["top", "--once", "--url", &url])
+        .env_remove("SLUICE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", crate::bin::text(&out));
+    assert!(crate::bin::text(&out).contains("set SLUICE_TOKEN"));
+    let out = Command::new(BIN)
+        .args(["top", "--once", "--url", &url])
+        .env("SLUICE_TOKEN", "wrong-token-0123456789")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        crate::bin::text(&out).contains("401"),
+        "{}",
+        crate::bin::text(&out)
+    );
+}
+
+/// Bad `[[server.tokens]]` are config errors naming the key.
+#[test]
+fn bad_tokens_are_config_errors_naming_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    let cases = [
+        (
+            "[{ name = \"a\", role = \"boss\", token = { env = \"T1\" } }]",
+            "server.tokens[0].role",
+            "unknown role",
+        ),
+        (
+            "[{ name = \"a b\", role = \"viewer\", token = { env = \"T1\" } }]",
+            "server.tokens[0].name",
+            "not a token name",
+        ),
+        (
+            "[{ name = \"admin\", role = \"viewer\", token = { env = \"T1\" } }]",
+            "server.tokens[0].name",
+            "already defined",
+        ),
+        (
+            "[{ name = \"a\", role = \"viewer\", token = { env = \"SHORT\" } }]",
+            "server.tokens[0].token",
+            "at least 16",
+        ),
+        (
+            "[{ name = \"a\", role = \"viewer\", token = { env = \"T1\" } }, { name = \"b\", role = \"admin\", token = { env = \"T1\" } }]",
+            "server.tokens[1].token",
+            "same value",
+        ),
+        (
+            "[{ name = \"a\", role = \"viewer\", token = \"inline-0123456789abc\" }]",
+            "token",
+            "never written inline",
+        ),
+    ];
+    for (tokens, key, what) in cases {
+        std::fs::write(
+            &cfg,
+            format!("[server]\nadmin_token = {{ env = \"T0\" }}\ntokens = {tokens}\n"),
+        )
+        .unwrap();
+        let out = crate::bin::check(
+            &cfg,
+            &[
+                ("T0", "admin-token-0123456789"),
+                ("T1", "token-one-0123456789"),
+                ("SHORT", "short"),
+            ],
+        );
+        let text = crate::bin::text(&out);
+        assert_eq!(out.status.code(), Some(2), "{tokens}: {text}");
+        assert!(
+            text.contains(key) && text.contains(what),
+            "{tokens}: want {key} / {what}: {text}"
+        );
+        assert!(
+            !text.contains("token-one-0123456789"),
+            "a token shows: {text}"
+        );
+    }
+}
