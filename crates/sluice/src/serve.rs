@@ -581,7 +581,12 @@ impl hyper::body::Body for TrackedBody {
     }
 }
 
-async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds a listener on `addr` (port 0 picks a free one).
+///
+/// # Errors
+///
+/// When the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
@@ -724,9 +729,23 @@ pub async fn shutdown_signal() {
 ///
 /// When the address cannot be bound or serving fails.
 pub async fn run(settings: Settings) -> io::Result<()> {
+    let listener = bind(settings.listen).await?;
+    run_on(listener, settings, shutdown_signal()).await
+}
+
+/// Runs the whole node (gateway, API, workers, scheduler, chart sampler) on
+/// `listener` until `shutdown` resolves, then drains and stops.
+///
+/// # Errors
+///
+/// When a backend cannot be reached at start or serving fails.
+pub async fn run_on(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     open_access_log(&settings.gateway)?;
     reopen_access_log_on_sighup(&settings.gateway);
-    let listener = bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     check_open_files_limit(settings.connections.max_connections);
     let grace = settings.shutdown_grace;
@@ -787,7 +806,7 @@ pub async fn run(settings: Settings) -> io::Result<()> {
         admin = settings.admin_token.is_some(), max_connections = settings.connections.max_connections,
         jobs = settings.jobs.jobs.len(), workers = workers.is_some(),
         "sluice gateway listening");
-    serve_until(listener, app, limits, grace, readiness, shutdown_signal()).await?;
+    serve_until(listener, app, limits, grace, readiness, shutdown).await?;
     if let Some(s) = sampler {
         s.abort();
     }
