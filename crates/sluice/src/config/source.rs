@@ -14,7 +14,7 @@ use super::{RawConfig, RawJob, RawRoute, RawStep, RawStore, RawTrigger, RawUpstr
 
 /// The top-level keys, as serde would list them.
 const SECTIONS: &str =
-    "`server`, `store`, `cluster`, `upstream`, `route`, `repository`, `job`, `queue`";
+    "`server`, `store`, `cluster`, `upstream`, `route`, `repository`, `job`, `queue`, `alerts`";
 
 /// A string field of a table value, e.g. the `name` of a broken upstream.
 fn table_str(v: &Spanned<DeValue<'_>>, field: &str) -> Option<String> {
@@ -209,6 +209,7 @@ impl Source {
                     raw.repository = self.de(value, &mut p.errors).unwrap_or_default();
                 }
                 "queue" => raw.queue = self.de(value, &mut p.errors).unwrap_or_default(),
+                "alerts" => raw.alerts = self.de(value, &mut p.errors).unwrap_or_default(),
                 "upstream" => {
                     for (i, v) in self.elements::<RawUpstream>(value, &mut p.errors) {
                         let name = table_str(&v, "name");
