@@ -27,7 +27,7 @@ mod seen;
 pub use backoff::full_jitter;
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use health::{Backend, Unavailable};
-pub use quota::{LocalQuota, Quota, QuotaExceeded, RedisQuota};
+pub use quota::{LocalQuota, Quota, QuotaExceeded, QuotaSnapshot, RedisQuota};
 pub use redact::redact_url;
 pub use redis::{Redis, RedisOptions};
 pub use secret::{REDACTED, Scrubber, Secret};

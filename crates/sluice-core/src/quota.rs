@@ -67,6 +67,49 @@ pub trait Quota: Send + Sync + fmt::Debug + 'static {
 
     /// Marks today's budget as spent (the upstream itself said so).
     fn exhaust_today(&self);
+
+    /// The budget's limits and what is left of today's, for the API and the
+    /// dashboard.
+    fn snapshot(&self) -> QuotaSnapshot;
+}
+
+/// An upstream budget's limits and state at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct QuotaSnapshot {
+    /// Calls a second, if limited.
+    pub per_second: Option<u32>,
+    /// Calls a day, if limited.
+    pub per_day: Option<u64>,
+    /// Calls left today (with a daily limit).
+    pub remaining: Option<u64>,
+    /// When the current day began, Unix milliseconds (with a daily limit).
+    pub day_started_at_ms: Option<i64>,
+    /// When the daily budget resets, Unix milliseconds (with a daily limit).
+    pub resets_at_ms: Option<i64>,
+}
+
+impl QuotaSnapshot {
+    /// Calls spent today (with a daily limit).
+    pub fn used(&self) -> Option<u64> {
+        Some(self.per_day?.saturating_sub(self.remaining?))
+    }
+
+    /// When today's budget runs out at the average rate of today so far, Unix
+    /// milliseconds: `None` without a daily limit or before any call; a value
+    /// past [`Self::resets_at_ms`] means it lasts until the reset.
+    pub fn projected_exhaustion_ms(&self, now_ms: i64) -> Option<i64> {
+        let used = self.used()?;
+        let remaining = self.remaining?;
+        if remaining == 0 {
+            return Some(now_ms);
+        }
+        let elapsed = (now_ms - self.day_started_at_ms?).max(1) as f64;
+        if used == 0 {
+            return None;
+        }
+        let rate = used as f64 / elapsed;
+        Some(now_ms + (remaining as f64 / rate) as i64)
+    }
 }
 
 /// A quota kept in this process.
@@ -107,15 +150,31 @@ impl LocalQuota {
         }
     }
 
+    fn midnight_ms(&self, date: NaiveDate, fallback: i64) -> i64 {
+        date.and_hms_opt(0, 0, 0)
+            .and_then(|m| self.tz.from_local_datetime(&m).earliest())
+            .map_or(fallback, |m| m.timestamp_millis())
+    }
+
+    /// The limits and today's state.
+    fn snapshot_with(&self, remaining: Option<u64>) -> QuotaSnapshot {
+        let now = self.clock.now_millis();
+        let daily = self.per_day.is_some();
+        let today = local_date(&self.tz, now);
+        QuotaSnapshot {
+            per_second: self.per_second.as_ref().map(|p| p.0),
+            per_day: self.per_day,
+            remaining: remaining.filter(|_| daily),
+            day_started_at_ms: daily.then(|| self.midnight_ms(today, now)),
+            resets_at_ms: daily.then(|| now + self.until_reset(now).as_millis() as i64),
+        }
+    }
+
     fn until_reset(&self, now: i64) -> Duration {
         let today = local_date(&self.tz, now);
         let next = today.succ_opt().unwrap_or(today);
-        let midnight = next
-            .and_hms_opt(0, 0, 0)
-            .and_then(|m| self.tz.from_local_datetime(&m).earliest())
-            .map(|m| m.timestamp_millis())
-            // A zone whose midnight falls in a DST gap: the day starts an hour later.
-            .unwrap_or(now + 3_600_000);
+        // A zone whose midnight falls in a DST gap: the day starts an hour later.
+        let midnight = self.midnight_ms(next, now + 3_600_000);
         Duration::from_millis((midnight - now).max(1_000) as u64)
     }
 
@@ -189,6 +248,10 @@ impl Quota for LocalQuota {
             let mut day = self.day.lock().unwrap_or_else(|p| p.into_inner());
             *day = (today, limit);
         }
+    }
+
+    fn snapshot(&self) -> QuotaSnapshot {
+        self.snapshot_with(self.remaining_today())
     }
 }
 
@@ -347,6 +410,10 @@ impl Quota for RedisQuota {
             let _ = redis.query::<()>("quota", &cmd).await;
         });
     }
+
+    fn snapshot(&self) -> QuotaSnapshot {
+        self.local.snapshot_with(self.remaining_today())
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +491,33 @@ mod tests {
         q.acquire(Duration::ZERO).await.unwrap();
         let r = q.acquire(Duration::from_millis(300)).await;
         assert!(r.is_err(), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_shows_the_day_and_projects_exhaustion() {
+        let clock = Arc::new(crate::ManualClock::new(1_700_000_000_000));
+        let q = LocalQuota::new(None, Some(100), chrono_tz::UTC, clock.clone());
+        let s = q.snapshot();
+        assert_eq!(
+            (s.per_day, s.remaining, s.used()),
+            (Some(100), Some(100), Some(0))
+        );
+        let start = s.day_started_at_ms.unwrap();
+        assert_eq!(s.resets_at_ms.unwrap() - start, 86_400_000);
+        assert_eq!(s.projected_exhaustion_ms(clock.now_millis()), None);
+        // 10 calls in the first hour: 90 left last 9 more hours.
+        clock.set(start + 3_600_000);
+        for _ in 0..10 {
+            q.acquire(Duration::ZERO).await.unwrap();
+        }
+        let s = q.snapshot();
+        assert_eq!((s.remaining, s.used()), (Some(90), Some(10)));
+        assert_eq!(
+            s.projected_exhaustion_ms(start + 3_600_000),
+            Some(start + 10 * 3_600_000)
+        );
+        let none = LocalQuota::new(None, None, chrono_tz::UTC, clock);
+        assert_eq!(none.snapshot(), QuotaSnapshot::default());
     }
 
     #[tokio::test]

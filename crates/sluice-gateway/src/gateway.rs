@@ -26,9 +26,10 @@ use sluice_core::{Clock, SystemClock};
 use crate::error::{ErrorKind, GatewayError};
 use crate::key::{self, Param};
 use crate::metrics;
+use crate::metrics::RouteStats;
 use crate::outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 use crate::route::{Route, RouteSpec, Ttl};
-use sluice_upstream::{Upstream, UpstreamErrorKind, UpstreamResponse};
+use sluice_upstream::{Caller, Upstream, UpstreamErrorKind, UpstreamResponse};
 
 /// Response headers kept in an entry and replayed to clients. The upstream has
 /// scrubbed every secret from them already.
@@ -215,6 +216,20 @@ impl Gateway {
             .routes
             .iter()
             .map(|r| r.spec.name.clone())
+            .collect()
+    }
+
+    /// Every route's requests by outcome, hit ratio and upstream calls saved,
+    /// in configuration order.
+    pub fn route_stats(&self) -> Vec<RouteStats> {
+        self.inner
+            .routes
+            .iter()
+            .map(|r| {
+                let mut s = r.metrics.stats(r.spec.upstream.name());
+                s.path.clone_from(&r.spec.path);
+                s
+            })
             .collect()
     }
 
@@ -718,7 +733,12 @@ async fn call_and_store(
     forward: &HeaderMap,
 ) -> FlightResult {
     let route = &inner.routes[route_idx];
-    let resp = route.spec.upstream.fetch(suffix, query, forward).await?;
+    route.metrics.upstream_call();
+    let resp = route
+        .spec
+        .upstream
+        .fetch(Caller::Gateway, suffix, query, forward)
+        .await?;
     let now = inner.clock.now_millis();
     let (entry, cacheable) = to_entry(route, &resp, now);
     let entry = Arc::new(entry);

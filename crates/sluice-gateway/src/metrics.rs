@@ -5,9 +5,12 @@
 //! are registered once per route, so the hot path
 //! increments an atomic instead of hashing labels on every request.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{Counter, counter, gauge};
+use serde::Serialize;
 
 use crate::outcome::CacheOutcome;
 
@@ -28,6 +31,38 @@ pub struct RouteMetrics {
     /// Background refreshes.
     pub revalidations: Counter,
     route: Arc<str>,
+    /// What [`RouteStats`] reads: requests by outcome and upstream calls.
+    counts: Arc<RouteCounts>,
+}
+
+#[derive(Debug, Default)]
+struct RouteCounts {
+    requests: [AtomicU64; 5],
+    upstream_calls: AtomicU64,
+}
+
+/// One route's requests since the process started, for the REST API and the
+/// dashboard (the Prometheus counters carry the same for scraping).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteStats {
+    /// The route's name.
+    pub route: String,
+    /// Its path pattern.
+    pub path: String,
+    /// The upstream it calls.
+    pub upstream: String,
+    /// Requests by cache outcome (`hit`, `stale`, `miss`, `bypass`, `error`).
+    pub requests: BTreeMap<&'static str, u64>,
+    /// All requests.
+    pub total: u64,
+    /// Answers from the cache (`hit` and `stale`) over all requests; `None`
+    /// before the first request.
+    pub hit_ratio: Option<f64>,
+    /// Calls this route made to its upstream (misses, revalidations, bypasses).
+    pub upstream_calls: u64,
+    /// Requests answered without an upstream call of their own: cache hits,
+    /// stale answers and coalesced waiters.
+    pub calls_saved: u64,
 }
 
 impl RouteMetrics {
@@ -40,12 +75,41 @@ impl RouteMetrics {
             coalesced: counter!(names::COALESCED, "route" => r.clone()),
             revalidations: counter!(names::REVALIDATIONS, "route" => r.clone()),
             route: Arc::from(route),
+            counts: Arc::default(),
         }
     }
 
     /// Counts one request with its outcome.
     pub fn request(&self, outcome: CacheOutcome) {
         self.requests[outcome.index()].increment(1);
+        self.counts.requests[outcome.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one call to the upstream made for this route.
+    pub fn upstream_call(&self) {
+        self.counts.upstream_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The route's counts, for a route calling `upstream`.
+    pub fn stats(&self, upstream: &str) -> RouteStats {
+        let requests: BTreeMap<&'static str, u64> = CacheOutcome::LABELS
+            .iter()
+            .zip(&self.counts.requests)
+            .map(|(l, n)| (*l, n.load(Ordering::Relaxed)))
+            .collect();
+        let total: u64 = requests.values().sum();
+        let cached = requests["hit"] + requests["stale"];
+        let upstream_calls = self.counts.upstream_calls.load(Ordering::Relaxed);
+        RouteStats {
+            route: self.route.to_string(),
+            path: String::new(),
+            upstream: upstream.to_owned(),
+            hit_ratio: (total > 0).then(|| cached as f64 / total as f64),
+            calls_saved: total.saturating_sub(upstream_calls),
+            upstream_calls,
+            requests,
+            total,
+        }
     }
 
     /// Counts a response that was not stored.

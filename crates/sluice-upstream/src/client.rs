@@ -21,6 +21,7 @@ use crate::encode::encode_component;
 use crate::error::{UpstreamError, UpstreamErrorKind as Kind};
 use crate::metrics::UpstreamMetrics;
 use crate::ok_when::OkWhen;
+use crate::stats::{Caller, Recorder, UpstreamStats};
 
 /// Longest hold-off an upstream's `Retry-After` can impose.
 const MAX_HOLD: Duration = Duration::from_secs(3600);
@@ -109,6 +110,7 @@ pub struct Upstream {
     max_response_bytes: usize,
     client: reqwest::Client,
     metrics: UpstreamMetrics,
+    recorder: Recorder,
     scrubber: Scrubber,
     /// No call before this instant: the upstream answered 429.
     hold_until: std::sync::Mutex<Option<Instant>>,
@@ -154,6 +156,7 @@ impl Upstream {
         let name: Arc<str> = Arc::from(spec.name.as_str());
         Ok(Self {
             metrics: UpstreamMetrics::new(&name),
+            recorder: Recorder::default(),
             name,
             base: spec.base_url,
             base_path,
@@ -181,6 +184,11 @@ impl Upstream {
     /// The budget this upstream spends from.
     pub fn quota(&self) -> &Arc<dyn Quota> {
         &self.quota
+    }
+
+    /// Calls, errors and recent latency, with the budget's state.
+    pub fn stats(&self) -> UpstreamStats {
+        self.recorder.stats(self.quota.snapshot())
     }
 
     /// Refreshes the `quota_remaining` gauge.
@@ -242,6 +250,7 @@ impl Upstream {
     /// The last attempt's error; quota refusals are not retried.
     pub async fn fetch(
         &self,
+        caller: Caller,
         suffix: &str,
         query: &str,
         forward_headers: &HeaderMap,
@@ -249,7 +258,7 @@ impl Upstream {
         let url = self.url_for(suffix, query)?;
         let mut attempt = 0;
         loop {
-            let res = self.attempt(&url, forward_headers).await;
+            let res = self.attempt(caller, &url, forward_headers).await;
             match res {
                 Ok(r) => return Ok(r),
                 Err(e) if e.retryable && attempt < self.retries.max => {
@@ -306,6 +315,7 @@ impl Upstream {
 
     async fn attempt(
         &self,
+        caller: Caller,
         url: &Url,
         forward_headers: &HeaderMap,
     ) -> Result<UpstreamResponse, UpstreamError> {
@@ -352,7 +362,9 @@ impl Upstream {
                 _ => "bad_body",
             },
         };
-        self.metrics.record(result, started.elapsed());
+        self.metrics.record(caller, result, started.elapsed());
+        self.recorder
+            .record(caller, result == "ok", started.elapsed());
         match &out {
             Ok(r) => tracing::debug!(upstream = %self.name, status = r.status,
                 elapsed_ms = started.elapsed().as_millis() as u64, "upstream answered"),

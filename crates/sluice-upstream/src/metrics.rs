@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
+use crate::stats::Caller;
+
 /// Every metric name the upstream client emits (declared in the workspace
 /// catalogue, `sluice_core::metrics`).
 pub mod names {
@@ -31,7 +33,8 @@ pub const UPSTREAM_RESULTS: [&str; 8] = [
 /// Handles for one upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamMetrics {
-    results: Vec<(Counter, Histogram)>,
+    /// By result: the counters by caller (gateway, job) and the histogram.
+    results: Vec<([Counter; 2], Histogram)>,
     /// Retries.
     pub retries: Counter,
     /// Budget refusals.
@@ -49,7 +52,10 @@ impl UpstreamMetrics {
                 .iter()
                 .map(|r| {
                     (
-                        counter!(names::UPSTREAM_REQUESTS, "upstream" => u.clone(), "result" => *r),
+                        [Caller::Gateway, Caller::Job].map(|c| {
+                            counter!(names::UPSTREAM_REQUESTS, "upstream" => u.clone(),
+                                "result" => *r, "caller" => c.label())
+                        }),
                         histogram!(names::UPSTREAM_DURATION, "upstream" => u.clone(), "result" => *r),
                     )
                 })
@@ -60,10 +66,10 @@ impl UpstreamMetrics {
         }
     }
 
-    /// Records one upstream attempt.
-    pub fn record(&self, result: &str, elapsed: Duration) {
+    /// Records one upstream attempt made for `caller`.
+    pub fn record(&self, caller: Caller, result: &str, elapsed: Duration) {
         if let Some(i) = UPSTREAM_RESULTS.iter().position(|r| *r == result) {
-            self.results[i].0.increment(1);
+            self.results[i].0[usize::from(caller == Caller::Job)].increment(1);
             self.results[i].1.record(elapsed.as_secs_f64());
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use sluice_upstream::{Upstream, encode_component};
+use sluice_upstream::{Caller, Upstream, encode_component};
 
 use crate::config::{BuildContext, ConfigError, upstream};
 use crate::job::{Tasklet, TaskletError};
@@ -83,7 +83,7 @@ impl Tasklet for HttpTasklet {
             .join("&");
         let resp = self
             .upstream
-            .fetch(&self.path, &query, &Default::default())
+            .fetch(Caller::Job, &self.path, &query, &Default::default())
             .await?;
         if (200..300).contains(&resp.status) {
             Ok(format!("HTTP {}, {} bytes", resp.status, resp.body.len()))

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use sluice_cache::{CacheTarget, Entry, Freshness};
 use sluice_upstream::{
-    Jq, Upstream, UpstreamError, UpstreamErrorKind, encode_component, parse_json_or_xml,
+    Caller, Jq, Upstream, UpstreamError, UpstreamErrorKind, encode_component, parse_json_or_xml,
 };
 
 use crate::api::{ReadError, ReadItem, Reader};
@@ -336,7 +336,7 @@ impl HttpPagesReader {
         }
         let resp = self
             .upstream
-            .fetch(&self.path, &query, &Default::default())
+            .fetch(Caller::Job, &self.path, &query, &Default::default())
             .await
             .map_err(|e| self.map_error(&label, &e))?;
         if !(200..300).contains(&resp.status) {
