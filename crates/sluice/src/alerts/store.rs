@@ -103,7 +103,7 @@ pub struct AlertStore {
 }
 
 fn decode(r: &Row) -> Result<AlertRecord, String> {
-    let e = |e: sqlx::Error| format!("alert state: {e}");
+    let e = |e: sluice_sql::sqlx::Error| format!("alert state: {e}");
     let json = |s: String| -> Result<BTreeMap<String, String>, String> {
         serde_json::from_str(&s).map_err(|e| format!("alert state: not a JSON object: {e}"))
     };

@@ -15,6 +15,7 @@ use crate::config::{self, Env};
 use crate::runtime::Runtime;
 use crate::telemetry::LogFormat;
 
+pub mod alerts;
 pub mod check;
 pub mod follow;
 pub mod job;
@@ -85,6 +86,15 @@ pub enum Command {
         #[command(subcommand)]
         cmd: task::TaskCommand,
     },
+    /// Alerts: those firing now, and those resolved lately.
+    Alerts {
+        /// The config file.
+        #[arg(short, long, default_value = "sluice.toml", global = true)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: alerts::AlertsCommand,
+    },
     /// Validate a config file and exit (0 valid, 2 invalid).
     Check {
         /// Config file.
@@ -149,6 +159,12 @@ pub async fn run(cmd: Command) -> ExitCode {
         Command::Task { config, cmd } => {
             with_runtime(&config, &Env::inspect(), |rt| async move {
                 task::run(cmd, &rt).await
+            })
+            .await
+        }
+        Command::Alerts { config, cmd } => {
+            with_runtime(&config, &Env::inspect(), |rt| async move {
+                alerts::run(cmd, &rt).await
             })
             .await
         }
