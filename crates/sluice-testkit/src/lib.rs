@@ -7,8 +7,12 @@ pub mod db;
 pub mod hostile;
 /// Real `redis-server` and `memcached` processes for integration tests.
 pub mod servers;
+pub mod smtp;
+pub mod webhook;
 
 pub use hostile::{HostileRequest, HostileUpstream};
+pub use smtp::{SmtpMessage, SmtpSink};
+pub use webhook::{WebhookReceiver, WebhookRequest};
 pub use sluice_sim::{
     AIR_OPERATION, Fault, ItemsShape, RecordedRequest, SimConfig, SimUpstream, result_message,
 };

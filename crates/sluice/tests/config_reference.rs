@@ -49,6 +49,7 @@ const FILES: &[&str] = &[
     "sluice-batch/src/tasklets/shell.rs",
     "sluice-batch/src/tasklets/http.rs",
     "sluice/src/config/queue.rs",
+    "sluice/src/config/alerts.rs",
 ];
 
 #[derive(Debug, Default)]

@@ -1,0 +1,367 @@
+//! Alerts end to end (issue #15 point 4): real `sluice serve` processes evaluate
+//! the rules of `[alerts]` over a SQLite repository and queue, and deliver to a
+//! local webhook receiver and SMTP sink through the `alerts` queue.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use sluice_testkit::{SmtpSink, WebhookReceiver, WebhookRequest};
+
+use crate::bin::{BIN, KillOnDrop, check, terminate, text, wait_until};
+
+const HMAC_KEY: &str = "alert-signing-key-0123";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `sluice ARGS -c CONFIG`, with the HMAC key in the environment.
+fn sluice(cfg: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("-c")
+        .arg(cfg)
+        .env("RUST_LOG", "warn")
+        .env("SLUICE_TEST_ALERT_HMAC", HMAC_KEY)
+        .output()
+        .unwrap()
+}
+
+/// `sluice serve` on a free port; killed when the guard drops.
+fn serve(cfg: &Path) -> (Child, KillOnDrop) {
+    let port = sluice_testkit::free_port();
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "-c"])
+        .arg(cfg)
+        .env("RUST_LOG", "warn")
+        .env("SLUICE_TEST_ALERT_HMAC", HMAC_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = KillOnDrop(child.id());
+    (child, guard)
+}
+
+/// A config in `dir`: SQLite repository (and queue), job `load` whose shell
+/// step succeeds only once `dir/ok` exists, alerts evaluated every second, and
+/// `alerts` (rules and receivers).
+fn config(dir: &Path, alerts: &str) -> PathBuf {
+    let cfg = dir.join("sluice.toml");
+    let ok = dir.join("ok");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository]\nurl = \"sqlite://{}\"\n\n{}\n[alerts]\ninterval = \"1s\"\n\
+             external_url = \"https://sluice.example.org\"\n{alerts}",
+            dir.join("repo.db").display(),
+            crate::bin::shell_job_toml("load", "check", &format!("test -f {}", ok.display())),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn webhook(name: &str, url: &str) -> String {
+    format!(
+        "[[alerts.webhook]]\nname = \"{name}\"\nurl = \"{url}\"\n\
+         secret = {{ env = \"SLUICE_TEST_ALERT_HMAC\" }}\n"
+    )
+}
+
+/// `sluice job run load --local`: its exit code.
+fn run_load(cfg: &Path) -> Option<i32> {
+    sluice(cfg, &["job", "run", "load", "--local"]).status.code()
+}
+
+/// `sluice alerts list --json [--all]`, parsed.
+fn alerts_list(cfg: &Path, all: bool) -> Value {
+    let args: &[&str] = if all {
+        &["alerts", "list", "--json", "--all"]
+    } else {
+        &["alerts", "list", "--json"]
+    };
+    let out = sluice(cfg, args);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The webhook's requests with `status` in their body.
+fn with_status<'a>(r: &'a [WebhookRequest], status: &str) -> Vec<&'a WebhookRequest> {
+    r.iter().filter(|r| r.json()["status"] == status).collect()
+}
+
+/// Checks the HMAC-SHA256 signature of a request against [`HMAC_KEY`].
+fn assert_signed(r: &WebhookRequest) {
+    let mut mac = Hmac::<Sha256>::new_from_slice(HMAC_KEY.as_bytes()).unwrap();
+    mac.update(&r.body);
+    let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(r.header("x-sluice-signature"), Some(want.as_str()));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+}
+
+// "A failing job fires `job_failed` → one firing with a valid HMAC; the next
+// successful run → one resolved; the same by e-mail; `alerts list` shows it."
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_fires_once_by_webhook_and_mail_and_a_success_resolves_it() {
+    let hook = WebhookReceiver::start().await.unwrap();
+    let smtp = SmtpSink::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[alerts.rule]]\nname = \"load-failed\"\nwhen = \"job_failed\"\njob = \"load\"\n\
+             severity = \"critical\"\nlabels = {{ team = \"data\" }}\nsend_to = [\"ops\", \"mail\"]\n\
+             {}[[alerts.email]]\nname = \"mail\"\nsmtp = \"{}\"\nfrom = \"sluice@example.org\"\n\
+             to = [\"ops@example.org\", \"oncall@example.org\"]\n",
+            webhook("ops", &hook.url()),
+            smtp.url()
+        ),
+    );
+    let (server, _guard) = serve(&cfg);
+
+    assert_eq!(run_load(&cfg), Some(1), "the first run fails");
+    let got = hook
+        .wait_until(WAIT, |r| !with_status(r, "firing").is_empty())
+        .await;
+    let firing = with_status(&got, "firing")[0];
+    assert_signed(firing);
+    let m = firing.json();
+    assert_eq!(m["version"], "4");
+    assert_eq!(m["receiver"], "ops");
+    assert_eq!(m["externalURL"], "https://sluice.example.org");
+    assert_eq!(m["groupLabels"]["alertname"], "load-failed");
+    let a = &m["alerts"][0];
+    assert_eq!(a["status"], "firing");
+    assert_eq!(a["labels"]["alertname"], "load-failed");
+    assert_eq!(a["labels"]["job"], "load");
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert_eq!(a["labels"]["team"], "data");
+    assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(a["fingerprint"].as_str().unwrap().len(), 16);
+    assert!(
+        a["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("job load failed"),
+        "{m}"
+    );
+    assert!(
+        a["generatorURL"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://sluice.example.org/"),
+        "{m}"
+    );
+
+    // Listed as active, with its labels.
+    let list = alerts_list(&cfg, false);
+    let active = list["active"].as_array().unwrap();
+    assert_eq!(active.len(), 1, "{list}");
+    assert_eq!(active[0]["rule"], "load-failed");
+    assert_eq!(active[0]["status"], "firing");
+    assert_eq!(active[0]["labels"]["job"], "load");
+    let human = sluice(&cfg, &["alerts", "list"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("FIRING load-failed [critical]") && human.contains("job=load"),
+        "{human}"
+    );
+
+    // A second failure is the same incident: once an evaluation after it has
+    // run (its last_eval moved past the run), nothing more was sent.
+    assert_eq!(run_load(&cfg), Some(1));
+    let after = sluice_core::Clock::now_millis(&sluice_core::SystemClock);
+    wait_until(
+        60,
+        || alerts_list(&cfg, false)["active"][0]["last_eval"].as_i64() > Some(after + 1000),
+        || "no evaluation after the second failure".into(),
+    );
+
+    // The next successful run resolves it: one resolve to each receiver.
+    std::fs::write(dir.path().join("ok"), "").unwrap();
+    assert_eq!(run_load(&cfg), Some(0), "the run with the marker completes");
+    let got = hook
+        .wait_until(WAIT, |r| !with_status(r, "resolved").is_empty())
+        .await;
+    assert_eq!(with_status(&got, "firing").len(), 1, "one firing per incident");
+    assert_eq!(with_status(&got, "resolved").len(), 1, "one resolve");
+    let resolved = with_status(&got, "resolved")[0];
+    assert_signed(resolved);
+    let r = resolved.json();
+    assert_eq!(r["alerts"][0]["fingerprint"], a["fingerprint"]);
+    assert_eq!(r["alerts"][0]["startsAt"], a["startsAt"]);
+    assert_ne!(r["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+
+    let mails = smtp.wait_for(2, WAIT).await;
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    let subjects: Vec<String> = mails
+        .iter()
+        .map(|m| m.header("subject").unwrap_or_default())
+        .collect();
+    assert!(
+        subjects[0].starts_with("[FIRING] load-failed"),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects[1].starts_with("[RESOLVED] load-failed"),
+        "{subjects:?}"
+    );
+    for m in &mails {
+        assert_eq!(m.from, "sluice@example.org");
+        assert_eq!(m.to, ["ops@example.org", "oncall@example.org"]);
+        // The body is quoted-printable: undo soft breaks and `=3D`.
+        let body = m.data.replace("=\r\n", "").replace("=3D", "=");
+        assert!(body.contains("job = load"), "{body}");
+        assert!(body.contains("https://sluice.example.org/"), "{body}");
+    }
+
+    // No longer active; listed among the resolved.
+    let list = alerts_list(&cfg, true);
+    assert_eq!(list["active"].as_array().unwrap().len(), 0, "{list}");
+    assert_eq!(list["resolved"][0]["rule"], "load-failed", "{list}");
+    assert!(list["resolved"][0]["ends_at"].as_i64().is_some(), "{list}");
+    terminate(server);
+}
+
+// "A webhook answering 500 twice then 200 gets the alert on the third attempt
+// (retries through the queue)"; the `dead_letters` rule fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_fires_and_a_failing_webhook_is_retried_through_the_queue() {
+    let hook = WebhookReceiver::answering(&[500, 500]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[alerts.rule]]\nname = \"dead-jobs\"\nwhen = \"dead_letters\"\nqueue = \"jobs\"\n\
+             send_to = [\"ops\"]\n{}",
+            webhook("ops", &hook.url())
+        ),
+    );
+    let (server, _guard) = serve(&cfg);
+    // Through the queue: the failed run is dead-lettered on `jobs`.
+    let out = sluice(&cfg, &["job", "run", "load", "--queue"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let got = hook
+        .wait_until(WAIT, |r| r.iter().any(|r| r.answered == 200))
+        .await;
+    let answers: Vec<u16> = got.iter().map(|r| r.answered).collect();
+    assert_eq!(answers, [500, 500, 200], "the third attempt delivers it");
+    for r in &got {
+        assert_signed(r);
+        let m = r.json();
+        assert_eq!(m["status"], "firing");
+        assert_eq!(m["alerts"][0]["labels"]["alertname"], "dead-jobs");
+        assert_eq!(m["alerts"][0]["labels"]["queue"], "jobs");
+        assert_eq!(m["alerts"][0]["labels"]["severity"], "warning");
+        assert!(
+            m["alerts"][0]["annotations"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("1 dead tasks on queue jobs"),
+            "{m}"
+        );
+    }
+    assert_eq!(got[0].body, got[2].body, "each attempt sends the same message");
+
+    // Purging the dead-letter queue resolves the alert.
+    let out = sluice(&cfg, &["queue", "dlq", "purge", "--queue", "jobs"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = hook
+        .wait_until(WAIT, |r| !with_status(r, "resolved").is_empty())
+        .await;
+    assert_eq!(with_status(&got, "resolved").len(), 1);
+    terminate(server);
+}
+
+// `no_success` fires for a job that has not completed; a webhook answering 4xx
+// dead-letters the notification at once, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_success_fires_and_a_4xx_webhook_dead_letters_the_notification() {
+    let hook = WebhookReceiver::answering(&[404]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[alerts.rule]]\nname = \"load-stale\"\nwhen = \"no_success\"\njob = \"load\"\n\
+             for = \"1s\"\nsend_to = [\"ops\"]\n{}",
+            webhook("ops", &hook.url())
+        ),
+    );
+    let (server, _guard) = serve(&cfg);
+    let got = hook.wait_until(WAIT, |r| !r.is_empty()).await;
+    let m = got[0].json();
+    assert_eq!(m["alerts"][0]["labels"]["alertname"], "load-stale");
+    assert!(
+        m["alerts"][0]["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("job load has not completed for 1s"),
+        "{m}"
+    );
+    let dlq_list = || {
+        let out = sluice(&cfg, &["queue", "dlq", "list", "--queue", "alerts"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(
+        60,
+        || dlq_list().contains("alert.notify"),
+        || format!("the notification was not dead-lettered: {}", dlq_list()),
+    );
+    let dlq = dlq_list();
+    assert!(dlq.contains("answered 404"), "{dlq}");
+    assert!(!dlq.contains(HMAC_KEY), "{dlq}");
+    assert_eq!(hook.requests().len(), 1, "a 4xx is not retried");
+    let list = alerts_list(&cfg, false);
+    assert_eq!(list["active"][0]["rule"], "load-stale", "{list}");
+    terminate(server);
+}
+
+// Bad alert config is rejected, each mistake located and naming its key.
+#[test]
+fn bad_alert_rules_and_receivers_are_rejected_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[[alerts.rule]]\nname = \"a\"\nwhen = \"job_failed\"\nsend_to = [\"nobody\"]\n\
+         [[alerts.rule]]\nname = \"b\"\nwhen = \"job_exploded\"\n\
+         [[alerts.rule]]\nname = \"c\"\nwhen = \"quota_low\"\n\
+         [[alerts.rule]]\nname = \"d\"\nwhen = \"no_success\"\njob = \"lode\"\nqueue = \"jobs\"\n\
+         [[alerts.rule]]\nname = \"e\"\nwhen = \"upstream_errors\"\nabove = 2.0\n\
+         [[alerts.email]]\nname = \"mail\"\nsmtp = \"http://x\"\nfrom = \"not an address\"\nto = []\n",
+    );
+    let out = check(&cfg, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = cfg.display().to_string();
+    for want in [
+        "alerts.rule[0].send_to[0]: no receiver named \"nobody\"; defined: mail",
+        "alerts.rule[1].when: unknown condition \"job_exploded\"; one of job_failed, job_late",
+        "alerts.rule[2].below_percent: quota_low needs `below_percent`",
+        "alerts.rule[3].for: no_success needs `for`",
+        "alerts.rule[3].job: no job named \"lode\"; jobs: load",
+        "alerts.rule[3].queue: `queue` does not apply to no_success",
+        "alerts.rule[4].above: the error ratio must be at least 0 and below 1",
+        "alerts.email[0].smtp:",
+        "alerts.email[0].from: \"not an address\" is not an e-mail address",
+        "alerts.email[0].to: an e-mail receiver needs `to`",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("{file}:")) && l.contains(want)),
+            "no `{want}` in:\n{err}"
+        );
+    }
+    // Each is located: FILE:LINE:COL.
+    let line = err
+        .lines()
+        .find(|l| l.contains("job_exploded"))
+        .unwrap()
+        .to_owned();
+    let rest = line.strip_prefix(&format!("{file}:")).unwrap();
+    let mut parts = rest.splitn(3, ':');
+    let (l, c) = (parts.next().unwrap(), parts.next().unwrap());
+    assert!(l.parse::<usize>().is_ok() && c.parse::<usize>().is_ok(), "{line}");
+}
