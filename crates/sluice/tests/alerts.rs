@@ -48,14 +48,20 @@ fn serve(cfg: &Path) -> (Child, KillOnDrop) {
 /// step succeeds only once `dir/ok` exists, alerts evaluated every second, and
 /// `alerts` (rules and receivers).
 fn config(dir: &Path, alerts: &str) -> PathBuf {
+    let repo = format!("sqlite://{}", dir.join("repo.db").display());
+    config_with(dir, &repo, "", alerts)
+}
+
+/// As [`config`], on the repository (and queue) at `repo_url`, with `extra`
+/// (more sections, or keys of job `load`) before `[alerts]`.
+fn config_with(dir: &Path, repo_url: &str, extra: &str, alerts: &str) -> PathBuf {
     let cfg = dir.join("sluice.toml");
     let ok = dir.join("ok");
     std::fs::write(
         &cfg,
         format!(
-            "[repository]\nurl = \"sqlite://{}\"\n\n{}\n[alerts]\ninterval = \"1s\"\n\
+            "[repository]\nurl = \"{repo_url}\"\n\n{}{extra}\n[alerts]\ninterval = \"1s\"\n\
              external_url = \"https://sluice.example.org\"\n{alerts}",
-            dir.join("repo.db").display(),
             crate::bin::shell_job_toml("load", "check", &format!("test -f {}", ok.display())),
         ),
     )
@@ -70,9 +76,12 @@ fn webhook(name: &str, url: &str) -> String {
     )
 }
 
-/// `sluice job run load --local`: its exit code.
+/// `sluice job run load --local --rerun` (a fresh run each time, even after a
+/// completed one): its exit code.
 fn run_load(cfg: &Path) -> Option<i32> {
-    sluice(cfg, &["job", "run", "load", "--local"]).status.code()
+    sluice(cfg, &["job", "run", "load", "--local", "--rerun"])
+        .status
+        .code()
 }
 
 /// `sluice alerts list --json [--all]`, parsed.
@@ -364,4 +373,111 @@ fn bad_alert_rules_and_receivers_are_rejected_naming_the_key() {
     let mut parts = rest.splitn(3, ':');
     let (l, c) = (parts.next().unwrap(), parts.next().unwrap());
     assert!(l.parse::<usize>().is_ok() && c.parse::<usize>().is_ok(), "{line}");
+}
+
+// `job_late` and `worker_gone`: with no worker on the node, a scheduled fire
+// starts no run and nobody serves `jobs`; both show in `alerts list`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_worker_a_scheduled_job_is_late_and_worker_gone_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = format!("sqlite://{}", dir.path().join("repo.db").display());
+    let cfg = config_with(
+        dir.path(),
+        &repo,
+        "\n[[job.trigger]]\nkind = \"every\"\nevery = \"2s\"\n\n[queue]\nworkers = false\n",
+        "[[alerts.rule]]\nname = \"load-late\"\nwhen = \"job_late\"\nfor = \"1s\"\n\
+         [[alerts.rule]]\nname = \"no-workers\"\nwhen = \"worker_gone\"\n",
+    );
+    let (server, _guard) = serve(&cfg);
+    let mut list = Value::Null;
+    wait_until(
+        60,
+        || {
+            list = alerts_list(&cfg, false);
+            list["active"].as_array().is_some_and(|a| a.len() == 2)
+        },
+        || "both alerts did not fire".into(),
+    );
+    let active = list["active"].as_array().unwrap();
+    let late = active.iter().find(|a| a["rule"] == "load-late").unwrap();
+    assert_eq!(late["labels"]["job"], "load", "{list}");
+    assert_eq!(late["labels"]["trigger"], "load#0", "{list}");
+    assert!(
+        late["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("job load is late"),
+        "{list}"
+    );
+    let gone = active.iter().find(|a| a["rule"] == "no-workers").unwrap();
+    assert_eq!(gone["labels"]["queue"], "jobs", "{list}");
+    assert!(
+        gone["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("0 live workers serve queue jobs (fewer than 1)"),
+        "{list}"
+    );
+    terminate(server);
+}
+
+// Two nodes on one PostgreSQL repository and queue evaluate the same rule every
+// second: each incident is sent once, and resolved once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgres_send_one_notification_per_incident() {
+    let db = sluice_testkit::db::ServerDb::new(sluice_testkit::db::Server::Postgres, "sluice_al")
+        .await;
+    let hook = WebhookReceiver::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with(
+        dir.path(),
+        &db.url,
+        "",
+        &format!(
+            "[[alerts.rule]]\nname = \"load-failed\"\nwhen = \"job_failed\"\n\
+             send_to = [\"ops\"]\n{}",
+            webhook("ops", &hook.url())
+        ),
+    );
+    let (a, _ga) = serve(&cfg);
+    let (b, _gb) = serve(&cfg);
+    // Both nodes are up (their workers announced) before the run fails.
+    wait_until(
+        60,
+        || {
+            let out = sluice(&cfg, &["queue", "list", "--json"]);
+            serde_json::from_slice::<Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v["workers"].as_array().map(Vec::len))
+                == Some(2)
+        },
+        || "the two nodes did not start".into(),
+    );
+    for round in 0..2 {
+        let _ = std::fs::remove_file(dir.path().join("ok"));
+        assert_eq!(run_load(&cfg), Some(1), "round {round}: the run fails");
+        let firing_before = with_status(&hook.requests(), "firing").len();
+        hook.wait_until(WAIT, |r| with_status(r, "firing").len() > firing_before)
+            .await;
+        // Several evaluations on both nodes while it fires.
+        let after = sluice_core::Clock::now_millis(&sluice_core::SystemClock);
+        wait_until(
+            60,
+            || alerts_list(&cfg, false)["active"][0]["last_eval"].as_i64() > Some(after + 2500),
+            || "no evaluation while firing".into(),
+        );
+        std::fs::write(dir.path().join("ok"), "").unwrap();
+        assert_eq!(run_load(&cfg), Some(0), "round {round}: the run completes");
+        hook.wait_until(WAIT, |r| with_status(r, "resolved").len() > round)
+            .await;
+    }
+    // Let both nodes evaluate a few more times with it resolved.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = hook.requests();
+    assert_eq!(with_status(&got, "firing").len(), 2, "one firing per incident");
+    assert_eq!(with_status(&got, "resolved").len(), 2, "one resolve per incident");
+    let list = alerts_list(&cfg, true);
+    assert_eq!(list["resolved"].as_array().unwrap().len(), 2, "two incidents: {list}");
+    terminate(a);
+    terminate(b);
 }

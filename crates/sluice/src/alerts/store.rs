@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sluice_sql::{ConnectSettings, Db, Migration, Migrator, Row, Statement};
+use sluice_sql::{ConnectSettings, Db, DbKind, Journal, Migration, Migrator, Row, Statement};
 
 /// The schema of the alert state.
 const MIGRATIONS: &[Migration] = &[Migration::new(
@@ -135,9 +135,15 @@ impl AlertStore {
     ///
     /// When it cannot be opened or migrated.
     pub async fn open(url: &str) -> Result<Self, String> {
-        let db = Db::connect(url, &ConnectSettings::new())
-            .await
-            .map_err(db_err)?;
+        // As the repository opens it: a SQLite file is created (WAL), so a
+        // listing before the first `serve` finds no alert rather than an error.
+        let settings = match DbKind::from_url(url) {
+            Some(DbKind::Sqlite) => ConnectSettings::new()
+                .max_connections(4)
+                .create(Journal::Wal),
+            _ => ConnectSettings::new().max_connections(4),
+        };
+        let db = Db::connect(url, &settings).await.map_err(db_err)?;
         MIGRATOR
             .run(&db, sluice_core::Clock::now_millis(&sluice_core::SystemClock))
             .await
