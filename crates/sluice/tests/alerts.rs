@@ -14,6 +14,7 @@ use sluice_testkit::{SmtpSink, WebhookReceiver, WebhookRequest};
 use crate::bin::{BIN, KillOnDrop, check, terminate, text, wait_until};
 
 const HMAC_KEY: &str = "alert-signing-key-0123";
+const AIR_KEY: &str = "alerts-air-key";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// `sluice ARGS -c CONFIG`, with the HMAC key in the environment.
@@ -30,12 +31,17 @@ fn sluice(cfg: &Path, args: &[&str]) -> Output {
 
 /// `sluice serve` on a free port; killed when the guard drops.
 fn serve(cfg: &Path) -> (Child, KillOnDrop) {
-    let port = sluice_testkit::free_port();
+    serve_on(cfg, sluice_testkit::free_port())
+}
+
+/// `sluice serve` on `port`; killed when the guard drops.
+fn serve_on(cfg: &Path, port: u16) -> (Child, KillOnDrop) {
     let child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "-c"])
         .arg(cfg)
         .env("RUST_LOG", "warn")
         .env("SLUICE_TEST_ALERT_HMAC", HMAC_KEY)
+        .env("SLUICE_TEST_AIR_KEY", AIR_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -480,4 +486,84 @@ async fn two_nodes_on_one_postgres_send_one_notification_per_incident() {
     assert_eq!(list["resolved"].as_array().unwrap().len(), 2, "two incidents: {list}");
     terminate(a);
     terminate(b);
+}
+
+/// A plain `GET path` to `127.0.0.1:port`: the status, 0 when it cannot connect.
+fn get(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+// `upstream_errors` and `quota_low` over the gateway's own calls: an upstream
+// answering 500 fails every call, and each spends the daily quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_upstream_fires_upstream_errors_and_quota_low() {
+    let upstream = crate::bin::sim(Duration::ZERO, AIR_KEY).await;
+    upstream.set_fault(sluice_testkit::Fault::Status(500));
+    let dir = tempfile::tempdir().unwrap();
+    let port = sluice_testkit::free_port();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [[upstream]]\nname = \"airkorea\"\nbase_url = \"{}\"\n\
+             secret_query = {{ serviceKey = {{ env = \"SLUICE_TEST_AIR_KEY\" }} }}\n\
+             retries = {{ max = 0 }}\nrate_limit = {{ per_day = 20 }}\n\n\
+             [[route]]\nname = \"air\"\npath = \"/air/{{*rest}}\"\nupstream = \"airkorea\"\n\
+             ttl = \"1m\"\nkey_query = [\"pageNo\"]\n\n\
+             [repository]\nurl = \"sqlite://{}\"\n\n\
+             [alerts]\ninterval = \"1s\"\n\
+             [[alerts.rule]]\nname = \"portal-errors\"\nwhen = \"upstream_errors\"\n\
+             upstream = \"airkorea\"\nabove = 0.5\nfor = \"0s\"\n\
+             [[alerts.rule]]\nname = \"portal-quota\"\nwhen = \"quota_low\"\nbelow_percent = 50\n",
+            upstream.base_url(),
+            dir.path().join("repo.db").display(),
+        ),
+    )
+    .unwrap();
+    let (server, _guard) = serve_on(&cfg, port);
+    let mut page = 0;
+    let mut list = Value::Null;
+    wait_until(
+        60,
+        || {
+            page += 1;
+            get(port, &format!("/air/getCtprvnRltmMesureDnsty?returnType=json&pageNo={page}"));
+            list = alerts_list(&cfg, false);
+            list["active"].as_array().is_some_and(|a| a.len() == 2)
+        },
+        || format!("both upstream alerts did not fire: {}", alerts_list(&cfg, false)),
+    );
+    let active = list["active"].as_array().unwrap();
+    let errors = active.iter().find(|a| a["rule"] == "portal-errors").unwrap();
+    assert_eq!(errors["labels"]["upstream"], "airkorea", "{list}");
+    assert!(errors["labels"]["node"].as_str().is_some(), "{list}");
+    assert!(
+        errors["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("upstream airkorea: 100 % of calls fail"),
+        "{list}"
+    );
+    let quota = active.iter().find(|a| a["rule"] == "portal-quota").unwrap();
+    assert_eq!(quota["labels"]["upstream"], "airkorea", "{list}");
+    let summary = quota["annotations"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("of the daily quota left") || summary.contains("runs out"),
+        "{list}"
+    );
+    terminate(server);
 }
