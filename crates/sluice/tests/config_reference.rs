@@ -204,6 +204,7 @@ fn toml_type(t: &str) -> String {
         "String" | "StoreKind" => "string".into(),
         "bool" => "boolean".into(),
         "u32" | "u64" | "usize" => "integer".into(),
+        "f64" => "number".into(),
         "Dur" => "duration".into(),
         "Size" => "size".into(),
         "RawSecret" => "[secret](#rawsecret)".into(),

@@ -126,7 +126,7 @@ pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
 }
 
 /// Counts one delivery attempt to `receiver` (`sent`, `retry`, `failed`).
-pub(crate) fn count_notification(receiver: &str, result: &'static str) {
+pub fn count_notification(receiver: &str, result: &'static str) {
     metrics::counter!(sluice_core::metrics::names::ALERT_NOTIFICATIONS,
         "receiver" => receiver.to_owned(), "result" => result)
     .increment(1);
