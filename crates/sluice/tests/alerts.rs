@@ -102,6 +102,17 @@ fn alerts_list(cfg: &Path, all: bool) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Waits until the first active alert was evaluated more than `ms` after now
+/// (so at least one evaluation started after this call).
+fn evaluated_since_now(cfg: &Path, ms: i64) {
+    let after = sluice_core::Clock::now_millis(&sluice_core::SystemClock) + ms;
+    wait_until(
+        60,
+        || alerts_list(cfg, false)["active"][0]["last_eval"].as_i64() > Some(after),
+        || format!("no evaluation after {after}: {}", alerts_list(cfg, false)),
+    );
+}
+
 /// The webhook's requests with `status` in their body.
 fn with_status<'a>(r: &'a [WebhookRequest], status: &str) -> Vec<&'a WebhookRequest> {
     r.iter().filter(|r| r.json()["status"] == status).collect()
@@ -187,12 +198,7 @@ async fn a_failing_job_fires_once_by_webhook_and_mail_and_a_success_resolves_it(
     // A second failure is the same incident: once an evaluation after it has
     // run (its last_eval moved past the run), nothing more was sent.
     assert_eq!(run_load(&cfg), Some(1));
-    let after = sluice_core::Clock::now_millis(&sluice_core::SystemClock);
-    wait_until(
-        60,
-        || alerts_list(&cfg, false)["active"][0]["last_eval"].as_i64() > Some(after + 1000),
-        || "no evaluation after the second failure".into(),
-    );
+    evaluated_since_now(&cfg, 1000);
 
     // The next successful run resolves it: one resolve to each receiver.
     std::fs::write(dir.path().join("ok"), "").unwrap();
@@ -200,7 +206,11 @@ async fn a_failing_job_fires_once_by_webhook_and_mail_and_a_success_resolves_it(
     let got = hook
         .wait_until(WAIT, |r| !with_status(r, "resolved").is_empty())
         .await;
-    assert_eq!(with_status(&got, "firing").len(), 1, "one firing per incident");
+    assert_eq!(
+        with_status(&got, "firing").len(),
+        1,
+        "one firing per incident"
+    );
     assert_eq!(with_status(&got, "resolved").len(), 1, "one resolve");
     let resolved = with_status(&got, "resolved")[0];
     assert_signed(resolved);
@@ -279,7 +289,10 @@ async fn a_dead_letter_fires_and_a_failing_webhook_is_retried_through_the_queue(
             "{m}"
         );
     }
-    assert_eq!(got[0].body, got[2].body, "each attempt sends the same message");
+    assert_eq!(
+        got[0].body, got[2].body,
+        "each attempt sends the same message"
+    );
 
     // Purging the dead-letter queue resolves the alert.
     let out = sluice(&cfg, &["queue", "dlq", "purge", "--queue", "jobs"]);
@@ -378,7 +391,10 @@ fn bad_alert_rules_and_receivers_are_rejected_naming_the_key() {
     let rest = line.strip_prefix(&format!("{file}:")).unwrap();
     let mut parts = rest.splitn(3, ':');
     let (l, c) = (parts.next().unwrap(), parts.next().unwrap());
-    assert!(l.parse::<usize>().is_ok() && c.parse::<usize>().is_ok(), "{line}");
+    assert!(
+        l.parse::<usize>().is_ok() && c.parse::<usize>().is_ok(),
+        "{line}"
+    );
 }
 
 // `job_late` and `worker_gone`: with no worker on the node, a scheduled fire
@@ -431,8 +447,8 @@ async fn with_no_worker_a_scheduled_job_is_late_and_worker_gone_fires() {
 // second: each incident is sent once, and resolved once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_send_one_notification_per_incident() {
-    let db = sluice_testkit::db::ServerDb::new(sluice_testkit::db::Server::Postgres, "sluice_al")
-        .await;
+    let db =
+        sluice_testkit::db::ServerDb::new(sluice_testkit::db::Server::Postgres, "sluice_al").await;
     let hook = WebhookReceiver::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config_with(
@@ -466,12 +482,7 @@ async fn two_nodes_on_one_postgres_send_one_notification_per_incident() {
         hook.wait_until(WAIT, |r| with_status(r, "firing").len() > firing_before)
             .await;
         // Several evaluations on both nodes while it fires.
-        let after = sluice_core::Clock::now_millis(&sluice_core::SystemClock);
-        wait_until(
-            60,
-            || alerts_list(&cfg, false)["active"][0]["last_eval"].as_i64() > Some(after + 2500),
-            || "no evaluation while firing".into(),
-        );
+        evaluated_since_now(&cfg, 2500);
         std::fs::write(dir.path().join("ok"), "").unwrap();
         assert_eq!(run_load(&cfg), Some(0), "round {round}: the run completes");
         hook.wait_until(WAIT, |r| with_status(r, "resolved").len() > round)
@@ -480,10 +491,22 @@ async fn two_nodes_on_one_postgres_send_one_notification_per_incident() {
     // Let both nodes evaluate a few more times with it resolved.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got = hook.requests();
-    assert_eq!(with_status(&got, "firing").len(), 2, "one firing per incident");
-    assert_eq!(with_status(&got, "resolved").len(), 2, "one resolve per incident");
+    assert_eq!(
+        with_status(&got, "firing").len(),
+        2,
+        "one firing per incident"
+    );
+    assert_eq!(
+        with_status(&got, "resolved").len(),
+        2,
+        "one resolve per incident"
+    );
     let list = alerts_list(&cfg, true);
-    assert_eq!(list["resolved"].as_array().unwrap().len(), 2, "two incidents: {list}");
+    assert_eq!(
+        list["resolved"].as_array().unwrap().len(),
+        2,
+        "two incidents: {list}"
+    );
     terminate(a);
     terminate(b);
 }
@@ -541,14 +564,25 @@ async fn a_failing_upstream_fires_upstream_errors_and_quota_low() {
         60,
         || {
             page += 1;
-            get(port, &format!("/air/getCtprvnRltmMesureDnsty?returnType=json&pageNo={page}"));
+            get(
+                port,
+                &format!("/air/getCtprvnRltmMesureDnsty?returnType=json&pageNo={page}"),
+            );
             list = alerts_list(&cfg, false);
             list["active"].as_array().is_some_and(|a| a.len() == 2)
         },
-        || format!("both upstream alerts did not fire: {}", alerts_list(&cfg, false)),
+        || {
+            format!(
+                "both upstream alerts did not fire: {}",
+                alerts_list(&cfg, false)
+            )
+        },
     );
     let active = list["active"].as_array().unwrap();
-    let errors = active.iter().find(|a| a["rule"] == "portal-errors").unwrap();
+    let errors = active
+        .iter()
+        .find(|a| a["rule"] == "portal-errors")
+        .unwrap();
     assert_eq!(errors["labels"]["upstream"], "airkorea", "{list}");
     assert!(errors["labels"]["node"].as_str().is_some(), "{list}");
     assert!(

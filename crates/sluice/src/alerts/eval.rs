@@ -147,17 +147,32 @@ impl Evaluator {
         }
     }
 
-    async fn job_failed(&self, job: &Option<String>) -> Result<Vec<Observation>, String> {
+    /// An observation per job of `job`, each from `state` over its recent runs.
+    async fn per_job(
+        &self,
+        job: &Option<String>,
+        state: impl Fn(&str, &[JobExecution]) -> State,
+    ) -> Result<Vec<Observation>, String> {
         let mut out = Vec::new();
         for j in self.jobs(job) {
             let runs = self.history(&j).await?;
+            out.push(Observation {
+                state: state(&j, &runs),
+                entity: entity(&[("job", &j)]),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn job_failed(&self, job: &Option<String>) -> Result<Vec<Observation>, String> {
+        self.per_job(job, |j, runs| {
             let last = runs.iter().find(|e| {
                 matches!(
                     e.status,
                     BatchStatus::Completed | BatchStatus::Failed | BatchStatus::Stopped
                 )
             });
-            let state = match last {
+            match last {
                 Some(e) if e.status == BatchStatus::Failed => firing(
                     format!("job {j} failed (execution {})", e.id),
                     Some(format!(
@@ -170,13 +185,9 @@ impl Evaluator {
                 Some(e) if e.status == BatchStatus::Completed => State::Clear,
                 Some(_) => State::Unknown,
                 None => State::Clear,
-            };
-            out.push(Observation {
-                entity: entity(&[("job", &j)]),
-                state,
-            });
-        }
-        Ok(out)
+            }
+        })
+        .await
     }
 
     async fn no_success(
@@ -185,34 +196,28 @@ impl Evaluator {
         age: Duration,
         now: i64,
     ) -> Result<Vec<Observation>, String> {
-        let mut out = Vec::new();
-        for j in self.jobs(job) {
-            let runs = self.history(&j).await?;
+        let started = self.started;
+        self.per_job(job, |j, runs| {
             let last = runs
                 .iter()
                 .filter(|e| e.status == BatchStatus::Completed)
                 .find_map(|e| e.ended_at);
-            let since = last.unwrap_or(self.started);
-            let state = if now.saturating_sub(since) > age.as_millis() as i64 {
-                firing(
-                    format!("job {j} has not completed for {}", human(age)),
-                    Some(match last {
-                        Some(t) => format!("its last completed run ended at {}", when(t)),
-                        None => format!(
-                            "no completed run recorded (watched since {})",
-                            when(self.started)
-                        ),
-                    }),
-                )
-            } else {
-                State::Clear
-            };
-            out.push(Observation {
-                entity: entity(&[("job", &j)]),
-                state,
-            });
-        }
-        Ok(out)
+            let since = last.unwrap_or(started);
+            if now.saturating_sub(since) <= age.as_millis() as i64 {
+                return State::Clear;
+            }
+            firing(
+                format!("job {j} has not completed for {}", human(age)),
+                Some(match last {
+                    Some(t) => format!("its last completed run ended at {}", when(t)),
+                    None => format!(
+                        "no completed run recorded (watched since {})",
+                        when(started)
+                    ),
+                }),
+            )
+        })
+        .await
     }
 
     async fn job_late(
@@ -374,7 +379,10 @@ impl Evaluator {
     }
 
     /// The upstreams `upstream` names: that one, or every configured upstream.
-    fn upstreams(&self, upstream: &Option<String>) -> Vec<(String, Arc<sluice_upstream::Upstream>)> {
+    fn upstreams(
+        &self,
+        upstream: &Option<String>,
+    ) -> Vec<(String, Arc<sluice_upstream::Upstream>)> {
         self.rt
             .settings()
             .upstreams

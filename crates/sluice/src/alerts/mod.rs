@@ -83,7 +83,10 @@ pub fn smtp_target(url: &str) -> Result<SmtpTarget, String> {
         .filter(|h| !h.is_empty())
         .ok_or_else(|| bad("has no host"))?;
     Ok(SmtpTarget {
-        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
         port: u.port().unwrap_or(default_port),
         tls,
     })
@@ -191,7 +194,10 @@ pub async fn evaluate(rt: &Arc<Runtime>, ev: &mut eval::Evaluator) -> Result<(),
         .iter()
         .map(|r| r.name.as_str())
         .collect();
-    for a in firing.iter().filter(|a| !configured.contains(a.rule.as_str())) {
+    for a in firing
+        .iter()
+        .filter(|a| !configured.contains(a.rule.as_str()))
+    {
         // A rule taken out of the config: its incidents end without a word.
         store.resolve(a, now, false).await?;
     }
@@ -342,13 +348,24 @@ mod tests {
     #[test]
     fn smtp_urls() {
         let t = smtp_target("smtp://127.0.0.1:2525").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.tls), ("127.0.0.1", 2525, SmtpTls::None));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.tls),
+            ("127.0.0.1", 2525, SmtpTls::None)
+        );
         let t = smtp_target("smtp://mail.example.org?tls=starttls").unwrap();
         assert_eq!((t.port, t.tls), (25, SmtpTls::StartTls));
         assert_eq!(smtp_target("smtps://mail.example.org").unwrap().port, 465);
         assert!(smtp_target("http://x").unwrap_err().contains("smtp://"));
-        assert!(smtp_target("smtp://u:p@x").unwrap_err().contains("credentials"));
-        assert!(smtp_target("smtp://x?tls=yes").unwrap_err().contains("tls=yes"));
+        assert!(
+            smtp_target("smtp://u:p@x")
+                .unwrap_err()
+                .contains("credentials")
+        );
+        assert!(
+            smtp_target("smtp://x?tls=yes")
+                .unwrap_err()
+                .contains("tls=yes")
+        );
     }
 
     #[test]

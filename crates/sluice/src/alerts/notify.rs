@@ -130,23 +130,29 @@ impl NotifyTask {
             .post(url)
             .timeout(timeout)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::USER_AGENT, concat!("sluice/", env!("CARGO_PKG_VERSION")));
+            .header(
+                http::header::USER_AGENT,
+                concat!("sluice/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some(s) = secret {
             req = req.header(SIGNATURE_HEADER, signature(s.expose().as_bytes(), &body));
         }
-        let shown = sluice_core::redact_url(url);
+        // The URL is never shown: a webhook's path often is its secret.
         let resp = req.body(body).send().await.map_err(|e| {
-            TaskError::Retryable(format!(
-                "webhook {receiver} ({shown}): {}",
-                sluice_core::redact_url(&e.without_url().to_string())
-            ))
+            TaskError::Retryable(format!("webhook {receiver}: {}", e.without_url()))
         })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
         }
-        let text: String = resp.text().await.unwrap_or_default().chars().take(200).collect();
-        let reason = format!("webhook {receiver} ({shown}) answered {status}: {}", text.trim());
+        let text: String = resp
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        let reason = format!("webhook {receiver} answered {status}: {}", text.trim());
         if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
             Err(TaskError::Retryable(reason))
         } else {
@@ -169,7 +175,9 @@ impl NotifyTask {
             ..
         } = r
         else {
-            return Err(TaskError::Fatal(format!("{receiver} is not an e-mail receiver")));
+            return Err(TaskError::Fatal(format!(
+                "{receiver} is not an e-mail receiver"
+            )));
         };
         let fatal = |e: String| TaskError::Fatal(format!("e-mail {receiver}: {e}"));
         let target = smtp_target(smtp).map_err(fatal)?;
@@ -177,10 +185,8 @@ impl NotifyTask {
             SmtpTls::None => {
                 AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(target.host.as_str())
             }
-            SmtpTls::StartTls => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&target.host)
-                    .map_err(|e| fatal(e.to_string()))?
-            }
+            SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&target.host)
+                .map_err(|e| fatal(e.to_string()))?,
             SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&target.host)
                 .map_err(|e| fatal(e.to_string()))?,
         }
@@ -191,11 +197,16 @@ impl NotifyTask {
         }
         let (subject, body) = email_text(message);
         let mut m = Message::builder()
-            .from(from.parse().map_err(|e: lettre::address::AddressError| fatal(e.to_string()))?)
+            .from(
+                from.parse()
+                    .map_err(|e: lettre::address::AddressError| fatal(e.to_string()))?,
+            )
             .subject(subject)
             .header(ContentType::TEXT_PLAIN);
         for t in to {
-            m = m.to(t.parse().map_err(|e: lettre::address::AddressError| fatal(e.to_string()))?);
+            m = m.to(t
+                .parse()
+                .map_err(|e: lettre::address::AddressError| fatal(e.to_string()))?);
         }
         let m = m.body(body).map_err(|e| fatal(e.to_string()))?;
         match b.build().send(m).await {

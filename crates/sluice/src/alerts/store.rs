@@ -40,8 +40,12 @@ const MIGRATIONS: &[Migration] = &[Migration::new(
     CREATE INDEX IF NOT EXISTS sluice_alerts_by_end ON sluice_alerts (ends_at);",
 )];
 
-/// Migrations of the alert state, recorded in their own table.
-const MIGRATOR: Migrator = Migrator::new("sluice_alerts_migrations", 0x5_1ce_a1e7, MIGRATIONS);
+/// Migrations of the alert state, recorded in their own table (lock key: "sluiceAL").
+const MIGRATOR: Migrator = Migrator::new(
+    "sluice_alerts_migrations",
+    0x736C_7569_6365_414C,
+    MIGRATIONS,
+);
 
 /// The columns of an [`AlertRecord`], in `SELECT` order.
 const COLUMNS: &str = "id, rule, fingerprint, labels, annotations, severity, status, \
@@ -145,7 +149,10 @@ impl AlertStore {
         };
         let db = Db::connect(url, &settings).await.map_err(db_err)?;
         MIGRATOR
-            .run(&db, sluice_core::Clock::now_millis(&sluice_core::SystemClock))
+            .run(
+                &db,
+                sluice_core::Clock::now_millis(&sluice_core::SystemClock),
+            )
             .await
             .map_err(db_err)?;
         Ok(Self { db })
@@ -225,7 +232,7 @@ impl AlertStore {
                 .map_err(db_err)?;
             return Ok(None);
         }
-        Ok(self.firing(&f.rule, &f.fingerprint).await?)
+        self.firing(&f.rule, &f.fingerprint).await
     }
 
     /// The firing incident of `rule` and `fingerprint`, if any.
@@ -303,8 +310,10 @@ impl AlertStore {
         };
         self.db
             .execute(
-                &Statement::new(format!("UPDATE sluice_alerts SET {column} = 1 WHERE id = $1"))
-                    .bind(id),
+                &Statement::new(format!(
+                    "UPDATE sluice_alerts SET {column} = 1 WHERE id = $1"
+                ))
+                .bind(id),
             )
             .await
             .map_err(db_err)?;

@@ -285,9 +285,8 @@ impl ReceiverSettings {
     /// Delivery attempts before dead-lettering.
     pub fn attempts(&self) -> u32 {
         match self {
-            ReceiverSettings::Webhook { attempts, .. } | ReceiverSettings::Email { attempts, .. } => {
-                *attempts
-            }
+            ReceiverSettings::Webhook { attempts, .. }
+            | ReceiverSettings::Email { attempts, .. } => *attempts,
         }
     }
 
@@ -305,7 +304,13 @@ impl std::fmt::Debug for ReceiverSettings {
         match self {
             ReceiverSettings::Webhook { url, secret, .. } => f
                 .debug_struct("Webhook")
-                .field("url", &sluice_core::redact_url(url))
+                // Only the host: a webhook's path often is its secret.
+                .field(
+                    "host",
+                    &reqwest::Url::parse(url)
+                        .ok()
+                        .and_then(|u| u.host_str().map(str::to_owned)),
+                )
                 .field("signed", &secret.is_some())
                 .finish_non_exhaustive(),
             ReceiverSettings::Email { smtp, to, .. } => f
@@ -410,7 +415,9 @@ fn check_receivers(
             errs.push(src.err(
                 span(name),
                 key,
-                format!("receiver name {n:?} must be non-empty and unique among webhooks and e-mails"),
+                format!(
+                    "receiver name {n:?} must be non-empty and unique among webhooks and e-mails"
+                ),
             ));
         }
         out.insert(n.clone(), r);
@@ -431,10 +438,7 @@ fn check_receivers(
             _ => errs.push(src.err(
                 span(&w.url),
                 at("url"),
-                format!(
-                    "{:?} is not an http:// or https:// URL without a password",
-                    sluice_core::redact_url(url)
-                ),
+                "not an http:// or https:// URL without a password (the value is not repeated here)",
             )),
         }
         let secret = w
@@ -455,9 +459,11 @@ fn check_receivers(
         if let Err(m) = crate::alerts::smtp_target(smtp) {
             errs.push(src.err(span(&e.smtp), at("smtp"), m));
         }
-        for (key, addr) in std::iter::once((at("from"), &e.from))
-            .chain(e.to.iter().enumerate().map(|(k, t)| (at(&format!("to[{k}]")), t)))
-        {
+        for (key, addr) in std::iter::once((at("from"), &e.from)).chain(
+            e.to.iter()
+                .enumerate()
+                .map(|(k, t)| (at(&format!("to[{k}]")), t)),
+        ) {
             if addr.get_ref().parse::<lettre::Address>().is_err() {
                 errs.push(src.err(
                     span(addr),
@@ -542,7 +548,10 @@ fn check_rule(
         errs.push(src.err(
             span(&r.when),
             at("when"),
-            format!("unknown condition {kind:?}; one of {}", RULE_KINDS.join(", ")),
+            format!(
+                "unknown condition {kind:?}; one of {}",
+                RULE_KINDS.join(", ")
+            ),
         ));
         return None;
     }
@@ -555,12 +564,10 @@ fn check_rule(
         ("above", r.above.as_ref().map(Spanned::span)),
         ("for", r.for_.as_ref().map(Spanned::span)),
     ];
-    let given = given
-        .into_iter()
-        .chain(std::iter::once((
-            "min_workers",
-            r.min_workers.as_ref().map(Spanned::span),
-        )));
+    let given = given.into_iter().chain(std::iter::once((
+        "min_workers",
+        r.min_workers.as_ref().map(Spanned::span),
+    )));
     for (key, at_span) in given {
         if let Some(s) = at_span
             && !allowed(kind).contains(&key)
@@ -580,18 +587,18 @@ fn check_rule(
         }
     }
     let need = |what: &str, errs: &mut Vec<ConfigError>| {
-        errs.push(src.err(
-            span(&r.when),
-            at(what),
-            format!("{kind} needs `{what}`"),
-        ));
+        errs.push(src.err(span(&r.when), at(what), format!("{kind} needs `{what}`")));
     };
     let job = r.job.as_ref().map(|j| {
         if !known.jobs.contains(&j.get_ref().as_str()) {
             errs.push(src.err(
                 span(j),
                 at("job"),
-                format!("no job named {:?}; jobs: {}", j.get_ref(), list(&known.jobs)),
+                format!(
+                    "no job named {:?}; jobs: {}",
+                    j.get_ref(),
+                    list(&known.jobs)
+                ),
             ));
         }
         j.get_ref().clone()
@@ -692,10 +699,17 @@ fn check_rule(
         .as_ref()
         .map_or_else(|| "warning".to_owned(), |s| s.get_ref().clone());
     if severity.is_empty() {
-        errs.push(src.err(span(r.severity.as_ref()?), at("severity"), "severity is empty"));
+        errs.push(src.err(
+            span(r.severity.as_ref()?),
+            at("severity"),
+            "severity is empty",
+        ));
     }
     for key in r.labels.keys() {
-        let ok = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let ok = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok || ["alertname", "severity"].contains(&key.as_str()) {
             errs.push(src.err(

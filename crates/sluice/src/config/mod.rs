@@ -190,7 +190,11 @@ impl RawConfig {
         );
         let queue = queue::check_queue(&self.queue, &jobs.repository_url, src, &mut errs);
         let known = alerts::Known {
-            jobs: self.jobs.iter().map(|j| j.name.get_ref().as_str()).collect(),
+            jobs: self
+                .jobs
+                .iter()
+                .map(|j| j.name.get_ref().as_str())
+                .collect(),
             upstreams: defined.clone(),
         };
         let alerts = alerts::check_alerts(&self.alerts, &known, src, env, &mut errs);
