@@ -395,6 +395,28 @@ fn bad_alert_rules_and_receivers_are_rejected_naming_the_key() {
         l.parse::<usize>().is_ok() && c.parse::<usize>().is_ok(),
         "{line}"
     );
+
+    // Each broken rule or receiver is reported on its own, and the others keep
+    // their place: an unknown key in rule[0], a bad receiver in rule[1], a
+    // broken webhook whose rule says nothing more.
+    let cfg = config(
+        dir.path(),
+        "[[alerts.rule]]\nname = \"a\"\nwhen = \"dead_letters\"\nthreshold = 3\n\
+         [[alerts.rule]]\nname = \"b\"\nwhen = \"dead_letters\"\nsend_to = [\"pager\"]\n\
+         [[alerts.rule]]\nname = \"c\"\nwhen = \"dead_letters\"\nsend_to = [\"ops\"]\n\
+         [[alerts.webhook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:1/\"\nmethod = \"PUT\"\n",
+    );
+    let out = check(&cfg, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 3, "{err}");
+    for want in [
+        "alerts.rule[0].threshold: unknown field `threshold`",
+        "alerts.rule[1].send_to[0]: no receiver named \"pager\"",
+        "alerts.webhook[0].method: unknown field `method`",
+    ] {
+        assert!(err.contains(want), "no `{want}` in:\n{err}");
+    }
 }
 
 // `job_late` and `worker_gone`: with no worker on the node, a scheduled fire

@@ -70,6 +70,27 @@ pub struct RawAlerts {
     /// E-mail receivers (`[[alerts.email]]`), sent over SMTP.
     #[serde(default)]
     pub email: Vec<RawEmail>,
+    /// Where the elements that parsed are in the file, and the names of the
+    /// receivers that did not (see [`AlertsPartial`]).
+    #[serde(skip)]
+    pub(crate) partial: AlertsPartial,
+}
+
+/// What [`super::Source::parse`] could not parse of `[alerts]`: the position in
+/// the file of each rule and receiver that did parse (so `rule[2]` stays
+/// `rule[2]` when `rule[1]` is broken), and the names of the receivers that did
+/// not (rules sending to them report nothing more).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AlertsPartial {
+    pub(crate) rule_at: Vec<usize>,
+    pub(crate) webhook_at: Vec<usize>,
+    pub(crate) email_at: Vec<usize>,
+    pub(crate) broken_receivers: Vec<String>,
+}
+
+/// The position in the file of the `n`-th element that parsed.
+fn at_index(positions: &[usize], n: usize) -> usize {
+    positions.get(n).copied().unwrap_or(n)
 }
 
 /// `[[alerts.rule]]`
@@ -382,7 +403,8 @@ pub(super) fn check_alerts(
         .rule
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| {
+        .filter_map(|(n, r)| {
+            let i = at_index(&raw.partial.rule_at, n);
             let name = r.name.get_ref();
             if name.is_empty() || !names.insert(name.clone()) {
                 errs.push(src.err(
@@ -391,7 +413,15 @@ pub(super) fn check_alerts(
                     format!("rule name {name:?} must be non-empty and unique"),
                 ));
             }
-            check_rule(r, i, known, &receivers, src, errs)
+            check_rule(
+                r,
+                i,
+                known,
+                &receivers,
+                &raw.partial.broken_receivers,
+                src,
+                errs,
+            )
         })
         .collect();
     AlertsSettings {
@@ -430,7 +460,8 @@ fn check_receivers(
         Some(a) => *a.get_ref(),
         None => ATTEMPTS,
     };
-    for (i, w) in raw.webhook.iter().enumerate() {
+    for (n, w) in raw.webhook.iter().enumerate() {
+        let i = at_index(&raw.partial.webhook_at, n);
         let at = |k: &str| format!("alerts.webhook[{i}].{k}");
         let url = w.url.get_ref();
         match reqwest::Url::parse(url) {
@@ -453,7 +484,8 @@ fn check_receivers(
         };
         add(&w.name, at("name"), r, errs);
     }
-    for (i, e) in raw.email.iter().enumerate() {
+    for (n, e) in raw.email.iter().enumerate() {
+        let i = at_index(&raw.partial.email_at, n);
         let at = |k: &str| format!("alerts.email[{i}].{k}");
         let smtp = e.smtp.get_ref();
         if let Err(m) = crate::alerts::smtp_target(smtp) {
@@ -520,13 +552,14 @@ fn check_rule(
     i: usize,
     known: &Known<'_>,
     receivers: &BTreeMap<String, ReceiverSettings>,
+    broken: &[String],
     src: &Source,
     errs: &mut Vec<ConfigError>,
 ) -> Option<RuleSettings> {
     let at = |k: &str| format!("alerts.rule[{i}].{k}");
     let before = errs.len();
     for (k, t) in r.send_to.iter().enumerate() {
-        if !receivers.contains_key(t.get_ref()) {
+        if !receivers.contains_key(t.get_ref()) && !broken.contains(t.get_ref()) {
             let defined: Vec<&str> = receivers.keys().map(String::as_str).collect();
             errs.push(src.err(
                 span(t),
