@@ -430,7 +430,7 @@ async fn with_no_worker_a_scheduled_job_is_late_and_worker_gone_fires() {
         &repo,
         "\n[[job.trigger]]\nkind = \"every\"\nevery = \"2s\"\n\n[queue]\nworkers = false\n",
         "[[alerts.rule]]\nname = \"load-late\"\nwhen = \"job_late\"\nfor = \"1s\"\n\
-         [[alerts.rule]]\nname = \"no-workers\"\nwhen = \"worker_gone\"\n",
+         [[alerts.rule]]\nname = \"no-workers\"\nwhen = \"worker_gone\"\nfor = \"1s\"\n",
     );
     let (server, _guard) = serve(&cfg);
     let mut list = Value::Null;

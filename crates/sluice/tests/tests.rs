@@ -45,5 +45,5 @@ mod follow;
 // The CLI as a Unix tool: `--json` everywhere, exit 2 for unknown ids, one `job finished` line, no database notices, shell output in `job status`.
 mod unix_cli;
 
-// Alerts: job_failed / dead_letters / no_success through real serve nodes to a webhook (HMAC, retries) and an SMTP sink; bad rules located.
+// Alerts: every condition through real serve nodes, to a webhook (HMAC, retries through the queue, 4xx dead-lettered) and an SMTP sink; two PostgreSQL nodes send once; bad rules located.
 mod alerts;

@@ -126,7 +126,8 @@ pub struct RawRule {
     /// `no_success` (required): how long without a completed run;
     /// `job_late`: grace after a due fire (default `1m`); `upstream_errors`:
     /// how long the ratio must stay above (default `5m`); `worker_gone`: how
-    /// long the workers must be missing (default `0s`).
+    /// long the workers must be missing (default `1m`, so that a node starting
+    /// or restarting is not taken for gone).
     #[serde(rename = "for")]
     pub for_: Option<Spanned<Dur>>,
     /// `worker_gone`: fewer live workers than this fire it. Default 1.
@@ -724,7 +725,7 @@ fn check_rule(
         _ => Condition::WorkerGone {
             queue: queue.unwrap_or_else(|| super::JOBS_QUEUE.to_owned()),
             min: r.min_workers.as_ref().map_or(1, |m| *m.get_ref()),
-            hold: hold(Duration::ZERO),
+            hold: hold(Duration::from_secs(60)),
         },
     };
     let severity = r
