@@ -79,12 +79,34 @@ pub trait ClaimStore: Send + Sync + fmt::Debug + 'static {
     /// [`ClaimError`].
     async fn set_paused(&self, trigger: &str, paused: bool) -> Result<(), ClaimError>;
 
-    /// The paused triggers.
+    /// Pauses `trigger` until `until` (Unix ms): from then on it fires again
+    /// by itself. [`ClaimStore::set_paused`] with `false` resumes it sooner.
     ///
     /// # Errors
     ///
     /// [`ClaimError`].
-    async fn paused(&self) -> Result<HashSet<String>, ClaimError>;
+    async fn pause_until(&self, trigger: &str, until: UnixMillis) -> Result<(), ClaimError>;
+
+    /// Every paused trigger with when its pause ends (`None`: until resumed).
+    /// Pauses that have ended are not listed.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError`].
+    async fn pauses(&self) -> Result<HashMap<String, Option<UnixMillis>>, ClaimError>;
+
+    /// The paused triggers (those of [`ClaimStore::pauses`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError`].
+    async fn paused(&self) -> Result<HashSet<String>, ClaimError> {
+        Ok(self.pauses().await?.into_keys().collect())
+    }
+}
+
+fn now_ms() -> UnixMillis {
+    chrono::Utc::now().timestamp_millis()
 }
 
 const CLAIM_LUA: &str = r"
@@ -175,12 +197,39 @@ impl ClaimStore for RedisClaims {
             .arg(trigger)
             .to_owned();
         self.redis.query::<i64>("schedule.pause", &cmd).await?;
+        let cmd = redis::cmd("HDEL")
+            .arg(self.key("paused_until"))
+            .arg(trigger)
+            .to_owned();
+        self.redis.query::<i64>("schedule.pause", &cmd).await?;
         Ok(())
     }
 
-    async fn paused(&self) -> Result<HashSet<String>, ClaimError> {
+    async fn pause_until(&self, trigger: &str, until: UnixMillis) -> Result<(), ClaimError> {
+        self.set_paused(trigger, false).await?;
+        let cmd = redis::cmd("HSET")
+            .arg(self.key("paused_until"))
+            .arg(trigger)
+            .arg(until)
+            .to_owned();
+        self.redis.query::<i64>("schedule.pause", &cmd).await?;
+        Ok(())
+    }
+
+    async fn pauses(&self) -> Result<HashMap<String, Option<UnixMillis>>, ClaimError> {
         let cmd = redis::cmd("SMEMBERS").arg(self.key("paused")).to_owned();
-        Ok(self.redis.query("schedule.paused", &cmd).await?)
+        let forever: HashSet<String> = self.redis.query("schedule.paused", &cmd).await?;
+        let cmd = redis::cmd("HGETALL")
+            .arg(self.key("paused_until"))
+            .to_owned();
+        let until: HashMap<String, i64> = self.redis.query("schedule.paused", &cmd).await?;
+        let now = now_ms();
+        Ok(until
+            .into_iter()
+            .filter(|(_, u)| *u > now)
+            .map(|(k, u)| (k, Some(u)))
+            .chain(forever.into_iter().map(|k| (k, None)))
+            .collect())
     }
 }
 
@@ -240,6 +289,10 @@ impl SqlClaims {
                 last_claim BIGINT NOT NULL,
                 paused INTEGER NOT NULL DEFAULT 0,
                 last_fire TEXT
+            );
+            CREATE TABLE IF NOT EXISTS sluice_schedule_pauses (
+                trigger_id TEXT PRIMARY KEY,
+                until_ms BIGINT NOT NULL
             )";
         // Several nodes may start at once: CREATE TABLE IF NOT EXISTS can race on
         // PostgreSQL (a unique violation on its catalog); once the table exists
@@ -348,6 +401,11 @@ impl ClaimStore for SqlClaims {
     async fn set_paused(&self, trigger: &str, paused: bool) -> Result<(), ClaimError> {
         self.ensure(trigger).await?;
         self.exec(
+            Statement::new("DELETE FROM sluice_schedule_pauses WHERE trigger_id = $1")
+                .bind(trigger),
+        )
+        .await?;
+        self.exec(
             Statement::new("UPDATE sluice_schedule SET paused = $1 WHERE trigger_id = $2")
                 .bind(i64::from(paused))
                 .bind(trigger),
@@ -356,8 +414,39 @@ impl ClaimStore for SqlClaims {
         Ok(())
     }
 
-    async fn paused(&self) -> Result<HashSet<String>, ClaimError> {
-        let rows = self.rows("paused = 1").await?;
-        Ok(rows.into_iter().map(|(k, _, _)| k).collect())
+    async fn pause_until(&self, trigger: &str, until: UnixMillis) -> Result<(), ClaimError> {
+        self.set_paused(trigger, false).await?;
+        self.exec(
+            Statement::new(
+                "INSERT INTO sluice_schedule_pauses (trigger_id, until_ms) VALUES ($1, $2) \
+                 ON CONFLICT (trigger_id) DO UPDATE SET until_ms = excluded.until_ms",
+            )
+            .bind(trigger)
+            .bind(until),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn pauses(&self) -> Result<HashMap<String, Option<UnixMillis>>, ClaimError> {
+        let rows = self
+            .pool
+            .fetch_all(
+                &Statement::new(
+                    "SELECT trigger_id, until_ms FROM sluice_schedule_pauses WHERE until_ms > $1",
+                )
+                .bind(now_ms()),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut out: HashMap<String, Option<UnixMillis>> = rows
+            .iter()
+            .map(|r| Ok((r.get_at(0)?, Some(r.get_at(1)?))))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e))?;
+        for (k, _, _) in self.rows("paused = 1").await? {
+            out.insert(k, None);
+        }
+        Ok(out)
     }
 }

@@ -219,6 +219,23 @@ async fn claims_are_once_and_monotone(store: Arc<dyn ClaimStore>) {
     assert!(store.paused().await.unwrap().contains("a"));
     store.set_paused("a", false).await.unwrap();
     assert!(!store.paused().await.unwrap().contains("a"));
+    // A pause until a time: listed with its end while it lasts, gone after.
+    let now = Utc::now().timestamp_millis();
+    store.pause_until("a", now + 60_000).await.unwrap();
+    store.pause_until("b", now - 1).await.unwrap();
+    store.set_paused("c", true).await.unwrap();
+    let p = store.pauses().await.unwrap();
+    assert_eq!(p.get("a"), Some(&Some(now + 60_000)));
+    assert_eq!(p.get("c"), Some(&None));
+    assert!(!p.contains_key("b"), "an ended pause is not listed: {p:?}");
+    assert!(store.paused().await.unwrap().contains("a"));
+    // Resuming ends a timed pause; pausing for good replaces it.
+    store.set_paused("a", false).await.unwrap();
+    store.pause_until("c", now + 5_000).await.unwrap();
+    let p = store.pauses().await.unwrap();
+    assert!(!p.contains_key("a"));
+    assert_eq!(p.get("c"), Some(&Some(now + 5_000)));
+    store.set_paused("c", false).await.unwrap();
     let lf = sluice_schedule::LastFire {
         at: 2_000,
         outcome: "fired task t1".into(),

@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod ops;
 pub mod runtime;
 pub mod serve;
 pub mod telemetry;

@@ -52,7 +52,7 @@ pub use job::{
 };
 pub use queue::{JOBS_QUEUE, PARTITIONS_QUEUE, QueueSettings, RawQueue};
 pub use route::{RawRoute, RawTtl};
-pub use server::{ConnectionSettings, RawServer};
+pub use server::{ApiToken, ConnectionSettings, RawServer, RawToken, Role};
 pub use sluice_cache::{RawCluster, RawStore, StoreKind};
 pub use sluice_schedule::RawTrigger;
 pub use source::{ConfigError, ConfigErrors, Source};
@@ -116,6 +116,11 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Admin bearer token; admin API disabled when `None`.
     pub admin_token: Option<Secret>,
+    /// Every API token with its role, `admin_token` first (as `admin`); the
+    /// REST API and the dashboard exist when there is at least one.
+    pub tokens: Vec<ApiToken>,
+    /// Lifetime of a dashboard session.
+    pub session_ttl: Duration,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Client-connection limits: header and idle timeouts, connection cap,
@@ -222,6 +227,8 @@ impl RawConfig {
             upstreams,
             listen: server.listen,
             admin_token: server.admin_token,
+            tokens: server.tokens,
+            session_ttl: server.session_ttl,
             shutdown_grace: server.shutdown_grace,
             connections: server.connections,
             gateway,

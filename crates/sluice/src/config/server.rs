@@ -19,6 +19,18 @@ pub struct RawServer {
     /// Bearer token for `/admin/*` and `/api/*`, at least 16 characters. Without
     /// it the admin API does not exist.
     pub admin_token: Option<RawSecret>,
+    /// More API tokens, each with a name (who, in the audit log) and a role:
+    /// `[[server.tokens]] name = "grafana", role = "viewer", token = { env =
+    /// "SLUICE_VIEWER_TOKEN" }`. Roles: `viewer` reads everything, `operator`
+    /// also runs, stops and restarts jobs, pauses triggers and queues, retries
+    /// dead tasks and purges single keys, `admin` also deletes dead tasks and
+    /// purges whole routes or prefixes. `admin_token` is an `admin` token named
+    /// `admin`.
+    #[serde(default)]
+    pub tokens: Vec<RawToken>,
+    /// How long a dashboard login lasts (the session cookie's lifetime).
+    /// Default `12h`.
+    pub session_ttl: Option<Spanned<Dur>>,
     /// On SIGINT/SIGTERM sluice stops accepting (`/readyz` answers 503 from then
     /// on), closes idle connections and waits this long for requests in flight.
     /// Default `30s`.
@@ -44,10 +56,66 @@ pub struct RawServer {
     pub max_header_bytes: Option<Spanned<Size>>,
 }
 
+/// `[[server.tokens]]`: one API token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// Who holds it: shown in the audit log. Letters, digits, `-`, `_`, `.`.
+    pub name: Spanned<String>,
+    /// `viewer`, `operator` or `admin`.
+    pub role: Spanned<String>,
+    /// The token, `{ env = "NAME" }` or `{ file = "PATH" }`, at least 16
+    /// characters.
+    pub token: RawSecret,
+}
+
+/// What an API token may do; each role may do everything the one before it
+/// may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Also steers: runs, stops, pauses, retries, purges single keys.
+    Operator,
+    /// Also destroys: deletes dead tasks, purges routes and prefixes.
+    Admin,
+}
+
+impl Role {
+    /// `viewer`, `operator` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Parses [`Role::as_str`]'s form.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Viewer, Self::Operator, Self::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// A checked API token.
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    /// Its holder's name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// The token itself.
+    pub secret: Secret,
+}
+
 /// `[server]`, checked.
 pub(super) struct ServerSettings {
     pub(super) listen: SocketAddr,
     pub(super) admin_token: Option<Secret>,
+    pub(super) tokens: Vec<ApiToken>,
+    pub(super) session_ttl: Duration,
     pub(super) shutdown_grace: Duration,
     pub(super) connections: ConnectionSettings,
 }
@@ -85,12 +153,106 @@ impl RawServer {
                 "the admin token must be at least 16 characters",
             ));
         }
+        let tokens = self.tokens(admin_token.as_ref(), src, env, errs);
+        let session_ttl = match &self.session_ttl {
+            Some(d) if d.get_ref().0 < Duration::from_secs(60) => {
+                errs.push(src.err(
+                    span(d),
+                    "server.session_ttl",
+                    "session_ttl must be at least 1m",
+                ));
+                Duration::from_secs(43_200)
+            }
+            Some(d) => d.get_ref().0,
+            None => Duration::from_secs(43_200),
+        };
         ServerSettings {
             listen,
             admin_token,
+            tokens,
+            session_ttl,
             shutdown_grace: self.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
             connections: self.connections(src, errs),
         }
+    }
+
+    /// Checks `[[server.tokens]]`: names unique and well formed, known roles,
+    /// secrets readable, long enough and all different. `admin_token`, when
+    /// set, comes first as `admin`.
+    fn tokens(
+        &self,
+        admin: Option<&Secret>,
+        src: &Source,
+        env: &Env<'_>,
+        errs: &mut Vec<ConfigError>,
+    ) -> Vec<ApiToken> {
+        let mut out: Vec<ApiToken> = admin
+            .map(|s| ApiToken {
+                name: "admin".into(),
+                role: Role::Admin,
+                secret: s.clone(),
+            })
+            .into_iter()
+            .collect();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let key = format!("server.tokens[{i}]");
+            let name = t.name.get_ref();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                errs.push(src.err(
+                    span(&t.name),
+                    format!("{key}.name"),
+                    format!("{name:?} is not a token name: use letters, digits, '-', '_' or '.'"),
+                ));
+            } else if out.iter().any(|o| &o.name == name) {
+                errs.push(src.err(
+                    span(&t.name),
+                    format!("{key}.name"),
+                    format!(
+                        "a token named {name:?} is already defined (admin_token is named \"admin\")"
+                    ),
+                ));
+            }
+            let Some(role) = Role::parse(t.role.get_ref()) else {
+                errs.push(src.err(
+                    span(&t.role),
+                    format!("{key}.role"),
+                    format!(
+                        "unknown role {:?}: use \"viewer\", \"operator\" or \"admin\"",
+                        t.role.get_ref()
+                    ),
+                ));
+                continue;
+            };
+            let Some(secret) = read_secret(&t.token, src, env, &format!("{key}.token"), errs)
+            else {
+                continue;
+            };
+            if secret.expose().len() < 16 {
+                errs.push(src.err(
+                    span(&t.name),
+                    format!("{key}.token"),
+                    "a token must be at least 16 characters",
+                ));
+            } else if !env.secrets_optional
+                && out.iter().any(|o| o.secret.expose() == secret.expose())
+            {
+                errs.push(src.err(
+                    span(&t.name),
+                    format!("{key}.token"),
+                    "two tokens have the same value: each holder needs their own",
+                ));
+            }
+            out.push(ApiToken {
+                name: name.clone(),
+                role,
+                secret,
+            });
+        }
+        out
     }
 
     /// Checks the connection limits: every one must be greater than zero.

@@ -43,6 +43,7 @@ pub struct Runtime {
     repository: OnceCell<Arc<dyn Repository>>,
     claims: OnceCell<Arc<dyn ClaimStore>>,
     alerts: OnceCell<Arc<crate::alerts::AlertStore>>,
+    ops: OnceCell<Arc<crate::ops::OpsStore>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -69,6 +70,7 @@ impl Runtime {
             repository: OnceCell::new(),
             claims: OnceCell::new(),
             alerts: OnceCell::new(),
+            ops: OnceCell::new(),
         })
     }
 
@@ -123,6 +125,20 @@ impl Runtime {
         let url = &self.settings.jobs.repository_url;
         self.alerts
             .get_or_try_init(|| async { crate::alerts::AlertStore::open(url).await.map(Arc::new) })
+            .await
+            .cloned()
+    }
+
+    /// The audit log and chart series, in the repository's database, connected
+    /// and migrated on first use.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached.
+    pub async fn ops(&self) -> Result<Arc<crate::ops::OpsStore>, String> {
+        let url = &self.settings.jobs.repository_url;
+        self.ops
+            .get_or_try_init(|| async { crate::ops::OpsStore::connect(url).await.map(Arc::new) })
             .await
             .cloned()
     }
