@@ -26,7 +26,7 @@ use sluice_core::{Clock, SystemClock};
 use crate::error::{ErrorKind, GatewayError};
 use crate::key::{self, Param};
 use crate::metrics;
-use crate::metrics::RouteStats;
+use crate::metrics::{RouteStats, TopKey};
 use crate::outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 use crate::route::{Route, RouteSpec, Ttl};
 use sluice_upstream::{Caller, Upstream, UpstreamErrorKind, UpstreamResponse};
@@ -233,6 +233,19 @@ impl Gateway {
             .collect()
     }
 
+    /// The most requested keys over all routes, most first.
+    pub fn top_keys(&self, limit: usize) -> Vec<TopKey> {
+        let mut all: Vec<TopKey> = self
+            .inner
+            .routes
+            .iter()
+            .flat_map(|r| r.metrics.top_keys(limit))
+            .collect();
+        all.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.key.cmp(&b.key)));
+        all.truncate(limit);
+        all
+    }
+
     /// The distinct upstreams of all routes.
     pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
         let mut out: Vec<Arc<Upstream>> = Vec::new();
@@ -256,6 +269,7 @@ impl Gateway {
         let route = &self.inner.routes[prepared.route];
         let (resp, outcome) = self.serve(&prepared).await;
         route.metrics.request(outcome);
+        route.metrics.key_request(&prepared.key, outcome);
         tracing::debug!(route = %route.spec.name, cache_status = outcome.as_str(),
             status = resp.status().as_u16(), "served");
         resp

@@ -24,6 +24,6 @@ pub mod route;
 
 pub use error::{ErrorKind, GatewayError, Side};
 pub use gateway::{BuildError, Gateway, GatewayBuilder, Purged};
-pub use metrics::RouteStats;
+pub use metrics::{RouteStats, TopKey};
 pub use outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 pub use route::{RouteSpec, Ttl};

@@ -34,6 +34,7 @@ pub mod ops;
 pub mod runtime;
 pub mod serve;
 pub mod telemetry;
+pub mod views;
 
 /// Installs the process-wide TLS crypto provider (ring) for upstream `https://`
 /// calls. Idempotent.

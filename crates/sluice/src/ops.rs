@@ -63,11 +63,8 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// An RFC 3339 time of Unix milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+fn rfc3339(ms: i64) -> String {
+    crate::views::rfc3339(Some(ms)).unwrap_or_default()
 }
 
 impl OpsStore {

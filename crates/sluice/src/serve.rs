@@ -602,6 +602,7 @@ pub async fn start(settings: Settings) -> io::Result<Running> {
         readiness.clone(),
         None,
         None,
+        None,
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(serve_until(
@@ -700,7 +701,7 @@ pub async fn run(settings: Settings) -> io::Result<()> {
             .await
             .map_err(|e| io::Error::other(format!("cannot reach the queue: {e}")))?;
     }
-    let jobs_api = if settings.admin_token.is_some() && has_jobs {
+    let jobs_api = if !settings.tokens.is_empty() && has_jobs {
         let api = JobsApi::new(rt.clone())
             .await
             .map_err(|e| io::Error::other(format!("cannot start the job API: {e}")))?;
@@ -708,12 +709,17 @@ pub async fn run(settings: Settings) -> io::Result<()> {
     } else {
         None
     };
+    // The REST API and its chart sampler, with any API token.
+    let api = (!settings.tokens.is_empty())
+        .then(|| http::api::ApiState::new(settings.gateway.clone(), rt.clone(), jobs_api.clone()));
+    let sampler = api.clone().map(http::api::overview::start_sampler);
     let app = http::app(
         settings.gateway.clone(),
         settings.admin_token.clone(),
         readiness.clone(),
         jobs_api,
         has_jobs.then(|| rt.clone()),
+        api,
     );
     let workers = if settings.queue.workers && (has_jobs || has_alerts) {
         match rt.start_workers(None).await {
@@ -746,6 +752,9 @@ pub async fn run(settings: Settings) -> io::Result<()> {
     serve_until(listener, app, limits, grace, readiness, shutdown_signal()).await?;
     if let Some(a) = alerts {
         a.abort();
+    }
+    if let Some(s) = sampler {
+        s.abort();
     }
     if let Some(s) = scheduler {
         s.shutdown().await;

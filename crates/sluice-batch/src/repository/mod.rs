@@ -98,6 +98,20 @@ pub enum Heartbeat {
     StopRequested,
 }
 
+/// Which executions [`Repository::find_executions`] returns; every field that
+/// is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionFilter {
+    /// Of this job.
+    pub job: Option<String>,
+    /// In this status.
+    pub status: Option<BatchStatus>,
+    /// With an id below this (the next page of a newest-first list).
+    pub before_id: Option<i64>,
+    /// Created at or after this instant (Unix ms).
+    pub since_ms: Option<i64>,
+}
+
 /// The job repository.
 #[async_trait]
 pub trait Repository: Send + Sync {
@@ -262,6 +276,23 @@ pub trait Repository: Send + Sync {
     async fn executions(
         &self,
         job: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobExecution>, RepoError> {
+        let filter = ExecutionFilter {
+            job: job.map(str::to_owned),
+            ..ExecutionFilter::default()
+        };
+        self.find_executions(&filter, limit).await
+    }
+
+    /// The executions matching `filter`, newest first.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    async fn find_executions(
+        &self,
+        filter: &ExecutionFilter,
         limit: u32,
     ) -> Result<Vec<JobExecution>, RepoError>;
 

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use sluice_core::{Clock, SystemClock};
 use sluice_sql::{ConnectSettings, Db, DbKind, Journal, Migration, Migrator, Row, Statement, Tx};
 
-use super::{Heartbeat, Launch, RepoError, Repository};
+use super::{ExecutionFilter, Heartbeat, Launch, RepoError, Repository};
 use crate::model::{
     BatchStatus, JobExecution, JobInstance, Millis, NonIdentifying, Params, SkipRecord, StepCounts,
     StepExecution, format_millis, identifying, params_key, truncate,
@@ -580,30 +580,36 @@ impl Repository for SqlRepository {
         }
     }
 
-    async fn executions(
+    async fn find_executions(
         &self,
-        job: Option<&str>,
+        filter: &ExecutionFilter,
         limit: u32,
     ) -> Result<Vec<JobExecution>, RepoError> {
-        let mut tx = self.read().await?;
-        let rows = match job {
-            Some(job) => {
-                let sql = format!(
-                    "SELECT {EXECUTION_COLUMNS} FROM batch_job_execution \
-                     WHERE job_name = $1 ORDER BY id DESC LIMIT $2"
-                );
-                tx.fetch_all(&Statement::new(&sql).bind(job).bind(i64::from(limit)))
-                    .await?
-            }
-            None => {
-                let sql = format!(
-                    "SELECT {EXECUTION_COLUMNS} FROM batch_job_execution \
-                     ORDER BY id DESC LIMIT $1"
-                );
-                tx.fetch_all(&Statement::new(&sql).bind(i64::from(limit)))
-                    .await?
-            }
+        let mut conds = vec!["id < $1".to_owned()];
+        let mut args: Vec<sluice_sql::Arg> = vec![filter.before_id.unwrap_or(i64::MAX).into()];
+        let mut cond = |c: &str, a: sluice_sql::Arg| {
+            args.push(a);
+            conds.push(format!("{c} ${}", args.len()));
         };
+        if let Some(j) = &filter.job {
+            cond("job_name =", j.clone().into());
+        }
+        if let Some(s) = filter.status {
+            cond("status =", s.as_str().into());
+        }
+        if let Some(t) = filter.since_ms {
+            cond("created_at >=", t.into());
+        }
+        let sql = format!(
+            "SELECT {EXECUTION_COLUMNS} FROM batch_job_execution WHERE {} \
+             ORDER BY id DESC LIMIT {limit}",
+            conds.join(" AND ")
+        );
+        let st = args
+            .into_iter()
+            .fold(Statement::new(&sql), |st, a| st.bind(a));
+        let mut tx = self.read().await?;
+        let rows = tx.fetch_all(&st).await?;
         tx.commit().await?;
         rows.iter().map(execution_from_row).collect()
     }

@@ -6,18 +6,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use serde::Serialize;
 use sluice_batch::model::{BatchStatus, JobExecution, StepCounts, StepExecution};
 use sluice_batch::repository::{RepoError, Repository};
 use sluice_batch::{JobRunner, RunOptions};
 use sluice_queue::LiveWorker;
 
-use super::out::rfc3339;
 use super::progress::Bars;
 use crate::config::{JOBS_QUEUE, PARTITIONS_QUEUE};
 use crate::runtime::Runtime;
 use crate::runtime::job_task::JobRunInput;
 use crate::runtime::params::{self, Origin};
+use crate::views::{ExecutionDetail, ExecutionView, JobView, StepView};
 
 /// `sluice job …`
 #[derive(Debug, Subcommand)]
@@ -429,86 +428,6 @@ async fn execution(
             "{e} (see `sluice job status` for the recent ones)"
         )))),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-/// A configured job in `job list --json`.
-#[derive(Serialize)]
-struct JobView<'a> {
-    name: &'a str,
-    description: Option<&'a str>,
-    steps: Vec<&'a str>,
-    last: Option<ExecutionView<'a>>,
-}
-
-/// An execution in `--json` output: the repository's record, times as RFC 3339.
-#[derive(Serialize)]
-struct ExecutionView<'a> {
-    id: i64,
-    instance_id: i64,
-    job_name: &'a str,
-    params: &'a sluice_batch::model::Params,
-    status: BatchStatus,
-    created_at: Option<String>,
-    started_at: Option<String>,
-    ended_at: Option<String>,
-    exit_message: &'a str,
-    owner: &'a str,
-    lease_until: Option<String>,
-    /// `owner gone, lease ends at …` when it runs and its owner is not live.
-    owner_gone: Option<String>,
-}
-
-impl<'a> ExecutionView<'a> {
-    fn of(e: &'a JobExecution) -> Self {
-        Self {
-            id: e.id,
-            instance_id: e.instance_id,
-            job_name: &e.job_name,
-            params: &e.params,
-            status: e.status,
-            created_at: rfc3339(Some(e.created_at)),
-            started_at: rfc3339(e.started_at),
-            ended_at: rfc3339(e.ended_at),
-            exit_message: &e.exit_message,
-            owner: &e.owner,
-            lease_until: rfc3339(e.lease_until),
-            owner_gone: None,
-        }
-    }
-}
-
-/// `job status EXEC --json`: the execution and its steps.
-#[derive(Serialize)]
-struct ExecutionDetail<'a> {
-    execution: ExecutionView<'a>,
-    steps: Vec<StepView<'a>>,
-}
-
-/// A step execution in `job status EXEC --json`.
-#[derive(Serialize)]
-struct StepView<'a> {
-    id: i64,
-    step_name: &'a str,
-    status: BatchStatus,
-    counts: StepCounts,
-    started_at: Option<String>,
-    ended_at: Option<String>,
-    /// Why it ended; a shell tasklet's exit and the tail of its output.
-    exit_message: &'a str,
-}
-
-impl<'a> StepView<'a> {
-    fn of(s: &'a StepExecution) -> Self {
-        Self {
-            id: s.id,
-            step_name: &s.step_name,
-            status: s.status,
-            counts: s.counts,
-            started_at: rfc3339(Some(s.started_at)),
-            ended_at: rfc3339(s.ended_at),
-            exit_message: &s.exit_message,
-        }
     }
 }
 

@@ -35,12 +35,7 @@ pub fn json<T: serde::Serialize + ?Sized>(value: &T) {
     }
 }
 
-/// Unix milliseconds as an RFC 3339 UTC instant (`2026-12-03T11:35:35.123Z`),
-/// for `--json` output; `None` stays `None`.
-pub fn rfc3339(ms: Option<i64>) -> Option<String> {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
+pub use crate::views::rfc3339;
 
 /// Invalid input (an unknown job, execution, trigger or task): `error: …` on
 /// stderr, exit 2, as for bad arguments.

@@ -25,6 +25,13 @@ pub struct RawRepository {
     /// How long after its process dies a running execution counts as dead (its
     /// lease); heartbeats go out every third of it. Default `30s`.
     pub lease: Option<Dur>,
+    /// How often `sluice serve` samples the dashboard's chart series (requests
+    /// a second, hit ratio, upstream calls, quota left, queue depths) into the
+    /// repository. Default `15s`; at least `1s`.
+    pub series_interval: Option<Dur>,
+    /// How long chart samples are kept; older ones are deleted as new ones
+    /// land. Default `7d`.
+    pub series_retention: Option<Dur>,
 }
 
 /// `[[job.step]]`
@@ -120,6 +127,10 @@ pub struct JobsSettings {
     pub repository_url: String,
     /// Lease of running executions.
     pub lease: Duration,
+    /// How often chart series are sampled.
+    pub series_interval: Duration,
+    /// How long chart samples are kept.
+    pub series_retention: Duration,
     /// The jobs, by name.
     pub jobs: BTreeMap<String, RawJob>,
     /// Every job's scheduled triggers.
@@ -326,6 +337,21 @@ pub(super) fn check_jobs(
             .as_ref()
             .map_or_else(|| "sqlite://sluice.db".to_owned(), |u| u.get_ref().clone()),
         lease: repo.lease.map_or(Duration::from_secs(30), |d| d.0),
+        series_interval: match repo.series_interval {
+            Some(d) if d.0 < Duration::from_secs(1) => {
+                errs.push(src.err(
+                    None,
+                    "repository.series_interval",
+                    "series_interval must be at least 1s",
+                ));
+                Duration::from_secs(15)
+            }
+            Some(d) => d.0,
+            None => Duration::from_secs(15),
+        },
+        series_retention: repo
+            .series_retention
+            .map_or(Duration::from_secs(7 * 86_400), |d| d.0),
         jobs: out,
         triggers,
         watches,

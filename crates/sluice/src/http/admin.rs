@@ -8,17 +8,42 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 
-#[derive(Debug, Deserialize)]
+/// What to purge: exactly one of the fields.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PurgeRequest {
+pub struct PurgeRequest {
     /// An exact key, as logged and shown by `Cache-Status`-carrying responses.
-    key: Option<String>,
+    pub key: Option<String>,
     /// A route name: every key of the route.
-    route: Option<String>,
+    pub route: Option<String>,
     /// Every key starting with this prefix.
-    prefix: Option<String>,
+    pub prefix: Option<String>,
     /// A request path and query, e.g. `/air/x?sidoName=서울`: the key a GET of it uses.
-    url: Option<String>,
+    pub url: Option<String>,
+}
+
+impl PurgeRequest {
+    /// Whether it purges many keys at once (a route or a prefix), which the
+    /// REST API leaves to admins.
+    pub fn is_bulk(&self) -> bool {
+        self.route.is_some() || self.prefix.is_some()
+    }
+}
+
+/// Parses a purge request body.
+///
+/// # Errors
+///
+/// `400` naming what a body must hold.
+pub fn parse_purge(body: &[u8]) -> Result<PurgeRequest, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_request",
+            format!(
+                "invalid purge request: {e}; send {{\"key\": …}}, {{\"route\": …}}, {{\"prefix\": …}} or {{\"url\": …}}"
+            ),
+        )
+    })
 }
 
 /// `POST /admin/purge` with exactly one of `key`, `route`, `prefix`, `url`:
@@ -27,14 +52,21 @@ pub(super) async fn purge(
     State(s): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let req: PurgeRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_request",
-            format!(
-                "invalid purge request: {e}; send {{\"key\": …}}, {{\"route\": …}}, {{\"prefix\": …}} or {{\"url\": …}}"
-            ),
-        )
-    })?;
+    let (n, what) = purge_on(&s.gateway, parse_purge(&body)?).await?;
+    Ok(Json(json!({"purged": n, "target": what})).into_response())
+}
+
+/// Purges what `req` names from `gw`'s store: how many entries went and the
+/// target as JSON (`{"key": …}`, `{"route": …}` or `{"prefix": …}`).
+///
+/// # Errors
+///
+/// `400` for a request naming not exactly one target or an empty prefix, `404`
+/// for an unknown route, `503` when the store fails.
+pub async fn purge_on(
+    gw: &sluice_gateway::Gateway,
+    req: PurgeRequest,
+) -> Result<(u64, serde_json::Value), ApiError> {
     let given = [
         req.key.is_some(),
         req.route.is_some(),
@@ -50,7 +82,6 @@ pub(super) async fn purge(
             "give exactly one of key, route, prefix, url",
         ));
     }
-    let gw = &s.gateway;
     let (n, what) = if let Some(k) = req.key {
         (gw.purge_key(&k).await?.0, json!({"key": k}))
     } else if let Some(r) = req.route {
@@ -80,7 +111,7 @@ pub(super) async fn purge(
         (gw.purge_key(&key).await?.0, json!({"key": key}))
     };
     tracing::info!(purged = n, what = %what, "purge");
-    Ok(Json(json!({"purged": n, "target": what})).into_response())
+    Ok((n, what))
 }
 
 /// `GET /admin/cache/stats`: the store's counts, routes and upstream quotas.

@@ -41,11 +41,70 @@ impl JobsApi {
         let store = rt.claims().await?;
         Ok(Self { rt, broker, store })
     }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    /// The task broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// The trigger claim store.
+    pub fn claims(&self) -> &Arc<dyn ClaimStore> {
+        &self.store
+    }
+
+    /// Enqueues a run of job `name` with the `extra` parameters (over the
+    /// job's defaults); its task's id.
+    ///
+    /// # Errors
+    ///
+    /// `404 no_job`, `400 bad_job` for parameters the job does not take,
+    /// `503` when the queue does not answer.
+    pub async fn enqueue_run(
+        &self,
+        name: &str,
+        extra: &BTreeMap<String, String>,
+        rerun: bool,
+    ) -> Result<String, ApiError> {
+        let settings = self.rt.settings();
+        if !settings.jobs.jobs.contains_key(name) {
+            return Err(ApiError::not_found(
+                "no_job",
+                format!("no job named {name:?}"),
+            ));
+        }
+        let run = params::resolve(settings, name, Origin::Manual(extra))
+            .map_err(|e| ApiError::bad_request("bad_job", e))?;
+        self.enqueue(JobRunInput::new(name.to_owned(), run, rerun))
+            .await
+    }
+
+    /// Enqueues the `job.run` task of `input`; its task's id.
+    ///
+    /// # Errors
+    ///
+    /// `400 bad_job` when the job cannot be built, `503` when the queue does
+    /// not answer.
+    pub async fn enqueue(&self, input: JobRunInput) -> Result<String, ApiError> {
+        self.rt
+            .job(&input.job, &input.params)
+            .map_err(|e| ApiError::bad_request("bad_job", e))?;
+        let e = self
+            .broker
+            .enqueue(job_run_task(&input))
+            .await
+            .map_err(|e| ApiError::unavailable("queue_unavailable", e.to_string()))?;
+        Ok(e.id.to_string())
+    }
 }
 
 /// The `params` of a trigger request's body: none for an empty body or one
 /// without `params`.
-fn body_params(body: &Bytes) -> Result<BTreeMap<String, String>, ApiError> {
+pub(crate) fn body_params(body: &Bytes) -> Result<BTreeMap<String, String>, ApiError> {
     if body.is_empty() {
         return Ok(BTreeMap::new());
     }
@@ -69,28 +128,11 @@ async fn trigger_job(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let settings = api.rt.settings();
-    if !settings.jobs.jobs.contains_key(&name) {
-        return Err(ApiError::not_found(
-            "no_job",
-            format!("no job named {name:?}"),
-        ));
-    }
     let extra = body_params(&body)?;
-    let run = params::resolve(settings, &name, Origin::Manual(&extra))
-        .map_err(|e| ApiError::bad_request("bad_job", e))?;
-    api.rt
-        .job(&name, &run.params)
-        .map_err(|e| ApiError::bad_request("bad_job", e))?;
-    let input = JobRunInput::new(name, run, false);
-    let e = api
-        .broker
-        .enqueue(job_run_task(&input))
-        .await
-        .map_err(|e| ApiError::unavailable("queue_unavailable", e.to_string()))?;
+    let task = api.enqueue_run(&name, &extra, false).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"task": e.id.to_string(), "queue": JOBS_QUEUE})),
+        Json(json!({"task": task, "queue": JOBS_QUEUE})),
     )
         .into_response())
 }

@@ -18,7 +18,8 @@ use axum::routing::{get, post};
 use sluice_core::Secret;
 use sluice_gateway::Gateway;
 
-mod admin;
+pub mod admin;
+pub mod api;
 mod error;
 pub mod jobs;
 mod probes;
@@ -65,12 +66,14 @@ impl Readiness {
 /// gateway for every other path. `readiness` is what `/readyz` reports; pass the
 /// same handle to [`crate::serve::serve_until`]. `runtime` (a node that runs
 /// jobs) adds its queue broker, repository and claims to what the probes check.
+/// `api` (a node with API tokens) adds the REST API under `/api/v1`.
 pub fn app(
     gateway: Gateway,
     admin_token: Option<Secret>,
     readiness: Readiness,
     jobs: Option<Arc<JobsApi>>,
     runtime: Option<Arc<crate::runtime::Runtime>>,
+    api: Option<api::ApiState>,
 ) -> Router {
     let state = AppState {
         gateway: gateway.clone(),
@@ -101,6 +104,9 @@ pub fn app(
         app = app.merge(
             jobs::router(api).route_layer(middleware::from_fn_with_state(state, require_token)),
         );
+    }
+    if let Some(api) = api.filter(|a| !a.tokens.is_empty()) {
+        app = app.merge(api::service(api));
     }
     app
 }

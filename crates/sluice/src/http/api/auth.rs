@@ -221,7 +221,9 @@ pub fn check_csrf(p: &Principal, given: Option<&str>) -> Result<(), ApiError> {
         _ => Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "csrf",
-            format!("a state-changing request with a session cookie needs the {CSRF_HEADER} header of the session"),
+            format!(
+                "a state-changing request with a session cookie needs the {CSRF_HEADER} header of the session"
+            ),
         )),
     }
 }
@@ -235,10 +237,7 @@ pub async fn authenticate(State(tokens): State<Tokens>, mut req: Request, next: 
         Err(e) => return e.into_response(),
     };
     if changes_state(req.method()) {
-        let given = req
-            .headers()
-            .get(CSRF_HEADER)
-            .and_then(|v| v.to_str().ok());
+        let given = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
         if let Err(e) = check_csrf(&p, given) {
             return e.into_response();
         }
@@ -334,13 +333,19 @@ mod tests {
         let ops = t.by_value("operator-token-0123456789").unwrap().clone();
         let s = t.session_for(&ops);
         let p = t.principal(&cookie(&s)).unwrap();
-        assert_eq!((p.name.as_str(), p.role, p.by_cookie), ("ops", Role::Operator, true));
+        assert_eq!(
+            (p.name.as_str(), p.role, p.by_cookie),
+            ("ops", Role::Operator, true)
+        );
         assert!(check_csrf(&p, Some(&p.csrf)).is_ok());
         assert_eq!(check_csrf(&p, None).unwrap_err().code, "csrf");
         assert_eq!(check_csrf(&p, Some("forged")).unwrap_err().code, "csrf");
         // Forged: another name with ops's signature, or a changed expiry.
         let forged = s.replace("v1.ops.", "v1.ro.");
-        assert_eq!(t.principal(&cookie(&forged)).unwrap_err().code, "unauthorized");
+        assert_eq!(
+            t.principal(&cookie(&forged)).unwrap_err().code,
+            "unauthorized"
+        );
         let exp: i64 = s.split('.').nth(2).unwrap().parse().unwrap();
         let longer = s.replace(&exp.to_string(), &(exp + 1000).to_string());
         assert!(t.principal(&cookie(&longer)).is_err());
@@ -354,11 +359,17 @@ mod tests {
     fn bearer_tokens_need_no_csrf_and_bad_ones_are_refused() {
         let t = tokens();
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, "Bearer viewer-token-0123456789".parse().unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer viewer-token-0123456789".parse().unwrap(),
+        );
         let p = t.principal(&h).unwrap();
         assert_eq!((p.role, p.by_cookie), (Role::Viewer, false));
         assert!(check_csrf(&p, None).is_ok());
-        h.insert(header::AUTHORIZATION, "Bearer viewer-token-012345678".parse().unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer viewer-token-012345678".parse().unwrap(),
+        );
         assert_eq!(t.principal(&h).unwrap_err().status, 401);
         assert_eq!(t.principal(&HeaderMap::new()).unwrap_err().status, 401);
     }
