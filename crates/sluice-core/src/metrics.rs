@@ -63,6 +63,10 @@ pub mod names {
     pub const LATENESS: &str = "sluice_schedule_fire_lateness_seconds";
     /// Fires by trigger and outcome (`fired` | `lost` (another node claimed it) | `skipped_overlap` | `queued` | `paused` | `error`).
     pub const FIRES: &str = "sluice_schedule_fires_total";
+    /// Instants a trigger missed while no scheduler ran, by trigger and action (`fired` | `skipped`).
+    pub const MISFIRES: &str = "sluice_schedule_misfires_total";
+    /// Gateway access log lines dropped because the writer fell behind.
+    pub const ACCESS_LOG_DROPPED: &str = "sluice_access_log_dropped_total";
     /// Finished job runs, by `job_name` and `status` (`COMPLETED`, `FAILED`, `STOPPED`, …).
     pub const JOB_RUNS: &str = "sluice_job_runs_total";
     /// Items of a job's last finished run, by `job_name`, `step` and `kind` (`read`, `written`, `skipped`).
@@ -242,6 +246,18 @@ pub const FAMILIES: &[Family] = &[
         names::FIRES,
         Unit::Count,
         "Trigger fires, by trigger and outcome (fired, lost, skipped_overlap, queued, paused, error).",
+    ),
+    (
+        Kind::Counter,
+        names::MISFIRES,
+        Unit::Count,
+        "Instants a trigger missed while no scheduler ran, by trigger and action (fired: made up by this node, skipped: dropped by the misfire policy).",
+    ),
+    (
+        Kind::Counter,
+        names::ACCESS_LOG_DROPPED,
+        Unit::Count,
+        "Gateway access log lines dropped because the log writer fell behind.",
     ),
     (
         Kind::Counter,

@@ -593,6 +593,7 @@ async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 ///
 /// When the address cannot be bound.
 pub async fn start(settings: Settings) -> io::Result<Running> {
+    open_access_log(&settings.gateway)?;
     let listener = bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     let readiness = Readiness::new();
@@ -651,6 +652,49 @@ fn check_open_files_limit(max_connections: usize) {
     let _ = max_connections;
 }
 
+/// Opens the gateway's access log, if it has one: a file that cannot be opened
+/// fails the start, naming `server.access_log_path`.
+fn open_access_log(gateway: &sluice_gateway::Gateway) -> io::Result<()> {
+    gateway.open_access_log().map_err(|e| {
+        let path = gateway
+            .access_log()
+            .map(|l| l.spec().target.to_string())
+            .unwrap_or_default();
+        io::Error::new(
+            e.kind(),
+            format!("server.access_log_path: cannot open the access log {path:?}: {e}"),
+        )
+    })
+}
+
+/// With an access log in a file, reopens it on each SIGHUP (after logrotate
+/// moved it away). Without one, SIGHUP keeps its default action.
+fn reopen_access_log_on_sighup(gateway: &sluice_gateway::Gateway) {
+    #[cfg(unix)]
+    if gateway
+        .access_log()
+        .is_some_and(|l| matches!(l.spec().target, sluice_gateway::AccessLogTarget::File(_)))
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let gateway = gateway.clone();
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if let Some(l) = gateway.access_log() {
+                            l.reopen();
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGHUP; the access log is not reopened on it")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = gateway;
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -680,6 +724,8 @@ pub async fn shutdown_signal() {
 ///
 /// When the address cannot be bound or serving fails.
 pub async fn run(settings: Settings) -> io::Result<()> {
+    open_access_log(&settings.gateway)?;
+    reopen_access_log_on_sighup(&settings.gateway);
     let listener = bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     check_open_files_limit(settings.connections.max_connections);

@@ -8,8 +8,9 @@
 //! harness; a tiered store over a private Redis (purge notices); a Memcached store
 //! on a dead port (store errors, entries too large); a queue worker on that Redis
 //! (enqueues, completions, retries, dead letters, lost leases, depth); a broker on
-//! the dead port (broker errors); the scheduler on SQLite (fires, lateness); and
-//! the alert helpers (firing gauge, notification counter).
+//! the dead port (broker errors); a node with an access log (dropped lines); the
+//! scheduler on SQLite (fires, lateness, misfires of a trigger whose last claim is
+//! in the past); and the alert helpers (firing gauge, notification counter).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -20,14 +21,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sluice_core::SystemClock;
+use sluice_core::{Clock, SystemClock};
 use sluice_queue::{
     Broker, Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, LeaseRequest, NewTask,
     QueueError, QueueStats, RedisBroker, RetryPolicy, TaskError, TaskId, TaskState, TaskStatus,
     Worker,
 };
 use sluice_schedule::{
-    LaunchError, Launcher, Misfire, Overlap, Scheduler, SqlClaims, TriggerDef, TriggerSpec,
+    ClaimStore, LaunchError, Launcher, Misfire, Overlap, Scheduler, SqlClaims, TriggerDef,
+    TriggerSpec,
 };
 use sluice_testkit::servers::RedisServer;
 
@@ -55,6 +57,7 @@ async fn every_family_has_help_and_type_and_promtool_finds_nothing() {
     let h = gateway_upstream_and_memory_store().await;
     tiered_store_purges(&h, &redis.url()).await;
     memcached_on_a_dead_port(&h, dead_port).await;
+    access_log(&h).await;
     queue_worker(&redis.url()).await;
     broker_on_a_dead_port(dead_port).await;
     scheduler().await;
@@ -159,6 +162,22 @@ async fn memcached_on_a_dead_port(h: &Harness, port: u16) {
     wait_for_metric("sluice_store_errors_total{store=\"memcached\"").await;
 }
 
+/// A node with a JSON access log: its dropped-lines counter is registered.
+async fn access_log(h: &Harness) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let node = Node::start(
+        &h.sim,
+        &format!(
+            "access_log = \"json\"\naccess_log_path = \"{}\"\n{UPSTREAM}{ROUTE}",
+            log.display()
+        ),
+    )
+    .await;
+    assert_eq!(node.get(&air("인천")).await.status, 200);
+    wait_for_metric("sluice_access_log_dropped_total ").await;
+}
+
 /// A worker on Redis through a broker that refuses every heartbeat, so leases
 /// are lost while the tasks still complete, retry or die.
 async fn queue_worker(redis_url: &str) {
@@ -239,11 +258,21 @@ async fn broker_on_a_dead_port(port: u16) {
 }
 
 /// The scheduler with an every-second trigger on SQLite claims, until its first
-/// fire is counted.
+/// fire is counted; and one last claimed a minute ago, whose missed instants are
+/// made up (one) and skipped (the rest).
 async fn scheduler() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("claims.db").display());
     let claims = Arc::new(SqlClaims::connect(&url).await.unwrap());
+    let minute_ago = SystemClock.now_millis() / 1000 * 1000 - 60_000;
+    assert!(claims.claim("lint#missed", minute_ago).await.unwrap());
+    let missed = TriggerDef {
+        id: "lint#missed".into(),
+        job: "lint".into(),
+        spec: TriggerSpec::cron("*/1 * * * * *", "UTC").unwrap(),
+        misfire: Misfire::CatchUp { max: 1 },
+        overlap: Overlap::Allow,
+    };
     let launched = Arc::new(tokio::sync::Notify::new());
     let def = TriggerDef {
         id: "lint#0".into(),
@@ -253,7 +282,7 @@ async fn scheduler() {
         overlap: Overlap::Allow,
     };
     let s = Scheduler::start(
-        vec![def],
+        vec![def, missed],
         claims,
         Arc::new(Notifying(launched.clone())),
         Arc::new(SystemClock),
@@ -264,6 +293,10 @@ async fn scheduler() {
         .expect("an every-second trigger fires within 5 s");
     // The fire is counted once the launch returned.
     wait_for_metric("sluice_schedule_fires_total{").await;
+    wait_for_metric(r#"sluice_schedule_misfires_total{trigger="lint#missed",action="fired"} 1"#)
+        .await;
+    wait_for_metric(r#"sluice_schedule_misfires_total{trigger="lint#missed",action="skipped"}"#)
+        .await;
     s.shutdown().await;
 }
 

@@ -25,6 +25,7 @@ pub mod queue;
 pub mod schedule;
 pub mod serve;
 pub mod task;
+pub mod top;
 
 /// Keep slow, quota-limited upstream APIs fast and fresh.
 #[derive(Debug, Parser)]
@@ -95,6 +96,9 @@ pub enum Command {
         #[command(subcommand)]
         cmd: alerts::AlertsCommand,
     },
+    /// The overview of a running server (gateway, upstream quotas, jobs,
+    /// queues), redrawn every interval, read from its REST API.
+    Top(top::TopArgs),
     /// Validate a config file and exit (0 valid, 2 invalid).
     Check {
         /// Config file.
@@ -134,6 +138,7 @@ pub enum Command {
 pub async fn run(cmd: Command) -> ExitCode {
     match cmd {
         Command::Check { config } => check::run(&config),
+        Command::Top(args) => top::run(args).await,
         Command::Serve { config, listen } => serve::serve(&config, listen).await,
         Command::Job { config, cmd } => {
             // Only running a job calls upstreams; the rest reads the repository.

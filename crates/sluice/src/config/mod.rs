@@ -207,6 +207,9 @@ impl RawConfig {
             return Err(ConfigErrors(errs));
         }
         let mut builder = Gateway::builder().clock(env.clock.clone());
+        if let Some(a) = server.access_log.clone() {
+            builder = builder.access_log(a);
+        }
         if let Some(b) = &built {
             builder = builder.store(b.store.clone());
             if let Some(f) = &b.flights {

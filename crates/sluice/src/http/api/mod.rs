@@ -251,7 +251,9 @@ pub(crate) fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
             .description(what)
             .content(
                 "application/problem+json",
-                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
             )
             .build()
     };
