@@ -75,6 +75,10 @@ pub mod names {
     pub const JOB_DURATION: &str = "sluice_job_duration_seconds";
     /// When a job last completed, Unix seconds, by `job_name`.
     pub const JOB_LAST_SUCCESS: &str = "sluice_job_last_success_timestamp_seconds";
+    /// Alerts firing now, by `rule` (from the alert state every node shares).
+    pub const ALERTS_FIRING: &str = "sluice_alerts_firing";
+    /// Alert notification delivery attempts, by `receiver` and `result` (`sent`, `retry`, `failed`).
+    pub const ALERT_NOTIFICATIONS: &str = "sluice_alert_notifications_total";
 }
 
 /// The type of a metric family.
@@ -278,6 +282,18 @@ pub const FAMILIES: &[Family] = &[
         names::JOB_LAST_SUCCESS,
         Unit::Seconds,
         "When a job last completed on this node, Unix seconds, by job_name.",
+    ),
+    (
+        Kind::Gauge,
+        names::ALERTS_FIRING,
+        Unit::Count,
+        "Alerts firing now, by rule.",
+    ),
+    (
+        Kind::Counter,
+        names::ALERT_NOTIFICATIONS,
+        Unit::Count,
+        "Alert notification delivery attempts on this node, by receiver and result (sent, retry, failed).",
     ),
 ];
 

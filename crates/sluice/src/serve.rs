@@ -756,7 +756,9 @@ pub async fn run_on(
     // A gateway-only config opens no database and starts no worker; with jobs,
     // whatever can fail at start fails here, before "listening".
     let has_jobs = !settings.jobs.jobs.is_empty();
-    if has_jobs {
+    // Alert rules read the repository and the queue and deliver through it.
+    let has_alerts = !settings.alerts.rules.is_empty();
+    if has_jobs || has_alerts {
         rt.repository()
             .await
             .map_err(|e| io::Error::other(format!("cannot open the job repository: {e}")))?;
@@ -784,7 +786,7 @@ pub async fn run_on(
         has_jobs.then(|| rt.clone()),
         api,
     );
-    let workers = if settings.queue.workers && has_jobs {
+    let workers = if settings.queue.workers && (has_jobs || has_alerts) {
         match rt.start_workers(None).await {
             Ok(w) => Some(w),
             Err(e) => {
@@ -802,11 +804,20 @@ pub async fn run_on(
             return Err(io::Error::other(format!("cannot start the scheduler: {e}")));
         }
     };
+    if has_alerts {
+        rt.alert_store()
+            .await
+            .map_err(|e| io::Error::other(format!("cannot open the alert state: {e}")))?;
+    }
+    let alerts = crate::alerts::start(&rt);
     tracing::info!(%addr, routes = ?settings.gateway.route_names(), store = settings.gateway.store().kind(),
         admin = settings.admin_token.is_some(), max_connections = settings.connections.max_connections,
         jobs = settings.jobs.jobs.len(), workers = workers.is_some(),
         "sluice gateway listening");
     serve_until(listener, app, limits, grace, readiness, shutdown).await?;
+    if let Some(a) = alerts {
+        a.abort();
+    }
     if let Some(s) = sampler {
         s.abort();
     }

@@ -18,7 +18,7 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::bin::{BIN, KillOnDrop, gateway_toml, shell_job_toml, sim};
+use crate::bin::{BIN, gateway_toml, shell_job_toml, sim};
 
 const ADMIN: &str = "api-test-admin-token-0123";
 const OPERATOR: &str = "api-test-operator-token-0123";
@@ -27,6 +27,7 @@ const SIM_KEY: &str = "api-test-sim-key==";
 
 /// Every operation the API serves: `(method, path template)`.
 const OPERATIONS: &[(&str, &str)] = &[
+    ("GET", "/alerts"),
     ("GET", "/audit"),
     ("GET", "/cache"),
     ("POST", "/cache/purge"),
@@ -72,9 +73,16 @@ fn needs(method: &str, path: &str) -> &'static str {
 struct Node {
     port: u16,
     client: Client,
+    child: std::process::Child,
     _dir: tempfile::TempDir,
-    _child: KillOnDrop,
     _sim: sluice_testkit::SimUpstream,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Node {
@@ -113,8 +121,8 @@ impl Node {
         let node = Node {
             port,
             client: Client::builder().no_proxy().build().unwrap(),
+            child,
             _dir: dir,
-            _child: KillOnDrop(child.id()),
             _sim: up,
         };
         node.until("never ready", || async {

@@ -8,9 +8,9 @@
 //! harness; a tiered store over a private Redis (purge notices); a Memcached store
 //! on a dead port (store errors, entries too large); a queue worker on that Redis
 //! (enqueues, completions, retries, dead letters, lost leases, depth); a broker on
-//! the dead port (broker errors); a node with an access log (dropped lines); and
-//! the scheduler on SQLite (fires, lateness, misfires of a trigger whose last
-//! claim is in the past).
+//! the dead port (broker errors); a node with an access log (dropped lines); the
+//! scheduler on SQLite (fires, lateness, misfires of a trigger whose last claim is
+//! in the past); and the alert helpers (firing gauge, notification counter).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -62,6 +62,7 @@ async fn every_family_has_help_and_type_and_promtool_finds_nothing() {
     broker_on_a_dead_port(dead_port).await;
     scheduler().await;
     job_run().await;
+    alerts().await;
 
     let r = h.get("/metrics").await;
     assert_eq!(r.status, 200);
@@ -344,6 +345,28 @@ async fn job_run() {
                 .starts_with(r#"sluice_job_last_success_timestamp_seconds{job_name="lint"} 17"#)),
         "{page}"
     );
+}
+
+/// The alert families, through the helpers evaluation and delivery use: the
+/// firing gauge of a rule, a delivery counted.
+async fn alerts() {
+    let rule = sluice::config::RuleSettings {
+        name: "lint".into(),
+        condition: sluice::config::Condition::JobFailed { job: None },
+        severity: "warning".into(),
+        labels: Default::default(),
+        send_to: vec!["ops".into()],
+    };
+    sluice::alerts::record_firing(&[rule], &[]);
+    sluice::alerts::count_notification("ops", "sent");
+    wait_for_metric("sluice_alert_notifications_total{").await;
+    let page = sluice::telemetry::prometheus().render();
+    for line in [
+        r#"sluice_alerts_firing{rule="lint"} 0"#,
+        r#"sluice_alert_notifications_total{receiver="ops",result="sent"} 1"#,
+    ] {
+        assert!(page.lines().any(|l| l == line), "no `{line}` in:\n{page}");
+    }
 }
 
 /// Polls the process's recorder until a line of its page starts with `prefix`.

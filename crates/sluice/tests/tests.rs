@@ -48,5 +48,8 @@ mod follow;
 // The CLI as a Unix tool: `--json` everywhere, exit 2 for unknown ids, one `job finished` line, no database notices, shell output in `job status`.
 mod unix_cli;
 
+// Alerts: every condition through real serve nodes, to a webhook (HMAC, retries through the queue, 4xx dead-lettered) and an SMTP sink; two PostgreSQL nodes send once; bad rules located.
+mod alerts;
+
 // The gateway access log of `sluice serve`: json and common lines for a miss, a hit and no route; no query, path or secret; config errors.
 mod access_log;

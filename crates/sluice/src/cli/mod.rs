@@ -15,6 +15,7 @@ use crate::config::{self, Env};
 use crate::runtime::Runtime;
 use crate::telemetry::LogFormat;
 
+pub mod alerts;
 pub mod check;
 pub mod follow;
 pub mod job;
@@ -86,6 +87,15 @@ pub enum Command {
         #[command(subcommand)]
         cmd: task::TaskCommand,
     },
+    /// Alerts: those firing now, and those resolved lately.
+    Alerts {
+        /// The config file.
+        #[arg(short, long, default_value = "sluice.toml", global = true)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: alerts::AlertsCommand,
+    },
     /// The overview of a running server (gateway, upstream quotas, jobs,
     /// queues), redrawn every interval, read from its REST API.
     Top(top::TopArgs),
@@ -154,6 +164,12 @@ pub async fn run(cmd: Command) -> ExitCode {
         Command::Task { config, cmd } => {
             with_runtime(&config, &Env::inspect(), |rt| async move {
                 task::run(cmd, &rt).await
+            })
+            .await
+        }
+        Command::Alerts { config, cmd } => {
+            with_runtime(&config, &Env::inspect(), |rt| async move {
+                alerts::run(cmd, &rt).await
             })
             .await
         }

@@ -206,20 +206,8 @@ async fn list_routes(
         .filter(|r| matches(&r.route, f.q.as_deref()))
         .filter(|r| f.upstream.as_ref().is_none_or(|u| &r.upstream == u))
         .collect();
-    // Configuration order is kept within a page; the cursor is the position.
-    let after = pq.cursor_i64()?.unwrap_or(-1);
-    let limit = pq.limit()?;
-    let items: Vec<(usize, RouteStats)> = all
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| *i as i64 > after)
-        .take(limit + 1)
-        .collect();
-    let page = Page::by_key(items, limit, |(i, _)| i.to_string());
-    Ok(Json(Page {
-        items: page.items.into_iter().map(|(_, r)| r).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    // Configuration order is kept; the cursor is the position in it.
+    Ok(Json(pq.page_in_order(all)?))
 }
 
 /// One route.

@@ -230,6 +230,65 @@ async fn series(
     Ok(Json(vec![Series { name, points }]))
 }
 
+/// An alert.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Alert)]
+pub struct AlertSchema {
+    /// Its id.
+    pub id: i64,
+    /// The rule.
+    pub rule: String,
+    /// Hash of its labels.
+    pub fingerprint: String,
+    /// Its labels.
+    pub labels: std::collections::HashMap<String, String>,
+    /// `summary` and `description`.
+    pub annotations: std::collections::HashMap<String, String>,
+    /// Its severity.
+    pub severity: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// When it fired (Unix ms).
+    pub starts_at: i64,
+    /// When it resolved (Unix ms).
+    pub ends_at: Option<i64>,
+    /// When a node last evaluated it (Unix ms).
+    pub last_eval: i64,
+}
+
+/// Which alerts.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertQuery {
+    /// Also the 100 most recently resolved ones.
+    pub all: Option<bool>,
+    /// Only this rule's.
+    pub rule: Option<String>,
+}
+
+/// Firing alerts, oldest first (with `all`, then the recently resolved,
+/// newest first).
+#[utoipa::path(get, path = "/alerts", tag = "meta", params(PageQuery, AlertQuery),
+    responses((status = 200, body = Page<AlertSchema>), (status = 503, body = Problem, content_type = "application/problem+json")))]
+async fn list_alerts(
+    _: auth::Viewer,
+    State(s): State<ApiState>,
+    Query(pq): Query<PageQuery>,
+    Query(q): Query<AlertQuery>,
+) -> Result<Json<Page<crate::alerts::AlertRecord>>, ApiError> {
+    let unavailable = |e| ApiError::unavailable("repository_unavailable", e);
+    let mut all = crate::alerts::active(&s.rt).await.map_err(unavailable)?;
+    if q.all == Some(true) {
+        all.extend(
+            crate::alerts::recent(&s.rt, 100)
+                .await
+                .map_err(unavailable)?,
+        );
+    }
+    all.retain(|a| q.rule.as_ref().is_none_or(|r| &a.rule == r));
+    Ok(Json(pq.page_in_order(all)?))
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -299,6 +358,7 @@ pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(overview::get_overview))
         .routes(routes!(audit_log))
         .routes(routes!(series))
+        .routes(routes!(list_alerts))
         .merge(gateway::router())
         .merge(jobs::router())
         .merge(queues::router())

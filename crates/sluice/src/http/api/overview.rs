@@ -138,7 +138,10 @@ pub async fn overview(s: &ApiState) -> Result<Overview, ApiError> {
         jobs: job_counts(s).await?,
         queues,
         workers,
-        alerts_firing: 0,
+        alerts_firing: crate::alerts::active(&s.rt)
+            .await
+            .map_err(|e| ApiError::unavailable("repository_unavailable", e))?
+            .len(),
     })
 }
 

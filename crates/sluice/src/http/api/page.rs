@@ -108,6 +108,30 @@ impl PageQuery {
     }
 }
 
+impl PageQuery {
+    /// The page of `items`, kept in their given order, after the cursor (a
+    /// position in that order).
+    ///
+    /// # Errors
+    ///
+    /// As [`PageQuery::limit`] and [`PageQuery::cursor_i64`].
+    pub fn page_in_order<T>(&self, items: Vec<T>) -> Result<Page<T>, ApiError> {
+        let after = self.cursor_i64()?.unwrap_or(-1);
+        let limit = self.limit()?;
+        let rest: Vec<(usize, T)> = items
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i as i64 > after)
+            .take(limit + 1)
+            .collect();
+        let page = Page::by_key(rest, limit, |(i, _)| i.to_string());
+        Ok(Page {
+            items: page.items.into_iter().map(|(_, t)| t).collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+}
+
 impl<T> Page<T> {
     /// A page of the first `limit` of `items`, which holds one more when
     /// another page follows; the cursor is the last item's `key`.
