@@ -76,6 +76,8 @@ pub async fn run(keep_running: bool) -> Result<()> {
     let sim = SimUpstream::start(SimConfig {
         latency: Duration::from_millis(300),
         service_key: KEY.into(),
+        // Ten pages of 100 for the batch tour's load.
+        rows_per_sido: 1000,
         ..Default::default()
     })
     .await
