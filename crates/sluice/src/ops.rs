@@ -122,7 +122,11 @@ impl OpsStore {
         .bind(action)
         .bind(target)
         .bind(detail);
-        self.db.execute(&st).await.map(drop).map_err(|e| e.to_string())
+        self.db
+            .execute(&st)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Audit entries, newest first, with an id below `before` (a page's cursor),
@@ -196,7 +200,11 @@ impl OpsStore {
             self.db.execute(&st).await.map_err(|e| e.to_string())?;
         }
         let st = Statement::new("DELETE FROM sluice_series WHERE at < $1").bind(keep_since_ms);
-        self.db.execute(&st).await.map(drop).map_err(|e| e.to_string())
+        self.db
+            .execute(&st)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// The samples of series `name` since `since_ms`, oldest first:

@@ -211,7 +211,9 @@ impl RawServer {
                 errs.push(src.err(
                     span(&t.name),
                     format!("{key}.name"),
-                    format!("a token named {name:?} is already defined (admin_token is named \"admin\")"),
+                    format!(
+                        "a token named {name:?} is already defined (admin_token is named \"admin\")"
+                    ),
                 ));
             }
             let Some(role) = Role::parse(t.role.get_ref()) else {
