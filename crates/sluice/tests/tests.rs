@@ -44,3 +44,6 @@ mod follow;
 
 // The CLI as a Unix tool: `--json` everywhere, exit 2 for unknown ids, one `job finished` line, no database notices, shell output in `job status`.
 mod unix_cli;
+
+// `queue pause` / `queue resume` / `queue dlq delete` and `paused` in `queue stats`.
+mod queue_cli;
