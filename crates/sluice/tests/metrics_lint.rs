@@ -599,6 +599,9 @@ refuse_heartbeats_delegate_rest! {
     fn dead(queue: &str, limit: usize) -> Vec<Envelope>;
     fn retry_dead(queue: &str, ids: Option<&[TaskId]>) -> u64;
     fn purge_dead(queue: &str) -> u64;
+    fn delete_dead(queue: &str, ids: &[TaskId]) -> u64;
+    fn set_queue_paused(queue: &str, paused: bool) -> ();
+    fn paused_queues() -> Vec<String>;
     fn announce(beat: &sluice_queue::WorkerBeat, ttl: Duration) -> ();
     fn withdraw(node: &str) -> ();
     fn workers() -> Vec<sluice_queue::LiveWorker>;

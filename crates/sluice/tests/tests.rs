@@ -53,3 +53,6 @@ mod alerts;
 
 // The gateway access log of `sluice serve`: json and common lines for a miss, a hit and no route; no query, path or secret; config errors.
 mod access_log;
+
+// `queue pause` / `queue resume` / `queue dlq delete` and `paused` in `queue stats`.
+mod queue_cli;

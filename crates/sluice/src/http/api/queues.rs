@@ -583,27 +583,3 @@ pub(super) fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_task))
         .routes(routes!(cancel_task))
 }
-
-// TEMPORARY until the broker's queue pauses land (branch h/qpause): removed at
-// the merge.
-#[async_trait::async_trait]
-trait PendingBroker {
-    async fn paused_queues(&self) -> Result<Vec<String>, QueueError>;
-    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError>;
-    async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<u64, QueueError>;
-}
-
-#[async_trait::async_trait]
-impl<T: Broker + ?Sized> PendingBroker for T {
-    async fn paused_queues(&self) -> Result<Vec<String>, QueueError> {
-        Ok(Vec::new())
-    }
-    async fn set_queue_paused(&self, _: &str, _: bool) -> Result<(), QueueError> {
-        Err(QueueError::Invalid(
-            "queue pauses are not merged yet".into(),
-        ))
-    }
-    async fn delete_dead(&self, _: &str, _: &[TaskId]) -> Result<u64, QueueError> {
-        Err(QueueError::Invalid("delete_dead is not merged yet".into()))
-    }
-}
