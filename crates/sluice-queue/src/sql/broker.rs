@@ -366,14 +366,7 @@ impl Broker for SqlBroker {
     }
 
     async fn queues(&self) -> Result<Vec<String>, QueueError> {
-        let rows = self
-            .fetch_all(
-                false,
-                Q::new("SELECT name FROM sluice_queues ORDER BY name"),
-            )
-            .await?;
-        let broker = self.dialect().as_str();
-        rows.iter().map(|r| r.col("name", broker)).collect()
+        self.names("sluice_queues").await
     }
 
     async fn dead(&self, queue: &str, limit: usize) -> Result<Vec<Envelope>, QueueError> {

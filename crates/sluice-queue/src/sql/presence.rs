@@ -89,10 +89,15 @@ impl SqlBroker {
 
     /// The names in `sluice_paused_queues`.
     pub(super) async fn paused(&self) -> Result<Vec<String>, QueueError> {
+        self.names("sluice_paused_queues").await
+    }
+
+    /// The `name` column of `table` (one of ours), in order.
+    pub(super) async fn names(&self, table: &'static str) -> Result<Vec<String>, QueueError> {
         let rows = self
             .fetch_all(
                 false,
-                Q::new("SELECT name FROM sluice_paused_queues ORDER BY name"),
+                Q::new(format!("SELECT name FROM {table} ORDER BY name")),
             )
             .await?;
         let broker = self.dialect().as_str();
