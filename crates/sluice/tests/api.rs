@@ -635,6 +635,51 @@ async fn operators_steer_jobs_triggers_dead_letters_and_the_cache() {
         "{w}"
     );
 
+    // A paused queue keeps its tasks until resumed.
+    let (s, v) = node
+        .call("POST", "/queues/jobs/pause", OPERATOR, None)
+        .await;
+    assert_eq!((s.as_u16(), &v["paused"]), (200, &json!(true)), "{v}");
+    assert_eq!(node.get("/queues/jobs").await["paused"], true);
+    // Workers read the pauses at most once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = node.get("/executions?job=ok").await["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    let (s, _) = node
+        .call(
+            "POST",
+            "/jobs/ok/runs",
+            OPERATOR,
+            Some(json!({"rerun": true})),
+        )
+        .await;
+    assert_eq!(s, 202);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        node.get("/queues/jobs").await["ready"],
+        1,
+        "a paused queue's task ran"
+    );
+    assert_eq!(
+        node.get("/executions?job=ok").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        before
+    );
+    node.call("POST", "/queues/jobs/resume", OPERATOR, None)
+        .await;
+    node.until("the resumed queue's task never ran", || async {
+        node.get("/executions?job=ok").await["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            > before
+    })
+    .await;
+
     // The cache: a miss then a hit, seen per route, per upstream and as top keys.
     let path = "/air/getCtprvnRltmMesureDnsty?sidoName=x&returnType=json";
     for _ in 0..2 {
@@ -676,6 +721,8 @@ async fn operators_steer_jobs_triggers_dead_letters_and_the_cache() {
         "trigger.resume",
         "dead.retry",
         "cache.purge",
+        "queue.pause",
+        "queue.resume",
     ] {
         assert!(actions.contains(a), "{a} not audited: {audit}");
     }
