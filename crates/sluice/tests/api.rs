@@ -852,3 +852,29 @@ fn bad_tokens_are_config_errors_naming_their_key() {
         );
     }
 }
+
+/// `sluice demo` tours the gateway, then the whole node: a scheduled paged
+/// load into SQLite with its progress, a failing run, its alert firing and
+/// resolving through a signed webhook (issue #15 point 10).
+#[test]
+fn the_demo_tours_the_gateway_then_a_scheduled_load_and_its_alert() {
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    let text = crate::bin::text(&out);
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "100 concurrent cold requests",
+        "Batch: job air-load",
+        "COMPLETED  read 1000  written 1000",
+        "1000 rows upserted",
+        "trigger air-load/every-5s paused",
+        "execution 2 FAILED",
+        "error code 30",
+        "webhook   air-load-failed FIRING",
+        "HMAC-signed",
+        "alert     air-load-failed firing since",
+        "webhook   air-load-failed RESOLVED",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    assert!(!text.contains("demo+Key"), "the service key shows:\n{text}");
+}
