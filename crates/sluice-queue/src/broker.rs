@@ -321,6 +321,15 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// [`QueueError::Unavailable`].
     async fn paused_queues(&self) -> Result<Vec<String>, QueueError>;
 
+    /// Since when the longest-waiting ready task of `queue` has been ready to
+    /// lease (its not-before time, Unix ms; the broker's clock), or `None`
+    /// when none is ready: how far behind its workers are.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn oldest_ready(&self, queue: &str) -> Result<Option<i64>, QueueError>;
+
     /// Announces a worker for `ttl`: it counts as live until then (on the
     /// broker's clock) unless it announces itself again. Workers call it every
     /// few seconds; entries that ran out are ignored (and cleaned up).

@@ -890,6 +890,41 @@ impl Broker for RedisBroker {
         Ok(v)
     }
 
+    async fn oldest_ready(&self, queue: &str) -> Result<Option<i64>, QueueError> {
+        // A ready task's score is (9 - priority) × 1e13 + its not-before time:
+        // the first of each priority's band is that priority's oldest.
+        const BAND: i64 = 10_000_000_000_000;
+        let k = self.keys(queue);
+        let mut p = redis::pipe();
+        for band in 0..10i64 {
+            p.cmd("ZRANGEBYSCORE")
+                .arg(&k.ready)
+                .arg(band * BAND)
+                .arg(format!("({}", (band + 1) * BAND))
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(1);
+        }
+        let mut c = self.redis.conn();
+        let bands: Vec<Vec<(String, f64)>> =
+            tokio::time::timeout(Duration::from_secs(2), p.query_async(&mut c))
+                .await
+                .map_err(|_| QueueError::Unavailable {
+                    broker: "redis",
+                    message: "no answer within 2s".into(),
+                })?
+                .map_err(|e| QueueError::Unavailable {
+                    broker: "redis",
+                    message: e.to_string(),
+                })?;
+        Ok(bands
+            .into_iter()
+            .flatten()
+            .map(|(_, score)| (score as i64).rem_euclid(BAND))
+            .min())
+    }
+
     async fn announce(&self, beat: &WorkerBeat, ttl: Duration) -> Result<(), QueueError> {
         let (live, info) = self.worker_keys();
         let json = serde_json::to_string(beat)

@@ -75,6 +75,7 @@ conformance!(
     pauses_are_listed_until_resumed,
     a_running_worker_leases_nothing_from_a_paused_queue,
     delete_dead_deletes_only_the_named_dead_tasks,
+    oldest_ready_is_the_longest_waiting_task_of_any_priority,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -941,4 +942,34 @@ async fn delete_dead_deletes_only_the_named_dead_tasks(b: Arc<dyn Broker>) {
     assert_eq!(b.dead(q, 10).await.unwrap()[0].id, kept);
     // Deleted once: a second time counts 0.
     assert_eq!(b.delete_dead(q, &gone).await.unwrap(), 0);
+}
+
+/// `oldest_ready` is the earliest not-before of the ready tasks, whatever
+/// their priority; delayed and leased tasks do not count.
+async fn oldest_ready_is_the_longest_waiting_task_of_any_priority(b: Arc<dyn Broker>) {
+    let q = "conf-oldest";
+    assert_eq!(b.oldest_ready(q).await.unwrap(), None);
+    let t0 = chrono::Utc::now().timestamp_millis();
+    put(&b, NewTask::new("t", json!(1)).queue(q).priority(2)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    put(&b, NewTask::new("t", json!(2)).queue(q).priority(9)).await;
+    put(
+        &b,
+        NewTask::new("t", json!(3))
+            .queue(q)
+            .delay(Duration::from_secs(60)),
+    )
+    .await;
+    let oldest = b.oldest_ready(q).await.unwrap().unwrap();
+    let t1 = chrono::Utc::now().timestamp_millis();
+    // The low-priority task waits longest (clocks of the broker and the test
+    // may differ by a little).
+    assert!(
+        (t0 - 1000..=t1 - 15).contains(&oldest),
+        "{t0} {oldest} {t1}"
+    );
+    // Leasing both ready tasks (the higher priority first) leaves none ready.
+    let leases = b.lease(q, 2, LONG).await.unwrap();
+    assert_eq!(leases.len(), 2);
+    assert_eq!(b.oldest_ready(q).await.unwrap(), None);
 }

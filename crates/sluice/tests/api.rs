@@ -657,10 +657,11 @@ async fn operators_steer_jobs_triggers_dead_letters_and_the_cache() {
         .await;
     assert_eq!(s, 202);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        node.get("/queues/jobs").await["ready"],
-        1,
-        "a paused queue's task ran"
+    let q = node.get("/queues/jobs").await;
+    assert_eq!(q["ready"], 1, "a paused queue's task ran: {q}");
+    assert!(
+        q["oldest_ready_age_seconds"].as_f64().unwrap() >= 1.0,
+        "{q}"
     );
     assert_eq!(
         node.get("/executions?job=ok").await["items"]

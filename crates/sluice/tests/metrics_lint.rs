@@ -602,6 +602,7 @@ refuse_heartbeats_delegate_rest! {
     fn delete_dead(queue: &str, ids: &[TaskId]) -> u64;
     fn set_queue_paused(queue: &str, paused: bool) -> ();
     fn paused_queues() -> Vec<String>;
+    fn oldest_ready(queue: &str) -> Option<i64>;
     fn announce(beat: &sluice_queue::WorkerBeat, ttl: Duration) -> ();
     fn withdraw(node: &str) -> ();
     fn workers() -> Vec<sluice_queue::LiveWorker>;

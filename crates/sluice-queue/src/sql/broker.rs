@@ -409,6 +409,20 @@ impl Broker for SqlBroker {
         self.paused().await
     }
 
+    async fn oldest_ready(&self, queue: &str) -> Result<Option<i64>, QueueError> {
+        let q = Q::new(
+            "SELECT MIN(not_before) AS oldest FROM sluice_tasks \
+             WHERE queue = $1 AND state = 'ready' AND not_before <= {now}",
+        )
+        .bind(queue);
+        let rows = self.fetch_all(false, q).await?;
+        let broker = self.dialect().as_str();
+        match rows.first() {
+            Some(r) => r.col::<Option<i64>>("oldest", broker),
+            None => Ok(None),
+        }
+    }
+
     async fn announce(&self, beat: &WorkerBeat, ttl: Duration) -> Result<(), QueueError> {
         self.announce_worker(beat, ttl).await
     }

@@ -97,18 +97,19 @@ pub fn render(o: &Value, url: &str) -> String {
         num(&o["alerts_firing"]),
     ));
     s.push_str(&format!(
-        "\n{:<20} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
-        "QUEUE", "READY", "DELAYED", "RUNNING", "DEAD", "WORKERS", "STATE"
+        "\n{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}  {}\n",
+        "QUEUE", "READY", "DELAYED", "RUNNING", "DEAD", "WORKERS", "OLDEST (s)", "STATE"
     ));
     for q in o["queues"].as_array().into_iter().flatten() {
         s.push_str(&format!(
-            "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8}  {}\n",
+            "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}  {}\n",
             q["name"].as_str().unwrap_or("-"),
             num(&q["ready"]),
             num(&q["delayed"]),
             num(&q["running"]),
             num(&q["dead"]),
             num(&q["workers"]),
+            num(&q["oldest_ready_age_seconds"]),
             if q["paused"] == true { "PAUSED" } else { "" },
         ));
     }

@@ -44,9 +44,11 @@ pub struct QueueView {
     pub dead: u64,
     /// Whether workers lease from it.
     pub paused: bool,
-    /// Age of the oldest running task's lease start is not kept; this is the
-    /// age in seconds of the oldest dead task (how long a failure has waited
-    /// for someone).
+    /// Seconds the longest-waiting ready task has been ready: how far behind
+    /// the workers are.
+    pub oldest_ready_age_seconds: Option<f64>,
+    /// Seconds since the oldest dead task was enqueued (how long a failure
+    /// has waited for someone).
     pub oldest_dead_age_seconds: Option<f64>,
     /// Live workers leasing from it.
     pub workers: usize,
@@ -68,7 +70,13 @@ async fn queue_view(
     } else {
         None
     };
+    let oldest_ready = b
+        .oldest_ready(name)
+        .await
+        .map_err(queue_err)?
+        .map(|t| ((now_ms() - t).max(0) as f64) / 1000.0);
     Ok(QueueView {
+        oldest_ready_age_seconds: oldest_ready,
         name: name.to_owned(),
         ready: st.ready,
         delayed: st.delayed,
