@@ -189,6 +189,12 @@ impl ClaimStore for Counting {
     async fn set_paused(&self, trigger: &str, paused: bool) -> Result<(), ClaimError> {
         self.inner.set_paused(trigger, paused).await
     }
+    async fn pause_until(&self, trigger: &str, until: UnixMillis) -> Result<(), ClaimError> {
+        self.inner.pause_until(trigger, until).await
+    }
+    async fn pauses(&self) -> Result<HashMap<String, Option<UnixMillis>>, ClaimError> {
+        self.inner.pauses().await
+    }
     async fn paused(&self) -> Result<HashSet<String>, ClaimError> {
         self.inner.paused().await
     }

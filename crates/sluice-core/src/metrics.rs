@@ -63,6 +63,10 @@ pub mod names {
     pub const LATENESS: &str = "sluice_schedule_fire_lateness_seconds";
     /// Fires by trigger and outcome (`fired` | `lost` (another node claimed it) | `skipped_overlap` | `queued` | `paused` | `error`).
     pub const FIRES: &str = "sluice_schedule_fires_total";
+    /// Instants a trigger missed while no scheduler ran, by trigger and action (`fired` | `skipped`).
+    pub const MISFIRES: &str = "sluice_schedule_misfires_total";
+    /// Gateway access log lines dropped because the writer fell behind.
+    pub const ACCESS_LOG_DROPPED: &str = "sluice_access_log_dropped_total";
     /// Finished job runs, by `job_name` and `status` (`COMPLETED`, `FAILED`, `STOPPED`, …).
     pub const JOB_RUNS: &str = "sluice_job_runs_total";
     /// Items of a job's last finished run, by `job_name`, `step` and `kind` (`read`, `written`, `skipped`).
@@ -71,6 +75,10 @@ pub mod names {
     pub const JOB_DURATION: &str = "sluice_job_duration_seconds";
     /// When a job last completed, Unix seconds, by `job_name`.
     pub const JOB_LAST_SUCCESS: &str = "sluice_job_last_success_timestamp_seconds";
+    /// Alerts firing now, by `rule` (from the alert state every node shares).
+    pub const ALERTS_FIRING: &str = "sluice_alerts_firing";
+    /// Alert notification delivery attempts, by `receiver` and `result` (`sent`, `retry`, `failed`).
+    pub const ALERT_NOTIFICATIONS: &str = "sluice_alert_notifications_total";
 }
 
 /// The type of a metric family.
@@ -241,6 +249,18 @@ pub const FAMILIES: &[Family] = &[
     ),
     (
         Kind::Counter,
+        names::MISFIRES,
+        Unit::Count,
+        "Instants a trigger missed while no scheduler ran, by trigger and action (fired: made up by this node, skipped: dropped by the misfire policy).",
+    ),
+    (
+        Kind::Counter,
+        names::ACCESS_LOG_DROPPED,
+        Unit::Count,
+        "Gateway access log lines dropped because the log writer fell behind.",
+    ),
+    (
+        Kind::Counter,
         names::JOB_RUNS,
         Unit::Count,
         "Finished job runs, by job_name and status.",
@@ -262,6 +282,18 @@ pub const FAMILIES: &[Family] = &[
         names::JOB_LAST_SUCCESS,
         Unit::Seconds,
         "When a job last completed on this node, Unix seconds, by job_name.",
+    ),
+    (
+        Kind::Gauge,
+        names::ALERTS_FIRING,
+        Unit::Count,
+        "Alerts firing now, by rule.",
+    ),
+    (
+        Kind::Counter,
+        names::ALERT_NOTIFICATIONS,
+        Unit::Count,
+        "Alert notification delivery attempts on this node, by receiver and result (sent, retry, failed).",
     ),
 ];
 

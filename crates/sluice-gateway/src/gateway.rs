@@ -23,10 +23,11 @@ use sluice_cache::{
 };
 use sluice_core::{Clock, SystemClock};
 
+use crate::access::{AccessLog, AccessLogSpec, Answered};
 use crate::error::{ErrorKind, GatewayError};
 use crate::key::{self, Param};
 use crate::metrics;
-use crate::metrics::RouteStats;
+use crate::metrics::{RouteStats, TopKey};
 use crate::outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 use crate::route::{Route, RouteSpec, Ttl};
 use sluice_upstream::{Caller, Upstream, UpstreamErrorKind, UpstreamResponse};
@@ -75,9 +76,18 @@ pub struct GatewayBuilder {
     store: Option<Arc<dyn Store>>,
     flights: Option<Arc<SharedFlights>>,
     clock: Arc<dyn Clock>,
+    access: Option<AccessLogSpec>,
 }
 
 impl GatewayBuilder {
+    /// Writes an access log line for each request answered (default: none); see
+    /// [`crate::access`]. [`Gateway::open_access_log`] opens it, else the first
+    /// request does.
+    pub fn access_log(mut self, spec: AccessLogSpec) -> Self {
+        self.access = Some(spec);
+        self
+    }
+
     /// Coalesces misses across nodes through Redis locks (default: this process
     /// only).
     pub fn shared_flights(mut self, flights: Arc<SharedFlights>) -> Self {
@@ -151,6 +161,7 @@ impl GatewayBuilder {
                 clock: self.clock,
                 flights: Coalescer::new(),
                 shared: self.flights,
+                access: self.access.map(AccessLog::new),
             }),
         })
     }
@@ -163,6 +174,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     flights: Coalescer<FlightResult>,
     shared: Option<Arc<SharedFlights>>,
+    access: Option<AccessLog>,
 }
 
 /// The caching gateway. Cheap to clone.
@@ -202,7 +214,23 @@ impl Gateway {
             store: None,
             flights: None,
             clock: Arc::new(SystemClock),
+            access: None,
         }
+    }
+
+    /// The access log, when configured.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.inner.access.as_ref()
+    }
+
+    /// Opens the access log, when configured (else does nothing), so that a
+    /// target that cannot be written fails at start, not at the first request.
+    ///
+    /// # Errors
+    ///
+    /// When its file cannot be opened for appending.
+    pub fn open_access_log(&self) -> std::io::Result<()> {
+        self.inner.access.as_ref().map_or(Ok(()), AccessLog::open)
     }
 
     /// The store entries live in.
@@ -233,6 +261,19 @@ impl Gateway {
             .collect()
     }
 
+    /// The most requested keys over all routes, most first.
+    pub fn top_keys(&self, limit: usize) -> Vec<TopKey> {
+        let mut all: Vec<TopKey> = self
+            .inner
+            .routes
+            .iter()
+            .flat_map(|r| r.metrics.top_keys(limit))
+            .collect();
+        all.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.key.cmp(&b.key)));
+        all.truncate(limit);
+        all
+    }
+
     /// The distinct upstreams of all routes.
     pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
         let mut out: Vec<Arc<Upstream>> = Vec::new();
@@ -246,18 +287,34 @@ impl Gateway {
 
     /// Handles one proxied request.
     pub async fn handle(&self, req: Request<Body>) -> Response {
+        let started = std::time::Instant::now();
         let prepared = match self.request_filter(&req) {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(error = %e, "request refused");
-                return e.into_response();
+                let resp = e.into_response();
+                // sluice's own paths are not the gateway's requests: not logged.
+                if let Some(log) = &self.inner.access
+                    && !key::canonical_path(req.uri().path())
+                        .is_ok_and(|p| crate::route::is_reserved(&p))
+                {
+                    let now = self.inner.clock.now_millis();
+                    log.record(&Answered::new(&req, None, started, now), &resp);
+                }
+                return resp;
             }
         };
         let route = &self.inner.routes[prepared.route];
         let (resp, outcome) = self.serve(&prepared).await;
         route.metrics.request(outcome);
+        route.metrics.key_request(&prepared.key, outcome);
         tracing::debug!(route = %route.spec.name, cache_status = outcome.as_str(),
             status = resp.status().as_u16(), "served");
+        if let Some(log) = &self.inner.access {
+            let served = Some((route.spec.name.as_str(), prepared.key.as_str(), outcome));
+            let now = self.inner.clock.now_millis();
+            log.record(&Answered::new(&req, served, started, now), &resp);
+        }
         resp
     }
 

@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod error;
 pub mod gateway;
 pub mod key;
@@ -22,8 +23,9 @@ pub mod metrics;
 pub mod outcome;
 pub mod route;
 
+pub use access::{AccessLog, AccessLogFormat, AccessLogSpec, AccessLogTarget};
 pub use error::{ErrorKind, GatewayError, Side};
 pub use gateway::{BuildError, Gateway, GatewayBuilder, Purged};
-pub use metrics::RouteStats;
+pub use metrics::{RouteStats, TopKey};
 pub use outcome::{CacheOutcome, CacheStatus, NoCacheReason, StaleReason};
 pub use route::{RouteSpec, Ttl};

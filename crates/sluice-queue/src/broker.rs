@@ -295,6 +295,41 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// [`QueueError::Unavailable`].
     async fn purge_dead(&self, queue: &str) -> Result<u64, QueueError>;
 
+    /// Deletes the dead tasks of `queue` with these ids (others untouched); how
+    /// many were deleted. An id that is not a dead task of `queue` (unknown,
+    /// live, or on another queue) counts 0 and is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<u64, QueueError>;
+
+    /// Pauses or resumes `queue`: while paused, no worker on any node leases its
+    /// tasks (tasks in flight finish; enqueueing still works). Workers read the
+    /// paused set about once a second, so a pause takes effect within that.
+    /// Pausing a paused queue (or resuming a running one) changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Invalid`] for an empty queue name, [`QueueError::Unavailable`].
+    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError>;
+
+    /// The paused queues, by name.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn paused_queues(&self) -> Result<Vec<String>, QueueError>;
+
+    /// Since when the longest-waiting ready task of `queue` has been ready to
+    /// lease (its not-before time, Unix ms; the broker's clock), or `None`
+    /// when none is ready: how far behind its workers are.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Unavailable`].
+    async fn oldest_ready(&self, queue: &str) -> Result<Option<i64>, QueueError>;
+
     /// Announces a worker for `ttl`: it counts as live until then (on the
     /// broker's clock) unless it announces itself again. Workers call it every
     /// few seconds; entries that ran out are ignored (and cleaned up).

@@ -10,6 +10,7 @@
 //! | `ns:queue:{q}:dead` | zset | dead letters, score = death ms |
 //! | `ns:queue:{q}:t:<id>` | hash | the envelope (`env`, JSON) and its mutable fields |
 //! | `ns:queue:{q}:idem:<key>` | string | the first task's id, for the key's window |
+//! | `ns:queue:paused` | set | the paused queues' names |
 //! | `ns:workers:{workers}:live` | zset | announced node ids, score = announcement expiry ms |
 //! | `ns:workers:{workers}:info` | hash | node id → `seen-ms|{"node","queues","started_at"}` |
 //!
@@ -258,6 +259,18 @@ end
 return #ids
 ";
 
+const DELETE_DEAD_LUA: &str = r"
+-- KEYS dead; ARGV hash prefix, then ids. Deletes those of them that are dead.
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('DEL', ARGV[1] .. ARGV[i])
+    n = n + 1
+  end
+end
+return n
+";
+
 const CANCEL_LUA: &str = r"
 -- KEYS ready, delayed, task hash; ARGV id. Deletes a waiting task.
 local st = redis.call('HGET', KEYS[3], 'st')
@@ -309,6 +322,9 @@ return out
 /// Tasks per enqueue script call.
 const ENQUEUE_BATCH: usize = 500;
 
+/// Ids per delete-dead script call.
+const ID_BATCH: usize = 1_000;
+
 struct Scripts {
     enqueue: Script,
     lease: Script,
@@ -319,6 +335,7 @@ struct Scripts {
     release_delayed: Script,
     retry_dead: Script,
     purge_dead: Script,
+    delete_dead: Script,
     cancel: Script,
     announce: Script,
     withdraw: Script,
@@ -338,6 +355,7 @@ impl Scripts {
             release_delayed: s(RELEASE_DELAYED_LUA),
             retry_dead: s(RETRY_DEAD_LUA),
             purge_dead: s(PURGE_DEAD_LUA),
+            delete_dead: s(DELETE_DEAD_LUA),
             cancel: s(CANCEL_LUA),
             announce: s(ANNOUNCE_LUA),
             withdraw: s(WITHDRAW_LUA),
@@ -493,6 +511,11 @@ impl RedisBroker {
 
     fn names_key(&self) -> String {
         self.redis.key("queue", "names")
+    }
+
+    /// The set of paused queue names (no queue's keys collide: theirs have braces).
+    fn paused_key(&self) -> String {
+        self.redis.key("queue", "paused")
     }
 
     async fn remember_queue(&self, queue: &str) -> Result<(), QueueError> {
@@ -834,6 +857,72 @@ impl Broker for RedisBroker {
                 return Ok(total);
             }
         }
+    }
+
+    async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<u64, QueueError> {
+        let k = self.keys(queue);
+        let mut total = 0;
+        for chunk in ids.chunks(ID_BATCH) {
+            let mut inv = self.scripts.delete_dead.key(&k.dead);
+            inv.arg(&k.task);
+            for id in chunk {
+                inv.arg(id.to_string());
+            }
+            total += self.eval::<u64>("queue.delete_dead", inv).await?;
+        }
+        Ok(total)
+    }
+
+    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
+        crate::task::check_queue_name(queue).map_err(QueueError::Invalid)?;
+        let cmd = redis::cmd(if paused { "SADD" } else { "SREM" })
+            .arg(self.paused_key())
+            .arg(queue)
+            .to_owned();
+        self.query::<i64>("queue.pause", &cmd).await?;
+        Ok(())
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<String>, QueueError> {
+        let cmd = redis::cmd("SMEMBERS").arg(self.paused_key()).to_owned();
+        let mut v: Vec<String> = self.query("queue.paused", &cmd).await?;
+        v.sort();
+        Ok(v)
+    }
+
+    async fn oldest_ready(&self, queue: &str) -> Result<Option<i64>, QueueError> {
+        // A ready task's score is (9 - priority) × 1e13 + its not-before time:
+        // the first of each priority's band is that priority's oldest.
+        const BAND: i64 = 10_000_000_000_000;
+        let k = self.keys(queue);
+        let mut p = redis::pipe();
+        for band in 0..10i64 {
+            p.cmd("ZRANGEBYSCORE")
+                .arg(&k.ready)
+                .arg(band * BAND)
+                .arg(format!("({}", (band + 1) * BAND))
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(1);
+        }
+        let mut c = self.redis.conn();
+        let bands: Vec<Vec<(String, f64)>> =
+            tokio::time::timeout(Duration::from_secs(2), p.query_async(&mut c))
+                .await
+                .map_err(|_| QueueError::Unavailable {
+                    broker: "redis",
+                    message: "no answer within 2s".into(),
+                })?
+                .map_err(|e| QueueError::Unavailable {
+                    broker: "redis",
+                    message: e.to_string(),
+                })?;
+        Ok(bands
+            .into_iter()
+            .flatten()
+            .map(|(_, score)| (score as i64).rem_euclid(BAND))
+            .min())
     }
 
     async fn announce(&self, beat: &WorkerBeat, ttl: Duration) -> Result<(), QueueError> {

@@ -235,18 +235,7 @@ impl NewTask {
         if self.name.trim().is_empty() {
             return Err("task name is empty".into());
         }
-        if self.queue.is_empty() || self.queue.len() > 200 {
-            return Err(format!(
-                "queue name '{}' must be 1 to 200 characters",
-                self.queue
-            ));
-        }
-        if self.queue.contains(['{', '}']) || self.queue.chars().any(char::is_control) {
-            return Err(format!(
-                "queue name '{}' must not contain braces or control characters",
-                self.queue
-            ));
-        }
+        check_queue_name(&self.queue)?;
         if let Some(k) = &self.idempotency_key
             && (k.is_empty() || k.len() > 512)
         {
@@ -363,6 +352,23 @@ pub struct QueueStats {
     pub running: u64,
     /// In the dead-letter queue.
     pub dead: u64,
+}
+
+/// Checks a queue name: 1 to 200 characters, no braces, no control characters.
+///
+/// # Errors
+///
+/// What is wrong with it, naming it.
+pub fn check_queue_name(queue: &str) -> Result<(), String> {
+    if queue.is_empty() || queue.len() > 200 {
+        return Err(format!("queue name '{queue}' must be 1 to 200 characters"));
+    }
+    if queue.contains(['{', '}']) || queue.chars().any(char::is_control) {
+        return Err(format!(
+            "queue name '{queue}' must not contain braces or control characters"
+        ));
+    }
+    Ok(())
 }
 
 impl QueueStats {

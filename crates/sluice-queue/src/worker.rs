@@ -18,10 +18,15 @@
 //!   seconds with a TTL ([`Broker::announce`]), so that `sluice job run` knows
 //!   whether a live worker serves a queue, and `job status` whether a running
 //!   execution's owner is alive; a clean shutdown withdraws the announcement;
+//! - **pauses**: before leasing from a queue a fetch loop checks the paused
+//!   queues ([`Broker::paused_queues`]), which the worker reads at most once
+//!   every [`PAUSES_EVERY`] for all its queues; a paused queue is skipped (its
+//!   tasks in flight finish). When the broker cannot say, the last known set
+//!   holds (the failure logged once, not every second);
 //! - **shutdown** stops leasing, lets in-flight handlers finish within the grace
 //!   period, then gives the rest of the leases back (not counted as attempts).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +45,9 @@ use crate::broker::{Broker, QueueError, WorkerBeat};
 use crate::metrics as m;
 use crate::retry::RetryPolicy;
 use crate::task::{Completion, FailOutcome, Lease, LeaseRef, NewTask, TaskId};
+
+/// How often a worker reads the paused queues from its broker (at most).
+pub const PAUSES_EVERY: Duration = Duration::from_secs(1);
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -406,6 +414,7 @@ impl WorkerBuilder {
             visibility: self.visibility,
             inflight: Mutex::new(HashMap::new()),
             shutdown: rx,
+            pauses: tokio::sync::Mutex::new(Pauses::default()),
         });
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let acker = tokio::spawn(acknowledger(shared.clone(), ack_rx));
@@ -478,11 +487,50 @@ struct Shared {
     /// Leases held by this worker: handler running or acknowledgement pending.
     inflight: Mutex<HashMap<TaskId, LeaseRef>>,
     shutdown: watch::Receiver<bool>,
+    /// The paused queues as last read; the lock is held while reading them, so
+    /// the fetch loops share one read.
+    pauses: tokio::sync::Mutex<Pauses>,
+}
+
+/// The paused queues as a worker last read them from its broker.
+#[derive(Default)]
+struct Pauses {
+    /// When they were last read (or a read failed); `None` before the first.
+    read_at: Option<Instant>,
+    /// The paused queue names.
+    queues: HashSet<String>,
+    /// The last read failed (logged once until one succeeds again).
+    failing: bool,
 }
 
 impl Shared {
     fn stopping(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Whether `queue` is paused, by the paused set read at most
+    /// [`PAUSES_EVERY`] ago. A failed read keeps the last known set.
+    async fn paused(&self, queue: &str) -> bool {
+        let mut p = self.pauses.lock().await;
+        if p.read_at.is_none_or(|t| t.elapsed() >= PAUSES_EVERY) {
+            match self.broker.paused_queues().await {
+                Ok(queues) => {
+                    if p.failing {
+                        tracing::info!("read the paused queues again");
+                    }
+                    p.failing = false;
+                    p.queues = queues.into_iter().collect();
+                }
+                Err(e) => {
+                    if !p.failing {
+                        tracing::warn!(error = %e, paused = ?p.queues, "could not read the paused queues; keeping the last known ones");
+                    }
+                    p.failing = true;
+                }
+            }
+            p.read_at = Some(Instant::now());
+        }
+        p.queues.contains(queue)
     }
 
     fn forget(&self, id: &TaskId) {
@@ -695,6 +743,14 @@ async fn fetch_loop(
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.wait_for(|s| *s) => return,
         };
+        if shared.paused(&queue).await {
+            drop(first);
+            tokio::select! {
+                _ = tokio::time::sleep(poll.max(Duration::from_millis(100))) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
         let mut permits = vec![first];
         while permits.len() < batch {
             match slots.clone().try_acquire_owned() {

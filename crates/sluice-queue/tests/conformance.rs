@@ -12,10 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sluice_queue::worker::PAUSES_EVERY;
 use sluice_queue::{
     Broker, CancelOutcome, Completion, FailOutcome, Lease, LeaseRef, NewTask, QueueError,
-    QueueStats, TaskId, TaskState, WorkerBeat,
+    QueueStats, TaskId, TaskState, Worker, WorkerBeat,
 };
+
+use common::until;
 
 /// Each case as `redis::case`, `sqlite::case` and `postgres::case`.
 macro_rules! conformance {
@@ -69,6 +72,10 @@ conformance!(
     workers_announce_run_out_and_withdraw,
     cancel_deletes_only_a_waiting_task,
     running_lists_leases_with_their_end,
+    pauses_are_listed_until_resumed,
+    a_running_worker_leases_nothing_from_a_paused_queue,
+    delete_dead_deletes_only_the_named_dead_tasks,
+    oldest_ready_is_the_longest_waiting_task_of_any_priority,
 );
 
 const LONG: Duration = Duration::from_secs(30);
@@ -803,4 +810,166 @@ async fn running_lists_leases_with_their_end(b: Arc<dyn Broker>) {
         assert_eq!(r.lease_until, l.deadline, "{r:?}");
     }
     assert_eq!(b.running(q, 1).await.unwrap().len(), 1);
+}
+
+/// Pausing adds a queue to `paused_queues` (once, however often), resuming
+/// removes it; enqueueing goes on while paused; a bad name is refused.
+async fn pauses_are_listed_until_resumed(b: Arc<dyn Broker>) {
+    assert!(b.paused_queues().await.unwrap().is_empty());
+    b.set_queue_paused("conf-pause-b", true).await.unwrap();
+    b.set_queue_paused("conf-pause-a", true).await.unwrap();
+    b.set_queue_paused("conf-pause-a", true).await.unwrap();
+    assert_eq!(
+        b.paused_queues().await.unwrap(),
+        ["conf-pause-a", "conf-pause-b"]
+    );
+    put(&b, NewTask::new("t", json!(1)).queue("conf-pause-a")).await;
+    assert_eq!(b.stats("conf-pause-a").await.unwrap(), stats(1, 0, 0, 0));
+    b.set_queue_paused("conf-pause-a", false).await.unwrap();
+    b.set_queue_paused("conf-never-paused", false)
+        .await
+        .unwrap();
+    assert_eq!(b.paused_queues().await.unwrap(), ["conf-pause-b"]);
+    b.set_queue_paused("conf-pause-b", false).await.unwrap();
+    assert!(b.paused_queues().await.unwrap().is_empty());
+    for bad in ["", "a{b}"] {
+        let err = b.set_queue_paused(bad, true).await;
+        assert!(
+            matches!(err, Err(QueueError::Invalid(_))),
+            "{bad:?}: {err:?}"
+        );
+    }
+    assert!(b.paused_queues().await.unwrap().is_empty());
+}
+
+/// A worker serving two queues: once one is paused it starts none of its tasks
+/// (they stay ready) while the other queue runs on; resumed, they all run.
+async fn a_running_worker_leases_nothing_from_a_paused_queue(b: Arc<dyn Broker>) {
+    let (paused, other) = ("conf-paused", "conf-running");
+    let started: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = started.clone();
+    let worker = Worker::builder(b.clone())
+        .queue(paused, 4)
+        .queue(other, 4)
+        .poll(Duration::from_millis(20))
+        .handler_fn("t", move |_ctx, p| {
+            seen.lock()
+                .unwrap()
+                .push(p["q"].as_str().unwrap_or("?").to_owned());
+            async { Ok(None) }
+        })
+        .start();
+    let count = |q: &str| started.lock().unwrap().iter().filter(|s| *s == q).count();
+    let task = |q: &str| NewTask::new("t", json!({ "q": q })).queue(q);
+
+    // The worker runs tasks of the queue before it is paused.
+    put(&b, task(paused)).await;
+    assert!(
+        until(LONG, async || count(paused) == 1).await,
+        "the worker never ran"
+    );
+
+    b.set_queue_paused(paused, true).await.unwrap();
+    assert_eq!(b.paused_queues().await.unwrap(), [paused]);
+    // The worker's copy of the paused set is at most PAUSES_EVERY old.
+    tokio::time::sleep(PAUSES_EVERY + Duration::from_millis(500)).await;
+    for _ in 0..3 {
+        put(&b, task(paused)).await;
+    }
+    put(&b, task(other)).await;
+    assert!(
+        until(LONG, async || count(other) == 1).await,
+        "the other queue stopped too"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(count(paused), 1, "a task of the paused queue started");
+    assert_eq!(b.stats(paused).await.unwrap(), stats(3, 0, 0, 0));
+
+    b.set_queue_paused(paused, false).await.unwrap();
+    assert!(b.paused_queues().await.unwrap().is_empty());
+    assert!(
+        until(LONG, async || count(paused) == 4
+            && b.stats(paused).await.unwrap() == QueueStats::default())
+        .await,
+        "resumed, the queue's tasks did not all complete: {:?}",
+        b.stats(paused).await
+    );
+    worker.shutdown().await;
+}
+
+/// `delete_dead` deletes the dead tasks named, and only them: not other dead
+/// tasks, not ready or running tasks, not dead tasks of another queue; unknown
+/// ids count 0.
+async fn delete_dead_deletes_only_the_named_dead_tasks(b: Arc<dyn Broker>) {
+    let (q, elsewhere) = ("conf-delete", "conf-delete-other");
+    /// Enqueues `n` tasks on `q`, leases them and fails them for good.
+    async fn dead(b: &Arc<dyn Broker>, q: &str, n: usize) -> Vec<TaskId> {
+        for i in 0..n {
+            put(b, NewTask::new("t", json!(i)).queue(q).max_attempts(1)).await;
+        }
+        let leases = b.lease(q, n, LONG).await.unwrap();
+        assert_eq!(leases.len(), n);
+        for l in &leases {
+            assert_eq!(
+                b.fail(&l.as_ref(), "boom", None).await.unwrap(),
+                FailOutcome::Dead
+            );
+        }
+        leases.iter().map(|l| l.task.id).collect()
+    }
+    let gone = dead(&b, q, 3).await;
+    let kept = dead(&b, q, 1).await[0];
+    let other_queue = dead(&b, elsewhere, 1).await[0];
+    let running = put(&b, NewTask::new("t", json!("run")).queue(q)).await;
+    assert_eq!(b.lease(q, 1, LONG).await.unwrap()[0].task.id, running);
+    let ready = put(&b, NewTask::new("t", json!("wait")).queue(q)).await;
+    assert_eq!(b.stats(q).await.unwrap(), stats(1, 0, 1, 4));
+
+    assert_eq!(b.delete_dead(q, &[]).await.unwrap(), 0);
+    assert_eq!(b.delete_dead(q, &[TaskId::new()]).await.unwrap(), 0);
+    let mut ids = gone.clone();
+    ids.extend([running, ready, other_queue, TaskId::new()]);
+    assert_eq!(b.delete_dead(q, &ids).await.unwrap(), 3);
+    for id in &gone {
+        assert_eq!(b.status(q, *id).await.unwrap(), None, "{id} is still there");
+    }
+    assert_eq!(b.stats(q).await.unwrap(), stats(1, 0, 1, 1));
+    let state = async |q, id| b.status(q, id).await.unwrap().map(|s| s.state);
+    assert_eq!(state(q, kept).await, Some(TaskState::Dead));
+    assert_eq!(state(q, running).await, Some(TaskState::Running));
+    assert_eq!(state(q, ready).await, Some(TaskState::Ready));
+    assert_eq!(state(elsewhere, other_queue).await, Some(TaskState::Dead));
+    assert_eq!(b.dead(q, 10).await.unwrap()[0].id, kept);
+    // Deleted once: a second time counts 0.
+    assert_eq!(b.delete_dead(q, &gone).await.unwrap(), 0);
+}
+
+/// `oldest_ready` is the earliest not-before of the ready tasks, whatever
+/// their priority; delayed and leased tasks do not count.
+async fn oldest_ready_is_the_longest_waiting_task_of_any_priority(b: Arc<dyn Broker>) {
+    let q = "conf-oldest";
+    assert_eq!(b.oldest_ready(q).await.unwrap(), None);
+    let t0 = chrono::Utc::now().timestamp_millis();
+    put(&b, NewTask::new("t", json!(1)).queue(q).priority(2)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    put(&b, NewTask::new("t", json!(2)).queue(q).priority(9)).await;
+    put(
+        &b,
+        NewTask::new("t", json!(3))
+            .queue(q)
+            .delay(Duration::from_secs(60)),
+    )
+    .await;
+    let oldest = b.oldest_ready(q).await.unwrap().unwrap();
+    let t1 = chrono::Utc::now().timestamp_millis();
+    // The low-priority task waits longest (clocks of the broker and the test
+    // may differ by a little).
+    assert!(
+        (t0 - 1000..=t1 - 15).contains(&oldest),
+        "{t0} {oldest} {t1}"
+    );
+    // Leasing both ready tasks (the higher priority first) leaves none ready.
+    let leases = b.lease(q, 2, LONG).await.unwrap();
+    assert_eq!(leases.len(), 2);
+    assert_eq!(b.oldest_ready(q).await.unwrap(), None);
 }

@@ -2,6 +2,8 @@
 //! fatal errors, heartbeats over long handlers, delays longer than the lease,
 //! graceful shutdown, rate limits and typed tasks.
 
+mod common;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +17,8 @@ use sluice_queue::{
     Broker, NewTask, RedisBroker, RetryPolicy, SqlBroker, Task, TaskContext, TaskError, TaskId,
     TaskState, Worker, WorkerBuilder,
 };
+
+use common::until;
 
 fn redis_url() -> String {
     std::env::var("SLUICE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -38,18 +42,6 @@ fn fast_retry(max: u32) -> RetryPolicy {
         max: Duration::from_millis(200),
         jitter: true,
     }
-}
-
-/// Polls `f` until it holds, up to `max`.
-async fn until(max: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let end = Instant::now() + max;
-    while Instant::now() < end {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    f().await
 }
 
 /// A worker on `broker` serving `queue` (`concurrency` at once), polling every 20 ms.

@@ -13,7 +13,10 @@ pub mod triggers;
 
 pub use claim::{ClaimError, ClaimStore, LastFire, RedisClaims, SqlClaims};
 pub use fire::{FIRE_DATE, FIRE_TIME, fire_params};
-pub use scheduler::{Fired, LaunchError, Launcher, Scheduler, TriggerDef, misfires};
+pub use scheduler::{
+    Fired, LaunchError, Launcher, MISFIRE_COUNT_LIMIT, MissedFires, Scheduler, TriggerDef,
+    misfires, missed_fires,
+};
 pub use triggers::{
     EveryMode, FileLauncher, FileTrigger, Misfire, Overlap, RawTrigger, RawTriggerKind,
     RawTriggerShared, TriggerError, TriggerField, TriggerPlan, TriggerSpec, Watchers, watch,

@@ -13,6 +13,9 @@
 //! instant, up to now) are handled by its [`Misfire`] policy: one run for all
 //! (`fire_once`, the default), none (`skip`), or each of the last `max`
 //! (`catch_up`). A trigger never claimed before starts from now: no misfires.
+//! Each missed instant is counted in `sluice_schedule_misfires_total{trigger,action}`:
+//! `fired` once this node's make-up fire of it was enqueued, `skipped` when the
+//! policy drops it (at most [`MISFIRE_COUNT_LIMIT`] per trigger and start).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -29,8 +32,14 @@ use crate::claim::{ClaimStore, LastFire};
 use crate::triggers::{Misfire, Overlap, TriggerSpec};
 
 /// The scheduler's metric names (declared in the workspace catalogue,
-/// `sluice_core::metrics`): claim lateness, and fires by trigger and outcome.
-pub use sluice_core::metrics::names::{FIRES, LATENESS};
+/// `sluice_core::metrics`): claim lateness, fires by trigger and outcome, and
+/// missed instants by trigger and action.
+pub use sluice_core::metrics::names::{FIRES, LATENESS, MISFIRES};
+
+/// Most missed instants of one trigger counted as `skipped` at one start: a long
+/// downtime of a frequent trigger costs this many instants of search, not one per
+/// missed fire.
+pub const MISFIRE_COUNT_LIMIT: usize = 10_000;
 
 /// A configured trigger of a job.
 #[derive(Debug, Clone)]
@@ -110,6 +119,35 @@ pub fn misfires(
     // a long downtime costs the policy's lookback, not one search per missed fire.
     let missed = spec.latest_between(last, now, misfire.lookback());
     misfire.select(&missed)
+}
+
+/// What a misfire policy makes of the instants a trigger missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissedFires {
+    /// The instants to fire now, oldest first (as [`misfires`] gives them).
+    pub fire: Vec<DateTime<Utc>>,
+    /// How many missed instants the policy drops, counting at most
+    /// [`MISFIRE_COUNT_LIMIT`] missed instants in all.
+    pub skipped: usize,
+}
+
+/// [`misfires`] with the number of missed instants the policy drops. A pure
+/// function, tested with fixed instants.
+pub fn missed_fires(
+    spec: &TriggerSpec,
+    misfire: Misfire,
+    last: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> MissedFires {
+    let limit = misfire.lookback().max(MISFIRE_COUNT_LIMIT);
+    let mut missed = spec.latest_between(last, now, limit);
+    missed.sort_unstable();
+    missed.dedup();
+    let fire = misfire.select(&missed);
+    MissedFires {
+        skipped: missed.len() - fire.len(),
+        fire,
+    }
 }
 
 struct State {
@@ -206,16 +244,25 @@ async fn run(state: Arc<State>, mut stop: watch::Receiver<bool>) {
         Ok(marks) => {
             for (i, t) in state.triggers.iter().enumerate() {
                 if let Some(&last) = marks.get(&t.id) {
-                    let missed = misfires(&t.spec, t.misfire, ms_to_dt(last), now);
-                    if missed.is_empty() {
+                    let missed = missed_fires(&t.spec, t.misfire, ms_to_dt(last), now);
+                    if missed.skipped > 0 {
+                        metrics::counter!(MISFIRES, "trigger" => t.id.clone(), "action" => "skipped")
+                            .increment(missed.skipped as u64);
+                        tracing::info!(trigger = %t.id, skipped = missed.skipped, policy = %t.misfire,
+                            "dropping missed fires as the misfire policy says");
+                    }
+                    if missed.fire.is_empty() {
                         continue;
                     }
-                    tracing::info!(trigger = %t.id, fires = missed.len(), policy = ?t.misfire, "making up missed fires");
+                    tracing::info!(trigger = %t.id, fires = missed.fire.len(), policy = ?t.misfire, "making up missed fires");
                     let st = state.clone();
                     // In order: a claim only succeeds after the last claimed instant.
                     tokio::spawn(async move {
-                        for at in missed {
-                            fire(&st, i, at).await;
+                        let fired = metrics::counter!(MISFIRES, "trigger" => st.triggers[i].id.clone(), "action" => "fired");
+                        for at in missed.fire {
+                            if let Fired::Fired(_) = fire(&st, i, at).await {
+                                fired.increment(1);
+                            }
                         }
                     });
                 }

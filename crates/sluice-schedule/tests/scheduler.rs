@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use sluice_core::{Clock, Redis, RedisOptions, SystemClock};
+use sluice_core::{Clock, ManualClock, Redis, RedisOptions, SystemClock};
 use sluice_schedule::{
-    ClaimStore, LaunchError, Launcher, Misfire, Overlap, RedisClaims, Scheduler, SqlClaims,
-    TriggerDef, TriggerSpec, misfires,
+    ClaimStore, LaunchError, Launcher, MISFIRE_COUNT_LIMIT, Misfire, MissedFires, Overlap,
+    RedisClaims, Scheduler, SqlClaims, TriggerDef, TriggerSpec, misfires, missed_fires,
 };
 
 fn redis_url() -> String {
@@ -291,6 +291,112 @@ fn misfire_policies_after_downtime() {
     );
     // Nothing missed: nothing to make up.
     assert!(misfires(&spec, Misfire::FireOnce, at("2026-11-25T05:20:00Z"), now).is_empty());
+}
+
+#[test]
+fn missed_fires_count_what_the_policy_drops() {
+    // Hourly at :20; last claimed 01:20, back at 05:50: 4 instants were missed.
+    let spec = TriggerSpec::cron("0 20 * * * *", "UTC").unwrap();
+    let (last, now) = (at("2026-11-25T01:20:00Z"), at("2026-11-25T05:50:00Z"));
+    let plan = |m: Misfire| missed_fires(&spec, m, last, now);
+    assert_eq!(
+        plan(Misfire::FireOnce),
+        MissedFires {
+            fire: vec![at("2026-11-25T05:20:00Z")],
+            skipped: 3
+        }
+    );
+    assert_eq!(
+        plan(Misfire::Skip),
+        MissedFires {
+            fire: vec![],
+            skipped: 4
+        }
+    );
+    assert_eq!(plan(Misfire::CatchUp { max: 3 }).skipped, 1);
+    assert_eq!(plan(Misfire::CatchUp { max: 10 }).skipped, 0);
+    for m in [
+        Misfire::FireOnce,
+        Misfire::Skip,
+        Misfire::CatchUp { max: 2 },
+    ] {
+        assert_eq!(plan(m).fire, misfires(&spec, m, last, now), "{m}");
+    }
+    // A month of a every-second trigger: the count stops at the limit.
+    let every = TriggerSpec::cron("* * * * * *", "UTC").unwrap();
+    let long = missed_fires(&every, Misfire::FireOnce, at("2026-10-25T00:00:00Z"), now);
+    assert_eq!(long.fire, vec![now]);
+    assert_eq!(long.skipped, MISFIRE_COUNT_LIMIT - 1);
+}
+
+/// The process's Prometheus recorder, installed once.
+fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).expect("no other recorder in this test");
+        handle
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_scheduler_counts_missed_instants_fired_and_skipped() {
+    let page = prometheus();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("claims.db").display());
+    let store: Arc<dyn ClaimStore> = Arc::new(SqlClaims::connect(&url).await.unwrap());
+    // Hourly at :20, last claimed 01:20, the clock stands at 05:50: 4 instants missed.
+    let last = at("2026-11-25T01:20:00Z").timestamp_millis();
+    let clock = ManualClock::new(at("2026-11-25T05:50:00Z").timestamp_millis());
+    let mut defs = Vec::new();
+    for (id, misfire) in [
+        ("mf#once", Misfire::FireOnce),
+        ("mf#skip", Misfire::Skip),
+        ("mf#catch", Misfire::CatchUp { max: 3 }),
+    ] {
+        assert!(store.claim(id, last).await.unwrap());
+        defs.push(TriggerDef {
+            misfire,
+            ..cron_trigger(id, "j", "0 20 * * * *")
+        });
+    }
+    let rec = Arc::new(Recorder::default());
+    let s = Scheduler::start(
+        defs,
+        store.clone(),
+        Arc::new(NodeLauncher(rec.clone(), 0)),
+        Arc::new(clock),
+    )
+    .await;
+    let want = [
+        r#"sluice_schedule_misfires_total{trigger="mf#once",action="fired"} 1"#,
+        r#"sluice_schedule_misfires_total{trigger="mf#once",action="skipped"} 3"#,
+        r#"sluice_schedule_misfires_total{trigger="mf#skip",action="skipped"} 4"#,
+        r#"sluice_schedule_misfires_total{trigger="mf#catch",action="fired"} 3"#,
+        r#"sluice_schedule_misfires_total{trigger="mf#catch",action="skipped"} 1"#,
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = page.render();
+        if want.iter().all(|w| text.lines().any(|l| l == *w)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "want {want:#?} in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.shutdown().await;
+    let text = page.render();
+    assert!(
+        !text.contains(r#"trigger="mf#skip",action="fired""#),
+        "skip makes nothing up:\n{text}"
+    );
+    // What was counted as fired was launched: 1 + 3 runs.
+    assert_eq!(rec.fires.lock().unwrap().len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

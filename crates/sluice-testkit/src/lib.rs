@@ -7,11 +7,15 @@ pub mod db;
 pub mod hostile;
 /// Real `redis-server` and `memcached` processes for integration tests.
 pub mod servers;
+pub mod smtp;
+pub mod webhook;
 
 pub use hostile::{HostileRequest, HostileUpstream};
 pub use sluice_sim::{
     AIR_OPERATION, Fault, ItemsShape, RecordedRequest, SimConfig, SimUpstream, result_message,
 };
+pub use smtp::{SmtpMessage, SmtpSink};
+pub use webhook::{WebhookReceiver, WebhookRequest};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close).
 ///

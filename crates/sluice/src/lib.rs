@@ -7,6 +7,7 @@
 //! - [`cli`]: one module per command group;
 //! - [`http`]: the endpoints sluice serves itself, with one `ApiError`;
 //! - [`serve`]: the server around them and the gateway;
+//! - [`alerts`]: alert rules evaluated by `serve`, their state and notifications;
 //! - [`demo`], [`telemetry`].
 //!
 //! Exit codes of the binary: `0` success, `1` runtime failure (cannot listen,
@@ -24,6 +25,7 @@ macro_rules! outln {
     };
 }
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod demo;

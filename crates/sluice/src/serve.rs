@@ -581,7 +581,12 @@ impl hyper::body::Body for TrackedBody {
     }
 }
 
-async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds a listener on `addr` (port 0 picks a free one).
+///
+/// # Errors
+///
+/// When the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
@@ -593,6 +598,7 @@ async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 ///
 /// When the address cannot be bound.
 pub async fn start(settings: Settings) -> io::Result<Running> {
+    open_access_log(&settings.gateway)?;
     let listener = bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     let readiness = Readiness::new();
@@ -651,6 +657,49 @@ fn check_open_files_limit(max_connections: usize) {
     let _ = max_connections;
 }
 
+/// Opens the gateway's access log, if it has one: a file that cannot be opened
+/// fails the start, naming `server.access_log_path`.
+fn open_access_log(gateway: &sluice_gateway::Gateway) -> io::Result<()> {
+    gateway.open_access_log().map_err(|e| {
+        let path = gateway
+            .access_log()
+            .map(|l| l.spec().target.to_string())
+            .unwrap_or_default();
+        io::Error::new(
+            e.kind(),
+            format!("server.access_log_path: cannot open the access log {path:?}: {e}"),
+        )
+    })
+}
+
+/// With an access log in a file, reopens it on each SIGHUP (after logrotate
+/// moved it away). Without one, SIGHUP keeps its default action.
+fn reopen_access_log_on_sighup(gateway: &sluice_gateway::Gateway) {
+    #[cfg(unix)]
+    if gateway
+        .access_log()
+        .is_some_and(|l| matches!(l.spec().target, sluice_gateway::AccessLogTarget::File(_)))
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let gateway = gateway.clone();
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if let Some(l) = gateway.access_log() {
+                            l.reopen();
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGHUP; the access log is not reopened on it")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = gateway;
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -681,6 +730,22 @@ pub async fn shutdown_signal() {
 /// When the address cannot be bound or serving fails.
 pub async fn run(settings: Settings) -> io::Result<()> {
     let listener = bind(settings.listen).await?;
+    run_on(listener, settings, shutdown_signal()).await
+}
+
+/// Runs the whole node (gateway, API, workers, scheduler, chart sampler) on
+/// `listener` until `shutdown` resolves, then drains and stops.
+///
+/// # Errors
+///
+/// When a backend cannot be reached at start or serving fails.
+pub async fn run_on(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    open_access_log(&settings.gateway)?;
+    reopen_access_log_on_sighup(&settings.gateway);
     let addr = listener.local_addr()?;
     check_open_files_limit(settings.connections.max_connections);
     let grace = settings.shutdown_grace;
@@ -691,7 +756,9 @@ pub async fn run(settings: Settings) -> io::Result<()> {
     // A gateway-only config opens no database and starts no worker; with jobs,
     // whatever can fail at start fails here, before "listening".
     let has_jobs = !settings.jobs.jobs.is_empty();
-    if has_jobs {
+    // Alert rules read the repository and the queue and deliver through it.
+    let has_alerts = !settings.alerts.rules.is_empty();
+    if has_jobs || has_alerts {
         rt.repository()
             .await
             .map_err(|e| io::Error::other(format!("cannot open the job repository: {e}")))?;
@@ -719,7 +786,7 @@ pub async fn run(settings: Settings) -> io::Result<()> {
         has_jobs.then(|| rt.clone()),
         api,
     );
-    let workers = if settings.queue.workers && has_jobs {
+    let workers = if settings.queue.workers && (has_jobs || has_alerts) {
         match rt.start_workers(None).await {
             Ok(w) => Some(w),
             Err(e) => {
@@ -737,11 +804,20 @@ pub async fn run(settings: Settings) -> io::Result<()> {
             return Err(io::Error::other(format!("cannot start the scheduler: {e}")));
         }
     };
+    if has_alerts {
+        rt.alert_store()
+            .await
+            .map_err(|e| io::Error::other(format!("cannot open the alert state: {e}")))?;
+    }
+    let alerts = crate::alerts::start(&rt);
     tracing::info!(%addr, routes = ?settings.gateway.route_names(), store = settings.gateway.store().kind(),
         admin = settings.admin_token.is_some(), max_connections = settings.connections.max_connections,
         jobs = settings.jobs.jobs.len(), workers = workers.is_some(),
         "sluice gateway listening");
-    serve_until(listener, app, limits, grace, readiness, shutdown_signal()).await?;
+    serve_until(listener, app, limits, grace, readiness, shutdown).await?;
+    if let Some(a) = alerts {
+        a.abort();
+    }
     if let Some(s) = sampler {
         s.abort();
     }

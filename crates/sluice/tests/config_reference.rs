@@ -49,6 +49,7 @@ const FILES: &[&str] = &[
     "sluice-batch/src/tasklets/shell.rs",
     "sluice-batch/src/tasklets/http.rs",
     "sluice/src/config/queue.rs",
+    "sluice/src/config/alerts.rs",
 ];
 
 #[derive(Debug, Default)]
@@ -203,6 +204,7 @@ fn toml_type(t: &str) -> String {
         "String" | "StoreKind" => "string".into(),
         "bool" => "boolean".into(),
         "u32" | "u64" | "usize" => "integer".into(),
+        "f64" => "number".into(),
         "Dur" => "duration".into(),
         "Size" => "size".into(),
         "RawSecret" => "[secret](#rawsecret)".into(),

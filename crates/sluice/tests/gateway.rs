@@ -297,8 +297,10 @@ async fn ok_when_rejections_are_errors_naming_the_upstream_code() {
         .await;
     assert_eq!(xml.status, 200);
     assert!(xml.body.starts_with("<?xml"));
-    h.expect_metric(r#"sluice_upstream_requests_total{upstream="airkorea",result="rejected"}"#)
-        .await;
+    h.expect_metric(
+        r#"sluice_upstream_requests_total{upstream="airkorea",result="rejected",caller="gateway"}"#,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -560,7 +562,7 @@ async fn metrics_cover_requests_upstreams_and_store() {
     for needle in [
         "sluice_gateway_requests_total{route=\"air\",cache_status=\"hit\"}",
         "sluice_gateway_requests_total{route=\"air\",cache_status=\"miss\"}",
-        "sluice_upstream_requests_total{upstream=\"airkorea\",result=\"ok\"}",
+        "sluice_upstream_requests_total{upstream=\"airkorea\",result=\"ok\",caller=\"gateway\"}",
         "sluice_upstream_request_duration_seconds_bucket{upstream=\"airkorea\",result=\"ok\",le=\"0.025\"}",
         "sluice_store_entries{store=\"memory\"}",
         "sluice_store_bytes{store=\"memory\"}",

@@ -8,7 +8,9 @@
 //! harness; a tiered store over a private Redis (purge notices); a Memcached store
 //! on a dead port (store errors, entries too large); a queue worker on that Redis
 //! (enqueues, completions, retries, dead letters, lost leases, depth); a broker on
-//! the dead port (broker errors); and the scheduler on SQLite (fires, lateness).
+//! the dead port (broker errors); a node with an access log (dropped lines); the
+//! scheduler on SQLite (fires, lateness, misfires of a trigger whose last claim is
+//! in the past); and the alert helpers (firing gauge, notification counter).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -19,14 +21,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sluice_core::SystemClock;
+use sluice_core::{Clock, SystemClock};
 use sluice_queue::{
     Broker, Completion, Enqueued, Envelope, FailOutcome, Lease, LeaseRef, LeaseRequest, NewTask,
     QueueError, QueueStats, RedisBroker, RetryPolicy, TaskError, TaskId, TaskState, TaskStatus,
     Worker,
 };
 use sluice_schedule::{
-    LaunchError, Launcher, Misfire, Overlap, Scheduler, SqlClaims, TriggerDef, TriggerSpec,
+    ClaimStore, LaunchError, Launcher, Misfire, Overlap, Scheduler, SqlClaims, TriggerDef,
+    TriggerSpec,
 };
 use sluice_testkit::servers::RedisServer;
 
@@ -54,10 +57,12 @@ async fn every_family_has_help_and_type_and_promtool_finds_nothing() {
     let h = gateway_upstream_and_memory_store().await;
     tiered_store_purges(&h, &redis.url()).await;
     memcached_on_a_dead_port(&h, dead_port).await;
+    access_log(&h).await;
     queue_worker(&redis.url()).await;
     broker_on_a_dead_port(dead_port).await;
     scheduler().await;
     job_run().await;
+    alerts().await;
 
     let r = h.get("/metrics").await;
     assert_eq!(r.status, 200);
@@ -157,6 +162,22 @@ async fn memcached_on_a_dead_port(h: &Harness, port: u16) {
     wait_for_metric("sluice_store_errors_total{store=\"memcached\"").await;
 }
 
+/// A node with a JSON access log: its dropped-lines counter is registered.
+async fn access_log(h: &Harness) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let node = Node::start(
+        &h.sim,
+        &format!(
+            "access_log = \"json\"\naccess_log_path = \"{}\"\n{UPSTREAM}{ROUTE}",
+            log.display()
+        ),
+    )
+    .await;
+    assert_eq!(node.get(&air("인천")).await.status, 200);
+    wait_for_metric("sluice_access_log_dropped_total ").await;
+}
+
 /// A worker on Redis through a broker that refuses every heartbeat, so leases
 /// are lost while the tasks still complete, retry or die.
 async fn queue_worker(redis_url: &str) {
@@ -237,11 +258,21 @@ async fn broker_on_a_dead_port(port: u16) {
 }
 
 /// The scheduler with an every-second trigger on SQLite claims, until its first
-/// fire is counted.
+/// fire is counted; and one last claimed a minute ago, whose missed instants are
+/// made up (one) and skipped (the rest).
 async fn scheduler() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("claims.db").display());
     let claims = Arc::new(SqlClaims::connect(&url).await.unwrap());
+    let minute_ago = SystemClock.now_millis() / 1000 * 1000 - 60_000;
+    assert!(claims.claim("lint#missed", minute_ago).await.unwrap());
+    let missed = TriggerDef {
+        id: "lint#missed".into(),
+        job: "lint".into(),
+        spec: TriggerSpec::cron("*/1 * * * * *", "UTC").unwrap(),
+        misfire: Misfire::CatchUp { max: 1 },
+        overlap: Overlap::Allow,
+    };
     let launched = Arc::new(tokio::sync::Notify::new());
     let def = TriggerDef {
         id: "lint#0".into(),
@@ -251,7 +282,7 @@ async fn scheduler() {
         overlap: Overlap::Allow,
     };
     let s = Scheduler::start(
-        vec![def],
+        vec![def, missed],
         claims,
         Arc::new(Notifying(launched.clone())),
         Arc::new(SystemClock),
@@ -262,6 +293,10 @@ async fn scheduler() {
         .expect("an every-second trigger fires within 5 s");
     // The fire is counted once the launch returned.
     wait_for_metric("sluice_schedule_fires_total{").await;
+    wait_for_metric(r#"sluice_schedule_misfires_total{trigger="lint#missed",action="fired"} 1"#)
+        .await;
+    wait_for_metric(r#"sluice_schedule_misfires_total{trigger="lint#missed",action="skipped"}"#)
+        .await;
     s.shutdown().await;
 }
 
@@ -310,6 +345,28 @@ async fn job_run() {
                 .starts_with(r#"sluice_job_last_success_timestamp_seconds{job_name="lint"} 17"#)),
         "{page}"
     );
+}
+
+/// The alert families, through the helpers evaluation and delivery use: the
+/// firing gauge of a rule, a delivery counted.
+async fn alerts() {
+    let rule = sluice::config::RuleSettings {
+        name: "lint".into(),
+        condition: sluice::config::Condition::JobFailed { job: None },
+        severity: "warning".into(),
+        labels: Default::default(),
+        send_to: vec!["ops".into()],
+    };
+    sluice::alerts::record_firing(&[rule], &[]);
+    sluice::alerts::count_notification("ops", "sent");
+    wait_for_metric("sluice_alert_notifications_total{").await;
+    let page = sluice::telemetry::prometheus().render();
+    for line in [
+        r#"sluice_alerts_firing{rule="lint"} 0"#,
+        r#"sluice_alert_notifications_total{receiver="ops",result="sent"} 1"#,
+    ] {
+        assert!(page.lines().any(|l| l == line), "no `{line}` in:\n{page}");
+    }
 }
 
 /// Polls the process's recorder until a line of its page starts with `prefix`.
@@ -542,6 +599,10 @@ refuse_heartbeats_delegate_rest! {
     fn dead(queue: &str, limit: usize) -> Vec<Envelope>;
     fn retry_dead(queue: &str, ids: Option<&[TaskId]>) -> u64;
     fn purge_dead(queue: &str) -> u64;
+    fn delete_dead(queue: &str, ids: &[TaskId]) -> u64;
+    fn set_queue_paused(queue: &str, paused: bool) -> ();
+    fn paused_queues() -> Vec<String>;
+    fn oldest_ready(queue: &str) -> Option<i64>;
     fn announce(beat: &sluice_queue::WorkerBeat, ttl: Duration) -> ();
     fn withdraw(node: &str) -> ();
     fn workers() -> Vec<sluice_queue::LiveWorker>;

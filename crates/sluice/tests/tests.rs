@@ -39,6 +39,9 @@ mod metrics_lint;
 // Exactly once into any database: sql_append / sql_upsert into SQLite, PostgreSQL, MariaDB, aborted between commits or killed -9.
 mod exactly_once;
 
+// The REST API: the OpenAPI document and its routes, roles, sessions and CSRF, secrets, steering.
+mod api;
+
 // `job run` locally or through a live worker, Ctrl-C, `task cancel`, `queue list`, followers across outages, owner gone.
 mod follow;
 
@@ -47,3 +50,12 @@ mod unix_cli;
 
 // The dashboard: sessions, CSRF and roles over HTTP; chromium headless driving it (screenshots in target/ui-screenshots).
 mod ui;
+
+// Alerts: every condition through real serve nodes, to a webhook (HMAC, retries through the queue, 4xx dead-lettered) and an SMTP sink; two PostgreSQL nodes send once; bad rules located.
+mod alerts;
+
+// The gateway access log of `sluice serve`: json and common lines for a miss, a hit and no route; no query, path or secret; config errors.
+mod access_log;
+
+// `queue pause` / `queue resume` / `queue dlq delete` and `paused` in `queue stats`.
+mod queue_cli;

@@ -33,6 +33,7 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        sluice::init_tls();
         let sim = crate::bin::sim(Duration::ZERO, SIM_KEY).await;
         let dir = tempfile::tempdir().unwrap();
         let port = sluice_testkit::free_port();

@@ -366,14 +366,7 @@ impl Broker for SqlBroker {
     }
 
     async fn queues(&self) -> Result<Vec<String>, QueueError> {
-        let rows = self
-            .fetch_all(
-                false,
-                Q::new("SELECT name FROM sluice_queues ORDER BY name"),
-            )
-            .await?;
-        let broker = self.dialect().as_str();
-        rows.iter().map(|r| r.col("name", broker)).collect()
+        self.names("sluice_queues").await
     }
 
     async fn dead(&self, queue: &str, limit: usize) -> Result<Vec<Envelope>, QueueError> {
@@ -394,29 +387,40 @@ impl Broker for SqlBroker {
         const SET: &str = "UPDATE sluice_tasks SET state = 'ready', attempt = 0, \
              not_before = {now}, finished_at = NULL, lease_token = NULL, lease_until = NULL \
              WHERE queue = $1 AND state = 'dead'";
-        let Some(ids) = ids else {
-            return self.execute(Q::new(SET).bind(queue)).await;
-        };
-        let mut n = 0;
-        for chunk in ids.chunks(ID_CHUNK) {
-            let list = (0..chunk.len())
-                .map(|i| format!("${}", i + 2))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let q = chunk.iter().fold(
-                Q::new(format!("{SET} AND id IN ({list})")).bind(queue),
-                |q, id| q.bind(id.to_string()),
-            );
-            n += self.execute(q).await?;
+        match ids {
+            None => self.execute(Q::new(SET).bind(queue)).await,
+            Some(ids) => self.execute_for_ids(SET, queue, ids).await,
         }
-        Ok(n)
     }
 
     async fn purge_dead(&self, queue: &str) -> Result<u64, QueueError> {
-        self.execute(
-            Q::new("DELETE FROM sluice_tasks WHERE queue = $1 AND state = 'dead'").bind(queue),
+        self.execute(Q::new(PURGE_SQL).bind(queue)).await
+    }
+
+    async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<u64, QueueError> {
+        self.execute_for_ids(PURGE_SQL, queue, ids).await
+    }
+
+    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
+        self.pause_queue(queue, paused).await
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<String>, QueueError> {
+        self.paused().await
+    }
+
+    async fn oldest_ready(&self, queue: &str) -> Result<Option<i64>, QueueError> {
+        let q = Q::new(
+            "SELECT MIN(not_before) AS oldest FROM sluice_tasks \
+             WHERE queue = $1 AND state = 'ready' AND not_before <= {now}",
         )
-        .await
+        .bind(queue);
+        let rows = self.fetch_all(false, q).await?;
+        let broker = self.dialect().as_str();
+        match rows.first() {
+            Some(r) => r.col::<Option<i64>>("oldest", broker),
+            None => Ok(None),
+        }
     }
 
     async fn announce(&self, beat: &WorkerBeat, ttl: Duration) -> Result<(), QueueError> {
@@ -437,6 +441,34 @@ impl Broker for SqlBroker {
 
     async fn running(&self, queue: &str, limit: usize) -> Result<Vec<RunningTask>, QueueError> {
         self.running_tasks(queue, limit).await
+    }
+}
+
+/// Deletes the dead tasks of queue `$1`.
+const PURGE_SQL: &str = "DELETE FROM sluice_tasks WHERE queue = $1 AND state = 'dead'";
+
+impl SqlBroker {
+    /// Runs `sql` (a statement over queue `$1` ending in a `WHERE` clause) once per
+    /// [`ID_CHUNK`] of `ids`, narrowed with `AND id IN (…)`; rows affected in all.
+    async fn execute_for_ids(
+        &self,
+        sql: &str,
+        queue: &str,
+        ids: &[TaskId],
+    ) -> Result<u64, QueueError> {
+        let mut n = 0;
+        for chunk in ids.chunks(ID_CHUNK) {
+            let list = (0..chunk.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let q = chunk.iter().fold(
+                Q::new(format!("{sql} AND id IN ({list})")).bind(queue),
+                |q, id| q.bind(id.to_string()),
+            );
+            n += self.execute(q).await?;
+        }
+        Ok(n)
     }
 }
 

@@ -30,6 +30,7 @@
 //!
 //! Worker announcements are rows of `sluice_workers`, one per node, upserted with
 //! an expiry; rows past it are ignored and deleted by the next announcement.
+//! Paused queues are rows of `sluice_paused_queues`, one per paused queue.
 //!
 //! Completed tasks with a result TTL stay as `completed` rows until their
 //! `expires_at`; a lease deletes a bounded number of expired rows and keys at most
@@ -99,6 +100,7 @@ const MIGRATOR: Migrator = Migrator::new(
     &[
         Migration::new(1, include_str!("0001_init.sql")),
         Migration::new(2, include_str!("0002_workers.sql")),
+        Migration::new(3, include_str!("0003_paused.sql")),
     ],
 );
 

@@ -1,5 +1,5 @@
-//! Worker announcements (`sluice_workers`), cancelling a waiting task and
-//! listing leases.
+//! Worker announcements (`sluice_workers`), paused queues
+//! (`sluice_paused_queues`), cancelling a waiting task and listing leases.
 
 use super::*;
 
@@ -69,6 +69,39 @@ impl SqlBroker {
                 })
             })
             .collect()
+    }
+
+    /// Adds `queue` to `sluice_paused_queues` (a no-op when it is there), or
+    /// deletes its row.
+    pub(super) async fn pause_queue(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
+        crate::task::check_queue_name(queue).map_err(QueueError::Invalid)?;
+        let q = if paused {
+            Q::new(
+                "INSERT INTO sluice_paused_queues (name, paused_at) VALUES ($1, {now}) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+        } else {
+            Q::new("DELETE FROM sluice_paused_queues WHERE name = $1")
+        };
+        self.execute(q.bind(queue)).await?;
+        Ok(())
+    }
+
+    /// The names in `sluice_paused_queues`.
+    pub(super) async fn paused(&self) -> Result<Vec<String>, QueueError> {
+        self.names("sluice_paused_queues").await
+    }
+
+    /// The `name` column of `table` (one of ours), in order.
+    pub(super) async fn names(&self, table: &'static str) -> Result<Vec<String>, QueueError> {
+        let rows = self
+            .fetch_all(
+                false,
+                Q::new(format!("SELECT name FROM {table} ORDER BY name")),
+            )
+            .await?;
+        let broker = self.dialect().as_str();
+        rows.iter().map(|r| r.col("name", broker)).collect()
     }
 
     /// Deletes a ready (or delayed) task; else says where it stands.

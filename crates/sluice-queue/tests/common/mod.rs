@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sluice_queue::{Broker, RedisBroker, SqlBroker};
 
@@ -95,4 +96,16 @@ pub(crate) type PgDb = sluice_testkit::db::ServerDb;
 /// A fresh PostgreSQL database named `{prefix}_{random}`.
 pub(crate) async fn pg_db(prefix: &str) -> PgDb {
     sluice_testkit::db::ServerDb::new(sluice_testkit::db::Server::Postgres, prefix).await
+}
+
+/// Polls `f` until it holds, up to `max`.
+pub(crate) async fn until(max: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let end = Instant::now() + max;
+    while Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    f().await
 }

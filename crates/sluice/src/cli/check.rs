@@ -34,11 +34,12 @@ pub fn run(path: &Path) -> ExitCode {
         return ExitCode::from(2);
     }
     outln!(
-        "{}: ok ({} routes, store {}, {} jobs)",
+        "{}: ok ({} routes, store {}, {} jobs, {} alert rules)",
         path.display(),
         s.gateway.route_names().len(),
         s.gateway.store().kind(),
-        s.jobs.jobs.len()
+        s.jobs.jobs.len(),
+        s.alerts.rules.len()
     );
     ExitCode::SUCCESS
 }

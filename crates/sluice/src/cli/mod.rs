@@ -15,6 +15,7 @@ use crate::config::{self, Env};
 use crate::runtime::Runtime;
 use crate::telemetry::LogFormat;
 
+pub mod alerts;
 pub mod check;
 pub mod follow;
 pub mod job;
@@ -24,6 +25,7 @@ pub mod queue;
 pub mod schedule;
 pub mod serve;
 pub mod task;
+pub mod top;
 
 /// Keep slow, quota-limited upstream APIs fast and fresh.
 #[derive(Debug, Parser)]
@@ -85,6 +87,18 @@ pub enum Command {
         #[command(subcommand)]
         cmd: task::TaskCommand,
     },
+    /// Alerts: those firing now, and those resolved lately.
+    Alerts {
+        /// The config file.
+        #[arg(short, long, default_value = "sluice.toml", global = true)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: alerts::AlertsCommand,
+    },
+    /// The overview of a running server (gateway, upstream quotas, jobs,
+    /// queues), redrawn every interval, read from its REST API.
+    Top(top::TopArgs),
     /// Validate a config file and exit (0 valid, 2 invalid).
     Check {
         /// Config file.
@@ -124,6 +138,7 @@ pub enum Command {
 pub async fn run(cmd: Command) -> ExitCode {
     match cmd {
         Command::Check { config } => check::run(&config),
+        Command::Top(args) => top::run(args).await,
         Command::Serve { config, listen } => serve::serve(&config, listen).await,
         Command::Job { config, cmd } => {
             // Only running a job calls upstreams; the rest reads the repository.
@@ -149,6 +164,12 @@ pub async fn run(cmd: Command) -> ExitCode {
         Command::Task { config, cmd } => {
             with_runtime(&config, &Env::inspect(), |rt| async move {
                 task::run(cmd, &rt).await
+            })
+            .await
+        }
+        Command::Alerts { config, cmd } => {
+            with_runtime(&config, &Env::inspect(), |rt| async move {
+                alerts::run(cmd, &rt).await
             })
             .await
         }

@@ -26,6 +26,17 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Pauses a queue: no worker on any node leases its tasks until it is
+    /// resumed (tasks in flight finish; enqueueing still works).
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Resumes a paused queue.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
     /// The dead-letter queue.
     Dlq {
         /// What to do.
@@ -57,6 +68,14 @@ pub enum DlqCommand {
         /// The queue.
         #[arg(long, default_value = JOBS_QUEUE)]
         queue: String,
+    },
+    /// Deletes the named dead tasks of a queue (others are left).
+    Delete {
+        /// The queue.
+        queue: String,
+        /// The dead tasks' ids.
+        #[arg(required = true)]
+        ids: Vec<TaskId>,
     },
     /// Deletes every dead task of the queue.
     Purge {
@@ -102,6 +121,8 @@ struct QueueView {
     /// `task ID: owner gone, lease ends at …` of its running tasks no live
     /// worker holds.
     owners_gone: Vec<String>,
+    /// Whether it is paused (`sluice queue pause`).
+    paused: bool,
 }
 
 /// `sluice queue list`: queues with counts, then the live workers.
@@ -182,11 +203,13 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
     let e = |e: sluice_queue::QueueError| e.to_string();
     match cmd {
         QueueCommand::Stats { json: true } => {
+            let paused = broker.paused_queues().await.map_err(e)?;
             let mut list = Vec::new();
             for name in broker.queues().await.map_err(e)? {
                 let stats = broker.stats(&name).await.map_err(e)?;
                 let owners_gone = owners_gone(broker, &name, stats.running).await;
                 list.push(QueueView {
+                    paused: paused.contains(&name),
                     name,
                     stats,
                     owners_gone,
@@ -197,6 +220,7 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
         }
         QueueCommand::Stats { json: false } => {
             let queues = broker.queues().await.map_err(e)?;
+            let paused = broker.paused_queues().await.map_err(e)?;
             if queues.is_empty() {
                 outln!("no queue has held a task yet");
             }
@@ -211,11 +235,12 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
             for q in queues {
                 let s = broker.stats(&q).await.map_err(e)?;
                 outln!(
-                    "{q:<20} {:>8} {:>8} {:>8} {:>8}",
+                    "{q:<20} {:>8} {:>8} {:>8} {:>8}{}",
                     s.ready,
                     s.delayed,
                     s.running,
-                    s.dead
+                    s.dead,
+                    if paused.contains(&q) { "  paused" } else { "" }
                 );
                 for line in owners_gone(broker, &q, s.running).await {
                     outln!("  {line}");
@@ -257,6 +282,31 @@ pub async fn run(cmd: QueueCommand, rt: &Runtime) -> Result<ExitCode, String> {
                 )));
             }
             outln!("{n} task(s) back on queue {queue}");
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCommand::Pause { queue } => {
+            broker.set_queue_paused(&queue, true).await.map_err(e)?;
+            outln!(
+                "paused queue {queue}: workers lease none of its tasks until `sluice queue resume {queue}`"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCommand::Resume { queue } => {
+            broker.set_queue_paused(&queue, false).await.map_err(e)?;
+            outln!("resumed queue {queue}");
+            Ok(ExitCode::SUCCESS)
+        }
+        QueueCommand::Dlq {
+            cmd: DlqCommand::Delete { queue, ids },
+        } => {
+            let n = broker.delete_dead(&queue, &ids).await.map_err(e)?;
+            outln!("deleted {n} dead task(s) of queue {queue}");
+            if n < ids.len() as u64 {
+                return Ok(super::out::invalid_input(format!(
+                    "{} of the ids given are not in the dead-letter queue of {queue} (see `sluice queue dlq list --queue {queue}`)",
+                    ids.len() as u64 - n
+                )));
+            }
             Ok(ExitCode::SUCCESS)
         }
         QueueCommand::Dlq {

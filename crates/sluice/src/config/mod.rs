@@ -30,6 +30,7 @@ use sluice_core::Secret;
 use sluice_gateway::Gateway;
 use sluice_upstream::Upstream;
 
+mod alerts;
 mod job;
 mod queue;
 mod route;
@@ -40,6 +41,10 @@ mod store;
 mod upstream;
 mod values;
 
+pub use alerts::{
+    AlertsSettings, Condition, RULE_KINDS, RawAlerts, RawEmail, RawRule, RawWebhook,
+    ReceiverSettings, RuleSettings,
+};
 pub(crate) use job::none_or_list;
 pub use job::{
     JobsSettings, RawJob, RawRepository, RawStep, TriggerSettings, WatchSettings, placeholders,
@@ -83,6 +88,9 @@ pub struct RawConfig {
     /// The task queue.
     #[serde(default)]
     pub queue: RawQueue,
+    /// Alert rules and their receivers.
+    #[serde(default)]
+    pub alerts: RawAlerts,
     /// What [`Source::parse`] could not parse, for [`RawConfig::resolve`].
     #[serde(skip)]
     partial: Partial,
@@ -126,6 +134,8 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// Every configured upstream, by name (jobs may use ones no route uses).
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Alert rules and receivers.
+    pub alerts: AlertsSettings,
 }
 
 impl fmt::Debug for Settings {
@@ -184,10 +194,22 @@ impl RawConfig {
             &mut errs,
         );
         let queue = queue::check_queue(&self.queue, &jobs.repository_url, src, &mut errs);
+        let known = alerts::Known {
+            jobs: self
+                .jobs
+                .iter()
+                .map(|j| j.name.get_ref().as_str())
+                .collect(),
+            upstreams: defined.clone(),
+        };
+        let alerts = alerts::check_alerts(&self.alerts, &known, src, env, &mut errs);
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
         let mut builder = Gateway::builder().clock(env.clock.clone());
+        if let Some(a) = server.access_log.clone() {
+            builder = builder.access_log(a);
+        }
         if let Some(b) = &built {
             builder = builder.store(b.store.clone());
             if let Some(f) = &b.flights {
@@ -202,6 +224,7 @@ impl RawConfig {
             ConfigErrors(vec![src.err(first, "route", e.to_string())])
         })?;
         Ok(Settings {
+            alerts,
             jobs,
             queue,
             upstreams,

@@ -1,4 +1,5 @@
-//! `[server]`: the listener, the admin token and the client-connection limits.
+//! `[server]`: the listener, the admin token, the client-connection limits and
+//! the gateway access log.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -6,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use sluice_core::Secret;
+use sluice_gateway::{AccessLogFormat, AccessLogSpec, AccessLogTarget};
 
 use super::values::{Dur, RawSecret, Size, read_secret};
 use super::{ConfigError, Env, Source, span};
@@ -54,6 +56,17 @@ pub struct RawServer {
     /// Largest request head (request line and headers); a larger one is answered
     /// 431 and the connection closed. At least `1KiB`. Default `64KiB`.
     pub max_header_bytes: Option<Spanned<Size>>,
+    /// The gateway access log: one line per request the gateway answers (not
+    /// sluice's own `/healthz`, `/metrics`, `/api`, `/admin`), `"json"` (one JSON
+    /// object per line) or `"common"` (NCSA common log style with sluice's fields
+    /// appended); fields and order in `docs/specs/access-log.md`. Lines hold the
+    /// route and a hash of the cache key, never the path, query or a secret.
+    /// Default `"off"`.
+    pub access_log: Option<Spanned<String>>,
+    /// Where the access log goes: `"-"` for standard output, or a file, appended
+    /// to (created when missing) and reopened on SIGHUP after a log rotation; a
+    /// relative path is relative to the working directory. Default `"-"`.
+    pub access_log_path: Option<Spanned<String>>,
 }
 
 /// `[[server.tokens]]`: one API token.
@@ -118,6 +131,7 @@ pub(super) struct ServerSettings {
     pub(super) session_ttl: Duration,
     pub(super) shutdown_grace: Duration,
     pub(super) connections: ConnectionSettings,
+    pub(super) access_log: Option<AccessLogSpec>,
 }
 
 impl RawServer {
@@ -173,6 +187,34 @@ impl RawServer {
             session_ttl,
             shutdown_grace: self.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
             connections: self.connections(src, errs),
+            access_log: self.access_log(src, errs),
+        }
+    }
+
+    /// Checks `access_log` (a known format) and `access_log_path` (not empty).
+    fn access_log(&self, src: &Source, errs: &mut Vec<ConfigError>) -> Option<AccessLogSpec> {
+        let target = match &self.access_log_path {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                errs.push(src.err(
+                    span(p),
+                    "server.access_log_path",
+                    "access_log_path is empty: write \"-\" for standard output or a file path",
+                ));
+                AccessLogTarget::Stdout
+            }
+            Some(p) => AccessLogTarget::parse(p.get_ref()),
+            None => AccessLogTarget::Stdout,
+        };
+        let f = self.access_log.as_ref()?;
+        if f.get_ref() == "off" {
+            return None;
+        }
+        match f.get_ref().parse::<AccessLogFormat>() {
+            Ok(format) => Some(AccessLogSpec { format, target }),
+            Err(e) => {
+                errs.push(src.err(span(f), "server.access_log", e));
+                None
+            }
         }
     }
 

@@ -10,11 +10,14 @@ use toml::de::{DeTable, DeValue};
 
 use sluice_schedule::{RawTriggerKind, RawTriggerShared};
 
-use super::{RawConfig, RawJob, RawRoute, RawStep, RawStore, RawTrigger, RawUpstream, StoreKind};
+use super::{
+    RawAlerts, RawConfig, RawEmail, RawJob, RawRoute, RawRule, RawStep, RawStore, RawTrigger,
+    RawUpstream, RawWebhook, StoreKind,
+};
 
 /// The top-level keys, as serde would list them.
 const SECTIONS: &str =
-    "`server`, `store`, `cluster`, `upstream`, `route`, `repository`, `job`, `queue`";
+    "`server`, `store`, `cluster`, `upstream`, `route`, `repository`, `job`, `queue`, `alerts`";
 
 /// A string field of a table value, e.g. the `name` of a broken upstream.
 fn table_str(v: &Spanned<DeValue<'_>>, field: &str) -> Option<String> {
@@ -209,6 +212,7 @@ impl Source {
                     raw.repository = self.de(value, &mut p.errors).unwrap_or_default();
                 }
                 "queue" => raw.queue = self.de(value, &mut p.errors).unwrap_or_default(),
+                "alerts" => raw.alerts = self.alerts(value, &mut p.errors),
                 "upstream" => {
                     for (i, v) in self.elements::<RawUpstream>(value, &mut p.errors) {
                         let name = table_str(&v, "name");
@@ -332,6 +336,59 @@ impl Source {
             triggers,
             ..j
         })
+    }
+
+    /// `[alerts]`: its own keys, then every `[[alerts.rule]]`, `[[alerts.webhook]]`
+    /// and `[[alerts.email]]` on its own, so that every broken one is reported;
+    /// the positions of those that parsed and the names of broken receivers are
+    /// kept for [`RawConfig::resolve`].
+    fn alerts(&self, value: Spanned<DeValue<'_>>, errs: &mut Vec<ConfigError>) -> RawAlerts {
+        let span = value.span();
+        let t = match value.into_inner() {
+            DeValue::Table(t) => t,
+            other => return self.de(Spanned::new(span, other), errs).unwrap_or_default(),
+        };
+        let (mut arrays, mut rest) = (Vec::new(), DeTable::new());
+        for (k, v) in t {
+            match k.get_ref().as_ref() {
+                "rule" | "webhook" | "email" => arrays.push((k.get_ref().to_string(), v)),
+                _ => {
+                    rest.insert(k, v);
+                }
+            }
+        }
+        let mut raw: RawAlerts = self
+            .de(Spanned::new(span, DeValue::Table(rest)), errs)
+            .unwrap_or_default();
+        let p = &mut raw.partial;
+        for (key, v) in arrays {
+            for (i, v) in self.elements::<toml::Value>(v, errs) {
+                let name = table_str(&v, "name");
+                match key.as_str() {
+                    "rule" => {
+                        if let Some(r) = self.de::<RawRule>(v, errs) {
+                            raw.rule.push(r);
+                            p.rule_at.push(i);
+                        }
+                    }
+                    "webhook" => match self.de::<RawWebhook>(v, errs) {
+                        Some(w) => {
+                            raw.webhook.push(w);
+                            p.webhook_at.push(i);
+                        }
+                        None => p.broken_receivers.extend(name),
+                    },
+                    _ => match self.de::<RawEmail>(v, errs) {
+                        Some(e) => {
+                            raw.email.push(e);
+                            p.email_at.push(i);
+                        }
+                        None => p.broken_receivers.extend(name),
+                    },
+                }
+            }
+        }
+        raw
     }
 
     /// `[store]`: its `kind` (default `memory`), then that kind's keys, each read

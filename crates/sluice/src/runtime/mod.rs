@@ -25,6 +25,7 @@ use sluice_queue::{Broker, Worker, WorkerHandle};
 use sluice_schedule::{ClaimStore, RedisClaims, SqlClaims};
 use tokio::sync::OnceCell;
 
+use crate::alerts::ALERTS_QUEUE;
 use crate::config::Settings;
 
 pub mod build;
@@ -41,6 +42,7 @@ pub struct Runtime {
     broker: OnceCell<Arc<dyn Broker>>,
     repository: OnceCell<Arc<dyn Repository>>,
     claims: OnceCell<Arc<dyn ClaimStore>>,
+    alerts: OnceCell<Arc<crate::alerts::AlertStore>>,
     ops: OnceCell<Arc<crate::ops::OpsStore>>,
 }
 
@@ -67,6 +69,7 @@ impl Runtime {
             broker: OnceCell::new(),
             repository: OnceCell::new(),
             claims: OnceCell::new(),
+            alerts: OnceCell::new(),
             ops: OnceCell::new(),
         })
     }
@@ -108,6 +111,20 @@ impl Runtime {
                 repo.migrate().await.map_err(|e| e.to_string())?;
                 Ok::<_, String>(Arc::new(repo) as Arc<dyn Repository>)
             })
+            .await
+            .cloned()
+    }
+
+    /// The alert state, in the job repository's database, opened and migrated
+    /// on first use.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be opened or migrated.
+    pub async fn alert_store(&self) -> Result<Arc<crate::alerts::AlertStore>, String> {
+        let url = &self.settings.jobs.repository_url;
+        self.alerts
+            .get_or_try_init(|| async { crate::alerts::AlertStore::open(url).await.map(Arc::new) })
             .await
             .cloned()
     }
@@ -192,8 +209,13 @@ impl Runtime {
                 for (name, n) in &q.concurrency {
                     b = b.queue(name.clone(), *n);
                 }
+                let alerts = &self.settings.alerts;
+                if !alerts.receivers.is_empty() && !q.concurrency.contains_key(ALERTS_QUEUE) {
+                    b = b.queue(ALERTS_QUEUE, 2);
+                }
                 b.task(job_task::JobRunTask::new(self.clone()))
                     .task(partition::PartitionTask::new(self.clone()))
+                    .task(crate::alerts::NotifyTask::new(self.clone()))
             }
         };
         // The handlers record into the repository: connect it before taking tasks.

@@ -130,7 +130,7 @@ pub fn upstream_views(s: &ApiState, q: Option<&str>) -> Vec<UpstreamView> {
 
 /// Upstreams with their calls, errors, latency and quota.
 #[utoipa::path(get, path = "/upstreams", tag = "gateway", params(PageQuery, NameFilter),
-    responses((status = 200, body = Page<UpstreamView>), (status = 400, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = Page<UpstreamView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn list_upstreams(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -144,7 +144,7 @@ async fn list_upstreams(
 /// One upstream.
 #[utoipa::path(get, path = "/upstreams/{name}", tag = "gateway",
     params(("name" = String, Path, description = "The upstream's name")),
-    responses((status = 200, body = UpstreamView), (status = 404, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = UpstreamView), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn get_upstream(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -192,7 +192,7 @@ pub struct RouteFilter {
 
 /// Routes with their hit ratio and upstream calls saved.
 #[utoipa::path(get, path = "/routes", tag = "gateway", params(PageQuery, RouteFilter),
-    responses((status = 200, body = Page<RouteSchema>), (status = 400, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = Page<RouteSchema>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn list_routes(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -206,26 +206,14 @@ async fn list_routes(
         .filter(|r| matches(&r.route, f.q.as_deref()))
         .filter(|r| f.upstream.as_ref().is_none_or(|u| &r.upstream == u))
         .collect();
-    // Configuration order is kept within a page; the cursor is the position.
-    let after = pq.cursor_i64()?.unwrap_or(-1);
-    let limit = pq.limit()?;
-    let items: Vec<(usize, RouteStats)> = all
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| *i as i64 > after)
-        .take(limit + 1)
-        .collect();
-    let page = Page::by_key(items, limit, |(i, _)| i.to_string());
-    Ok(Json(Page {
-        items: page.items.into_iter().map(|(_, r)| r).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    // Configuration order is kept; the cursor is the position in it.
+    Ok(Json(pq.page_in_order(all)?))
 }
 
 /// One route.
 #[utoipa::path(get, path = "/routes/{name}", tag = "gateway",
     params(("name" = String, Path, description = "The route's name")),
-    responses((status = 200, body = RouteSchema), (status = 404, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = RouteSchema), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn get_route(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -286,12 +274,55 @@ pub async fn cache_view(s: &ApiState) -> Result<CacheView, ApiError> {
 
 /// The cache's store, size and hit ratio.
 #[utoipa::path(get, path = "/cache", tag = "gateway",
-    responses((status = 200, body = CacheView), (status = 401, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = CacheView), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn get_cache(
     _: auth::Viewer,
     State(s): State<ApiState>,
 ) -> Result<Json<CacheView>, ApiError> {
     Ok(Json(cache_view(&s).await?))
+}
+
+/// One of the most requested cache keys.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = TopKey)]
+pub struct TopKeySchema {
+    /// The cache key.
+    pub key: String,
+    /// Its route.
+    pub route: String,
+    /// Requests counted (approximate).
+    pub requests: u64,
+    /// Of those, answers from the cache.
+    pub hits: u64,
+}
+
+/// How many top keys.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopQuery {
+    /// 1 to 500; default 20.
+    pub limit: Option<i64>,
+}
+
+/// The most requested keys over all routes, most first.
+pub fn top_keys(s: &ApiState, limit: usize) -> Vec<sluice_gateway::TopKey> {
+    s.gateway.top_keys(limit)
+}
+
+/// The most requested cache keys with their hits.
+#[utoipa::path(get, path = "/cache/top", tag = "gateway", params(TopQuery),
+    responses((status = 200, body = Vec<TopKeySchema>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+async fn get_top_keys(
+    _: auth::Viewer,
+    State(s): State<ApiState>,
+    Query(q): Query<TopQuery>,
+) -> Result<Json<Vec<sluice_gateway::TopKey>>, ApiError> {
+    let limit = PageQuery {
+        limit: Some(q.limit.unwrap_or(20)),
+        cursor: None,
+    }
+    .limit()?;
+    Ok(Json(top_keys(&s, limit)))
 }
 
 /// What a purge removed.
@@ -307,8 +338,8 @@ pub struct Purged {
 /// Purges one key (`key`, or `url`: the key a GET of that path and query
 /// uses; operator) or many (`route`, `prefix`; admin).
 #[utoipa::path(post, path = "/cache/purge", tag = "gateway", request_body = PurgeRequest,
-    responses((status = 200, body = Purged), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Purged), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn purge(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
@@ -339,5 +370,6 @@ pub(super) fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_routes))
         .routes(routes!(get_route))
         .routes(routes!(get_cache))
+        .routes(routes!(get_top_keys))
         .routes(routes!(purge))
 }

@@ -60,8 +60,8 @@ fn parse_status(s: &str) -> Result<BatchStatus, ApiError> {
 
 /// Configured jobs with their last execution.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(PageQuery, JobFilter),
-    responses((status = 200, body = Page<JobView>), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Page<JobView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_jobs(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -126,7 +126,7 @@ pub struct JobDetail<'a> {
 /// One job.
 #[utoipa::path(get, path = "/jobs/{name}", tag = "jobs",
     params(("name" = String, Path, description = "The job's name")),
-    responses((status = 200, body = JobDetail), (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = JobDetail), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_job(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -197,8 +197,8 @@ fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T,
 /// Runs a job: enqueues its `job.run` task (operator).
 #[utoipa::path(post, path = "/jobs/{name}/runs", tag = "jobs", request_body = RunRequest,
     params(("name" = String, Path, description = "The job's name")),
-    responses((status = 202, body = Enqueued), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 202, body = Enqueued), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn run_job(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
@@ -238,8 +238,8 @@ pub struct ExecutionQuery {
 
 /// Executions, newest first.
 #[utoipa::path(get, path = "/executions", tag = "jobs", params(PageQuery, ExecutionQuery),
-    responses((status = 200, body = Page<ExecutionView>), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Page<ExecutionView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn list_executions(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -433,7 +433,7 @@ fn log_lines(e: &JobExecution, steps: &[StepExecution]) -> Vec<LogLine> {
 /// One execution with its steps, progress, skips and log.
 #[utoipa::path(get, path = "/executions/{id}", tag = "jobs",
     params(("id" = i64, Path, description = "The execution's id")),
-    responses((status = 200, body = ExecutionPage), (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = ExecutionPage), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_execution(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -471,8 +471,8 @@ pub struct ActionDone {
 /// Asks a running execution to stop at its next chunk boundary (operator).
 #[utoipa::path(post, path = "/executions/{id}/stop", tag = "jobs",
     params(("id" = i64, Path, description = "The execution's id")),
-    responses((status = 200, body = ActionDone), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = ActionDone), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn stop_execution(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
@@ -498,8 +498,8 @@ pub async fn stop_execution(
 /// a run of its instance (operator).
 #[utoipa::path(post, path = "/executions/{id}/restart", tag = "jobs",
     params(("id" = i64, Path, description = "The execution's id")),
-    responses((status = 202, body = ActionDone), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 202, body = ActionDone), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn restart_execution(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
@@ -564,8 +564,8 @@ pub struct TriggerFilter {
 
 /// Triggers with their last and next fires and pauses.
 #[utoipa::path(get, path = "/triggers", tag = "jobs", params(PageQuery, TriggerFilter),
-    responses((status = 200, body = Page<TriggerView>), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Page<TriggerView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_triggers(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -630,8 +630,8 @@ fn known_trigger(s: &ApiState, id: &str) -> Result<(), ApiError> {
 /// `%23` and `/` as `%2F` in the id.
 #[utoipa::path(post, path = "/triggers/{id}/pause", tag = "jobs", request_body = PauseRequest,
     params(("id" = String, Path, description = "The trigger's id, `JOB#N` or `JOB/NAME`")),
-    responses((status = 200, body = PauseState), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = PauseState), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn pause_trigger(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
@@ -684,8 +684,8 @@ pub async fn pause_trigger(
 /// Resumes a paused trigger (operator).
 #[utoipa::path(post, path = "/triggers/{id}/resume", tag = "jobs",
     params(("id" = String, Path, description = "The trigger's id, `JOB#N` or `JOB/NAME`")),
-    responses((status = 200, body = PauseState), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = PauseState), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn resume_trigger(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,

@@ -112,7 +112,7 @@ pub struct WhoAmI {
 
 /// Who the caller is.
 #[utoipa::path(get, path = "/whoami", tag = "meta",
-    responses((status = 200, body = WhoAmI), (status = 401, body = Problem)))]
+    responses((status = 200, body = WhoAmI), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn whoami(auth::Viewer(p): auth::Viewer) -> Json<WhoAmI> {
     Json(WhoAmI {
         name: p.name,
@@ -150,7 +150,7 @@ pub struct AuditQuery {
 
 /// The audit log, newest first.
 #[utoipa::path(get, path = "/audit", tag = "meta", params(PageQuery, AuditQuery),
-    responses((status = 200, body = Page<AuditEntry>), (status = 401, body = Problem)))]
+    responses((status = 200, body = Page<AuditEntry>), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn audit_log(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -193,7 +193,7 @@ pub struct SeriesQuery {
 
 /// Sampled series for the dashboard's charts, kept in the repository.
 #[utoipa::path(get, path = "/series", tag = "meta", params(SeriesQuery),
-    responses((status = 200, body = Vec<Series>), (status = 400, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 200, body = Vec<Series>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn series(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -230,6 +230,65 @@ async fn series(
     Ok(Json(vec![Series { name, points }]))
 }
 
+/// An alert.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Alert)]
+pub struct AlertSchema {
+    /// Its id.
+    pub id: i64,
+    /// The rule.
+    pub rule: String,
+    /// Hash of its labels.
+    pub fingerprint: String,
+    /// Its labels.
+    pub labels: std::collections::HashMap<String, String>,
+    /// `summary` and `description`.
+    pub annotations: std::collections::HashMap<String, String>,
+    /// Its severity.
+    pub severity: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// When it fired (Unix ms).
+    pub starts_at: i64,
+    /// When it resolved (Unix ms).
+    pub ends_at: Option<i64>,
+    /// When a node last evaluated it (Unix ms).
+    pub last_eval: i64,
+}
+
+/// Which alerts.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertQuery {
+    /// Also the 100 most recently resolved ones.
+    pub all: Option<bool>,
+    /// Only this rule's.
+    pub rule: Option<String>,
+}
+
+/// Firing alerts, oldest first (with `all`, then the recently resolved,
+/// newest first).
+#[utoipa::path(get, path = "/alerts", tag = "meta", params(PageQuery, AlertQuery),
+    responses((status = 200, body = Page<AlertSchema>), (status = 503, body = Problem, content_type = "application/problem+json")))]
+async fn list_alerts(
+    _: auth::Viewer,
+    State(s): State<ApiState>,
+    Query(pq): Query<PageQuery>,
+    Query(q): Query<AlertQuery>,
+) -> Result<Json<Page<crate::alerts::AlertRecord>>, ApiError> {
+    let unavailable = |e| ApiError::unavailable("repository_unavailable", e);
+    let mut all = crate::alerts::active(&s.rt).await.map_err(unavailable)?;
+    if q.all == Some(true) {
+        all.extend(
+            crate::alerts::recent(&s.rt, 100)
+                .await
+                .map_err(unavailable)?,
+        );
+    }
+    all.retain(|a| q.rule.as_ref().is_none_or(|r| &a.rule == r));
+    Ok(Json(pq.page_in_order(all)?))
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -239,6 +298,45 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Every operation can answer `400` (a path, query or body it cannot read)
+/// and `401`: both are added where a handler does not list them.
+pub(crate) fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let problem = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in openapi.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (code, what) in [
+                ("400", "The path, query or body cannot be read"),
+                ("401", "No valid token or session"),
+            ] {
+                op.responses
+                    .responses
+                    .entry(code.into())
+                    .or_insert_with(|| problem(what).into());
+            }
+        }
     }
 }
 
@@ -260,13 +358,53 @@ pub fn router(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(overview::get_overview))
         .routes(routes!(audit_log))
         .routes(routes!(series))
+        .routes(routes!(list_alerts))
         .merge(gateway::router())
         .merge(jobs::router())
         .merge(queues::router())
         .with_state(state)
         .split_for_parts();
-    let router = router.route_layer(middleware::from_fn_with_state(tokens, auth::authenticate));
+    let mut doc = doc;
+    document_common_errors(&mut doc);
+    let router = router
+        .route_layer(middleware::from_fn_with_state(tokens, auth::authenticate))
+        .layer(middleware::from_fn(problems));
     (router, doc)
+}
+
+/// Turns every error answer that is not a problem document yet (axum's
+/// rejections of a bad path, query or body, an unknown method) into one, so
+/// that every error of the API has the one shape its document promises.
+async fn problems(req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        404 => "no_route",
+        405 => "method_not_allowed",
+        413 => "too_large",
+        415 => "unsupported_media_type",
+        422 => "bad_request",
+        _ => "error",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
 }
 
 /// The `/api/v1` router with its OpenAPI document served (without a token) at
@@ -281,5 +419,11 @@ pub fn service(state: ApiState) -> axum::Router {
             async move { Json((*doc).clone()) }
         }),
     );
-    axum::Router::new().nest("/api/v1", router.merge(json))
+    let unknown = || async {
+        ApiError::not_found(
+            "no_route",
+            "no such API resource; GET /api/v1/openapi.json lists them",
+        )
+    };
+    axum::Router::new().nest("/api/v1", router.merge(json).fallback(unknown))
 }

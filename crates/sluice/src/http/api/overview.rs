@@ -138,14 +138,17 @@ pub async fn overview(s: &ApiState) -> Result<Overview, ApiError> {
         jobs: job_counts(s).await?,
         queues,
         workers,
-        alerts_firing: 0,
+        alerts_firing: crate::alerts::active(&s.rt)
+            .await
+            .map_err(|e| ApiError::unavailable("repository_unavailable", e))?
+            .len(),
     })
 }
 
 /// Everything at a glance: request rate, hit ratio, calls saved, quota left
 /// per upstream, jobs running and failed, queue depths.
 #[utoipa::path(get, path = "/overview", tag = "meta",
-    responses((status = 200, body = Overview), (status = 401, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Overview), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn get_overview(
     _: auth::Viewer,
     State(s): State<ApiState>,

@@ -57,7 +57,7 @@ impl PageQuery {
     ///
     /// `400 bad_cursor` for a cursor this API did not hand out.
     pub fn cursor_key(&self) -> Result<Option<String>, ApiError> {
-        let Some(c) = &self.cursor else {
+        let Some(c) = self.cursor.as_deref().filter(|c| !c.is_empty()) else {
             return Ok(None);
         };
         B64.decode(c)
@@ -105,6 +105,30 @@ impl PageQuery {
             .take(limit + 1)
             .collect();
         Ok(Page::by_key(rest, limit, key))
+    }
+}
+
+impl PageQuery {
+    /// The page of `items`, kept in their given order, after the cursor (a
+    /// position in that order).
+    ///
+    /// # Errors
+    ///
+    /// As [`PageQuery::limit`] and [`PageQuery::cursor_i64`].
+    pub fn page_in_order<T>(&self, items: Vec<T>) -> Result<Page<T>, ApiError> {
+        let after = self.cursor_i64()?.unwrap_or(-1);
+        let limit = self.limit()?;
+        let rest: Vec<(usize, T)> = items
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i as i64 > after)
+            .take(limit + 1)
+            .collect();
+        let page = Page::by_key(rest, limit, |(i, _)| i.to_string());
+        Ok(Page {
+            items: page.items.into_iter().map(|(_, t)| t).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 }
 

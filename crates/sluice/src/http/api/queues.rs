@@ -44,9 +44,11 @@ pub struct QueueView {
     pub dead: u64,
     /// Whether workers lease from it.
     pub paused: bool,
-    /// Age of the oldest running task's lease start is not kept; this is the
-    /// age in seconds of the oldest dead task (how long a failure has waited
-    /// for someone).
+    /// Seconds the longest-waiting ready task has been ready: how far behind
+    /// the workers are.
+    pub oldest_ready_age_seconds: Option<f64>,
+    /// Seconds since the oldest dead task was enqueued (how long a failure
+    /// has waited for someone).
     pub oldest_dead_age_seconds: Option<f64>,
     /// Live workers leasing from it.
     pub workers: usize,
@@ -68,7 +70,13 @@ async fn queue_view(
     } else {
         None
     };
+    let oldest_ready = b
+        .oldest_ready(name)
+        .await
+        .map_err(queue_err)?
+        .map(|t| ((now_ms() - t).max(0) as f64) / 1000.0);
     Ok(QueueView {
+        oldest_ready_age_seconds: oldest_ready,
         name: name.to_owned(),
         ready: st.ready,
         delayed: st.delayed,
@@ -107,8 +115,8 @@ async fn paused_queues(b: &dyn Broker) -> Result<Vec<String>, ApiError> {
 
 /// Queues with their depth by state.
 #[utoipa::path(get, path = "/queues", tag = "queues", params(PageQuery),
-    responses((status = 200, body = Page<QueueView>), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Page<QueueView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn list_queues(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -121,7 +129,7 @@ async fn list_queues(
 /// One queue.
 #[utoipa::path(get, path = "/queues/{name}", tag = "queues",
     params(("name" = String, Path, description = "The queue's name")),
-    responses((status = 200, body = QueueView), (status = 401, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = QueueView), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn get_queue(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -181,8 +189,8 @@ async fn set_queue_paused(
 /// tasks in flight finish (operator).
 #[utoipa::path(post, path = "/queues/{name}/pause", tag = "queues",
     params(("name" = String, Path, description = "The queue's name")),
-    responses((status = 200, body = QueuePaused), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = QueuePaused), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn pause_queue(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
@@ -194,8 +202,8 @@ async fn pause_queue(
 /// Resumes a paused queue (operator).
 #[utoipa::path(post, path = "/queues/{name}/resume", tag = "queues",
     params(("name" = String, Path, description = "The queue's name")),
-    responses((status = 200, body = QueuePaused), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = QueuePaused), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn resume_queue(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
@@ -285,8 +293,8 @@ async fn dead_matching(
 
 /// A queue's dead letters, oldest id first, filtered.
 #[utoipa::path(get, path = "/queues/{name}/dead", tag = "queues", params(("name" = String, Path, description = "The queue's name"), PageQuery, DeadFilter),
-    responses((status = 200, body = Page<TaskView>), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Page<TaskView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_dead(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -373,8 +381,8 @@ async fn dead_targets(
 /// them (operator).
 #[utoipa::path(post, path = "/queues/{name}/dead/retry", tag = "queues", request_body = DeadAction,
     params(("name" = String, Path, description = "The queue's name")),
-    responses((status = 200, body = DeadActionDone), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = DeadActionDone), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn retry_dead(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
@@ -405,8 +413,8 @@ pub async fn retry_dead(
 /// them (admin).
 #[utoipa::path(post, path = "/queues/{name}/dead/delete", tag = "queues", request_body = DeadAction,
     params(("name" = String, Path, description = "The queue's name")),
-    responses((status = 200, body = DeadActionDone), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = DeadActionDone), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_dead(
     auth::Admin(who): auth::Admin,
     State(s): State<ApiState>,
@@ -468,8 +476,8 @@ pub async fn worker_views(s: &ApiState) -> Result<Vec<WorkerView>, ApiError> {
 
 /// Live workers.
 #[utoipa::path(get, path = "/workers", tag = "queues", params(PageQuery),
-    responses((status = 200, body = Page<WorkerView>), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Page<WorkerView>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn list_workers(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -488,7 +496,7 @@ pub struct TaskStatusView {
     /// `ready`, `delayed`, `running`, `completed` or `dead`.
     pub state: String,
     /// Its result, when completed with a kept result.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     /// When it completed or died.
     pub finished_at: Option<String>,
@@ -518,8 +526,8 @@ fn task_id(id: &str) -> Result<TaskId, ApiError> {
 /// A task's status.
 #[utoipa::path(get, path = "/queues/{name}/tasks/{id}", tag = "queues",
     params(("name" = String, Path, description = "The queue's name"), ("id" = String, Path, description = "The task's id")),
-    responses((status = 200, body = TaskStatusView), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = TaskStatusView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn get_task(
     _: auth::Viewer,
     State(s): State<ApiState>,
@@ -538,8 +546,8 @@ async fn get_task(
 /// running (409).
 #[utoipa::path(post, path = "/queues/{name}/tasks/{id}/cancel", tag = "queues",
     params(("name" = String, Path, description = "The queue's name"), ("id" = String, Path, description = "The task's id")),
-    responses((status = 200, body = super::jobs::ActionDone), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = super::jobs::ActionDone), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn cancel_task(
     auth::Operator(who): auth::Operator,
     State(s): State<ApiState>,
@@ -582,28 +590,4 @@ pub(super) fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_workers))
         .routes(routes!(get_task))
         .routes(routes!(cancel_task))
-}
-
-// TEMPORARY until the broker's queue pauses land (branch h/qpause): removed at
-// the merge.
-#[async_trait::async_trait]
-trait PendingBroker {
-    async fn paused_queues(&self) -> Result<Vec<String>, QueueError>;
-    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError>;
-    async fn delete_dead(&self, queue: &str, ids: &[TaskId]) -> Result<u64, QueueError>;
-}
-
-#[async_trait::async_trait]
-impl<T: Broker + ?Sized> PendingBroker for T {
-    async fn paused_queues(&self) -> Result<Vec<String>, QueueError> {
-        Ok(Vec::new())
-    }
-    async fn set_queue_paused(&self, _: &str, _: bool) -> Result<(), QueueError> {
-        Err(QueueError::Invalid(
-            "queue pauses are not merged yet".into(),
-        ))
-    }
-    async fn delete_dead(&self, _: &str, _: &[TaskId]) -> Result<u64, QueueError> {
-        Err(QueueError::Invalid("delete_dead is not merged yet".into()))
-    }
 }

@@ -926,6 +926,24 @@ async fn cache(cx: &Cx<'_>) -> Result<Vec<Section>, ApiError> {
             ),
         ),
     ];
+    let top: Vec<Vec<String>> = api::gateway::top_keys(cx.s, 20)
+        .iter()
+        .map(|k| {
+            vec![
+                format!("<code>{}</code>", esc(&k.key)),
+                esc(&k.route),
+                k.requests.to_string(),
+                k.hits.to_string(),
+            ]
+        })
+        .collect();
+    out.push(live(
+        "c-top",
+        format!(
+            "<h2>Top keys</h2>{}",
+            table(&["Key", "Route", "Requests", "Hits"], &top, "No request counted yet.")
+        ),
+    ));
     if cx.operator() {
         let one = |field: &str, label: &str, hint: &str| {
             format!(
