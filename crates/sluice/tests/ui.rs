@@ -46,19 +46,15 @@ impl Server {
             "\n[repository]\nurl = \"sqlite://{}\"\n\n",
             dir.path().join("repo.db").display()
         ));
-        cfg.push_str(&shell_job_toml(
-            "hello",
-            "wait",
-            &format!(
-                "while [ ! -e {} ]; do sleep 0.2; done; echo released",
-                gate.display()
-            ),
-        ));
-        cfg.push_str(
-            "params = { who = \"world\" }\n\n[[job.step]]\nname = \"after\"\n\
-             tasklet = { kind = \"shell\", command = \"echo done\" }\n\n\
+        cfg.push_str(&format!(
+            "[[job]]\nname = \"hello\"\nparams = {{ who = \"world\" }}\n\n\
+             [[job.step]]\nname = \"wait\"\n\
+             tasklet = {{ kind = \"shell\", command = \"while [ ! -e {} ]; do sleep 0.2; done; echo released\" }}\n\n\
+             [[job.step]]\nname = \"after\"\n\
+             tasklet = {{ kind = \"shell\", command = \"echo done\" }}\n\n\
              [[job.trigger]]\nname = \"hourly\"\nkind = \"every\"\nevery = \"1h\"\n\n",
-        );
+            gate.display()
+        ));
         cfg.push_str(&shell_job_toml("boom", "fail", "echo no luck; exit 3"));
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, cfg).unwrap();
@@ -72,7 +68,7 @@ impl Server {
                 ("UI_SIM_KEY", SIM_KEY),
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
             .spawn()
             .unwrap();
         let guard = KillOnDrop(child.id());
@@ -88,7 +84,11 @@ impl Server {
             if up.is_ok_and(|r| r.status() == 200) {
                 break;
             }
-            assert!(Instant::now() < end, "sluice serve did not get ready");
+            assert!(
+                Instant::now() < end,
+                "sluice serve did not get ready:\n{}",
+                std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Self {
@@ -472,14 +472,12 @@ fn colours(png_bytes: &[u8]) -> usize {
     seen.len()
 }
 
-/// The page's text.
+/// The page's text (empty while a navigation replaces the page).
 async fn text(c: &Client) -> String {
-    c.find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    match c.find(Locator::Css("body")).await {
+        Ok(b) => b.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 /// Saves the screenshot `NAME.png`, checks it is a rendered page (not tiny,
@@ -510,13 +508,21 @@ async fn wait_text(c: &Client, want: &str, what: &str) -> String {
     }
 }
 
+/// Clicks the first element matching `css`, finding it again when a live
+/// update replaced it between the finding and the click.
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .click()
-        .await
-        .unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = match c.find(Locator::Css(css)).await {
+            Ok(el) => el.click().await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) => assert!(Instant::now() < end, "cannot click {css}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn login(c: &Client, s: &Server, token: &str) {
@@ -538,12 +544,7 @@ async fn login(c: &Client, s: &Server, token: &str) {
 async fn an_operator_drives_the_dashboard_in_a_browser_and_a_viewer_only_reads() {
     let s = Server::start().await;
     let dir = shots_dir();
-    // A cached key (a miss, then a hit) and a dead task.
-    for _ in 0..2 {
-        let r = s.http.get(s.url(CACHED)).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-    }
-    assert_eq!(s.api(OPS, "/cache").await["entries"], 1);
+    // A dead task.
     s.api_post(OPS, "/jobs/boom/runs", json!({})).await;
     s.wait_dead(1).await;
 
@@ -565,15 +566,15 @@ async fn an_operator_drives_the_dashboard_in_a_browser_and_a_viewer_only_reads()
     click(&c, "form.run button[data-action=run]").await;
     wait_text(&c, "run of hello enqueued as task", "the run's message").await;
     let end = Instant::now() + Duration::from_secs(60);
-    let exec = loop {
-        if let Ok(a) = c.find(Locator::Css("#job-recent a.exec")).await {
-            break a;
+    loop {
+        if c.find(Locator::Css("#job-recent a.exec")).await.is_ok() {
+            break;
         }
         assert!(Instant::now() < end, "the execution never showed on the job page");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
     shot(&c, &dir, "job", &["Recent executions", "Triggers", "hello/hourly"]).await;
-    exec.click().await.unwrap();
+    click(&c, "#job-recent a.exec").await;
     let t = wait_text(&c, "STARTED", "the execution runs (waiting for its gate)").await;
     assert!(!t.contains("COMPLETED"), "{t}");
     c.execute("window.__noReload = 42;", vec![]).await.unwrap();
@@ -602,7 +603,12 @@ async fn an_operator_drives_the_dashboard_in_a_browser_and_a_viewer_only_reads()
     click(&c, "#q-dead button[data-action=retry]").await;
     wait_text(&c, "1 dead task(s) of jobs back in the queue", "the retry's message").await;
 
-    // Purge the cached key.
+    // A cached key (a miss, then a hit; the route's TTL is a minute), purged.
+    for _ in 0..2 {
+        let r = s.http.get(s.url(CACHED)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(s.api(OPS, "/cache").await["entries"], 1);
     c.goto(&s.url("/ui/cache")).await.unwrap();
     c.find(Locator::Css("input[name=url]"))
         .await
