@@ -130,7 +130,11 @@ impl Server {
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success(), "POST /api/v1{path}: {}", r.status());
+        assert!(
+            r.status().is_success(),
+            "POST /api/v1{path}: {}",
+            r.status()
+        );
         serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
     }
 
@@ -287,7 +291,10 @@ async fn dashboard_pages_and_actions_need_a_session_csrf_and_the_role() {
             .await
             .unwrap()
             .status();
-        assert_eq!(wrong_csrf, 403, "POST {a} with another session's CSRF token");
+        assert_eq!(
+            wrong_csrf, 403,
+            "POST {a} with another session's CSRF token"
+        );
         if *a != "/ui/logout" {
             let viewer = post(&ro, format!("{body}&csrf={ro_csrf}"))
                 .await
@@ -303,7 +310,7 @@ async fn dashboard_pages_and_actions_need_a_session_csrf_and_the_role() {
         .header("cookie", &ops)
         .header("x-csrf-token", &csrf)
         .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[("queue", "jobs"), ("all", "1")]))
+        .body(form(&[("queue", "jobs"), ("all", "1")]))
         .send()
         .await
         .unwrap();
@@ -314,12 +321,19 @@ async fn dashboard_pages_and_actions_need_a_session_csrf_and_the_role() {
         .header("cookie", &ops)
         .header("x-csrf-token", &csrf)
         .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[("trigger", "hello/hourly"), ("back", "https://evil.example/")]))
+        .body(form(&[
+            ("trigger", "hello/hourly"),
+            ("back", "https://evil.example/"),
+        ]))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()["location"], "/ui", "back never leaves the dashboard");
+    assert_eq!(
+        r.headers()["location"],
+        "/ui",
+        "back never leaves the dashboard"
+    );
     let t = s.api(OPS, "/triggers?paused=true").await;
     assert_eq!(t["items"][0]["id"], "hello/hourly", "{t}");
 
@@ -328,19 +342,32 @@ async fn dashboard_pages_and_actions_need_a_session_csrf_and_the_role() {
         .http
         .post(s.url("/ui/login"))
         .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[("token", "ui-operator-token-012345678")]))
+        .body(form(&[("token", "ui-operator-token-012345678")]))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
     let body = r.text().await.unwrap();
-    assert!(body.contains("not valid") && body.contains("name=\"token\""), "{body}");
+    assert!(
+        body.contains("not valid") && body.contains("name=\"token\""),
+        "{body}"
+    );
     assert!(!body.contains("ui-operator-token-012345678"), "{body}");
     let admin = s.session(ADMIN).await;
     for p in &PAGES[..9] {
         for c in [&ops, &ro, &admin] {
-            let r = s.http.get(s.url(p)).header("cookie", c).send().await.unwrap();
-            assert_eq!(r.status(), if *p == "/ui/executions/1" { 404 } else { 200 }, "GET {p}");
+            let r = s
+                .http
+                .get(s.url(p))
+                .header("cookie", c)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                if *p == "/ui/executions/1" { 404 } else { 200 },
+                "GET {p}"
+            );
             let h = r.text().await.unwrap();
             for secret in [ADMIN, OPS, RO, SIM_KEY] {
                 assert!(!h.contains(secret), "{p} shows a secret");
@@ -361,8 +388,18 @@ async fn dashboard_pages_and_actions_need_a_session_csrf_and_the_role() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "{file}");
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with(ty));
-        assert!(r.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(ty)
+        );
+        assert!(
+            r.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
         assert!(r.bytes().await.unwrap().len() > 500, "{file}");
     }
     s.stop();
@@ -554,7 +591,14 @@ async fn an_operator_drives_the_dashboard_in_a_browser_and_a_viewer_only_reads()
         &c,
         &dir,
         "overview",
-        &["Requests/s", "Hit ratio", "Upstream calls saved", "airkorea", "Quota left", "Alerts firing"],
+        &[
+            "Requests/s",
+            "Hit ratio",
+            "Upstream calls saved",
+            "airkorea",
+            "Quota left",
+            "Alerts firing",
+        ],
     )
     .await;
 
@@ -570,20 +614,38 @@ async fn an_operator_drives_the_dashboard_in_a_browser_and_a_viewer_only_reads()
         if c.find(Locator::Css("#job-recent a.exec")).await.is_ok() {
             break;
         }
-        assert!(Instant::now() < end, "the execution never showed on the job page");
+        assert!(
+            Instant::now() < end,
+            "the execution never showed on the job page"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    shot(&c, &dir, "job", &["Recent executions", "Triggers", "hello/hourly"]).await;
+    shot(
+        &c,
+        &dir,
+        "job",
+        &["Recent executions", "Triggers", "hello/hourly"],
+    )
+    .await;
     click(&c, "#job-recent a.exec").await;
     let t = wait_text(&c, "STARTED", "the execution runs (waiting for its gate)").await;
     assert!(!t.contains("COMPLETED"), "{t}");
     c.execute("window.__noReload = 42;", vec![]).await.unwrap();
     std::fs::write(&s.gate, "go").unwrap();
     let t = wait_text(&c, "execution COMPLETED", "the live execution page").await;
-    let still = c.execute("return window.__noReload;", vec![]).await.unwrap();
+    let still = c
+        .execute("return window.__noReload;", vec![])
+        .await
+        .unwrap();
     assert_eq!(still, json!(42), "the page was reloaded");
     assert!(t.contains("Steps 2 of 2") && t.contains("released"), "{t}");
-    shot(&c, &dir, "execution", &["COMPLETED", "wait", "after", "Log", "Skipped items"]).await;
+    shot(
+        &c,
+        &dir,
+        "execution",
+        &["COMPLETED", "wait", "after", "Log", "Skipped items"],
+    )
+    .await;
 
     // Pause the trigger.
     c.goto(&s.url("/ui/schedule")).await.unwrap();
@@ -595,13 +657,30 @@ async fn an_operator_drives_the_dashboard_in_a_browser_and_a_viewer_only_reads()
 
     // The dead task: the preview counts it, Retry sends it back.
     c.goto(&s.url("/ui/queues")).await.unwrap();
-    shot(&c, &dir, "queues", &["jobs", "Dead", "Workers", "Depth of jobs"]).await;
+    shot(
+        &c,
+        &dir,
+        "queues",
+        &["jobs", "Dead", "Workers", "Depth of jobs"],
+    )
+    .await;
     c.goto(&s.url("/ui/queues/jobs")).await.unwrap();
     click(&c, "summary[data-action=retry-all-open]").await;
     wait_text(&c, "1 task(s) match.", "the retry preview").await;
-    shot(&c, &dir, "dead-letters", &["Dead letters", "job.run", "exit code 3", "Retry"]).await;
+    shot(
+        &c,
+        &dir,
+        "dead-letters",
+        &["Dead letters", "job.run", "exit code 3", "Retry"],
+    )
+    .await;
     click(&c, "#q-dead button[data-action=retry]").await;
-    wait_text(&c, "1 dead task(s) of jobs back in the queue", "the retry's message").await;
+    wait_text(
+        &c,
+        "1 dead task(s) of jobs back in the queue",
+        "the retry's message",
+    )
+    .await;
 
     // A cached key (a miss, then a hit; the route's TTL is a minute), purged.
     for _ in 0..2 {
@@ -619,14 +698,26 @@ async fn an_operator_drives_the_dashboard_in_a_browser_and_a_viewer_only_reads()
     click(&c, "button[data-action=purge-url]").await;
     wait_text(&c, "purged 1 entry", "the purge's message").await;
     assert_eq!(s.api(OPS, "/cache").await["entries"], 0);
-    shot(&c, &dir, "cache", &["Store", "memory", "Routes", "air", "Purge"]).await;
+    shot(
+        &c,
+        &dir,
+        "cache",
+        &["Store", "memory", "Routes", "air", "Purge"],
+    )
+    .await;
 
     c.goto(&s.url("/ui/audit")).await.unwrap();
     shot(
         &c,
         &dir,
         "audit",
-        &["job.run", "trigger.pause", "dead.retry", "cache.purge", "ops (operator)"],
+        &[
+            "job.run",
+            "trigger.pause",
+            "dead.retry",
+            "cache.purge",
+            "ops (operator)",
+        ],
     )
     .await;
 
@@ -651,10 +742,20 @@ async fn an_operator_drives_the_dashboard_in_a_browser_and_a_viewer_only_reads()
             ))
             .await
             .unwrap();
-        assert!(actions.is_empty(), "{p}: a viewer sees {} action(s)", actions.len());
+        assert!(
+            actions.is_empty(),
+            "{p}: a viewer sees {} action(s)",
+            actions.len()
+        );
     }
     c.goto(&s.url("/ui/jobs")).await.unwrap();
-    shot(&c, &dir, "viewer-jobs", &["ro (viewer)", "hello", "COMPLETED"]).await;
+    shot(
+        &c,
+        &dir,
+        "viewer-jobs",
+        &["ro (viewer)", "hello", "COMPLETED"],
+    )
+    .await;
     c.close().await.unwrap();
     s.stop();
 }

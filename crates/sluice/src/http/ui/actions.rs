@@ -21,7 +21,8 @@ use crate::http::api::{self, ApiState, Principal, Tokens, auth};
 /// The cookie carrying the message shown once on the next page.
 const FLASH_COOKIE: &str = "sluice_flash";
 /// The `Set-Cookie` value that removes the message.
-pub(super) const CLEAR_FLASH: &str = "sluice_flash=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0";
+pub(super) const CLEAR_FLASH: &str =
+    "sluice_flash=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0";
 
 /// The message of the flash cookie, if any.
 pub(super) fn flash_of(headers: &HeaderMap) -> Option<String> {
@@ -60,27 +61,27 @@ fn back_with(back: Option<&String>, message: &str) -> Response {
     r
 }
 
-/// Refuses a request without the session's CSRF token (`403`) or by a role
-/// below `need` (`403`).
+/// The refusal (`403`) of a request without the session's CSRF token or by a
+/// role below `need`; none when it may go on.
 fn guard(
     p: &Principal,
     headers: &HeaderMap,
     f: &HashMap<String, String>,
     need: Role,
-) -> Result<(), Response> {
+) -> Option<Response> {
     let given = headers
         .get(auth::CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
         .or(f.get("csrf").map(String::as_str));
-    auth::check_csrf(p, given).map_err(|e| {
-        message_page(
+    if let Err(e) = auth::check_csrf(p, given) {
+        return Some(message_page(
             StatusCode::FORBIDDEN,
             "Refused",
             &format!("{} (reload the page and try again)", e.message),
-        )
-    })?;
+        ));
+    }
     if p.role < need {
-        return Err(message_page(
+        return Some(message_page(
             StatusCode::FORBIDDEN,
             "Not allowed",
             &format!(
@@ -91,7 +92,7 @@ fn guard(
             ),
         ));
     }
-    Ok(())
+    None
 }
 
 /// The answer to an action: back with what it did or why it failed.
@@ -123,7 +124,7 @@ macro_rules! action {
             raw: axum::body::Bytes,
         ) -> Response {
             let $f = fields(&raw);
-            if let Err(r) = guard(&$p, &headers, &$f, $role) {
+            if let Some(r) = guard(&$p, &headers, &$f, $role) {
                 return r;
             }
             let r: Result<String, ApiError> = async { $body }.await;
@@ -270,16 +271,22 @@ async fn preview(
     let f = fields(&raw);
     let delete = f.get("kind").is_some_and(|k| k == "delete");
     let need = if delete { Role::Admin } else { Role::Operator };
-    if let Err(r) = guard(&p, &headers, &f, need) {
+    if let Some(r) = guard(&p, &headers, &f, need) {
         return r;
     }
     let r = async {
         let q = field(&f, "queue")?.to_owned();
         let b = dead_body(&f, true)?;
         let m = if delete {
-            api::queues::delete_dead(auth::Admin(p), State(s), Path(q), b).await?.0.matched
+            api::queues::delete_dead(auth::Admin(p), State(s), Path(q), b)
+                .await?
+                .0
+                .matched
         } else {
-            api::queues::retry_dead(auth::Operator(p), State(s), Path(q), b).await?.0.matched
+            api::queues::retry_dead(auth::Operator(p), State(s), Path(q), b)
+                .await?
+                .0
+                .matched
         };
         Ok::<_, ApiError>(m)
     }
@@ -348,7 +355,11 @@ pub(super) async fn login(
     raw: axum::body::Bytes,
 ) -> Response {
     let f = fields(&raw);
-    let Some(token) = f.get("token").and_then(|t| s.tokens.by_value(t.trim())).cloned() else {
+    let Some(token) = f
+        .get("token")
+        .and_then(|t| s.tokens.by_value(t.trim()))
+        .cloned()
+    else {
         return html(
             StatusCode::UNAUTHORIZED,
             login_page(Some("That token is not valid.")),
@@ -379,7 +390,7 @@ pub(super) async fn logout(
     raw: axum::body::Bytes,
 ) -> Response {
     let f = fields(&raw);
-    if let Err(r) = guard(&p, &headers, &f, Role::Viewer) {
+    if let Some(r) = guard(&p, &headers, &f, Role::Viewer) {
         return r;
     }
     let mut r = Redirect::to("/ui/login").into_response();

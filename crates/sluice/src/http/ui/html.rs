@@ -210,7 +210,10 @@ pub(super) fn table(head: &[&str], rows: &[Vec<String>], empty: &str) -> String 
     if rows.is_empty() {
         return format!("<p class=\"empty\">{}</p>", esc(empty));
     }
-    let th: String = head.iter().map(|h| format!("<th>{}</th>", esc(h))).collect();
+    let th: String = head
+        .iter()
+        .map(|h| format!("<th>{}</th>", esc(h)))
+        .collect();
     let body: String = rows
         .iter()
         .map(|r| {

@@ -89,11 +89,15 @@ pub(super) async fn page(
             if flash.is_some() {
                 r.headers_mut().append(
                     header::SET_COOKIE,
-                    super::actions::CLEAR_FLASH.parse().unwrap_or_else(|_| unreachable!()),
+                    super::actions::CLEAR_FLASH
+                        .parse()
+                        .unwrap_or_else(|_| unreachable!()),
                 );
             }
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, "no-store".parse().unwrap_or_else(|_| unreachable!()));
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                "no-store".parse().unwrap_or_else(|_| unreachable!()),
+            );
             r
         }
         Err(e) => message_page(e.status, "Cannot show this page", &e.message),
@@ -635,7 +639,10 @@ async fn execution(cx: &Cx<'_>, id: i64) -> Result<Vec<Section>, ApiError> {
                 )
             ),
         ),
-        live("ex-log", format!("<h2>Log</h2><ol class=\"log\">{log}</ol>")),
+        live(
+            "ex-log",
+            format!("<h2>Log</h2><ol class=\"log\">{log}</ol>"),
+        ),
     ])
 }
 
@@ -677,7 +684,10 @@ fn step_tree(steps: &[Value]) -> String {
             out.push_str(&format!("<li>{}</li>", one(&steps[i], &name)));
             i += 1;
         } else {
-            out.push_str(&format!("<li><span class=\"step-name\">{}</span><ul>", esc(parent)));
+            out.push_str(&format!(
+                "<li><span class=\"step-name\">{}</span><ul>",
+                esc(parent)
+            ));
             for c in &children {
                 let n = t(c, "/step_name");
                 out.push_str(&format!("<li>{}</li>", one(c, &n)));
@@ -745,13 +755,27 @@ async fn queues(cx: &Cx<'_>) -> Result<Vec<Section>, ApiError> {
         .collect();
     let charts: String = qs
         .iter()
-        .map(|q| chart(&format!("queue_depth:{}", q.name), &format!("Depth of {}", q.name)))
+        .map(|q| {
+            chart(
+                &format!("queue_depth:{}", q.name),
+                &format!("Depth of {}", q.name),
+            )
+        })
         .collect();
     Ok(vec![
         live(
             "q-list",
             table(
-                &["Queue", "Ready", "Delayed", "Running", "Dead", "State", "Workers", "Oldest dead"],
+                &[
+                    "Queue",
+                    "Ready",
+                    "Delayed",
+                    "Running",
+                    "Dead",
+                    "State",
+                    "Workers",
+                    "Oldest dead",
+                ],
                 &rows,
                 "No queue.",
             ),
@@ -761,7 +785,11 @@ async fn queues(cx: &Cx<'_>) -> Result<Vec<Section>, ApiError> {
             "q-workers",
             format!(
                 "<h2>Workers</h2>{}",
-                table(&["Node", "Queues", "Started", "Heartbeat"], &wrows, "No live worker.")
+                table(
+                    &["Node", "Queues", "Started", "Heartbeat"],
+                    &wrows,
+                    "No live worker."
+                )
             ),
         ),
     ])
@@ -832,12 +860,12 @@ async fn queue(
         esc(error.as_deref().unwrap_or("")),
     );
     let mut out = vec![
-        fixed("q-chart", chart(&format!("queue_depth:{name}"), &format!("Depth of {name}"))),
-        fixed("q-filter", format!("<h2>Dead letters</h2>{filter}")),
-        live(
-            "q-dead",
-            table(&head, &rows, "No dead task matches."),
+        fixed(
+            "q-chart",
+            chart(&format!("queue_depth:{name}"), &format!("Depth of {name}")),
         ),
+        fixed("q-filter", format!("<h2>Dead letters</h2>{filter}")),
+        live("q-dead", table(&head, &rows, "No dead task matches.")),
     ];
     if cx.operator() {
         let fields = [
@@ -895,23 +923,22 @@ async fn cache(cx: &Cx<'_>) -> Result<Vec<Section>, ApiError> {
         stat("Degraded", c.degraded.as_deref().unwrap_or("no")),
     ]
     .concat();
-    let rows: Vec<Vec<String>> = cx
-        .s
-        .gateway
-        .route_stats()
-        .iter()
-        .map(|r| {
-            vec![
-                esc(&r.route),
-                esc(&r.path),
-                esc(&r.upstream),
-                r.total.to_string(),
-                pct(r.hit_ratio),
-                r.upstream_calls.to_string(),
-                r.calls_saved.to_string(),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> =
+        cx.s.gateway
+            .route_stats()
+            .iter()
+            .map(|r| {
+                vec![
+                    esc(&r.route),
+                    esc(&r.path),
+                    esc(&r.upstream),
+                    r.total.to_string(),
+                    pct(r.hit_ratio),
+                    r.upstream_calls.to_string(),
+                    r.calls_saved.to_string(),
+                ]
+            })
+            .collect();
     let mut out = vec![
         live("c-stats", format!("<div class=\"stats\">{stats}</div>")),
         live(
@@ -919,7 +946,15 @@ async fn cache(cx: &Cx<'_>) -> Result<Vec<Section>, ApiError> {
             format!(
                 "<h2>Routes</h2>{}",
                 table(
-                    &["Route", "Path", "Upstream", "Requests", "Hit ratio", "Upstream calls", "Calls saved"],
+                    &[
+                        "Route",
+                        "Path",
+                        "Upstream",
+                        "Requests",
+                        "Hit ratio",
+                        "Upstream calls",
+                        "Calls saved"
+                    ],
                     &rows,
                     "No route configured."
                 )
@@ -941,7 +976,11 @@ async fn cache(cx: &Cx<'_>) -> Result<Vec<Section>, ApiError> {
         "c-top",
         format!(
             "<h2>Top keys</h2>{}",
-            table(&["Key", "Route", "Requests", "Hits"], &top, "No request counted yet.")
+            table(
+                &["Key", "Route", "Requests", "Hits"],
+                &top,
+                "No request counted yet."
+            )
         ),
     ));
     if cx.operator() {
@@ -955,7 +994,8 @@ async fn cache(cx: &Cx<'_>) -> Result<Vec<Section>, ApiError> {
                 back = esc(cx.here),
             )
         };
-        let mut forms = one("url", "Path and query", "/air/x?sidoName=…") + &one("key", "Exact key", "");
+        let mut forms =
+            one("url", "Path and query", "/air/x?sidoName=…") + &one("key", "Exact key", "");
         if cx.admin() {
             let bulk = |field: &str, label: &str| {
                 format!(
@@ -1017,7 +1057,11 @@ async fn audit(cx: &Cx<'_>, q: &HashMap<String, String>) -> Result<Vec<Section>,
         fixed("audit-filter", filter),
         live(
             "audit-log",
-            table(&["When", "Who", "Action", "Target", "Detail"], &rows, "Nothing recorded yet."),
+            table(
+                &["When", "Who", "Action", "Target", "Detail"],
+                &rows,
+                "Nothing recorded yet.",
+            ),
         ),
     ])
 }
