@@ -34,6 +34,14 @@ pub trait Tasklet: Send {
     ///
     /// What went wrong; the step fails with its message.
     async fn execute(&mut self) -> Result<String, TaskletError>;
+
+    /// What the last [`execute`](Self::execute) did, as step counts (a cleanup's
+    /// rows removed as `written`, say); `None` (the default) records one commit
+    /// and nothing else. Asked after `execute` returns, whether it succeeded or
+    /// failed, so that work committed before a failure is still counted.
+    fn counts(&self) -> Option<StepCounts> {
+        None
+    }
 }
 
 /// Why a tasklet failed; its message becomes the step's exit message.
@@ -359,15 +367,22 @@ impl JobRunner {
                 .await?;
             let result = match step {
                 Step::Chunk(c) => c.run(&mut exec, &ctx).await,
-                Step::Tasklet { tasklet, .. } => match tasklet.execute().await {
-                    Ok(msg) => {
-                        exec.status = BatchStatus::Completed;
-                        exec.exit_message = msg;
-                        exec.counts.commits = 1;
-                        Ok(())
+                Step::Tasklet { tasklet, .. } => {
+                    let done = tasklet.execute().await;
+                    match tasklet.counts() {
+                        Some(c) => exec.counts = c,
+                        None if done.is_ok() => exec.counts.commits = 1,
+                        None => {}
                     }
-                    Err(e) => Err(StepEnd::Failed(format!("step {name}: {e}"))),
-                },
+                    match done {
+                        Ok(msg) => {
+                            exec.status = BatchStatus::Completed;
+                            exec.exit_message = msg;
+                            Ok(())
+                        }
+                        Err(e) => Err(StepEnd::Failed(format!("step {name}: {e}"))),
+                    }
+                }
             };
             exec.ended_at = Some(self.clock.now_millis());
             match &result {
