@@ -49,6 +49,17 @@ pub enum ReadError {
     /// Reading cannot go on (missing file, bad configuration).
     #[error("{0}")]
     Fatal(String),
+    /// Reading must pause until later, e.g. the upstream's daily quota (less a
+    /// reserve) is spent. What was read before is written and committed, the step
+    /// stops (STOPPED, with `reason`) and the run resumes from the checkpoint at
+    /// `resume_at_ms` (a job run on the queue waits for it by itself).
+    #[error("{reason}")]
+    Suspended {
+        /// Why, for the exit message: what is spent and when it resets.
+        reason: String,
+        /// When reading can go on, Unix milliseconds, if known.
+        resume_at_ms: Option<i64>,
+    },
 }
 
 /// How far a reader is through its source ([`Reader::extent`]).

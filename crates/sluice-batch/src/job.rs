@@ -194,6 +194,11 @@ pub struct RunReport {
     pub steps: Vec<StepExecution>,
     /// Whether it resumed a previous execution.
     pub resumed_from: Option<i64>,
+    /// Whether a reader suspended it (STOPPED until later, e.g. a daily quota
+    /// spent); the run resumes from its checkpoint when started again.
+    pub suspended: bool,
+    /// When a suspended run can go on, Unix milliseconds, if the reader knew.
+    pub resume_at_ms: Option<i64>,
 }
 
 /// Options of one run.
@@ -391,6 +396,10 @@ impl JobRunner {
                     exec.status = BatchStatus::Stopped;
                     exec.exit_message = "stopped on request".into();
                 }
+                Err(StepEnd::Suspended { reason, .. }) => {
+                    exec.status = BatchStatus::Stopped;
+                    exec.exit_message = format!("suspended: {reason}");
+                }
                 Err(StepEnd::Failed(m)) => {
                     exec.status = BatchStatus::Failed;
                     exec.exit_message = m.clone();
@@ -414,6 +423,9 @@ impl JobRunner {
         let (status, message) = match &outcome {
             Ok(()) => (BatchStatus::Completed, String::new()),
             Err(StepEnd::Stopped) => (BatchStatus::Stopped, "stopped on request".into()),
+            Err(StepEnd::Suspended { reason, .. }) => {
+                (BatchStatus::Stopped, format!("suspended: {reason}"))
+            }
             Err(StepEnd::Failed(m)) => (BatchStatus::Failed, m.clone()),
             Err(StepEnd::LeaseLost(e)) => {
                 // Another process owns the instance now; record nothing more.
@@ -425,10 +437,16 @@ impl JobRunner {
             .finish_execution(exec_id, status, &message)
             .await?;
         let (execution, _) = self.repo.execution(exec_id).await?;
+        let resume_at_ms = match &outcome {
+            Err(StepEnd::Suspended { resume_at_ms, .. }) => *resume_at_ms,
+            _ => None,
+        };
         Ok(RunReport {
             execution,
             steps,
             resumed_from,
+            suspended: matches!(outcome, Err(StepEnd::Suspended { .. })),
+            resume_at_ms,
         })
     }
 }

@@ -221,6 +221,11 @@ impl StepContext<'_> {
 #[derive(Debug)]
 pub(crate) enum StepEnd {
     Stopped,
+    /// The reader suspended reading (see [`ReadError::Suspended`]).
+    Suspended {
+        reason: String,
+        resume_at_ms: Option<i64>,
+    },
     Failed(String),
     LeaseLost(RepoError),
 }
@@ -249,6 +254,22 @@ struct ReadChunk {
     delta: StepCounts,
     skips: Vec<SkipRecord>,
     eof: bool,
+    /// The reader suspended after the items of this chunk (reason, resume time).
+    suspend: Option<(String, Option<i64>)>,
+}
+
+impl ReadChunk {
+    /// An empty chunk that carries only the reader's suspension.
+    fn suspended(suspend: Option<(String, Option<i64>)>) -> Self {
+        Self {
+            positions: Vec::new(),
+            data: Data::Items(Vec::new()),
+            delta: StepCounts::default(),
+            skips: Vec::new(),
+            eof: false,
+            suspend,
+        }
+    }
 }
 
 /// What reading needs of the step (borrowed apart from the writer, so that the next
@@ -382,10 +403,19 @@ impl ChunkStep {
                 mut delta,
                 mut skips,
                 eof,
+                suspend,
             } = next;
             if eof && delta.read == 0 {
                 // The input ended exactly at the last chunk: nothing more to write.
                 break;
+            }
+            if let Some((reason, resume_at_ms)) = suspend.as_ref().filter(|_| delta.read == 0) {
+                commit(uncommitted.take()).await?;
+                tracing::info!(step = %name, reason = %reason, "reading suspended");
+                return Err(StepEnd::Suspended {
+                    reason: reason.clone(),
+                    resume_at_ms: *resume_at_ms,
+                });
             }
             if ctx.should_stop(exec.execution_id).await {
                 // Nothing of this chunk is written: it is read again on restart.
@@ -462,7 +492,7 @@ impl ChunkStep {
                     in_tx.as_deref(),
                 ),
                 async {
-                    if eof {
+                    if eof || suspend.is_some() {
                         None
                     } else {
                         Some(rs.read_chunk(exec.id, skipped_before).await)
@@ -497,6 +527,7 @@ impl ChunkStep {
                 std::process::abort();
             }
             next = match read_ahead {
+                None if suspend.is_some() => ReadChunk::suspended(suspend),
                 None => break,
                 Some(Ok(c)) => c,
                 Some(Err(ReadError::Transient(e))) => {
@@ -660,6 +691,7 @@ impl ReadSide<'_> {
             delta: StepCounts::default(),
             skips: Vec::new(),
             eof: false,
+            suspend: None,
         };
         while c.delta.read < self.chunk as u64 {
             if skipped_before + c.delta.skipped > self.skip_limit {
@@ -699,6 +731,13 @@ impl ReadSide<'_> {
                     c.skips.push(skip_record(
                         self.name, exec_id, position, "read", &reason, raw,
                     ));
+                }
+                Err(ReadError::Suspended {
+                    reason,
+                    resume_at_ms,
+                }) => {
+                    c.suspend = Some((reason, resume_at_ms));
+                    break;
                 }
                 Err(e) => return Err(e),
             }

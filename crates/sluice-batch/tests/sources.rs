@@ -102,6 +102,9 @@ fn upstream_at(base_url: &str, o: Up) -> Arc<Upstream> {
             retry_codes: Vec::new(),
             quota_codes: vec!["22".into()],
             max_response_bytes: 8 << 20,
+            preset: None,
+            normalize: false,
+            code_meanings: Default::default(),
         })
         .unwrap(),
     )
@@ -291,8 +294,16 @@ async fn http_reader_checkpoint_resumes_exactly_mid_page() {
         a.open(None).await.unwrap();
         let head = stations(&read_n(&mut a, cut).await);
         let cp = a.checkpoint();
-        assert_eq!(cp["page"], json!((cut as u64 - 1) / 10 + 1), "{cp}");
-        assert_eq!(cp["index"], json!((cut as u64 - 1) % 10 + 1), "{cp}");
+        // A page read to its end is the next page's start (91 rows: page 10 is
+        // not the last), so that resuming fetches no page twice.
+        let cut_u = cut as u64;
+        let (page, index) = if cut_u % 10 == 0 {
+            (cut_u / 10 + 1, 0)
+        } else {
+            (cut_u / 10 + 1, cut_u % 10)
+        };
+        assert_eq!(cp["page"], json!(page), "{cp}");
+        assert_eq!(cp["index"], json!(index), "{cp}");
         assert_eq!(cp["position"], json!(cut), "{cp}");
         // Through the JSON the repository would store.
         let cp: Value = serde_json::from_str(&cp.to_string()).unwrap();
@@ -365,17 +376,38 @@ async fn http_reader_failures_are_transient_or_fatal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_reader_spent_quota_is_transient() {
+async fn http_reader_spent_quota_suspends_until_the_reset() {
+    let suspended = |e: &ReadError, needles: &[&str]| match e {
+        ReadError::Suspended {
+            reason,
+            resume_at_ms: Some(at),
+        } => {
+            assert!(needles.iter().all(|n| reason.contains(n)), "{reason}");
+            assert!(*at > chrono::Utc::now().timestamp_millis(), "{at}");
+        }
+        other => panic!("not suspended: {other:?}"),
+    };
     let sim = sim(40).await;
     let e = error_of(&upstream(&sim, Up::per_day(2))).await;
-    expect_error(&e, true, &["quota exceeded", "page 3"]);
-    assert_eq!(sim.calls(), 2);
+    suspended(&e, &["page 3", "has no calls left today", "it resets at"]);
+    assert_eq!(sim.calls(), 2, "no call past the budget");
 
-    // The upstream's own quota code (22) spends the local budget too: transient.
+    // The upstream's own quota code (22) spends the local budget too.
     let sim2 = self::sim(40).await;
     let up = upstream(&sim2, Up::per_day(1000));
     let e = error_on(&sim2, Fault::GatewayError(22), &up).await;
-    expect_error(&e, true, &["quota exceeded", "22"]);
+    suspended(&e, &["reports its daily quota spent", "22"]);
+
+    // A reserve: with 3 calls a day and 2 kept, one page is read.
+    let sim3 = self::sim(40).await;
+    let mut r = pages_reader(upstream(&sim3, Up::per_day(3)), 10, true).quota_reserve(2);
+    r.open(None).await.unwrap();
+    let e = first_error(&mut r).await;
+    suspended(
+        &e,
+        &["page 2", "has 2 calls left today, within the reserve of 2"],
+    );
+    assert_eq!(sim3.calls(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,6 +521,9 @@ async fn http_reader_pages_by_offset() {
             retry_codes: Vec::new(),
             quota_codes: Vec::new(),
             max_response_bytes: 1 << 20,
+            preset: None,
+            normalize: false,
+            code_meanings: Default::default(),
         })
         .unwrap(),
     );

@@ -223,6 +223,9 @@ fn upstream() -> Upstream {
         retry_codes: Vec::new(),
         quota_codes: Vec::new(),
         max_response_bytes: 1 << 20,
+        preset: None,
+        normalize: false,
+        code_meanings: Default::default(),
     })
     .unwrap()
 }

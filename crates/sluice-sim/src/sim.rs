@@ -240,6 +240,12 @@ impl SimUpstream {
         self.shared.log.requests()
     }
 
+    /// Moves the simulated date `days` ahead: the daily quota resets as at a KST
+    /// midnight (for tests that drive a load across days with a manual clock).
+    pub fn advance_days(&self, days: u64) {
+        self.shared.day_offset.fetch_add(days, Ordering::Relaxed);
+    }
+
     /// Calls charged against today's quota (KST day), whether or not a quota is set.
     pub fn quota_used(&self) -> u64 {
         self.shared.quota_used()
@@ -279,6 +285,8 @@ struct Shared {
     fault: Mutex<(Fault, Option<u64>)>,
     /// The KST day the count is for, and the calls charged on it.
     quota: Mutex<(NaiveDate, u64)>,
+    /// Days added to the real date ([`SimUpstream::advance_days`]).
+    day_offset: AtomicU64,
     /// Flips to `true` on shutdown, releasing hung requests.
     stop: watch::Sender<bool>,
 }
@@ -290,6 +298,7 @@ impl Shared {
             jitter_ns: AtomicU64::new(nanos(cfg.jitter)),
             fault: Mutex::new((Fault::None, None)),
             quota: Mutex::new((kst_today(), 0)),
+            day_offset: AtomicU64::new(0),
             log: RequestLog::new(LOG_CAP),
             stop: watch::Sender::new(false),
             cfg,
@@ -347,7 +356,7 @@ impl Shared {
 
     /// Charges one call to today's quota; `false` if it is spent.
     fn charge_quota(&self) -> bool {
-        let today = kst_today();
+        let today = self.today();
         let mut q = self.quota.lock().unwrap();
         if q.0 != today {
             *q = (today, 0);
@@ -361,7 +370,13 @@ impl Shared {
 
     fn quota_used(&self) -> u64 {
         let q = self.quota.lock().unwrap();
-        if q.0 == kst_today() { q.1 } else { 0 }
+        if q.0 == self.today() { q.1 } else { 0 }
+    }
+
+    /// The simulated KST date: the real one plus the days advanced.
+    fn today(&self) -> NaiveDate {
+        let offset = self.day_offset.load(Ordering::Relaxed);
+        kst_today() + chrono::Days::new(offset)
     }
 }
 

@@ -7,6 +7,7 @@
 //! any byte is sent. Redirects are not followed, so an upstream cannot send sluice
 //! elsewhere either.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use crate::encode::encode_component;
 use crate::error::{UpstreamError, UpstreamErrorKind as Kind};
 use crate::metrics::UpstreamMetrics;
 use crate::ok_when::OkWhen;
+use crate::preset::Preset;
 use crate::stats::{Caller, Recorder, UpstreamStats};
 
 /// Longest hold-off an upstream's `Retry-After` can impose.
@@ -90,6 +92,14 @@ pub struct UpstreamSpec {
     pub quota_codes: Vec<String>,
     /// Largest response body read; larger answers are an error.
     pub max_response_bytes: usize,
+    /// The portal family's defaults this upstream was configured with, if any.
+    pub preset: Option<Preset>,
+    /// Normalise successful bodies the preset's way ([`Preset::normalize`]):
+    /// XML to JSON, item lists made lists.
+    pub normalize: bool,
+    /// What each upstream error code means, added to the error of a rejected
+    /// body that carries it.
+    pub code_meanings: BTreeMap<String, String>,
 }
 
 /// A configured upstream, ready to call.
@@ -108,6 +118,9 @@ pub struct Upstream {
     retry_codes: Vec<String>,
     quota_codes: Vec<String>,
     max_response_bytes: usize,
+    preset: Option<Preset>,
+    normalize: bool,
+    code_meanings: BTreeMap<String, String>,
     client: reqwest::Client,
     metrics: UpstreamMetrics,
     recorder: Recorder,
@@ -170,10 +183,18 @@ impl Upstream {
             retry_codes: spec.retry_codes,
             quota_codes: spec.quota_codes,
             max_response_bytes: spec.max_response_bytes,
+            preset: spec.preset,
+            normalize: spec.normalize && spec.preset.is_some(),
+            code_meanings: spec.code_meanings,
             client,
             scrubber,
             hold_until: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The preset it was configured with, if any.
+    pub fn preset(&self) -> Option<Preset> {
+        self.preset
     }
 
     /// The upstream's name.
@@ -458,7 +479,10 @@ impl Upstream {
                 self.quota.exhaust_today();
                 self.report_quota();
             }
-            let ctx = format!("ok_when rejected the body: {}", rej.reason);
+            let ctx = match rej.code.as_ref().and_then(|c| self.code_meanings.get(c)) {
+                Some(m) => format!("ok_when rejected the body: {} ({m})", rej.reason),
+                None => format!("ok_when rejected the body: {}", rej.reason),
+            };
             return Err(UpstreamError::new(
                 Kind::Rejected {
                     code: rej.code,
@@ -470,6 +494,48 @@ impl Upstream {
             .upstream(&self.name)
             .retryable(retryable));
         }
+        if self.normalize
+            && (200..300).contains(&status)
+            && let Some(preset) = self.preset
+        {
+            return self.normalized(preset, status, headers, &body);
+        }
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// A successful answer normalised the preset's way: JSON, one shape.
+    fn normalized(
+        &self,
+        preset: Preset,
+        status: u16,
+        mut headers: HeaderMap,
+        body: &Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let ct = headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes());
+        let mut json = crate::parse_json_or_xml(body, ct).map_err(|e| {
+            UpstreamError::new(
+                Kind::Rejected {
+                    code: None,
+                    message: None,
+                    reason: e.to_string(),
+                },
+                format!("normalising the body ({preset} preset): {e}"),
+            )
+            .upstream(&self.name)
+        })?;
+        preset.normalize(&mut json);
+        let body = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json;charset=UTF-8"),
+        );
         Ok(UpstreamResponse {
             status,
             headers,

@@ -19,6 +19,7 @@ pub mod error;
 pub mod jq;
 pub mod metrics;
 pub mod ok_when;
+pub mod preset;
 pub mod stats;
 mod xml;
 
@@ -28,5 +29,6 @@ pub use encode::encode_component;
 pub use error::{UpstreamError, UpstreamErrorKind};
 pub use jq::{Jq, JqError, JqErrorKind};
 pub use ok_when::{OkWhen, Rejection};
+pub use preset::{CodeAction, CodeRule, Preset};
 pub use stats::{Caller, RecentStats, UpstreamStats};
 pub use xml::xml_to_json;

@@ -59,3 +59,6 @@ mod access_log;
 
 // `queue pause` / `queue resume` / `queue dlq delete` and `paused` in `queue stats`.
 mod queue_cli;
+
+// The public-data kit: the data.go.kr preset and quota-aware paged loads across days.
+mod portal_kit;

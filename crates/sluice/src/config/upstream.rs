@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use sluice_core::{LocalQuota, Quota, Redis, RedisQuota, Secret};
-use sluice_upstream::{OkWhen, RetryPolicy, Upstream, UpstreamSpec};
+use sluice_upstream::preset::PRESET_NAMES;
+use sluice_upstream::{CodeAction, CodeRule, OkWhen, Preset, RetryPolicy, Upstream, UpstreamSpec};
 
 use super::values::{Dur, RawRetry, RawSecret, Size, read_secret};
 use super::{ConfigError, Env, Source, span};
@@ -70,6 +71,22 @@ pub struct RawUpstream {
     pub quota_codes: Vec<String>,
     /// Largest upstream body read; a larger one is a `502`. Default `32MiB`.
     pub max_response: Option<Size>,
+    /// A portal family's defaults: `"data.go.kr"` sets the result-code table
+    /// (`00` ok, `03` empty, `01 02 04 05 99` retried, `22` the daily quota
+    /// spent, the rest failures named with their meaning), the `ok_when` derived
+    /// from it, the quota's zone `Asia/Seoul`, body normalisation (XML → JSON,
+    /// `response.body.items` always a list, `numOfRows`/`pageNo`/`totalCount`
+    /// numbers) and the `http_pages` reader's paging (`pageNo`, `numOfRows`,
+    /// items and total). Keys written beside it (`ok_when`, `retry_codes`,
+    /// `quota_codes`, `rate_limit.timezone`) win over the preset's.
+    pub preset: Option<Spanned<String>>,
+    /// With a `preset`: changes to its result-code table, code → `ok`, `empty`,
+    /// `retry`, `quota` or `fail`, e.g. `{ "03" = "fail" }`.
+    #[serde(default)]
+    pub codes: BTreeMap<String, Spanned<String>>,
+    /// With a `preset`: normalise successful bodies (see `preset`). Default
+    /// `true`; `false` passes bodies as the upstream sent them.
+    pub normalize: Option<bool>,
 }
 
 /// Secret query parameters, read: name and value.
@@ -113,20 +130,40 @@ impl RawUpstream {
         }
         let base_url = self.base_url(&at, src, errs);
         let (secret_query, secret_headers) = self.secrets(&at, src, env, errs);
-        let ok_when = u
-            .ok_when
-            .as_ref()
-            .and_then(|p| match OkWhen::compile(p.get_ref()) {
+        let preset = self.preset(&at, src, errs);
+        let ok_when = match (&u.ok_when, &preset) {
+            (Some(p), _) => match OkWhen::compile(p.get_ref()) {
                 Ok(o) => Some(o),
                 Err(e) => {
                     errs.push(src.err(span(p), at("ok_when"), e.to_string()));
                     None
                 }
-            });
-        let (per_second, per_day, tz) = match &u.rate_limit {
+            },
+            (None, Some(p)) => match OkWhen::compile(&p.ok_when) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    errs.push(src.err(span(&u.name), at("preset"), e.to_string()));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let (per_second, per_day, mut tz) = match &u.rate_limit {
             Some(r) => r.check(&at, src, errs),
             None => (None, None, chrono_tz::UTC),
         };
+        let own_tz = u.rate_limit.as_ref().is_some_and(|r| r.timezone.is_some());
+        if let Some(p) = &preset
+            && !own_tz
+        {
+            tz = p.preset.timezone().parse().unwrap_or(chrono_tz::UTC);
+        }
+        let pick = |own: &Vec<String>, derived: Option<&Vec<String>>| match derived {
+            Some(d) if own.is_empty() => d.clone(),
+            _ => own.clone(),
+        };
+        let retry_codes = pick(&u.retry_codes, preset.as_ref().map(|p| &p.retry));
+        let quota_codes = pick(&u.quota_codes, preset.as_ref().map(|p| &p.quota));
         let retries = u
             .retries
             .as_ref()
@@ -165,9 +202,20 @@ impl RawUpstream {
                     }
                 },
                 ok_when,
-                retry_codes: u.retry_codes.clone(),
-                quota_codes: u.quota_codes.clone(),
+                retry_codes,
+                quota_codes,
                 max_response_bytes: u.max_response.map(|s| s.0 as usize).unwrap_or(32 << 20),
+                normalize: u.normalize.unwrap_or(true),
+                code_meanings: preset
+                    .as_ref()
+                    .map(|p| {
+                        p.codes
+                            .iter()
+                            .map(|(c, r)| (c.clone(), r.meaning.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                preset: preset.map(|p| p.preset),
             };
             match Upstream::new(spec) {
                 Ok(up) => return Some(Arc::new(up)),
@@ -244,6 +292,92 @@ impl RawUpstream {
             }
         }
         (secret_query, secret_headers)
+    }
+}
+
+/// A preset with its code table as changed by `codes`, and what follows from it.
+struct CheckedPreset {
+    preset: Preset,
+    codes: BTreeMap<String, CodeRule>,
+    ok_when: String,
+    retry: Vec<String>,
+    quota: Vec<String>,
+}
+
+impl RawUpstream {
+    /// The `preset`, its code table changed by `codes`.
+    fn preset(
+        &self,
+        at: &dyn Fn(&str) -> String,
+        src: &Source,
+        errs: &mut Vec<ConfigError>,
+    ) -> Option<CheckedPreset> {
+        let Some(name) = &self.preset else {
+            if let Some((code, v)) = self.codes.iter().next() {
+                errs.push(src.err(
+                    span(v),
+                    at(&format!("codes.{code}")),
+                    "`codes` changes a preset's code table: set `preset` too, or use \
+                     `ok_when`, `retry_codes` and `quota_codes`",
+                ));
+            }
+            if self.normalize.is_some() {
+                errs.push(src.err(
+                    None,
+                    at("normalize"),
+                    "`normalize` is the preset's body normalisation: set `preset` too",
+                ));
+            }
+            return None;
+        };
+        let Some(preset) = Preset::parse(name.get_ref()) else {
+            errs.push(src.err(
+                span(name),
+                at("preset"),
+                format!(
+                    "unknown preset {:?}; known: {}",
+                    name.get_ref(),
+                    PRESET_NAMES.join(", ")
+                ),
+            ));
+            return None;
+        };
+        let mut codes = preset.codes();
+        for (code, v) in &self.codes {
+            match CodeAction::parse(v.get_ref()) {
+                Some(action) => {
+                    codes
+                        .entry(code.clone())
+                        .and_modify(|r| r.action = action)
+                        .or_insert_with(|| CodeRule {
+                            action,
+                            meaning: format!("code {code}"),
+                        });
+                }
+                None => errs.push(src.err(
+                    span(v),
+                    at(&format!("codes.{code}")),
+                    format!(
+                        "unknown action {:?}; use ok, empty, retry, quota or fail",
+                        v.get_ref()
+                    ),
+                )),
+            }
+        }
+        let with = |a: CodeAction| -> Vec<String> {
+            codes
+                .iter()
+                .filter(|(_, r)| r.action == a)
+                .map(|(c, _)| c.clone())
+                .collect()
+        };
+        Some(CheckedPreset {
+            preset,
+            ok_when: preset.ok_when(&codes),
+            retry: with(CodeAction::Retry),
+            quota: with(CodeAction::Quota),
+            codes,
+        })
     }
 }
 

@@ -8,6 +8,10 @@
 //!   names the execution;
 //! - FAILED: the task is dead-lettered with the execution's exit message, so
 //!   `sluice queue dlq retry` restarts it from its last committed chunk;
+//! - STOPPED because a reader suspended it (an upstream's daily quota, less its
+//!   reserve, spent): [`TaskError::Wait`] until the reader's resume time (the
+//!   quota's reset) plus a minute, the attempt not counted; the task then runs
+//!   again and resumes the execution from its checkpoint;
 //! - STOPPED because the worker shuts down: the lease is given back and another
 //!   worker resumes the execution; STOPPED on `sluice job stop`: completes;
 //! - the execution is still held by another process's repository lease (a dead
@@ -199,6 +203,17 @@ pub async fn run_job_task(
             };
             match r.execution.status {
                 BatchStatus::Completed => Ok(out),
+                BatchStatus::Stopped if r.suspended => {
+                    // The clock the quotas count days by.
+                    let now = sluice_cache::CacheTarget::now_millis(&rt.settings().gateway);
+                    Err(TaskError::Wait {
+                        delay: resume_delay(r.resume_at_ms, now),
+                        reason: format!(
+                            "execution {} {}; resuming from its checkpoint then",
+                            r.execution.id, out.message
+                        ),
+                    })
+                }
                 BatchStatus::Stopped if ctx.is_shutting_down() => Err(TaskError::Interrupted(
                     format!("execution {} stopped for shutdown", r.execution.id),
                 )),
@@ -277,6 +292,16 @@ pub fn log_finished(r: &sluice_batch::RunReport) {
 /// How long to wait, at `now` (Unix ms), for a repository lease ending at
 /// `lease_until` to run out: until its end plus [`LEASE_MARGIN`] (a holder that
 /// is alive extends it meanwhile, and the task waits again).
+/// How long a suspended run waits: until `resume_at_ms` plus a minute (clocks
+/// differ; the upstream's day may turn a little late), or an hour when the
+/// reader did not know.
+fn resume_delay(resume_at_ms: Option<i64>, now: i64) -> Duration {
+    match resume_at_ms {
+        Some(at) => Duration::from_millis((at - now).max(0) as u64 + 60_000),
+        None => Duration::from_secs(3600),
+    }
+}
+
 fn wait_for_lease(lease_until: i64, now: i64) -> Duration {
     let left = u64::try_from(lease_until.saturating_sub(now)).unwrap_or(0);
     Duration::from_millis(left) + LEASE_MARGIN
@@ -289,6 +314,17 @@ const LEASE_MARGIN: Duration = Duration::from_millis(500);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_suspended_run_waits_for_the_reset_plus_a_minute() {
+        assert_eq!(
+            resume_delay(Some(10_000_000), 4_000_000),
+            Duration::from_millis(6_060_000)
+        );
+        // A reset already past: a minute.
+        assert_eq!(resume_delay(Some(1_000), 5_000), Duration::from_secs(60));
+        assert_eq!(resume_delay(None, 5_000), Duration::from_secs(3600));
+    }
 
     #[test]
     fn waits_until_the_lease_ends_plus_a_margin() {

@@ -34,10 +34,18 @@ pub struct RawHttpPagesReader {
     pub size_param: Option<String>,
     /// Items per page. Default 100.
     pub size: Option<u64>,
-    /// jq: the items of a page (each output is one item).
-    pub items: String,
+    /// jq: the items of a page (each output is one item). Required unless the
+    /// upstream has a `preset` that gives it.
+    pub items: Option<String>,
     /// jq: the total number of items (for the progress bar).
     pub total: Option<String>,
+    /// Calls of the upstream's daily quota this reader leaves for others (the
+    /// gateway's clients): when no more than this many are left today, the
+    /// step commits what it read and suspends (STOPPED, "suspended: …"); a run
+    /// on the queue resumes by itself after the quota's reset, from its
+    /// checkpoint. A quota spent outright (the upstream's quota code) suspends
+    /// it too. Default 0.
+    pub quota_reserve: Option<u64>,
 }
 
 fn jq(source: &str, key: &'static str) -> Result<Jq, ConfigError> {
@@ -54,17 +62,33 @@ impl RawHttpPagesReader {
     /// An unknown upstream, a jq program that does not compile, pagination keys
     /// that do not make one pagination.
     pub fn build(self, ctx: &dyn BuildContext) -> Result<HttpPagesReader, ConfigError> {
-        let pagination = self.pagination()?;
-        let mut r = HttpPagesReader::new(
-            upstream(ctx, &self.upstream)?,
-            self.path,
-            jq(&self.items, "items")?,
-            pagination,
-        );
-        for (k, v) in self.query {
+        let up = match upstream(ctx, &self.upstream) {
+            Ok(up) => up,
+            // Without the upstream there is no preset: its own keys' mistakes first.
+            Err(e) => return Err(self.pagination().err().unwrap_or(e)),
+        };
+        let mut c = self;
+        if let Some(p) = up.preset() {
+            // The preset's paging, where the reader does not say otherwise.
+            let (page, size, items, total) = p.paging();
+            if c.page_param.is_none() && c.offset_param.is_none() && c.cursor_param.is_none() {
+                c.page_param = Some(page.to_owned());
+                c.size_param = c.size_param.or_else(|| Some(size.to_owned()));
+            }
+            c.items = c.items.or_else(|| Some(items.to_owned()));
+            c.total = c.total.or_else(|| Some(total.to_owned()));
+        }
+        let pagination = c.pagination()?;
+        let items = c.items.as_deref().ok_or(ConfigError::Needs {
+            what: "an http_pages reader",
+            needs: "items = \"<jq>\" (or an upstream with a preset)",
+        })?;
+        let mut r = HttpPagesReader::new(up, c.path, jq(items, "items")?, pagination)
+            .quota_reserve(c.quota_reserve.unwrap_or(0));
+        for (k, v) in c.query {
             r = r.query(k, v);
         }
-        if let Some(t) = &self.total {
+        if let Some(t) = &c.total {
             r = r.total_count(jq(t, "total")?);
         }
         Ok(r)

@@ -142,7 +142,8 @@ struct Loaded {
 /// **Checkpoint.** `{"page": p, "index": i, "position": n}`: the page number,
 /// offset or cursor of the current page, how many of its items were returned, and
 /// how many items were returned in all. Opening at it fetches page `p` again and
-/// skips `i` items.
+/// skips `i` items. A page read to its end checkpoints as the start of the next
+/// (`index` 0), so that a resume fetches no page twice.
 ///
 /// **Errors.** Timeouts, 5xx and connection failures (after the upstream's own
 /// retries) and a spent quota are [`ReadError::Transient`]; an `ok_when`
@@ -163,6 +164,7 @@ pub struct HttpPagesReader {
     done: bool,
     position: u64,
     total: Option<u64>,
+    quota_reserve: u64,
 }
 
 impl HttpPagesReader {
@@ -196,6 +198,39 @@ impl HttpPagesReader {
             done: false,
             position: 0,
             total: None,
+            quota_reserve: 0,
+        }
+    }
+
+    /// Leaves `calls` of the upstream's daily quota to others (the gateway's
+    /// clients): before a page is fetched from the upstream, when no more than
+    /// `calls` are left today, reading suspends ([`ReadError::Suspended`]) until
+    /// the quota's reset. A spent quota suspends it whatever the reserve.
+    #[must_use]
+    pub fn quota_reserve(mut self, calls: u64) -> Self {
+        self.quota_reserve = calls;
+        self
+    }
+
+    /// The suspension for a spent (or reserved) daily quota, naming the reset.
+    fn suspended(&self, label: &str, why: String) -> ReadError {
+        let snap = self.upstream.quota().snapshot();
+        let at = snap.resets_at_ms;
+        let when = at
+            .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
+            .map(|t| {
+                format!(
+                    "; it resets at {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            })
+            .unwrap_or_default();
+        ReadError::Suspended {
+            reason: format!(
+                "{label}: upstream {} {why}{when}; the load resumes from here then",
+                self.upstream.name()
+            ),
+            resume_at_ms: at,
         }
     }
 
@@ -334,6 +369,19 @@ impl HttpPagesReader {
                     .map_err(|e| ReadError::Fatal(format!("{label}: the cached page: {e}")));
             }
         }
+        if let Some(left) = self.upstream.quota().remaining_today()
+            && left <= self.quota_reserve
+        {
+            let why = if self.quota_reserve == 0 {
+                "has no calls left today".to_owned()
+            } else {
+                format!(
+                    "has {left} calls left today, within the reserve of {} kept for others",
+                    self.quota_reserve
+                )
+            };
+            return Err(self.suspended(&label, why));
+        }
         let resp = self
             .upstream
             .fetch(Caller::Job, &self.path, &query, &Default::default())
@@ -384,17 +432,20 @@ impl HttpPagesReader {
     }
 
     fn map_error(&self, label: &str, e: &UpstreamError) -> ReadError {
+        let spent = self.upstream.quota().remaining_today() == Some(0);
         if matches!(e.kind, UpstreamErrorKind::QuotaExceeded { .. }) {
+            if spent {
+                return self.suspended(label, "has spent its daily quota".into());
+            }
+            // No per-second slot in time: worth another try soon.
             return ReadError::Transient(format!("{label}: quota exceeded: {e}"));
         }
         if e.retryable {
             return ReadError::Transient(format!("{label}: {e}"));
         }
-        if matches!(e.kind, UpstreamErrorKind::Rejected { .. })
-            && self.upstream.quota().remaining_today() == Some(0)
-        {
+        if matches!(e.kind, UpstreamErrorKind::Rejected { .. }) && spent {
             // The upstream said its own quota is spent (one of its quota codes).
-            return ReadError::Transient(format!("{label}: quota exceeded: {e}"));
+            return self.suspended(label, format!("reports its daily quota spent ({e})"));
         }
         ReadError::Fatal(format!("{label}: {e}"))
     }
@@ -550,6 +601,16 @@ impl Reader for HttpPagesReader {
     }
 
     fn checkpoint(&self) -> Value {
+        // A page read to its end checkpoints as the next page's start, so that
+        // resuming there (after a suspension for quota, say) fetches no page twice.
+        if let Some(Loaded {
+            items,
+            next: Some(next),
+        }) = &self.loaded
+            && self.index >= items.len()
+        {
+            return json!({"page": next, "index": 0, "position": self.position});
+        }
         json!({"page": self.pos, "index": self.index, "position": self.position})
     }
 
