@@ -149,6 +149,14 @@ pub enum ConfigError {
     /// No cache to write into (the process has no gateway).
     #[error("the cache writer needs the gateway's cache, and there is none here")]
     NoCache,
+    /// A value that is out of range or does not fit with another.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key, as written.
+        key: &'static str,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
     /// A SQL writer that cannot be built (its URL, its identifiers).
     #[error(transparent)]
     SqlWriter(WriteError),

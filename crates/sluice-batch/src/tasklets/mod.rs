@@ -5,6 +5,8 @@
 //!   `DELETE`/`UPDATE`s that must not lock a table for minutes;
 //! - [`ShellTasklet`]: a shell command with a timeout, its output captured into the
 //!   exit message;
+//! - [`RowCleanup`] and [`FileCleanup`]: rows or files older than a retention
+//!   removed (rows in bounded batches, optionally archived first);
 //! - [`HttpTasklet`]: one `GET` through a gateway [`Upstream`](sluice_upstream::Upstream) (secrets, quota and
 //!   `ok_when` apply).
 //!
@@ -13,12 +15,16 @@
 //! module here plus its variant of [`RawTasklet`] (one line in its
 //! `registry!`); the kind's `config.rs` implements [`Kind`](crate::config::Kind).
 
+mod cleanup;
 mod http;
 mod shell;
 mod sql;
 
 use serde::Deserialize;
 
+pub use cleanup::{
+    AgeColumn, Archive, FileCleanup, RawCleanupTasklet, RawFileCleanupTasklet, RowCleanup, wildcard,
+};
 pub use http::{HttpTasklet, RawHttpTasklet};
 pub use shell::{DEFAULT_TAIL_BYTES, RawShellTasklet, ShellTasklet};
 pub use sql::{BatchLoop, RawSqlTasklet, SqlTasklet};
@@ -38,5 +44,10 @@ pub enum RawTasklet {
     Shell(RawShellTasklet),
     /// `kind = "http"`: one GET through an upstream.
     Http(RawHttpTasklet),
+    /// `kind = "cleanup"`: rows older than a retention deleted or archived, in
+    /// batches.
+    Cleanup(RawCleanupTasklet),
+    /// `kind = "file_cleanup"`: files older than a retention deleted.
+    FileCleanup(RawFileCleanupTasklet),
 }
 }
