@@ -355,3 +355,127 @@ fn preset_errors_name_the_key_and_the_choices() {
         ""
     );
 }
+
+/// Through `sluice serve`: a suspended load's `job.run` task is put back on the
+/// queue delayed until a minute after the quota's reset (the next Seoul
+/// midnight), its attempt not counted, and the execution is STOPPED with the
+/// reason: the queue resumes it after the reset by itself.
+#[tokio::test]
+async fn on_the_queue_a_suspended_load_waits_for_the_reset() {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    init_logs();
+    let sim = SimUpstream::start(sim_config(5_000, None)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = sluice_testkit::free_port();
+    let cfg = dir.path().join("sluice.toml");
+    let admin = "kit-admin-token-0123456789";
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+admin_token = {{ env = "T_ADMIN" }}
+
+[[upstream]]
+name = "portal"
+preset = "data.go.kr"
+base_url = "{base}"
+secret_query = {{ serviceKey = {{ env = "T_KEY" }} }}
+rate_limit = {{ per_day = 30 }}
+
+[repository]
+url = "sqlite://{repo}"
+
+[[job]]
+name = "mirror"
+
+[[job.step]]
+name = "load"
+reader = {{ kind = "http_pages", upstream = "portal", path = "/getCtprvnRltmMesureDnsty", query = {{ sidoName = "서울" }}, size = 100, quota_reserve = 10 }}
+writer = {{ kind = "jsonl", path = "{out}" }}
+"#,
+            base = sim.base_url(),
+            repo = dir.path().join("repo.db").display(),
+            out = dir.path().join("out.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(crate::bin::BIN)
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .envs([("T_ADMIN", admin), ("T_KEY", KEY), ("RUST_LOG", "warn")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = |p: &str| format!("http://127.0.0.1:{port}/api/v1{p}");
+    let call = |m: reqwest::Method, p: String| {
+        let req = client.request(m, url(&p)).bearer_auth(admin);
+        async move {
+            let r = req.send().await.ok()?;
+            serde_json::from_str::<serde_json::Value>(&r.text().await.ok()?).ok()
+        }
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    let started = loop {
+        if let Some(v) = call(reqwest::Method::POST, "/jobs/mirror/runs".into()).await
+            && v["task"].is_string()
+        {
+            break v;
+        }
+        assert!(Instant::now() < end, "serve never took the run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let task = started["task"].as_str().unwrap().to_owned();
+    let status = loop {
+        let v = call(reqwest::Method::GET, format!("/queues/jobs/tasks/{task}"))
+            .await
+            .unwrap_or_default();
+        if v["state"] == "delayed" {
+            break v;
+        }
+        assert!(Instant::now() < end, "the task was never delayed: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let exec = call(
+        reqwest::Method::GET,
+        "/executions?job=mirror&limit=1".into(),
+    )
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let e = &exec["items"][0];
+    assert_eq!(e["status"], "STOPPED", "{exec}");
+    assert!(
+        e["exit_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("within the reserve of 10"),
+        "{exec}"
+    );
+    // 20 pages of 100: the budget of 30 less the reserve of 10.
+    assert_eq!(sim.calls(), 20);
+    // Not before a minute after the next Seoul midnight (15:00 UTC).
+    let not_before =
+        chrono::DateTime::parse_from_rfc3339(status["task"]["not_before"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = 86_400_000;
+    let mut reset = now - now.rem_euclid(day) + 15 * 3_600_000;
+    if reset <= now {
+        reset += day;
+    }
+    assert!(
+        (not_before - (reset + 60_000)).abs() < 5_000,
+        "not before {not_before}, reset {reset}: {status}"
+    );
+    assert_eq!(
+        status["task"]["attempt"], 0,
+        "the attempt is not counted: {status}"
+    );
+}
