@@ -297,11 +297,7 @@ async fn http_reader_checkpoint_resumes_exactly_mid_page() {
         // A page read to its end is the next page's start (91 rows: page 10 is
         // not the last), so that resuming fetches no page twice.
         let cut_u = cut as u64;
-        let (page, index) = if cut_u % 10 == 0 {
-            (cut_u / 10 + 1, 0)
-        } else {
-            (cut_u / 10 + 1, cut_u % 10)
-        };
+        let (page, index) = (cut_u / 10 + 1, cut_u % 10);
         assert_eq!(cp["page"], json!(page), "{cp}");
         assert_eq!(cp["index"], json!(index), "{cp}");
         assert_eq!(cp["position"], json!(cut), "{cp}");

@@ -91,7 +91,7 @@ impl Tasklet for FileCleanup {
             let mut files = Vec::new();
             me.matching(&me.dir, &mut files)?;
             // Newest first: the first `keep_last` stay.
-            files.sort_by(|a, b| b.1.cmp(&a.1));
+            files.sort_by_key(|f| std::cmp::Reverse(f.1));
             let cutoff = SystemTime::now()
                 .checked_sub(me.older_than)
                 .unwrap_or(SystemTime::UNIX_EPOCH);
