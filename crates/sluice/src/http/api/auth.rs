@@ -10,7 +10,7 @@
 //!   state is kept: every node checks a cookie alone, a forged or expired one is
 //!   refused, and a token removed from the config ends its sessions.
 //! - A request authenticated by the cookie that changes state must carry the
-//!   header [`CSRF_HEADER`] (or the form field `csrf`) with [`csrf_token`] of
+//!   header [`CSRF_HEADER`] (or the form field `csrf`) with `csrf_token` of
 //!   that cookie: another site can make the browser send the cookie, never read
 //!   the token. Bearer requests need none (no ambient credential).
 //!
