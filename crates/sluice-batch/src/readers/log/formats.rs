@@ -244,10 +244,10 @@ fn put_field(out: &mut Map<String, Value>, name: &str, s: &str) -> Result<(), St
 fn rest(out: &mut Map<String, Value>, s: &str) {
     let mut positional = 0;
     let mut extra = Vec::new();
-    for token in s.split_whitespace() {
-        let token = token.trim_matches('"');
+    let tokens = tokens(s);
+    for token in &tokens {
+        let token = token.as_str();
         if let Some((k, v)) = token.split_once('=') {
-            let v = v.trim_matches('"');
             let key = match k {
                 "rt" | "request_time" => "request_time",
                 "urt" | "upstream_time" | "upstream_response_time" => "upstream_time",
@@ -272,6 +272,29 @@ fn rest(out: &mut Map<String, Value>, s: &str) {
     if !extra.is_empty() {
         out.insert("extra".into(), extra.join(" ").into());
     }
+}
+
+/// Whitespace-separated tokens; a `"…"` part keeps its spaces (and loses its
+/// quotes).
+fn tokens(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// A timing in seconds: a number, `-` as null; nginx's `0.004, 0.120` (several
