@@ -59,9 +59,11 @@
 mod cache;
 mod file;
 mod ident;
+pub mod log_stats;
 mod sql;
 
 pub use cache::{CacheWriter, CacheWriterError, RawCacheWriter};
+pub use log_stats::{LogStatsWriter, RawLogStatsWriter};
 pub use file::{FileFormat, FileWriter, RawCsvWriter, RawJsonlWriter, TEMP_SUFFIX};
 pub use sluice_sql::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};
 pub use sql::{
@@ -92,5 +94,8 @@ pub enum RawWriter {
     /// `kind = "cache"`: entries in the gateway's store, under the key a client
     /// request for `path` would use.
     Cache(RawCacheWriter),
+    /// `kind = "log_stats"`: per-window counts, error rates, percentiles and
+    /// top values of log items, merged into a SQL table exactly once.
+    LogStats(RawLogStatsWriter),
 }
 }

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `time` | RFC 3339 in UTC with milliseconds (`2026-12-03T14:37:12.123Z`) |
 //! | `time_ms` | the same instant, Unix milliseconds |
-//! | `method`, `path`, `protocol` | the quoted request `"GET /a?b HTTP/1.1"` |
+//! | `method`, `path`, `query`, `protocol` | the quoted request `"GET /a?b HTTP/1.1"` (`query`: after the `?`, or `null`) |
 //! | `status`, `bytes` | numbers (`-` bytes: 0) |
 //! | `referer`, `agent`, `remote_addr`, `remote_user` | strings, `-` as `null` |
 //! | `request_time`, `upstream_time` | seconds, numbers (nginx), when present |
@@ -198,9 +198,14 @@ fn put_field(out: &mut Map<String, Value>, name: &str, s: &str) -> Result<(), St
             let mut parts = s.splitn(3, ' ');
             let method = parts.next().unwrap_or_default();
             match (parts.next(), parts.next()) {
-                (Some(path), proto) => {
+                (Some(target), proto) => {
+                    let (path, query) = match target.split_once('?') {
+                        Some((p, q)) => (p, Value::from(q)),
+                        None => (target, Value::Null),
+                    };
                     out.insert("method".into(), method.into());
                     out.insert("path".into(), path.into());
+                    out.insert("query".into(), query);
                     out.insert(
                         "protocol".into(),
                         proto.map_or(Value::Null, |p| p.trim().into()),
@@ -450,7 +455,8 @@ mod tests {
         assert_eq!(v["time"], "2026-12-04T09:15:32.000Z");
         assert_eq!(v["time_ms"], 1_796_375_732_000_i64);
         assert_eq!(v["method"], "GET");
-        assert_eq!(v["path"], "/air?station=12");
+        assert_eq!(v["path"], "/air");
+        assert_eq!(v["query"], "station=12");
         assert_eq!(v["protocol"], "HTTP/1.1");
         assert_eq!(v["status"], 200);
         assert_eq!(v["bytes"], 5120);
@@ -482,7 +488,8 @@ mod tests {
     fn escaped_quotes_and_key_value_timings() {
         let line = r#"::1 - - [04/Dec/2026:10:15:32 +0000] "GET /q?\"x\" HTTP/1.1" 502 0 "-" "curl/8" rt=1.500 uct="0.000" urt="0.700, 0.800""#;
         let v = LogFormat::named("combined").unwrap().parse(line).unwrap();
-        assert_eq!(v["path"], "/q?\"x\"");
+        assert_eq!(v["path"], "/q");
+        assert_eq!(v["query"], "\"x\"");
         assert_eq!(v["referer"], Value::Null);
         assert_eq!(v["request_time"], 1.5);
         assert_eq!(v["upstream_time"], 1.5);
