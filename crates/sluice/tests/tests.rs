@@ -59,3 +59,6 @@ mod access_log;
 
 // `queue pause` / `queue resume` / `queue dlq delete` and `paused` in `queue stats`.
 mod queue_cli;
+
+// Log analysis: the log examples check and run, a real gateway access log counted, exactly once across a crash, a query alert rule over the stats.
+mod logs;
