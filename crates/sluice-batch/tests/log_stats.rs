@@ -216,7 +216,12 @@ fn assert_stats(got: &BTreeMap<(i64, String), Row>, want: &BTreeMap<(i64, String
             "{k:?}"
         );
         for (a, b) in g.p.iter().zip(&w.p) {
-            assert!((a - b).abs() <= b * 0.01 + 1e-9, "{k:?}: {:?} vs {:?}", g.p, w.p);
+            assert!(
+                (a - b).abs() <= b * 0.01 + 1e-9,
+                "{k:?}: {:?} vs {:?}",
+                g.p,
+                w.p
+            );
         }
     }
 }
@@ -270,7 +275,11 @@ async fn stats_into(url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_log_stats_into_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    stats_into(&format!("sqlite://{}", dir.path().join("stats.db").display())).await;
+    stats_into(&format!(
+        "sqlite://{}",
+        dir.path().join("stats.db").display()
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,7 +182,11 @@ async fn the_sluice_example_counts_a_real_gateway_access_log() {
     assert_eq!(&rows[0].0, "-");
     assert_eq!((rows[0].1, rows[0].3), (2, 0));
     assert_eq!(&rows[1].0, "air");
-    assert_eq!((rows[1].1, rows[1].2, rows[1].3), (4, 0, 3), "a miss, three hits");
+    assert_eq!(
+        (rows[1].1, rows[1].2, rows[1].3),
+        (4, 0, 3),
+        "a miss, three hits"
+    );
     assert!((rows[1].4 - 0.75).abs() < 1e-9);
     assert!(rows[1].5.is_some_and(|p| p > 0.0));
 }
@@ -278,7 +282,11 @@ async fn killed_between_the_two_commits_the_stats_match_an_uninterrupted_run() {
     // Dies right after chunk 3 committed in the stats database, before the
     // repository recorded it.
     let out = run_stats(&cfg, Some("3"));
-    assert!(!out.status.success(), "the hook did not fire: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "the hook did not fire: {}",
+        text(&out)
+    );
     let part = stats(dir.path()).await;
     assert_eq!(part.iter().map(|r| r.2).sum::<i64>(), 1500);
     let out = after_lease(|| run_stats(&cfg, None));

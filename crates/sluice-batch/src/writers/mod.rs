@@ -63,8 +63,8 @@ pub mod log_stats;
 mod sql;
 
 pub use cache::{CacheWriter, CacheWriterError, RawCacheWriter};
-pub use log_stats::{LogStatsWriter, RawLogStatsWriter};
 pub use file::{FileFormat, FileWriter, RawCsvWriter, RawJsonlWriter, TEMP_SUFFIX};
+pub use log_stats::{LogStatsWriter, RawLogStatsWriter};
 pub use sluice_sql::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};
 pub use sql::{
     CHECKPOINT_TABLE, Column, RawSqlAppendWriter, RawSqlUpsertWriter, SqlWriter, SqlWriterOptions,

@@ -636,11 +636,26 @@ fn query_cells(row: &sluice_sql::Row) -> Vec<(String, Option<String>)> {
                 let i = c.ordinal();
                 let v = r
                     .try_get::<Option<String>, _>(i)
-                    .or_else(|_| r.try_get::<Option<i64>, _>(i).map(|v| v.map(|x| x.to_string())))
-                    .or_else(|_| r.try_get::<Option<i32>, _>(i).map(|v| v.map(|x| x.to_string())))
-                    .or_else(|_| r.try_get::<Option<f64>, _>(i).map(|v| v.map(|x| x.to_string())))
-                    .or_else(|_| r.try_get::<Option<f32>, _>(i).map(|v| v.map(|x| x.to_string())))
-                    .or_else(|_| r.try_get::<Option<bool>, _>(i).map(|v| v.map(|x| x.to_string())))
+                    .or_else(|_| {
+                        r.try_get::<Option<i64>, _>(i)
+                            .map(|v| v.map(|x| x.to_string()))
+                    })
+                    .or_else(|_| {
+                        r.try_get::<Option<i32>, _>(i)
+                            .map(|v| v.map(|x| x.to_string()))
+                    })
+                    .or_else(|_| {
+                        r.try_get::<Option<f64>, _>(i)
+                            .map(|v| v.map(|x| x.to_string()))
+                    })
+                    .or_else(|_| {
+                        r.try_get::<Option<f32>, _>(i)
+                            .map(|v| v.map(|x| x.to_string()))
+                    })
+                    .or_else(|_| {
+                        r.try_get::<Option<bool>, _>(i)
+                            .map(|v| v.map(|x| x.to_string()))
+                    })
                     .unwrap_or(None);
                 (c.name().to_owned(), v)
             })

@@ -750,11 +750,7 @@ fn check_rule(
             let database = match &r.database {
                 Some(d) => {
                     if let Err(e) = sluice_sql::DbUrl::parse(d.get_ref()) {
-                        errs.push(src.err(
-                            span(d),
-                            at("database"),
-                            e.to_string(),
-                        ));
+                        errs.push(src.err(span(d), at("database"), e.to_string()));
                     }
                     Secret::new(d.get_ref().as_str())
                 }

@@ -26,7 +26,8 @@ use serde_json::{Map, Value};
 const COMMON: &str = r#"^(?P<remote_addr>\S+) (?P<ident>\S+) (?P<remote_user>\S+) \[(?P<time_local>[^\]]+)\] "(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<bytes>\d+|-)"#;
 
 /// Combined adds `"referer" "agent"`.
-const COMBINED_TAIL: &str = r#" "(?P<http_referer>(?:[^"\\]|\\.)*)" "(?P<http_user_agent>(?:[^"\\]|\\.)*)""#;
+const COMBINED_TAIL: &str =
+    r#" "(?P<http_referer>(?:[^"\\]|\\.)*)" "(?P<http_user_agent>(?:[^"\\]|\\.)*)""#;
 
 /// What may follow a common or combined line: nginx timings.
 const REST: &str = r"(?: (?P<rest>.*))?$";
@@ -223,10 +224,7 @@ fn put_field(out: &mut Map<String, Value>, name: &str, s: &str) -> Result<(), St
             out.insert(name.into(), number(s)?);
         }
         "bytes" => {
-            out.insert(
-                name.into(),
-                if s == "-" { 0.into() } else { number(s)? },
-            );
+            out.insert(name.into(), if s == "-" { 0.into() } else { number(s)? });
         }
         "request_time" | "upstream_time" => {
             out.insert(name.into(), timing(s));
@@ -476,7 +474,8 @@ mod tests {
         assert_eq!(v["path"], "/apache_pb.gif");
         assert_eq!(v["agent"], "Mozilla/4.08 [en] (Win98; I ;Nav)");
         assert!(v.get("request_time").is_none());
-        let common = r#"127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 404 -"#;
+        let common =
+            r#"127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 404 -"#;
         let v = LogFormat::named("common").unwrap().parse(common).unwrap();
         assert_eq!(v["status"], 404);
         assert_eq!(v["bytes"], 0);

@@ -96,7 +96,8 @@ impl Reader for LogReader {
         self.state = State::Closed;
         self.ready.clear();
         let cp = LogPos::from_json(checkpoint)?;
-        let (path, rotated, format) = (self.path.clone(), self.rotated.clone(), self.format.clone());
+        let (path, rotated, format) =
+            (self.path.clone(), self.rotated.clone(), self.format.clone());
         let follower = tokio::task::spawn_blocking(move || {
             Follower::open(&path, rotated.as_deref(), format, cp)
         })
@@ -136,7 +137,9 @@ impl Reader for LogReader {
                 continue;
             }
             match &mut self.state {
-                State::Closed => return Err(ReadError::Fatal("LogReader::read before open".into())),
+                State::Closed => {
+                    return Err(ReadError::Fatal("LogReader::read before open".into()));
+                }
                 State::Done => return Ok(None),
                 State::Failed(m) => return Err(ReadError::Transient(m.clone())),
                 State::Fetching(handle) => {

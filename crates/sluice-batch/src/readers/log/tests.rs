@@ -53,10 +53,18 @@ async fn rename_and_create_with_a_restart_between() {
     std::fs::rename(&log, dir.path().join("access.log.1")).unwrap();
     append(&log, 150, 170);
     let (second, cp) = read_all(&log, Some(&cp), usize::MAX).await;
-    assert_eq!(second, (60..170).collect::<Vec<_>>(), "no line skipped or repeated");
+    assert_eq!(
+        second,
+        (60..170).collect::<Vec<_>>(),
+        "no line skipped or repeated"
+    );
     // Rotated again with the old copy moved to a dated name.
     append(&log, 170, 180);
-    std::fs::rename(dir.path().join("access.log.1"), dir.path().join("access.log.2")).unwrap();
+    std::fs::rename(
+        dir.path().join("access.log.1"),
+        dir.path().join("access.log.2"),
+    )
+    .unwrap();
     std::fs::rename(&log, dir.path().join("access.log-20261204")).unwrap();
     append(&log, 180, 185);
     let (third, cp) = read_all(&log, Some(&cp), usize::MAX).await;

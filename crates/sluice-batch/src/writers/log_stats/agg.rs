@@ -187,7 +187,11 @@ mod tests {
     fn the_top_map_stays_bounded_and_keeps_the_heavy_values() {
         let mut a = Agg::default();
         for i in 0..10_000 {
-            let v = if i % 2 == 0 { format!("/hot{}", i % 6) } else { format!("/tail{i}") };
+            let v = if i % 2 == 0 {
+                format!("/hot{}", i % 6)
+            } else {
+                format!("/tail{i}")
+            };
             a.add_top(&v, 50);
         }
         assert!(a.top.len() <= 50);

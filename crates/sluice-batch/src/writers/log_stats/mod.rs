@@ -433,10 +433,17 @@ impl LogStatsWriter {
     ) -> Statement<'static> {
         // Numbers computed here go into the SQL as literals (`f64` has no
         // argument type); text goes as arguments.
-        let ratio = |c: u64| lit(Some(if agg.count == 0 { 0.0 } else { c as f64 / agg.count as f64 }));
-        let top = self.spec.top.as_ref().map(|(_, n, _)| {
-            serde_json::to_string(&agg.top_n(*n)).unwrap_or_else(|_| "[]".into())
-        });
+        let ratio = |c: u64| {
+            lit(Some(if agg.count == 0 {
+                0.0
+            } else {
+                c as f64 / agg.count as f64
+            }))
+        };
+        let top =
+            self.spec.top.as_ref().map(|(_, n, _)| {
+                serde_json::to_string(&agg.top_n(*n)).unwrap_or_else(|_| "[]".into())
+            });
         let state = serde_json::to_string(agg).unwrap_or_else(|_| "{}".into());
         // (column, SQL value or None for the next argument)
         let mut cols: Vec<(String, Option<String>)> = vec![
@@ -528,7 +535,10 @@ impl LogStatsWriter {
             }
             sql.push(')');
         }
-        Statement { sql: sql.into(), args }
+        Statement {
+            sql: sql.into(),
+            args,
+        }
     }
 }
 

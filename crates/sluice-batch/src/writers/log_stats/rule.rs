@@ -80,7 +80,9 @@ impl Rule {
                 })?)
             };
             if field.starts_with('\u{0}') || field.is_empty() {
-                return Err(format!("rule {text:?}: a comparison starts with a field name; {form}"));
+                return Err(format!(
+                    "rule {text:?}: a comparison starts with a field name; {form}"
+                ));
             }
             tests.push(Test {
                 field: field.clone(),
@@ -100,7 +102,9 @@ impl Rule {
                     i += 1;
                 }
                 Some(other) => {
-                    return Err(format!("rule {text:?}: expected `or` or `and`, found {other:?}"));
+                    return Err(format!(
+                        "rule {text:?}: expected `or` or `and`, found {other:?}"
+                    ));
                 }
             }
         }
