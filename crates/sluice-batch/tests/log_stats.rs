@@ -26,10 +26,10 @@ const BASE_MS: i64 = 1_796_378_400_000;
 /// Line `i`: its time (ms), method, path, status and request time (s).
 fn fields(i: u64) -> (i64, &'static str, String, u16, f64) {
     let t = BASE_MS + (i as i64) * 137_000 / 1000;
-    let method = if i % 3 == 0 { "POST" } else { "GET" };
-    let status = if i % 17 == 0 {
+    let method = if i.is_multiple_of(3) { "POST" } else { "GET" };
+    let status = if i.is_multiple_of(17) {
         502
-    } else if i % 11 == 0 {
+    } else if i.is_multiple_of(11) {
         404
     } else {
         200
@@ -70,8 +70,8 @@ struct Row {
 
 /// What the table must hold for lines `0..n`: by (window start, method).
 fn expected(n: u64) -> BTreeMap<(i64, String), Row> {
-    let mut groups: BTreeMap<(i64, String), (Vec<f64>, i64, BTreeMap<String, i64>)> =
-        BTreeMap::new();
+    type Group = (Vec<f64>, i64, BTreeMap<String, i64>);
+    let mut groups: BTreeMap<(i64, String), Group> = BTreeMap::new();
     // Whole seconds in the log: the window of a line is that of its second.
     for i in 0..n {
         let (t, method, path, status, rt) = fields(i);

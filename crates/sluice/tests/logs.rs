@@ -197,7 +197,7 @@ fn write_nginx_log(path: &Path, n: u64) {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     for i in 0..n {
         let sec = i / 20;
-        let status = if i % 23 == 0 { 503 } else { 200 };
+        let status = if i.is_multiple_of(23) { 503 } else { 200 };
         let rt = ((i * 7919) % 2000 + 1) as f64 / 1000.0;
         writeln!(
             f,
@@ -205,7 +205,7 @@ fn write_nginx_log(path: &Path, n: u64) {
             i % 100,
             (sec / 60) % 60,
             sec % 60,
-            if i % 4 == 0 { "POST" } else { "GET" },
+            if i.is_multiple_of(4) { "POST" } else { "GET" },
             i % 9
         )
         .unwrap();

@@ -151,14 +151,6 @@ impl LogFormat {
                 put_time(&mut out, t);
             }
         }
-        if let LogFormat::Regex(_) | LogFormat::Json = self {
-            if !out.contains_key("time_ms")
-                && let Some(Value::String(t)) = out.get("time")
-            {
-                let t = parse_time(&t.clone())?;
-                put_time(&mut out, t);
-            }
-        }
         Ok(Value::Object(out))
     }
 }

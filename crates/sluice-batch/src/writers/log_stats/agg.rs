@@ -186,8 +186,8 @@ mod tests {
     #[test]
     fn the_top_map_stays_bounded_and_keeps_the_heavy_values() {
         let mut a = Agg::default();
-        for i in 0..10_000 {
-            let v = if i % 2 == 0 {
+        for i in 0..10_000u32 {
+            let v = if i.is_multiple_of(2) {
                 format!("/hot{}", i % 6)
             } else {
                 format!("/tail{i}")
