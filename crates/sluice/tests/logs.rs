@@ -386,3 +386,44 @@ url = "{url}"
     assert_eq!(r["alerts"][0]["labels"]["method"], "GET");
     terminate(child);
 }
+
+#[test]
+fn a_bad_query_rule_is_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    let repo = format!("sqlite://{}/repo.db", dir.path().display());
+    for (rule, says) in [
+        (
+            "when = \"query\"\nquery = \"SELECT 1\"",
+            "alerts.rule[0].database: query needs `database`",
+        ),
+        (
+            "when = \"query\"\ndatabase = \"sqlite://s.db\"",
+            "alerts.rule[0].query: query needs `query`",
+        ),
+        (
+            "when = \"query\"\ndatabase = \"redis://:hunter2@h/0\"\nquery = \"SELECT 1\"",
+            "alerts.rule[0].database: unsupported database URL",
+        ),
+        (
+            "when = \"query\"\ndatabase = \"sqlite://s.db\"\nquery = \"SELECT 1\"\nabove = 3",
+            "alerts.rule[0].above: `above` does not apply to query",
+        ),
+        (
+            "when = \"job_failed\"\nquery = \"SELECT 1\"",
+            "alerts.rule[0].query: `query` does not apply to job_failed",
+        ),
+    ] {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[repository]\nurl = \"{repo}\"\n\n[alerts]\n\n[[alerts.rule]]\nname = \"r\"\n{rule}\n"
+            ),
+        )
+        .unwrap();
+        let out = crate::bin::check(&cfg, &[]);
+        let t = text(&out);
+        assert!(!out.status.success() && t.contains(says), "{rule}: {t}");
+        assert!(!t.contains("hunter2"), "{t}");
+    }
+}

@@ -158,6 +158,18 @@ fn same_head(file: &mut File, id: &FileId) -> std::io::Result<bool> {
     Ok(h.len() as u64 == id.fp_len && fnv1a(&h) == id.fp)
 }
 
+/// Whether `offset` is at a line start of `file` (after a newline, or 0): a
+/// copytruncated file that grew past the offset again seldom is.
+fn ends_a_line(file: &mut File, offset: u64) -> std::io::Result<bool> {
+    if offset == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::Start(offset - 1))?;
+    let mut b = [0u8; 1];
+    file.read_exact(&mut b)?;
+    Ok(b[0] == b'\n')
+}
+
 /// Whether a file name matches a glob of `*` and `?`.
 fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     match (pattern.first(), name.first()) {
@@ -299,6 +311,7 @@ impl Follower {
         if same_inode
             && cur_len >= cp.offset
             && same_head(&mut cur, &cp.file).map_err(|e| fatal(path, e))?
+            && ends_a_line(&mut cur, cp.offset).map_err(|e| fatal(path, e))?
         {
             parts.push_back(current(cp.offset, cp.line, cur));
             return Self::ready(parts, format);

@@ -56,7 +56,8 @@ enum State {
     Idle(Box<Follower>),
     Fetching(JoinHandle<(Box<Follower>, VecDeque<Entry>, bool)>),
     Done,
-    Failed(String),
+    /// A stopping error: (transient, message).
+    Failed(bool, String),
 }
 
 impl std::fmt::Debug for LogReader {
@@ -114,12 +115,12 @@ impl Reader for LogReader {
             if let Some(e) = self.ready.pop_front() {
                 match e.result {
                     Err(ReadError::Transient(m)) => {
-                        self.state = State::Failed(m.clone());
+                        self.state = State::Failed(true, m.clone());
                         self.ready.clear();
                         return Err(ReadError::Transient(m));
                     }
                     Err(ReadError::Fatal(m)) => {
-                        self.state = State::Failed(m.clone());
+                        self.state = State::Failed(false, m.clone());
                         self.ready.clear();
                         return Err(ReadError::Fatal(m));
                     }
@@ -141,7 +142,8 @@ impl Reader for LogReader {
                     return Err(ReadError::Fatal("LogReader::read before open".into()));
                 }
                 State::Done => return Ok(None),
-                State::Failed(m) => return Err(ReadError::Transient(m.clone())),
+                State::Failed(true, m) => return Err(ReadError::Transient(m.clone())),
+                State::Failed(false, m) => return Err(ReadError::Fatal(m.clone())),
                 State::Fetching(handle) => {
                     // Awaiting through `&mut` keeps the handle if this future is
                     // dropped.
@@ -158,7 +160,7 @@ impl Reader for LogReader {
                         }
                         Err(e) => {
                             let m = format!("log reader task failed: {e}");
-                            self.state = State::Failed(m.clone());
+                            self.state = State::Failed(false, m.clone());
                             return Err(ReadError::Fatal(m));
                         }
                     }
