@@ -30,6 +30,10 @@
 //! database the repository is in. A crash between that commit and the
 //! repository's repeats nothing: the next run resumes from the target's row.
 //!
+//! An item without a time in `time_field` is left out (a warning says how
+//! many): refusing it would make the step rewrite the chunk item by item,
+//! without the checkpoint in each item's transaction.
+//!
 //! That row is kept per job and step **across instances** (instance id 0):
 //! every run of the job, scheduled or by hand (`--rerun` too), goes on from
 //! where the previous one stopped in the log, so each line is counted once
@@ -287,7 +291,8 @@ impl LogStatsWriter {
         let w = i64::try_from(self.spec.window.as_millis()).unwrap_or(i64::MAX);
         let mut out: BTreeMap<(i64, String), Part> = BTreeMap::new();
         let items = chunk.items();
-        for (i, item) in items.iter().enumerate() {
+        let mut untimed = 0u64;
+        for item in items.iter() {
             let tf = &self.spec.time_field;
             let t = match item.get(tf) {
                 Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
@@ -296,13 +301,14 @@ impl LogStatsWriter {
                     .map(|t| t.timestamp_millis())
                     .or_else(|| s.parse().ok()),
                 _ => None,
-            }
-            .ok_or_else(|| {
-                WriteError::Item(format!(
-                    "item {}: no time in {tf:?} (Unix ms or RFC 3339)",
-                    i + 1
-                ))
-            })?;
+            };
+            // Refusing the item would make the step write the chunk item by
+            // item, each without the checkpoint: not exactly once. It is left
+            // out, and said.
+            let Some(t) = t else {
+                untimed += 1;
+                continue;
+            };
             let start = t.div_euclid(w) * w;
             let groups: Vec<Option<String>> = self
                 .spec
@@ -347,6 +353,10 @@ impl LogStatsWriter {
                     Some(v) => a.add_top(&v.to_string(), *keep),
                 }
             }
+        }
+        if untimed > 0 {
+            tracing::warn!(table = %self.spec.table, items = untimed, field = %self.spec.time_field,
+                "log_stats: items without a time (Unix ms or RFC 3339) in their time field are not counted");
         }
         Ok(out)
     }

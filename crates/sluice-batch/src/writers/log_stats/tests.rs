@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::api::Chunk;
 use crate::config::{ConfigError, Kind, NoContext};
 use crate::readers::RawReader;
 use crate::writers::RawWriter;
@@ -96,4 +97,46 @@ fn the_table_has_the_group_and_rule_columns() {
     }
     assert_eq!(group_key(&[Some("air".into()), None]), "[\"air\",null]");
     assert!(group_key(&[Some("x".repeat(400))]).chars().count() <= KEY_CHARS);
+}
+
+#[tokio::test]
+async fn items_without_a_time_are_left_out_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let mut w = LogStatsWriter::new(
+        &url,
+        LogStatsSpec {
+            table: "s".into(),
+            window: Duration::from_secs(60),
+            group_by: vec![],
+            value: Some("request_time".into()),
+            error_when: Rule::server_errors(),
+            count_when: vec![],
+            top: Some(("path".into(), 2, 10)),
+            time_field: "time_ms".into(),
+        },
+    )
+    .unwrap();
+    w.open(None).await.unwrap();
+    let items = [
+        json!({"time_ms": 120_000, "status": 503, "request_time": 0.5, "path": "/a"}),
+        json!({"status": 200}),
+        json!({"time_ms": "1970-01-01T00:02:30Z", "status": 200, "request_time": "1.5", "path": "/a"}),
+    ];
+    w.write(Chunk::Items(&items), &[]).await.unwrap();
+    w.write(Chunk::Items(&items[..1]), &[]).await.unwrap();
+    w.complete().await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let row: (i64, String, i64, i64, f64, f64, String) = sqlx::query_as(
+        "SELECT window_start, window_time, requests, errors, value_max, p50, top FROM s",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (row.0, row.1.as_str(), row.2, row.3, row.4),
+        (120_000, "1970-01-01T00:02:00Z", 3, 2, 1.5)
+    );
+    assert!((row.5 - 0.5).abs() <= 0.005, "{}", row.5);
+    assert_eq!(row.6, r#"[["/a",3]]"#);
 }
