@@ -163,6 +163,10 @@ pub enum ConfigError {
     /// A cache writer that cannot be built.
     #[error(transparent)]
     CacheWriter(#[from] CacheWriterError),
+    /// A log reader's or `log_stats` writer's setting that is not valid (a
+    /// format, a pattern, a window, a rule).
+    #[error("{0}")]
+    Log(String),
 }
 
 fn none_or_list(names: &[String]) -> String {

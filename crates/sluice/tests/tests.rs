@@ -62,3 +62,6 @@ mod queue_cli;
 
 // The public-data kit: the data.go.kr preset and quota-aware paged loads across days.
 mod portal_kit;
+
+// Log analysis: the log examples check and run, a real gateway access log counted, exactly once across a crash, a query alert rule over the stats.
+mod logs;

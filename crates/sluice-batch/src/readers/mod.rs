@@ -63,6 +63,7 @@ mod driver;
 mod http_pages;
 mod json;
 mod jsonl;
+pub mod log;
 mod split;
 pub(crate) mod sql;
 
@@ -70,6 +71,7 @@ pub use csv::{CsvReader, RawCsvReader};
 pub use http_pages::{HttpPagesReader, Pagination, RawHttpPagesReader};
 pub use json::{JsonArrayReader, RawJsonReader};
 pub use jsonl::{JsonLinesReader, RawJsonlReader};
+pub use log::{LogFormat, LogReader, RawLogReader};
 pub use sql::{RawSqlReader, SqlReader, SqlSource};
 
 use serde::Deserialize;
@@ -94,5 +96,8 @@ pub enum RawReader {
     HttpPages(RawHttpPagesReader),
     /// `kind = "sql"`: the rows of a table or query, by keyset pagination.
     Sql(RawSqlReader),
+    /// `kind = "log"`: an access log (nginx, Apache, sluice, JSON lines),
+    /// followed across rotation.
+    Log(RawLogReader),
 }
 }

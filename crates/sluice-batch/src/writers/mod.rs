@@ -59,10 +59,12 @@
 mod cache;
 mod file;
 mod ident;
+pub mod log_stats;
 mod sql;
 
 pub use cache::{CacheWriter, CacheWriterError, RawCacheWriter};
 pub use file::{FileFormat, FileWriter, RawCsvWriter, RawJsonlWriter, TEMP_SUFFIX};
+pub use log_stats::{LogStatsWriter, RawLogStatsWriter};
 pub use sluice_sql::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};
 pub use sql::{
     CHECKPOINT_TABLE, Column, RawSqlAppendWriter, RawSqlUpsertWriter, SqlWriter, SqlWriterOptions,
@@ -92,5 +94,8 @@ pub enum RawWriter {
     /// `kind = "cache"`: entries in the gateway's store, under the key a client
     /// request for `path` would use.
     Cache(RawCacheWriter),
+    /// `kind = "log_stats"`: per-window counts, error rates, percentiles and
+    /// top values of log items, merged into a SQL table exactly once.
+    LogStats(RawLogStatsWriter),
 }
 }

@@ -89,6 +89,10 @@ pub struct Evaluator {
     started: i64,
     below_since: HashMap<String, i64>,
     counters: HashMap<(String, String), Counters>,
+    /// `query` rules: a pool per database URL.
+    dbs: HashMap<String, sluice_sql::Db>,
+    /// `query` rules: since when each row (rule and labels) has come back.
+    rows_since: HashMap<(String, BTreeMap<String, String>), i64>,
 }
 
 impl Evaluator {
@@ -99,6 +103,8 @@ impl Evaluator {
             started: sluice_core::Clock::now_millis(&sluice_core::SystemClock),
             below_since: HashMap::new(),
             counters: HashMap::new(),
+            dbs: HashMap::new(),
+            rows_since: HashMap::new(),
         }
     }
 
@@ -144,7 +150,85 @@ impl Evaluator {
                 upstream,
                 below_percent,
             } => Ok(self.quota_low(&rule.name, upstream, *below_percent, now)),
+            Condition::Query {
+                database,
+                query,
+                hold,
+            } => self.query(&rule.name, database, query, *hold, now).await,
         }
+    }
+
+    /// A `query` rule: each row is an alert (its columns its labels, `summary`
+    /// and `description` its annotations), firing once it has come back for
+    /// `hold`; a row that no longer comes back is resolved.
+    async fn query(
+        &mut self,
+        rule: &str,
+        database: &sluice_core::Secret,
+        query: &str,
+        hold: Duration,
+        now: i64,
+    ) -> Result<Vec<Observation>, String> {
+        let url = database.expose();
+        if !self.dbs.contains_key(url) {
+            let settings = sluice_sql::ConnectSettings::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .quiet();
+            let db = sluice_sql::Db::connect(url, &settings)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.dbs.insert(url.to_owned(), db);
+        }
+        let db = &self.dbs[url];
+        let fail = |e: sqlx::Error| format!("query of rule {rule}: {}", sluice_sql::describe(&e));
+        // Read-only: the transaction is rolled back.
+        let mut tx = db.begin().await.map_err(fail)?;
+        let rows = tx
+            .fetch_all(&sluice_sql::Statement::new(query))
+            .await
+            .map_err(fail)?;
+        drop(tx);
+        let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for row in &rows {
+            let mut labels = BTreeMap::new();
+            let (mut summary, mut description) = (None, None);
+            for (name, value) in query_cells(row) {
+                let Some(value) = value else { continue };
+                match name.as_str() {
+                    "summary" => summary = Some(value),
+                    "description" => description = Some(value),
+                    "alertname" | "severity" => {}
+                    _ => {
+                        labels.insert(label_name(&name), value);
+                    }
+                }
+            }
+            let key = (rule.to_owned(), labels.clone());
+            seen.insert(key.clone());
+            let since = *self.rows_since.entry(key).or_insert(now);
+            let state = if now - since >= hold.as_millis() as i64 {
+                let listed = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                firing(
+                    summary.unwrap_or_else(|| format!("rule {rule}: {listed}")),
+                    description,
+                )
+            } else {
+                State::Unknown
+            };
+            out.push(Observation {
+                entity: labels,
+                state,
+            });
+        }
+        self.rows_since
+            .retain(|(r, labels), _| r != rule || seen.contains(&(r.clone(), labels.clone())));
+        Ok(out)
     }
 
     /// An observation per job of `job`, each from `state` over its recent runs.
@@ -516,6 +600,71 @@ impl Evaluator {
             });
         }
         out
+    }
+}
+
+/// A column name as a label name: `[a-zA-Z0-9_]`, not starting with a digit.
+fn label_name(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// Each column of a row with its value as text (`None` for NULL or a type
+/// read as none of text, integer, float, boolean).
+fn query_cells(row: &sluice_sql::Row) -> Vec<(String, Option<String>)> {
+    use sqlx::{Column, Row};
+    fn text<R>(r: &R) -> Vec<(String, Option<String>)>
+    where
+        R: Row,
+        usize: sqlx::ColumnIndex<R>,
+        for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+        for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+        for<'a> Option<i32>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+        for<'a> Option<f64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+        for<'a> Option<f32>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+        for<'a> Option<bool>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    {
+        r.columns()
+            .iter()
+            .map(|c| {
+                let i = c.ordinal();
+                let v = r
+                    .try_get::<Option<String>, _>(i)
+                    .or_else(|_| {
+                        r.try_get::<Option<i64>, _>(i)
+                            .map(|v| v.map(|x| x.to_string()))
+                    })
+                    .or_else(|_| {
+                        r.try_get::<Option<i32>, _>(i)
+                            .map(|v| v.map(|x| x.to_string()))
+                    })
+                    .or_else(|_| {
+                        r.try_get::<Option<f64>, _>(i)
+                            .map(|v| v.map(|x| x.to_string()))
+                    })
+                    .or_else(|_| {
+                        r.try_get::<Option<f32>, _>(i)
+                            .map(|v| v.map(|x| x.to_string()))
+                    })
+                    .or_else(|_| {
+                        r.try_get::<Option<bool>, _>(i)
+                            .map(|v| v.map(|x| x.to_string()))
+                    })
+                    .unwrap_or(None);
+                (c.name().to_owned(), v)
+            })
+            .collect()
+    }
+    match row {
+        sluice_sql::Row::Sqlite(r) => text(r),
+        sluice_sql::Row::Postgres(r) => text(r),
+        sluice_sql::Row::MySql(r) => text(r),
     }
 }
 

@@ -40,7 +40,7 @@ use super::values::{Dur, RawSecret, read_secret};
 use super::{ConfigError, Env, Source, span};
 
 /// The conditions a rule can watch, as written in `when`.
-pub const RULE_KINDS: [&str; 7] = [
+pub const RULE_KINDS: [&str; 8] = [
     "job_failed",
     "job_late",
     "no_success",
@@ -48,6 +48,7 @@ pub const RULE_KINDS: [&str; 7] = [
     "upstream_errors",
     "dead_letters",
     "worker_gone",
+    "query",
 ];
 
 /// `[alerts]`
@@ -106,7 +107,8 @@ pub struct RawRule {
     /// the current rate), `upstream_errors` (an upstream's error ratio above
     /// `above` for `for`), `dead_letters` (more than `above` dead tasks on a
     /// queue), `worker_gone` (fewer than `min_workers` live workers serve
-    /// `queue`).
+    /// `queue`), `query` (each row `query` returns from `database` is an
+    /// active alert; see `docs/specs/alerts.md`).
     pub when: Spanned<String>,
     /// `job_failed`, `job_late`, `no_success`: the job watched. Default every job.
     pub job: Option<Spanned<String>>,
@@ -132,6 +134,15 @@ pub struct RawRule {
     pub for_: Option<Spanned<Dur>>,
     /// `worker_gone`: fewer live workers than this fire it. Default 1.
     pub min_workers: Option<Spanned<u32>>,
+    /// `query` (required): the database the query runs on: `sqlite://…`,
+    /// `postgres://…` or `mysql://…` (a password in it is never shown).
+    pub database: Option<Spanned<String>>,
+    /// `query` (required): SQL returning one row per alert that should be
+    /// firing, run read-only (in a transaction that is rolled back). Each
+    /// column becomes a label (NULL: none), except `summary` and
+    /// `description`, which become annotations; `for` is how long a row must
+    /// keep coming back before it fires (default `0s`).
+    pub query: Option<Spanned<String>>,
     /// The `severity` label. Default `warning`.
     pub severity: Option<Spanned<String>>,
     /// More labels sent with every alert of the rule, e.g. `{ team = "data" }`.
@@ -231,6 +242,16 @@ pub enum Condition {
         /// Dead task count above which it fires.
         above: u64,
     },
+    /// Each row of `query` on `database` is an alert, firing once it has come
+    /// back for `hold`.
+    Query {
+        /// The database URL.
+        database: Secret,
+        /// The SQL.
+        query: String,
+        /// How long a row must keep coming back.
+        hold: Duration,
+    },
     /// Fewer than `min` live workers serve `queue` for `hold`.
     WorkerGone {
         /// The queue whose workers are counted.
@@ -253,6 +274,7 @@ impl Condition {
             Condition::UpstreamErrors { .. } => "upstream_errors",
             Condition::DeadLetters { .. } => "dead_letters",
             Condition::WorkerGone { .. } => "worker_gone",
+            Condition::Query { .. } => "query",
         }
     }
 }
@@ -544,6 +566,7 @@ fn allowed(kind: &str) -> &'static [&'static str] {
         "quota_low" => &["upstream", "below_percent"],
         "upstream_errors" => &["upstream", "above", "for"],
         "dead_letters" => &["queue", "above"],
+        "query" => &["database", "query", "for"],
         _ => &["queue", "min_workers", "for"],
     }
 }
@@ -598,10 +621,11 @@ fn check_rule(
         ("above", r.above.as_ref().map(Spanned::span)),
         ("for", r.for_.as_ref().map(Spanned::span)),
     ];
-    let given = given.into_iter().chain(std::iter::once((
-        "min_workers",
-        r.min_workers.as_ref().map(Spanned::span),
-    )));
+    let given = given.into_iter().chain([
+        ("min_workers", r.min_workers.as_ref().map(Spanned::span)),
+        ("database", r.database.as_ref().map(Spanned::span)),
+        ("query", r.query.as_ref().map(Spanned::span)),
+    ]);
     for (key, at_span) in given {
         if let Some(s) = at_span
             && !allowed(kind).contains(&key)
@@ -721,6 +745,36 @@ fn check_rule(
                 None => 0,
             };
             Condition::DeadLetters { queue, above }
+        }
+        "query" => {
+            let database = match &r.database {
+                Some(d) => {
+                    if let Err(e) = sluice_sql::DbUrl::parse(d.get_ref()) {
+                        errs.push(src.err(span(d), at("database"), e.to_string()));
+                    }
+                    Secret::new(d.get_ref().as_str())
+                }
+                None => {
+                    need("database", errs);
+                    Secret::new("")
+                }
+            };
+            let query = match &r.query {
+                Some(q) if q.get_ref().trim().is_empty() => {
+                    errs.push(src.err(span(q), at("query"), "the query is empty"));
+                    String::new()
+                }
+                Some(q) => q.get_ref().clone(),
+                None => {
+                    need("query", errs);
+                    String::new()
+                }
+            };
+            Condition::Query {
+                database,
+                query,
+                hold: hold(Duration::ZERO),
+            }
         }
         _ => Condition::WorkerGone {
             queue: queue.unwrap_or_else(|| super::JOBS_QUEUE.to_owned()),
