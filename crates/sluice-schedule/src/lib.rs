@@ -18,6 +18,6 @@ pub use scheduler::{
     misfires, missed_fires,
 };
 pub use triggers::{
-    EveryMode, FileLauncher, FileTrigger, Misfire, Overlap, RawTrigger, RawTriggerKind,
+    ChangeFire, ChangeLauncher, ChangeTrigger, ChangeWatchers, EveryMode, FileLauncher, FileTrigger, Misfire, Overlap, RawTrigger, RawTriggerKind,
     RawTriggerShared, TriggerError, TriggerField, TriggerPlan, TriggerSpec, Watchers, watch,
 };

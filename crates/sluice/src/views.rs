@@ -258,5 +258,9 @@ pub fn trigger_views<'a>(
             ..base(&d.id, &d.job, "schedule", d.spec.describe())
         }
     });
-    watches.chain(triggers).collect()
+    let changes = settings.jobs.changes.iter().map(|c| {
+        let t = &c.trigger;
+        base(t.id(), t.job(), t.kind(), t.rule())
+    });
+    watches.chain(changes).chain(triggers).collect()
 }

@@ -55,8 +55,16 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
         }
         ScheduleCommand::List { json: false } => {
             let last = store.last_fires().await.map_err(|e| e.to_string())?;
-            if settings.jobs.triggers.is_empty() && settings.jobs.watches.is_empty() {
+            if settings.jobs.triggers.is_empty()
+                && settings.jobs.watches.is_empty()
+                && settings.jobs.changes.is_empty()
+            {
                 outln!("no triggers ([[job.trigger]] in the config)");
+            }
+            for c in &settings.jobs.changes {
+                let t = &c.trigger;
+                outln!("{}  job {}  {}", t.id(), t.job(), t.rule());
+                print_last_fire(last.get(t.id()), None);
             }
             for w in &settings.jobs.watches {
                 let t = &w.trigger;
