@@ -18,6 +18,7 @@ pub use scheduler::{
     misfires, missed_fires,
 };
 pub use triggers::{
-    ChangeFire, ChangeLauncher, ChangeTrigger, ChangeWatchers, EveryMode, FileLauncher, FileTrigger, Misfire, Overlap, RawTrigger, RawTriggerKind,
-    RawTriggerShared, TriggerError, TriggerField, TriggerPlan, TriggerSpec, Watchers, watch,
+    ChangeFire, ChangeLauncher, ChangeTrigger, ChangeWatchers, EveryMode, FileLauncher,
+    FileTrigger, Misfire, Overlap, RawTrigger, RawTriggerKind, RawTriggerShared, SqlChangeTrigger,
+    SqlChangeWatch, TriggerError, TriggerField, TriggerPlan, TriggerSpec, Watchers, watch,
 };

@@ -171,13 +171,14 @@ async fn start_inner(
     for t in triggers {
         let task = match t {
             ChangeTrigger::Pg(t) => {
-                let w = super::pg_change::PgWatch::connect(t, store.clone(), launcher.clone())
-                    .await?;
+                let w =
+                    super::pg_change::PgWatch::connect(t, store.clone(), launcher.clone()).await?;
                 tokio::spawn(w.run())
             }
             ChangeTrigger::Sql(t) => {
-                let w = super::sql_change::SqlWatch::connect(t, store.clone(), launcher.clone())
-                    .await?;
+                let w =
+                    super::sql_change::SqlChangeWatch::connect(t, store.clone(), launcher.clone())
+                        .await?;
                 tokio::spawn(w.run())
             }
         };

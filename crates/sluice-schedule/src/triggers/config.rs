@@ -81,7 +81,8 @@ pub enum RawTriggerKind {
 
 impl RawTriggerKind {
     /// The `kind` words, in the order of the variants.
-    pub const KINDS: &'static [&'static str] = &["cron", "every", "at", "watch", "pg_change", "sql_change"];
+    pub const KINDS: &'static [&'static str] =
+        &["cron", "every", "at", "watch", "pg_change", "sql_change"];
 
     /// Reads kind `kind`'s keys (the table without `kind` and without the shared
     /// keys) straight from `rest`, so the deserializer's positions survive.

@@ -60,10 +60,10 @@ pub use config::{RawTrigger, RawTriggerKind, RawTriggerShared, TriggerPlan};
 pub use cron::{CronSchedule, RawCron};
 pub use error::{TriggerError, TriggerField};
 pub use every::{EveryMode, MIN_EVERY_PERIOD, RawEvery};
-pub use policy::{DEFAULT_CATCH_UP_MAX, Misfire, Overlap};
 pub use pg_change::{PgChangeTrigger, RawPgChange};
+pub use policy::{DEFAULT_CATCH_UP_MAX, Misfire, Overlap};
 pub use spec::TriggerSpec;
-pub use sql_change::{RawSqlChange, SqlChangeTrigger};
+pub use sql_change::{RawSqlChange, SqlChangeTrigger, SqlChangeWatch};
 pub use watch::{FileLauncher, FileTrigger, RawWatch, Watchers};
 
 /// Shared helpers of the kinds' tests.

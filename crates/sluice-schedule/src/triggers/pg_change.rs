@@ -150,7 +150,21 @@ impl RawPgChange {
     pub fn build(&self, id: String, job: &str) -> Result<PgChangeTrigger, Vec<TriggerError>> {
         let mut errs = Vec::new();
         if self.table.trim().is_empty() {
-            errs.push(TriggerError::new(TriggerField::Table, "table must not be empty"));
+            errs.push(TriggerError::new(
+                TriggerField::Table,
+                "table must not be empty",
+            ));
+        }
+        if let Some(url) = &self.database
+            && sluice_sql::DbKind::from_url(url) != Some(sluice_sql::DbKind::Postgres)
+        {
+            errs.push(TriggerError::new(
+                TriggerField::Database,
+                format!(
+                    "pg_change needs a PostgreSQL database (postgres://…), not {}; use kind = \"sql_change\" to poll others",
+                    shown(url)
+                ),
+            ));
         }
         let key = match &self.key {
             None => Vec::new(),
@@ -319,7 +333,9 @@ impl Table {
 
 /// Runs `st` on `db`; its rows.
 async fn rows(db: &Db, st: Statement<'_>) -> Result<Vec<Row>, String> {
-    db.fetch_all(&st).await.map_err(|e| sluice_sql::describe(&e))
+    db.fetch_all(&st)
+        .await
+        .map_err(|e| sluice_sql::describe(&e))
 }
 
 /// The text column `i` of every row.
@@ -384,9 +400,7 @@ async fn resolve(db: &Db, table: &str, key: &[String]) -> Result<(Table, Vec<Str
             0,
         )?;
         if pk.is_empty() {
-            return Err(
-                "the table has no primary key: name the key column(s) with key = …".into(),
-            );
+            return Err("the table has no primary key: name the key column(s) with key = …".into());
         }
         pk
     } else {
@@ -667,7 +681,10 @@ impl PgWatch {
             let (outcome, task) = match self.launcher.launch_change(&fire).await {
                 Ok(task) => {
                     tracing::info!(trigger = %self.t.id, job = %self.t.job, keys = count, task = %task, "table changed; job enqueued");
-                    (format!("fired task {task} for {count} changed keys"), Some(task))
+                    (
+                        format!("fired task {task} for {count} changed keys"),
+                        Some(task),
+                    )
                 }
                 Err(err) => {
                     // The cursor stays: the range fires again.
@@ -743,12 +760,21 @@ fn plain(v: &serde_json::Value) -> String {
 
 /// Installs the change log, the function and `table`'s row trigger, and the
 /// cursor of `consumer`, under an advisory lock.
-async fn install(db: &Db, consumer: &str, table: &Table, key: &[String]) -> Result<(), sqlx::Error> {
+async fn install(
+    db: &Db,
+    consumer: &str,
+    table: &Table,
+    key: &[String],
+) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
     tx.execute_script("SELECT pg_advisory_xact_lock(hashtext('sluice_changes'))")
         .await?;
     tx.execute_script(SCHEMA).await?;
-    let args = key.iter().map(|k| literal(k)).collect::<Vec<_>>().join(", ");
+    let args = key
+        .iter()
+        .map(|k| literal(k))
+        .collect::<Vec<_>>()
+        .join(", ");
     let trigger = format!(
         "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} \
          FOR EACH ROW EXECUTE FUNCTION sluice_change_log({args})",
@@ -789,7 +815,8 @@ async fn install(db: &Db, consumer: &str, table: &Table, key: &[String]) -> Resu
 ///
 /// A database that cannot be reached or a table that does not exist, named.
 pub async fn uninstall(url: &str, table: &str) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| format!("pg_change uninstall on {table} ({}): {e}", shown(url));
+    let err =
+        |e: &dyn std::fmt::Display| format!("pg_change uninstall on {table} ({}): {e}", shown(url));
     let db = match Db::connect(url, &sluice_sql::ConnectSettings::new()).await {
         Ok(db) if db.kind() == sluice_sql::DbKind::Postgres => db,
         Ok(_) => return Err(err(&"not a PostgreSQL database")),
@@ -820,7 +847,9 @@ pub async fn uninstall(url: &str, table: &str) -> Result<(), String> {
                 tx.execute(&Statement::new(sql).bind(t.logged())).await?;
             }
             let left: i64 = tx
-                .fetch_one(&Statement::new("SELECT count(*) FROM sluice_change_cursors"))
+                .fetch_one(&Statement::new(
+                    "SELECT count(*) FROM sluice_change_cursors",
+                ))
                 .await?
                 .get_at(0)?;
             let triggers: i64 = tx
@@ -865,10 +894,16 @@ mod tests {
         let fields: Vec<TriggerField> = errs.iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
-            [TriggerField::Ops, TriggerField::Debounce, TriggerField::MaxKeys, TriggerField::Format]
+            [
+                TriggerField::Ops,
+                TriggerField::Debounce,
+                TriggerField::MaxKeys,
+                TriggerField::Format
+            ]
         );
         let raw: RawPgChange =
-            serde_json::from_str(r#"{"table": "t", "key": ["a", "b"], "ops": ["insert"]}"#).unwrap();
+            serde_json::from_str(r#"{"table": "t", "key": ["a", "b"], "ops": ["insert"]}"#)
+                .unwrap();
         let t = raw.build("j#0".into(), "j").unwrap();
         assert_eq!(t.key, ["a", "b"]);
         assert_eq!(t.ops, [Op::Insert]);

@@ -80,7 +80,10 @@ impl RawSqlChange {
     pub fn build(&self, id: String, job: &str) -> Result<SqlChangeTrigger, Vec<TriggerError>> {
         let mut errs = Vec::new();
         if self.query.trim().is_empty() {
-            errs.push(TriggerError::new(TriggerField::Query, "query must not be empty"));
+            errs.push(TriggerError::new(
+                TriggerField::Query,
+                "query must not be empty",
+            ));
         }
         let every = duration(
             self.every.as_deref(),
@@ -222,8 +225,9 @@ fn sql(kind: DbKind, text: &str) -> String {
     out
 }
 
-/// A running `sql_change` trigger of one node.
-pub(super) struct SqlWatch {
+/// A `sql_change` trigger of one node: [`SqlChangeWatch::check`] runs the query
+/// once (the watchers call it every period).
+pub struct SqlChangeWatch {
     t: SqlChangeTrigger,
     db: Db,
     url: String,
@@ -236,10 +240,23 @@ pub(super) struct SqlWatch {
     held: Option<i64>,
 }
 
-impl SqlWatch {
+impl std::fmt::Debug for SqlChangeWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlChangeWatch")
+            .field("trigger", &self.t.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlChangeWatch {
     /// Connects, creates the state table, and runs the query once (a query
     /// that does not run is an error now, not a warning every period).
-    pub(super) async fn connect(
+    ///
+    /// # Errors
+    ///
+    /// A database that cannot be reached or a query that fails, named
+    /// (without the URL's password).
+    pub async fn connect(
         t: SqlChangeTrigger,
         store: Arc<dyn ClaimStore>,
         launcher: Arc<dyn ChangeLauncher>,
@@ -280,7 +297,7 @@ impl SqlWatch {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = self.step().await {
+            if let Err(e) = self.check().await {
                 tracing::warn!(trigger = %self.t.id, database = %shown(&self.url), error = %e, "sql_change: cannot check the query; trying again");
             }
         }
@@ -309,27 +326,41 @@ impl SqlWatch {
         }
     }
 
-    /// Runs the query once; fires when its result changed.
-    pub(super) async fn step(&mut self) -> Result<(), String> {
+    /// Runs the query once; fires when its result changed since the last
+    /// fire (or, for a new trigger, since the first look). Returns the task
+    /// this node fired, if it did.
+    ///
+    /// # Errors
+    ///
+    /// The query or the state table failing, the claim store not answering.
+    pub async fn check(&mut self) -> Result<Option<String>, String> {
         let kind = self.db.kind();
         let result = run_query(&self.db, &self.t.query, self.t.max_rows).await?;
         let Some((hash, seq)) = self.state().await? else {
             let insert = match kind {
-                DbKind::MySql => "INSERT IGNORE INTO sluice_sql_change (trigger_id, hash, seq) VALUES (?, ?, 0)",
-                _ => "INSERT INTO sluice_sql_change (trigger_id, hash, seq) VALUES ($1, $2, 0) ON CONFLICT (trigger_id) DO NOTHING",
+                DbKind::MySql => {
+                    "INSERT IGNORE INTO sluice_sql_change (trigger_id, hash, seq) VALUES (?, ?, 0)"
+                }
+                _ => {
+                    "INSERT INTO sluice_sql_change (trigger_id, hash, seq) VALUES ($1, $2, 0) ON CONFLICT (trigger_id) DO NOTHING"
+                }
             };
             self.db
-                .execute(&Statement::new(sql(kind, insert)).bind(self.t.id.as_str()).bind(result.hash.as_str()))
+                .execute(
+                    &Statement::new(sql(kind, insert))
+                        .bind(self.t.id.as_str())
+                        .bind(result.hash.as_str()),
+                )
                 .await
                 .map_err(|e| sluice_sql::describe(&e))?;
-            return Ok(());
+            return Ok(None);
         };
         if hash == result.hash {
             self.lost = None;
-            return Ok(());
+            return Ok(None);
         }
         if super::pg_change::paused(self.store.as_ref(), &self.t.id).await {
-            return Ok(()); // the change fires after the resume
+            return Ok(None); // the change fires after the resume
         }
         let next = seq + 1;
         match self.store.claim(&self.t.id, next).await {
@@ -339,10 +370,10 @@ impl SqlWatch {
                 Some((mark, since)) if mark == next && since.elapsed() >= TAKEOVER_AFTER => {
                     tracing::warn!(trigger = %self.t.id, "sql_change: the node that claimed this change did not fire it; taking over");
                 }
-                Some((mark, _)) if mark == next => return Ok(()),
+                Some((mark, _)) if mark == next => return Ok(None),
                 _ => {
                     self.lost = Some((next, Instant::now()));
-                    return Ok(());
+                    return Ok(None);
                 }
             },
             Err(e) => return Err(e.to_string()),
@@ -366,26 +397,34 @@ impl SqlWatch {
             .map_err(describe)?;
         if moved != 1 {
             self.held = None;
-            return Ok(()); // another node fired it
+            return Ok(None); // another node fired it
         }
         let fire = ChangeFire {
             trigger: self.t.id.clone(),
             job: self.t.job.clone(),
             params: BTreeMap::from([
-                (self.t.param.clone(), Value::from(result.first.clone()).to_string()),
+                (
+                    self.t.param.clone(),
+                    Value::from(result.first.clone()).to_string(),
+                ),
                 (format!("{}_count", self.t.param), result.rows.to_string()),
             ]),
             mark: next,
         };
+        let mut fired = None;
         let last = match self.launcher.launch_change(&fire).await {
             Ok(task) => {
                 tx.commit().await.map_err(describe)?;
                 self.held = None;
                 tracing::info!(trigger = %self.t.id, job = %self.t.job, rows = result.rows, task = %task, "query result changed; job enqueued");
                 metrics::counter!(crate::scheduler::FIRES, "trigger" => self.t.id.clone(), "outcome" => "change").increment(1);
+                fired = Some(task.clone());
                 LastFire {
                     at: next,
-                    outcome: format!("fired task {task} for a changed result ({} rows)", result.rows),
+                    outcome: format!(
+                        "fired task {task} for a changed result ({} rows)",
+                        result.rows
+                    ),
                     task: Some(task),
                 }
             }
@@ -400,7 +439,7 @@ impl SqlWatch {
             }
         };
         let _ = self.store.record(&self.t.id, &last).await;
-        Ok(())
+        Ok(fired)
     }
 }
 
@@ -422,7 +461,11 @@ mod tests {
         let fields: Vec<TriggerField> = errs.iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
-            [TriggerField::Query, TriggerField::Every, TriggerField::Param]
+            [
+                TriggerField::Query,
+                TriggerField::Every,
+                TriggerField::Param
+            ]
         );
     }
 }

@@ -48,8 +48,7 @@ pub use alerts::{
 pub(crate) use job::none_or_list;
 pub use job::{
     ChangeSettings, JobsSettings, RawJob, RawRepository, RawStep, TriggerSettings, WatchSettings,
-    placeholders,
-    substitute, substitute_str,
+    placeholders, substitute, substitute_str,
 };
 pub use queue::{JOBS_QUEUE, PARTITIONS_QUEUE, QueueSettings, RawQueue};
 pub use route::{RawRoute, RawTtl};

@@ -154,7 +154,10 @@ pub async fn start(rt: &Arc<Runtime>) -> Result<Option<Running>, String> {
         None
     } else {
         let triggers: Vec<ChangeTrigger> = jobs.changes.iter().map(|c| c.trigger.clone()).collect();
-        Some(sluice_schedule::triggers::change::start(triggers, store.clone(), launcher.clone()).await?)
+        Some(
+            sluice_schedule::triggers::change::start(triggers, store.clone(), launcher.clone())
+                .await?,
+        )
     };
     let scheduler = if jobs.triggers.is_empty() {
         None
