@@ -59,3 +59,6 @@ mod access_log;
 
 // `queue pause` / `queue resume` / `queue dlq delete` and `paused` in `queue stats`.
 mod queue_cli;
+
+// Database-change triggers through `serve`: a PostgreSQL table change runs the job with the changed keys; an sql_change on SQLite.
+mod db_change;
