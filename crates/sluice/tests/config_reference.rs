@@ -32,6 +32,8 @@ const FILES: &[&str] = &[
     "sluice-schedule/src/triggers/every.rs",
     "sluice-schedule/src/triggers/at.rs",
     "sluice-schedule/src/triggers/watch.rs",
+    "sluice-schedule/src/triggers/pg_change.rs",
+    "sluice-schedule/src/triggers/sql_change.rs",
     "sluice-batch/src/readers/mod.rs",
     "sluice-batch/src/readers/csv/config.rs",
     "sluice-batch/src/readers/jsonl/config.rs",
