@@ -159,6 +159,31 @@ every = "300ms"
         text(&list)
     );
     terminate(server);
+    // `schedule uninstall` removes the row trigger and the change log.
+    let out = run(
+        &cfg,
+        &["schedule", "uninstall", "refresh-stations/stations"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'sluice_change_stations'",
+    )
+    .fetch_one(&mut pg)
+    .await
+    .unwrap();
+    let log: Option<String> = sqlx::query_scalar("SELECT to_regclass('sluice_changes')::text")
+        .fetch_one(&mut pg)
+        .await
+        .unwrap();
+    assert_eq!((left, log), (0, None));
+    let out = run(&cfg, &["schedule", "uninstall", "reprice/prices"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("pg_change triggers: refresh-stations/stations"),
+        "{}",
+        text(&out)
+    );
     pg.close().await.unwrap();
     lite.close().await.unwrap();
 }

@@ -167,6 +167,21 @@ async fn start_inner(
     store: Arc<dyn ClaimStore>,
     launcher: Arc<dyn ChangeLauncher>,
 ) -> Result<ChangeWatchers, String> {
+    // One row trigger per table: the triggers of one table must agree on its key.
+    for (i, a) in triggers.iter().enumerate() {
+        for b in &triggers[..i] {
+            if let (ChangeTrigger::Pg(a), ChangeTrigger::Pg(b)) = (a, b)
+                && a.database == b.database
+                && a.table == b.table
+                && a.key != b.key
+            {
+                return Err(format!(
+                    "triggers {} and {}: pg_change triggers on table {} must name the same key columns (one row trigger logs them)",
+                    b.id, a.id, a.table
+                ));
+            }
+        }
+    }
     let mut tasks = Vec::new();
     for t in triggers {
         let task = match t {

@@ -351,6 +351,13 @@ pub(super) fn check_jobs(
                         }
                         trigger.set_database(repository_url.clone());
                     }
+                    if changes.iter().any(|c| c.trigger.id() == trigger.id()) {
+                        errs.push(src.err(
+                            None,
+                            at("name"),
+                            format!("trigger {:?} is defined twice", trigger.id()),
+                        ));
+                    }
                     changes.push(ChangeSettings {
                         trigger,
                         params: t.shared.params.clone(),
