@@ -486,3 +486,67 @@ async fn sql_change_on_postgres_and_bad_starts_are_named() {
     .unwrap_err();
     assert!(e.contains("the query fails"), "{e}");
 }
+
+/// Fails its first `fail` launches, then records like [`Node`].
+struct Flaky(Arc<Fires>, std::sync::atomic::AtomicUsize);
+
+#[async_trait]
+impl ChangeLauncher for Flaky {
+    async fn launch_change(&self, fire: &ChangeFire) -> Result<String, LaunchError> {
+        if self
+            .1
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(LaunchError::Enqueue("queue down".into()));
+        }
+        Node(self.0.clone(), 0).launch_change(fire).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_enqueue_fires_the_changes_again() {
+    let db = ServerDb::new(Server::Postgres, "pgchange").await;
+    pg(
+        &db.url,
+        "CREATE TABLE items (id INT PRIMARY KEY, name TEXT)",
+    )
+    .await;
+    pg(
+        &db.url,
+        "CREATE TABLE prices (id INT PRIMARY KEY, price INT)",
+    )
+    .await;
+    let fires = Arc::new(Fires::default());
+    let claims = sql_claims(&db.url).await;
+    let flaky = Arc::new(Flaky(fires.clone(), 2.into()));
+    let w = change::start(vec![pg_trigger(&db.url, "50ms")], claims.clone(), flaky)
+        .await
+        .unwrap();
+    pg(&db.url, "INSERT INTO items VALUES (1, 'a'), (2, 'b')").await;
+    fires
+        .wait("the fire after two failures", |f| !f.is_empty())
+        .await;
+    let last = claims.last_fires().await.unwrap();
+    assert!(
+        last["refresh/items"].outcome.starts_with("fired"),
+        "{last:?}"
+    );
+    w.shutdown().await;
+    assert_eq!(keys(&fires.all()[0].1), [1, 2]);
+    // sql_change: the failed launch leaves the change to fire on the next look.
+    let flaky = Arc::new(Flaky(fires.clone(), 1.into()));
+    let mut s = SqlChangeWatch::connect(sql_trigger(&db.url), claims, flaky)
+        .await
+        .unwrap();
+    assert_eq!(s.check().await.unwrap(), None);
+    pg(&db.url, "INSERT INTO prices VALUES (1, 5)").await;
+    assert_eq!(s.check().await.unwrap(), None, "the launch failed");
+    assert!(s.check().await.unwrap().is_some(), "fired on the next look");
+    assert_eq!(s.check().await.unwrap(), None);
+    assert_eq!(fires.all().len(), 2);
+}

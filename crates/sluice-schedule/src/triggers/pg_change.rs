@@ -461,7 +461,9 @@ impl PgWatch {
                 "pg_change needs a PostgreSQL database (postgres://…); use sql_change for others",
             ));
         }
-        let settings = sluice_sql::ConnectSettings::new().max_connections(3);
+        let settings = sluice_sql::ConnectSettings::new()
+            .max_connections(3)
+            .check_first();
         let db = Db::connect(&url, &settings)
             .await
             .map_err(|e| start_err(&t, &url, e))?;

@@ -10,10 +10,11 @@
 //! of a new trigger only records the result.
 //!
 //! A changed result is claimed in the [`ClaimStore`] by (trigger, next
-//! sequence number); the winner moves the stored hash with a compare-and-set
-//! (`… WHERE seq = <seen>`) in a transaction around the launch, so two nodes
-//! never both fire one change, and a launch that fails leaves the change to
-//! fire again.
+//! sequence number), so two nodes never both fire one change; the winner
+//! enqueues the run, then moves the stored hash with a compare-and-set
+//! (`… WHERE seq = <seen>`). A launch that fails leaves the change to fire
+//! again; a node that dies between the two fires it again with the same
+//! sequence number, the fire's idempotency key.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -265,10 +266,11 @@ impl SqlChangeWatch {
         let err = |e: &dyn std::fmt::Display| {
             format!("trigger {}: sql_change on {}: {e}", t.id, shown(&url))
         };
-        let mut settings = sluice_sql::ConnectSettings::new().max_connections(2);
-        if DbKind::from_url(&url) == Some(DbKind::Sqlite) {
-            settings = settings.create(sluice_sql::Journal::Wal);
-        }
+        // The watched database must exist (a mistyped SQLite path is an error,
+        // not a new empty file), and keeps its journal mode.
+        let settings = sluice_sql::ConnectSettings::new()
+            .max_connections(2)
+            .check_first();
         let db = Db::connect(&url, &settings).await.map_err(|e| err(&e))?;
         let ddl = "CREATE TABLE IF NOT EXISTS sluice_sql_change (\
                    trigger_id VARCHAR(200) PRIMARY KEY, hash VARCHAR(64) NOT NULL, seq BIGINT NOT NULL)";
@@ -380,25 +382,11 @@ impl SqlChangeWatch {
         }
         self.lost = None;
         self.held = Some(next);
-        let describe = |e: sqlx::Error| sluice_sql::describe(&e);
-        let mut tx = self.db.begin_write().await.map_err(describe)?;
-        let moved = tx
-            .execute(
-                &Statement::new(sql(
-                    kind,
-                    "UPDATE sluice_sql_change SET hash = $1, seq = $2 WHERE trigger_id = $3 AND seq = $4",
-                ))
-                .bind(result.hash.as_str())
-                .bind(next)
-                .bind(self.t.id.as_str())
-                .bind(seq),
-            )
-            .await
-            .map_err(describe)?;
-        if moved != 1 {
-            self.held = None;
-            return Ok(None); // another node fired it
-        }
+        // Enqueue first, then move the stored hash: no transaction is held
+        // across the enqueue (the queue may live in this very SQLite file). A
+        // node that dies in between fires the change again on restart with the
+        // same mark, which the launcher's idempotency key turns into the task
+        // already enqueued.
         let fire = ChangeFire {
             trigger: self.t.id.clone(),
             job: self.t.job.clone(),
@@ -411,35 +399,46 @@ impl SqlChangeWatch {
             ]),
             mark: next,
         };
-        let mut fired = None;
-        let last = match self.launcher.launch_change(&fire).await {
-            Ok(task) => {
-                tx.commit().await.map_err(describe)?;
-                self.held = None;
-                tracing::info!(trigger = %self.t.id, job = %self.t.job, rows = result.rows, task = %task, "query result changed; job enqueued");
-                metrics::counter!(crate::scheduler::FIRES, "trigger" => self.t.id.clone(), "outcome" => "change").increment(1);
-                fired = Some(task.clone());
-                LastFire {
-                    at: next,
-                    outcome: format!(
-                        "fired task {task} for a changed result ({} rows)",
-                        result.rows
-                    ),
-                    task: Some(task),
-                }
-            }
+        let task = match self.launcher.launch_change(&fire).await {
+            Ok(task) => task,
             Err(e) => {
-                drop(tx); // rolled back: the change fires again
+                // The hash stays: the change fires again.
                 tracing::warn!(trigger = %self.t.id, error = %e, "sql_change: could not enqueue the run; trying again");
-                LastFire {
+                let last = LastFire {
                     at: next,
                     outcome: format!("error: {e}"),
                     task: None,
-                }
+                };
+                let _ = self.store.record(&self.t.id, &last).await;
+                return Ok(None);
             }
         };
+        self.db
+            .execute(
+                &Statement::new(sql(
+                    kind,
+                    "UPDATE sluice_sql_change SET hash = $1, seq = $2 WHERE trigger_id = $3 AND seq = $4",
+                ))
+                .bind(result.hash.as_str())
+                .bind(next)
+                .bind(self.t.id.as_str())
+                .bind(seq),
+            )
+            .await
+            .map_err(|e| sluice_sql::describe(&e))?;
+        self.held = None;
+        tracing::info!(trigger = %self.t.id, job = %self.t.job, rows = result.rows, task = %task, "query result changed; job enqueued");
+        metrics::counter!(crate::scheduler::FIRES, "trigger" => self.t.id.clone(), "outcome" => "change").increment(1);
+        let last = LastFire {
+            at: next,
+            outcome: format!(
+                "fired task {task} for a changed result ({} rows)",
+                result.rows
+            ),
+            task: Some(task.clone()),
+        };
         let _ = self.store.record(&self.t.id, &last).await;
-        Ok(fired)
+        Ok(Some(task))
     }
 }
 
