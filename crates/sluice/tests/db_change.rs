@@ -216,3 +216,70 @@ fn a_pg_change_without_a_postgres_database_is_located() {
         "{err}"
     );
 }
+
+/// An `sql_change` on the repository itself (its default `database`): the
+/// embedded SQLite file that also holds the queue, so the fire must not hold
+/// a write lock while it enqueues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sql_change_on_the_embedded_repository_runs_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo.db");
+    let url = format!("sqlite://{}?mode=rwc", repo.display());
+    let mut lite = SqliteConnection::connect(&url).await.unwrap();
+    lite.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+        .await
+        .unwrap();
+    let out_file = dir.path().join("runs.txt");
+    let port = sluice_testkit::free_port();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[repository]\nurl = \"sqlite://{}\"\n\n{}\n\
+             [[job.trigger]]\nname = \"orders\"\nkind = \"sql_change\"\nquery = \"SELECT count(*) AS n FROM orders\"\nevery = \"200ms\"\n",
+            repo.display(),
+            crate::bin::shell_job_toml(
+                "count",
+                "note",
+                &format!("echo {{{{params.changed_rows}}}} >> {}", out_file.display())
+            ),
+        ),
+    )
+    .unwrap();
+    let server = sluice(&cfg, &["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(server.id());
+    // The first look records the empty result.
+    for _ in 0..300 {
+        let looked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'sluice_sql_change'",
+        )
+        .fetch_one(&mut lite)
+        .await
+        .unwrap();
+        if looked == 1
+            && sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sluice_sql_change")
+                .fetch_one(&mut lite)
+                .await
+                .unwrap()
+                == 1
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    lite.execute("INSERT INTO orders VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    wait_until(
+        60,
+        || !lines(&out_file).is_empty(),
+        || format!("no run: {:?}", lines(&out_file)),
+    );
+    assert_eq!(lines(&out_file), ["[3]"]);
+    terminate(server);
+    lite.close().await.unwrap();
+}
