@@ -122,8 +122,12 @@ async fn pg_change_fires_once_with_the_changed_keys() {
     // Then one more update: a fire of its own, with only that key.
     pg(&db.url, "UPDATE items SET name = 'A' WHERE id = 1").await;
     fires.wait("the second fire", |f| f.len() >= 2).await;
+    // An update of the key itself: the new key and the old one.
+    pg(&db.url, "UPDATE items SET id = 10 WHERE id = 1").await;
+    fires.wait("the third fire", |f| f.len() >= 3).await;
     let all = fires.all();
-    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(keys(&all[2].1), [10, 1]);
     assert_eq!(keys(&all[0].1), [1, 2, 3]);
     assert_eq!(all[0].1.params["changed_keys_count"], "3");
     assert_eq!(all[0].1.job, "refresh");
@@ -200,8 +204,9 @@ async fn many_changes_within_the_debounce_fire_once_and_beyond_max_keys_say_many
         .unwrap();
     fires.wait("the update's fire", |f| f.len() >= 2).await;
     let all = fires.all();
-    assert_eq!(all[1].1.params["names"], "z");
-    assert_eq!(all[1].1.params["names_count"], "1");
+    // The key column changed: the new key and the old one.
+    assert_eq!(all[1].1.params["names"], "z,n1");
+    assert_eq!(all[1].1.params["names_count"], "2");
     c.close().await.unwrap();
     w.shutdown().await;
 }

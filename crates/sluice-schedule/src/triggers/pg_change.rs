@@ -11,7 +11,8 @@
 //!   `sluice_change_<table>` (`AFTER INSERT OR UPDATE OR DELETE … FOR EACH ROW`),
 //!   which appends the changed row's key (the key columns as JSON: the value for
 //!   one column, an object for several) to the log **in the changing
-//!   transaction**, and `pg_notify('sluice_changes', 'schema.table')` as a
+//!   transaction** (an update that changes the key logs the old key too), and
+//!   `pg_notify('sluice_changes', 'schema.table')` as a
 //!   wake-up. A change made while no sluice runs is logged all the same, and
 //!   fired when one starts; a rolled-back change is never seen.
 //!
@@ -282,23 +283,42 @@ CREATE TABLE IF NOT EXISTS sluice_change_cursors (
     table_name TEXT NOT NULL,
     last_id BIGINT NOT NULL
 );
+CREATE OR REPLACE FUNCTION sluice_change_key(r JSONB, cols TEXT[]) RETURNS JSONB
+LANGUAGE plpgsql IMMUTABLE AS $sluice$
+DECLARE
+    k JSONB := '{}'::jsonb;
+    c TEXT;
+BEGIN
+    IF array_length(cols, 1) = 1 THEN
+        -- TG_ARGV counts from 0: take the first element whatever its index.
+        RETURN COALESCE(r -> cols[array_lower(cols, 1)], 'null'::jsonb);
+    END IF;
+    FOREACH c IN ARRAY cols LOOP
+        k := k || jsonb_build_object(c, r -> c);
+    END LOOP;
+    RETURN k;
+END
+$sluice$;
 CREATE OR REPLACE FUNCTION sluice_change_log() RETURNS trigger LANGUAGE plpgsql AS $sluice$
 DECLARE
-    r JSONB;
+    t TEXT := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
     k JSONB;
+    o JSONB;
 BEGIN
-    IF TG_OP = 'DELETE' THEN r := to_jsonb(OLD); ELSE r := to_jsonb(NEW); END IF;
-    IF TG_NARGS = 1 THEN
-        k := r -> TG_ARGV[0];
+    IF TG_OP = 'DELETE' THEN
+        k := sluice_change_key(to_jsonb(OLD), TG_ARGV);
     ELSE
-        k := '{}'::jsonb;
-        FOR i IN 0 .. TG_NARGS - 1 LOOP
-            k := k || jsonb_build_object(TG_ARGV[i], r -> TG_ARGV[i]);
-        END LOOP;
+        k := sluice_change_key(to_jsonb(NEW), TG_ARGV);
     END IF;
-    INSERT INTO sluice_changes (table_name, op, key)
-        VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, lower(TG_OP), COALESCE(k, 'null'::jsonb));
-    PERFORM pg_notify('sluice_changes', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+    INSERT INTO sluice_changes (table_name, op, key) VALUES (t, lower(TG_OP), k);
+    IF TG_OP = 'UPDATE' THEN
+        -- An update that changes the key changes the old key's row too.
+        o := sluice_change_key(to_jsonb(OLD), TG_ARGV);
+        IF o IS DISTINCT FROM k THEN
+            INSERT INTO sluice_changes (table_name, op, key) VALUES (t, 'update', o);
+        END IF;
+    END IF;
+    PERFORM pg_notify('sluice_changes', t);
     RETURN NULL;
 END
 $sluice$;
@@ -810,7 +830,7 @@ async fn install(
 /// DELETE FROM sluice_changes WHERE table_name = '<schema>.<table>';
 /// -- when no table is watched any more:
 /// DROP TABLE sluice_changes, sluice_change_cursors;
-/// DROP FUNCTION sluice_change_log();
+/// DROP FUNCTION sluice_change_log(), sluice_change_key(JSONB, TEXT[]);
 /// ```
 ///
 /// # Errors
@@ -863,7 +883,8 @@ pub async fn uninstall(url: &str, table: &str) -> Result<(), String> {
             if left == 0 && triggers == 0 {
                 tx.execute_script(
                     "DROP TABLE IF EXISTS sluice_changes, sluice_change_cursors; \
-                     DROP FUNCTION IF EXISTS sluice_change_log()",
+                     DROP FUNCTION IF EXISTS sluice_change_log(); \
+                     DROP FUNCTION IF EXISTS sluice_change_key(JSONB, TEXT[])",
                 )
                 .await?;
             }
