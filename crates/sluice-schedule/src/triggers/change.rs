@@ -120,19 +120,28 @@ pub trait ChangeLauncher: Send + Sync + 'static {
     async fn launch_change(&self, fire: &ChangeFire) -> Result<String, LaunchError>;
 }
 
-/// Running change watchers; dropping them (or [`ChangeWatchers::shutdown`])
-/// stops them.
+/// Running change watchers. [`ChangeWatchers::shutdown`] lets each finish the
+/// look it is in (a fire enqueued is also committed); dropping them aborts
+/// them.
 #[derive(Debug)]
 pub struct ChangeWatchers {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
+/// How long [`ChangeWatchers::shutdown`] waits for a watcher's look to end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 impl ChangeWatchers {
-    /// Stops every watcher and waits for them to end.
+    /// Stops every watcher once its current look is done, and waits for them
+    /// (those still busy after 10 s are aborted).
     pub async fn shutdown(mut self) {
-        for t in std::mem::take(&mut self.tasks) {
-            t.abort();
-            let _ = t.await;
+        let _ = self.stop.send(true);
+        for mut t in std::mem::take(&mut self.tasks) {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut t).await.is_err() {
+                t.abort();
+                let _ = t.await;
+            }
         }
     }
 }
@@ -142,6 +151,17 @@ impl Drop for ChangeWatchers {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Sleeps `d`, or less when `stop` turns true; whether to stop.
+pub(super) async fn pause(d: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
     }
 }
 
@@ -182,24 +202,25 @@ async fn start_inner(
             }
         }
     }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for t in triggers {
         let task = match t {
             ChangeTrigger::Pg(t) => {
                 let w =
                     super::pg_change::PgWatch::connect(t, store.clone(), launcher.clone()).await?;
-                tokio::spawn(w.run())
+                tokio::spawn(w.run(stopped.clone()))
             }
             ChangeTrigger::Sql(t) => {
                 let w =
                     super::sql_change::SqlChangeWatch::connect(t, store.clone(), launcher.clone())
                         .await?;
-                tokio::spawn(w.run())
+                tokio::spawn(w.run(stopped.clone()))
             }
         };
         tasks.push(task);
     }
-    Ok(ChangeWatchers { tasks })
+    Ok(ChangeWatchers { tasks, stop })
 }
 
 /// A duration key (`debounce`, `every`) or its default.

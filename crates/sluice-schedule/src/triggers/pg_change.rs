@@ -24,8 +24,10 @@
 //! is claimed in the [`ClaimStore`] by (trigger, last change id); the winner
 //! then locks the cursor row, fires the range `(cursor, last id]` and moves the
 //! cursor in that transaction, so ranges never overlap and a range whose launch
-//! failed is fired again. Change rows every trigger of their table has passed
-//! are deleted.
+//! failed is fired again. A node stopping finishes the fire it is in; a node
+//! killed between the enqueue and the commit leaves its range to fire again
+//! (at least once, never lost). Change rows every trigger of their table has
+//! passed are deleted.
 //!
 //! To remove it from a database: [`uninstall`] (or the SQL in its docs).
 
@@ -466,8 +468,8 @@ enum Step {
 
 impl PgWatch {
     /// Connects, installs the change log and the table's row trigger, and
-    /// creates the trigger's cursor (at the newest change: a new trigger fires
-    /// for changes from now on).
+    /// creates the trigger's cursor (at the oldest running transaction: a new
+    /// trigger fires for changes from now on).
     pub(super) async fn connect(
         t: PgChangeTrigger,
         store: Arc<dyn ClaimStore>,
@@ -510,17 +512,26 @@ impl PgWatch {
         })
     }
 
-    /// Watches until aborted.
-    pub(super) async fn run(mut self) {
+    /// Watches until `stop` turns true (or aborted).
+    pub(super) async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut listener = None;
         loop {
+            if *stop.borrow() {
+                return;
+            }
             if listener.is_none() {
                 listener = self.listen().await;
             }
             let next = match self.step().await {
                 Ok(Step::Again) => continue,
                 Ok(Step::Idle) => self.t.poll,
-                Ok(Step::Wait(d)) => d.min(self.t.poll),
+                Ok(Step::Wait(d)) => {
+                    // Debouncing: more notifications change nothing until then.
+                    if super::change::pause(d.min(self.t.poll), &mut stop).await {
+                        return;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(trigger = %self.t.id, database = %shown(&self.url), error = %e, "pg_change: cannot read the change log; trying again");
                     self.t.poll
@@ -528,13 +539,22 @@ impl PgWatch {
             };
             match listener.as_mut() {
                 Some(l) => tokio::select! {
-                    n = l.recv() => if let Err(e) = n {
-                        tracing::debug!(trigger = %self.t.id, error = %e, "pg_change: listener lost; polling");
-                        listener = None;
+                    n = l.recv() => match n {
+                        // A burst of changes is one wake-up.
+                        Ok(_) => while l.next_buffered().is_some() {},
+                        Err(e) => {
+                            tracing::debug!(trigger = %self.t.id, error = %e, "pg_change: listener lost; polling");
+                            listener = None;
+                        }
                     },
                     () = tokio::time::sleep(next) => {}
+                    _ = stop.changed() => return,
                 },
-                None => tokio::time::sleep(next).await,
+                None => {
+                    if super::change::pause(next, &mut stop).await {
+                        return;
+                    }
+                }
             }
         }
     }

@@ -293,14 +293,14 @@ impl SqlChangeWatch {
         })
     }
 
-    /// Polls until aborted.
-    pub(super) async fn run(mut self) {
-        let mut tick = tokio::time::interval(self.t.every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Polls until `stop` turns true (or aborted).
+    pub(super) async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
-            tick.tick().await;
             if let Err(e) = self.check().await {
                 tracing::warn!(trigger = %self.t.id, database = %shown(&self.url), error = %e, "sql_change: cannot check the query; trying again");
+            }
+            if super::change::pause(self.t.every, &mut stop).await {
+                return;
             }
         }
     }
