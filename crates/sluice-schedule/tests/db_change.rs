@@ -133,13 +133,13 @@ async fn pg_change_fires_once_with_the_changed_keys() {
     assert_eq!(all[0].1.job, "refresh");
     assert_eq!(all[0].1.trigger, "refresh/items");
     assert_eq!(keys(&all[1].1), [1]);
-    // The claim store saw the fires.
+    // Stopping lets the last fire finish; the claim store saw the fires.
+    w.shutdown().await;
     let last = claims.last_fires().await.unwrap();
     assert!(
         last["refresh/items"].outcome.starts_with("fired task"),
         "{last:?}"
     );
-    w.shutdown().await;
     // Fired changes are pruned (the only consumer passed them).
     let mut c = PgConnection::connect(&db.url).await.unwrap();
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sluice_changes")
@@ -536,12 +536,13 @@ async fn a_failed_enqueue_fires_the_changes_again() {
     fires
         .wait("the fire after two failures", |f| !f.is_empty())
         .await;
+    // Stopping lets the fire finish (its record and its cursor).
+    w.shutdown().await;
     let last = claims.last_fires().await.unwrap();
     assert!(
         last["refresh/items"].outcome.starts_with("fired"),
         "{last:?}"
     );
-    w.shutdown().await;
     assert_eq!(keys(&fires.all()[0].1), [1, 2]);
     // sql_change: the failed launch leaves the change to fire on the next look.
     let flaky = Arc::new(Flaky(fires.clone(), 1.into()));
