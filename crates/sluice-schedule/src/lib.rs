@@ -1,6 +1,7 @@
 //! Triggers and the scheduler: cron (with seconds and time zones), fixed-rate and
-//! fixed-delay intervals, one-off instants and events fire jobs; every fire is
-//! claimed once cluster-wide before its task is enqueued.
+//! fixed-delay intervals, one-off instants and events (files arriving, rows of a
+//! PostgreSQL table changing, a polled query's result changing) fire jobs; every
+//! fire is claimed once cluster-wide before its task is enqueued.
 //!
 //! Trigger kinds live in [`triggers`], one file each with its config type beside it.
 
@@ -18,6 +19,7 @@ pub use scheduler::{
     misfires, missed_fires,
 };
 pub use triggers::{
-    EveryMode, FileLauncher, FileTrigger, Misfire, Overlap, RawTrigger, RawTriggerKind,
-    RawTriggerShared, TriggerError, TriggerField, TriggerPlan, TriggerSpec, Watchers, watch,
+    ChangeFire, ChangeLauncher, ChangeTrigger, ChangeWatchers, EveryMode, FileLauncher,
+    FileTrigger, Misfire, Overlap, RawTrigger, RawTriggerKind, RawTriggerShared, SqlChangeTrigger,
+    SqlChangeWatch, TriggerError, TriggerField, TriggerPlan, TriggerSpec, Watchers, watch,
 };

@@ -149,14 +149,15 @@ impl<'a> StepView<'a> {
     }
 }
 
-/// A trigger: a schedule (cron, every, at) or a directory watch.
+/// A trigger: a schedule (cron, every, at), a directory watch or a database
+/// change.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TriggerView<'a> {
     /// Its id: `JOB#N` or `JOB/NAME`.
     pub id: &'a str,
     /// The job it fires.
     pub job: &'a str,
-    /// `schedule` (cron, every, at) or `watch`.
+    /// `schedule` (cron, every, at), `watch`, `pg_change` or `sql_change`.
     pub kind: &'static str,
     /// What fires it: `every 1s`, `cron … in Europe/Paris`, `watch DIR (PATTERN)`.
     pub rule: String,
@@ -258,5 +259,9 @@ pub fn trigger_views<'a>(
             ..base(&d.id, &d.job, "schedule", d.spec.describe())
         }
     });
-    watches.chain(triggers).collect()
+    let changes = settings.jobs.changes.iter().map(|c| {
+        let t = &c.trigger;
+        base(t.id(), t.job(), t.kind(), t.rule())
+    });
+    watches.chain(changes).chain(triggers).collect()
 }

@@ -32,6 +32,8 @@ const FILES: &[&str] = &[
     "sluice-schedule/src/triggers/every.rs",
     "sluice-schedule/src/triggers/at.rs",
     "sluice-schedule/src/triggers/watch.rs",
+    "sluice-schedule/src/triggers/pg_change.rs",
+    "sluice-schedule/src/triggers/sql_change.rs",
     "sluice-batch/src/readers/mod.rs",
     "sluice-batch/src/readers/csv/config.rs",
     "sluice-batch/src/readers/jsonl/config.rs",
@@ -50,6 +52,7 @@ const FILES: &[&str] = &[
     "sluice-batch/src/tasklets/sql.rs",
     "sluice-batch/src/tasklets/shell.rs",
     "sluice-batch/src/tasklets/http.rs",
+    "sluice-batch/src/tasklets/cleanup/config.rs",
     "sluice/src/config/queue.rs",
     "sluice/src/config/alerts.rs",
 ];

@@ -65,3 +65,6 @@ mod portal_kit;
 
 // Log analysis: the log examples check and run, a real gateway access log counted, exactly once across a crash, a query alert rule over the stats.
 mod logs;
+
+// Database-change triggers through `serve`: a PostgreSQL table change runs the job with the changed keys; an sql_change on SQLite.
+mod db_change;

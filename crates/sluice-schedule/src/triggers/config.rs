@@ -18,7 +18,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
 
 use super::{
-    FileTrigger, Misfire, Overlap, RawAt, RawCron, RawEvery, RawWatch, TriggerError, TriggerField,
+    ChangeTrigger, FileTrigger, Misfire, Overlap, RawAt, RawCron, RawEvery, RawPgChange,
+    RawSqlChange, RawWatch, TriggerError, TriggerField,
 };
 use crate::scheduler::TriggerDef;
 
@@ -29,7 +30,8 @@ pub struct RawTrigger {
     /// The keys every kind has.
     #[serde(flatten)]
     pub shared: RawTriggerShared,
-    /// `kind = "cron" | "every" | "at" | "watch"` and that kind's keys.
+    /// `kind = "cron" | "every" | "at" | "watch" | "pg_change" | "sql_change"`
+    /// and that kind's keys.
     #[serde(flatten)]
     pub kind: RawTriggerKind,
 }
@@ -71,11 +73,16 @@ pub enum RawTriggerKind {
     At(RawAt),
     /// `kind = "watch"`: each file arriving in a directory.
     Watch(RawWatch),
+    /// `kind = "pg_change"`: rows of a PostgreSQL table changing (debounced).
+    PgChange(RawPgChange),
+    /// `kind = "sql_change"`: a query's result changing (polled).
+    SqlChange(RawSqlChange),
 }
 
 impl RawTriggerKind {
     /// The `kind` words, in the order of the variants.
-    pub const KINDS: &'static [&'static str] = &["cron", "every", "at", "watch"];
+    pub const KINDS: &'static [&'static str] =
+        &["cron", "every", "at", "watch", "pg_change", "sql_change"];
 
     /// Reads kind `kind`'s keys (the table without `kind` and without the shared
     /// keys) straight from `rest`, so the deserializer's positions survive.
@@ -93,6 +100,8 @@ impl RawTriggerKind {
             "every" => RawEvery::deserialize(rest).map(Self::Every),
             "at" => RawAt::deserialize(rest).map(Self::At),
             "watch" => RawWatch::deserialize(rest).map(Self::Watch),
+            "pg_change" => RawPgChange::deserialize(rest).map(Self::PgChange),
+            "sql_change" => RawSqlChange::deserialize(rest).map(Self::SqlChange),
             other => Err(D::Error::unknown_variant(other, Self::KINDS)),
         }
     }
@@ -103,8 +112,10 @@ impl RawTriggerKind {
         let keys: Vec<&str> = keys.into_iter().collect();
         let message = match Self::KINDS.iter().find(|k| keys.contains(k)) {
             Some(k) => format!("missing `kind`: add kind = \"{k}\""),
+            None if keys.contains(&"table") => "missing `kind`: add kind = \"pg_change\"".to_owned(),
+            None if keys.contains(&"query") => "missing `kind`: add kind = \"sql_change\"".to_owned(),
             None => {
-                "missing `kind`: add kind = \"cron\", \"every\", \"at\" or \"watch\" with its keys"
+                "missing `kind`: add kind = \"cron\", \"every\", \"at\", \"watch\", \"pg_change\" or \"sql_change\" with its keys"
                     .to_owned()
             }
         };
@@ -124,6 +135,8 @@ pub enum TriggerPlan {
         /// The job parameter that gets the file's path.
         param: String,
     },
+    /// A `pg_change` or `sql_change` trigger, for the change watchers.
+    Change(ChangeTrigger),
 }
 
 impl RawTrigger {
@@ -132,6 +145,36 @@ impl RawTrigger {
         match &self.shared.name {
             Some(n) => format!("{job}/{n}"),
             None => format!("{job}#{index}"),
+        }
+    }
+
+    /// An event trigger's plan `built`, with an error for each scheduling
+    /// policy given to it (they apply to cron, every and at only).
+    fn event_plan(
+        &self,
+        word: &str,
+        built: Result<TriggerPlan, Vec<TriggerError>>,
+    ) -> Result<TriggerPlan, Vec<TriggerError>> {
+        let s = &self.shared;
+        let mut errs = Vec::new();
+        for (given, field) in [
+            (
+                s.misfire.is_some() || s.catch_up_max.is_some(),
+                TriggerField::Misfire,
+            ),
+            (s.overlap.is_some(), TriggerField::Overlap),
+        ] {
+            if given {
+                errs.push(TriggerError::new(
+                    field,
+                    format!("{} applies to cron, every and at, not {word}", field.key()),
+                ));
+            }
+        }
+        match built {
+            Ok(plan) if errs.is_empty() => Ok(plan),
+            Ok(_) => Err(errs),
+            Err(more) => Err(errs.into_iter().chain(more).collect()),
         }
     }
 
@@ -148,28 +191,22 @@ impl RawTrigger {
             RawTriggerKind::Every(e) => e.into_spec(),
             RawTriggerKind::At(a) => a.into_spec(),
             RawTriggerKind::Watch(w) => {
-                let mut errs = Vec::new();
-                for (given, field) in [
-                    (
-                        s.misfire.is_some() || s.catch_up_max.is_some(),
-                        TriggerField::Misfire,
-                    ),
-                    (s.overlap.is_some(), TriggerField::Overlap),
-                ] {
-                    if given {
-                        errs.push(TriggerError::new(
-                            field,
-                            format!("{} applies to cron, every and at, not watch", field.key()),
-                        ));
-                    }
-                }
-                return match w.build(id, job) {
-                    Ok((trigger, param)) if errs.is_empty() => {
-                        Ok(TriggerPlan::Watch { trigger, param })
-                    }
-                    Ok(_) => Err(errs),
-                    Err(more) => Err(errs.into_iter().chain(more).collect()),
-                };
+                let built = w
+                    .build(id, job)
+                    .map(|(trigger, param)| TriggerPlan::Watch { trigger, param });
+                return self.event_plan("watch", built);
+            }
+            RawTriggerKind::PgChange(p) => {
+                let built = p
+                    .build(id, job)
+                    .map(|t| TriggerPlan::Change(ChangeTrigger::Pg(t)));
+                return self.event_plan("pg_change", built);
+            }
+            RawTriggerKind::SqlChange(q) => {
+                let built = q
+                    .build(id, job)
+                    .map(|t| TriggerPlan::Change(ChangeTrigger::Sql(t)));
+                return self.event_plan("sql_change", built);
             }
         };
         let misfire = s

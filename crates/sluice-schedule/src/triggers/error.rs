@@ -36,8 +36,26 @@ pub enum TriggerField {
     Watch,
     /// The settle time of a `watch` trigger.
     Settle,
-    /// The parameter a `watch` trigger sets.
+    /// The parameter a `watch` or change trigger sets.
     Param,
+    /// The table of a `pg_change` trigger.
+    Table,
+    /// The key column(s) of a `pg_change` trigger.
+    Key,
+    /// The changes (`ops`) a `pg_change` trigger fires on.
+    Ops,
+    /// The debounce time of a `pg_change` trigger.
+    Debounce,
+    /// The poll period of a `pg_change` trigger.
+    Poll,
+    /// The `max_keys` / `max_rows` bound of a change trigger.
+    MaxKeys,
+    /// The key format of a `pg_change` trigger.
+    Format,
+    /// The query of a `sql_change` trigger.
+    Query,
+    /// The database of a change trigger.
+    Database,
 }
 
 impl TriggerField {
@@ -55,6 +73,15 @@ impl TriggerField {
             TriggerField::Watch => "watch",
             TriggerField::Settle => "settle",
             TriggerField::Param => "param",
+            TriggerField::Table => "table",
+            TriggerField::Key => "key",
+            TriggerField::Ops => "ops",
+            TriggerField::Debounce => "debounce",
+            TriggerField::Poll => "poll",
+            TriggerField::MaxKeys => "max_keys",
+            TriggerField::Format => "format",
+            TriggerField::Query => "query",
+            TriggerField::Database => "database",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Triggers: what fires a job, one file per kind (`cron.rs`, `every.rs`, `at.rs`,
-//! `watch.rs`), each with its config type beside it, and the shared parts: the
+//! `watch.rs`, `pg_change.rs`, `sql_change.rs`; `change.rs` holds what the two
+//! database-change kinds share), each with its config type beside it, and the shared parts: the
 //! config enum that is the registry of kinds (`config.rs`), [`TriggerSpec`] and
 //! its fire computations (`spec.rs`), the misfire and overlap policies
 //! (`policy.rs`) and the error type (`error.rs`). A new kind is a file here plus
@@ -42,21 +43,27 @@
 //!   both passes (an hourly `0 0 * * * *` fires 25 times that day).
 
 mod at;
+pub mod change;
 mod config;
 mod cron;
 mod error;
 mod every;
+pub mod pg_change;
 mod policy;
 mod spec;
+pub mod sql_change;
 pub mod watch;
 
 pub use at::RawAt;
+pub use change::{ChangeFire, ChangeLauncher, ChangeTrigger, ChangeWatchers};
 pub use config::{RawTrigger, RawTriggerKind, RawTriggerShared, TriggerPlan};
 pub use cron::{CronSchedule, RawCron};
 pub use error::{TriggerError, TriggerField};
 pub use every::{EveryMode, MIN_EVERY_PERIOD, RawEvery};
+pub use pg_change::{PgChangeTrigger, RawPgChange};
 pub use policy::{DEFAULT_CATCH_UP_MAX, Misfire, Overlap};
 pub use spec::TriggerSpec;
+pub use sql_change::{RawSqlChange, SqlChangeTrigger, SqlChangeWatch};
 pub use watch::{FileLauncher, FileTrigger, RawWatch, Watchers};
 
 /// Shared helpers of the kinds' tests.

@@ -30,6 +30,14 @@ pub enum ScheduleCommand {
         /// The trigger's id.
         id: String,
     },
+    /// Removes what a `pg_change` trigger installed in its database: the row
+    /// trigger on its table, its cursors and logged changes (and the change log
+    /// itself once no table is watched). Stop `serve` first: it installs them
+    /// again on start.
+    Uninstall {
+        /// The `pg_change` trigger's id.
+        id: String,
+    },
 }
 
 /// Runs `sluice schedule …`.
@@ -47,6 +55,33 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
         ScheduleCommand::Resume { id } => {
             return set_paused(store.as_ref(), settings, &id, false).await;
         }
+        ScheduleCommand::Uninstall { id } => {
+            let found = settings.jobs.changes.iter().find(|c| c.trigger.id() == id);
+            let Some(sluice_schedule::ChangeTrigger::Pg(t)) = found.map(|c| &c.trigger) else {
+                let ids: Vec<&str> = settings
+                    .jobs
+                    .changes
+                    .iter()
+                    .filter(|c| c.trigger.kind() == "pg_change")
+                    .map(|c| c.trigger.id())
+                    .collect();
+                return Ok(super::out::invalid_input(format!(
+                    "no pg_change trigger {id:?}; pg_change triggers: {}",
+                    if ids.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        ids.join(", ")
+                    }
+                )));
+            };
+            let url = t.database.clone().unwrap_or_default();
+            sluice_schedule::triggers::pg_change::uninstall(&url, &t.table).await?;
+            outln!(
+                "trigger {id}: removed sluice_change_{} and its logged changes",
+                t.table.rsplit('.').next().unwrap_or(&t.table)
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         ScheduleCommand::List { json: true } => {
             let last = store.last_fires().await.map_err(|e| e.to_string())?;
             let paused = store.pauses().await.map_err(|e| e.to_string())?;
@@ -55,8 +90,16 @@ pub async fn run(cmd: ScheduleCommand, rt: &Runtime) -> Result<ExitCode, String>
         }
         ScheduleCommand::List { json: false } => {
             let last = store.last_fires().await.map_err(|e| e.to_string())?;
-            if settings.jobs.triggers.is_empty() && settings.jobs.watches.is_empty() {
+            if settings.jobs.triggers.is_empty()
+                && settings.jobs.watches.is_empty()
+                && settings.jobs.changes.is_empty()
+            {
                 outln!("no triggers ([[job.trigger]] in the config)");
+            }
+            for c in &settings.jobs.changes {
+                let t = &c.trigger;
+                outln!("{}  job {}  {}", t.id(), t.job(), t.rule());
+                print_last_fire(last.get(t.id()), None);
             }
             for w in &settings.jobs.watches {
                 let t = &w.trigger;
@@ -121,7 +164,8 @@ async fn set_paused(
     id: &str,
     paused: bool,
 ) -> Result<ExitCode, String> {
-    if let Err(e) = settings.jobs.trigger(id) {
+    let change = settings.jobs.changes.iter().any(|c| c.trigger.id() == id);
+    if let (Err(e), false) = (settings.jobs.trigger(id), change) {
         return Ok(super::out::invalid_input(e));
     }
     store

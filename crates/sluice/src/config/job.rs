@@ -111,6 +111,15 @@ pub struct WatchSettings {
     pub params: BTreeMap<String, String>,
 }
 
+/// A configured database-change trigger (`pg_change`, `sql_change`), checked.
+#[derive(Debug, Clone)]
+pub struct ChangeSettings {
+    /// The watcher's view (its database filled in).
+    pub trigger: sluice_schedule::ChangeTrigger,
+    /// Parameters of its runs.
+    pub params: BTreeMap<String, String>,
+}
+
 /// A configured trigger, checked.
 #[derive(Debug, Clone)]
 pub struct TriggerSettings {
@@ -137,6 +146,8 @@ pub struct JobsSettings {
     pub triggers: Vec<TriggerSettings>,
     /// Every job's directory triggers.
     pub watches: Vec<WatchSettings>,
+    /// Every job's database-change triggers.
+    pub changes: Vec<ChangeSettings>,
 }
 
 impl JobsSettings {
@@ -224,6 +235,11 @@ pub(super) fn check_jobs(
     let mut out = BTreeMap::new();
     let mut triggers = Vec::new();
     let mut watches: Vec<WatchSettings> = Vec::new();
+    let mut changes: Vec<ChangeSettings> = Vec::new();
+    let repository_url = repo
+        .url
+        .as_ref()
+        .map_or_else(|| "sqlite://sluice.db".to_owned(), |u| u.get_ref().clone());
     for (n, j) in jobs.iter().enumerate() {
         let i = positions.get(n).copied().unwrap_or(n);
         let at = |k: &str| format!("job[{i}].{k}");
@@ -320,6 +336,33 @@ pub(super) fn check_jobs(
                     param,
                     params: t.shared.params.clone(),
                 }),
+                Ok(TriggerPlan::Change(mut trigger)) => {
+                    if trigger.database().is_none() {
+                        let pg = sluice_sql::DbKind::from_url(&repository_url)
+                            == Some(sluice_sql::DbKind::Postgres);
+                        if matches!(trigger, sluice_schedule::ChangeTrigger::Pg(_)) && !pg {
+                            errs.push(src.err(
+                                None,
+                                at("database"),
+                                format!(
+                                    "trigger {id}: pg_change needs database = \"postgres://…\" (the repository is not PostgreSQL)"
+                                ),
+                            ));
+                        }
+                        trigger.set_database(repository_url.clone());
+                    }
+                    if changes.iter().any(|c| c.trigger.id() == trigger.id()) {
+                        errs.push(src.err(
+                            None,
+                            at("name"),
+                            format!("trigger {:?} is defined twice", trigger.id()),
+                        ));
+                    }
+                    changes.push(ChangeSettings {
+                        trigger,
+                        params: t.shared.params.clone(),
+                    });
+                }
                 Err(found) => errs.extend(found.into_iter().map(|e| {
                     src.err(
                         None,
@@ -332,10 +375,7 @@ pub(super) fn check_jobs(
         out.insert(name.clone(), j.clone());
     }
     JobsSettings {
-        repository_url: repo
-            .url
-            .as_ref()
-            .map_or_else(|| "sqlite://sluice.db".to_owned(), |u| u.get_ref().clone()),
+        repository_url,
         lease: repo.lease.map_or(Duration::from_secs(30), |d| d.0),
         series_interval: match repo.series_interval {
             Some(d) if d.0 < Duration::from_secs(1) => {
@@ -355,6 +395,7 @@ pub(super) fn check_jobs(
         jobs: out,
         triggers,
         watches,
+        changes,
     }
 }
 

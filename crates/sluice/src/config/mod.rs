@@ -47,8 +47,8 @@ pub use alerts::{
 };
 pub(crate) use job::none_or_list;
 pub use job::{
-    JobsSettings, RawJob, RawRepository, RawStep, TriggerSettings, WatchSettings, placeholders,
-    substitute, substitute_str,
+    ChangeSettings, JobsSettings, RawJob, RawRepository, RawStep, TriggerSettings, WatchSettings,
+    placeholders, substitute, substitute_str,
 };
 pub use queue::{JOBS_QUEUE, PARTITIONS_QUEUE, QueueSettings, RawQueue};
 pub use route::{RawRoute, RawTtl};

@@ -1,5 +1,5 @@
-//! Scheduling jobs: the scheduler and the directory watchers `serve` runs, and
-//! their launcher: a fire enqueues a `job.run` task.
+//! Scheduling jobs: the scheduler, the directory watchers and the database-change
+//! watchers `serve` runs, and their launcher: a fire enqueues a `job.run` task.
 //!
 //! Claims (who fired what, paused triggers) come from the runtime's claim store:
 //! see [`Runtime::claims`].
@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sluice_queue::TaskState;
 use sluice_schedule::{
-    FileLauncher, FileTrigger, LaunchError, Launcher, Scheduler, TriggerDef, Watchers,
+    ChangeFire, ChangeLauncher, ChangeTrigger, ChangeWatchers, FileLauncher, FileTrigger,
+    LaunchError, Launcher, Scheduler, TriggerDef, Watchers,
 };
 
 use super::Runtime;
@@ -92,32 +93,48 @@ impl FileLauncher for JobLauncher {
     }
 }
 
-/// The scheduler and the directory watchers of a node.
+#[async_trait]
+impl ChangeLauncher for JobLauncher {
+    async fn launch_change(&self, fire: &ChangeFire) -> Result<String, LaunchError> {
+        let params = params::resolve(self.rt.settings(), &fire.job, Origin::Change(fire))
+            .map_err(|e| LaunchError::Invalid(e.to_string()))?;
+        // One task per change range, even if a node fires it twice.
+        let key = format!("change:{}:{}", fire.trigger, fire.mark);
+        self.enqueue(&fire.job, params, Some(key)).await
+    }
+}
+
+/// The scheduler, the directory watchers and the change watchers of a node.
 #[derive(Debug)]
 pub struct Running {
     scheduler: Option<Scheduler>,
     watchers: Option<Watchers>,
+    changes: Option<ChangeWatchers>,
 }
 
 impl Running {
     /// Stops firing.
     pub async fn shutdown(self) {
         drop(self.watchers);
+        if let Some(c) = self.changes {
+            c.shutdown().await;
+        }
         if let Some(s) = self.scheduler {
             s.shutdown().await;
         }
     }
 }
 
-/// Starts the scheduler and the directory watchers, when jobs have triggers.
+/// Starts the scheduler, the directory watchers and the change watchers, when
+/// jobs have triggers.
 ///
 /// # Errors
 ///
-/// When the claim store or the broker cannot be reached, or a watched directory
-/// does not exist.
+/// When the claim store or the broker cannot be reached, a watched directory
+/// does not exist, or a change trigger's database, table or query is wrong.
 pub async fn start(rt: &Arc<Runtime>) -> Result<Option<Running>, String> {
     let jobs = &rt.settings().jobs;
-    if jobs.triggers.is_empty() && jobs.watches.is_empty() {
+    if jobs.triggers.is_empty() && jobs.watches.is_empty() && jobs.changes.is_empty() {
         return Ok(None);
     }
     rt.broker().await?;
@@ -133,6 +150,15 @@ pub async fn start(rt: &Arc<Runtime>) -> Result<Option<Running>, String> {
             launcher.clone(),
         )?)
     };
+    let changes = if jobs.changes.is_empty() {
+        None
+    } else {
+        let triggers: Vec<ChangeTrigger> = jobs.changes.iter().map(|c| c.trigger.clone()).collect();
+        Some(
+            sluice_schedule::triggers::change::start(triggers, store.clone(), launcher.clone())
+                .await?,
+        )
+    };
     let scheduler = if jobs.triggers.is_empty() {
         None
     } else {
@@ -143,5 +169,6 @@ pub async fn start(rt: &Arc<Runtime>) -> Result<Option<Running>, String> {
     Ok(Some(Running {
         scheduler,
         watchers,
+        changes,
     }))
 }

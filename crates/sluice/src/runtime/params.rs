@@ -1,7 +1,7 @@
 //! The parameters of a run, resolved in one place for every origin.
 //!
 //! Whatever starts a run (`sluice job run -p …`, `POST /api/jobs/{name}/trigger`,
-//! a cron fire, a file arriving in a watched directory), its parameters are built
+//! a cron fire, a file arriving in a watched directory, a database change), its parameters are built
 //! the same way: the job's defaults, then what the origin adds, then the fire
 //! placeholders `{{fire_time}}` / `{{fire_date}}`, always in one format
 //! ([`sluice_schedule::fire_params`]): for a scheduled fire, the fire's instant in
@@ -27,7 +27,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use sluice_batch::model::{NonIdentifying, Params};
-use sluice_schedule::{FileTrigger, TriggerDef, fire_params};
+use sluice_schedule::{ChangeFire, FileTrigger, TriggerDef, fire_params};
 
 use crate::config::{Settings, placeholders};
 
@@ -40,6 +40,8 @@ pub enum Origin<'a> {
     Fire(&'a TriggerDef, DateTime<Utc>),
     /// A file arriving for a directory trigger.
     File(&'a FileTrigger, &'a Path),
+    /// A database change (`pg_change`, `sql_change`), with what it adds.
+    Change(&'a ChangeFire),
 }
 
 /// A run's parameters, and which of them do not identify its instance.
@@ -103,6 +105,19 @@ fn resolve_at(
             };
             params.extend(w.params.clone());
             params.insert(w.param.clone(), path.display().to_string());
+            add_fire_params(settings, job, &mut params, &mut non_identifying, now);
+        }
+        Origin::Change(fire) => {
+            let Some(c) = settings
+                .jobs
+                .changes
+                .iter()
+                .find(|c| c.trigger.id() == fire.trigger)
+            else {
+                return Err(format!("unknown trigger {}", fire.trigger));
+            };
+            params.extend(c.params.clone());
+            params.extend(fire.params.clone());
             add_fire_params(settings, job, &mut params, &mut non_identifying, now);
         }
     }

@@ -616,7 +616,9 @@ pub struct PauseState {
 
 fn known_trigger(s: &ApiState, id: &str) -> Result<(), ApiError> {
     let settings = s.rt.settings();
-    if settings.jobs.watches.iter().any(|w| w.trigger.id == id) {
+    if settings.jobs.watches.iter().any(|w| w.trigger.id == id)
+        || settings.jobs.changes.iter().any(|c| c.trigger.id() == id)
+    {
         return Ok(());
     }
     settings
