@@ -38,6 +38,12 @@ pub trait BuildContext {
     fn share(&self) -> Option<(usize, usize)> {
         None
     }
+
+    /// The URL of sluice's own job repository (`[repository] url`), for a
+    /// backup of it; `None` (the default) where there is none.
+    fn repository_url(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A context with a partition share: what `inner` gives, and `share`.
@@ -64,6 +70,10 @@ impl BuildContext for Shared<'_> {
 
     fn share(&self) -> Option<(usize, usize)> {
         self.share
+    }
+
+    fn repository_url(&self) -> Option<String> {
+        self.inner.repository_url()
     }
 }
 
@@ -155,6 +165,9 @@ pub enum ConfigError {
     /// A cache writer that cannot be built.
     #[error(transparent)]
     CacheWriter(#[from] CacheWriterError),
+    /// A backup step that cannot be built (its source, destination or level).
+    #[error("{0}")]
+    Backup(String),
 }
 
 fn none_or_list(names: &[String]) -> String {

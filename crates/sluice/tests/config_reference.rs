@@ -48,6 +48,7 @@ const FILES: &[&str] = &[
     "sluice-batch/src/tasklets/sql.rs",
     "sluice-batch/src/tasklets/shell.rs",
     "sluice-batch/src/tasklets/http.rs",
+    "sluice-batch/src/tasklets/backup/config.rs",
     "sluice/src/config/queue.rs",
     "sluice/src/config/alerts.rs",
 ];

@@ -6,19 +6,23 @@
 //! - [`ShellTasklet`]: a shell command with a timeout, its output captured into the
 //!   exit message;
 //! - [`HttpTasklet`]: one `GET` through a gateway [`Upstream`](sluice_upstream::Upstream) (secrets, quota and
-//!   `ok_when` apply).
+//!   `ok_when` apply);
+//! - [`BackupTasklet`]: a compressed, checksummed backup of a database (or of
+//!   sluice's repository) to a directory or an S3 bucket, with retention.
 //!
 //! One module per kind, its config (`Raw*`, as written in a step's `tasklet`
 //! table) beside it; [`RawTasklet`] is the registry of kinds. A new kind is a
 //! module here plus its variant of [`RawTasklet`] (one line in its
 //! `registry!`); the kind's `config.rs` implements [`Kind`](crate::config::Kind).
 
+pub mod backup;
 mod http;
 mod shell;
 mod sql;
 
 use serde::Deserialize;
 
+pub use backup::{BackupTasklet, RawBackupTasklet};
 pub use http::{HttpTasklet, RawHttpTasklet};
 pub use shell::{DEFAULT_TAIL_BYTES, RawShellTasklet, ShellTasklet};
 pub use sql::{BatchLoop, RawSqlTasklet, SqlTasklet};
@@ -38,5 +42,7 @@ pub enum RawTasklet {
     Shell(RawShellTasklet),
     /// `kind = "http"`: one GET through an upstream.
     Http(RawHttpTasklet),
+    /// `kind = "backup"`: a compressed, checksummed database backup.
+    Backup(RawBackupTasklet),
 }
 }
