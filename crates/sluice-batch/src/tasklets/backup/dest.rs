@@ -381,6 +381,29 @@ impl Destination {
         })
     }
 
+    /// The stored size of the artifact of `m` (cheap: no read), `None` when
+    /// it is missing.
+    ///
+    /// # Errors
+    ///
+    /// The directory or the store cannot be asked.
+    pub async fn artifact_size(&self, m: &Manifest) -> Result<Option<u64>, BackupError> {
+        match self {
+            Self::Dir(d) => match tokio::fs::metadata(d.join(&m.artifact)).await {
+                Ok(md) => Ok(Some(md.len())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_err(&format!("reading {}", m.artifact), e)),
+            },
+            Self::S3 { store, prefix, .. } => {
+                match store.head(&Self::key(prefix, &m.artifact)).await {
+                    Ok(meta) => Ok(Some(meta.size)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(store_err(e)),
+                }
+            }
+        }
+    }
+
     /// Feeds the artifact of `m` to `f`, chunk by chunk.
     async fn read_artifact(
         &self,
