@@ -59,3 +59,6 @@ mod access_log;
 
 // `queue pause` / `queue resume` / `queue dlq delete` and `paused` in `queue stats`.
 mod queue_cli;
+
+// Backups: the repository backed up by a job and restored over itself; S3 (moto) with secrets, list, verify, restore; a corrupt artifact.
+mod backup;

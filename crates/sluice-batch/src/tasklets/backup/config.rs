@@ -7,6 +7,7 @@
 //! ```
 
 use serde::Deserialize;
+use serde_spanned::Spanned;
 use sluice_core::config::RawSecret;
 
 use super::dest::{DestinationSpec, S3Spec};
@@ -32,6 +33,7 @@ pub struct RawBackupTasklet {
     pub repository: bool,
     /// The database password, when the URL has none. It reaches `pg_dump` /
     /// `mariadb-dump` through their environment, never their arguments.
+    #[serde(default, deserialize_with = "secret")]
     pub password: Option<RawSecret>,
     /// Where backups go (`kind = "dir" | "s3"`).
     pub destination: RawDestination,
@@ -74,8 +76,10 @@ pub struct RawS3Destination {
     /// The region. Default `us-east-1`.
     pub region: Option<String>,
     /// The access key id.
+    #[serde(default, deserialize_with = "secret")]
     pub access_key_id: Option<RawSecret>,
     /// The secret access key.
+    #[serde(default, deserialize_with = "secret")]
     pub secret_access_key: Option<RawSecret>,
 }
 
@@ -93,6 +97,45 @@ pub struct RawRetention {
     pub keep_weekly: Option<u32>,
     /// Keep the newest backup of each of the last N months that have one.
     pub keep_monthly: Option<u32>,
+}
+
+/// A secret written `{ env = "NAME" }` or `{ file = "PATH" }` in a step table.
+/// Step tables are typed from a `toml::Value`, which keeps no spans, so the
+/// secret is read without them (an error names its key instead).
+fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RawSecret>, D::Error> {
+    use serde::de::{self, MapAccess, Visitor};
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Table {
+        env: Option<String>,
+        file: Option<String>,
+    }
+    const INLINE: &str =
+        "a secret is never written inline; write { env = \"NAME\" } or { file = \"PATH\" }";
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = RawSecret;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("{ env = \"NAME\" } or { file = \"PATH\" }")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawSecret, A::Error> {
+            let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            Ok(RawSecret {
+                env: t.env.map(|v| Spanned::new(0..0, v)),
+                file: t.file.map(|v| Spanned::new(0..0, v)),
+            })
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<RawSecret, E> {
+            Err(E::custom(INLINE))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawSecret, E> {
+            Err(E::custom(INLINE))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawSecret, E> {
+            Err(E::custom(INLINE))
+        }
+    }
+    d.deserialize_any(V).map(Some)
 }
 
 kind!(RawBackupTasklet => dyn crate::job::Tasklet, |c, ctx| c.build(ctx)?);
@@ -249,5 +292,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("unknown variant `tape`"), "{e}");
+        let t = raw(serde_json::json!({
+            "source": "postgres://u@h/air", "password": { "env": "PW" },
+            "destination": { "kind": "dir", "path": "b" }
+        }));
+        assert_eq!(t.password.unwrap().env.unwrap().into_inner(), "PW");
+        for bad in [serde_json::json!("inline"), serde_json::json!({ "envv": "PW" })] {
+            let e = RawBackupTasklet::deserialize(serde_json::json!({
+                "source": "postgres://u@h/air", "password": bad,
+                "destination": { "kind": "dir", "path": "b" }
+            }))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("inline") || e.contains("unknown field `envv`"), "{e}");
+        }
     }
 }
