@@ -67,6 +67,8 @@ fn the_repository_backs_up_and_restores_over_itself() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo.db");
     let backups = dir.path().join("backups");
+    let data = dir.path().join("data.db");
+    sqlite_script(&data, "CREATE TABLE t (id INTEGER PRIMARY KEY);");
     let cfg = dir.path().join("sluice.toml");
     std::fs::write(
         &cfg,
@@ -87,8 +89,14 @@ name = "nightly"
 [[job.step]]
 name = "repo"
 tasklet = {{ kind = "backup", repository = true, destination = {{ kind = "dir", path = "{backups}" }}, retention = {{ keep_last = 5 }} }}
+
+# Another database's backups in the same directory: each step sees its own.
+[[job.step]]
+name = "data"
+tasklet = {{ kind = "backup", source = "sqlite://{data}", destination = {{ kind = "dir", path = "{backups}" }}, retention = {{ keep_last = 1 }} }}
 "#,
             repo = repo.display(),
+            data = data.display(),
             backups = backups.display()
         ),
     )
@@ -103,14 +111,17 @@ tasklet = {{ kind = "backup", repository = true, destination = {{ kind = "dir", 
     assert_eq!(sqlite_count(&repo, instances), 2);
 
     let o = sluice(&cfg, &["backup", "list", "--job", "nightly"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("pick one with --step"), "{}", text(&o));
+    let o = sluice(&cfg, &["backup", "list", "--job", "nightly", "--step", "repo"], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains("sqlite (repository) \"repo.db\""), "{out}");
     assert!(out.contains("present"), "{out}");
-    let o = sluice(&cfg, &["backup", "verify", "--job", "nightly"], &[]);
+    let o = sluice(&cfg, &["backup", "verify", "--from", &backups.display().to_string()], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(stdout(&o).contains("  ok  sha256 "), "{}", text(&o));
+    assert_eq!(stdout(&o).matches("  ok  sha256 ").count(), 2, "{}", text(&o));
 
     // More runs after the backup; the restore takes them away again.
     for n in ["2", "3"] {
@@ -118,7 +129,11 @@ tasklet = {{ kind = "backup", repository = true, destination = {{ kind = "dir", 
         assert!(o.status.success(), "{}", text(&o));
     }
     assert_eq!(sqlite_count(&repo, instances), 4);
-    let o = sluice(&cfg, &["backup", "restore", "latest", "--job", "nightly"], &[]);
+    let o = sluice(
+        &cfg,
+        &["backup", "restore", "latest", "--job", "nightly", "--step", "repo"],
+        &[],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(stdout(&o).starts_with("restored backup "), "{}", text(&o));
     assert_eq!(sqlite_count(&repo, instances), 2);
@@ -126,7 +141,7 @@ tasklet = {{ kind = "backup", repository = true, destination = {{ kind = "dir", 
     assert!(o.status.success(), "{}", text(&o));
 
     // Unknown ids and jobs are bad input.
-    let o = sluice(&cfg, &["backup", "verify", "nope", "--job", "nightly"], &[]);
+    let o = sluice(&cfg, &["backup", "verify", "nope", "--job", "nightly", "--step", "repo"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = sluice(&cfg, &["backup", "list", "--job", "hello"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -138,6 +153,7 @@ tasklet = {{ kind = "backup", repository = true, destination = {{ kind = "dir", 
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with(".zst"))
         .unwrap();
+    assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 4);
     let mut bytes = std::fs::read(&artifact).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;

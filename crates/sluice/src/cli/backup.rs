@@ -92,7 +92,18 @@ impl BackupCommand {
 /// What a location resolved to: the destination, and the step's source.
 struct Resolved {
     dest: Destination,
+    /// With `--job`: only this source's backups are shown and restored (others
+    /// may share the destination); with `--from`: every backup there.
     source: Option<BackupSource>,
+}
+
+impl Resolved {
+    /// Whether `m` is a backup of the step's source (always, without one).
+    fn owns(&self, m: &Manifest) -> bool {
+        self.source.as_ref().is_none_or(|s| {
+            m.source == s.kind && m.repository == s.repository && m.database == s.database()
+        })
+    }
 }
 
 /// Why a command could not start: bad input (exit 2) or an error (exit 1).
@@ -109,8 +120,8 @@ pub async fn run(config: &std::path::Path, cmd: BackupCommand) -> ExitCode {
         Err(Stop::Fail(m)) => return super::fail(m),
     };
     let res = match cmd {
-        BackupCommand::List { verify, json, .. } => list(&resolved.dest, verify, json).await,
-        BackupCommand::Verify { id, .. } => verify(&resolved.dest, id.as_deref()).await,
+        BackupCommand::List { verify, json, .. } => list(&resolved, verify, json).await,
+        BackupCommand::Verify { id, .. } => verify(&resolved, id.as_deref()).await,
         BackupCommand::Restore { id, to, .. } => restore(&resolved, &id, to.as_deref()).await,
     };
     res.unwrap_or_else(|e| match e {
@@ -185,13 +196,15 @@ fn backup_step(settings: &Settings, job: &str, step: Option<&str>) -> Result<Bac
     b.build(settings).map_err(|e| at(e.to_string()))
 }
 
-/// The good manifests, and the broken ones (name, error).
-async fn manifests(dest: &Destination) -> Result<(Vec<Manifest>, Vec<(String, String)>), Stop> {
+/// The good manifests (of the step's source), oldest first, and the broken
+/// ones (name, error).
+async fn manifests(r: &Resolved) -> Result<(Vec<Manifest>, Vec<(String, String)>), Stop> {
     let mut good = Vec::new();
     let mut broken = Vec::new();
-    for l in dest.list().await.map_err(|e| Stop::Fail(e.to_string()))? {
+    for l in r.dest.list().await.map_err(|e| Stop::Fail(e.to_string()))? {
         match l {
-            Listed::Ok(m) => good.push(m),
+            Listed::Ok(m) if r.owns(&m) => good.push(m),
+            Listed::Ok(_) => {}
             Listed::Broken { name, error } => broken.push((name, error)),
         }
     }
@@ -217,8 +230,9 @@ async fn status(dest: &Destination, m: &Manifest, verify: bool) -> (bool, String
     }
 }
 
-async fn list(dest: &Destination, verify: bool, json: bool) -> Result<ExitCode, Stop> {
-    let (good, broken) = manifests(dest).await?;
+async fn list(r: &Resolved, verify: bool, json: bool) -> Result<ExitCode, Stop> {
+    let dest = &r.dest;
+    let (good, broken) = manifests(r).await?;
     let mut all_ok = broken.is_empty();
     let mut rows = Vec::new();
     for m in &good {
@@ -270,11 +284,12 @@ async fn list(dest: &Destination, verify: bool, json: bool) -> Result<ExitCode, 
     })
 }
 
-async fn verify(dest: &Destination, id: Option<&str>) -> Result<ExitCode, Stop> {
+async fn verify(r: &Resolved, id: Option<&str>) -> Result<ExitCode, Stop> {
+    let dest = &r.dest;
     let chosen = match id {
-        Some(id) => vec![find(dest, id).await?],
+        Some(id) => vec![find(r, id).await?],
         None => {
-            let (good, broken) = manifests(dest).await?;
+            let (good, broken) = manifests(r).await?;
             for (n, e) in &broken {
                 outln!("BROKEN manifest {n}: {e}");
             }
@@ -316,10 +331,20 @@ async fn verify_all(dest: &Destination, ms: &[Manifest]) -> bool {
     ok
 }
 
-async fn find(dest: &Destination, id: &str) -> Result<Manifest, Stop> {
-    dest.find(id).await.map_err(|e| match e {
-        sluice_batch::tasklets::backup::BackupError::NotFound { .. } => Stop::Input(e.to_string()),
-        e => Stop::Fail(e.to_string()),
+/// Backup `id` (`latest`: the newest) of the step's source.
+async fn find(r: &Resolved, id: &str) -> Result<Manifest, Stop> {
+    let (good, _) = manifests(r).await?;
+    let found = if id == "latest" {
+        good.into_iter().last()
+    } else {
+        good.into_iter().find(|m| m.id == id)
+    };
+    found.ok_or_else(|| {
+        let of = match &r.source {
+            Some(s) => format!(" of {} {:?}", s.kind, s.database()),
+            None => String::new(),
+        };
+        Stop::Input(format!("no backup {id:?}{of} in {}", r.dest))
     })
 }
 
@@ -333,7 +358,7 @@ async fn restore(r: &Resolved, id: &str, to: Option<&str>) -> Result<ExitCode, S
             ));
         }
     };
-    let m = find(&r.dest, id).await?;
+    let m = find(r, id).await?;
     let bytes = r
         .dest
         .restore(&m, &target)
