@@ -28,7 +28,12 @@ async fn rows(url: &str) -> Rows {
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get::<i64>("id").unwrap(), r.get::<String>("name").unwrap()))
+        .map(|r| {
+            (
+                r.get::<i64>("id").unwrap(),
+                r.get::<String>("name").unwrap(),
+            )
+        })
         .collect();
     db.close().await;
     got
@@ -135,7 +140,11 @@ async fn mariadb_round_trip() {
 async fn retention_keeps_what_any_rule_keeps() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("r.db").display());
-    script(&url, "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL);").await;
+    script(
+        &url,
+        "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL);",
+    )
+    .await;
     let dest = DestinationSpec::Dir(dir.path().join("b"));
     // Sunday 1 November 2026, noon UTC; one backup a day for ten days.
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-01T12:00:00Z")
@@ -165,7 +174,10 @@ async fn retention_keeps_what_any_rule_keeps() {
     let names = files(&dir.path().join("b"));
     assert_eq!(names.len(), 6, "{names:?}");
     assert_eq!(names.iter().filter(|n| n.ends_with(".json")).count(), 3);
-    assert_eq!(names.iter().filter(|n| n.ends_with(".sqlite.zst")).count(), 3);
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".sqlite.zst")).count(),
+        3
+    );
 }
 
 #[tokio::test]
@@ -271,7 +283,9 @@ async fn a_sqlite_backup_under_a_writer_is_consistent() {
     .await
     .unwrap();
     let copy_url = format!("sqlite://{}", copy.display());
-    let c = Db::connect(&copy_url, &ConnectSettings::new()).await.unwrap();
+    let c = Db::connect(&copy_url, &ConnectSettings::new())
+        .await
+        .unwrap();
     let check = c
         .fetch_all(&Statement::new("PRAGMA integrity_check"))
         .await

@@ -30,9 +30,9 @@ fn program() -> PathBuf {
     if let Some(p) = std::env::var_os("SLUICE_MOTO_SERVER") {
         return PathBuf::from(p);
     }
-    let venv = std::env::var_os("SLUICE_VENV").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sluice-venv"))
-    });
+    let venv = std::env::var_os("SLUICE_VENV")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sluice-venv")));
     match venv.map(|v| v.join("bin/moto_server")) {
         Some(p) if p.is_file() => p,
         _ => PathBuf::from("moto_server"),

@@ -113,25 +113,44 @@ tasklet = {{ kind = "backup", source = "sqlite://{data}", destination = {{ kind 
     let o = sluice(&cfg, &["backup", "list", "--job", "nightly"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("pick one with --step"), "{}", text(&o));
-    let o = sluice(&cfg, &["backup", "list", "--job", "nightly", "--step", "repo"], &[]);
+    let o = sluice(
+        &cfg,
+        &["backup", "list", "--job", "nightly", "--step", "repo"],
+        &[],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains("sqlite (repository) \"repo.db\""), "{out}");
     assert!(out.contains("present"), "{out}");
-    let o = sluice(&cfg, &["backup", "verify", "--from", &backups.display().to_string()], &[]);
+    let o = sluice(
+        &cfg,
+        &["backup", "verify", "--from", &backups.display().to_string()],
+        &[],
+    );
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(stdout(&o).matches("  ok  sha256 ").count(), 2, "{}", text(&o));
+    assert_eq!(
+        stdout(&o).matches("  ok  sha256 ").count(),
+        2,
+        "{}",
+        text(&o)
+    );
 
     // More runs after the backup; the restore takes them away again.
     for n in ["2", "3"] {
-        let o = sluice(&cfg, &["job", "run", "--local", "hello", "-p", &format!("n={n}")], &[]);
+        let o = sluice(
+            &cfg,
+            &["job", "run", "--local", "hello", "-p", &format!("n={n}")],
+            &[],
+        );
         assert!(o.status.success(), "{}", text(&o));
     }
     assert_eq!(sqlite_count(&repo, instances), 4);
     let o = sluice(
         &cfg,
-        &["backup", "restore", "latest", "--job", "nightly", "--step", "repo"],
+        &[
+            "backup", "restore", "latest", "--job", "nightly", "--step", "repo",
+        ],
         &[],
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -141,7 +160,13 @@ tasklet = {{ kind = "backup", source = "sqlite://{data}", destination = {{ kind 
     assert!(o.status.success(), "{}", text(&o));
 
     // Unknown ids and jobs are bad input.
-    let o = sluice(&cfg, &["backup", "verify", "nope", "--job", "nightly", "--step", "repo"], &[]);
+    let o = sluice(
+        &cfg,
+        &[
+            "backup", "verify", "nope", "--job", "nightly", "--step", "repo",
+        ],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = sluice(&cfg, &["backup", "list", "--job", "hello"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -166,7 +191,11 @@ tasklet = {{ kind = "backup", source = "sqlite://{data}", destination = {{ kind 
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let o = sluice(&cfg, &["backup", "restore", "latest", "--from", &from], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--to"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--to"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -223,14 +252,25 @@ destination = {{ kind = "s3", bucket = "sluice-bk", prefix = "nightly/", endpoin
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(stdout(&o).matches("  ok  ").count(), 2, "{}", text(&o));
     // Without the secret the destination cannot be opened; the error says which key.
-    let o = sluice(&cfg, &["backup", "list", "--job", "nightly"], &[("BK_KEY_ID", "x")]);
+    let o = sluice(
+        &cfg,
+        &["backup", "list", "--job", "nightly"],
+        &[("BK_KEY_ID", "x")],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("secret_access_key"), "{}", text(&o));
 
     sqlite_script(&data, "DELETE FROM t; INSERT INTO t (v) VALUES ('z');");
-    let o = sluice(&cfg, &["backup", "restore", "latest", "--job", "nightly"], &env);
+    let o = sluice(
+        &cfg,
+        &["backup", "restore", "latest", "--job", "nightly"],
+        &env,
+    );
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(sqlite_count(&data, "SELECT COUNT(*) FROM t WHERE v IN ('a', 'b')"), 2);
+    assert_eq!(
+        sqlite_count(&data, "SELECT COUNT(*) FROM t WHERE v IN ('a', 'b')"),
+        2
+    );
     assert_eq!(sqlite_count(&data, "SELECT COUNT(*) FROM t"), 2);
 
     // The same bucket from the command line, the AWS_* variables naming it.
@@ -241,7 +281,17 @@ destination = {{ kind = "s3", bucket = "sluice-bk", prefix = "nightly/", endpoin
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", SECRET),
     ];
-    let o = sluice(&cfg, &["backup", "list", "--from", "s3://sluice-bk/nightly", "--json"], &aws);
+    let o = sluice(
+        &cfg,
+        &[
+            "backup",
+            "list",
+            "--from",
+            "s3://sluice-bk/nightly",
+            "--json",
+        ],
+        &aws,
+    );
     assert!(o.status.success(), "{}", text(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let list = doc["backups"].as_array().unwrap();
@@ -252,7 +302,15 @@ destination = {{ kind = "s3", bucket = "sluice-bk", prefix = "nightly/", endpoin
     let to = copy.display().to_string();
     let o = sluice(
         &cfg,
-        &["backup", "restore", "latest", "--from", "s3://sluice-bk/nightly", "--to", &to],
+        &[
+            "backup",
+            "restore",
+            "latest",
+            "--from",
+            "s3://sluice-bk/nightly",
+            "--to",
+            &to,
+        ],
         &aws,
     );
     assert!(o.status.success(), "{}", text(&o));

@@ -33,6 +33,7 @@ registry! {
 dyn Tasklet =>
 /// `tasklet = { kind = …, … }`: a step that does one thing, instead of
 /// reader/processor/writer.
+#[allow(clippy::large_enum_variant, reason = "a config value, built once per run")]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RawTasklet {
@@ -42,7 +43,9 @@ pub enum RawTasklet {
     Shell(RawShellTasklet),
     /// `kind = "http"`: one GET through an upstream.
     Http(RawHttpTasklet),
-    /// `kind = "backup"`: a compressed, checksummed database backup.
+    /// `kind = "backup"`: a zstd-compressed, SHA-256-checksummed backup of a
+    /// database or of the repository, to a directory or S3, with retention
+    /// (read back by `sluice backup list | verify | restore`).
     Backup(RawBackupTasklet),
 }
 }

@@ -157,7 +157,11 @@ fn resolve(config: &std::path::Path, at: &Location) -> Result<Resolved, Stop> {
 
 /// The backup step of job `job` (named `step`, or its only one), built with the
 /// job's default parameters.
-fn backup_step(settings: &Settings, job: &str, step: Option<&str>) -> Result<BackupTasklet, String> {
+fn backup_step(
+    settings: &Settings,
+    job: &str,
+    step: Option<&str>,
+) -> Result<BackupTasklet, String> {
     let raw = settings.jobs.job(job)?;
     let params = raw.params.clone().into_iter().collect();
     let mut found = Vec::new();
@@ -189,7 +193,8 @@ fn backup_step(settings: &Settings, job: &str, step: Option<&str>) -> Result<Bac
     };
     let at = |m: String| format!("job {job:?} step {:?} tasklet: {m}", chosen.0);
     let v = substitute(chosen.1, &params).map_err(|e| at(e.to_string()))?;
-    let RawTasklet::Backup(b) = RawTasklet::deserialize(v).map_err(|e| at(e.message().to_owned()))?
+    let RawTasklet::Backup(b) =
+        RawTasklet::deserialize(v).map_err(|e| at(e.message().to_owned()))?
     else {
         return Err(at("not a backup tasklet".into()));
     };
@@ -223,7 +228,10 @@ async fn status(dest: &Destination, m: &Manifest, verify: bool) -> (bool, String
         Ok(Some(n)) if n == m.compressed_bytes => (true, "present (not re-read)".into()),
         Ok(Some(n)) => (
             false,
-            format!("SIZE MISMATCH: {n} bytes, manifest says {}", m.compressed_bytes),
+            format!(
+                "SIZE MISMATCH: {n} bytes, manifest says {}",
+                m.compressed_bytes
+            ),
         ),
         Ok(None) => (false, "MISSING artifact".into()),
         Err(e) => (false, format!("cannot check: {e}")),

@@ -45,6 +45,10 @@ pub struct RawBackupTasklet {
 }
 
 /// `destination = { kind = …, … }`: where a backup step keeps its backups.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a config value, built once per run"
+)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RawDestination {
@@ -255,7 +259,10 @@ mod tests {
         let e = raw(serde_json::json!({ "destination": dest }))
             .build(&NoContext)
             .unwrap_err();
-        assert_eq!(e.to_string(), "give exactly one of source or repository = true");
+        assert_eq!(
+            e.to_string(),
+            "give exactly one of source or repository = true"
+        );
         let e = raw(serde_json::json!({ "source": "repository", "destination": dest }))
             .build(&NoContext)
             .unwrap_err();
@@ -297,14 +304,20 @@ mod tests {
             "destination": { "kind": "dir", "path": "b" }
         }));
         assert_eq!(t.password.unwrap().env.unwrap().into_inner(), "PW");
-        for bad in [serde_json::json!("inline"), serde_json::json!({ "envv": "PW" })] {
+        for bad in [
+            serde_json::json!("inline"),
+            serde_json::json!({ "envv": "PW" }),
+        ] {
             let e = RawBackupTasklet::deserialize(serde_json::json!({
                 "source": "postgres://u@h/air", "password": bad,
                 "destination": { "kind": "dir", "path": "b" }
             }))
             .unwrap_err()
             .to_string();
-            assert!(e.contains("inline") || e.contains("unknown field `envv`"), "{e}");
+            assert!(
+                e.contains("inline") || e.contains("unknown field `envv`"),
+                "{e}"
+            );
         }
     }
 }

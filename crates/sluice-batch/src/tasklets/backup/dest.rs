@@ -31,6 +31,10 @@ const MULTIPART_ABOVE: u64 = 16 << 20;
 const PART: usize = 8 << 20;
 
 /// Where backups go, as configured (nothing opened, no secret read yet).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a config value, built once per run"
+)]
 #[derive(Debug, Clone)]
 pub enum DestinationSpec {
     /// A directory (created when missing).
@@ -345,9 +349,7 @@ impl Destination {
             }
         }
         out.sort_by(|a, b| match (a, b) {
-            (Listed::Ok(a), Listed::Ok(b)) => {
-                a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id))
-            }
+            (Listed::Ok(a), Listed::Ok(b)) => a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)),
             (Listed::Ok(_), Listed::Broken { .. }) => std::cmp::Ordering::Less,
             (Listed::Broken { .. }, Listed::Ok(_)) => std::cmp::Ordering::Greater,
             (Listed::Broken { name: a, .. }, Listed::Broken { name: b, .. }) => a.cmp(b),
@@ -485,7 +487,11 @@ impl Destination {
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
             None => std::env::temp_dir(),
         };
-        let tmp = dir.join(format!(".restore-{}-{:08x}.tmp", m.id, rand::random::<u32>()));
+        let tmp = dir.join(format!(
+            ".restore-{}-{:08x}.tmp",
+            m.id,
+            rand::random::<u32>()
+        ));
         let res = self.restore_via(m, target, &tmp).await;
         let _ = tokio::fs::remove_file(&tmp).await;
         res
@@ -597,7 +603,9 @@ async fn upload(store: &AmazonS3, at: &ObjectPath, local: &Path) -> Result<(), B
         .map_err(|e| io_err(&what(), e))?
         .len();
     if len <= MULTIPART_ABOVE {
-        let bytes = tokio::fs::read(local).await.map_err(|e| io_err(&what(), e))?;
+        let bytes = tokio::fs::read(local)
+            .await
+            .map_err(|e| io_err(&what(), e))?;
         return store
             .put(at, PutPayload::from(bytes))
             .await

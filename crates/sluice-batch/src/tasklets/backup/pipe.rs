@@ -185,7 +185,9 @@ mod tests {
     async fn compressed_artifacts_unpack_to_what_went_in() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.zst");
-        let data: Vec<u8> = (0..1_000_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..1_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let mut c = Compressor::start(path.clone(), 3);
         c.read_from(&data[..]).await.unwrap();
         let w = c.finish().await.unwrap();

@@ -8,6 +8,9 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Datelike, Utc};
 
+/// The calendar bucket (day, ISO week or month) a time falls in.
+type Bucket = fn(&DateTime<Utc>) -> (i32, u32);
+
 /// The retention rules of a backup step.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
@@ -41,16 +44,16 @@ impl Retention {
         if let Some(n) = self.keep_last {
             kept.extend(sorted.iter().take(n as usize).map(|b| b.0.clone()));
         }
-        let day = |t: &DateTime<Utc>| (t.year(), t.ordinal(), 0);
-        let week = |t: &DateTime<Utc>| {
+        let day: Bucket = |t| (t.year(), t.ordinal());
+        let week: Bucket = |t| {
             let w = t.iso_week();
-            (w.year(), w.week(), 0)
+            (w.year(), w.week())
         };
-        let month = |t: &DateTime<Utc>| (t.year(), t.month(), 1);
-        let rules: [(Option<u32>, &dyn Fn(&DateTime<Utc>) -> (i32, u32, u32)); 3] = [
-            (self.keep_daily, &day),
-            (self.keep_weekly, &week),
-            (self.keep_monthly, &month),
+        let month: Bucket = |t| (t.year(), t.month());
+        let rules = [
+            (self.keep_daily, day),
+            (self.keep_weekly, week),
+            (self.keep_monthly, month),
         ];
         for (n, bucket) in rules {
             let Some(n) = n else { continue };

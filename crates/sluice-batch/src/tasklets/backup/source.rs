@@ -313,9 +313,12 @@ async fn replace_sqlite(restored: &Path, target: &Path) -> Result<(), BackupErro
             Err(e) => return Err(io_err(&format!("removing {}", side.display()), e)),
         }
     }
-    tokio::fs::rename(restored, target)
-        .await
-        .map_err(|e| io_err(&format!("moving the restored file to {}", target.display()), e))
+    tokio::fs::rename(restored, target).await.map_err(|e| {
+        io_err(
+            &format!("moving the restored file to {}", target.display()),
+            e,
+        )
+    })
 }
 
 /// The first of `names` on `PATH` (the last one when none is).
@@ -494,14 +497,20 @@ mod tests {
             SourceKind::Sqlite
         );
         assert_eq!(
-            BackupSource::from_url("sqlite://data/x.db").unwrap().database(),
+            BackupSource::from_url("sqlite://data/x.db")
+                .unwrap()
+                .database(),
             "x.db"
         );
         assert_eq!(
-            BackupSource::from_url("mariadb://r:s@h:3306/shop").unwrap().database(),
+            BackupSource::from_url("mariadb://r:s@h:3306/shop")
+                .unwrap()
+                .database(),
             "shop"
         );
-        let e = BackupSource::from_url("redis://u:secret@h").unwrap_err().to_string();
+        let e = BackupSource::from_url("redis://u:secret@h")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("secret"), "{e}");
     }
 }
