@@ -33,7 +33,7 @@ registry! {
 dyn Tasklet =>
 /// `tasklet = { kind = …, … }`: a step that does one thing, instead of
 /// reader/processor/writer.
-#[allow(clippy::large_enum_variant, reason = "a config value, built once per run")]
+#[allow(clippy::large_enum_variant, reason = "built once per run")]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RawTasklet {

@@ -45,10 +45,7 @@ pub struct RawBackupTasklet {
 }
 
 /// `destination = { kind = …, … }`: where a backup step keeps its backups.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "a config value, built once per run"
-)]
+#[allow(clippy::large_enum_variant, reason = "built once per run")]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RawDestination {

@@ -31,10 +31,7 @@ const MULTIPART_ABOVE: u64 = 16 << 20;
 const PART: usize = 8 << 20;
 
 /// Where backups go, as configured (nothing opened, no secret read yet).
-#[allow(
-    clippy::large_enum_variant,
-    reason = "a config value, built once per run"
-)]
+#[allow(clippy::large_enum_variant, reason = "built once per run")]
 #[derive(Debug, Clone)]
 pub enum DestinationSpec {
     /// A directory (created when missing).
