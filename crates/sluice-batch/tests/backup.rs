@@ -2,7 +2,8 @@
 //! restore, compare) on SQLite, PostgreSQL and MariaDB; retention over days
 //! of backups on a manual clock; a corrupt artifact found by verify and
 //! refused by restore; a SQLite backup taken while a writer keeps inserting;
-//! a failing dump that leaves nothing behind and no password in its error.
+//! a failing dump that leaves nothing behind and no password in its error; a
+//! large backup uploaded to S3 (moto) in parts, verified and restored.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -320,4 +321,84 @@ async fn a_failed_dump_leaves_nothing_and_no_password() {
     assert_eq!(t.counts().unwrap().written, 0);
     assert!(files(&dir.path().join("b")).is_empty());
     assert!(manifests(&dest).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_backup_goes_to_s3_in_parts() {
+    use sluice_batch::tasklets::backup::S3Spec;
+    use sluice_core::config::RawSecret;
+
+    let s3 = tokio::task::spawn_blocking(sluice_testkit::S3Server::start)
+        .await
+        .unwrap();
+    s3.create_bucket("sluice-large");
+    let dir = tempfile::tempdir().unwrap();
+    // Keys from files (moto takes any); read when the destination opens.
+    let secret = |name: &str, value: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        Some(RawSecret {
+            env: None,
+            file: Some(serde_spanned::Spanned::new(0..0, p.display().to_string())),
+        })
+    };
+    let dest = DestinationSpec::S3(S3Spec {
+        bucket: "sluice-large".into(),
+        prefix: "big/one".into(),
+        endpoint: Some(s3.endpoint.clone()),
+        region: None,
+        access_key_id: secret("id", "testing"),
+        secret_access_key: secret("key", "testing-secret"),
+        from_env: false,
+    });
+    // 24 MiB that zstd cannot shrink: more than one upload part.
+    let path = dir.path().join("big.db");
+    let url = format!("sqlite://{}", path.display());
+    script(
+        &url,
+        "CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 24)
+         INSERT INTO blobs (b) SELECT randomblob(1048576) FROM n;",
+    )
+    .await;
+    let report = BackupTasklet::new(BackupSource::from_url(&url).unwrap(), dest.clone())
+        .run()
+        .await
+        .unwrap();
+    let m = report.manifest;
+    assert!(m.compressed_bytes > 20 << 20, "{m:?}");
+    let keys = tokio::task::spawn_blocking(move || s3.keys("sluice-large"))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys,
+        [
+            format!("big/one/{}", m.file_name()),
+            format!("big/one/{}", m.artifact)
+        ]
+    );
+    let d = dest.open().unwrap();
+    let v = d.verify(&m).await.unwrap();
+    assert_eq!(v.compressed, m.compressed_bytes);
+    let copy = dir.path().join("copy.db");
+    d.restore(
+        &m,
+        &BackupSource::from_url(&copy.display().to_string()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let db = Db::connect(
+        &format!("sqlite://{}", copy.display()),
+        &ConnectSettings::new(),
+    )
+    .await
+    .unwrap();
+    let n = db
+        .fetch_all(&Statement::new("SELECT COUNT(*) AS n FROM blobs"))
+        .await
+        .unwrap()[0]
+        .get::<i64>("n")
+        .unwrap();
+    assert_eq!(n, 24);
+    db.close().await;
 }
