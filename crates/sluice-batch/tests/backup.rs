@@ -367,9 +367,13 @@ async fn a_large_backup_goes_to_s3_in_parts() {
         .unwrap();
     let m = report.manifest;
     assert!(m.compressed_bytes > 20 << 20, "{m:?}");
-    let keys = tokio::task::spawn_blocking(move || s3.keys("sluice-large"))
-        .await
-        .unwrap();
+    // (The server comes back from the blocking thread: dropping it would stop it.)
+    let (s3, keys) = tokio::task::spawn_blocking(move || {
+        let keys = s3.keys("sluice-large");
+        (s3, keys)
+    })
+    .await
+    .unwrap();
     assert_eq!(
         keys,
         [
@@ -401,4 +405,34 @@ async fn a_large_backup_goes_to_s3_in_parts() {
         .unwrap();
     assert_eq!(n, 24);
     db.close().await;
+    drop(s3);
+}
+
+#[tokio::test]
+async fn what_a_crashed_backup_left_is_never_listed_and_is_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    script(
+        &url,
+        "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL);",
+    )
+    .await;
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    // A crash mid-dump leaves a temporary artifact; one between the artifact
+    // and its manifest leaves an artifact alone.
+    std::fs::write(b.join(".20261204T010000.000Z-0001.sqlite.zst.tmp"), b"half").unwrap();
+    std::fs::write(b.join(".20261204T010000.000Z-0001.json.tmp"), b"{").unwrap();
+    std::fs::write(b.join("20261204T020000.000Z-0002.sqlite.zst"), b"whole?").unwrap();
+    let dest = DestinationSpec::Dir(b.clone());
+    assert!(manifests(&dest).await.is_empty());
+    let mut t = BackupTasklet::new(BackupSource::from_url(&url).unwrap(), dest.clone());
+    t.execute().await.unwrap();
+    let ms = manifests(&dest).await;
+    assert_eq!(ms.len(), 1);
+    assert!(
+        files(&b).iter().all(|f| !f.ends_with(".tmp")),
+        "{:?}",
+        files(&b)
+    );
 }
