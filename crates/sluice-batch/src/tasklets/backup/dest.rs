@@ -145,8 +145,9 @@ impl S3Spec {
     }
 }
 
-/// An opened destination.
-#[derive(Debug, Clone)]
+/// An opened destination. Its `Debug` is its `Display` (`s3://bucket/prefix`
+/// or the directory): the client holds the keys.
+#[derive(Clone)]
 pub enum Destination {
     /// A directory.
     Dir(PathBuf),
@@ -182,6 +183,12 @@ pub struct Verified {
     pub compressed: u64,
     /// Bytes decompressed.
     pub raw: u64,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Destination({self})")
+    }
 }
 
 impl std::fmt::Display for Destination {
