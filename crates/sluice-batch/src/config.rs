@@ -38,6 +38,12 @@ pub trait BuildContext {
     fn share(&self) -> Option<(usize, usize)> {
         None
     }
+
+    /// The URL of sluice's own job repository (`[repository] url`), for a
+    /// backup of it; `None` (the default) where there is none.
+    fn repository_url(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A context with a partition share: what `inner` gives, and `share`.
@@ -64,6 +70,10 @@ impl BuildContext for Shared<'_> {
 
     fn share(&self) -> Option<(usize, usize)> {
         self.share
+    }
+
+    fn repository_url(&self) -> Option<String> {
+        self.inner.repository_url()
     }
 }
 
@@ -167,6 +177,10 @@ pub enum ConfigError {
     /// format, a pattern, a window, a rule).
     #[error("{0}")]
     Log(String),
+
+    /// A backup step that cannot be built (its source, destination or level).
+    #[error("{0}")]
+    Backup(String),
 }
 
 fn none_or_list(names: &[String]) -> String {

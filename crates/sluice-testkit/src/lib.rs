@@ -5,12 +5,14 @@
 /// Scratch PostgreSQL and MariaDB/MySQL databases, one per test.
 pub mod db;
 pub mod hostile;
+pub mod s3;
 /// Real `redis-server` and `memcached` processes for integration tests.
 pub mod servers;
 pub mod smtp;
 pub mod webhook;
 
 pub use hostile::{HostileRequest, HostileUpstream};
+pub use s3::S3Server;
 pub use sluice_sim::{
     AIR_OPERATION, Fault, ItemsShape, RecordedRequest, SimConfig, SimUpstream, result_message,
 };

@@ -53,6 +53,7 @@ const FILES: &[&str] = &[
     "sluice-batch/src/tasklets/shell.rs",
     "sluice-batch/src/tasklets/http.rs",
     "sluice-batch/src/tasklets/cleanup/config.rs",
+    "sluice-batch/src/tasklets/backup/config.rs",
     "sluice/src/config/queue.rs",
     "sluice/src/config/alerts.rs",
 ];

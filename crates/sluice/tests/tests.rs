@@ -68,3 +68,6 @@ mod logs;
 
 // Database-change triggers through `serve`: a PostgreSQL table change runs the job with the changed keys; an sql_change on SQLite.
 mod db_change;
+
+// Backups: the repository backed up by a job and restored over itself; S3 (moto) with secrets, list, verify, restore; a corrupt artifact.
+mod backup;

@@ -8,13 +8,16 @@
 //! - [`RowCleanup`] and [`FileCleanup`]: rows or files older than a retention
 //!   removed (rows in bounded batches, optionally archived first);
 //! - [`HttpTasklet`]: one `GET` through a gateway [`Upstream`](sluice_upstream::Upstream) (secrets, quota and
-//!   `ok_when` apply).
+//!   `ok_when` apply);
+//! - [`BackupTasklet`]: a compressed, checksummed backup of a database (or of
+//!   sluice's repository) to a directory or an S3 bucket, with retention.
 //!
 //! One module per kind, its config (`Raw*`, as written in a step's `tasklet`
 //! table) beside it; [`RawTasklet`] is the registry of kinds. A new kind is a
 //! module here plus its variant of [`RawTasklet`] (one line in its
 //! `registry!`); the kind's `config.rs` implements [`Kind`](crate::config::Kind).
 
+pub mod backup;
 mod cleanup;
 mod http;
 mod shell;
@@ -22,6 +25,7 @@ mod sql;
 
 use serde::Deserialize;
 
+pub use backup::{BackupTasklet, RawBackupTasklet};
 pub use cleanup::{
     AgeColumn, Archive, FileCleanup, RawCleanupTasklet, RawFileCleanupTasklet, RowCleanup, wildcard,
 };
@@ -35,6 +39,7 @@ registry! {
 dyn Tasklet =>
 /// `tasklet = { kind = …, … }`: a step that does one thing, instead of
 /// reader/processor/writer.
+#[allow(clippy::large_enum_variant, reason = "built once per run")]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RawTasklet {
@@ -49,5 +54,10 @@ pub enum RawTasklet {
     Cleanup(RawCleanupTasklet),
     /// `kind = "file_cleanup"`: files older than a retention deleted.
     FileCleanup(RawFileCleanupTasklet),
+
+    /// `kind = "backup"`: a zstd-compressed, SHA-256-checksummed backup of a
+    /// database or of the repository, to a directory or S3, with retention
+    /// (read back by `sluice backup list | verify | restore`).
+    Backup(RawBackupTasklet),
 }
 }

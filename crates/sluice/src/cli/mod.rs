@@ -16,6 +16,7 @@ use crate::runtime::Runtime;
 use crate::telemetry::LogFormat;
 
 pub mod alerts;
+pub mod backup;
 pub mod check;
 pub mod follow;
 pub mod job;
@@ -96,6 +97,15 @@ pub enum Command {
         #[command(subcommand)]
         cmd: alerts::AlertsCommand,
     },
+    /// Backups made by `kind = "backup"` steps: list, verify, restore.
+    Backup {
+        /// Config file (read for `--job`).
+        #[arg(short, long, default_value = "sluice.toml", global = true)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: backup::BackupCommand,
+    },
     /// The overview of a running server (gateway, upstream quotas, jobs,
     /// queues), redrawn every interval, read from its REST API.
     Top(top::TopArgs),
@@ -173,6 +183,7 @@ pub async fn run(cmd: Command) -> ExitCode {
             })
             .await
         }
+        Command::Backup { config, cmd } => backup::run(&config, cmd).await,
         Command::Demo { keep_running } => match crate::demo::run(keep_running).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -58,7 +58,7 @@ pub struct RawStep {
     /// Chunk step: where chunks go (`kind = "sql_upsert" | "sql_append" | "csv" |
     /// "jsonl" | "cache"`).
     pub writer: Option<toml::Value>,
-    /// Tasklet step (`kind = "sql" | "shell" | "http"`), instead of
+    /// Tasklet step (`kind = "sql" | "shell" | "http" | "backup"`), instead of
     /// reader/processor/writer.
     pub tasklet: Option<toml::Value>,
 }

@@ -51,6 +51,10 @@ impl BuildContext for Settings {
     fn cache_target(&self) -> Option<Arc<dyn sluice_cache::CacheTarget>> {
         Some(Arc::new(self.gateway.clone()))
     }
+
+    fn repository_url(&self) -> Option<String> {
+        Some(self.jobs.repository_url.clone())
+    }
 }
 
 /// The child job name of `job`'s step `step` (the job its partitions run as).
