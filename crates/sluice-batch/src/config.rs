@@ -11,10 +11,12 @@
 //! parameters into the TOML value, deserializes it into the family's enum and
 //! calls its `build`.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_cache::CacheTarget;
+use sluice_core::{LocalQuota, Quota, SystemClock};
 use sluice_upstream::{JqError, Upstream};
 use thiserror::Error;
 
@@ -36,6 +38,32 @@ pub trait BuildContext {
     /// The share (`(index, of)`) of a partitioned step's input a reader reads;
     /// `None` (the default) reads it all. [`Shared`] sets it.
     fn share(&self) -> Option<(usize, usize)> {
+        None
+    }
+
+    /// The rate limit named `name` (`per_second`, and `per_day` counted per
+    /// UTC day), for writers that send (the e-mail writer): every component
+    /// asking for the same name shares it. The default keeps it in this
+    /// process; the binary shares it across nodes through Redis when it has
+    /// Redis.
+    fn rate_limiter(
+        &self,
+        name: &str,
+        per_second: Option<NonZeroU32>,
+        per_day: Option<u64>,
+    ) -> Arc<dyn Quota> {
+        let _ = name;
+        Arc::new(LocalQuota::new(
+            per_second,
+            per_day,
+            chrono_tz::UTC,
+            Arc::new(SystemClock),
+        ))
+    }
+
+    /// The job repository's database URL, when known (where the e-mail
+    /// writer keeps its send log unless told otherwise).
+    fn repository_url(&self) -> Option<String> {
         None
     }
 }
@@ -64,6 +92,19 @@ impl BuildContext for Shared<'_> {
 
     fn share(&self) -> Option<(usize, usize)> {
         self.share
+    }
+
+    fn rate_limiter(
+        &self,
+        name: &str,
+        per_second: Option<NonZeroU32>,
+        per_day: Option<u64>,
+    ) -> Arc<dyn Quota> {
+        self.inner.rate_limiter(name, per_second, per_day)
+    }
+
+    fn repository_url(&self) -> Option<String> {
+        self.inner.repository_url()
     }
 }
 
@@ -155,6 +196,9 @@ pub enum ConfigError {
     /// A cache writer that cannot be built.
     #[error(transparent)]
     CacheWriter(#[from] CacheWriterError),
+    /// An e-mail writer that cannot be built (a template, the SMTP URL, a rate).
+    #[error("{0}")]
+    Email(String),
 }
 
 fn none_or_list(names: &[String]) -> String {

@@ -59,3 +59,6 @@ mod access_log;
 
 // `queue pause` / `queue resume` / `queue dlq delete` and `paused` in `queue stats`.
 mod queue_cli;
+
+// Mass e-mail: the email writer against the SMTP sink; kill -9 and resume sends each once, 5xx skipped, 4xx retried, dry run, a rate shared through Redis.
+mod email;

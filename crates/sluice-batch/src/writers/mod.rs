@@ -26,6 +26,10 @@
 //! - [`CacheWriter`]: items become entries of a gateway's cache, under the keys
 //!   of the requests a client would send for them (through
 //!   `sluice_cache::CacheTarget`, so batch does not depend on the gateway).
+//! - [`EmailWriter`]: one e-mail per item, rendered from MiniJinja templates and
+//!   sent over SMTP under a shared rate limit, each recorded under an
+//!   idempotency key in a send log ([`EMAIL_LOG_TABLE`]) so that a restart
+//!   never sends twice (see its module for the `sending` → `sent` records).
 //!
 //! All follow the [`Writer`] contract: a chunk is written all
 //! or nothing and is durable when `write` returns (items or rows, as its
@@ -57,11 +61,15 @@
 //! ```
 
 mod cache;
+mod email;
 mod file;
 mod ident;
 mod sql;
 
 pub use cache::{CacheWriter, CacheWriterError, RawCacheWriter};
+pub use email::{
+    DryRun, EMAIL_LOG_TABLE, EmailWriter, OnUncertain, RawEmailWriter, RawTemplates, UNCERTAIN,
+};
 pub use file::{FileFormat, FileWriter, RawCsvWriter, RawJsonlWriter, TEMP_SUFFIX};
 pub use sluice_sql::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};
 pub use sql::{
@@ -92,5 +100,8 @@ pub enum RawWriter {
     /// `kind = "cache"`: entries in the gateway's store, under the key a client
     /// request for `path` would use.
     Cache(RawCacheWriter),
+    /// `kind = "email"`: one e-mail per item, from MiniJinja templates, over
+    /// SMTP at most once per key (or `.eml` files in a dry run).
+    Email(RawEmailWriter),
 }
 }

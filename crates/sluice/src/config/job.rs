@@ -358,7 +358,8 @@ pub(super) fn check_jobs(
     }
 }
 
-/// Replaces `{{params.NAME}}` in every string of `v`; unknown names are errors.
+/// Replaces `{{params.NAME}}` in every string of `v` (but those under a
+/// `template` key, which a component renders itself); unknown names are errors.
 ///
 /// # Errors
 ///
@@ -374,9 +375,14 @@ pub fn substitute(
                 .map(|x| substitute(x, params))
                 .collect::<Result<_, _>>()?,
         ),
+        // A `template` table holds templates a component renders itself (the
+        // e-mail writer's MiniJinja `{{ field }}`): left as written.
         toml::Value::Table(t) => toml::Value::Table(
             t.iter()
-                .map(|(k, x)| Ok((k.clone(), substitute(x, params)?)))
+                .map(|(k, x)| match k.as_str() {
+                    "template" => Ok((k.clone(), x.clone())),
+                    _ => Ok((k.clone(), substitute(x, params)?)),
+                })
                 .collect::<Result<_, String>>()?,
         ),
         other => other.clone(),
@@ -417,7 +423,10 @@ pub fn placeholders(v: &toml::Value, out: &mut std::collections::BTreeSet<String
             }
         }
         toml::Value::Array(a) => a.iter().for_each(|x| placeholders(x, out)),
-        toml::Value::Table(t) => t.values().for_each(|x| placeholders(x, out)),
+        toml::Value::Table(t) => t
+            .iter()
+            .filter(|(k, _)| *k != "template")
+            .for_each(|(_, x)| placeholders(x, out)),
         _ => {}
     }
 }
