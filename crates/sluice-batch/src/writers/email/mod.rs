@@ -198,6 +198,13 @@ impl Templates {
     fn new() -> Self {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        // A body file's last line end is part of the body.
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
         env.set_auto_escape_callback(|name| {
             if name == "html" || name.ends_with(".html") || name.ends_with(".htm") {
                 minijinja::AutoEscape::Html
@@ -246,6 +253,11 @@ impl Templates {
             .and_then(|t| t.render(ctx.clone()))
             .map_err(|e| template_error(&e))
     }
+}
+
+/// `text` with CRLF line ends (SMTP refuses bare LFs).
+fn crlf(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\n', "\r\n")
 }
 
 /// What a writer is built from (the checked config).
@@ -619,11 +631,11 @@ impl EmailWriter {
             b = b.raw_header(raw(name, r(tpl)?.trim().to_owned())?);
         }
         let text = match &self.spec.text {
-            Some(s) => r(s)?,
+            Some(s) => crlf(&r(s)?),
             None => String::new(),
         };
         let message = match &self.spec.html {
-            Some(h) => b.multipart(MultiPart::alternative_plain_html(text, r(h)?)),
+            Some(h) => b.multipart(MultiPart::alternative_plain_html(text, crlf(&r(h)?))),
             None => b.header(ContentType::TEXT_PLAIN).body(text),
         }
         .map_err(|e| format!("building the message: {e}"))?;
