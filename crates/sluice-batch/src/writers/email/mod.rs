@@ -349,7 +349,11 @@ impl SendLog {
             .acquire_timeout(Duration::from_secs(10))
             .quiet();
         let settings = match kind {
-            Some(DbKind::Sqlite) => settings.create(Journal::WalWhenNew),
+            // NORMAL: a commit survives the process dying (what the log is
+            // for); only an OS crash or power loss may lose the last ones.
+            Some(DbKind::Sqlite) => settings
+                .create(Journal::WalWhenNew)
+                .synchronous_normal(),
             _ => settings.max_connections(2),
         };
         let db = Db::connect(url, &settings).await.map_err(|e| {
@@ -717,15 +721,37 @@ impl EmailWriter {
         } else {
             None
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (s.host.as_str(), s.port),
-            Some(s.timeout),
-            &hello,
-            implicit,
-            None,
-        )
-        .await
-        .map_err(|e| WriteError::Transient(format!("{where_}: connecting: {e}")))?;
+        let connecting = |e: String| WriteError::Transient(format!("{where_}: connecting: {e}"));
+        let mut conn = match implicit {
+            Some(tls) => AsyncSmtpConnection::connect_tokio1(
+                (s.host.as_str(), s.port),
+                Some(s.timeout),
+                &hello,
+                Some(tls),
+                None,
+            )
+            .await
+            .map_err(|e| connecting(e.to_string()))?,
+            None => {
+                // Our own socket, without Nagle's delay: the message and its
+                // final dot are two writes before one read.
+                let tcp = tokio::time::timeout(
+                    s.timeout,
+                    tokio::net::TcpStream::connect((s.host.as_str(), s.port)),
+                )
+                .await
+                .map_err(|_| connecting(format!("timed out after {:?}", s.timeout)))?
+                .map_err(|e| connecting(e.to_string()))?;
+                let _ = tcp.set_nodelay(true);
+                tokio::time::timeout(
+                    s.timeout,
+                    AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello),
+                )
+                .await
+                .map_err(|_| connecting(format!("no greeting within {:?}", s.timeout)))?
+                .map_err(|e| connecting(e.to_string()))?
+            }
+        };
         if s.tls == Tls::StartTls {
             conn.starttls(tls_params()?, &hello)
                 .await
@@ -757,6 +783,11 @@ impl EmailWriter {
     /// Sends one message through the log's two records.
     async fn send(&mut self, m: &Rendered) -> Result<Sent, WriteError> {
         self.take_rate().await?;
+        let timeout = self
+            .spec
+            .smtp
+            .as_ref()
+            .map_or(Duration::from_secs(30), |s| s.timeout);
         let conn = self.connect().await?;
         let mut opts = Vec::new();
         if !m.bytes.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
@@ -773,7 +804,14 @@ impl EmailWriter {
             ("DATA", Data.to_string()),
         ];
         for (stage, cmd) in envelope {
-            match conn.command(cmd).await {
+            let Ok(answer) = tokio::time::timeout(timeout, conn.command(cmd)).await else {
+                self.drop_conn().await;
+                return Err(WriteError::Transient(format!(
+                    "{}: {stage}: no answer within {timeout:?}",
+                    m.recipient
+                )));
+            };
+            match answer {
                 Ok(_) => {}
                 Err(e) if e.is_permanent() || e.is_transient() => {
                     let (permanent, reason) = smtp_error(&m.recipient, stage, &e);
@@ -804,7 +842,15 @@ impl EmailWriter {
             return Err(e);
         }
         let conn = self.conn.as_mut().expect("connected");
-        match conn.message(&m.bytes).await {
+        let Ok(answer) = tokio::time::timeout(timeout, conn.message(&m.bytes)).await else {
+            // The answer never came: the key stays `sending` (uncertain).
+            self.drop_conn().await;
+            return Err(WriteError::Transient(format!(
+                "{}: no answer to the message within {timeout:?}",
+                m.recipient
+            )));
+        };
+        match answer {
             Ok(_) => {
                 let log = self.log.as_ref().expect("opened");
                 log.mark(&self.scope, &m.key, "sent", &m.recipient, &m.message_id, None)
