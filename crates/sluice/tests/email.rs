@@ -92,10 +92,11 @@ list_unsubscribe_mailto = "unsubscribe@example.org"
 async fn send_log(dir: &Path) -> Vec<(String, String, Option<String>)> {
     let url = format!("sqlite://{}?mode=ro", dir.join("repo.db").display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let rows = sqlx::query_as("SELECT msg_key, state, reason FROM sluice_email_log ORDER BY msg_key")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let rows =
+        sqlx::query_as("SELECT msg_key, state, reason FROM sluice_email_log ORDER BY msg_key")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     pool.close().await;
     rows
 }
@@ -260,12 +261,20 @@ async fn refused_deferred_and_incomplete_recipients() {
     }
     let skipped: BTreeMap<i64, String> = skips(dir.path()).await.into_iter().collect();
     assert_eq!(skipped.keys().copied().collect::<Vec<_>>(), [5, 9, 12]);
-    assert!(skipped[&5].starts_with("user5@example.org: the server refused RCPT TO"), "{}", skipped[&5]);
+    assert!(
+        skipped[&5].starts_with("user5@example.org: the server refused RCPT TO"),
+        "{}",
+        skipped[&5]
+    );
     assert!(skipped[&5].contains("550"), "{}", skipped[&5]);
     assert!(skipped[&12].contains("550"), "{}", skipped[&12]);
     assert!(skipped[&9].contains("\"name\""), "{}", skipped[&9]);
     let log = send_log(dir.path()).await;
-    let failed: Vec<&String> = log.iter().filter(|r| r.1 == "failed").map(|r| &r.0).collect();
+    let failed: Vec<&String> = log
+        .iter()
+        .filter(|r| r.1 == "failed")
+        .map(|r| &r.0)
+        .collect();
     assert_eq!(failed, [&address(12), &address(5)]);
 
     let m = sink
@@ -284,13 +293,16 @@ async fn refused_deferred_and_incomplete_recipients() {
         Some("List-Unsubscribe=One-Click")
     );
     assert!(m.data.contains("Dear User 3,"), "{}", m.data);
-    assert!(m.header("message-id").unwrap().ends_with(".sluice@example.org>"));
+    assert!(
+        m.header("message-id")
+            .unwrap()
+            .ends_with(".sluice@example.org>")
+    );
 
     // Run again (a new run of the completed instance): nothing is sent twice.
     let before = sink.messages().len();
-    let out = crate::bin::after_lease(|| {
-        run_cmd(&cfg, "newsletter").arg("--rerun").output().unwrap()
-    });
+    let out =
+        crate::bin::after_lease(|| run_cmd(&cfg, "newsletter").arg("--rerun").output().unwrap());
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(sink.messages().len(), before);
 }
@@ -321,18 +333,29 @@ async fn a_dry_run_writes_the_rendered_messages() {
     assert!(out.status.success(), "{}", text(&out));
     let first = files();
     assert_eq!(first.len(), 5, "{first:?}");
-    let out = crate::bin::after_lease(|| {
-        run_cmd(&cfg, "newsletter").arg("--rerun").output().unwrap()
-    });
+    let out =
+        crate::bin::after_lease(|| run_cmd(&cfg, "newsletter").arg("--rerun").output().unwrap());
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(files(), first, "the same file per key");
-    let name = first.iter().find(|n| n.starts_with("user2@example.org-")).unwrap();
+    let name = first
+        .iter()
+        .find(|n| n.starts_with("user2@example.org-"))
+        .unwrap();
     let eml = std::fs::read_to_string(out_dir.join(name)).unwrap();
     assert!(eml.contains("Subject: Hello User 2\r\n"), "{eml}");
     assert!(eml.contains("To: user2@example.org\r\n"), "{eml}");
-    assert!(eml.contains("From: Newsletter <news@example.org>\r\n"), "{eml}");
-    assert!(eml.contains("Dear User 2,\r\nthis is issue 1.\r\n"), "{eml}");
-    assert!(eml.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "{eml}");
+    assert!(
+        eml.contains("From: Newsletter <news@example.org>\r\n"),
+        "{eml}"
+    );
+    assert!(
+        eml.contains("Dear User 2,\r\nthis is issue 1.\r\n"),
+        "{eml}"
+    );
+    assert!(
+        eml.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+        "{eml}"
+    );
 }
 
 /// Two processes, one Redis, one limit of 10 a second: together they never
@@ -341,7 +364,9 @@ async fn a_dry_run_writes_the_rendered_messages() {
 async fn two_processes_share_one_rate_limit_through_redis() {
     const RATE: f64 = 10.0;
     const EACH: usize = 40;
-    let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    let redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .unwrap();
     let sink = SmtpSink::start().await.unwrap();
     let mut cfgs = Vec::new();
     let mut dirs = Vec::new();
@@ -397,7 +422,10 @@ rate_name = "newsletter""#,
     let elapsed = (at[at.len() - 1] - at[0]).as_secs_f64();
     // GCRA: a burst of RATE, then RATE a second; allow one more second's worth.
     let allowed = RATE * elapsed + 2.0 * RATE;
-    eprintln!("{} messages in {elapsed:.2}s (allowed {allowed:.0})", at.len());
+    eprintln!(
+        "{} messages in {elapsed:.2}s (allowed {allowed:.0})",
+        at.len()
+    );
     assert!(
         (at.len() as f64) <= allowed,
         "{} messages in {elapsed:.2}s exceed {RATE}/s",

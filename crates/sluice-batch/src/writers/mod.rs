@@ -68,7 +68,8 @@ mod sql;
 
 pub use cache::{CacheWriter, CacheWriterError, RawCacheWriter};
 pub use email::{
-    DryRun, EMAIL_LOG_TABLE, EmailWriter, OnUncertain, RawEmailWriter, RawTemplates, UNCERTAIN,
+    DryRun, EMAIL_LOG_TABLE, EmailSecret, EmailWriter, OnUncertain, RawEmailWriter, RawTemplates,
+    SecretTable, UNCERTAIN,
 };
 pub use file::{FileFormat, FileWriter, RawCsvWriter, RawJsonlWriter, TEMP_SUFFIX};
 pub use sluice_sql::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_spanned::Spanned;
 use sluice_core::config::{Env, RawSecret};
 
 use super::{
@@ -29,7 +30,7 @@ pub struct RawEmailWriter {
     /// The SMTP user name (with `password`).
     pub username: Option<String>,
     /// The SMTP password: `{ env = "NAME" }` or `{ file = "PATH" }`, never inline.
-    pub password: Option<RawSecret>,
+    pub password: Option<EmailSecret>,
     /// How long one SMTP command may take (default `"30s"`).
     pub timeout: Option<String>,
     /// The item field that holds the recipient's address (or give `template.to`).
@@ -55,7 +56,8 @@ pub struct RawEmailWriter {
     pub per_day: Option<u64>,
     /// The name of the shared rate limit; default: `email:HOST:PORT` of `smtp`.
     pub rate_name: Option<String>,
-    /// Write each message as `DIR/KEY.eml` instead of sending it: a directory,
+    /// Write each message as `DIR/KEY-HASH.eml` (the key's safe characters and
+    /// a hash of it) instead of sending it: a directory,
     /// or `true` with `dry_run_dir`. Nothing is sent or recorded.
     pub dry_run: Option<DryRun>,
     /// The directory of a dry run with `dry_run = true`.
@@ -101,6 +103,45 @@ pub struct RawTemplates {
     pub list_unsubscribe_mailto: Option<String>,
 }
 
+/// `{ env = "NAME" }` or `{ file = "PATH" }` (anything else is refused at
+/// build time, without repeating it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum EmailSecret {
+    /// The table form.
+    Table(SecretTable),
+    /// Anything else: an inline secret, refused.
+    Inline(serde::de::IgnoredAny),
+}
+
+/// The table of [`EmailSecret`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretTable {
+    /// The environment variable holding the secret.
+    pub env: Option<String>,
+    /// The file holding the secret.
+    pub file: Option<String>,
+}
+
+impl EmailSecret {
+    fn read(&self) -> Result<sluice_core::Secret, ConfigError> {
+        let EmailSecret::Table(t) = self else {
+            return Err(ConfigError::Email(
+                "password: a secret is never written inline (the value is not repeated here); \
+                 write { env = \"NAME\" } or { file = \"PATH\" }"
+                    .into(),
+            ));
+        };
+        RawSecret {
+            env: t.env.clone().map(|v| Spanned::new(0..0, v)),
+            file: t.file.clone().map(|v| Spanned::new(0..0, v)),
+        }
+        .read(&Env::process())
+        .map_err(|e| ConfigError::Email(format!("password: {e}")))
+    }
+}
+
 kind!(RawEmailWriter => dyn crate::Writer, |c, ctx| c.build(ctx)?);
 
 /// Inline text, or the contents of `file`; exactly one (`required`) or at most one.
@@ -112,7 +153,10 @@ fn source(
 ) -> Result<Option<(String, String)>, ConfigError> {
     match (inline, file) {
         (Some(_), Some(_)) => Err(ConfigError::OneOf(keys)),
-        (Some(s), None) => Ok(Some((keys[0].trim_start_matches("template.").into(), s.clone()))),
+        (Some(s), None) => Ok(Some((
+            keys[0].trim_start_matches("template.").into(),
+            s.clone(),
+        ))),
         (None, Some(path)) => std::fs::read_to_string(path)
             .map(|s| Some((path.clone(), s)))
             .map_err(|e| ConfigError::Email(format!("{}: cannot read {path}: {e}", keys[1]))),
@@ -220,10 +264,7 @@ impl RawEmailWriter {
             Some(url) => {
                 let (tls, host, port) = parse_smtp_url(url).map_err(ConfigError::Email)?;
                 let password = match &self.password {
-                    Some(p) => Some(
-                        p.read(&Env::process())
-                            .map_err(|e| ConfigError::Email(format!("password: {e}")))?,
-                    ),
+                    Some(p) => Some(p.read()?),
                     None => None,
                 };
                 if password.is_some() != self.username.is_some() {

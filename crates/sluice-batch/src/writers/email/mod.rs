@@ -45,7 +45,7 @@ use sha2::{Digest, Sha256};
 use sluice_core::{Quota, QuotaExceeded, Secret};
 use sluice_sql::{ConnectSettings, Db, DbKind, ErrorClass, Journal, Statement};
 
-pub use config::{RawEmailWriter, RawTemplates};
+pub use config::{EmailSecret, RawEmailWriter, RawTemplates, SecretTable};
 
 use crate::api::{
     CheckpointKey, CheckpointStore, Chunk, Committed, SqlStatement, TargetCheckpoint, WriteError,
@@ -100,13 +100,15 @@ enum Tls {
 /// `smtp://host:port[?tls=starttls]` or `smtps://host:port` → (tls, host, port).
 fn parse_smtp_url(url: &str) -> Result<(Tls, String, u16), String> {
     let bad = |why: &str| format!("smtp {:?}: {why}", sluice_core::redact_url(url));
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| bad("write smtp://HOST:PORT, smtp://HOST:PORT?tls=starttls or smtps://HOST:PORT"))?;
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        bad("write smtp://HOST:PORT, smtp://HOST:PORT?tls=starttls or smtps://HOST:PORT")
+    })?;
     let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
     let authority = authority.trim_end_matches('/');
     if authority.contains('@') {
-        return Err(bad("credentials go in username and password, not in the URL"));
+        return Err(bad(
+            "credentials go in username and password, not in the URL",
+        ));
     }
     let mut tls = match scheme {
         "smtp" => Tls::None,
@@ -186,7 +188,9 @@ impl std::fmt::Debug for Templates {
 
 /// `template NAME line N: what`.
 fn template_error(e: &minijinja::Error) -> String {
-    let what = e.detail().map_or_else(|| e.kind().to_string(), str::to_owned);
+    let what = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), str::to_owned);
     match (e.name(), e.line()) {
         (Some(n), Some(l)) => format!("template {n} line {l}: {what}"),
         (Some(n), None) => format!("template {n}: {what}"),
@@ -351,9 +355,7 @@ impl SendLog {
         let settings = match kind {
             // NORMAL: a commit survives the process dying (what the log is
             // for); only an OS crash or power loss may lose the last ones.
-            Some(DbKind::Sqlite) => settings
-                .create(Journal::WalWhenNew)
-                .synchronous_normal(),
+            Some(DbKind::Sqlite) => settings.create(Journal::WalWhenNew).synchronous_normal(),
             _ => settings.max_connections(2),
         };
         let db = Db::connect(url, &settings).await.map_err(|e| {
@@ -799,7 +801,10 @@ impl EmailWriter {
             opts.push(MailParameter::SmtpUtfEight);
         }
         let envelope: [(&str, String); 3] = [
-            ("MAIL FROM", Mail::new(Some(m.from.clone()), opts).to_string()),
+            (
+                "MAIL FROM",
+                Mail::new(Some(m.from.clone()), opts).to_string(),
+            ),
             ("RCPT TO", Rcpt::new(m.to.clone(), vec![]).to_string()),
             ("DATA", Data.to_string()),
         ];
@@ -834,7 +839,14 @@ impl EmailWriter {
         }
         let log = self.log.as_ref().expect("opened");
         if let Err(e) = log
-            .mark(&self.scope, &m.key, "sending", &m.recipient, &m.message_id, None)
+            .mark(
+                &self.scope,
+                &m.key,
+                "sending",
+                &m.recipient,
+                &m.message_id,
+                None,
+            )
             .await
         {
             // Without the record nothing may be handed over: abandon the DATA.
@@ -853,8 +865,15 @@ impl EmailWriter {
         match answer {
             Ok(_) => {
                 let log = self.log.as_ref().expect("opened");
-                log.mark(&self.scope, &m.key, "sent", &m.recipient, &m.message_id, None)
-                    .await?;
+                log.mark(
+                    &self.scope,
+                    &m.key,
+                    "sent",
+                    &m.recipient,
+                    &m.message_id,
+                    None,
+                )
+                .await?;
                 Ok(Sent::Done)
             }
             Err(e) if e.is_permanent() => {
@@ -1043,7 +1062,10 @@ mod tests {
         .unwrap();
         let item = serde_json::json!({"email": "b@y.org", "name": "Bo"});
         let e = w.render(&item).unwrap_err();
-        assert_eq!(e, "the item has no field \"greeting\" (template text uses it)");
+        assert_eq!(
+            e,
+            "the item has no field \"greeting\" (template text uses it)"
+        );
         let item = serde_json::json!({"email": "b@y.org", "name": "Bo", "greeting": "Hello"});
         let m = w.render(&item).unwrap();
         let text = String::from_utf8(m.bytes).unwrap();
