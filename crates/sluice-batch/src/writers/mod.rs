@@ -87,6 +87,7 @@ dyn Writer =>
 /// `writer = { kind = …, … }`: where a chunk step's chunks go.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)]
 pub enum RawWriter {
     /// `kind = "sql_upsert"`: multi-row upserts (insert or update on `key`).
     SqlUpsert(RawSqlUpsertWriter),

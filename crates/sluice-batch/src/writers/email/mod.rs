@@ -91,14 +91,17 @@ pub enum OnUncertain {
 
 /// How the connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tls {
-    None,
+enum Security {
+    /// Plain text.
+    Plain,
+    /// Upgraded with STARTTLS.
     StartTls,
-    Tls,
+    /// TLS from the start.
+    Implicit,
 }
 
 /// `smtp://host:port[?tls=starttls]` or `smtps://host:port` → (tls, host, port).
-fn parse_smtp_url(url: &str) -> Result<(Tls, String, u16), String> {
+fn parse_smtp_url(url: &str) -> Result<(Security, String, u16), String> {
     let bad = |why: &str| format!("smtp {:?}: {why}", sluice_core::redact_url(url));
     let (scheme, rest) = url.split_once("://").ok_or_else(|| {
         bad("write smtp://HOST:PORT, smtp://HOST:PORT?tls=starttls or smtps://HOST:PORT")
@@ -111,14 +114,14 @@ fn parse_smtp_url(url: &str) -> Result<(Tls, String, u16), String> {
         ));
     }
     let mut tls = match scheme {
-        "smtp" => Tls::None,
-        "smtps" => Tls::Tls,
+        "smtp" => Security::Plain,
+        "smtps" => Security::Implicit,
         _ => return Err(bad("the scheme must be smtp or smtps")),
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair {
-            "tls=starttls" if tls == Tls::None => tls = Tls::StartTls,
-            "tls=none" if tls == Tls::None => {}
+            "tls=starttls" if tls == Security::Plain => tls = Security::StartTls,
+            "tls=none" if tls == Security::Plain => {}
             _ => return Err(bad(&format!("unknown option {pair:?}; use tls=starttls"))),
         }
     }
@@ -128,7 +131,7 @@ fn parse_smtp_url(url: &str) -> Result<(Tls, String, u16), String> {
             p.parse::<u16>()
                 .map_err(|_| bad(&format!("port {p:?} is not a number")))?,
         ),
-        None => (authority, if tls == Tls::Tls { 465 } else { 587 }),
+        None => (authority, if tls == Security::Implicit { 465 } else { 587 }),
     };
     if host.is_empty() {
         return Err(bad("it has no host"));
@@ -139,7 +142,7 @@ fn parse_smtp_url(url: &str) -> Result<(Tls, String, u16), String> {
 /// The SMTP server and how to log in.
 #[derive(Clone)]
 struct SmtpSpec {
-    tls: Tls,
+    tls: Security,
     host: String,
     port: u16,
     credentials: Option<(String, Secret)>,
@@ -718,7 +721,7 @@ impl EmailWriter {
                 .map_err(|e| WriteError::Fatal(format!("{where_}: TLS: {e}")))
         };
         let hello = ClientId::default();
-        let implicit = if s.tls == Tls::Tls {
+        let implicit = if s.tls == Security::Implicit {
             Some(tls_params()?)
         } else {
             None
@@ -754,7 +757,7 @@ impl EmailWriter {
                 .map_err(|e| connecting(e.to_string()))?
             }
         };
-        if s.tls == Tls::StartTls {
+        if s.tls == Security::StartTls {
             conn.starttls(tls_params()?, &hello)
                 .await
                 .map_err(|e| WriteError::Transient(format!("{where_}: STARTTLS: {e}")))?;
@@ -1021,15 +1024,15 @@ mod tests {
     fn smtp_urls() {
         assert_eq!(
             parse_smtp_url("smtp://mail.example.org:2525").unwrap(),
-            (Tls::None, "mail.example.org".into(), 2525)
+            (Security::Plain, "mail.example.org".into(), 2525)
         );
         assert_eq!(
             parse_smtp_url("smtp://mail.example.org:587?tls=starttls").unwrap(),
-            (Tls::StartTls, "mail.example.org".into(), 587)
+            (Security::StartTls, "mail.example.org".into(), 587)
         );
         assert_eq!(
             parse_smtp_url("smtps://mail.example.org").unwrap(),
-            (Tls::Tls, "mail.example.org".into(), 465)
+            (Security::Implicit, "mail.example.org".into(), 465)
         );
         assert!(
             parse_smtp_url("smtp://u:secret@mail.example.org")
