@@ -6,6 +6,7 @@
 //!   as uncertain (at most one per kill), which are not received twice;
 //! - 5xx recipients skipped with the server's reply, a 4xx one sent after a
 //!   retry, an item missing a template field skipped naming it;
+//! - a key left `sending` skipped with the reason, or resent (`on_uncertain`);
 //! - a dry run's `.eml` files, the same name per key;
 //! - a rate limit shared by two processes on one real `redis-server`.
 
@@ -431,4 +432,66 @@ rate_name = "newsletter""#,
         "{} messages in {elapsed:.2}s exceed {RATE}/s",
         at.len()
     );
+}
+
+/// A key a crashed run left `sending` (written into the send log by hand, as
+/// the crash would have): skipped with the reason by default, sent again
+/// (with the Message-ID derived from the key) with `on_uncertain = "resend"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_left_sending_is_skipped_or_resent() {
+    for resend in [false, true] {
+        let sink = SmtpSink::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("subscribers.csv");
+        write_csv(&csv, 3);
+        let on = if resend { "resend" } else { "skip" };
+        let cfg = config(
+            dir.path(),
+            &format!(r#"{{ kind = "csv", path = "{}" }}"#, csv.display()),
+            &format!("smtp = \"{}\"\non_uncertain = \"{on}\"", sink.url()),
+            "",
+        );
+        // The first instance of a fresh repository is instance 1.
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("repo.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query(
+            "CREATE TABLE sluice_email_log (job_name VARCHAR(200) NOT NULL, \
+             job_instance_id BIGINT NOT NULL, step_name VARCHAR(200) NOT NULL, \
+             msg_key VARCHAR(255) NOT NULL, state VARCHAR(16) NOT NULL, recipient TEXT NOT NULL, \
+             message_id VARCHAR(255) NOT NULL, reason TEXT, updated_at BIGINT NOT NULL, \
+             PRIMARY KEY (job_name, job_instance_id, step_name, msg_key))",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO sluice_email_log VALUES ('newsletter', 1, 'send', ?, 'sending', ?, '', NULL, 0)",
+        )
+        .bind(address(2))
+        .bind(address(2))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        let out = run_to_end(&cfg, "newsletter").await;
+        assert!(out.status.success(), "{}", text(&out));
+        let by_rcpt = sink.count_by_recipient();
+        assert_eq!(by_rcpt.get(&address(1)), Some(&1));
+        assert_eq!(by_rcpt.get(&address(3)), Some(&1));
+        let skipped = skips(dir.path()).await;
+        if resend {
+            assert_eq!(by_rcpt.get(&address(2)), Some(&1));
+            assert!(skipped.is_empty(), "{skipped:?}");
+        } else {
+            assert_eq!(by_rcpt.get(&address(2)), None);
+            assert_eq!(
+                skipped,
+                [(
+                    2,
+                    "user2@example.org: interrupted while sending; may have been delivered"
+                        .to_owned()
+                )]
+            );
+        }
+    }
 }
