@@ -470,6 +470,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn template_tables_are_left_as_written() {
+        let mut p = BTreeMap::new();
+        p.insert("issue".to_owned(), "12".to_owned());
+        let v: toml::Value = toml::from_str(
+            "smtp = \"smtp://h:25/{{params.issue}}\"\n[template]\nsubject = \"Hi {{ name }}\"\n",
+        )
+        .unwrap();
+        let out = substitute(&v, &p).unwrap();
+        assert_eq!(out["smtp"].as_str(), Some("smtp://h:25/12"));
+        assert_eq!(out["template"]["subject"].as_str(), Some("Hi {{ name }}"));
+    }
+
+    #[test]
     fn placeholders_are_substituted() {
         let mut p = BTreeMap::new();
         p.insert("sido".to_owned(), "서울".to_owned());
