@@ -11,10 +11,12 @@
 //! parameters into the TOML value, deserializes it into the family's enum and
 //! calls its `build`.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_cache::CacheTarget;
+use sluice_core::{LocalQuota, Quota, SystemClock};
 use sluice_upstream::{JqError, Upstream};
 use thiserror::Error;
 
@@ -39,8 +41,30 @@ pub trait BuildContext {
         None
     }
 
-    /// The URL of sluice's own job repository (`[repository] url`), for a
-    /// backup of it; `None` (the default) where there is none.
+    /// The rate limit named `name` (`per_second`, and `per_day` counted per
+    /// UTC day), for writers that send (the e-mail writer): every component
+    /// asking for the same name shares it. The default keeps it in this
+    /// process; the binary shares it across nodes through Redis when it has
+    /// Redis.
+    fn rate_limiter(
+        &self,
+        name: &str,
+        per_second: Option<NonZeroU32>,
+        per_day: Option<u64>,
+    ) -> Arc<dyn Quota> {
+        let _ = name;
+        Arc::new(LocalQuota::new(
+            per_second,
+            per_day,
+            chrono_tz::UTC,
+            Arc::new(SystemClock),
+        ))
+    }
+
+    /// The URL of sluice's own job repository (`[repository] url`), when known:
+    /// what a backup of the repository copies, and where the e-mail writer
+    /// keeps its send log unless told otherwise. `None` (the default) where
+    /// there is none.
     fn repository_url(&self) -> Option<String> {
         None
     }
@@ -70,6 +94,15 @@ impl BuildContext for Shared<'_> {
 
     fn share(&self) -> Option<(usize, usize)> {
         self.share
+    }
+
+    fn rate_limiter(
+        &self,
+        name: &str,
+        per_second: Option<NonZeroU32>,
+        per_day: Option<u64>,
+    ) -> Arc<dyn Quota> {
+        self.inner.rate_limiter(name, per_second, per_day)
     }
 
     fn repository_url(&self) -> Option<String> {
@@ -177,10 +210,12 @@ pub enum ConfigError {
     /// format, a pattern, a window, a rule).
     #[error("{0}")]
     Log(String),
-
     /// A backup step that cannot be built (its source, destination or level).
     #[error("{0}")]
     Backup(String),
+    /// An e-mail writer that cannot be built (a template, the SMTP URL, a rate).
+    #[error("{0}")]
+    Email(String),
 }
 
 fn none_or_list(names: &[String]) -> String {

@@ -4,7 +4,12 @@
 //! It speaks the part of RFC 5321 a client needs to hand over a message
 //! (`EHLO`/`HELO`, `MAIL FROM`, `RCPT TO`, `DATA`, `RSET`, `NOOP`, `QUIT`),
 //! plain text only, no extensions; what it does not know it answers `502`.
+//!
+//! A test can make chosen recipients fail: [`SmtpSink::refuse`] answers their
+//! `RCPT TO` with a permanent `550`, [`SmtpSink::defer`] with a temporary `451`
+//! the first N times; and count what arrived by recipient or Message-ID.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +26,8 @@ pub struct SmtpMessage {
     pub to: Vec<String>,
     /// The message (headers and body) as sent, dot-stuffing undone.
     pub data: String,
+    /// When the sink accepted it (after the final dot).
+    pub received_at: Instant,
 }
 
 impl SmtpMessage {
@@ -47,11 +54,42 @@ impl SmtpMessage {
     }
 }
 
+/// How the sink answers a recipient's `RCPT TO`.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// `550`, always.
+    Refuse,
+    /// `451`, this many more times, then `250`.
+    Defer(u32),
+}
+
+/// What the sessions share.
+#[derive(Debug, Default)]
+struct Shared {
+    messages: Mutex<Vec<SmtpMessage>>,
+    rules: Mutex<HashMap<String, Rule>>,
+}
+
+impl Shared {
+    /// The answer to `RCPT TO:<to>`.
+    fn rcpt(&self, to: &str) -> &'static str {
+        let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        match rules.get_mut(&to.to_ascii_lowercase()) {
+            Some(Rule::Refuse) => "550 5.1.1 mailbox unavailable",
+            Some(Rule::Defer(n)) if *n > 0 => {
+                *n -= 1;
+                "451 4.3.0 try again later"
+            }
+            _ => "250 OK",
+        }
+    }
+}
+
 /// A running sink; it stops when dropped.
 #[derive(Debug)]
 pub struct SmtpSink {
     addr: SocketAddr,
-    messages: Arc<Mutex<Vec<SmtpMessage>>>,
+    shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -70,18 +108,55 @@ impl SmtpSink {
     pub async fn start() -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let messages = Arc::new(Mutex::new(Vec::new()));
-        let shared = messages.clone();
+        let shared = Arc::new(Shared::default());
+        let sessions = shared.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(session(stream, shared.clone()));
+                tokio::spawn(session(stream, sessions.clone()));
             }
         });
-        Ok(Self {
-            addr,
-            messages,
-            task,
-        })
+        Ok(Self { addr, shared, task })
+    }
+
+    /// Answers `RCPT TO` for `recipient` with a permanent `550` from now on.
+    pub fn refuse(&self, recipient: &str) {
+        self.rule(recipient, Rule::Refuse);
+    }
+
+    /// Answers `RCPT TO` for `recipient` with a temporary `451` the next
+    /// `times` times, then accepts it.
+    pub fn defer(&self, recipient: &str, times: u32) {
+        self.rule(recipient, Rule::Defer(times));
+    }
+
+    fn rule(&self, recipient: &str, rule: Rule) {
+        self.shared
+            .rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(recipient.to_ascii_lowercase(), rule);
+    }
+
+    /// How many messages were received for each envelope recipient.
+    pub fn count_by_recipient(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for m in self.messages() {
+            for to in m.to {
+                *out.entry(to).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// How many messages were received with each Message-ID (a message
+    /// without one is counted under `""`).
+    pub fn count_by_message_id(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for m in self.messages() {
+            *out.entry(m.header("message-id").unwrap_or_default())
+                .or_insert(0) += 1;
+        }
+        out
     }
 
     /// `smtp://127.0.0.1:PORT`.
@@ -91,7 +166,8 @@ impl SmtpSink {
 
     /// The messages received so far.
     pub fn messages(&self) -> Vec<SmtpMessage> {
-        self.messages
+        self.shared
+            .messages
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -132,7 +208,7 @@ async fn reply(w: &mut tokio::net::tcp::OwnedWriteHalf, text: &str) -> bool {
     w.write_all(format!("{text}\r\n").as_bytes()).await.is_ok()
 }
 
-async fn session(stream: TcpStream, messages: Arc<Mutex<Vec<SmtpMessage>>>) {
+async fn session(stream: TcpStream, shared: Arc<Shared>) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     if !reply(&mut w, "220 sluice-testkit SMTP sink").await {
@@ -155,9 +231,14 @@ async fn session(stream: TcpStream, messages: Arc<Mutex<Vec<SmtpMessage>>>) {
                 reply(&mut w, "250 OK").await
             }
             "RCPT" => {
-                to.push(path(cmd));
-                reply(&mut w, "250 OK").await
+                let rcpt = path(cmd);
+                let answer = shared.rcpt(&rcpt);
+                if answer.starts_with('2') {
+                    to.push(rcpt);
+                }
+                reply(&mut w, answer).await
             }
+            "DATA" if to.is_empty() => reply(&mut w, "554 5.5.1 no valid recipients").await,
             "DATA" => {
                 if !reply(&mut w, "354 end with <CRLF>.<CRLF>").await {
                     return;
@@ -174,13 +255,15 @@ async fn session(stream: TcpStream, messages: Arc<Mutex<Vec<SmtpMessage>>>) {
                     let l = line.strip_prefix('.').unwrap_or(&line);
                     data.push_str(l);
                 }
-                messages
+                shared
+                    .messages
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(SmtpMessage {
                         from: std::mem::take(&mut from),
                         to: std::mem::take(&mut to),
                         data,
+                        received_at: Instant::now(),
                     });
                 reply(&mut w, "250 OK queued").await
             }
@@ -230,5 +313,29 @@ mod tests {
         assert_eq!(m[0].to, ["b@y.org"]);
         assert_eq!(m[0].header("subject").as_deref(), Some("hi"));
         assert!(m[0].data.ends_with("\r\n.dot\r\n"), "{:?}", m[0].data);
+        assert_eq!(sink.count_by_recipient().get("b@y.org"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn refuses_and_defers_chosen_recipients() {
+        let sink = SmtpSink::start().await.unwrap();
+        sink.refuse("no@y.org");
+        sink.defer("later@y.org", 1);
+        let s = TcpStream::connect(sink.addr).await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut r = BufReader::new(r);
+        let mut l = String::new();
+        r.read_line(&mut l).await.unwrap();
+        let mut say = async |cmd: &str| {
+            w.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
+            l.clear();
+            r.read_line(&mut l).await.unwrap();
+            l.get(..3).unwrap_or_default().to_owned()
+        };
+        assert_eq!(say("EHLO x").await, "250");
+        assert_eq!(say("MAIL FROM:<a@x.org>").await, "250");
+        assert_eq!(say("RCPT TO:<no@y.org>").await, "550");
+        assert_eq!(say("RCPT TO:<later@y.org>").await, "451");
+        assert_eq!(say("RCPT TO:<later@y.org>").await, "250");
     }
 }

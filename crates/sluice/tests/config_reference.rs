@@ -48,6 +48,7 @@ const FILES: &[&str] = &[
     "sluice-batch/src/writers/file/config.rs",
     "sluice-batch/src/writers/cache/config.rs",
     "sluice-batch/src/writers/log_stats/config.rs",
+    "sluice-batch/src/writers/email/config.rs",
     "sluice-batch/src/tasklets/mod.rs",
     "sluice-batch/src/tasklets/sql.rs",
     "sluice-batch/src/tasklets/shell.rs",

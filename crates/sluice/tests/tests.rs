@@ -71,3 +71,6 @@ mod db_change;
 
 // Backups: the repository backed up by a job and restored over itself; S3 (moto) with secrets, list, verify, restore; a corrupt artifact.
 mod backup;
+
+// Mass e-mail: the email writer against the SMTP sink; kill -9 and resume sends each once, 5xx skipped, 4xx retried, dry run, a rate shared through Redis.
+mod email;

@@ -26,6 +26,10 @@
 //! - [`CacheWriter`]: items become entries of a gateway's cache, under the keys
 //!   of the requests a client would send for them (through
 //!   `sluice_cache::CacheTarget`, so batch does not depend on the gateway).
+//! - [`EmailWriter`]: one e-mail per item, rendered from MiniJinja templates and
+//!   sent over SMTP under a shared rate limit, each recorded under an
+//!   idempotency key in a send log ([`EMAIL_LOG_TABLE`]) so that a restart
+//!   never sends twice (see its module for the `sending` → `sent` records).
 //!
 //! All follow the [`Writer`] contract: a chunk is written all
 //! or nothing and is durable when `write` returns (items or rows, as its
@@ -57,12 +61,17 @@
 //! ```
 
 mod cache;
+mod email;
 mod file;
 mod ident;
 pub mod log_stats;
 mod sql;
 
 pub use cache::{CacheWriter, CacheWriterError, RawCacheWriter};
+pub use email::{
+    DryRun, EMAIL_LOG_TABLE, EmailSecret, EmailWriter, OnUncertain, RawEmailWriter, RawTemplates,
+    SecretTable, UNCERTAIN,
+};
 pub use file::{FileFormat, FileWriter, RawCsvWriter, RawJsonlWriter, TEMP_SUFFIX};
 pub use log_stats::{LogStatsWriter, RawLogStatsWriter};
 pub use sluice_sql::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS};
@@ -80,6 +89,7 @@ dyn Writer =>
 /// `writer = { kind = …, … }`: where a chunk step's chunks go.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)]
 pub enum RawWriter {
     /// `kind = "sql_upsert"`: multi-row upserts (insert or update on `key`).
     SqlUpsert(RawSqlUpsertWriter),
@@ -97,5 +107,8 @@ pub enum RawWriter {
     /// `kind = "log_stats"`: per-window counts, error rates, percentiles and
     /// top values of log items, merged into a SQL table exactly once.
     LogStats(RawLogStatsWriter),
+    /// `kind = "email"`: one e-mail per item, from MiniJinja templates, over
+    /// SMTP at most once per key (or `.eml` files in a dry run).
+    Email(RawEmailWriter),
 }
 }

@@ -399,7 +399,8 @@ pub(super) fn check_jobs(
     }
 }
 
-/// Replaces `{{params.NAME}}` in every string of `v`; unknown names are errors.
+/// Replaces `{{params.NAME}}` in every string of `v` (but those under a
+/// `template` key, which a component renders itself); unknown names are errors.
 ///
 /// # Errors
 ///
@@ -415,9 +416,14 @@ pub fn substitute(
                 .map(|x| substitute(x, params))
                 .collect::<Result<_, _>>()?,
         ),
+        // A `template` table holds templates a component renders itself (the
+        // e-mail writer's MiniJinja `{{ field }}`): left as written.
         toml::Value::Table(t) => toml::Value::Table(
             t.iter()
-                .map(|(k, x)| Ok((k.clone(), substitute(x, params)?)))
+                .map(|(k, x)| match k.as_str() {
+                    "template" => Ok((k.clone(), x.clone())),
+                    _ => Ok((k.clone(), substitute(x, params)?)),
+                })
                 .collect::<Result<_, String>>()?,
         ),
         other => other.clone(),
@@ -458,7 +464,10 @@ pub fn placeholders(v: &toml::Value, out: &mut std::collections::BTreeSet<String
             }
         }
         toml::Value::Array(a) => a.iter().for_each(|x| placeholders(x, out)),
-        toml::Value::Table(t) => t.values().for_each(|x| placeholders(x, out)),
+        toml::Value::Table(t) => t
+            .iter()
+            .filter(|(k, _)| *k != "template")
+            .for_each(|(_, x)| placeholders(x, out)),
         _ => {}
     }
 }
@@ -500,6 +509,19 @@ fn segments(s: &str) -> Result<Vec<Segment<'_>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_tables_are_left_as_written() {
+        let mut p = BTreeMap::new();
+        p.insert("issue".to_owned(), "12".to_owned());
+        let v: toml::Value = toml::from_str(
+            "smtp = \"smtp://h:25/{{params.issue}}\"\n[template]\nsubject = \"Hi {{ name }}\"\n",
+        )
+        .unwrap();
+        let out = substitute(&v, &p).unwrap();
+        assert_eq!(out["smtp"].as_str(), Some("smtp://h:25/12"));
+        assert_eq!(out["template"]["subject"].as_str(), Some("Hi {{ name }}"));
+    }
 
     #[test]
     fn placeholders_are_substituted() {

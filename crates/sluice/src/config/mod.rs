@@ -136,6 +136,9 @@ pub struct Settings {
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Alert rules and receivers.
     pub alerts: AlertsSettings,
+    /// The Redis that shares quotas and rate limits across nodes, when the
+    /// store has one (the e-mail writer's `rate` uses it too).
+    pub quota_redis: Option<Arc<sluice_core::Redis>>,
 }
 
 impl fmt::Debug for Settings {
@@ -224,6 +227,7 @@ impl RawConfig {
             ConfigErrors(vec![src.err(first, "route", e.to_string())])
         })?;
         Ok(Settings {
+            quota_redis: built.as_ref().and_then(|b| b.quota_redis.clone()),
             alerts,
             jobs,
             queue,

@@ -52,6 +52,21 @@ impl BuildContext for Settings {
         Some(Arc::new(self.gateway.clone()))
     }
 
+    /// Shared through Redis (as upstream quotas are) when the store has it.
+    fn rate_limiter(
+        &self,
+        name: &str,
+        per_second: Option<std::num::NonZeroU32>,
+        per_day: Option<u64>,
+    ) -> Arc<dyn sluice_core::Quota> {
+        let clock = Arc::new(sluice_core::SystemClock);
+        let local = sluice_core::LocalQuota::new(per_second, per_day, chrono_tz::UTC, clock);
+        match &self.quota_redis {
+            Some(r) => Arc::new(sluice_core::RedisQuota::new(r.clone(), name, local)),
+            None => Arc::new(local),
+        }
+    }
+
     fn repository_url(&self) -> Option<String> {
         Some(self.jobs.repository_url.clone())
     }
