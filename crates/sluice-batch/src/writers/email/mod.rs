@@ -491,7 +491,8 @@ enum Sent {
     Refused(String),
 }
 
-/// Writes each item as an e-mail: see the [module docs](self).
+/// Writes each item as an e-mail: templates rendered per item, sent over SMTP
+/// at most once per key (a send log), or written as `.eml` files in a dry run.
 pub struct EmailWriter {
     spec: EmailSpec,
     scope: Scope,
