@@ -135,9 +135,8 @@ struct Field {
 
 /// Names that are jq keywords, never taken as a field here.
 const KEYWORDS: &[&str] = &[
-    "and", "or", "not", "if", "then", "elif", "else", "end", "as", "def", "reduce",
-    "foreach", "try", "catch", "label", "import", "include", "__loc__", "null", "true",
-    "false",
+    "and", "or", "not", "if", "then", "elif", "else", "end", "as", "def", "reduce", "foreach",
+    "try", "catch", "label", "import", "include", "__loc__", "null", "true", "false",
 ];
 
 impl Fields {
@@ -498,7 +497,9 @@ mod tests {
                 .unwrap()
                 .run_json(&json!({"id": "42", "station": "s", "pm10": "7", "pm25": "6.5"}))
                 .unwrap(),
-            vec![json!({"id": 42, "station": "s", "ts": null, "pm10": 7, "pm25": 6.5, "note": null})]
+            vec![
+                json!({"id": 42, "station": "s", "ts": null, "pm10": 7, "pm25": 6.5, "note": null})
+            ]
         );
         for other in [
             "{a: .b | tonumber}",
