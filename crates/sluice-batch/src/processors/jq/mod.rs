@@ -83,4 +83,30 @@ mod tests {
                 .contains("invalid jq")
         );
     }
+
+    /// The bench's processor: an object of fields, run without jaq where it can,
+    /// with the same outputs and errors.
+    #[test]
+    fn an_object_of_fields_converts_and_fails_as_jq_does() {
+        let p = JqProcessor::new(
+            "{id: (.id | tonumber), station, ts, pm10: (.pm10 | tonumber), pm25: (.pm25 | tonumber), note}",
+        )
+        .unwrap();
+        assert_eq!(
+            p.process(&json!({"id": "7", "station": "중구", "ts": "t", "pm10": "149", "pm25": "67.9", "note": null}))
+                .unwrap(),
+            Some(json!({"id": 7, "station": "중구", "ts": "t", "pm10": 149, "pm25": 67.9, "note": null}))
+        );
+        let e = p
+            .process(&json!({"id": "x7", "pm10": "1", "pm25": "1"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x7"), "{e}");
+        let e = p
+            .process(&json!({"id": "1 2", "pm10": "1", "pm25": "1"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 outputs"), "{e}");
+        assert!(p.process(&json!({"pm10": "1", "pm25": "1"})).is_err());
+    }
 }
