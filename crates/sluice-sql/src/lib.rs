@@ -37,7 +37,7 @@ pub use kind::{DbKind, MYSQL_MAX_PARAMS, POSTGRES_MAX_PARAMS, SQLITE_MAX_PARAMS}
 pub use migrate::{IDENTITY, Migration, Migrator};
 pub use pool::{ConnectSettings, Db, DbUrl, Journal, SQLITE_BUSY_TIMEOUT, is_memory_url};
 pub use statement::{
-    Arg, Statement, build_query, push_placeholder, quote_ident, quote_path, upsert_clause,
+    Arg, Statement, build_query, dialect, push_placeholder, quote_ident, quote_path, upsert_clause,
 };
 pub use tx::{Decodable, Row, Tx};
 

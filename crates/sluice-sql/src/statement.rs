@@ -110,6 +110,23 @@ pub fn push_placeholder(sql: &mut String, kind: DbKind, n: usize) {
     }
 }
 
+/// `sql` written with `?` placeholders, each replaced by `kind`'s, numbered in
+/// turn (`$1, $2, …` on PostgreSQL). For statements written once for every
+/// database; `sql` must hold no `?` other than placeholders.
+pub fn dialect(kind: DbKind, sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            push_placeholder(&mut out, kind, n);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `name` quoted as an identifier of `kind`: `` `name` `` on MySQL, `"name"`
 /// elsewhere, with a quote character inside doubled (so that any text is one
 /// identifier, never SQL).

@@ -61,18 +61,7 @@ impl RawWatch {
                 Duration::ZERO
             }),
         };
-        let param = self.param.clone().unwrap_or_else(|| "file".into());
-        let plain = !param.is_empty()
-            && param.len() <= 100
-            && param
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !plain {
-            errs.push(TriggerError::new(
-                TriggerField::Param,
-                format!("param {param:?} must be a plain name"),
-            ));
-        }
+        let param = super::change::param_name(self.param.as_deref(), "file", &mut errs);
         if !errs.is_empty() {
             return Err(errs);
         }

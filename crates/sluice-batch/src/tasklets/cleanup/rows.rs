@@ -28,7 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sluice_sql::{
-    Arg, ConnectSettings, Db, DbKind, Statement, push_placeholder, quote_ident, quote_path,
+    Arg, ConnectSettings, Db, DbKind, Statement, dialect, push_placeholder, quote_ident, quote_path,
 };
 
 use crate::api::Reader;
@@ -216,8 +216,10 @@ impl RowCleanup {
         .await
         .map_err(sql_err("creating sluice_cleanup_state"))?;
         let name = file.display().to_string();
-        let mut sql = format!("SELECT file_len FROM {STATE_TABLE} WHERE name = ");
-        push_placeholder(&mut sql, d, 1);
+        let sql = dialect(
+            d,
+            &format!("SELECT file_len FROM {STATE_TABLE} WHERE name = ?"),
+        );
         let rows = db
             .fetch_all(&Statement::new(sql).bind(name.as_str()))
             .await
@@ -246,16 +248,14 @@ impl RowCleanup {
             Some(len) if on_disk == len => len,
             _ => {
                 // New, or shorter than recorded (rotated away): start from what is there.
-                let mut st = format!("DELETE FROM {STATE_TABLE} WHERE name = ");
-                push_placeholder(&mut st, d, 1);
+                let st = dialect(d, &format!("DELETE FROM {STATE_TABLE} WHERE name = ?"));
                 db.execute(&Statement::new(st).bind(name.as_str()))
                     .await
                     .map_err(sql_err("writing sluice_cleanup_state"))?;
-                let mut ins = format!("INSERT INTO {STATE_TABLE} (name, file_len) VALUES (");
-                push_placeholder(&mut ins, d, 1);
-                ins.push_str(", ");
-                push_placeholder(&mut ins, d, 2);
-                ins.push(')');
+                let ins = dialect(
+                    d,
+                    &format!("INSERT INTO {STATE_TABLE} (name, file_len) VALUES (?, ?)"),
+                );
                 db.execute(&Statement::new(ins).bind(name.as_str()).bind(on_disk as i64))
                     .await
                     .map_err(sql_err("writing sluice_cleanup_state"))?;
@@ -349,10 +349,10 @@ impl RowCleanup {
         for a in st_args {
             st = st.bind(a);
         }
-        let mut upd = format!("UPDATE {STATE_TABLE} SET file_len = ");
-        push_placeholder(&mut upd, d, 1);
-        upd.push_str(" WHERE name = ");
-        push_placeholder(&mut upd, d, 2);
+        let upd = dialect(
+            d,
+            &format!("UPDATE {STATE_TABLE} SET file_len = ? WHERE name = ?"),
+        );
         let mut tx = match d {
             DbKind::Sqlite => db.begin_write().await,
             _ => db.begin().await,

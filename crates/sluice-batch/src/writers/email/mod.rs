@@ -43,7 +43,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sluice_core::{Quota, QuotaExceeded, Secret};
-use sluice_sql::{ConnectSettings, Db, DbKind, ErrorClass, Journal, Statement};
+use sluice_sql::{ConnectSettings, Db, DbKind, ErrorClass, Journal, Statement, dialect};
 
 pub use config::{EmailSecret, RawEmailWriter, RawTemplates, SecretTable};
 
@@ -313,21 +313,6 @@ enum Logged {
 #[derive(Debug)]
 struct SendLog {
     db: Db,
-}
-
-/// `sql` with each `?` replaced by `kind`'s placeholder.
-fn dialect(kind: DbKind, sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            sluice_sql::push_placeholder(&mut out, kind, n);
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A send-log error: transient when the database says so, else fatal.

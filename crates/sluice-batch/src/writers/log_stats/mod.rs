@@ -48,7 +48,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
-use sluice_sql::{ConnectSettings, Db, DbKind, Journal, Statement, quote_ident, quote_path};
+use sluice_sql::{Db, DbKind, Statement, quote_ident, quote_path};
 
 use super::sql::map_sqlx_error;
 use super::{SqlWriter, SqlWriterOptions};
@@ -262,14 +262,7 @@ impl LogStatsWriter {
         if self.pool.is_some() {
             return Ok(());
         }
-        let settings = ConnectSettings::new()
-            .acquire_timeout(Duration::from_secs(10))
-            .quiet();
-        let settings = match self.kind {
-            DbKind::Sqlite => settings.create(Journal::WalWhenNew).idle_timeout(None),
-            DbKind::Postgres => settings.max_connections(2),
-            DbKind::MySql => settings.max_connections(2).mysql_strict(),
-        };
+        let settings = crate::writers::sql::writer_connect_settings(self.kind);
         let db = Db::connect(&self.url, &settings).await.map_err(|e| {
             WriteError::Transient(format!(
                 "log_stats: table {}: connecting to {}: {e}",

@@ -12,7 +12,7 @@
 //!                   checkpoint    {"reader": …, "writer": …} after that chunk (JSON)
 //! ```
 
-use sluice_sql::{Arg, Statement, Tx};
+use sluice_sql::{Arg, Statement, Tx, dialect};
 
 use super::*;
 use crate::api::{CheckpointKey, CheckpointStore, TargetCheckpoint};
@@ -39,21 +39,6 @@ fn create_sql(kind: DbKind) -> String {
          checkpoint {text} NOT NULL, \
          PRIMARY KEY (job_name, job_instance_id, step_name))"
     )
-}
-
-/// `sql` with each `?` replaced by the placeholder of `kind`, numbered in turn.
-fn dialect(kind: DbKind, sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            sluice_sql::push_placeholder(&mut out, kind, n);
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The key columns' condition and its arguments.

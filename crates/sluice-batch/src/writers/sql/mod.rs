@@ -409,17 +409,7 @@ impl SqlWriter {
         if self.pool.is_some() {
             return Ok(());
         }
-        // A small pool that replaces a broken connection; the writer keeps one
-        // connection from chunk to chunk. A SQLite file the writer creates is put
-        // in WAL mode (one sync per commit); an existing one keeps its journal.
-        let settings = ConnectSettings::new()
-            .acquire_timeout(Duration::from_secs(10))
-            .quiet();
-        let settings = match self.kind {
-            DbKind::Sqlite => settings.create(Journal::WalWhenNew).idle_timeout(None),
-            DbKind::Postgres => settings.max_connections(2),
-            DbKind::MySql => settings.max_connections(2).mysql_strict(),
-        };
+        let settings = writer_connect_settings(self.kind);
         let pool = self
             .connect
             .connect(&self.url, &settings)
@@ -682,5 +672,20 @@ fn class_error(class: ErrorClass, text: String) -> WriteError {
         ErrorClass::Data | ErrorClass::UniqueViolation => WriteError::Item(text),
         ErrorClass::Transient => WriteError::Transient(text),
         _ => WriteError::Fatal(text),
+    }
+}
+
+/// How a writer into a SQL table connects: a small pool that replaces a broken
+/// connection (the writer keeps one from chunk to chunk); a SQLite file the
+/// writer creates is put in WAL mode (one sync per commit), an existing one keeps
+/// its journal; MySQL in strict mode.
+pub(crate) fn writer_connect_settings(kind: DbKind) -> ConnectSettings {
+    let settings = ConnectSettings::new()
+        .acquire_timeout(Duration::from_secs(10))
+        .quiet();
+    match kind {
+        DbKind::Sqlite => settings.create(Journal::WalWhenNew).idle_timeout(None),
+        DbKind::Postgres => settings.max_connections(2),
+        DbKind::MySql => settings.max_connections(2).mysql_strict(),
     }
 }
